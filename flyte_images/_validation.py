@@ -1,0 +1,185 @@
+"""Checks of user arguments that can never be right, done once at the call.
+
+Each check raises `InvalidLayerArgument` naming the parameter, the bad value and the fix, and
+returns the normalised value. Nothing here touches the filesystem or the network: constructing
+an Image never fails because a file is missing or a registry is down.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal, Union
+from urllib.parse import urlsplit
+
+from ._errors import InvalidLayerArgument
+
+Architecture = Literal["linux/amd64", "linux/arm64"]
+
+# Platforms BuildKit knows how to build for. The seed's type names two; the others are real
+# targets of Docker's official Python images and are accepted rather than refused.
+KNOWN_PLATFORMS: tuple[str, ...] = (
+    "linux/amd64",
+    "linux/arm64",
+    "linux/arm/v7",
+    "linux/arm/v6",
+    "linux/386",
+    "linux/ppc64le",
+    "linux/s390x",
+    "linux/riscv64",
+)
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_BUT_NEWLINE_TAB = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_APT_NAME = re.compile(r"^[a-z0-9][a-z0-9+.\-]*(:[a-z0-9\-]+)?([=/][A-Za-z0-9.+~:\-]+)?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def no_control(parameter: str, value: object, *, allow_newline: bool = False) -> str:
+    """A string without control characters (newlines only where a value may span lines)."""
+    if not isinstance(value, str):
+        raise InvalidLayerArgument(parameter, f"expected a string, got {type(value).__name__} {_show(value)}")
+    pattern = _CONTROL_BUT_NEWLINE_TAB if allow_newline else _CONTROL
+    found = pattern.search(value)
+    if found:
+        raise InvalidLayerArgument(
+            parameter,
+            f"{_show(value)} contains the control character {found.group()!r}; "
+            "remove it (a newline or NUL cannot be part of this value)",
+        )
+    return value
+
+
+def nonempty(parameter: str, value: object, *, allow_newline: bool = False) -> str:
+    text = no_control(parameter, value, allow_newline=allow_newline)
+    if not text.strip():
+        raise InvalidLayerArgument(parameter, f"must not be empty or blank, got {_show(value)}")
+    return text
+
+
+def strings(parameter: str, values: object) -> tuple[str, ...]:
+    """A str or an iterable of str, as a tuple (lists are accepted where tuples are stored)."""
+    if values is None:
+        return ()
+    if isinstance(values, str):
+        return (values,)
+    if isinstance(values, Iterable):
+        items = tuple(values)
+        for item in items:
+            if not isinstance(item, str):
+                raise InvalidLayerArgument(
+                    parameter, f"expected strings, got {type(item).__name__} {_show(item)}"
+                )
+        return items
+    raise InvalidLayerArgument(parameter, f"expected a string or a list of strings, got {_show(values)}")
+
+
+def apt_package(value: object) -> str:
+    name = nonempty("packages", value).strip()
+    if not _APT_NAME.match(name):
+        raise InvalidLayerArgument(
+            "packages",
+            f"{_show(value)} is not a Debian package name; use names like 'git', 'libpq-dev', "
+            "'curl=7.88.1-10+deb12u5' or 'gcc:amd64', one package per argument",
+        )
+    return name
+
+
+def pip_requirement(value: object) -> str:
+    text = nonempty("packages", value).strip()
+    if text.startswith("-"):
+        raise InvalidLayerArgument(
+            "packages",
+            f"{_show(value)} is an installer option, not a package; pass options through extra_args",
+        )
+    return text
+
+
+def env_name(value: object) -> str:
+    name = no_control("env_vars", value)
+    if not _ENV_NAME.match(name):
+        raise InvalidLayerArgument(
+            "env_vars",
+            f"{_show(value)} is not a valid environment variable name; use letters, digits and "
+            "underscores, not starting with a digit (no '=', spaces or dashes)",
+        )
+    return name
+
+
+def url(parameter: str, value: object) -> str:
+    text = nonempty(parameter, value).strip()
+    if any(ch.isspace() for ch in text):
+        raise InvalidLayerArgument(parameter, f"{_show(value)} contains white space; a URL cannot")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https", "file") or not (parts.netloc or parts.scheme == "file"):
+        raise InvalidLayerArgument(
+            parameter, f"{_show(value)} is not an http(s) or file URL, e.g. https://pypi.org/simple"
+        )
+    return text
+
+
+def urls(parameter: str, values: object) -> tuple[str, ...]:
+    return tuple(url(parameter, v) for v in strings(parameter, values))
+
+
+def platforms(value: object) -> tuple[str, ...]:
+    """One platform or several, as a sorted tuple without duplicates (a set, canonically)."""
+    items = strings("platform", value)
+    if not items:
+        raise InvalidLayerArgument("platform", "at least one platform is needed, e.g. 'linux/amd64'")
+    for item in items:
+        if item not in KNOWN_PLATFORMS:
+            raise InvalidLayerArgument(
+                "platform", f"unknown platform {_show(item)}; known: {', '.join(KNOWN_PLATFORMS)}"
+            )
+    return tuple(sorted(set(items)))
+
+
+PythonVersionLike = Union[tuple[int, int], list[int], str]
+
+
+def python_version(value: object) -> tuple[int, int]:
+    """(3, 12), [3, 12] or "3.12" -> (3, 12); anything else is refused with the accepted forms."""
+    parsed: tuple[int, int] | None = None
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\.(\d+)\s*", value)
+        if match:
+            parsed = (int(match.group(1)), int(match.group(2)))
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        major, minor = value
+        if isinstance(major, int) and isinstance(minor, int) and not isinstance(major, bool):
+            parsed = (major, minor)
+    if parsed is None or parsed[0] != 3 or not 8 <= parsed[1] <= 99:
+        raise InvalidLayerArgument(
+            "python_version",
+            f"{_show(value)} is not a Python version this can build; pass (3, 12) or '3.12' (3.8 or newer)",
+        )
+    return parsed
+
+
+def host_python_version() -> tuple[int, int]:
+    return (sys.version_info.major, sys.version_info.minor)
+
+
+def container_path(parameter: str, value: object) -> str:
+    text = nonempty(parameter, value)
+    return text
+
+
+def local_path(parameter: str, value: object) -> Path:
+    """A path on this machine, made absolute against the current folder, not resolved."""
+    if isinstance(value, Path):
+        path = value
+    elif isinstance(value, str):
+        path = Path(nonempty(parameter, value))
+    else:
+        raise InvalidLayerArgument(parameter, f"expected a path, got {type(value).__name__} {_show(value)}")
+    no_control(parameter, str(path))
+    return path.absolute()
