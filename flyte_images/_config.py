@@ -38,7 +38,7 @@ def update(**changes: object) -> None:
     global _settings  # noqa: PLW0603 - one settings object per process, as the SDK has
     with _lock:
         values = {**_settings.__dict__, **{k: v for k, v in changes.items() if v is not None}}
-        _settings = Settings(**values)  # type: ignore[arg-type]
+        _settings = Settings(**values)
 
 
 def configured_registry() -> str | None:

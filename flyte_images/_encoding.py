@@ -24,7 +24,7 @@ import struct
 from collections.abc import Mapping
 from typing import Union
 
-Encodable = Union[
+Encodable = Union[  # noqa: UP007 - the recursive alias needs forward references
     None, bool, int, str, bytes, tuple["Encodable", ...], list["Encodable"], Mapping[str, "Encodable"]
 ]
 

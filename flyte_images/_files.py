@@ -79,7 +79,7 @@ class StatCache:
         self._lock = threading.Lock()
         # In-process only: a folder's sorted listing with its ignore decisions, keyed on the
         # folder's own stat and the rules, so an unchanged folder is not listed or matched again.
-        self.listings: dict[tuple[str, StatKey, IgnoreRules], list[tuple[str, str, bool]]] = {}
+        self.listings: dict[tuple[str, str, StatKey, IgnoreRules], list[tuple[str, str, bool]]] = {}
 
     def _load(self) -> dict[StatKey, str]:
         if self._digests is None:
@@ -289,7 +289,7 @@ def _hash_missing(
     else:
         digests = [one(item) for item in todo]
     now = time.time_ns()
-    for (index, path, st), digest in zip(todo, digests):
+    for (index, path, st), digest in zip(todo, digests, strict=True):
         entries[index] = Entry(path, FILE, stat.S_IMODE(st.st_mode), digest, st.st_size)
         if cache is not None:
             cache.put(_key(st), digest, now)

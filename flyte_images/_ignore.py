@@ -180,8 +180,10 @@ class IgnoreRules:
         compiled = []
         for line in lines:
             exception = line.startswith("!")
-            text = line[1:] if exception else line
-            compiled.append(Pattern(_go_clean(text), exception))
+            text = _go_clean(line[1:] if exception else line)
+            if len(text) > 1 and text.startswith("/"):
+                text = text[1:]
+            compiled.append(Pattern(text, exception))
         return cls(tuple(compiled))
 
     @classmethod
@@ -210,12 +212,12 @@ class IgnoreRules:
             if path in ("", "."):
                 return (False,) * len(self.patterns)
             return tuple(p.matches_or_parent(path) for p in self.patterns)
-        return tuple(was or p.matches(path) for was, p in zip(parent, self.patterns))
+        return tuple(was or p.matches(path) for was, p in zip(parent, self.patterns, strict=True))
 
     def excluded_with(self, parent: tuple[bool, ...], path: str) -> bool:
         """`excluded(path)`, reusing the per-pattern results of the parent folder."""
         matched = False
-        for was, pattern in zip(parent, self.patterns):
+        for was, pattern in zip(parent, self.patterns, strict=True):
             if pattern.exception != matched:
                 continue
             if was or pattern.matches(path):

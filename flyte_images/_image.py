@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any
 
 from . import _config
 from . import _validation as check
@@ -49,14 +49,14 @@ from ._validation import Architecture
 
 DEFAULT_IMAGE_NAME = "flyte"
 DEFAULT_FLYTE_VERSION = "2.12.1"
-DEFAULT_PLATFORMS: Tuple[str, ...] = ("linux/amd64",)
+DEFAULT_PLATFORMS: tuple[str, ...] = ("linux/amd64",)
 DEFAULT_BASE_IMAGE = "python:{python_version}-slim-bookworm"
 _INSTALL_MODES = ("dependencies_only", "install_project")
 
 _construction = threading.local()
 
 
-def default_base_image(python_version: Tuple[int, int]) -> str:
+def default_base_image(python_version: tuple[int, int]) -> str:
     """The base of `from_debian_base`: `FLYTE_IMAGES_BASE_IMAGE` (with `{python_version}`), or
     the official slim Debian bookworm Python image."""
     import os
@@ -80,17 +80,17 @@ class Image:
         image.uri         # 'registry/flyte:<32 hex digits of the content hash>'
     """
 
-    base_image: Optional[str] = None
-    dockerfile: Optional[Path] = None
-    registry: Optional[str] = None
-    name: Optional[str] = None
-    platform: Tuple[Architecture, ...] = ("linux/amd64",)
-    python_version: Optional[Tuple[int, int]] = field(default_factory=check.host_python_version)
+    base_image: str | None = None
+    dockerfile: Path | None = None
+    registry: str | None = None
+    name: str | None = None
+    platform: tuple[Architecture, ...] = ("linux/amd64",)
+    python_version: tuple[int, int] | None = field(default_factory=check.host_python_version)
     extendable: bool = False
     _is_cloned: bool = False
-    _ref_name: Optional[str] = None
-    _layers: Tuple[Layer, ...] = ()
-    _image_registry_secret: Optional[Secret] = None
+    _ref_name: str | None = None
+    _layers: tuple[Layer, ...] = ()
+    _image_registry_secret: Secret | None = None
 
     def __post_init__(self) -> None:
         if not getattr(_construction, "allowed", False):
@@ -117,13 +117,13 @@ class Image:
     @classmethod
     def from_debian_base(
         cls,
-        python_version: Optional[Tuple[int, int]] = None,
-        flyte_version: Optional[str] = None,
+        python_version: tuple[int, int] | None = None,
+        flyte_version: str | None = None,
         install_flyte: bool = True,
-        registry: Optional[str] = None,
-        registry_secret: Optional[str | Secret] = None,
-        name: Optional[str] = None,
-        platform: Optional[Tuple[Architecture, ...]] = None,
+        registry: str | None = None,
+        registry_secret: str | Secret | None = None,
+        name: str | None = None,
+        platform: tuple[Architecture, ...] | None = None,
     ) -> Image:
         """A slim Debian image with the requested Python, uv and a virtual environment on PATH.
 
@@ -135,7 +135,9 @@ class Image:
         Example:
             Image.from_debian_base(python_version=(3, 12), install_flyte=False)
         """
-        version = check.host_python_version() if python_version is None else check.python_version(python_version)
+        version = (
+            check.host_python_version() if python_version is None else check.python_version(python_version)
+        )
         if flyte_version is not None:
             check.nonempty("flyte_version", flyte_version)
         pinned = (flyte_version or DEFAULT_FLYTE_VERSION) if install_flyte else None
@@ -160,7 +162,9 @@ class Image:
         """
         uri = check.nonempty("image_uri", image_uri).strip()
         if any(ch.isspace() for ch in uri):
-            raise InvalidLayerArgument("image_uri", f"{image_uri!r} contains white space; an image uri cannot")
+            raise InvalidLayerArgument(
+                "image_uri", f"{image_uri!r} contains white space; an image uri cannot"
+            )
         return cls._new(base_image=uri, python_version=None)
 
     @classmethod
@@ -172,10 +176,10 @@ class Image:
     @classmethod
     def from_dockerfile(
         cls,
-        file: Union[Path, str],
+        file: Path | str,
         registry: str,
         name: str,
-        platform: Union[Architecture, Tuple[Architecture, ...], None] = None,
+        platform: Architecture | tuple[Architecture, ...] | None = None,
     ) -> Image:
         """An image built from your own Dockerfile; its folder is the build context.
 
@@ -199,14 +203,14 @@ class Image:
         *,
         name: str,
         registry: str | None = None,
-        registry_secret: Optional[str | Secret] = None,
-        python_version: Optional[Tuple[int, int]] = None,
-        index_url: Optional[str] = None,
-        extra_index_urls: Union[str, List[str], Tuple[str, ...], None] = None,
+        registry_secret: str | Secret | None = None,
+        python_version: tuple[int, int] | None = None,
+        index_url: str | None = None,
+        extra_index_urls: str | list[str] | tuple[str, ...] | None = None,
         pre: bool = False,
-        extra_args: Optional[str] = None,
-        platform: Optional[Tuple[Architecture, ...]] = None,
-        secret_mounts: Optional[SecretRequest] = None,
+        extra_args: str | None = None,
+        platform: tuple[Architecture, ...] | None = None,
+        secret_mounts: SecretRequest | None = None,
     ) -> Image:
         """An image with the dependencies of a uv script (its `# /// script` header) installed
         and the script copied in. The whole script counts for the tag, not only its header.
@@ -232,14 +236,14 @@ class Image:
 
     def clone(
         self,
-        registry: Optional[str] = None,
-        registry_secret: Optional[str | Secret] = None,
-        name: Optional[str] = None,
-        base_image: Optional[str] = None,
-        python_version: Optional[Tuple[int, int]] = None,
-        addl_layer: Optional[Layer] = None,
-        extendable: Optional[bool] = None,
-        platform: Union[Architecture, Tuple[Architecture, ...], None] = None,
+        registry: str | None = None,
+        registry_secret: str | Secret | None = None,
+        name: str | None = None,
+        base_image: str | None = None,
+        python_version: tuple[int, int] | None = None,
+        addl_layer: Layer | None = None,
+        extendable: bool | None = None,
+        platform: Architecture | tuple[Architecture, ...] | None = None,
     ) -> Image:
         """A copy with another registry, name, base, Python version or platform set, optionally
         with one more layer. A cloned image is always built, never taken as an existing one.
@@ -247,7 +251,7 @@ class Image:
         Example:
             Image.from_base("python:3.12-slim").clone(name="app", registry="ghcr.io/me")
         """
-        changes: Dict[str, Any] = {"_is_cloned": True}
+        changes: dict[str, Any] = {"_is_cloned": True}
         if registry is not None:
             changes["registry"] = _optional_text("registry", registry)
         if registry_secret is not None:
@@ -287,11 +291,11 @@ class Image:
     def with_requirements(
         self,
         file: str | Path,
-        index_url: Optional[str] = None,
-        extra_index_urls: Union[str, List[str], Tuple[str, ...], None] = None,
+        index_url: str | None = None,
+        extra_index_urls: str | list[str] | tuple[str, ...] | None = None,
         pre: bool = False,
-        extra_args: Optional[str] = None,
-        secret_mounts: Optional[SecretRequest] = None,
+        extra_args: str | None = None,
+        secret_mounts: SecretRequest | None = None,
     ) -> Image:
         """Install a requirements .txt file with uv. Files it includes with -r/-c count too.
 
@@ -306,11 +310,11 @@ class Image:
     def with_pip_packages(
         self,
         *packages: str,
-        index_url: Optional[str] = None,
-        extra_index_urls: Union[str, List[str], Tuple[str, ...], None] = None,
+        index_url: str | None = None,
+        extra_index_urls: str | list[str] | tuple[str, ...] | None = None,
         pre: bool = False,
-        extra_args: Optional[str] = None,
-        secret_mounts: Optional[SecretRequest] = None,
+        extra_args: str | None = None,
+        secret_mounts: SecretRequest | None = None,
     ) -> Image:
         """Install Python packages with uv (requirement specifiers, sorted: order does not matter).
 
@@ -322,13 +326,15 @@ class Image:
         options = _install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts)
         return self._with_layer(PipPackages(packages=names, **options))
 
-    def with_env_vars(self, env_vars: Dict[str, str]) -> Image:
+    def with_env_vars(self, env_vars: dict[str, str]) -> Image:
         """Set environment variables in the image (one ENV instruction).
 
         Example: `image.with_env_vars({"HF_HOME": "/cache/hf"})`
         """
         if not isinstance(env_vars, dict) or not env_vars:
-            raise InvalidLayerArgument("env_vars", f"expected a non-empty dict of str to str, got {env_vars!r}")
+            raise InvalidLayerArgument(
+                "env_vars", f"expected a non-empty dict of str to str, got {env_vars!r}"
+            )
         pairs = tuple(
             sorted((check.env_name(k), check.no_control("env_vars", v)) for k, v in env_vars.items())
         )
@@ -347,7 +353,7 @@ class Image:
         )
         return self._with_layer(layer)
 
-    def with_source_file(self, src: Union[Path, List[Path]], dst: str = ".") -> Image:
+    def with_source_file(self, src: Path | list[Path], dst: str = ".") -> Image:
         """Copy one local file (or a list of files) into `dst`, keeping their names and modes.
 
         Example: `image.with_source_file(Path("config.yaml"), dst="/etc/app")`
@@ -374,11 +380,11 @@ class Image:
         self,
         pyproject_file: str | Path,
         uvlock: Path | None = None,
-        index_url: Optional[str] = None,
-        extra_index_urls: Union[List[str], Tuple[str, ...], None] = None,
+        index_url: str | None = None,
+        extra_index_urls: list[str] | tuple[str, ...] | None = None,
         pre: bool = False,
-        extra_args: Optional[str] = None,
-        secret_mounts: Optional[SecretRequest] = None,
+        extra_args: str | None = None,
+        secret_mounts: SecretRequest | None = None,
         project_install_mode: ProjectInstallMode = "dependencies_only",
     ) -> Image:
         """Install a uv project's locked dependencies (pyproject.toml + uv.lock beside it).
@@ -390,7 +396,10 @@ class Image:
         lock = check.local_path("uvlock", uvlock) if uvlock is not None else pyproject.parent / "uv.lock"
         options = _install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts)
         layer = UVProject(
-            pyproject=pyproject, uvlock=lock, project_install_mode=_install_mode(project_install_mode), **options
+            pyproject=pyproject,
+            uvlock=lock,
+            project_install_mode=_install_mode(project_install_mode),
+            **options,
         )
         return self._with_layer(layer)
 
@@ -398,8 +407,8 @@ class Image:
         self,
         pyproject_file: str | Path,
         poetry_lock: Path | None = None,
-        extra_args: Optional[str] = None,
-        secret_mounts: Optional[SecretRequest] = None,
+        extra_args: str | None = None,
+        secret_mounts: SecretRequest | None = None,
         project_install_mode: ProjectInstallMode = "dependencies_only",
     ) -> Image:
         """Install a poetry project's locked dependencies (pyproject.toml + poetry.lock beside it).
@@ -421,7 +430,7 @@ class Image:
         )
         return self._with_layer(layer)
 
-    def with_apt_packages(self, *packages: str, secret_mounts: Optional[SecretRequest] = None) -> Image:
+    def with_apt_packages(self, *packages: str, secret_mounts: SecretRequest | None = None) -> Image:
         """Install Debian packages with apt-get (sorted: order does not matter).
 
         Example: `image.with_apt_packages("git", "curl")`
@@ -431,7 +440,7 @@ class Image:
             raise InvalidLayerArgument("packages", "name at least one apt package")
         return self._with_layer(AptPackages(packages=names, secret_mounts=normalize_secrets(secret_mounts)))
 
-    def with_commands(self, commands: List[str], secret_mounts: Optional[SecretRequest] = None) -> Image:
+    def with_commands(self, commands: list[str], secret_mounts: SecretRequest | None = None) -> Image:
         """Run shell commands, one RUN step each, in order (do not write `RUN` yourself).
 
         Example: `image.with_commands(["mkdir -p /data", "echo ready > /data/flag"])`
@@ -496,11 +505,11 @@ class Image:
         return f"{repository}:{self.identifier}"
 
 
-def _optional_text(parameter: str, value: Optional[str]) -> Optional[str]:
+def _optional_text(parameter: str, value: str | None) -> str | None:
     return None if value is None else check.nonempty(parameter, value).strip()
 
 
-def _registry_secret(value: Optional[str | Secret]) -> Optional[Secret]:
+def _registry_secret(value: str | Secret | None) -> Secret | None:
     if value is None:
         return None
     secrets = normalize_secrets(value)
@@ -516,12 +525,12 @@ def _install_mode(value: object) -> ProjectInstallMode:
 
 
 def _install_options(
-    index_url: Optional[str],
+    index_url: str | None,
     extra_index_urls: object,
     pre: bool,
-    extra_args: Optional[str],
-    secret_mounts: Optional[SecretRequest],
-) -> Dict[str, Any]:
+    extra_args: str | None,
+    secret_mounts: SecretRequest | None,
+) -> dict[str, Any]:
     return {
         "index_url": None if index_url is None else check.url("index_url", index_url),
         "extra_index_urls": check.urls("extra_index_urls", extra_index_urls),

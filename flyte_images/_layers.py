@@ -116,7 +116,7 @@ class Requirements(_PythonInstall):
 
     def identity(self, ctx: SourceContext) -> Encodable:
         paths = self.files()
-        named = zip(relative_to_first(paths), paths)
+        named = zip(relative_to_first(paths), paths, strict=True)
         files = tuple((rel, *single_file(p, ctx, "requirements file").identity()[1:]) for rel, p in named)
         return (self.KIND, files, self._install_options())
 

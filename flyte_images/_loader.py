@@ -71,9 +71,8 @@ def objects_of(target: str, kind: type[T]) -> list[tuple[str, T]]:
     if name is not None:
         if not hasattr(module, name):
             found = [n for n, v in vars(module).items() if isinstance(v, kind)]
-            raise LoadError(
-                f"{where} defines no {name!r}; the {kind.__name__} objects it defines: {', '.join(found) or 'none'}"
-            )
+            listed = ", ".join(found) or "none"
+            raise LoadError(f"{where} defines no {name!r}; the {kind.__name__} objects it defines: {listed}")
         value = getattr(module, name)
         if not isinstance(value, kind):
             raise LoadError(f"{where}:{name} is a {type(value).__name__}, not a {kind.__name__}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
 
 from ._encoding import sha256_hex
 from ._errors import InvalidLayerArgument
@@ -32,9 +31,9 @@ class Secret:
     """
 
     key: str
-    group: Optional[str] = None
-    mount: Optional[Path] = None
-    as_env_var: Optional[str] = None
+    group: str | None = None
+    mount: Path | None = None
+    as_env_var: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.key, str) or not _KEY.match(self.key):
@@ -82,7 +81,7 @@ class Secret:
         return sha256_hex(("Secret", self.key, self.group, mount, self.as_env_var))
 
 
-SecretRequest = Union[str, Secret, list[Union[str, Secret]], tuple[Union[str, Secret], ...]]
+SecretRequest = str | Secret | list[str | Secret] | tuple[str | Secret, ...]
 
 
 def normalize_secrets(value: object) -> tuple[Secret, ...]:
@@ -96,12 +95,11 @@ def normalize_secrets(value: object) -> tuple[Secret, ...]:
         )
     out: list[Secret] = []
     for item in items:
-        if isinstance(item, str):
-            item = Secret(key=item)
-        if not isinstance(item, Secret):
+        secret = Secret(key=item) if isinstance(item, str) else item
+        if not isinstance(secret, Secret):
             raise InvalidLayerArgument(
-                "secret_mounts", f"expected a str or a Secret, got {type(item).__name__}"
+                "secret_mounts", f"expected a str or a Secret, got {type(secret).__name__}"
             )
-        if item not in out:
-            out.append(item)
+        if secret not in out:
+            out.append(secret)
     return tuple(out)

@@ -29,7 +29,7 @@ def parse_script_metadata(text: str, origin: str = "script") -> ScriptMetadata:
     if not blocks:
         raise SourceError(
             f"{origin} has no '# /// script' block; add one, e.g.\n"
-            "# /// script\n# requires-python = \">=3.12\"\n# dependencies = [\"httpx\"]\n# ///"
+            '# /// script\n# requires-python = ">=3.12"\n# dependencies = ["httpx"]\n# ///'
         )
     if len(blocks) > 1:
         raise SourceError(f"{origin} has more than one '# /// script' block; keep one")

@@ -11,7 +11,7 @@ import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 from urllib.parse import urlsplit
 
 from ._errors import InvalidLayerArgument
@@ -140,9 +140,6 @@ def platforms(value: object) -> tuple[str, ...]:
                 "platform", f"unknown platform {_show(item)}; known: {', '.join(KNOWN_PLATFORMS)}"
             )
     return tuple(sorted(set(items)))
-
-
-PythonVersionLike = Union[tuple[int, int], list[int], str]
 
 
 def python_version(value: object) -> tuple[int, int]:

@@ -1,0 +1,42 @@
+# Developer recipes. Run through `bash fixtures/dev.sh RECIPE` on a fresh machine (it creates
+# .venv first), or `just RECIPE` with .venv/bin on PATH.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := justfile_directory() / ".venv/bin"
+export PATH := venv + ":" + env_var("PATH")
+
+# List the recipes.
+default:
+    @just --list
+
+# Create or refresh .venv with the project and its dev tools.
+setup:
+    bash fixtures/dev.sh --version >/dev/null
+
+# Run the whole test suite (what CI runs).
+test *ARGS:
+    python -m pytest {{ARGS}}
+
+# Only the fast tests (no wheel build, no engine).
+test-fast *ARGS:
+    python -m pytest -m "not slow and not engine" {{ARGS}}
+
+# Lint, format check and strict type check.
+lint:
+    ruff check .
+    ruff format --check .
+    mypy
+
+# Reformat the code.
+fmt:
+    ruff format .
+    ruff check --fix .
+
+# Benchmarks against the original flyte package (installed into .bench/ on first use).
+bench *ARGS:
+    bash benchmarks/run.sh {{ARGS}}
+
+# The main job: describe an example image and print its identifier and uri.
+demo:
+    flyte-images id fixtures/examples/demo_images.py

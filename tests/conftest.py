@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flyte_images import _config
+from flyte_images._files import reset_shared_stat_cache
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test gets its own stat-cache folder and clean settings."""
+    monkeypatch.setenv("FLYTE_IMAGES_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    for key in list(os.environ):
+        if key.startswith("FLYTE_IMAGES_REF_") or key in ("FLYTE_IMAGES_REGISTRY", "FLYTE_IMAGES_BASE_IMAGE"):
+            monkeypatch.delenv(key)
+    reset_shared_stat_cache()
+    saved = _config._settings
+    yield
+    _config._settings = saved
+    reset_shared_stat_cache()
+
+
+def write_tree(root: Path, files: dict[str, tuple[bytes, int]], order: list[str] | None = None) -> None:
+    """Create `files` (relative path -> (bytes, mode)) below root, in the given order."""
+    root.mkdir(parents=True, exist_ok=True)
+    for rel in order or list(files):
+        data, mode = files[rel]
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(mode)

@@ -1,0 +1,114 @@
+"""The `flyte-images` command: output for people, JSON for machines, exit codes that mean something."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flyte_images import Image
+from flyte_images._cli import main
+
+IMAGES = """
+from pathlib import Path
+from flyte_images import Image
+here = Path(__file__).parent
+base = Image.from_base("python:3.12-slim")
+app = Image.from_debian_base(python_version=(3, 12), install_flyte=False, name="app").with_source_file(
+    here / "main.py"
+)
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "main.py").write_text("print('hi')\n")
+    (tmp_path / "images.py").write_text(IMAGES)
+    return tmp_path
+
+
+def _expected_app_tag(project: Path) -> str:
+    image = Image.from_debian_base(python_version=(3, 12), install_flyte=False, name="app")
+    return image.with_source_file(project / "main.py").identifier
+
+
+def test_id_lists_every_image_with_its_uri(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["id", str(project / "images.py")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["base", "python:3.12-slim", "(existing", "image,", "not", "built)"]
+    assert out[1].split() == ["app", f"app:{_expected_app_tag(project)}"]
+
+
+def test_id_json_for_one_named_image(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["id", f"{project / 'images.py'}:app", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    (row,) = doc["images"]
+    assert row["name"] == "app" and row["identifier"] == _expected_app_tag(project)
+    assert row["uri"] == f"app:{row['identifier']}"
+
+
+def test_id_changes_when_the_source_changes(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["id", f"{project / 'images.py'}:app", "--json"])
+    first = json.loads(capsys.readouterr().out)["images"][0]["identifier"]
+    (project / "main.py").write_text("print('changed')\n")
+    main(["id", f"{project / 'images.py'}:app", "--json", "--no-stat-cache"])
+    assert json.loads(capsys.readouterr().out)["images"][0]["identifier"] != first
+
+
+def test_a_broken_image_exits_1_and_says_why(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "main.py").unlink()
+    assert main(["id", str(project / "images.py")]) == 1
+    captured = capsys.readouterr()
+    assert "main.py does not exist" in captured.err
+    assert "python:3.12-slim" in captured.out  # the good image is still reported
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("missing.py", "does not exist"),
+        ("images.py:nope", "defines no 'nope'; the Image objects it defines: base, app"),
+        ("not a module!", "neither an existing .py file nor a module name"),
+    ],
+)
+def test_bad_targets_exit_2(
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    target: str,
+    message: str,
+) -> None:
+    monkeypatch.chdir(project)
+    assert main(["id", target]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_module_targets_load_from_the_current_folder(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(project)
+    monkeypatch.syspath_prepend(str(project))
+    assert main(["id", "images:app"]) == 0
+    assert capsys.readouterr().out.startswith("app")
+
+
+def test_help_has_examples_and_exit_codes() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "flyte_images._cli", "id", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "examples:" in result.stdout and "--json" in result.stdout
+    top = subprocess.run(
+        [sys.executable, "-m", "flyte_images._cli", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "exit codes" in top.stdout
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "usage:" in capsys.readouterr().out

@@ -1,0 +1,181 @@
+"""The public signatures match the Flyte SDK's, so users port code by changing an import.
+
+The expected signatures are written here as data (names, kinds, defaults), taken from the Flyte
+SDK API reference and the `flyte` 2.12.1 release; the test runs on any machine.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import flyte_images
+from flyte_images import Image, Secret
+
+P, K, V = "POSITIONAL_OR_KEYWORD", "KEYWORD_ONLY", "VAR_POSITIONAL"
+NO = "<none>"
+
+# (parameter, kind, repr of the default or NO)
+EXPECTED: dict[str, list[tuple[str, str, str]]] = {
+    "Image": [
+        ("base_image", P, "None"),
+        ("dockerfile", P, "None"),
+        ("registry", P, "None"),
+        ("name", P, "None"),
+        ("platform", P, "('linux/amd64',)"),
+        ("python_version", P, "<factory>"),
+        ("extendable", P, "False"),
+        ("_is_cloned", P, "False"),
+        ("_ref_name", P, "None"),
+        ("_layers", P, "()"),
+        ("_image_registry_secret", P, "None"),
+    ],
+    "Image.from_base": [("image_uri", P, NO)],
+    "Image.from_debian_base": [
+        ("python_version", P, "None"),
+        ("flyte_version", P, "None"),
+        ("install_flyte", P, "True"),
+        ("registry", P, "None"),
+        ("registry_secret", P, "None"),
+        ("name", P, "None"),
+        ("platform", P, "None"),
+    ],
+    "Image.from_dockerfile": [
+        ("file", P, NO),
+        ("registry", P, NO),
+        ("name", P, NO),
+        ("platform", P, "None"),
+    ],
+    "Image.from_uv_script": [
+        ("script", P, NO),
+        ("name", K, NO),
+        ("registry", K, "None"),
+        ("registry_secret", K, "None"),
+        ("python_version", K, "None"),
+        ("index_url", K, "None"),
+        ("extra_index_urls", K, "None"),
+        ("pre", K, "False"),
+        ("extra_args", K, "None"),
+        ("platform", K, "None"),
+        ("secret_mounts", K, "None"),
+    ],
+    "Image.from_ref_name": [("name", P, "'default'")],
+    "Image.clone": [
+        ("self", P, NO),
+        ("registry", P, "None"),
+        ("registry_secret", P, "None"),
+        ("name", P, "None"),
+        ("base_image", P, "None"),
+        ("python_version", P, "None"),
+        ("addl_layer", P, "None"),
+        ("extendable", P, "None"),
+        ("platform", P, "None"),
+    ],
+    "Image.validate": [("self", P, NO)],
+    "Image.with_apt_packages": [("self", P, NO), ("packages", V, NO), ("secret_mounts", K, "None")],
+    "Image.with_commands": [("self", P, NO), ("commands", P, NO), ("secret_mounts", P, "None")],
+    "Image.with_dockerignore": [("self", P, NO), ("path", P, NO)],
+    "Image.with_env_vars": [("self", P, NO), ("env_vars", P, NO)],
+    "Image.with_local_v2": [("self", P, NO)],
+    "Image.with_pip_packages": [
+        ("self", P, NO),
+        ("packages", V, NO),
+        ("index_url", K, "None"),
+        ("extra_index_urls", K, "None"),
+        ("pre", K, "False"),
+        ("extra_args", K, "None"),
+        ("secret_mounts", K, "None"),
+    ],
+    "Image.with_poetry_project": [
+        ("self", P, NO),
+        ("pyproject_file", P, NO),
+        ("poetry_lock", P, "None"),
+        ("extra_args", P, "None"),
+        ("secret_mounts", P, "None"),
+        ("project_install_mode", P, "'dependencies_only'"),
+    ],
+    "Image.with_requirements": [
+        ("self", P, NO),
+        ("file", P, NO),
+        ("index_url", P, "None"),
+        ("extra_index_urls", P, "None"),
+        ("pre", P, "False"),
+        ("extra_args", P, "None"),
+        ("secret_mounts", P, "None"),
+    ],
+    "Image.with_source_file": [("self", P, NO), ("src", P, NO), ("dst", P, "'.'")],
+    "Image.with_source_folder": [
+        ("self", P, NO),
+        ("src", P, NO),
+        ("dst", P, "'.'"),
+        ("copy_contents_only", P, "False"),
+    ],
+    "Image.with_uv_project": [
+        ("self", P, NO),
+        ("pyproject_file", P, NO),
+        ("uvlock", P, "None"),
+        ("index_url", P, "None"),
+        ("extra_index_urls", P, "None"),
+        ("pre", P, "False"),
+        ("extra_args", P, "None"),
+        ("secret_mounts", P, "None"),
+        ("project_install_mode", P, "'dependencies_only'"),
+    ],
+    "Image.with_workdir": [("self", P, NO), ("workdir", P, NO)],
+    "Secret": [
+        ("key", P, NO),
+        ("group", P, "None"),
+        ("mount", P, "None"),
+        ("as_env_var", P, "None"),
+    ],
+}
+
+# The parameters the API reference page lists, in its order: ours must contain them in order
+# (the page omits some parameters that the released SDK has, and the `self` of methods).
+REFERENCE_PAGE: dict[str, list[str]] = {
+    "Image": [
+        "base_image", "dockerfile", "registry", "name", "platform", "python_version",
+        "_ref_name", "_layers", "_image_registry_secret",
+    ],
+    "Image.clone": ["registry", "registry_secret", "name", "base_image", "python_version", "addl_layer"],
+    "Image.with_requirements": ["file", "secret_mounts"],
+    "Image.with_source_file": ["src", "dst"],
+}  # fmt: skip
+
+
+def _target(path: str) -> object:
+    obj: object = flyte_images
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _describe(obj: object) -> list[tuple[str, str, str]]:
+    rows = []
+    for p in inspect.signature(obj).parameters.values():  # type: ignore[arg-type]
+        default = NO if p.default is inspect.Parameter.empty else repr(p.default)
+        rows.append((p.name, p.kind.name, default))
+    return rows
+
+
+@pytest.mark.parametrize("path", sorted(EXPECTED))
+def test_signature_matches_the_sdk(path: str) -> None:
+    assert _describe(_target(path)) == EXPECTED[path]
+
+
+@pytest.mark.parametrize("path", sorted(REFERENCE_PAGE))
+def test_reference_page_parameters_appear_in_order(path: str) -> None:
+    names = [n for n, _, _ in _describe(_target(path)) if n != "self"]
+    positions = [names.index(n) for n in REFERENCE_PAGE[path]]
+    assert positions == sorted(positions)
+
+
+def test_every_seed_method_exists() -> None:
+    methods = [p.split(".", 1)[1] for p in EXPECTED if p.startswith("Image.")]
+    assert len(methods) == 19
+    for name in methods:
+        assert callable(getattr(Image, name))
+    assert isinstance(Image.uri, property)
+    assert isinstance(Image.identifier, property)
+    assert Secret("k").key == "k"
