@@ -62,7 +62,7 @@ def _base(image: Image, ctx: SourceContext) -> Encodable:
         ignore = own if own.is_file() else context / ".dockerignore"
         tree_ctx = SourceContext(dockerignore=ignore if ignore.is_file() else None, cache=ctx.cache)
         entries = folder_entries(context, tree_ctx, defaults=False)
-        return ("dockerfile", dockerfile.identity()[1:], tuple(e.identity() for e in entries))
+        return ("dockerfile", dockerfile.identity()[1:], entries.identity())
     return ("image", image.resolved_base_image())
 
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from ._errors import InvalidLayerArgument
@@ -81,6 +82,19 @@ class Pattern:
             return path.endswith(suffix) or (suffix.startswith("/") and path == suffix[1:])
         assert self.regex is not None
         return self.regex.match(path) is not None
+
+    def regex_source(self) -> str:
+        """A regular expression that full-matches exactly the paths `matches` accepts."""
+        if self.kind == _EXACT:
+            return re.escape(self.text)
+        if self.kind == _PREFIX:
+            return re.escape(self.text[:-2]) + ".*"
+        if self.kind == _SUFFIX:
+            suffix = self.text[2:]
+            alone = "|" + re.escape(suffix[1:]) if suffix.startswith("/") else ""
+            return f"(?:.*{re.escape(suffix)}{alone})"
+        assert self.regex is not None
+        return f"(?:{self.regex.pattern[1:-1]})"
 
     def matches_or_parent(self, path: str) -> bool:
         if self.matches(path):
@@ -174,6 +188,9 @@ class IgnoreRules:
     """An ordered list of patterns; the last one that matches a path decides."""
 
     patterns: tuple[Pattern, ...]
+    _checkers: dict[tuple[bool, ...], Callable[[str], bool]] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
     @classmethod
     def from_lines(cls, lines: Iterable[str]) -> IgnoreRules:
@@ -214,6 +231,28 @@ class IgnoreRules:
             return tuple(p.matches_or_parent(path) for p in self.patterns)
         return tuple(was or p.matches(path) for was, p in zip(parent, self.patterns, strict=True))
 
+    def checker(self, parent: tuple[bool, ...]) -> Callable[[str], bool]:
+        """`excluded_with(parent, path)` as a function of `path`, built once per parent state.
+
+        Without exception patterns a path is excluded exactly when some pattern matches it or a
+        parent; the walk only enters folders no pattern matched, so one combined regular
+        expression answers for every entry of such a folder.
+        """
+        found = self._checkers.get(parent)
+        if found is None:
+            if not self.patterns:
+                found = _never
+            elif self.has_exceptions:
+                found = partial(self.excluded_with, parent)
+            elif any(parent):
+                found = _always
+            else:
+                combined = "|".join(p.regex_source() for p in self.patterns)
+                fullmatch = re.compile(combined, re.DOTALL).fullmatch
+                found = lambda path: fullmatch(path) is not None  # noqa: E731
+            self._checkers[parent] = found
+        return found
+
     def excluded_with(self, parent: tuple[bool, ...], path: str) -> bool:
         """`excluded(path)`, reusing the per-pattern results of the parent folder."""
         matched = False
@@ -223,6 +262,14 @@ class IgnoreRules:
             if was or pattern.matches(path):
                 matched = not pattern.exception
         return matched
+
+
+def _never(_path: str) -> bool:
+    return False
+
+
+def _always(_path: str) -> bool:
+    return True
 
 
 def read_dockerignore(path: Path) -> tuple[str, ...]:

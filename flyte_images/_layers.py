@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ._encoding import Encodable
 from ._errors import SourceError, SourceNotFoundError
-from ._files import Entry
+from ._files import Tree
 from ._secret import Secret
 from ._sources import (
     SourceContext,
@@ -46,10 +46,6 @@ def _index(url: str | None) -> str | None:
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-
-
-def _entries(entries: tuple[Entry, ...]) -> Encodable:
-    return tuple(e.identity() for e in entries)
 
 
 class Layer(ABC):
@@ -133,7 +129,7 @@ class UVProject(_PythonInstall):
         if self.project_install_mode == "install_project":
             single_file(self.pyproject, ctx, "pyproject file")
             single_file(self.uvlock, ctx, "uv.lock file")
-            files = _entries(folder_entries(self.pyproject.parent, ctx))
+            files = folder_entries(self.pyproject.parent, ctx).identity()
         else:
             files = (
                 single_file(self.pyproject, ctx, "pyproject file").identity(),
@@ -156,7 +152,7 @@ class PoetryProject(Layer):
         if self.project_install_mode == "install_project":
             single_file(self.pyproject, ctx, "pyproject file")
             single_file(self.poetry_lock, ctx, "poetry.lock file")
-            files = _entries(folder_entries(self.pyproject.parent, ctx))
+            files = folder_entries(self.pyproject.parent, ctx).identity()
         else:
             files = (
                 single_file(self.pyproject, ctx, "pyproject file").identity(),
@@ -204,11 +200,11 @@ class SourceFolder(Layer):
         """The folder created under `dst`, or None when only the contents are copied."""
         return None if self.copy_contents_only else self.src.name
 
-    def entries(self, ctx: SourceContext) -> tuple[Entry, ...]:
+    def tree(self, ctx: SourceContext) -> Tree:
         return folder_entries(self.src, ctx)
 
     def identity(self, ctx: SourceContext) -> Encodable:
-        return (self.KIND, self.dst, self.target_name, _entries(self.entries(ctx)))
+        return (self.KIND, self.dst, self.target_name, self.tree(ctx).identity())
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._errors import SourceError, SourceNotFoundError
-from ._files import Entry, StatCache, collect_tree, file_entry
+from ._files import Entry, StatCache, Tree, collect_tree, file_entry
 from ._ignore import IgnoreRules, read_dockerignore
 
 
@@ -51,7 +51,7 @@ def tree_rules(folder: Path, ctx: SourceContext, *, defaults: bool = True) -> tu
     return IgnoreRules.for_tree(patterns, defaults=defaults), ""
 
 
-def folder_entries(folder: Path, ctx: SourceContext, *, defaults: bool = True) -> tuple[Entry, ...]:
+def folder_entries(folder: Path, ctx: SourceContext, *, defaults: bool = True) -> Tree:
     rules, prefix = tree_rules(folder, ctx, defaults=defaults)
     return collect_tree(folder, rules, ctx.cache, prefix)
 

@@ -81,3 +81,27 @@ def test_incremental_matching_equals_full_matching() -> None:
         parent = path.rpartition("/")[0]
         state = rules.state_for_dir(None, parent)
         assert rules.excluded_with(state, path) == rules.excluded(path), path
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+pattern_text = st.text(alphabet="ab*?/.!", min_size=1, max_size=6).filter(lambda p: p.strip("!") != "")
+segments = st.text(alphabet="ab.", min_size=1, max_size=3).filter(lambda s: s not in (".", ".."))
+path_text = st.lists(segments, min_size=1, max_size=4).map("/".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(pattern_text, min_size=1, max_size=4), st.lists(path_text, min_size=1, max_size=6))
+def test_the_fast_checker_agrees_with_the_pattern_by_pattern_rules(
+    patterns: list[str], paths: list[str]
+) -> None:
+    try:
+        rules = IgnoreRules.from_lines(patterns)
+    except InvalidLayerArgument:
+        return
+    for path in paths:
+        parent = path.rpartition("/")[0]
+        state = rules.state_for_dir(None, parent)
+        if rules.has_exceptions or not any(state):
+            assert rules.checker(state)(path) == rules.excluded(path), (patterns, path)

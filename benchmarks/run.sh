@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Run the benchmarks. The original `flyte` package is a benchmark-only dependency: it is
+# installed into .bench/venv beside this project, never into the project's own environment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FLYTE_VERSION="${FLYTE_VERSION:-2.12.1}"
+if [ ! -x .bench/venv/bin/python ] || ! .bench/venv/bin/python -c "import flyte, flyte_images" 2>/dev/null; then
+  echo "setting up .bench/venv (flyte==$FLYTE_VERSION and this project) ..." >&2
+  rm -rf .bench/venv
+  python3 -m venv .bench/venv
+  .bench/venv/bin/python -m pip install --quiet "flyte==$FLYTE_VERSION" -e . 2>&1 | grep -v '^WARNING: Location' >&2 || true
+fi
+exec .bench/venv/bin/python benchmarks/bench_identifier.py "$@"

@@ -1,0 +1,132 @@
+"""The walk that decides which files a layer copies: order, kinds, modes, ignore rules, caches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import write_tree
+
+from flyte_images import SourceError, SourceNotFoundError
+from flyte_images import _files as files_module
+from flyte_images._encoding import encode
+from flyte_images._files import DIR, FILE, LINK, StatCache, collect_tree, encode_entries
+from flyte_images._ignore import IgnoreRules
+
+
+def paths(root: Path, patterns: list[str] = (), **kw: object) -> list[str]:  # type: ignore[assignment]
+    tree = collect_tree(root, IgnoreRules.for_tree(patterns), **kw)  # type: ignore[arg-type]
+    return [e.path for e in tree.entries]
+
+
+def test_entries_are_sorted_at_every_level_with_folders_before_their_contents(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"b.txt": (b"", 0o644), "a/z.txt": (b"", 0o644), "a.b/y": (b"", 0o644)})
+    (tmp_path / "empty").mkdir()
+    assert paths(tmp_path) == ["a", "a/z.txt", "a.b", "a.b/y", "b.txt", "empty"]
+
+
+def test_kinds_modes_links_and_digests(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"run.sh": (b"#!/bin/sh\n", 0o755), "data": (b"x", 0o600)})
+    (tmp_path / "link").symlink_to("run.sh")
+    entries = {e.path: e for e in collect_tree(tmp_path, IgnoreRules.for_tree()).entries}
+    assert entries["run.sh"].kind == FILE and entries["run.sh"].mode == 0o755
+    assert entries["data"].mode == 0o600
+    assert entries["link"].kind == LINK and entries["link"].digest == "run.sh"
+    assert entries["data"].digest == "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
+
+
+def test_default_excludes_and_negation(tmp_path: Path) -> None:
+    write_tree(
+        tmp_path,
+        {
+            "app.py": (b"", 0o644),
+            ".git/HEAD": (b"", 0o644),
+            ".venv/bin/python": (b"", 0o755),
+            "pkg/__pycache__/m.pyc": (b"", 0o644),
+            "pkg/m.py": (b"", 0o644),
+            "logs/a.log": (b"", 0o644),
+            "logs/keep.log": (b"", 0o644),
+        },
+    )
+    assert paths(tmp_path, ["logs", "!logs/keep.log"]) == [
+        "app.py",
+        "logs",
+        "logs/keep.log",
+        "pkg",
+        "pkg/m.py",
+    ]
+    assert ".git" in paths(tmp_path, ["!.git"])
+
+
+def test_excluded_folder_without_kept_children_is_dropped(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"build/x": (b"", 0o644), "src/y": (b"", 0o644)})
+    assert paths(tmp_path, ["build", "!src/y"]) == ["src", "src/y"]
+
+
+def test_prefix_matches_patterns_written_for_a_parent_folder(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"data/raw.bin": (b"", 0o644), "code.py": (b"", 0o644)})
+    rules = IgnoreRules.for_tree(["src/data"])
+    tree = collect_tree(tmp_path, rules, match_prefix="src/")
+    assert [e.path for e in tree.entries] == ["code.py"]
+
+
+def test_fast_entry_encoding_is_the_canonical_encoding(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"é/ü.txt": (b"1", 0o640), "x": (b"22", 0o755)})
+    (tmp_path / "l").symlink_to("x")
+    entries = collect_tree(tmp_path, IgnoreRules.for_tree()).entries
+    assert encode_entries(entries) == encode(tuple(e.identity() for e in entries))
+
+
+def test_missing_or_wrong_kind_of_root(tmp_path: Path) -> None:
+    with pytest.raises(SourceNotFoundError):
+        collect_tree(tmp_path / "nope", IgnoreRules.for_tree())
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(SourceError, match="not a folder"):
+        collect_tree(tmp_path / "f", IgnoreRules.for_tree())
+
+
+def test_tree_memo_is_reused_only_while_nothing_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files_module, "_RACY_NS", 0)  # ctime cannot be set back: trust fresh files here
+    write_tree(tmp_path, {"a/b.txt": (b"one", 0o644)})
+    cache = StatCache(None)
+    rules = IgnoreRules.for_tree()
+    first = collect_tree(tmp_path, rules, cache)
+    assert collect_tree(tmp_path, rules, cache) is first  # remembered: only stats were made
+    (tmp_path / "a" / "b.txt").write_bytes(b"three")
+    changed = collect_tree(tmp_path, rules, cache)
+    assert changed is not first and changed.digest != first.digest
+    (tmp_path / "a" / "new.txt").write_bytes(b"")
+    assert [e.path for e in collect_tree(tmp_path, rules, cache).entries] == ["a", "a/b.txt", "a/new.txt"]
+
+
+def test_recently_written_files_are_not_remembered(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"fresh.txt": (b"x", 0o644)})
+    cache = StatCache(None)
+    first = collect_tree(tmp_path, IgnoreRules.for_tree(), cache)
+    assert cache.trees == {}
+    st = (tmp_path / "fresh.txt").stat()
+    assert cache.get((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)) is None
+    assert collect_tree(tmp_path, IgnoreRules.for_tree(), cache) is not first
+
+
+def test_stat_cache_file_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(files_module, "_RACY_NS", 0)
+    write_tree(tmp_path / "t", {"a": (b"content", 0o644)})
+    store = tmp_path / "cache.bin"
+    cache = StatCache(store)
+    digest = collect_tree(tmp_path / "t", IgnoreRules.for_tree(), cache).entries[0].digest
+    assert store.exists()
+    st = (tmp_path / "t" / "a").stat()
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    assert StatCache(store).get(key) == digest
+    store.write_bytes(b"garbage")
+    assert StatCache(store).get(key) is None  # a corrupt cache is ignored, never trusted
+
+
+def test_dirs_kind(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir(mode=0o750)
+    (tmp_path / "d").chmod(0o750)
+    (entry,) = collect_tree(tmp_path, IgnoreRules.for_tree()).entries
+    assert (entry.kind, entry.mode) == (DIR, 0o750)
