@@ -8,6 +8,7 @@
     ├── SourceError                              files an image reads are missing or unusable
     │   └── SourceNotFoundError (also FileNotFoundError)
     ├── ConfigError                              no registry, unknown image ref, bad config file
+    ├── BuildError                               a build could not be prepared or failed
     └── LoadError                                a Python file given to the CLI cannot be loaded
 
 Every message names the bad value and says what to do. No message ever carries a secret value:
@@ -51,6 +52,10 @@ class SourceNotFoundError(SourceError, FileNotFoundError):
 
 class ConfigError(FlyteImagesError):
     """Configuration is missing or wrong: no registry, an unknown image ref, a bad config file."""
+
+
+class BuildError(FlyteImagesError):
+    """A build could not be prepared (e.g. staging, fetching uv) or the builder failed."""
 
 
 class LoadError(FlyteImagesError):
