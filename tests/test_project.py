@@ -46,7 +46,7 @@ def test_wheel_ships_the_package_data_and_runs_installed(tmp_path: Path) -> None
         "flyte_images/__init__.py",
         "flyte_images/_cli/__init__.py",
         "flyte_images/builders/__init__.py",
-        "flyte_images/dockerfiles/README.md",
+        "flyte_images/dockerfiles/debian-base.Dockerfile",
     ):
         assert required in names, f"{required} missing from {wheel.name}"
     assert not any(n.startswith(("builders/", "dockerfiles/", "tests/")) for n in names)
