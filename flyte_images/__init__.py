@@ -7,16 +7,23 @@
 Everything importable from here is public; modules starting with `_` are internal.
 """
 
+from ._build import ImageBuild, build
 from ._errors import (
+    BaseImageNotFoundError,
+    BuildError,
     ConfigError,
+    EngineUnavailableError,
     FlyteImagesError,
     InvalidImageError,
     InvalidLayerArgument,
     LayerNotAllowedError,
     LoadError,
     MissingNameError,
+    PushDeniedError,
+    SecretNotFoundError,
     SourceError,
     SourceNotFoundError,
+    StepFailedError,
 )
 from ._image import Image
 from ._secret import Secret, SecretRequest
@@ -25,19 +32,27 @@ from ._version import __version__
 
 __all__ = [
     "Architecture",
+    "BaseImageNotFoundError",
+    "BuildError",
     "ConfigError",
+    "EngineUnavailableError",
     "FlyteImagesError",
     "Image",
+    "ImageBuild",
     "InvalidImageError",
     "InvalidLayerArgument",
     "LayerNotAllowedError",
     "LoadError",
     "MissingNameError",
+    "PushDeniedError",
     "Secret",
+    "SecretNotFoundError",
     "SecretRequest",
     "SourceError",
     "SourceNotFoundError",
+    "StepFailedError",
     "__version__",
+    "build",
     "version",
 ]
 

@@ -9,6 +9,11 @@
     │   └── SourceNotFoundError (also FileNotFoundError)
     ├── ConfigError                              no registry, unknown image ref, bad config file
     ├── BuildError                               a build could not be prepared or failed
+    │   ├── EngineUnavailableError               no Docker CLI, no daemon, no buildx
+    │   ├── BaseImageNotFoundError               FROM image neither local nor pullable
+    │   ├── SecretNotFoundError                  a build secret has no value to mount
+    │   ├── StepFailedError                      a RUN step failed (step, exit code, last lines)
+    │   └── PushDeniedError                      the registry refused the push
     └── LoadError                                a Python file given to the CLI cannot be loaded
 
 Every message names the bad value and says what to do. No message ever carries a secret value:
@@ -56,6 +61,32 @@ class ConfigError(FlyteImagesError):
 
 class BuildError(FlyteImagesError):
     """A build could not be prepared (e.g. staging, fetching uv) or the builder failed."""
+
+
+class EngineUnavailableError(BuildError):
+    """The build engine cannot be used: no Docker CLI, no daemon, or no buildx plugin."""
+
+
+class BaseImageNotFoundError(BuildError):
+    """The base image is not in the local engine and cannot be pulled."""
+
+
+class SecretNotFoundError(BuildError):
+    """A secret a layer mounts has no value on this machine (named by key, never by value)."""
+
+
+class StepFailedError(BuildError):
+    """A build step failed; carries the step, its exit code and the last lines of its output."""
+
+    def __init__(self, message: str, step: str = "", exit_code: int | None = None, tail: str = "") -> None:
+        self.step = step
+        self.exit_code = exit_code
+        self.tail = tail
+        super().__init__(message)
+
+
+class PushDeniedError(BuildError):
+    """The registry refused the push (not logged in, or no permission)."""
 
 
 class LoadError(FlyteImagesError):

@@ -1,0 +1,176 @@
+"""The local Docker engine backend: `docker buildx build` with BuildKit, via python-on-whales.
+
+Works with buildx's default `docker` driver, which uses the engine's own BuildKit: no builder
+container is created and nothing is pulled for the builder itself. Secrets are passed by
+environment variable name or file path (`--secret id=...,env=...`), so their values never pass
+through a command line. Build output is streamed line by line to the progress callback with
+every secret value replaced by `***`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from flyte_images._errors import (
+    BaseImageNotFoundError,
+    BuildError,
+    EngineUnavailableError,
+    PushDeniedError,
+    StepFailedError,
+)
+from flyte_images.builders.base import BuildRequest, BuildResult, Progress
+
+_STEP_TITLE = re.compile(r"^#(\d+) (\[.*)$")
+_STEP_LINE = re.compile(r"^#(\d+) (?:\d+\.\d+ )?(.*)$")
+_EXIT_CODE = re.compile(r"exit code: (\d+)")
+_BASE_METADATA = re.compile(r"\[internal\] load metadata for (\S+)")
+_TAIL_LINES = 25
+
+_checked_engine = False
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    for value in secrets:
+        if value:
+            text = text.replace(value, "***")
+    return text
+
+
+def _probe(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, check=False, timeout=60)
+
+
+def check_engine() -> None:
+    """Raise EngineUnavailableError saying exactly what is missing and how to get it."""
+    global _checked_engine  # noqa: PLW0603 - probing once per process is enough
+    if _checked_engine:
+        return
+    if shutil.which("docker") is None:
+        raise EngineUnavailableError(
+            "the docker command is not installed; install Docker (Debian: apt-get install docker.io, "
+            "or run `bash fixtures/engine/setup.sh` in this project as root)"
+        )
+    info = _probe(["docker", "info", "--format", "{{.ServerVersion}}"])
+    if info.returncode != 0:
+        raise EngineUnavailableError(
+            "the Docker daemon does not answer: start it (systemctl start docker, or as root without "
+            f"systemd: nohup dockerd >/var/log/dockerd.log 2>&1 &); docker said: {info.stderr.strip()[-300:]}"
+        )
+    buildx = _probe(["docker", "buildx", "version"])
+    if buildx.returncode != 0:
+        raise EngineUnavailableError(
+            "the docker buildx plugin is missing, and BuildKit builds need it: install it "
+            "(Debian trixie or newer: apt-get install docker-buildx; Docker's packages: "
+            "docker-buildx-plugin; or `bash fixtures/engine/setup.sh` in this project)"
+        )
+    _checked_engine = True
+
+
+@dataclass
+class _StepLog:
+    """Remembers step titles and the last lines of each step, to explain a failure."""
+
+    titles: dict[str, str] = field(default_factory=dict)
+    lines: dict[str, deque[str]] = field(default_factory=dict)
+    failed: str | None = None
+
+    def feed(self, line: str) -> None:
+        title = _STEP_TITLE.match(line)
+        if title:
+            self.titles[title.group(1)] = title.group(2)
+            return
+        step = _STEP_LINE.match(line)
+        if step:
+            number, text = step.groups()
+            if text.startswith("ERROR"):
+                self.failed = self.failed or number
+            self.lines.setdefault(number, deque(maxlen=_TAIL_LINES)).append(text)
+
+
+class DockerBuilder:
+    """Build with the local Docker engine's BuildKit (`docker buildx build`, docker driver)."""
+
+    name: ClassVar[str] = "docker"
+
+    def build(self, request: BuildRequest, progress: Progress) -> BuildResult:
+        check_engine()
+        from python_on_whales import docker
+        from python_on_whales.exceptions import DockerException
+
+        if len(request.platforms) > 1 and not request.push:
+            raise BuildError(
+                f"cannot load an image for several platforms ({', '.join(request.platforms)}) into the "
+                "local engine; push it to a registry (give the image a registry) or build one platform"
+            )
+        log = _StepLog()
+        with tempfile.TemporaryDirectory(prefix="flyte-images-meta-") as meta_dir:
+            metadata = Path(meta_dir) / "metadata.json"
+            try:
+                stream = docker.buildx.build(
+                    context_path=request.context,
+                    file=request.dockerfile,
+                    tags=list(request.tags),
+                    platforms=list(request.platforms),
+                    load=not request.push,
+                    push=request.push,
+                    secrets=[s.buildkit_spec() for s in request.secrets],
+                    cache_from=list(request.cache_from) or None,  # type: ignore[arg-type]
+                    cache_to=request.cache_to[0] if request.cache_to else None,
+                    labels=request.labels,
+                    network=request.network,
+                    progress="plain",
+                    metadata_file=metadata,
+                    stream_logs=True,
+                )
+                for raw in stream:  # type: ignore[union-attr]
+                    line = redact(raw.rstrip("\n"), request.redact)
+                    log.feed(line)
+                    progress(line)
+            except DockerException as exc:
+                raise _explain(exc, log, request) from None
+            digest = None
+            if metadata.is_file():
+                digest = json.loads(metadata.read_text()).get("containerimage.digest")
+        return BuildResult(reference=request.tags[0], digest=digest)
+
+
+def _explain(exc: Exception, log: _StepLog, request: BuildRequest) -> BuildError:
+    stderr = redact(str(getattr(exc, "stderr", "") or ""), request.redact)
+    last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or [str(exc)[-300:]]
+    summary = last[0]
+    if "buildx" in stderr and "is not a docker command" in stderr:
+        return EngineUnavailableError("the docker buildx plugin is missing; see `flyte-images doctor`")
+    step = log.titles.get(log.failed or "", "")
+    base = _BASE_METADATA.search(step)
+    if base:
+        return BaseImageNotFoundError(
+            f"base image {base.group(1)} is not in the local engine and cannot be pulled ({summary}); "
+            "load it (docker load / docker pull where a registry is reachable), or point "
+            "FLYTE_IMAGES_BASE_IMAGE at an image you have"
+        )
+    if request.push and re.search(r"denied|unauthorized|authentication required|forbidden", stderr, re.I):
+        registry = request.tags[0].split("/", 1)[0]
+        return PushDeniedError(
+            f"the registry refused the push of {request.tags[0]} ({summary}); log in with "
+            f"`docker login {registry}` or check that you may push to this repository"
+        )
+    tail = "\n".join(log.lines.get(log.failed or "", []))
+    code = _EXIT_CODE.search(stderr)
+    exit_code = int(code.group(1)) if code else None
+    where = f" at step {step}" if step else ""
+    return StepFailedError(
+        f"build failed{where}"
+        + (f" with exit code {exit_code}" if exit_code is not None else "")
+        + (f":\n{tail}" if tail else f": {summary}"),
+        step=step,
+        exit_code=exit_code,
+        tail=tail,
+    )

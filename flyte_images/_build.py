@@ -1,0 +1,185 @@
+"""`build(image)`: from an Image to an image in the local engine or a registry.
+
+validate -> identifier and uri -> skip if it already exists -> render -> stage -> backend.
+An image with a registry (argument, `init`, or FLYTE_IMAGES_REGISTRY) is pushed; one without is
+loaded into the local engine. The local engine is asked whether the uri already exists before a
+load; the registry check for pushes comes from the registry client.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import _config
+from ._errors import BuildError, SecretNotFoundError
+from ._files import shared_stat_cache
+from ._image import Image
+from ._render import CA_SECRET_ID, Rendered, RenderOptions, render
+from ._syncaio import syncaio
+from ._validation import platforms as check_platforms
+
+CA_BUNDLE_ENV = "FLYTE_IMAGES_CA_BUNDLE"
+
+
+class ImageBuild(str):
+    """The uri of a built (or already existing) image; a `str`, with details as attributes.
+
+    `uri` the image reference, `built` whether a build ran, `reason` why not, `digest` the
+    pushed manifest digest or loaded image id when known, `dockerfile` the rendered text.
+    """
+
+    uri: str
+    built: bool
+    reason: str
+    digest: str | None
+    dockerfile: str
+
+    def __new__(
+        cls, uri: str, *, built: bool, reason: str = "", digest: str | None = None, dockerfile: str = ""
+    ) -> ImageBuild:
+        value = super().__new__(cls, uri)
+        value.uri = uri
+        value.built = built
+        value.reason = reason
+        value.digest = digest
+        value.dockerfile = dockerfile
+        return value
+
+
+@dataclass(frozen=True)
+class _Secrets:
+    sources: tuple[object, ...]
+    values: tuple[str, ...]
+
+
+def _secret_sources(rendered: Rendered, ca_bundle: Path | None) -> _Secrets:
+    from flyte_images.builders.base import SecretSource
+
+    sources: list[SecretSource] = []
+    values: list[str] = []
+    for secret in rendered.secrets:
+        var = secret.source_env_var
+        if os.environ.get(var):
+            sources.append(SecretSource(id=secret.build_id, env=var))
+            values.append(os.environ[var])
+        elif os.environ.get(f"{var}_FILE"):
+            path = Path(os.environ[f"{var}_FILE"])
+            if not path.is_file():
+                raise SecretNotFoundError(
+                    f"secret {secret.key!r}: {var}_FILE names {path}, which does not exist"
+                )
+            sources.append(SecretSource(id=secret.build_id, file=path))
+            values.append(path.read_text(errors="replace").strip())
+        else:
+            raise SecretNotFoundError(
+                f"secret {secret.key!r} has no value on this machine: set the environment variable {var}, "
+                f"or {var}_FILE to a file holding it"
+            )
+    if ca_bundle is not None:
+        if not ca_bundle.is_file():
+            raise BuildError(f"CA bundle {ca_bundle} does not exist (from ca_bundle= or {CA_BUNDLE_ENV})")
+        sources.append(SecretSource(id=CA_SECRET_ID, file=ca_bundle))
+    return _Secrets(tuple(sources), tuple(v for v in values if len(v) >= 4))
+
+
+def local_image_exists(uri: str) -> bool:
+    try:
+        result = subprocess.run(
+            ["docker", "image", "inspect", uri], capture_output=True, check=False, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+@syncaio
+def build(
+    image: Image,
+    dry_run: bool = False,
+    force: bool = False,
+    wait: bool = True,
+    *,
+    platform: str | tuple[str, ...] | None = None,
+    builder: str | None = None,
+    push: bool | None = None,
+    cache_from: tuple[str, ...] = (),
+    cache_to: tuple[str, ...] = (),
+    ca_bundle: Path | str | None = None,
+    quiet: bool = False,
+) -> ImageBuild:
+    """Build `image` unless it already exists; return its uri (an `ImageBuild`, a str).
+
+    Pushes when the image has a registry, loads into the local engine otherwise (`push`
+    overrides). `force` builds even if the image exists; `dry_run` renders and reports only.
+    `platform` overrides the image's platforms; `builder` names a backend (default: docker);
+    `cache_from`/`cache_to` are passed to BuildKit; `ca_bundle` (or FLYTE_IMAGES_CA_BUNDLE) is a
+    CA file mounted as a secret into every downloading step, never into the image. `wait` is
+    accepted for compatibility: builds always complete before this returns.
+
+    Example:
+        uri = flyte_images.build(Image.from_debian_base().with_pip_packages("numpy"))
+        uri = await flyte_images.build.aio(image)
+    """
+    del wait
+    if image.is_reference:
+        return ImageBuild(image.uri, built=False, reason="an existing image, used as is")
+    if platform is not None:
+        image = image.clone(platform=check_platforms(platform))  # type: ignore[arg-type]
+    image.validate()
+    uri = image.uri
+    registry = image.registry or _config.configured_registry()
+    pushing = bool(registry) if push is None else push
+    ca_path = (
+        Path(ca_bundle)
+        if ca_bundle
+        else (Path(os.environ[CA_BUNDLE_ENV]) if os.environ.get(CA_BUNDLE_ENV) else None)
+    )
+    rendered = render(image, RenderOptions(ca_bundle=ca_path is not None), shared_stat_cache())
+    if dry_run:
+        return ImageBuild(uri, built=False, reason="dry run", dockerfile=rendered.dockerfile)
+    if not force and not pushing and local_image_exists(uri):
+        return ImageBuild(
+            uri, built=False, reason="already in the local engine", dockerfile=rendered.dockerfile
+        )
+    secrets = _secret_sources(rendered, ca_path)
+    return _run_backend(image, uri, rendered, secrets, pushing, builder, cache_from, cache_to, quiet)
+
+
+def _run_backend(
+    image: Image,
+    uri: str,
+    rendered: Rendered,
+    secrets: _Secrets,
+    pushing: bool,
+    builder: str | None,
+    cache_from: tuple[str, ...],
+    cache_to: tuple[str, ...],
+    quiet: bool,
+) -> ImageBuild:
+    from flyte_images.builders.base import BuildRequest, SecretSource
+
+    from ._builders import get_builder
+    from ._context import staged_context
+    from ._progress import progress_sink
+
+    backend = get_builder(builder)
+    with staged_context(rendered) as context:
+        dockerfile = image.dockerfile if image.dockerfile is not None else context / "Dockerfile"
+        request = BuildRequest(
+            context=context,
+            dockerfile=dockerfile,
+            tags=(uri,),
+            platforms=tuple(image.platform),
+            push=pushing,
+            secrets=tuple(s for s in secrets.sources if isinstance(s, SecretSource)),
+            cache_from=tuple(cache_from),
+            cache_to=tuple(cache_to),
+            labels={"dev.flyte-images.identifier": image.identifier},
+            redact=secrets.values,
+        )
+        with progress_sink(quiet, title=uri) as sink:
+            result = backend.build(request, sink)
+    return ImageBuild(uri, built=True, digest=result.digest, dockerfile=rendered.dockerfile)
