@@ -173,7 +173,8 @@ class _Renderer:
             mounts = [*mounts, f"--mount=type=secret,id={secret.build_id},target={target}"]
             if secret.mount is None:
                 name = secret.as_env_var or secret.source_env_var
-                prelude.append(f'export {name}="$(cat {target})"')
+                # A plain assignment has the status of its command substitution; `export` has not.
+                prelude.append(f'{name}="$(cat {target})" && export {name}')
         # The prelude stops the step if it fails; the script then runs exactly as written.
         full = f"{' && '.join(prelude)} || exit 1\n{script}" if prelude else script
         self.lines.append("RUN " + " \\\n    ".join([*mounts, q.exec_form(full)]))

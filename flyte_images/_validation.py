@@ -46,6 +46,12 @@ def no_control(parameter: str, value: object, *, allow_newline: bool = False) ->
     """A string without control characters (newlines only where a value may span lines)."""
     if not isinstance(value, str):
         raise InvalidLayerArgument(parameter, f"expected a string, got {type(value).__name__} {_show(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidLayerArgument(
+            parameter, f"{_show(value)} is not valid Unicode text (it holds a lone surrogate)"
+        ) from None
     pattern = _CONTROL_BUT_NEWLINE_TAB if allow_newline else _CONTROL
     found = pattern.search(value)
     if found:

@@ -1,0 +1,17 @@
+FROM python:3.11-slim-bookworm
+ARG TARGETARCH
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    PYTHONUNBUFFERED=1
+COPY ["_fi/uv/${TARGETARCH}/uv", "/usr/local/bin/uv"]
+RUN uv venv --python 3.11 /opt/venv
+WORKDIR /root
+RUN --mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv \
+    --mount=type=bind,source=_fi/1,target=/tmp/flyte-images/1 \
+    --mount=type=tmpfs,target=/tmp/flyte-images/scratch \
+    ["/bin/sh", "-c", "cd /tmp/flyte-images/1 && uv export --frozen --no-emit-project --format requirements-txt --output-file /tmp/flyte-images/scratch/requirements.txt && uv pip install -r /tmp/flyte-images/scratch/requirements.txt"]
+RUN --mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv \
+    --mount=type=bind,source=_fi/1p,target=/tmp/flyte-images/1p,rw \
+    ["/bin/sh", "-c", "uv pip install --no-deps /tmp/flyte-images/1p"]
