@@ -33,3 +33,27 @@ def write_tree(root: Path, files: dict[str, tuple[bytes, int]], order: list[str]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         path.chmod(mode)
+
+
+@pytest.fixture(scope="session")
+def engine() -> None:
+    """A usable Docker engine with the local base images, or a skip (a failure under CI)."""
+    from engine_support import engine_problem, set_ca_env
+
+    problem = engine_problem()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(
+                f"the engine tests must run in CI, but {problem}; fixtures/engine/setup.sh sets it up"
+            )
+        pytest.skip(f"no usable Docker engine: {problem} (run `bash fixtures/engine/setup.sh` as root)")
+    set_ca_env()
+
+
+@pytest.fixture(scope="session")
+def local_registry(engine: None) -> Iterator[str]:
+    """host:port of a real registry on loopback for this test session."""
+    from engine_support import registry
+
+    with registry() as running:
+        yield running.host
