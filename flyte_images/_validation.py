@@ -57,8 +57,8 @@ def no_control(parameter: str, value: object, *, allow_newline: bool = False) ->
     if found:
         raise InvalidLayerArgument(
             parameter,
-            f"{_show(value)} contains the control character {found.group()!r}; "
-            "remove it (a newline or NUL cannot be part of this value)",
+            f"{_show(value)} contains the control character {found.group()!r}; remove it "
+            "(control characters such as newline, tab or NUL cannot be part of this value)",
         )
     return value
 
