@@ -41,6 +41,6 @@ fmt:
 bench *ARGS:
     bash benchmarks/run.sh {{ARGS}}
 
-# The main job: describe an example image and print its identifier and uri.
-demo:
-    flyte-images id fixtures/examples/demo_images.py
+# The main job: build the example image on the local engine and run it.
+demo: engine
+    bash fixtures/examples/demo.sh

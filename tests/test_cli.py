@@ -112,3 +112,27 @@ def test_help_has_examples_and_exit_codes() -> None:
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "usage:" in capsys.readouterr().out
+
+
+def test_build_dry_run_reports_without_building(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["build", f"{project / 'images.py'}:app", "--dry-run", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["images"]
+    assert row["built"] is False and row["reason"] == "dry run"
+    assert row["uri"] == f"app:{_expected_app_tag(project)}"
+    assert row["dockerfile"].startswith("FROM python:3.12-slim-bookworm\n")
+
+
+def test_build_reports_a_broken_image_and_exits_1(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "main.py").unlink()
+    assert main(["build", f"{project / 'images.py'}:app", "--dry-run"]) == 1
+    assert "main.py does not exist" in capsys.readouterr().err
+
+
+def test_dockerfile_prints_and_writes_the_context(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    context = project / "ctx"
+    assert main(["dockerfile", f"{project / 'images.py'}:app", "--context", str(context)]) == 0
+    text = capsys.readouterr().out
+    assert text == (context / "Dockerfile").read_text()
+    assert (context / "_fi" / "1" / "main.py").read_text() == "print('hi')\n"
+    assert (context / "_fi" / "uv" / "amd64" / "uv").stat().st_mode & 0o111
+    assert main(["dockerfile", f"{project / 'images.py'}:app", "--context", str(context)]) == 1  # not empty

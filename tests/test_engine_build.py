@@ -295,3 +295,20 @@ def test_build_skips_an_image_already_loaded_and_aio_works() -> None:
     assert second == first and not second.built and "already" in second.reason
     inspect = json.loads(docker("image", "inspect", first).stdout)[0]
     assert inspect["Config"]["Labels"]["dev.flyte-images.identifier"] == image.identifier
+
+
+def test_cli_build_then_skip(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    step = f"echo {uuid.uuid4()}"
+    (tmp_path / "images.py").write_text(
+        "from flyte_images import Image\n"
+        f"img = Image.from_base({BUSYBOX!r}).clone(name='fi-test-cli').with_commands([{step!r}])\n"
+    )
+    command = [sys.executable, "-m", "flyte_images._cli", "build", str(tmp_path / "images.py"), "-q"]
+    first = subprocess.run(command, capture_output=True, text=True, check=True)
+    second = subprocess.run(command, capture_output=True, text=True, check=True)
+    uri = first.stdout.split()[0]
+    assert uri.startswith("fi-test-cli:") and first.stdout.strip() == uri
+    assert second.stdout.strip() == f"{uri}  # already in the local engine"

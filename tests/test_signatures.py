@@ -123,6 +123,21 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
         ("project_install_mode", P, "'dependencies_only'"),
     ],
     "Image.with_workdir": [("self", P, NO), ("workdir", P, NO)],
+    # flyte.build in 2.12.1 is (image, dry_run=False, force=False, wait=True); the options after
+    # them are keyword-only additions of flyte-images.
+    "build": [
+        ("image", P, NO),
+        ("dry_run", P, "False"),
+        ("force", P, "False"),
+        ("wait", P, "True"),
+        ("platform", K, "None"),
+        ("builder", K, "None"),
+        ("push", K, "None"),
+        ("cache_from", K, "()"),
+        ("cache_to", K, "()"),
+        ("ca_bundle", K, "None"),
+        ("quiet", K, "False"),
+    ],
     "Secret": [
         ("key", P, NO),
         ("group", P, "None"),

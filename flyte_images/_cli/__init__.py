@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from .._errors import FlyteImagesError, LoadError
 from .._version import __version__
-from . import _dockerfile, _id
+from . import _build, _dockerfile, _id
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -24,6 +24,7 @@ examples:
   flyte-images id images.py              identifier and uri of every Image in images.py
   flyte-images id images.py:app --json   one image, as JSON for CI
   flyte-images dockerfile images.py:app  the Dockerfile it renders to
+  flyte-images build images.py:app       build it (skipped when it already exists)
 
 exit codes: 0 success, 1 an image is invalid or a step failed, 2 usage error or unloadable target
 """
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _id.register(commands)
     _dockerfile.register(commands)
+    _build.register(commands)
     return parser
 
 
