@@ -49,11 +49,13 @@ class Secret:
         if self.mount is not None:
             mount = Path(self.mount) if isinstance(self.mount, str) else self.mount
             text = str(mount)
-            if not isinstance(mount, Path) or not mount.is_absolute() or re.search(r"[\x00-\x1f\x7f,]", text):
+            # It goes into a `--mount=type=secret,...,target=PATH` flag: no separators of any kind.
+            unsafe = re.search(r"[\x00-\x1f\x7f,\"']", text) or any(ch.isspace() for ch in text)
+            if not isinstance(mount, Path) or not mount.is_absolute() or unsafe:
                 raise InvalidLayerArgument(
                     "Secret.mount",
-                    f"{self.mount!r} is not an absolute path without commas or control characters, "
-                    "e.g. Path('/run/secrets/token')",
+                    f"{self.mount!r} is not an absolute path without white space, commas, quotes or "
+                    "control characters, e.g. Path('/run/secrets/token')",
                 )
             object.__setattr__(self, "mount", mount)
         if self.as_env_var is not None and (

@@ -271,3 +271,10 @@ def test_secret_references_in_package_urls_still_expand() -> None:
         check=True,
     )
     assert result.stdout.endswith("git+https://abc@h/x")
+
+
+@pytest.mark.parametrize("mount", ["/a b", "/a\u2028b", "/a\u00a0b", "/a,b", '/a"b', "/a'b"])
+def test_secret_mount_paths_cannot_split_the_mount_flag(mount: str) -> None:
+    with pytest.raises(InvalidLayerArgument) as info:
+        Secret("k", mount=Path(mount))
+    assert info.value.parameter == "Secret.mount"
