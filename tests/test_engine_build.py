@@ -20,6 +20,7 @@ from engine_support import BASE_IMAGE, BUSYBOX, docker, remove_image, run_in
 import flyte_images
 from flyte_images import (
     BaseImageNotFoundError,
+    EngineUnavailableError,
     Image,
     Secret,
     SecretNotFoundError,
@@ -312,3 +313,28 @@ def test_cli_build_then_skip(tmp_path: Path) -> None:
     uri = first.stdout.split()[0]
     assert uri.startswith("fi-test-cli:") and first.stdout.strip() == uri
     assert second.stdout.strip() == f"{uri}  # already in the local engine"
+
+
+@pytest.fixture
+def fresh_engine_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flyte_images.builders.docker as docker_backend
+
+    monkeypatch.setattr(docker_backend, "_checked_engine", False)
+
+
+@pytest.mark.usefixtures("fresh_engine_check")
+def test_no_daemon_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-daemon.sock")
+    image = Image.from_base(BUSYBOX).clone(name="fi-test-nodaemon").with_commands(["true"])
+    with pytest.raises(EngineUnavailableError, match="daemon does not answer: start it"):
+        flyte_images.build(image, force=True, quiet=True)
+
+
+@pytest.mark.usefixtures("fresh_engine_check")
+def test_no_buildx_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))  # a config folder without cli-plugins
+    if (Path("/usr/libexec/docker/cli-plugins/docker-buildx")).exists():
+        pytest.skip("buildx is installed system-wide here, so it cannot be hidden")
+    image = Image.from_base(BUSYBOX).clone(name="fi-test-nobuildx").with_commands(["true"])
+    with pytest.raises(EngineUnavailableError, match=r"buildx plugin is missing.*docker-buildx"):
+        flyte_images.build(image, force=True, quiet=True)
