@@ -26,6 +26,7 @@ from ._errors import (
     StepFailedError,
 )
 from ._image import Image
+from ._init import init, init_from_config
 from ._secret import Secret, SecretRequest
 from ._validation import Architecture
 from ._version import __version__
@@ -53,6 +54,8 @@ __all__ = [
     "StepFailedError",
     "__version__",
     "build",
+    "init",
+    "init_from_config",
     "version",
 ]
 

@@ -132,11 +132,8 @@ def build(
     uri = image.uri
     registry = image.registry or _config.configured_registry()
     pushing = bool(registry) if push is None else push
-    ca_path = (
-        Path(ca_bundle)
-        if ca_bundle
-        else (Path(os.environ[CA_BUNDLE_ENV]) if os.environ.get(CA_BUNDLE_ENV) else None)
-    )
+    ca_text = str(ca_bundle) if ca_bundle else _config.configured_ca_bundle()
+    ca_path = Path(ca_text) if ca_text else None
     rendered = render(image, RenderOptions(ca_bundle=ca_path is not None), shared_stat_cache())
     if dry_run:
         return ImageBuild(uri, built=False, reason="dry run", dockerfile=rendered.dockerfile)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +28,7 @@ def get_builder(name: str | None = None) -> Builder:
     """The backend called `name`, or the configured one (FLYTE_IMAGES_BUILDER, default docker)."""
     from . import _config
 
-    chosen = name or os.environ.get("FLYTE_IMAGES_BUILDER") or _config.current().image_builder
+    chosen = name or _config.configured_builder() or DEFAULT_BUILDER
     chosen = _ALIASES.get(chosen, chosen)
     found = _builtin(chosen)
     if found is not None:

@@ -1,48 +1,171 @@
-"""Settings the engine reads at build time: the push registry and named image references.
+"""Settings the engine reads: registry, builder, base image, CA bundle, named image references.
 
-Resolution order for the registry of an image that names none: the value given to `init(...)`,
-then the `FLYTE_IMAGES_REGISTRY` environment variable. Image references (`Image.from_ref_name`)
-come from `init(images={...})` and from `FLYTE_IMAGES_REF_<NAME>` environment variables.
+Precedence, highest first: `init(...)` / `init_from_config(...)` arguments, environment
+variables, the config file, built-in defaults.
+
+| setting       | environment variable        | config file key  | default                           |
+|---------------|-----------------------------|------------------|-----------------------------------|
+| registry      | FLYTE_IMAGES_REGISTRY       | registry         | none: images load locally         |
+| image_builder | FLYTE_IMAGES_BUILDER        | image_builder    | docker                            |
+| base_image    | FLYTE_IMAGES_BASE_IMAGE     | base_image       | python:{python_version}-slim-bookworm |
+| ca_bundle     | FLYTE_IMAGES_CA_BUNDLE      | ca_bundle        | none                              |
+| images        | FLYTE_IMAGES_REF_<NAME>     | [images] table   | none                              |
+
+The config file is TOML, found at the first of: the path given to `init_from_config`, the
+FLYTE_IMAGES_CONFIG environment variable, `flyte-images.toml` in the current folder or a
+parent, a `[tool.flyte-images]` table of `pyproject.toml` in the current folder or a parent,
+`$XDG_CONFIG_HOME/flyte-images/config.toml` (default `~/.config/flyte-images/config.toml`).
+
+    registry = "ghcr.io/acme"
+    base_image = "mirror.acme.internal/python:{python_version}-slim-bookworm"
+    [images]
+    default = "ghcr.io/acme/base:2024.1"
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 from ._errors import ConfigError
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
 REGISTRY_ENV = "FLYTE_IMAGES_REGISTRY"
 REF_ENV_PREFIX = "FLYTE_IMAGES_REF_"
+CONFIG_ENV = "FLYTE_IMAGES_CONFIG"
+_KEYS = {"registry", "image_builder", "base_image", "ca_bundle", "images"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
     registry: str | None = None
+    image_builder: str | None = None
+    base_image: str | None = None
+    ca_bundle: str | None = None
     images: dict[str, str] = field(default_factory=dict)
-    image_builder: str = "local"
+    source: str = "defaults"  # where the file settings came from, for messages
 
 
 _lock = threading.Lock()
-_settings = Settings()
+_explicit = Settings()  # from init(...)
+_file: Settings | None = None  # from the config file, read on first use
 
 
 def current() -> Settings:
-    return _settings
+    return _explicit
 
 
-def update(**changes: object) -> None:
-    """Replace the given settings (used by `init`)."""
-    global _settings  # noqa: PLW0603 - one settings object per process, as the SDK has
+def reset() -> None:
+    """Forget init(...) and the config file (tests; a new init)."""
+    global _explicit, _file  # noqa: PLW0603 - process-wide settings, as the SDK keeps them
     with _lock:
-        values = {**_settings.__dict__, **{k: v for k, v in changes.items() if v is not None}}
-        _settings = Settings(**values)
+        _explicit = Settings()
+        _file = None
+
+
+def update(**changes: Any) -> None:
+    """Set the given settings (None leaves one as it is); images are merged."""
+    global _explicit  # noqa: PLW0603
+    with _lock:
+        values = {k: v for k, v in changes.items() if v is not None}
+        if "images" in values:
+            values["images"] = {**_explicit.images, **values["images"]}
+        _explicit = replace(_explicit, **values)
+
+
+def find_config_file(start: Path | None = None) -> Path | None:
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_ENV} names {path}, which does not exist")
+        return path
+    here = (start or Path.cwd()).absolute()
+    for folder in (here, *here.parents):
+        if (folder / "flyte-images.toml").is_file():
+            return folder / "flyte-images.toml"
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and b"[tool.flyte-images]" in pyproject.read_bytes():
+            return pyproject
+    home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    user = home / "flyte-images" / "config.toml"
+    return user if user.is_file() else None
+
+
+def read_config_file(path: Path) -> Settings:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    if path.name == "pyproject.toml":
+        data = data.get("tool", {}).get("flyte-images", {})
+    unknown = sorted(set(data) - _KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown settings {unknown}; known: {sorted(_KEYS)}")
+    for key in _KEYS - {"images"}:
+        if key in data and not isinstance(data[key], str):
+            raise ConfigError(f"{path}: {key} must be a string, got {data[key]!r}")
+    images = data.get("images", {})
+    if not isinstance(images, dict) or not all(isinstance(v, str) for v in images.values()):
+        raise ConfigError(f"{path}: [images] must map names to image references (strings)")
+    return Settings(
+        registry=data.get("registry"),
+        image_builder=data.get("image_builder"),
+        base_image=data.get("base_image"),
+        ca_bundle=data.get("ca_bundle"),
+        images=dict(images),
+        source=str(path),
+    )
+
+
+def _from_file() -> Settings:
+    global _file  # noqa: PLW0603
+    if _file is None:
+        path = find_config_file()
+        loaded = read_config_file(path) if path is not None else Settings()
+        with _lock:
+            _file = loaded
+    return _file
+
+
+def load_file(path: Path) -> None:
+    """Use this config file instead of the one that would be found."""
+    global _file  # noqa: PLW0603
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    loaded = read_config_file(path)
+    with _lock:
+        _file = loaded
+
+
+def _pick(name: str, env: str) -> str | None:
+    value = getattr(_explicit, name) or os.environ.get(env) or getattr(_from_file(), name)
+    return str(value) if value else None
 
 
 def configured_registry() -> str | None:
-    return _settings.registry or os.environ.get(REGISTRY_ENV) or None
+    return _pick("registry", REGISTRY_ENV)
+
+
+def configured_builder() -> str | None:
+    return _pick("image_builder", "FLYTE_IMAGES_BUILDER")
+
+
+def configured_base_image() -> str | None:
+    return _pick("base_image", "FLYTE_IMAGES_BASE_IMAGE")
+
+
+def configured_ca_bundle() -> str | None:
+    return _pick("ca_bundle", "FLYTE_IMAGES_CA_BUNDLE")
 
 
 def _env_refs() -> dict[str, str]:
@@ -54,7 +177,7 @@ def _env_refs() -> dict[str, str]:
 
 
 def known_refs() -> dict[str, str]:
-    return {**_env_refs(), **_settings.images}
+    return {**_from_file().images, **_env_refs(), **_explicit.images}
 
 
 def resolve_ref(name: str) -> str:
@@ -65,5 +188,6 @@ def resolve_ref(name: str) -> str:
     env_name = REF_ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
     raise ConfigError(
         f"no image reference named {name!r} (known: {known}); define it with "
-        f"flyte_images.init(images={{{name!r}: 'registry/repo:tag'}}) or the {env_name} environment variable"
+        f"flyte_images.init(images={{{name!r}: 'registry/repo:tag'}}), the {env_name} environment "
+        "variable, or an [images] table in the config file"
     )

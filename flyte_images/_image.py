@@ -57,11 +57,9 @@ _construction = threading.local()
 
 
 def default_base_image(python_version: tuple[int, int]) -> str:
-    """The base of `from_debian_base`: `FLYTE_IMAGES_BASE_IMAGE` (with `{python_version}`), or
-    the official slim Debian bookworm Python image."""
-    import os
-
-    template = os.environ.get("FLYTE_IMAGES_BASE_IMAGE") or DEFAULT_BASE_IMAGE
+    """The base of `from_debian_base`: the configured `base_image` (FLYTE_IMAGES_BASE_IMAGE or
+    the config file; `{python_version}` is filled in), or the official slim bookworm image."""
+    template = _config.configured_base_image() or DEFAULT_BASE_IMAGE
     return template.replace("{python_version}", f"{python_version[0]}.{python_version[1]}")
 
 

@@ -14,13 +14,15 @@ from flyte_images._files import reset_shared_stat_cache
 def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test gets its own stat-cache folder and clean settings."""
     monkeypatch.setenv("FLYTE_IMAGES_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config-home")))
+    settings = ("REGISTRY", "BASE_IMAGE", "BUILDER", "CONFIG")
     for key in list(os.environ):
-        if key.startswith("FLYTE_IMAGES_REF_") or key in ("FLYTE_IMAGES_REGISTRY", "FLYTE_IMAGES_BASE_IMAGE"):
+        if key.startswith("FLYTE_IMAGES_REF_") or key in {f"FLYTE_IMAGES_{s}" for s in settings}:
             monkeypatch.delenv(key)
+    _config.reset()
     reset_shared_stat_cache()
-    saved = _config._settings
     yield
-    _config._settings = saved
+    _config.reset()
     reset_shared_stat_cache()
 
 
