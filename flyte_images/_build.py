@@ -8,13 +8,19 @@ load; the registry check for pushes comes from the registry client.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import subprocess
+import sys
+import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from . import _config
-from ._errors import BuildError, SecretNotFoundError
+from ._errors import BuildError, RegistryError, SecretNotFoundError
 from ._files import shared_stat_cache
 from ._image import Image
 from ._render import CA_SECRET_ID, Rendered, RenderOptions, render
@@ -22,6 +28,7 @@ from ._syncaio import syncaio
 from ._validation import platforms as check_platforms
 
 CA_BUNDLE_ENV = "FLYTE_IMAGES_CA_BUNDLE"
+T = TypeVar("T")
 
 
 class ImageBuild(str):
@@ -109,6 +116,7 @@ def build(
     cache_to: tuple[str, ...] = (),
     ca_bundle: Path | str | None = None,
     quiet: bool = False,
+    require_check: bool | None = None,
 ) -> ImageBuild:
     """Build `image` unless it already exists; return its uri (an `ImageBuild`, a str).
 
@@ -116,8 +124,10 @@ def build(
     overrides). `force` builds even if the image exists; `dry_run` renders and reports only.
     `platform` overrides the image's platforms; `builder` names a backend (default: docker);
     `cache_from`/`cache_to` are passed to BuildKit; `ca_bundle` (or FLYTE_IMAGES_CA_BUNDLE) is a
-    CA file mounted as a secret into every downloading step, never into the image. `wait` is
-    accepted for compatibility: builds always complete before this returns.
+    CA file mounted as a secret into every downloading step, never into the image. When the
+    registry cannot be asked, the image is built anyway with a warning, or, with
+    `require_check` (the default when CI is set), a RegistryError says why. `wait` is accepted
+    for compatibility: builds always complete before this returns.
 
     Example:
         uri = flyte_images.build(Image.from_debian_base().with_pip_packages("numpy"))
@@ -135,14 +145,59 @@ def build(
     ca_text = str(ca_bundle) if ca_bundle else _config.configured_ca_bundle()
     ca_path = Path(ca_text) if ca_text else None
     rendered = render(image, RenderOptions(ca_bundle=ca_path is not None), shared_stat_cache())
+    if not force:
+        strict = bool(os.environ.get("CI")) if require_check is None else require_check
+        found = _already_there(uri, image.platform, pushing, strict, quiet)
+        if found is not None:
+            reason, digest = found
+            return ImageBuild(uri, built=False, reason=reason, digest=digest, dockerfile=rendered.dockerfile)
     if dry_run:
-        return ImageBuild(uri, built=False, reason="dry run", dockerfile=rendered.dockerfile)
-    if not force and not pushing and local_image_exists(uri):
-        return ImageBuild(
-            uri, built=False, reason="already in the local engine", dockerfile=rendered.dockerfile
-        )
+        return ImageBuild(uri, built=False, reason="dry run: would build", dockerfile=rendered.dockerfile)
     secrets = _secret_sources(rendered, ca_path)
-    return _run_backend(image, uri, rendered, secrets, pushing, builder, cache_from, cache_to, quiet)
+    result = _run_backend(image, uri, rendered, secrets, pushing, builder, cache_from, cache_to, quiet)
+    if pushing:
+        from ._registry.record import remember_push
+
+        remember_push(uri, result.digest, image.platform)
+    return result
+
+
+def _already_there(
+    uri: str, platforms: tuple[str, ...], pushing: bool, strict: bool, quiet: bool
+) -> tuple[str, str | None] | None:
+    """(reason, digest) when the image need not be built; None when it must be."""
+    if not pushing:
+        return ("already in the local engine", None) if local_image_exists(uri) else None
+    from ._registry.client import check_many
+    from ._registry.record import recent_push
+
+    existence = run_coroutine(check_many([uri], platforms, insecure=_config.insecure_registries()))[0]
+    if existence.exists:
+        return f"already in the registry with {', '.join(existence.platforms)}", existence.digest
+    if existence.state == "missing":
+        pushed = recent_push(uri, platforms)
+        if pushed is not None:
+            age = int(time.time() - float(str(pushed["time"])))
+            return f"pushed from this machine {age} s ago (the registry has not caught up)", None
+        return None
+    if strict:
+        raise RegistryError(
+            f"cannot tell whether {uri} is already built: {existence.reason}; fix that, or pass "
+            "require_check=False (CLI: --no-require-check) to build without knowing"
+        )
+    if not quiet:
+        print(f"warning: cannot tell whether {uri} exists ({existence.reason}); building it", file=sys.stderr)
+    return None
+
+
+def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, also from a thread that already runs an event loop (a notebook)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _run_backend(

@@ -10,6 +10,9 @@ variables, the config file, built-in defaults.
 | base_image    | FLYTE_IMAGES_BASE_IMAGE     | base_image       | python:{python_version}-slim-bookworm |
 | ca_bundle     | FLYTE_IMAGES_CA_BUNDLE      | ca_bundle        | none                              |
 | images        | FLYTE_IMAGES_REF_<NAME>     | [images] table   | none                              |
+| insecure_registries | FLYTE_IMAGES_INSECURE_REGISTRIES | insecure_registries | loopback only |
+
+(FLYTE_IMAGES_INSECURE_REGISTRIES is comma-separated; in the file it is a list of host[:port].)
 
 The config file is TOML, found at the first of: the path given to `init_from_config`, the
 FLYTE_IMAGES_CONFIG environment variable, `flyte-images.toml` in the current folder or a
@@ -42,7 +45,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 REGISTRY_ENV = "FLYTE_IMAGES_REGISTRY"
 REF_ENV_PREFIX = "FLYTE_IMAGES_REF_"
 CONFIG_ENV = "FLYTE_IMAGES_CONFIG"
-_KEYS = {"registry", "image_builder", "base_image", "ca_bundle", "images"}
+_KEYS = {"registry", "image_builder", "base_image", "ca_bundle", "images", "insecure_registries"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Settings:
     base_image: str | None = None
     ca_bundle: str | None = None
     images: dict[str, str] = field(default_factory=dict)
+    insecure_registries: tuple[str, ...] = ()
     source: str = "defaults"  # where the file settings came from, for messages
 
 
@@ -111,7 +115,10 @@ def read_config_file(path: Path) -> Settings:
     unknown = sorted(set(data) - _KEYS)
     if unknown:
         raise ConfigError(f"{path}: unknown settings {unknown}; known: {sorted(_KEYS)}")
-    for key in _KEYS - {"images"}:
+    insecure = data.get("insecure_registries", [])
+    if not isinstance(insecure, list) or not all(isinstance(h, str) for h in insecure):
+        raise ConfigError(f"{path}: insecure_registries must be a list of host[:port] strings")
+    for key in _KEYS - {"images", "insecure_registries"}:
         if key in data and not isinstance(data[key], str):
             raise ConfigError(f"{path}: {key} must be a string, got {data[key]!r}")
     images = data.get("images", {})
@@ -123,6 +130,7 @@ def read_config_file(path: Path) -> Settings:
         base_image=data.get("base_image"),
         ca_bundle=data.get("ca_bundle"),
         images=dict(images),
+        insecure_registries=tuple(insecure),
         source=str(path),
     )
 
@@ -166,6 +174,12 @@ def configured_base_image() -> str | None:
 
 def configured_ca_bundle() -> str | None:
     return _pick("ca_bundle", "FLYTE_IMAGES_CA_BUNDLE")
+
+
+def insecure_registries() -> tuple[str, ...]:
+    """Hosts reached over plain HTTP (loopback hosts always are, as Docker treats them)."""
+    env = [h.strip() for h in os.environ.get("FLYTE_IMAGES_INSECURE_REGISTRIES", "").split(",") if h.strip()]
+    return (*_explicit.insecure_registries, *env, *_from_file().insecure_registries)
 
 
 def _env_refs() -> dict[str, str]:

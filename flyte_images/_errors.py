@@ -8,6 +8,7 @@
     ├── SourceError                              files an image reads are missing or unusable
     │   └── SourceNotFoundError (also FileNotFoundError)
     ├── ConfigError                              no registry, unknown image ref, bad config file
+    ├── RegistryError                            a registry could not be asked (never "exists")
     ├── BuildError                               a build could not be prepared or failed
     │   ├── EngineUnavailableError               no Docker CLI, no daemon, no buildx
     │   ├── BaseImageNotFoundError               FROM image neither local nor pullable
@@ -57,6 +58,10 @@ class SourceNotFoundError(SourceError, FileNotFoundError):
 
 class ConfigError(FlyteImagesError):
     """Configuration is missing or wrong: no registry, an unknown image ref, a bad config file."""
+
+
+class RegistryError(FlyteImagesError):
+    """A registry could not answer whether an image exists: unreachable, 5xx, or no credentials."""
 
 
 class BuildError(FlyteImagesError):

@@ -117,7 +117,7 @@ def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) 
 def test_build_dry_run_reports_without_building(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["build", f"{project / 'images.py'}:app", "--dry-run", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)["images"]
-    assert row["built"] is False and row["reason"] == "dry run"
+    assert row["built"] is False and row["reason"] == "dry run: would build"
     assert row["uri"] == f"app:{_expected_app_tag(project)}"
     assert row["dockerfile"].startswith("FROM python:3.12-slim-bookworm\n")
 

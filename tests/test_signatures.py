@@ -137,6 +137,7 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
         ("cache_to", K, "()"),
         ("ca_bundle", K, "None"),
         ("quiet", K, "False"),
+        ("require_check", K, "None"),
     ],
     "init": [
         ("org", P, "None"),

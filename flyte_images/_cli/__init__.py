@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from .._errors import FlyteImagesError, LoadError
 from .._version import __version__
-from . import _build, _dockerfile, _id
+from . import _build, _dockerfile, _exists, _id
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -25,8 +25,10 @@ examples:
   flyte-images id images.py:app --json   one image, as JSON for CI
   flyte-images dockerfile images.py:app  the Dockerfile it renders to
   flyte-images build images.py:app       build it (skipped when it already exists)
+  flyte-images exists ghcr.io/acme/app:1a2b  is it in the registry?
 
 exit codes: 0 success, 1 an image is invalid or a step failed, 2 usage error or unloadable target
+(`exists`: 0 all exist, 1 some missing, 2 some could not be checked)
 """
 
 
@@ -42,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     _id.register(commands)
     _dockerfile.register(commands)
     _build.register(commands)
+    _exists.register(commands)
     return parser
 
 

@@ -40,6 +40,17 @@ def register(commands: Any) -> None:
     mode.add_argument("--load", dest="push", action="store_false", help="load into the local engine")
     parser.add_argument("--builder", help="build backend (default: docker, or FLYTE_IMAGES_BUILDER)")
     parser.add_argument("--ca-bundle", metavar="FILE", help="CA bundle for downloads inside the build")
+    check = parser.add_mutually_exclusive_group()
+    check.add_argument(
+        "--require-check",
+        dest="require_check",
+        action="store_true",
+        default=None,
+        help="fail when a registry cannot say whether an image exists (default when CI is set)",
+    )
+    check.add_argument(
+        "--no-require-check", dest="require_check", action="store_false", help="build when unsure"
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="no build progress")
     parser.add_argument("--json", action="store_true", help="one JSON document with every result")
     parser.set_defaults(run=run)
@@ -62,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
                     push=args.push,
                     ca_bundle=args.ca_bundle,
                     quiet=args.quiet or args.json,
+                    require_check=args.require_check,
                 )
             except FlyteImagesError as exc:
                 row["error"] = str(exc)

@@ -1,0 +1,62 @@
+"""`flyte-images exists REF...`: are these images in their registries?"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+_HELP = """\
+Ask each image's registry whether the reference exists (with every --platform, when given).
+Credentials come from Docker's config (credHelpers, credsStore, auths) and, for Amazon ECR,
+from boto3. A registry that cannot be asked is reported as unknown, never as existing.
+
+exit codes: 0 every image exists, 1 some are missing, 2 some could not be checked
+
+examples:
+  flyte-images exists ghcr.io/acme/app:1a2b3c
+  flyte-images exists 127.0.0.1:5000/app:dev --platform linux/amd64 --platform linux/arm64
+  flyte-images exists $(cat refs.txt) --json
+"""
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "exists",
+        help="check whether images exist in their registries",
+        description=_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("references", nargs="+", metavar="REF")
+    parser.add_argument("--platform", action="append", help="also require this platform (repeatable)")
+    parser.add_argument("--json", action="store_true", help="one JSON document with every answer")
+    parser.add_argument("--concurrency", type=int, default=16, help="checks in flight at once (default 16)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._build import run_coroutine
+    from .._config import insecure_registries
+    from .._registry.client import check_many
+
+    results = run_coroutine(
+        check_many(
+            args.references,
+            args.platform,
+            insecure=insecure_registries(),
+            concurrency=max(1, args.concurrency),
+        )
+    )
+    if args.json:
+        print(json.dumps({"images": [r.to_json() for r in results]}, indent=2))
+    else:
+        for r in results:
+            detail = r.digest or ""
+            if r.platforms:
+                detail += f" ({', '.join(r.platforms)})"
+            if r.reason:
+                detail += f" {r.reason}" if detail else r.reason
+            print(f"{r.state:<8} {r.reference}  {detail}".rstrip())
+    if any(r.state == "unknown" for r in results):
+        return 2
+    return 1 if any(r.state == "missing" for r in results) else 0

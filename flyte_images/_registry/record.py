@@ -1,0 +1,66 @@
+"""A record of the images this machine pushed, so an immediate second build skips.
+
+Registries can answer 404 for some seconds after a push (read-after-write lag). When the
+registry says "missing" for a reference pushed from here less than RECENT seconds ago, with the
+same platforms, the record is believed. It never turns "unknown" into "exists". Stored as JSON
+under the user cache folder, written atomically (temp file + rename) under a lock file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from .._files import cache_dir
+
+RECENT = 300.0
+_MAX_ENTRIES = 2000
+
+
+def _path() -> Path:
+    return cache_dir() / "pushed.json"
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[dict[str, dict[str, object]]]:
+    path = _path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                data = {}
+        except (OSError, ValueError):
+            data = {}
+        yield data
+        newest = sorted(data.items(), key=lambda kv: float(str(kv[1].get("time", 0))), reverse=True)
+        fd, tmp = tempfile.mkstemp(prefix=".pushed-", dir=path.parent)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(dict(newest[:_MAX_ENTRIES]), handle)
+        Path(tmp).replace(path)
+
+
+def remember_push(reference: str, digest: str | None, platforms: Sequence[str]) -> None:
+    with contextlib.suppress(OSError), _locked() as data:
+        data[reference] = {"digest": digest, "platforms": sorted(platforms), "time": time.time()}
+
+
+def recent_push(reference: str, platforms: Sequence[str]) -> dict[str, object] | None:
+    """The record of a push of `reference` with these platforms in the last RECENT seconds."""
+    try:
+        data = json.loads(_path().read_text())
+    except (OSError, ValueError):
+        return None
+    entry = data.get(reference) if isinstance(data, dict) else None
+    if not isinstance(entry, dict):
+        return None
+    fresh = time.time() - float(str(entry.get("time", 0))) < RECENT
+    covers = set(platforms) <= set(entry.get("platforms") or [])
+    return entry if fresh and covers else None
