@@ -156,9 +156,13 @@ def build(
     secrets = _secret_sources(rendered, ca_path)
     result = _run_backend(image, uri, rendered, secrets, pushing, builder, cache_from, cache_to, quiet)
     if pushing:
-        from ._registry.record import remember_push
+        from ._registry.record import PlatformCache, remember_push
 
         remember_push(uri, result.digest, image.platform)
+        if result.digest and len(image.platform) == 1:  # a single-platform push is a plain manifest
+            cache = PlatformCache.default()
+            cache.put(result.digest, image.platform)
+            cache.save()
     return result
 
 

@@ -104,3 +104,37 @@ def set_ca_env() -> None:
     bundle = ca_bundle()
     if bundle and "FLYTE_IMAGES_CA_BUNDLE" not in os.environ:
         os.environ["FLYTE_IMAGES_CA_BUNDLE"] = bundle
+
+
+def push_busybox_tag(host: str, repository: str, count: int) -> list[str]:
+    """Push busybox once, then make `count` distinct images of it through the registry API (each
+    with its own config blob, so every tag has its own manifest digest); return the refs."""
+    import hashlib
+    import json
+
+    import httpx
+
+    first = f"{host}/{repository}:seed"
+    docker("tag", BUSYBOX, first)
+    docker("push", first)
+    base = f"http://{host}/v2/{repository}"
+    accept = "application/vnd.docker.distribution.manifest.v2+json"
+    seed = httpx.get(f"{base}/manifests/seed", headers={"Accept": accept})
+    manifest, media = seed.json(), seed.headers["Content-Type"]
+    config = httpx.get(f"{base}/blobs/{manifest['config']['digest']}").json()
+    refs = []
+    with httpx.Client() as client:
+        for i in range(count):
+            blob = json.dumps({**config, "comment": f"bench image {i}"}).encode()
+            digest = f"sha256:{hashlib.sha256(blob).hexdigest()}"
+            location = client.post(f"{base}/blobs/uploads/").headers["Location"]
+            location = location if location.startswith("http") else f"http://{host}{location}"
+            sep = "&" if "?" in location else "?"
+            assert client.put(f"{location}{sep}digest={digest}", content=blob).status_code == 201
+            body = json.dumps(
+                {**manifest, "config": {**manifest["config"], "digest": digest, "size": len(blob)}}
+            )
+            put = client.put(f"{base}/manifests/{i}", content=body, headers={"Content-Type": media})
+            assert put.status_code == 201, put.text
+            refs.append(f"{host}/{repository}:{i}")
+    return refs

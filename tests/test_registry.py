@@ -304,3 +304,24 @@ def test_a_refused_push_says_how_to_log_in() -> None:
         )
         with pytest.raises(flyte_images.PushDeniedError, match=f"docker login {reg.host}"):
             flyte_images.build(image, quiet=True, require_check=False)
+
+
+def test_platforms_are_remembered_by_digest_so_a_repeat_check_is_one_request(
+    local_registry: str, seeded: dict[str, str]
+) -> None:
+    from flyte_images._registry.record import PlatformCache
+
+    paths: list[str] = []
+
+    class Counting(httpx.AsyncHTTPTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            paths.append(request.url.path)
+            return await super().handle_async_request(request)
+
+    ref = f"{local_registry}/team/app:v1"
+    (first,) = check([ref], ["linux/amd64"], transport=Counting())
+    assert first.exists and [p.split("/")[-2] for p in paths] == ["manifests", "blobs"]
+    assert PlatformCache.default().get(seeded["digest"]) == ("linux/amd64",)
+    paths.clear()
+    (again,) = check([ref], ["linux/amd64"], transport=Counting())
+    assert again.exists and again.platforms == ("linux/amd64",) and len(paths) == 1

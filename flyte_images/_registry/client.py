@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
 import ipaddress
 import json
 import re
@@ -30,6 +31,7 @@ import httpx
 
 from .._errors import RegistryError
 from . import auth
+from .record import PlatformCache
 
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -134,8 +136,10 @@ class RegistryClient:
         backoff: float = 0.2,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        platform_cache: PlatformCache | None = None,
     ) -> None:
         self._insecure = set(insecure)
+        self._platform_cache = platform_cache if platform_cache is not None else PlatformCache.default()
         self._limit = asyncio.Semaphore(concurrency)
         self._retries = retries
         self._backoff = backoff
@@ -150,6 +154,7 @@ class RegistryClient:
 
     async def __aexit__(self, *_exc: object) -> None:
         await self._http.aclose()
+        self._platform_cache.save()
 
     def _base(self, host: str) -> str:
         scheme = "http" if host in self._insecure or is_loopback(host) else "https"
@@ -177,7 +182,11 @@ class RegistryClient:
         digest = response.headers.get("Docker-Content-Digest")
         if not platforms:
             return Existence(reference, "exists", digest=digest)
-        found = await self._platforms(ref, response)
+        digest = digest or "sha256:" + hashlib.sha256(response.content).hexdigest()
+        found = self._platform_cache.get(digest)
+        if found is None:
+            found = await self._platforms(ref, response)
+            self._platform_cache.put(digest, found)
         lacking = [p for p in platforms if p not in found]
         if lacking:
             reason = f"exists for {', '.join(found) or 'no known platform'}, not for {', '.join(lacking)}"

@@ -64,3 +64,45 @@ def recent_push(reference: str, platforms: Sequence[str]) -> dict[str, object] |
     fresh = time.time() - float(str(entry.get("time", 0))) < RECENT
     covers = set(platforms) <= set(entry.get("platforms") or [])
     return entry if fresh and covers else None
+
+
+class PlatformCache:
+    """Platforms of manifests by digest. A digest names immutable content, so an entry can
+    never go stale; it spares the config-blob request of a repeated check."""
+
+    _MAX = 20_000
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._data: dict[str, list[str]] = {}
+        self._dirty = False
+        if path is not None:
+            with contextlib.suppress(OSError, ValueError):
+                loaded = json.loads(path.read_text())
+                if isinstance(loaded, dict):
+                    self._data = loaded
+
+    @classmethod
+    def default(cls) -> PlatformCache:
+        return cls(cache_dir() / "manifest-platforms.json")
+
+    def get(self, digest: str) -> tuple[str, ...] | None:
+        found = self._data.get(digest)
+        return tuple(found) if isinstance(found, list) else None
+
+    def put(self, digest: str, platforms: Sequence[str]) -> None:
+        if self._data.get(digest) != list(platforms):
+            self._data[digest] = list(platforms)
+            self._dirty = True
+
+    def save(self) -> None:
+        if not self._dirty or self._path is None:
+            return
+        with contextlib.suppress(OSError):
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            items = list(self._data.items())[-self._MAX :]
+            fd, tmp = tempfile.mkstemp(prefix=".platforms-", dir=self._path.parent)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(dict(items), handle)
+            Path(tmp).replace(self._path)
+            self._dirty = False
