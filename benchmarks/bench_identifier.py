@@ -77,9 +77,7 @@ print(time.perf_counter() - start)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--mbytes", type=int, default=40)
     parser.add_argument("--repeat", type=int, default=5)

@@ -75,9 +75,7 @@ def _secret_sources(rendered: Rendered, ca_bundle: Path | None) -> _Secrets:
         elif os.environ.get(f"{var}_FILE"):
             path = Path(os.environ[f"{var}_FILE"])
             if not path.is_file():
-                raise SecretNotFoundError(
-                    f"secret {secret.key!r}: {var}_FILE names {path}, which does not exist"
-                )
+                raise SecretNotFoundError(f"secret {secret.key!r}: {var}_FILE names {path}, which does not exist")
             sources.append(SecretSource(id=secret.build_id, file=path))
             values.append(path.read_text(errors="replace").strip())
         else:
@@ -94,9 +92,7 @@ def _secret_sources(rendered: Rendered, ca_bundle: Path | None) -> _Secrets:
 
 def local_image_exists(uri: str) -> bool:
     try:
-        result = subprocess.run(
-            ["docker", "image", "inspect", uri], capture_output=True, check=False, timeout=60
-        )
+        result = subprocess.run(["docker", "image", "inspect", uri], capture_output=True, check=False, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return result.returncode == 0

@@ -253,9 +253,7 @@ class _Walk:
         finally:
             os.close(dfd)
 
-    def _subfolder(
-        self, dfd: int, name: str, child: str, match_rel: str, state: tuple[bool, ...], drop: bool
-    ) -> None:
+    def _subfolder(self, dfd: int, name: str, child: str, match_rel: str, state: tuple[bool, ...], drop: bool) -> None:
         st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
         mark = len(self.entries)
         self.entries.append(Entry(child, DIR, stat.S_IMODE(st.st_mode)))
@@ -279,9 +277,7 @@ class _Walk:
             except PermissionError as exc:
                 raise SourceError(f"cannot read {child} in {self.root}: permission denied") from exc
             except OSError as exc:
-                raise SourceError(
-                    f"{child} in {self.root} changed while being read ({exc.strerror})"
-                ) from exc
+                raise SourceError(f"{child} in {self.root} changed while being read ({exc.strerror})") from exc
             try:
                 st = os.fstat(fd)
                 digest = _hash_fd(fd)
@@ -322,9 +318,7 @@ def _memo_valid(memo: _TreeMemo) -> bool:
     return True
 
 
-def collect_tree(
-    root: Path, rules: IgnoreRules, cache: StatCache | None = None, match_prefix: str = ""
-) -> Tree:
+def collect_tree(root: Path, rules: IgnoreRules, cache: StatCache | None = None, match_prefix: str = "") -> Tree:
     """Every path below `root` that the rules keep, with digests, sorted at every level.
 
     A folder is listed when it is kept, or when something below it is kept (an excluded folder

@@ -133,9 +133,7 @@ class Image:
         Example:
             Image.from_debian_base(python_version=(3, 12), install_flyte=False)
         """
-        version = (
-            check.host_python_version() if python_version is None else check.python_version(python_version)
-        )
+        version = check.host_python_version() if python_version is None else check.python_version(python_version)
         if flyte_version is not None:
             check.nonempty("flyte_version", flyte_version)
         pinned = (flyte_version or DEFAULT_FLYTE_VERSION) if install_flyte else None
@@ -160,9 +158,7 @@ class Image:
         """
         uri = check.nonempty("image_uri", image_uri).strip()
         if any(ch.isspace() for ch in uri):
-            raise InvalidLayerArgument(
-                "image_uri", f"{image_uri!r} contains white space; an image uri cannot"
-            )
+            raise InvalidLayerArgument("image_uri", f"{image_uri!r} contains white space; an image uri cannot")
         return cls._new(base_image=uri, python_version=None)
 
     @classmethod
@@ -330,12 +326,8 @@ class Image:
         Example: `image.with_env_vars({"HF_HOME": "/cache/hf"})`
         """
         if not isinstance(env_vars, dict) or not env_vars:
-            raise InvalidLayerArgument(
-                "env_vars", f"expected a non-empty dict of str to str, got {env_vars!r}"
-            )
-        pairs = tuple(
-            sorted((check.env_name(k), check.no_control("env_vars", v)) for k, v in env_vars.items())
-        )
+            raise InvalidLayerArgument("env_vars", f"expected a non-empty dict of str to str, got {env_vars!r}")
+        pairs = tuple(sorted((check.env_name(k), check.no_control("env_vars", v)) for k, v in env_vars.items()))
         return self._with_layer(Env(env_vars=pairs))
 
     def with_source_folder(self, src: Path, dst: str = ".", copy_contents_only: bool = False) -> Image:

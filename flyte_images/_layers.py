@@ -32,9 +32,7 @@ ProjectInstallMode = Literal["dependencies_only", "install_project"]
 
 
 def _secrets(secrets: tuple[Secret, ...]) -> Encodable:
-    return tuple(
-        (s.key, s.group, None if s.mount is None else s.mount.as_posix(), s.as_env_var) for s in secrets
-    )
+    return tuple((s.key, s.group, None if s.mount is None else s.mount.as_posix(), s.as_env_var) for s in secrets)
 
 
 def _index(url: str | None) -> str | None:

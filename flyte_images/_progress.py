@@ -48,9 +48,7 @@ def _live(out: TextIO, title: str) -> Iterator[Callable[[str], None]]:
 
     def view() -> Group:
         head = Spinner("dots", text=Text(f"{title} {state['step']}".strip(), style="bold"))
-        return Group(
-            head, *(Text("  " + line, style="dim", overflow="ellipsis", no_wrap=True) for line in recent)
-        )
+        return Group(head, *(Text("  " + line, style="dim", overflow="ellipsis", no_wrap=True) for line in recent))
 
     with Live(view(), console=console, refresh_per_second=8, transient=True) as live:
 

@@ -71,9 +71,7 @@ _APT_CACHE = (
     "--mount=type=cache,target=/var/lib/apt/lists,sharing=locked,id=flyte-images-apt-lists",
 )
 _SCRATCH = f"--mount=type=tmpfs,target={WORK}/scratch"
-_CA_EXPORTS = (
-    f"export SSL_CERT_FILE={CA_PATH} REQUESTS_CA_BUNDLE={CA_PATH} PIP_CERT={CA_PATH} CURL_CA_BUNDLE={CA_PATH}"
-)
+_CA_EXPORTS = f"export SSL_CERT_FILE={CA_PATH} REQUESTS_CA_BUNDLE={CA_PATH} PIP_CERT={CA_PATH} CURL_CA_BUNDLE={CA_PATH}"
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
@@ -123,9 +121,7 @@ def render(image: Image, options: RenderOptions | None = None, cache: StatCache 
         )
     if image.dockerfile is not None:
         single_file(image.dockerfile, SourceContext(cache=cache), "Dockerfile")  # exists, is a file
-        return Rendered(
-            dockerfile=image.dockerfile.read_text(encoding="utf-8"), context_dir=image.dockerfile.parent
-        )
+        return Rendered(dockerfile=image.dockerfile.read_text(encoding="utf-8"), context_dir=image.dockerfile.parent)
     return _Renderer(image, options or RenderOptions(), source_context(image, cache)).run()
 
 
@@ -184,9 +180,7 @@ class _Renderer:
             self.lines.append('COPY ["_fi/uv/${TARGETARCH}/uv", "/usr/local/bin/uv"]')
             self.has_uv = True
 
-    def uv_install(
-        self, layer: _PythonInstall | None, args: list[str], *, with_extra_args: bool = True
-    ) -> str:
+    def uv_install(self, layer: _PythonInstall | None, args: list[str], *, with_extra_args: bool = True) -> str:
         """`uv pip install` into the image's environment with the layer's index options."""
         words = ["uv", "pip", "install"]
         if not self.venv:

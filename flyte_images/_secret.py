@@ -58,9 +58,7 @@ class Secret:
                     "control characters, e.g. Path('/run/secrets/token')",
                 )
             object.__setattr__(self, "mount", mount)
-        if self.as_env_var is not None and (
-            not isinstance(self.as_env_var, str) or not _ENV.match(self.as_env_var)
-        ):
+        if self.as_env_var is not None and (not isinstance(self.as_env_var, str) or not _ENV.match(self.as_env_var)):
             raise InvalidLayerArgument(
                 "Secret.as_env_var",
                 f"{self.as_env_var!r} is not an environment variable name (letters, digits, '_')",
@@ -99,9 +97,7 @@ def normalize_secrets(value: object) -> tuple[Secret, ...]:
     for item in items:
         secret = Secret(key=item) if isinstance(item, str) else item
         if not isinstance(secret, Secret):
-            raise InvalidLayerArgument(
-                "secret_mounts", f"expected a str or a Secret, got {type(secret).__name__}"
-            )
+            raise InvalidLayerArgument("secret_mounts", f"expected a str or a Secret, got {type(secret).__name__}")
         if secret not in out:
             out.append(secret)
     return tuple(out)

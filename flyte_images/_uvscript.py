@@ -34,8 +34,7 @@ def parse_script_metadata(text: str, origin: str = "script") -> ScriptMetadata:
     if len(blocks) > 1:
         raise SourceError(f"{origin} has more than one '# /// script' block; keep one")
     content = "".join(
-        line[2:] if line.startswith("# ") else line[1:]
-        for line in blocks[0].group("content").splitlines(keepends=True)
+        line[2:] if line.startswith("# ") else line[1:] for line in blocks[0].group("content").splitlines(keepends=True)
     )
     try:
         data = tomllib.loads(content)

@@ -80,9 +80,7 @@ def strings(parameter: str, values: object) -> tuple[str, ...]:
         items = tuple(values)
         for item in items:
             if not isinstance(item, str):
-                raise InvalidLayerArgument(
-                    parameter, f"expected strings, got {type(item).__name__} {_show(item)}"
-                )
+                raise InvalidLayerArgument(parameter, f"expected strings, got {type(item).__name__} {_show(item)}")
         return items
     raise InvalidLayerArgument(parameter, f"expected a string or a list of strings, got {_show(values)}")
 

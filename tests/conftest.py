@@ -45,9 +45,7 @@ def engine() -> None:
     problem = engine_problem()
     if problem:
         if os.environ.get("CI"):
-            pytest.fail(
-                f"the engine tests must run in CI, but {problem}; fixtures/engine/setup.sh sets it up"
-            )
+            pytest.fail(f"the engine tests must run in CI, but {problem}; fixtures/engine/setup.sh sets it up")
         pytest.skip(f"no usable Docker engine: {problem} (run `bash fixtures/engine/setup.sh` as root)")
     set_ca_env()
 

@@ -78,9 +78,7 @@ def registry(extra_config: str = "") -> Iterator[Registry]:
             f"storage:\n  filesystem:\n    rootdirectory: {root}/data\n  delete:\n    enabled: true\n"
             f"http:\n  addr: 127.0.0.1:{port}\n" + extra_config
         )
-        process = subprocess.Popen(
-            [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
@@ -131,9 +129,7 @@ def push_busybox_tag(host: str, repository: str, count: int) -> list[str]:
             location = location if location.startswith("http") else f"http://{host}{location}"
             sep = "&" if "?" in location else "?"
             assert client.put(f"{location}{sep}digest={digest}", content=blob).status_code == 201
-            body = json.dumps(
-                {**manifest, "config": {**manifest["config"], "digest": digest, "size": len(blob)}}
-            )
+            body = json.dumps({**manifest, "config": {**manifest["config"], "digest": digest, "size": len(blob)}})
             put = client.put(f"{base}/manifests/{i}", content=body, headers={"Content-Type": media})
             assert put.status_code == 201, put.text
             refs.append(f"{host}/{repository}:{i}")

@@ -35,9 +35,7 @@ def test_config_file_found_in_a_parent_folder(tmp_path: Path, monkeypatch: pytes
 
 
 def test_pyproject_table_and_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "pyproject.toml").write_text(
-        '[project]\nname = "x"\n[tool.flyte-images]\nregistry = "from-file"\n'
-    )
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.flyte-images]\nregistry = "from-file"\n')
     monkeypatch.chdir(tmp_path)
     image = BASE.with_apt_packages("git")
     assert image.uri.startswith("from-file/")

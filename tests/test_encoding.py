@@ -78,9 +78,7 @@ scalars = (
 )
 values = st.recursive(
     scalars,
-    lambda inner: (
-        st.lists(inner, max_size=5).map(tuple) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
-    ),
+    lambda inner: st.lists(inner, max_size=5).map(tuple) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
     max_leaves=25,
 )
 

@@ -116,15 +116,11 @@ stat -c '%a' /etc/app/settings.toml
 
 def test_uv_project_dependencies_and_install_project() -> None:
     deps = build(base("uvdeps").with_uv_project(PROJECTS / "uvproj" / "pyproject.toml"))
-    out = run_in(
-        deps, "python -c 'import six; print(six.__version__)'; python -c 'import uvproj' 2>&1 || true"
-    )
+    out = run_in(deps, "python -c 'import six; print(six.__version__)'; python -c 'import uvproj' 2>&1 || true")
     assert out.splitlines()[0] == "1.16.0"
     assert "No module named 'uvproj'" in out  # dependencies only
     full = build(
-        base("uvfull").with_uv_project(
-            PROJECTS / "uvproj" / "pyproject.toml", project_install_mode="install_project"
-        )
+        base("uvfull").with_uv_project(PROJECTS / "uvproj" / "pyproject.toml", project_install_mode="install_project")
     )
     assert run_in(full, "python -c 'import uvproj; print(uvproj.GREETING)'").strip() == "hello from uvproj"
 
@@ -200,11 +196,7 @@ def _save(uri: str) -> bytes:
 
 def test_a_missing_secret_is_named_before_anything_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOPE_TOKEN", raising=False)
-    image = (
-        Image.from_base(BUSYBOX)
-        .clone(name="fi-test-nosecret")
-        .with_commands(["true"], secret_mounts="nope-token")
-    )
+    image = Image.from_base(BUSYBOX).clone(name="fi-test-nosecret").with_commands(["true"], secret_mounts="nope-token")
     with pytest.raises(SecretNotFoundError, match="NOPE_TOKEN"):
         flyte_images.build(image, force=True, quiet=True)
 
@@ -280,9 +272,7 @@ def test_a_failing_step_reports_the_step_exit_code_and_its_last_lines() -> None:
 
 
 def test_a_base_image_that_cannot_be_pulled_is_named() -> None:
-    image = (
-        Image.from_base("flyte-images/does-not-exist:1").clone(name="fi-test-nobase").with_commands(["true"])
-    )
+    image = Image.from_base("flyte-images/does-not-exist:1").clone(name="fi-test-nobase").with_commands(["true"])
     with pytest.raises(BaseImageNotFoundError, match="flyte-images/does-not-exist:1"):
         flyte_images.build(image, force=True, quiet=True)
 

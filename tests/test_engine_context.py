@@ -92,9 +92,7 @@ def test_staged_folder_equals_what_docker_build_copies(tmp_path: Path) -> None:
     (by_hand / ".dockerignore").write_text("\n".join(DEFAULT_EXCLUDES) + "\n" + user_rules)
     dockerfile = tmp_path / "Dockerfile.byhand"
     dockerfile.write_text(f"FROM {BUSYBOX}\nCOPY . /dst/tree/\n")
-    docker(
-        "buildx", "build", "--load", "-q", "-t", "fi-test-ctx-byhand:1", "-f", str(dockerfile), str(by_hand)
-    )
+    docker("buildx", "build", "--load", "-q", "-t", "fi-test-ctx-byhand:1", "-f", str(dockerfile), str(by_hand))
 
     theirs = _listing("fi-test-ctx-byhand:1", "/dst/tree")
     mine = _listing(ours, "/dst/tree")
@@ -107,6 +105,4 @@ def test_staged_folder_equals_what_docker_build_copies(tmp_path: Path) -> None:
     assert "./link|symbolic link|777|6|app.py" in mine
     assert "./empty|directory|755||" in mine
     assert "./run.sh|regular file|755|19|" in mine
-    assert not [
-        row for row in mine if row.startswith(("./drop.log", "./secret", "./__pycache__", "./nested/a/skip"))
-    ]
+    assert not [row for row in mine if row.startswith(("./drop.log", "./secret", "./__pycache__", "./nested/a/skip"))]

@@ -85,9 +85,7 @@ def test_missing_or_wrong_kind_of_root(tmp_path: Path) -> None:
         collect_tree(tmp_path / "f", IgnoreRules.for_tree())
 
 
-def test_tree_memo_is_reused_only_while_nothing_changed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_tree_memo_is_reused_only_while_nothing_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(files_module, "_RACY_NS", 0)  # ctime cannot be set back: trust fresh files here
     write_tree(tmp_path, {"a/b.txt": (b"one", 0o644)})
     cache = StatCache(None)

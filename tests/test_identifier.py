@@ -34,9 +34,7 @@ SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 
 
 def folder_image(root: Path, **base: object) -> Image:
-    return Image.from_debian_base(python_version=(3, 12), install_flyte=False, **base).with_source_folder(
-        root
-    )  # type: ignore[arg-type]
+    return Image.from_debian_base(python_version=(3, 12), install_flyte=False, **base).with_source_folder(root)  # type: ignore[arg-type]
 
 
 def tag(image: Image, *, cache: bool = False) -> str:

@@ -93,9 +93,7 @@ path_text = st.lists(segments, min_size=1, max_size=4).map("/".join)
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(pattern_text, min_size=1, max_size=4), st.lists(path_text, min_size=1, max_size=6))
-def test_the_fast_checker_agrees_with_the_pattern_by_pattern_rules(
-    patterns: list[str], paths: list[str]
-) -> None:
+def test_the_fast_checker_agrees_with_the_pattern_by_pattern_rules(patterns: list[str], paths: list[str]) -> None:
     try:
         rules = IgnoreRules.from_lines(patterns)
     except InvalidLayerArgument:

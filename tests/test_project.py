@@ -64,7 +64,5 @@ def test_wheel_ships_the_package_data_and_runs_installed(tmp_path: Path) -> None
     smoke = _run(env_dir / "bin" / "flyte-images", "id", images, "--json", cwd=tmp_path)
     assert smoke.returncode == 0, smoke.stderr
     assert '"uri": "flyte:' in smoke.stdout
-    files = _run(
-        py, "-c", "import importlib.resources as r; print((r.files('flyte_images') / 'dockerfiles').is_dir())"
-    )
+    files = _run(py, "-c", "import importlib.resources as r; print((r.files('flyte_images') / 'dockerfiles').is_dir())")
     assert files.stdout.strip() == "True"

@@ -89,10 +89,7 @@ def test_an_index_is_read_for_its_platforms(local_registry: str, seeded: dict[st
     arm = dict(manifest, config=dict(manifest["config"], digest=digest, size=len(blob)))
     arm_bytes = json.dumps(arm).encode()
     media = manifest["mediaType"]
-    assert (
-        httpx.put(f"{base}/manifests/arm", content=arm_bytes, headers={"Content-Type": media}).status_code
-        == 201
-    )
+    assert httpx.put(f"{base}/manifests/arm", content=arm_bytes, headers={"Content-Type": media}).status_code == 201
     arm_digest = f"sha256:{hashlib.sha256(arm_bytes).hexdigest()}"
     index = {
         "schemaVersion": 2,
@@ -104,9 +101,7 @@ def test_an_index_is_read_for_its_platforms(local_registry: str, seeded: dict[st
              "platform": {"architecture": "arm64", "os": "linux", "variant": "v8"}},
         ],
     }  # fmt: skip
-    put = httpx.put(
-        f"{base}/manifests/multi", content=json.dumps(index), headers={"Content-Type": index["mediaType"]}
-    )
+    put = httpx.put(f"{base}/manifests/multi", content=json.dumps(index), headers={"Content-Type": index["mediaType"]})
     assert put.status_code == 201, put.text
     (both,) = check([f"{local_registry}/team/app:multi"], ["linux/amd64"])
     assert both.state == "exists" and both.platforms == ("linux/amd64", "linux/arm64/v8")
@@ -155,9 +150,7 @@ def test_token_auth_flow_and_token_cache(docker_config: Path) -> None:
         docker_login(docker_config, reg.host)
         push_busybox(reg.host, "tok/app", "v1", docker_config)
         issuer.requests.clear()
-        results = check(
-            [f"{reg.host}/tok/app:v1", f"{reg.host}/tok/app:v1", f"{reg.host}/tok/app:nope"], concurrency=1
-        )
+        results = check([f"{reg.host}/tok/app:v1", f"{reg.host}/tok/app:v1", f"{reg.host}/tok/app:nope"], concurrency=1)
         assert [r.state for r in results] == ["exists", "exists", "missing"]
         assert len(issuer.requests) == 1  # one token for the scope, reused
         assert issuer.requests[0]["scope"] == "repository:tok/app:pull"
@@ -186,9 +179,7 @@ def test_429_then_success_honours_retry_after(local_registry: str, seeded: dict[
         proxy.close()
 
 
-def test_ecr_token_from_a_local_fake_of_the_token_call(
-    monkeypatch: pytest.MonkeyPatch, docker_config: Path
-) -> None:
+def test_ecr_token_from_a_local_fake_of_the_token_call(monkeypatch: pytest.MonkeyPatch, docker_config: Path) -> None:
     from moto import mock_aws
 
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
@@ -217,16 +208,12 @@ def test_ecr_hosts_use_the_same_check_path_as_any_registry(
     with mock_aws():
         password = ecr_credentials(host).password
         htpasswd = docker_config.parent / "ecr-htpasswd"
-        htpasswd.write_text(
-            "AWS:" + bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode() + "\n"
-        )
+        htpasswd.write_text("AWS:" + bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode() + "\n")
         with registry(f"auth:\n  htpasswd:\n    realm: ecr\n    path: {htpasswd}\n") as reg:
             login = docker_config.parent / "login"
             login.mkdir()
             (login / "config.json").write_text(
-                json.dumps(
-                    {"auths": {reg.host: {"auth": base64.b64encode(f"AWS:{password}".encode()).decode()}}}
-                )
+                json.dumps({"auths": {reg.host: {"auth": base64.b64encode(f"AWS:{password}".encode()).decode()}}})
             )
             push_busybox(reg.host, "ecr/app", "v1", login)
 
@@ -246,9 +233,7 @@ def test_build_skips_what_the_registry_has_and_records_its_pushes(
     local_registry: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
     image = (
-        Image.from_base(BUSYBOX)
-        .clone(name="skipme", registry=local_registry)
-        .with_commands([f"echo {time.time()}"])
+        Image.from_base(BUSYBOX).clone(name="skipme", registry=local_registry).with_commands([f"echo {time.time()}"])
     )
     first = flyte_images.build(image, quiet=True)
     assert first.built and first.digest
@@ -297,11 +282,7 @@ def test_cli_exists_exit_codes_and_json(
 
 def test_a_refused_push_says_how_to_log_in() -> None:
     with basic_registry() as reg:
-        image = (
-            Image.from_base(BUSYBOX)
-            .clone(name="denied", registry=reg.host)
-            .with_commands([f"echo {time.time()}"])
-        )
+        image = Image.from_base(BUSYBOX).clone(name="denied", registry=reg.host).with_commands([f"echo {time.time()}"])
         with pytest.raises(flyte_images.PushDeniedError, match=f"docker login {reg.host}"):
             flyte_images.build(image, quiet=True, require_check=False)
 

@@ -66,7 +66,7 @@ CASES: dict[str, Callable[[Path], Image]] = {
     "commands": lambda p: base().with_commands(["echo one", "printf 'a\\nb' > /f\necho two"]),
     "secrets": lambda p: base()
     .with_pip_packages("private-pkg", secret_mounts=[Secret("pip-token", as_env_var="PIP_TOKEN")])
-    .with_apt_packages("git", secret_mounts=Secret("apt-auth", group="corp", mount=Path("/etc/apt/auth.conf")))  # noqa: E501
+    .with_apt_packages("git", secret_mounts=Secret("apt-auth", group="corp", mount=Path("/etc/apt/auth.conf")))
     .with_commands(["test -n \"$GITHUB_PAT\""], secret_mounts="GITHUB_PAT"),
     "local_v2": lambda p: base().with_local_v2(),
     "from_base_system_python": lambda p: Image.from_base("python:3.11-slim-bookworm")
@@ -127,9 +127,7 @@ def test_context_plan_lists_only_referenced_files(project: Path) -> None:
     assert rendered.uv_platforms == ("linux/amd64",)
 
 
-def test_secrets_are_declared_but_no_value_is_rendered(
-    project: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_secrets_are_declared_but_no_value_is_rendered(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIP_TOKEN", "s3cr3t-value")
     monkeypatch.chdir(project)
     rendered = render(CASES["secrets"](project))

@@ -216,7 +216,7 @@ PARAMS = [
           lambda ins: _secret_flag(ins)["id"]),
     Param("Secret.mount", lambda v: BASE.with_commands(["true"], secret_mounts=Secret("k", mount=Path(v))),
           lambda ins: _secret_flag(ins)["target"], lambda v: Path(v).as_posix()),
-    Param("Secret.as_env_var", lambda v: BASE.with_commands(["true"], secret_mounts=Secret("k", as_env_var=v)),  # noqa: E501
+    Param("Secret.as_env_var", lambda v: BASE.with_commands(["true"], secret_mounts=Secret("k", as_env_var=v)),
           lambda ins: run_script(ins)[1].split("=", 1)[0]),
 ]  # fmt: skip
 HARMLESS = {
@@ -260,9 +260,7 @@ def test_package_strings_cannot_run_commands(value: str, tmp_path: Path) -> None
 
 
 def test_secret_references_in_package_urls_still_expand() -> None:
-    script = run_script(
-        instructions(render(BASE.with_pip_packages("git+https://$TOKEN@h/x")).dockerfile)[-1]
-    )[1]
+    script = run_script(instructions(render(BASE.with_pip_packages("git+https://$TOKEN@h/x")).dockerfile)[-1])[1]
     result = subprocess.run(
         ["/bin/sh", "-c", "uv() { printf '%s' \"$@\"; }\n" + script],
         env={"TOKEN": "abc"},

@@ -48,9 +48,7 @@ def register(commands: Any) -> None:
         default=None,
         help="fail when a registry cannot say whether an image exists (default when CI is set)",
     )
-    check.add_argument(
-        "--no-require-check", dest="require_check", action="store_false", help="build when unsure"
-    )
+    check.add_argument("--no-require-check", dest="require_check", action="store_false", help="build when unsure")
     parser.add_argument("--quiet", "-q", action="store_true", help="no build progress")
     parser.add_argument("--json", action="store_true", help="one JSON document with every result")
     parser.set_defaults(run=run)

@@ -51,18 +51,14 @@ def _from_helper(helper: str, host: str) -> Credentials | None:
             f"Docker's config names the credential helper {helper!r} for {host}, but docker-credential-"
             f"{helper} is not on PATH; install it or remove it from {docker_config_path()}"
         )
-    result = subprocess.run(
-        [program, "get"], input=host, capture_output=True, text=True, check=False, timeout=30
-    )
+    result = subprocess.run([program, "get"], input=host, capture_output=True, text=True, check=False, timeout=30)
     if result.returncode != 0:
         return None  # "credentials not found in native keychain": no login for this host
     try:
         data = json.loads(result.stdout)
         return Credentials(data["Username"], data["Secret"])
     except (ValueError, KeyError, TypeError):
-        raise RegistryError(
-            f"docker-credential-{helper} returned something that is not credentials"
-        ) from None
+        raise RegistryError(f"docker-credential-{helper} returned something that is not credentials") from None
 
 
 def docker_credentials(host: str) -> Credentials | None:

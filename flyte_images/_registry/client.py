@@ -234,9 +234,7 @@ class RegistryClient:
                 response = await self._http.request(method, url, headers=headers)
             except httpx.TransportError as exc:
                 if attempt >= self._retries - 1:
-                    raise RegistryError(
-                        f"{ref.host} could not be reached: {type(exc).__name__}: {exc}"
-                    ) from None
+                    raise RegistryError(f"{ref.host} could not be reached: {type(exc).__name__}: {exc}") from None
                 attempt += 1
                 await asyncio.sleep(self._backoff * 2**attempt)
                 continue
@@ -305,9 +303,7 @@ async def check_many(
     **options: Any,
 ) -> list[Existence]:
     """Check every reference concurrently; results in the same order."""
-    async with RegistryClient(
-        insecure=insecure, concurrency=concurrency, transport=transport, **options
-    ) as client:
+    async with RegistryClient(insecure=insecure, concurrency=concurrency, transport=transport, **options) as client:
         return list(await asyncio.gather(*(client.check(r, platforms) for r in references)))
 
 
