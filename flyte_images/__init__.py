@@ -8,6 +8,8 @@ Everything importable from here is public; modules starting with `_` are interna
 """
 
 from ._build import ImageBuild, build
+from ._deploy import ImageCache, ImagesFailedError, build_images
+from ._environment import Environment, TaskEnvironment
 from ._errors import (
     BaseImageNotFoundError,
     BuildError,
@@ -28,34 +30,56 @@ from ._errors import (
 )
 from ._image import Image
 from ._init import init, init_from_config
+from ._policies import Cache, Cron, FixedRate, PodTemplate, RetryStrategy, ReusePolicy, Timeout, Trigger
+from ._resources import AMD_GPU, GPU, HABANA_GAUDI, TPU, Device, Neuron, Resources
 from ._secret import Secret, SecretRequest
 from ._validation import Architecture
 from ._version import __version__
 
 __all__ = [
+    "AMD_GPU",
+    "GPU",
+    "HABANA_GAUDI",
+    "TPU",
     "Architecture",
     "BaseImageNotFoundError",
     "BuildError",
+    "Cache",
     "ConfigError",
+    "Cron",
+    "Device",
     "EngineUnavailableError",
+    "Environment",
+    "FixedRate",
     "FlyteImagesError",
     "Image",
     "ImageBuild",
+    "ImageCache",
+    "ImagesFailedError",
     "InvalidImageError",
     "InvalidLayerArgument",
     "LayerNotAllowedError",
     "LoadError",
     "MissingNameError",
+    "Neuron",
+    "PodTemplate",
     "PushDeniedError",
     "RegistryError",
+    "Resources",
+    "RetryStrategy",
+    "ReusePolicy",
     "Secret",
     "SecretNotFoundError",
     "SecretRequest",
     "SourceError",
     "SourceNotFoundError",
     "StepFailedError",
+    "TaskEnvironment",
+    "Timeout",
+    "Trigger",
     "__version__",
     "build",
+    "build_images",
     "init",
     "init_from_config",
     "version",

@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ._errors import LoadError
 
@@ -81,3 +81,26 @@ def objects_of(target: str, kind: type[T]) -> list[tuple[str, T]]:
     if not found_all:
         raise LoadError(f"{where} defines no {kind.__name__} at module level")
     return found_all
+
+
+def definitions_of(target: str) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+    """(environments, images) a target defines (or the one it names), by module-level name."""
+    from ._environment import Environment
+    from ._image import Image
+
+    where, name = split_target(target)
+    module = load_module(where)
+    if name is not None:
+        value = getattr(module, name, None)
+        if isinstance(value, Environment):
+            return [(name, value)], []
+        if isinstance(value, Image):
+            return [], [(name, value)]
+        found = [n for n, v in vars(module).items() if isinstance(v, (Environment, Image))]
+        raise LoadError(f"{where} defines no Environment or Image {name!r}; it defines: {', '.join(found) or 'none'}")
+    public = [(n, v) for n, v in vars(module).items() if not n.startswith("_")]
+    envs = [(n, v) for n, v in public if isinstance(v, Environment)]
+    images = [(n, v) for n, v in public if isinstance(v, Image)]
+    if not envs and not images:
+        raise LoadError(f"{where} defines no Environment or Image at module level")
+    return envs, images

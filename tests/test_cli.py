@@ -114,18 +114,36 @@ def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) 
     assert "usage:" in capsys.readouterr().out
 
 
-def test_build_dry_run_reports_without_building(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["build", f"{project / 'images.py'}:app", "--dry-run", "--json"]) == 0
-    (row,) = json.loads(capsys.readouterr().out)["images"]
-    assert row["built"] is False and row["reason"] == "dry run: would build"
-    assert row["uri"] == f"app:{_expected_app_tag(project)}"
-    assert row["dockerfile"].startswith("FROM python:3.12-slim-bookworm\n")
+def test_build_dry_run_reports_the_plan(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = project / "image-cache.json"
+    assert main(["build", f"{project / 'images.py'}:app", "--dry-run", "--json", "--output", str(output)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["image_lookup"] == {"app": f"app:{_expected_app_tag(project)}"}
+    assert doc["status"] == {"app": "planned"} and doc["reasons"]["app"] == "not in the local engine"
+    assert json.loads(output.read_text()) == doc
+
+
+def test_build_plans_environments_and_their_dependencies(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "envs.py").write_text(
+        "import images\n"
+        "from flyte_images import TaskEnvironment\n"
+        "shared = TaskEnvironment('shared', image=images.app)\n"
+        "main_env = TaskEnvironment('main', image=images.app, depends_on=[shared])\n"
+        "ref_env = TaskEnvironment('ref', image='python:3.12-slim')\n"
+    )
+    assert main(["build", str(project / "envs.py"), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["main", "planned"], ["ref", "reference"], ["shared", "planned"],
+    ]  # fmt: skip
+    assert lines[1].split()[2] == "python:3.12-slim"
 
 
 def test_build_reports_a_broken_image_and_exits_1(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (project / "main.py").unlink()
     assert main(["build", f"{project / 'images.py'}:app", "--dry-run"]) == 1
-    assert "main.py does not exist" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "main.py does not exist" in captured.err and "app" in captured.out
 
 
 def test_dockerfile_prints_and_writes_the_context(project: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -300,9 +300,10 @@ def test_cli_build_then_skip(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "flyte_images._cli", "build", str(tmp_path / "images.py"), "-q"]
     first = subprocess.run(command, capture_output=True, text=True, check=True)
     second = subprocess.run(command, capture_output=True, text=True, check=True)
-    uri = first.stdout.split()[0]
-    assert uri.startswith("fi-test-cli:") and first.stdout.strip() == uri
-    assert second.stdout.strip() == f"{uri}  # already in the local engine"
+    name, status, uri = first.stdout.split()[:3]
+    assert (name, status) == ("img", "built") and uri.startswith("fi-test-cli:")
+    assert second.stdout.split()[:3] == ["img", "exists", uri]
+    assert second.stdout.strip().endswith("# already in the local engine")
 
 
 @pytest.fixture

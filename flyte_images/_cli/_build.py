@@ -1,45 +1,51 @@
-"""`flyte-images build TARGET...`: build the Images a Python file defines, skipping what exists."""
+"""`flyte-images build TARGET...`: build the Environments' and Images' images, skipping what exists."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from .._errors import FlyteImagesError
-from .._image import Image
-from .._loader import objects_of
 
 _HELP = """\
-Build every Image a target defines (or the one it names), unless it already exists.
-The uri of each image is printed on stdout, one per line; build progress goes to stderr.
-Images with a registry are pushed, the others are loaded into the local Docker engine.
+Build the images of every Environment (with what they depend on) and every Image a target
+defines, or of the one it names, each once, skipping those that already exist. Images with a
+registry are pushed, the others are loaded into the local Docker engine. The uri of each image
+is printed on stdout; progress goes to stderr.
+
+TARGET is path/to/file.py, path/to/file.py:NAME, package.module or package.module:NAME.
+
+exit codes: 0 everything exists or was built, 1 an image failed, 2 usage error or bad target
 
 examples:
-  flyte-images build images.py:app
-  flyte-images build images.py --dry-run             what would be built, and the Dockerfiles
+  flyte-images build workflows.py                      every environment and image in the file
+  flyte-images build workflows.py --dry-run            the plan: what exists, what would build, why
+  flyte-images build workflows.py --output image-cache.json --concurrency 4
   flyte-images build images.py:app --force --platform linux/arm64
-  flyte-images build images.py --json > build.json   machine-readable results for CI
+  flyte-images build workflows.py --json               plan and results for CI
 """
 
 
 def register(commands: Any) -> None:
     parser = commands.add_parser(
         "build",
-        help="build the Images in a Python file (skipping those that exist)",
+        help="build the images of Environments and Images in a Python file",
         description=_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("targets", nargs="+", metavar="TARGET")
-    parser.add_argument("--force", action="store_true", help="build even if the image already exists")
-    parser.add_argument("--dry-run", action="store_true", help="render and report; build nothing")
+    parser.add_argument("--force", action="store_true", help="build even if an image already exists")
+    parser.add_argument("--dry-run", action="store_true", help="check and plan; build nothing")
     parser.add_argument("--platform", action="append", help="override the platforms (repeatable)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--push", dest="push", action="store_true", default=None, help="push to the registry")
     mode.add_argument("--load", dest="push", action="store_false", help="load into the local engine")
     parser.add_argument("--builder", help="build backend (default: docker, or FLYTE_IMAGES_BUILDER)")
     parser.add_argument("--ca-bundle", metavar="FILE", help="CA bundle for downloads inside the build")
+    parser.add_argument("--concurrency", type=int, default=2, help="builds at once (default 2)")
+    parser.add_argument("--output", type=Path, metavar="FILE", help="write the image cache (JSON) to FILE")
     check = parser.add_mutually_exclusive_group()
     check.add_argument(
         "--require-check",
@@ -50,42 +56,66 @@ def register(commands: Any) -> None:
     )
     check.add_argument("--no-require-check", dest="require_check", action="store_false", help="build when unsure")
     parser.add_argument("--quiet", "-q", action="store_true", help="no build progress")
-    parser.add_argument("--json", action="store_true", help="one JSON document with every result")
+    parser.add_argument("--json", action="store_true", help="one JSON document with the plan and results")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._build import build
+    import os
 
-    rows: list[dict[str, Any]] = []
+    from .._deploy import ImagesFailedError, build_images
+    from .._environment import TaskEnvironment
+    from .._loader import definitions_of
+
+    if args.ca_bundle:
+        os.environ["FLYTE_IMAGES_CA_BUNDLE"] = args.ca_bundle
+    envs: list[Any] = []
     for target in args.targets:
-        for name, image in objects_of(target, Image):
-            row: dict[str, Any] = {"target": target, "name": name}
-            try:
-                result = build(
-                    image,
-                    dry_run=args.dry_run,
-                    force=args.force,
-                    platform=tuple(args.platform) if args.platform else None,
-                    builder=args.builder,
-                    push=args.push,
-                    ca_bundle=args.ca_bundle,
-                    quiet=args.quiet or args.json,
-                    require_check=args.require_check,
-                )
-            except FlyteImagesError as exc:
-                row["error"] = str(exc)
-                print(f"error: {name}: {exc}", file=sys.stderr)
-            else:
-                row.update(uri=result.uri, built=result.built, reason=result.reason, digest=result.digest)
-                if args.dry_run:
-                    row["dockerfile"] = result.dockerfile
-                if not args.json:
-                    note = f"  # {result.reason}" if result.reason else ""
-                    print(f"{result.uri}{note}")
-                    if args.dry_run and result.dockerfile:
-                        print(result.dockerfile, file=sys.stderr)
-            rows.append(row)
-    if args.json:
-        print(json.dumps({"images": rows}, indent=2))
-    return 1 if any("error" in r for r in rows) else 0
+        found_envs, found_images = definitions_of(target)
+        envs += [env for _, env in found_envs]
+        used = {id(env.image) for env in envs}
+        # A module-level Image that no environment uses is built as its own pseudo-environment.
+        envs += [TaskEnvironment(name=_env_name(n), image=i) for n, i in found_images if id(i) not in used]
+    try:
+        cache = build_images(
+            *envs,
+            concurrency=args.concurrency,
+            force=args.force,
+            dry_run=args.dry_run,
+            push=args.push,
+            platform=tuple(args.platform) if args.platform else None,
+            builder=args.builder,
+            quiet=args.quiet or args.json,
+            require_check=args.require_check,
+        )
+        code = 0
+    except ImagesFailedError as exc:
+        cache, code = exc.cache, 1
+        print(f"error: {exc}", file=sys.stderr)
+    except FlyteImagesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.output:
+        _write_atomically(args.output, cache.to_json())
+    _report(cache, args.json)
+    return code
+
+
+def _env_name(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def _report(cache: Any, as_json: bool) -> None:
+    if as_json:
+        print(cache.to_json(), end="")
+        return
+    width = max((len(n) for n in cache.status), default=0)
+    for name in sorted(cache.status):
+        uri = cache.image_lookup.get(name, "-")
+        print(f"{name:<{width}}  {cache.status[name]:<9}  {uri}  # {cache.reasons.get(name, '')}".rstrip(" #"))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,0 +1,249 @@
+"""`build_images(*envs)`: every image a deploy needs, each built once, in parallel.
+
+Walks `depends_on`, resolves each environment's image ("auto" is the default image: the
+`default` image reference when one is configured, else `Image.from_debian_base()`; another
+string is an existing image used as is), deduplicates by uri (the identifier within one
+repository), checks the registry (or the local engine) for all of them at once, and builds the
+missing ones concurrently. The result is an `ImageCache`: environment name -> uri, with
+identifiers, digests and what happened to each. A failed image does not lose the others: the
+ImagesFailedError raised at the end carries the cache of everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import _config
+from ._build import build, local_image_exists, run_coroutine
+from ._environment import Environment
+from ._errors import BuildError, FlyteImagesError
+from ._image import Image
+from ._syncaio import syncaio
+
+
+@dataclass
+class ImageCache:
+    """What a deploy needs: the image uri of every environment, and how each came about."""
+
+    image_lookup: dict[str, str] = field(default_factory=dict)
+    identifiers: dict[str, str | None] = field(default_factory=dict)
+    digests: dict[str, str | None] = field(default_factory=dict)
+    status: dict[str, str] = field(default_factory=dict)  # built | exists | reference | planned | failed
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """Stable JSON: keys sorted, so the same results give the same bytes."""
+        return json.dumps(asdict(self), sort_keys=True, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> ImageCache:
+        data = json.loads(text)
+        return cls(
+            **{k: dict(data.get(k, {})) for k in ("image_lookup", "identifiers", "digests", "status", "reasons")}
+        )
+
+    def to_transport(self) -> str:
+        """gzip (mtime 0, so deterministic) + base64 of the JSON, as the SDK passes it along."""
+        return base64.b64encode(gzip.compress(self.to_json().encode(), mtime=0)).decode()
+
+    @classmethod
+    def from_transport(cls, text: str) -> ImageCache:
+        return cls.from_json(gzip.decompress(base64.b64decode(text)).decode())
+
+
+class ImagesFailedError(BuildError):
+    """Some images failed; `cache` holds the results of all the others."""
+
+    def __init__(self, cache: ImageCache) -> None:
+        self.cache = cache
+        failed = [f"  {env} ({cache.image_lookup.get(env, '?')}): {cache.reasons[env]}"
+                  for env in sorted(cache.status) if cache.status[env] == "failed"]  # fmt: skip
+        super().__init__(f"{len(failed)} image(s) failed:\n" + "\n".join(failed))
+
+
+def environment_closure(envs: tuple[Environment, ...]) -> list[Environment]:
+    """The environments and everything they depend on, each once, in a stable order."""
+    seen: dict[str, Environment] = {}
+
+    def visit(env: Environment) -> None:
+        if not isinstance(env, Environment):
+            raise TypeError(f"build_images takes environments, got {type(env).__name__}")
+        known = seen.get(env.name)
+        if known is env:
+            return
+        if known is not None:
+            raise ValueError(f"two different environments are named {env.name!r}; environment names must be unique")
+        seen[env.name] = env
+        for dependency in env.depends_on:
+            visit(dependency)
+
+    for env in envs:
+        visit(env)
+    return list(seen.values())
+
+
+def default_image() -> Image:
+    """What image="auto" means: the `default` reference when configured, else the Debian base."""
+    if "default" in _config.known_refs():
+        return Image.from_ref_name("default")
+    return Image.from_debian_base()
+
+
+def image_of(env: Environment) -> Image | str:
+    if isinstance(env.image, Image):
+        return env.image
+    if env.image in (None, "auto"):
+        return default_image()
+    return str(env.image)
+
+
+@dataclass
+class _Job:
+    image: Image
+    uri: str
+    envs: list[str]
+    status: str = "planned"
+    digest: str | None = None
+    reason: str = ""
+
+
+@syncaio
+def build_images(
+    *envs: Environment,
+    copy_style: str = "loaded_modules",
+    seed_cache: ImageCache | None = None,
+    concurrency: int | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    push: bool | None = None,
+    platform: str | tuple[str, ...] | None = None,
+    builder: str | None = None,
+    quiet: bool = False,
+    require_check: bool | None = None,
+) -> ImageCache:
+    """Build the images of `envs` and of everything they depend on; return an ImageCache.
+
+    Each distinct image is built once; images already in their registry (or, without a
+    registry, in the local engine) are skipped unless `force`; `concurrency` builds run at once
+    (default 2). `dry_run` checks and plans, building nothing. Environments found in
+    `seed_cache` keep the uri recorded there. `copy_style` is accepted for compatibility.
+
+    Example:
+        cache = flyte_images.build_images(train_env, serve_env)
+        cache.image_lookup["train"]
+    """
+    del copy_style
+    cache = ImageCache()
+    jobs: dict[str, _Job] = {}
+    for env in environment_closure(envs):
+        if seed_cache is not None and env.name in seed_cache.image_lookup:
+            _record_seed(cache, env.name, seed_cache)
+            continue
+        try:
+            image = image_of(env)
+            if isinstance(image, str) or image.is_reference:
+                uri = image if isinstance(image, str) else image.uri
+                cache.image_lookup[env.name], cache.identifiers[env.name] = uri, None
+                cache.status[env.name], cache.reasons[env.name] = "reference", "an existing image, used as is"
+                cache.digests[env.name] = None
+                continue
+            if platform is not None:
+                image = image.clone(platform=platform)  # type: ignore[arg-type]
+            uri = image.uri
+        except FlyteImagesError as exc:
+            cache.status[env.name], cache.reasons[env.name] = "failed", str(exc)
+            continue
+        jobs.setdefault(uri, _Job(image, uri, [])).envs.append(env.name)
+    pending = _check_all(list(jobs.values()), push, force, require_check)
+    if not dry_run:
+        _build_all(pending, concurrency or 2, push, builder, quiet)
+    for job in jobs.values():
+        for name in job.envs:
+            cache.image_lookup[name] = job.uri
+            cache.identifiers[name] = job.uri.rsplit(":", 1)[1]
+            cache.digests[name] = job.digest
+            cache.status[name] = job.status
+            cache.reasons[name] = job.reason
+    if "failed" in cache.status.values():
+        raise ImagesFailedError(cache)
+    return cache
+
+
+def _record_seed(cache: ImageCache, name: str, seed: ImageCache) -> None:
+    cache.image_lookup[name] = seed.image_lookup[name]
+    cache.identifiers[name] = seed.identifiers.get(name)
+    cache.digests[name] = seed.digests.get(name)
+    cache.status[name], cache.reasons[name] = "exists", "from the seed cache"
+
+
+def _pushing(image: Image, push: bool | None) -> bool:
+    return bool(image.registry or _config.configured_registry()) if push is None else push
+
+
+def _check_all(jobs: list[_Job], push: bool | None, force: bool, require_check: bool | None) -> list[_Job]:
+    """Ask registries (concurrently) and the local engine which images exist; the rest pend."""
+    if force:
+        for job in jobs:
+            job.reason = "forced"
+        return jobs
+    from ._registry.client import RegistryClient
+
+    remote = [j for j in jobs if _pushing(j.image, push)]
+
+    async def ask() -> list[Any]:
+        async with RegistryClient(insecure=_config.insecure_registries()) as client:
+            return list(await asyncio.gather(*(client.check(j.uri, j.image.platform) for j in remote)))
+
+    answers = dict(zip((id(j) for j in remote), run_coroutine(ask()) if remote else [], strict=True))
+    strict = bool(os.environ.get("CI")) if require_check is None else require_check
+    pending = []
+    for job in jobs:
+        answer = answers.get(id(job))
+        if answer is None:
+            exists, why = local_image_exists(job.uri), "in the local engine"
+        else:
+            exists, why = answer.exists, f"in the registry ({answer.digest})"
+            if answer.state == "unknown":
+                if strict:
+                    job.status, job.reason = "failed", f"cannot tell whether it exists: {answer.reason}"
+                    continue
+                job.reason = f"building: cannot tell whether it exists ({answer.reason})"
+            elif answer.state == "missing":
+                job.reason = f"missing: {answer.reason}"
+            job.digest = answer.digest if exists else None
+        if exists:
+            job.status, job.reason = "exists", f"already {why}"
+        else:
+            job.reason = job.reason or "not in the local engine"
+            pending.append(job)
+    return pending
+
+
+def _build_all(jobs: list[_Job], concurrency: int, push: bool | None, builder: str | None, quiet: bool) -> None:
+    def one(job: _Job) -> None:
+        started = time.monotonic()
+        if not quiet:
+            print(f"building {job.uri} for {', '.join(job.envs)}", file=sys.stderr, flush=True)
+        try:
+            result = build(job.image, force=True, push=push, builder=builder, quiet=True)
+        except FlyteImagesError as exc:
+            job.status, job.reason = "failed", str(exc)
+            if not quiet:
+                print(f"failed {job.uri}: {exc}", file=sys.stderr, flush=True)
+            return
+        job.status, job.digest = "built", result.digest
+        job.reason = f"built in {time.monotonic() - started:.1f} s"
+        if not quiet:
+            print(f"built {job.uri} in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        list(pool.map(one, jobs))

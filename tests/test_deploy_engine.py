@@ -1,0 +1,83 @@
+"""build_images on a real engine and registry: six environments, three distinct images."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from engine_support import BUSYBOX
+
+import flyte_images
+from flyte_images import Image, ImageCache, ImagesFailedError, TaskEnvironment
+from flyte_images._registry.client import check_many
+
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
+
+
+def test_six_environments_three_images_built_once_in_parallel_then_none(
+    local_registry: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    flyte_images.init(image_registry=local_registry)
+    run = uuid.uuid4().hex[:8]
+    img_a = Image.from_base(BUSYBOX).clone(name="deploy-a").with_commands([f"echo a-{run} > /a"])
+    img_b = Image.from_base(BUSYBOX).clone(name="deploy-b").with_commands([f"echo b-{run} > /b"])
+    e1 = TaskEnvironment("e1", image=img_a)
+    e2 = TaskEnvironment("e2", image=img_a)
+    e3 = TaskEnvironment("e3", image=img_b, depends_on=[e1])
+    e4 = TaskEnvironment("e4", image=img_b)
+    e5 = TaskEnvironment("e5", image="auto")
+    e6 = TaskEnvironment("e6", image="auto", depends_on=[e4, e5])
+    capfd.readouterr()
+    cache = flyte_images.build_images(e3, e2, e6, concurrency=3, force=False)
+    log = capfd.readouterr().err
+    assert sorted(cache.image_lookup) == ["e1", "e2", "e3", "e4", "e5", "e6"]
+    uris = set(cache.image_lookup.values())
+    assert len(uris) == 3
+    assert cache.image_lookup["e1"] == cache.image_lookup["e2"] == img_a.uri
+    assert cache.image_lookup["e3"] == cache.image_lookup["e4"] == img_b.uri
+    assert cache.image_lookup["e5"] == cache.image_lookup["e6"] == Image.from_debian_base().uri
+    built_lines = [line for line in log.splitlines() if line.startswith("building ")]
+    fresh = {cache.image_lookup[e] for e in ("e1", "e3")}  # unique per run: these must have been built
+    assert fresh <= {line.split()[1] for line in built_lines}
+    assert all(cache.status[e] in ("built", "exists") for e in cache.status)
+    assert cache.status["e1"] == cache.status["e3"] == "built"
+    # parallel: every build started before the first one finished
+    first_done = min(i for i, line in enumerate(log.splitlines()) if line.startswith("built "))
+    starts = [i for i, line in enumerate(log.splitlines()) if line.startswith("building ")]
+    assert max(starts) < first_done
+
+    # Every uri in the cache is what the registry has, with the digest recorded.
+    results = asyncio.run(check_many(sorted(uris), ["linux/amd64"]))
+    found = {r.reference: r.digest for r in results if r.exists}
+    assert set(found) == uris
+    for env, uri in cache.image_lookup.items():
+        if cache.status[env] == "built":
+            assert cache.digests[env] == found[uri]
+
+    again = flyte_images.build_images(e3, e2, e6)
+    assert not [line for line in capfd.readouterr().err.splitlines() if line.startswith("building ")]
+    assert set(again.status.values()) == {"exists"} and again.image_lookup == cache.image_lookup
+
+    assert ImageCache.from_json(cache.to_json()) == cache
+    assert ImageCache.from_transport(cache.to_transport()) == cache
+    assert cache.to_transport() == ImageCache.from_json(cache.to_json()).to_transport()
+
+
+def test_one_failure_keeps_the_others_results(local_registry: str) -> None:
+    flyte_images.init(image_registry=local_registry)
+    run = uuid.uuid4().hex[:8]
+    good = TaskEnvironment(
+        "good", image=Image.from_base(BUSYBOX).clone(name="deploy-good").with_commands([f"echo {run}"])
+    )
+    bad = TaskEnvironment(
+        "bad", image=Image.from_base(BUSYBOX).clone(name="deploy-bad").with_commands([f"exit 7 # {run}"])
+    )
+    with pytest.raises(ImagesFailedError) as info:
+        flyte_images.build_images(good, bad, quiet=True)
+    cache = info.value.cache
+    assert cache.status == {"good": "built", "bad": "failed"}
+    assert "exit code 7" in cache.reasons["bad"]
+    assert "bad (" in str(info.value) and "deploy-bad" in str(info.value)
+    assert cache.image_lookup["good"].startswith(f"{local_registry}/deploy-good:")
