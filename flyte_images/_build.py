@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import _config
-from ._errors import BuildError, RegistryError, SecretNotFoundError
+from ._errors import BuildError, FlyteImagesError, RegistryError, SecretNotFoundError
 from ._files import shared_stat_cache
 from ._image import Image
 from ._render import CA_SECRET_ID, Rendered, RenderOptions, render
@@ -146,6 +147,7 @@ def build(
         found = _already_there(uri, image.platform, pushing, strict, quiet)
         if found is not None:
             reason, digest = found
+            _record(image)
             return ImageBuild(uri, built=False, reason=reason, digest=digest, dockerfile=rendered.dockerfile)
     if dry_run:
         return ImageBuild(uri, built=False, reason="dry run: would build", dockerfile=rendered.dockerfile)
@@ -159,7 +161,16 @@ def build(
             cache = PlatformCache.default()
             cache.put(result.digest, image.platform)
             cache.save()
+    _record(image)
     return result
+
+
+def _record(image: Image) -> None:
+    """Keep what this build was made of, for `flyte-images explain` (best effort)."""
+    from ._explain import breakdown, save_record
+
+    with contextlib.suppress(OSError, FlyteImagesError):
+        save_record(breakdown(image, shared_stat_cache()))
 
 
 def _already_there(

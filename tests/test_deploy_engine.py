@@ -81,3 +81,36 @@ def test_one_failure_keeps_the_others_results(local_registry: str) -> None:
     assert "exit code 7" in cache.reasons["bad"]
     assert "bad (" in str(info.value) and "deploy-bad" in str(info.value)
     assert cache.image_lookup["good"].startswith(f"{local_registry}/deploy-good:")
+
+
+def test_explain_names_the_edited_file_and_only_its_layer(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from flyte_images._cli import main
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.py").write_text(f"print('{uuid.uuid4()}')\n")
+    (tmp_path / "src" / "util.py").write_text("x = 1\n")
+    (tmp_path / "images.py").write_text(
+        "from pathlib import Path\nfrom flyte_images import Image\nhere = Path(__file__).parent\n"
+        f"app = (Image.from_base({BUSYBOX!r}).clone(name='explain-test').with_commands(['echo hi'])\n"
+        "       .with_source_folder(here / 'src', dst='/srv').with_env_vars({'A': '1'}))\n"
+    )
+    target = str(tmp_path / "images.py")
+    assert main(["build", target, "-q"]) == 0
+    capsys.readouterr()
+    assert main(["explain", target, "--json"]) == 0
+    (same,) = json.loads(capsys.readouterr().out)["images"]
+    assert same["previous_uri"] == same["uri"] and {p["status"] for p in same["parts"]} == {"unchanged"}
+
+    (tmp_path / "src" / "app.py").write_text("print('edited')\n")
+    assert main(["explain", target, "--json"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)["images"]
+    changed = [p for p in report["parts"] if p["status"] != "unchanged"]
+    assert [p["part"] for p in changed] == ["2 source_folder"]
+    (change,) = changed[0]["changes"]
+    assert change.startswith("src/app.py changed: sha ")
+    assert report["uri"] != report["previous_uri"]
+    assert main(["explain", target]) == 0
+    text = capsys.readouterr().out
+    assert "CHANGED" in text and "src/app.py changed" in text and "last built" in text

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from .._errors import FlyteImagesError, LoadError
 from .._version import __version__
-from . import _build, _dockerfile, _exists, _id
+from . import _build, _dockerfile, _exists, _explain, _id
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -26,6 +26,7 @@ examples:
   flyte-images dockerfile images.py:app  the Dockerfile it renders to
   flyte-images build images.py:app       build it (skipped when it already exists)
   flyte-images exists ghcr.io/acme/app:1a2b  is it in the registry?
+  flyte-images explain images.py:app     what the tag is made of, what changed since the last build
 
 exit codes: 0 success, 1 an image is invalid or a step failed, 2 usage error or unloadable target
 (`exists`: 0 all exist, 1 some missing, 2 some could not be checked)
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     _dockerfile.register(commands)
     _build.register(commands)
     _exists.register(commands)
+    _explain.register(commands)
     return parser
 
 
