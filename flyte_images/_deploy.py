@@ -17,6 +17,7 @@ import gzip
 import json
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -228,22 +229,32 @@ def _check_all(jobs: list[_Job], push: bool | None, force: bool, require_check: 
     return pending
 
 
+_say_lock = threading.Lock()
+
+
+def _say(line: str) -> None:
+    """One whole line on stderr, even with several builds reporting at once."""
+    with _say_lock:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
 def _build_all(jobs: list[_Job], concurrency: int, push: bool | None, builder: str | None, quiet: bool) -> None:
     def one(job: _Job) -> None:
         started = time.monotonic()
         if not quiet:
-            print(f"building {job.uri} for {', '.join(job.envs)}", file=sys.stderr, flush=True)
+            _say(f"building {job.uri} for {', '.join(job.envs)}")
         try:
             result = build(job.image, force=True, push=push, builder=builder, quiet=True)
         except FlyteImagesError as exc:
             job.status, job.reason = "failed", str(exc)
             if not quiet:
-                print(f"failed {job.uri}: {exc}", file=sys.stderr, flush=True)
+                _say(f"failed {job.uri}: {exc}")
             return
         job.status, job.digest = "built", result.digest
         job.reason = f"built in {time.monotonic() - started:.1f} s"
         if not quiet:
-            print(f"built {job.uri} in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+            _say(f"built {job.uri} in {time.monotonic() - started:.1f} s")
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         list(pool.map(one, jobs))
