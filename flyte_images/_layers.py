@@ -46,6 +46,15 @@ def _index(url: str | None) -> str | None:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
+def _project_files(pyproject: Path, lock: Path, lock_name: str, mode: str, ctx: SourceContext) -> Encodable:
+    """The pyproject and lock files, or with install_project the whole project folder."""
+    pyproject_entry = single_file(pyproject, ctx, "pyproject file")
+    lock_entry = single_file(lock, ctx, f"{lock_name} file")
+    if mode == "install_project":
+        return folder_entries(pyproject.parent, ctx).identity()
+    return (pyproject_entry.identity(), lock_entry.identity())
+
+
 class Layer(ABC):
     """Base of every layer kind."""
 
@@ -123,16 +132,7 @@ class UVProject(_PythonInstall):
     project_install_mode: ProjectInstallMode = "dependencies_only"
 
     def identity(self, ctx: SourceContext) -> Encodable:
-        files: Encodable
-        if self.project_install_mode == "install_project":
-            single_file(self.pyproject, ctx, "pyproject file")
-            single_file(self.uvlock, ctx, "uv.lock file")
-            files = folder_entries(self.pyproject.parent, ctx).identity()
-        else:
-            files = (
-                single_file(self.pyproject, ctx, "pyproject file").identity(),
-                single_file(self.uvlock, ctx, "uv.lock file").identity(),
-            )
+        files = _project_files(self.pyproject, self.uvlock, "uv.lock", self.project_install_mode, ctx)
         return (self.KIND, self.project_install_mode, files, self._install_options())
 
 
@@ -146,16 +146,7 @@ class PoetryProject(Layer):
     project_install_mode: ProjectInstallMode = "dependencies_only"
 
     def identity(self, ctx: SourceContext) -> Encodable:
-        files: Encodable
-        if self.project_install_mode == "install_project":
-            single_file(self.pyproject, ctx, "pyproject file")
-            single_file(self.poetry_lock, ctx, "poetry.lock file")
-            files = folder_entries(self.pyproject.parent, ctx).identity()
-        else:
-            files = (
-                single_file(self.pyproject, ctx, "pyproject file").identity(),
-                single_file(self.poetry_lock, ctx, "poetry.lock file").identity(),
-            )
+        files = _project_files(self.pyproject, self.poetry_lock, "poetry.lock", self.project_install_mode, ctx)
         options = (self.extra_args, _secrets(self.secret_mounts))
         return (self.KIND, self.project_install_mode, files, options)
 

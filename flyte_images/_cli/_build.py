@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import FlyteImagesError
+from ._common import add_command
 
 _HELP = """\
 Build the images of every Environment (with what they depend on) and every Image a target
@@ -29,12 +30,7 @@ examples:
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
-        "build",
-        help="build the images of Environments and Images in a Python file",
-        description=_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(commands, "build", "build the images of Environments and Images in a Python file", _HELP)
     parser.add_argument("targets", nargs="+", metavar="TARGET")
     parser.add_argument("--force", action="store_true", help="build even if an image already exists")
     parser.add_argument("--dry-run", action="store_true", help="check and plan; build nothing")

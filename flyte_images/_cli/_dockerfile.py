@@ -12,6 +12,7 @@ from .._errors import LoadError
 from .._files import shared_stat_cache
 from .._image import Image
 from .._loader import objects_of
+from ._common import add_command
 
 _HELP = """\
 Print the Dockerfile an Image renders to. With --context DIR, also write the staged build
@@ -26,11 +27,8 @@ examples:
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
-        "dockerfile",
-        help="print the Dockerfile of an Image (and write its build context)",
-        description=_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = add_command(
+        commands, "dockerfile", "print the Dockerfile of an Image (and write its build context)", _HELP
     )
     parser.add_argument("target", metavar="TARGET", help="path/to/file.py[:NAME] or package.module[:NAME]")
     parser.add_argument("--context", type=Path, metavar="DIR", help="write the staged build context to DIR")

@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from ._common import add_command
+
 _HELP = """\
 Ask each image's registry whether the reference exists (with every --platform, when given).
 Credentials come from Docker's config (credHelpers, credsStore, auths) and, for Amazon ECR,
@@ -21,12 +23,7 @@ examples:
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
-        "exists",
-        help="check whether images exist in their registries",
-        description=_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(commands, "exists", "check whether images exist in their registries", _HELP)
     parser.add_argument("references", nargs="+", metavar="REF")
     parser.add_argument("--platform", action="append", help="also require this platform (repeatable)")
     parser.add_argument("--json", action="store_true", help="one JSON document with every answer")

@@ -7,6 +7,8 @@ import datetime
 import json
 from typing import Any
 
+from ._common import add_command
+
 _HELP = """\
 Show, for each image a target defines (Images, and the images of Environments), the parts its
 identifier is made of: the base, the target Python and platforms, and each layer, with the
@@ -20,11 +22,8 @@ examples:
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
-        "explain",
-        help="explain an image's identifier and what changed since its last build",
-        description=_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = add_command(
+        commands, "explain", "explain an image's identifier and what changed since its last build", _HELP
     )
     parser.add_argument("targets", nargs="+", metavar="TARGET")
     parser.add_argument("--json", action="store_true", help="one JSON document for machines")

@@ -11,6 +11,7 @@ from .._errors import FlyteImagesError
 from .._identity import image_tag
 from .._image import Image
 from .._loader import objects_of
+from ._common import add_command
 
 _HELP = """\
 Print the content-hashed identifier and the uri of each Image a target defines.
@@ -26,12 +27,7 @@ examples:
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
-        "id",
-        help="print the identifier and uri of Images in a Python file",
-        description=_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(commands, "id", "print the identifier and uri of Images in a Python file", _HELP)
     parser.add_argument("targets", nargs="+", metavar="TARGET")
     parser.add_argument("--json", action="store_true", help="print one JSON document for machines")
     parser.add_argument(
