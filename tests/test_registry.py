@@ -306,3 +306,15 @@ def test_platforms_are_remembered_by_digest_so_a_repeat_check_is_one_request(
     paths.clear()
     (again,) = check([ref], ["linux/amd64"], transport=Counting())
     assert again.exists and again.platforms == ("linux/amd64",) and len(paths) == 1
+
+
+def test_cache_to_and_cache_from_go_to_buildkit(local_registry: str) -> None:
+    run = time.time()
+    image = Image.from_base(BUSYBOX).clone(name="cached", registry=local_registry).with_commands([f"echo {run}"])
+    pushed = flyte_images.build(image, quiet=True, cache_to=("type=inline",))
+    ref = parse_reference(pushed.uri)
+    manifest = httpx.get(f"http://{ref.host}/v2/{ref.repository}/manifests/{ref.tag}", headers={"Accept": ACCEPT})
+    config = httpx.get(f"http://{ref.host}/v2/{ref.repository}/blobs/{manifest.json()['config']['digest']}").json()
+    assert "moby.buildkit.cache.v0" in config  # the inline cache metadata travelled with the image
+    rebuilt = flyte_images.build(image, force=True, quiet=True, cache_from=(pushed.uri,))
+    assert rebuilt.built and rebuilt.digest
