@@ -44,6 +44,13 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
+def cache_spec(text: str) -> dict[str, str]:
+    """BuildKit's `type=registry,ref=...` (or a bare image reference) as a mapping."""
+    if "=" not in text:
+        return {"type": "registry", "ref": text}
+    return dict(part.split("=", 1) for part in text.split(",") if part)
+
+
 def _probe(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, check=False, timeout=60)
 
@@ -122,8 +129,8 @@ class DockerBuilder:
                     load=not request.push,
                     push=request.push,
                     secrets=[s.buildkit_spec() for s in request.secrets],
-                    cache_from=list(request.cache_from) or None,  # type: ignore[arg-type]
-                    cache_to=request.cache_to[0] if request.cache_to else None,
+                    cache_from=[cache_spec(c) for c in request.cache_from] or None,
+                    cache_to=cache_spec(request.cache_to[0]) if request.cache_to else None,
                     labels=request.labels,
                     network=request.network,
                     progress="plain",
