@@ -8,8 +8,6 @@ load; the registry check for pushes comes from the registry client.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import os
 import subprocess
@@ -18,7 +16,7 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _config
 from ._errors import BuildError, FlyteImagesError, RegistryError, SecretNotFoundError
@@ -27,6 +25,9 @@ from ._image import Image
 from ._render import CA_SECRET_ID, Rendered, RenderOptions, render
 from ._syncaio import syncaio
 from ._validation import platforms as check_platforms
+
+if TYPE_CHECKING:
+    from flyte_images.builders.base import SecretSource
 
 CA_BUNDLE_ENV = "FLYTE_IMAGES_CA_BUNDLE"
 T = TypeVar("T")
@@ -59,8 +60,8 @@ class ImageBuild(str):
 
 @dataclass(frozen=True)
 class _Secrets:
-    sources: tuple[object, ...]
-    values: tuple[str, ...]
+    sources: tuple[SecretSource, ...]
+    values: tuple[str, ...]  # only to redact them from build output
 
 
 def _secret_sources(rendered: Rendered, ca_bundle: Path | None) -> _Secrets:
@@ -203,6 +204,9 @@ def _already_there(
 
 def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
     """asyncio.run, also from a thread that already runs an event loop (a notebook)."""
+    import asyncio  # here, not at import time: `import flyte_images` stays cheap
+    import concurrent.futures
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -222,7 +226,7 @@ def _run_backend(
     cache_to: tuple[str, ...],
     quiet: bool,
 ) -> ImageBuild:
-    from flyte_images.builders.base import BuildRequest, SecretSource
+    from flyte_images.builders.base import BuildRequest
 
     from ._builders import get_builder
     from ._context import staged_context
@@ -237,7 +241,7 @@ def _run_backend(
             tags=(uri,),
             platforms=tuple(image.platform),
             push=pushing,
-            secrets=tuple(s for s in secrets.sources if isinstance(s, SecretSource)),
+            secrets=secrets.sources,
             cache_from=tuple(cache_from),
             cache_to=tuple(cache_to),
             labels={"dev.flyte-images.identifier": image.identifier},

@@ -11,7 +11,6 @@ ImagesFailedError raised at the end carries the cache of everything else.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import gzip
 import json
@@ -19,7 +18,6 @@ import os
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -196,6 +194,8 @@ def _check_all(jobs: list[_Job], push: bool | None, force: bool, require_check: 
         for job in jobs:
             job.reason = "forced"
         return jobs
+    import asyncio
+
     from ._registry.client import RegistryClient
 
     remote = [j for j in jobs if _pushing(j.image, push)]
@@ -255,6 +255,8 @@ def _build_all(jobs: list[_Job], concurrency: int, push: bool | None, builder: s
         job.reason = f"built in {time.monotonic() - started:.1f} s"
         if not quiet:
             _say(f"built {job.uri} in {time.monotonic() - started:.1f} s")
+
+    from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         list(pool.map(one, jobs))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Callable
 from typing import Generic, ParamSpec, TypeVar
@@ -21,6 +20,8 @@ class SyncAio(Generic[P, R]):
 
     async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run in a worker thread so the event loop stays free while the build runs."""
+        import asyncio  # not at import time: `import flyte_images` stays cheap
+
         return await asyncio.to_thread(self._fn, *args, **kwargs)
 
 
