@@ -153,6 +153,14 @@ def _explain(exc: Exception, log: _StepLog, request: BuildRequest) -> BuildError
     stderr = redact(str(getattr(exc, "stderr", "") or ""), request.redact)
     last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or [str(exc)[-300:]]
     summary = last[0]
+    if re.search(
+        r"multi-platform build is not supported|multiple platforms feature is currently not supported", stderr, re.I
+    ):
+        return BuildError(
+            f"the engine's builder cannot build several platforms at once ({', '.join(request.platforms)}): "
+            "turn on Docker's containerd image store, use a docker-container or remote buildx builder, "
+            "or build one platform at a time (platform=...)"
+        )
     if "buildx" in stderr and "is not a docker command" in stderr:
         return EngineUnavailableError("the docker buildx plugin is missing; see `flyte-images doctor`")
     step = log.titles.get(log.failed or "", "")

@@ -183,7 +183,8 @@ class Image:
         """
         return cls._new(
             dockerfile=check.local_path("file", file),
-            registry=_optional_text("registry", registry),
+            # The SDK's signature requires a registry; "" (or None) means none: the image is loaded.
+            registry=_optional_text("registry", registry) if registry else None,
             name=check.nonempty("name", name),
             platform=check.platforms(platform) if platform is not None else DEFAULT_PLATFORMS,
             python_version=None,

@@ -329,3 +329,21 @@ def test_no_buildx_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch, tmp_path:
     image = Image.from_base(BUSYBOX).clone(name="fi-test-nobuildx").with_commands(["true"])
     with pytest.raises(EngineUnavailableError, match=r"buildx plugin is missing.*docker-buildx"):
         flyte_images.build(image, force=True, quiet=True)
+
+
+def test_from_dockerfile_builds_the_users_own_folder(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(f"FROM {BUSYBOX}\nCOPY message.txt /message.txt\n")
+    (tmp_path / "message.txt").write_text(f"from my dockerfile {uuid.uuid4()}\n")
+    (tmp_path / ".dockerignore").write_text("junk\n")
+    (tmp_path / "junk").write_text("not sent")
+    image = Image.from_dockerfile(tmp_path / "Dockerfile", registry="", name="fi-test-dockerfile")
+    uri = build(image)
+    assert run_in(uri, "cat /message.txt").startswith("from my dockerfile")
+    assert image.identifier in uri
+
+
+def test_several_platforms_on_the_docker_driver_say_what_to_do(local_registry: str) -> None:
+    image = Image.from_base(BUSYBOX).clone(name="fi-test-multi", registry=local_registry)
+    image = image.with_commands([f"echo {uuid.uuid4()}"]).clone(platform=("linux/amd64", "linux/arm64"))
+    with pytest.raises(flyte_images.BuildError, match=r"one platform at a time|several platforms"):
+        flyte_images.build(image, quiet=True)
