@@ -66,6 +66,7 @@ HEAVY_NAMES = frozenset(
 HEAVY_PREFIXES = ("nvidia-", "cupy-cuda", "jax-cuda", "tensorrt-")
 
 _UV_CACHE = "--mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv"
+_POETRY_CACHE = "--mount=type=cache,target=/root/.cache/pypoetry,id=flyte-images-poetry"
 _APT_CACHE = (
     "--mount=type=cache,target=/var/cache/apt,sharing=locked,id=flyte-images-apt-archives",
     "--mount=type=cache,target=/var/lib/apt/lists,sharing=locked,id=flyte-images-apt-lists",
@@ -297,7 +298,7 @@ class _Renderer:
         args = ["--no-interaction", "--no-root", *split_args("extra_args", layer.extra_args)]
         env = "POETRY_VIRTUALENVS_CREATE=false UV_PYTHON_DOWNLOADS=never"
         script = f"cd {WORK}/{index} && {env} {q.shell_join(poetry + args)}"
-        self.run_step(script, [_UV_CACHE, self.bind(index, rw=True)], layer.secret_mounts)
+        self.run_step(script, [_UV_CACHE, _POETRY_CACHE, self.bind(index, rw=True)], layer.secret_mounts)
         if layer.project_install_mode == "install_project":
             self.project_install(index, layer.pyproject.parent, layer.secret_mounts)
 

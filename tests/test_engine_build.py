@@ -89,6 +89,9 @@ find /srv/tree -printf '%P %y %m %l\n' | sort
 stat -c '%a' /etc/app/settings.toml
 """
     out = run_in(uri, script).splitlines()
+    # The CA bundle (a build secret here), apt's lists and uv's cache stay out of the image.
+    assert run_in(uri, "test ! -e /run/secrets/flyte-images-ca && echo gone").strip() == "gone"
+    assert run_in(uri, "find /var/lib/apt/lists /root/.cache -type f ! -name lock") == ""  # lock: from the base
     assert out[0] == "7"
     assert out[1] == "1.16.0 3.7"
     assert out[2:4] == ['hello "world" $HOME \\ end', "test"]
@@ -128,6 +131,7 @@ def test_uv_project_dependencies_and_install_project() -> None:
 def test_poetry_project_dependencies_and_install_project() -> None:
     deps = build(base("poetrydeps").with_poetry_project(PROJECTS / "poetryproj" / "pyproject.toml"))
     assert run_in(deps, "python -c 'import idna; print(idna.__version__)'").strip() == "3.7"
+    assert run_in(deps, "find /root/.cache -type f") == ""  # poetry's and uv's caches stayed in their mounts
     full = build(
         base("poetryfull").with_poetry_project(
             PROJECTS / "poetryproj" / "pyproject.toml", project_install_mode="install_project"

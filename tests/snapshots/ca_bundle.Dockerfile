@@ -6,7 +6,7 @@ ENV VIRTUAL_ENV=/opt/venv \
     UV_PYTHON_DOWNLOADS=never \
     PYTHONUNBUFFERED=1
 COPY ["_fi/uv/${TARGETARCH}/uv", "/usr/local/bin/uv"]
-RUN uv venv --python 3.11 /opt/venv
+RUN --mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv uv venv --python 3.11 /opt/venv
 WORKDIR /root
 RUN --mount=type=cache,target=/var/cache/apt,sharing=locked,id=flyte-images-apt-archives \
     --mount=type=cache,target=/var/lib/apt/lists,sharing=locked,id=flyte-images-apt-lists \

@@ -6,7 +6,7 @@ ENV VIRTUAL_ENV=/opt/venv \
     UV_PYTHON_DOWNLOADS=never \
     PYTHONUNBUFFERED=1
 COPY ["_fi/uv/${TARGETARCH}/uv", "/usr/local/bin/uv"]
-RUN uv venv --python 3.12 /opt/venv
+RUN --mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv uv venv --python 3.12 /opt/venv
 WORKDIR /root
 RUN --mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv \
     ["/bin/sh", "-c", "uv pip install flyte==2.12.1"]
