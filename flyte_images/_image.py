@@ -139,8 +139,8 @@ class Image:
         pinned = (flyte_version or DEFAULT_FLYTE_VERSION) if install_flyte else None
         return cls._new(
             base_image=default_base_image(version),
-            registry=_optional_text("registry", registry),
-            name=_optional_text("name", name) or DEFAULT_IMAGE_NAME,
+            registry=_optional_registry(registry),
+            name=check.repository_name("name", name) if name is not None else DEFAULT_IMAGE_NAME,
             platform=check.platforms(platform) if platform is not None else DEFAULT_PLATFORMS,
             python_version=version,
             extendable=True,
@@ -184,8 +184,8 @@ class Image:
         return cls._new(
             dockerfile=check.local_path("file", file),
             # The SDK's signature requires a registry; "" (or None) means none: the image is loaded.
-            registry=_optional_text("registry", registry) if registry else None,
-            name=check.nonempty("name", name),
+            registry=_optional_registry(registry) if registry else None,
+            name=check.repository_name("name", name),
             platform=check.platforms(platform) if platform is not None else DEFAULT_PLATFORMS,
             python_version=None,
             _is_cloned=True,
@@ -222,7 +222,7 @@ class Image:
             install_flyte=False,
             registry=registry,
             registry_secret=registry_secret,
-            name=check.nonempty("name", name),
+            name=check.repository_name("name", name),
             platform=platform,
         )
         return base._with_layer(layer)
@@ -248,11 +248,11 @@ class Image:
         """
         changes: dict[str, Any] = {"_is_cloned": True}
         if registry is not None:
-            changes["registry"] = _optional_text("registry", registry)
+            changes["registry"] = _optional_registry(registry)
         if registry_secret is not None:
             changes["_image_registry_secret"] = _registry_secret(registry_secret)
         if name is not None:
-            changes["name"] = check.nonempty("name", name)
+            changes["name"] = check.repository_name("name", name)
         if base_image is not None:
             changes["base_image"] = check.nonempty("base_image", base_image).strip()
         if python_version is not None:
@@ -498,6 +498,10 @@ class Image:
 
 def _optional_text(parameter: str, value: str | None) -> str | None:
     return None if value is None else check.nonempty(parameter, value).strip()
+
+
+def _optional_registry(value: str | None) -> str | None:
+    return check.registry("registry", value) if value else None
 
 
 def _registry_secret(value: str | Secret | None) -> Secret | None:

@@ -169,6 +169,34 @@ def host_python_version() -> tuple[int, int]:
     return (sys.version_info.major, sys.version_info.minor)
 
 
+_REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+_REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+
+
+def repository_name(parameter: str, value: object) -> str:
+    """An image repository name as Docker accepts it: lowercase path components."""
+    text = nonempty(parameter, value).strip()
+    if not _REPOSITORY.match(text):
+        raise InvalidLayerArgument(
+            parameter,
+            f"{_show(value)} is not an image repository name; use lowercase letters, digits and "
+            "'.', '_', '-' separated by '/', e.g. 'ml/trainer'",
+        )
+    return text
+
+
+def registry(parameter: str, value: object) -> str:
+    """A registry host[:port], optionally with a path (a namespace), e.g. ghcr.io/acme."""
+    text = nonempty(parameter, value).strip().rstrip("/")
+    if "://" in text:
+        raise InvalidLayerArgument(parameter, f"{_show(value)}: give the registry without a scheme, e.g. ghcr.io/acme")
+    if not _REGISTRY.match(text):
+        raise InvalidLayerArgument(
+            parameter, f"{_show(value)} is not a registry like ghcr.io/acme or 127.0.0.1:5000 (lowercase paths)"
+        )
+    return text
+
+
 def container_path(parameter: str, value: object) -> str:
     text = nonempty(parameter, value)
     return text

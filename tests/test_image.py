@@ -133,6 +133,11 @@ def test_base_image_is_configurable_for_mirrors(monkeypatch: pytest.MonkeyPatch)
         (lambda: Secret("k", mount=Path("relative/path")), "Secret.mount"),
         (lambda: Secret("k", as_env_var="NOT-VALID"), "Secret.as_env_var"),
         (lambda: Image.from_base("python:3.12 slim"), "image_uri"),
+        (lambda: BASE.clone(name="MyApp"), "name"),
+        (lambda: BASE.clone(name="my app"), "name"),
+        (lambda: Image.from_debian_base(name="ml//trainer"), "name"),
+        (lambda: BASE.clone(registry="https://ghcr.io/acme"), "registry"),
+        (lambda: BASE.clone(registry="ghcr.io/Acme"), "registry"),
     ],
 )
 def test_bad_arguments_fail_at_the_call_naming_the_parameter(call: object, parameter: str) -> None:
