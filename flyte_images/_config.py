@@ -161,7 +161,22 @@ def _pick(name: str, env: str) -> str | None:
 
 
 def configured_registry() -> str | None:
-    return _pick("registry", REGISTRY_ENV)
+    """The registry from init(...), FLYTE_IMAGES_REGISTRY or the config file, checked like an argument."""
+    from ._errors import InvalidLayerArgument
+    from ._validation import registry as check_registry
+
+    value = _pick("registry", REGISTRY_ENV)
+    if value is None:
+        return None
+    try:
+        return check_registry("registry", value)
+    except InvalidLayerArgument as exc:
+        source = (
+            "init(image_registry=...)" if _explicit.registry
+            else REGISTRY_ENV if os.environ.get(REGISTRY_ENV)
+            else _from_file().source
+        )  # fmt: skip
+        raise ConfigError(f"the registry set in {source} is not usable: {exc}") from None
 
 
 def configured_builder() -> str | None:

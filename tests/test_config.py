@@ -89,3 +89,17 @@ def test_bad_image_pairs_and_missing_files_are_config_errors(tmp_path: Path) -> 
         flyte_images.init_from_config(tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match="images must map"):
         flyte_images.init(images={"a": 1})  # type: ignore[dict-item]
+
+
+def test_a_bad_registry_from_the_environment_or_file_names_its_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = BASE.with_apt_packages("git")
+    monkeypatch.setenv("FLYTE_IMAGES_REGISTRY", "https://ghcr.io/acme")
+    with pytest.raises(ConfigError, match=r"FLYTE_IMAGES_REGISTRY is not usable: registry: .*without a scheme"):
+        _ = image.uri
+    monkeypatch.delenv("FLYTE_IMAGES_REGISTRY")
+    (tmp_path / "flyte-images.toml").write_text('registry = "Ghcr.io/Acme Team"\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"flyte-images\.toml is not usable"):
+        _ = image.uri
