@@ -64,10 +64,6 @@ _explicit = Settings()  # from init(...)
 _file: Settings | None = None  # from the config file, read on first use
 
 
-def current() -> Settings:
-    return _explicit
-
-
 def reset() -> None:
     """Forget init(...) and the config file (tests; a new init)."""
     global _explicit, _file  # noqa: PLW0603 - process-wide settings, as the SDK keeps them

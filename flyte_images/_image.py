@@ -281,7 +281,7 @@ class Image:
 
         Example: `image.with_workdir("/app")`
         """
-        return self._with_layer(WorkDir(workdir=check.container_path("workdir", workdir)))
+        return self._with_layer(WorkDir(workdir=check.nonempty("workdir", workdir)))
 
     def with_requirements(
         self,
@@ -339,7 +339,7 @@ class Image:
         """
         layer = SourceFolder(
             src=check.local_path("src", src),
-            dst=check.container_path("dst", dst),
+            dst=check.nonempty("dst", dst),
             copy_contents_only=bool(copy_contents_only),
         )
         return self._with_layer(layer)
@@ -357,7 +357,7 @@ class Image:
             raise InvalidLayerArgument(
                 "src", f"files with the same name would overwrite each other in {dst!r}: {duplicates}"
             )
-        target = check.container_path("dst", dst)
+        target = check.nonempty("dst", dst)
         image = self
         for path in paths:
             image = image._with_layer(SourceFile(src=path, dst=target))

@@ -197,11 +197,6 @@ def registry(parameter: str, value: object) -> str:
     return text
 
 
-def container_path(parameter: str, value: object) -> str:
-    text = nonempty(parameter, value)
-    return text
-
-
 def local_path(parameter: str, value: object) -> Path:
     """A path on this machine, made absolute against the current folder, not resolved."""
     if isinstance(value, Path):
