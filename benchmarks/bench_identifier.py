@@ -111,8 +111,8 @@ def main() -> None:
     size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     print(f"tree: {args.files} files, {size / 1e6:.1f} MB in {root}")
 
-    from flyte_images._files import reset_shared_stat_cache
     from flyte_images._identity import image_digest
+    from flyte_images._statcache import reset_shared_stat_cache
 
     os.environ["FLYTE_IMAGES_CACHE_DIR"] = tempfile.mkdtemp(prefix="fi-bench-cache-")
     results: dict[str, float] = {}

@@ -8,7 +8,7 @@ Everything importable from here is public; modules starting with `_` are interna
 """
 
 from ._build import ImageBuild, build
-from ._deploy import ImageCache, ImagesFailedError, build_images
+from ._deploy import ImagesFailedError, build_images
 from ._environment import Environment, TaskEnvironment
 from ._errors import (
     BaseImageNotFoundError,
@@ -29,6 +29,7 @@ from ._errors import (
     StepFailedError,
 )
 from ._image import Image
+from ._imagecache import ImageCache
 from ._init import init, init_from_config
 from ._policies import Cache, Cron, FixedRate, PodTemplate, RetryStrategy, ReusePolicy, Timeout, Trigger
 from ._resources import AMD_GPU, GPU, HABANA_GAUDI, TPU, Device, Neuron, Resources

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _config
 from ._errors import BuildError, FlyteImagesError, RegistryError, SecretNotFoundError
-from ._files import shared_stat_cache
 from ._image import Image
 from ._render import CA_SECRET_ID, Rendered, RenderOptions, render
+from ._statcache import shared_stat_cache
 from ._syncaio import syncaio
 from ._validation import platforms as check_platforms
 

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from ._encoding import Encodable, encode
-from ._files import StatCache, cache_dir
 from ._identity import TAG_HEX_DIGITS, _base, image_identity, source_context
 from ._image import Image
 from ._layers import (
@@ -39,6 +38,7 @@ from ._layers import (
     UVScript,
 )
 from ._sources import SourceContext, folder_entries, relative_to_first, single_file
+from ._statcache import StatCache, cache_dir
 
 Files = dict[str, tuple[int, str]]
 

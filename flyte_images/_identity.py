@@ -33,8 +33,8 @@ import hashlib
 from typing import TYPE_CHECKING
 
 from ._encoding import Encodable, encode
-from ._files import StatCache, shared_stat_cache
 from ._sources import SourceContext, folder_entries, single_file
+from ._statcache import StatCache, shared_stat_cache
 
 if TYPE_CHECKING:
     from ._image import Image

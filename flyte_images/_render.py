@@ -26,7 +26,7 @@ from pathlib import Path
 
 from . import _quote as q
 from ._errors import InvalidLayerArgument, LayerNotAllowedError
-from ._files import StatCache, Tree
+from ._files import Tree
 from ._identity import source_context
 from ._image import Image
 from ._layers import (
@@ -49,6 +49,7 @@ from ._layers import (
 )
 from ._secret import Secret
 from ._sources import SourceContext, folder_entries, requirement_files, single_file
+from ._statcache import StatCache
 from ._uvscript import read_script_metadata
 
 POETRY_VERSION = "2.2.1"

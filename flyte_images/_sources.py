@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._errors import SourceError, SourceNotFoundError
-from ._files import Entry, StatCache, Tree, collect_tree, file_entry
+from ._files import Entry, Tree, collect_tree, file_entry
 from ._ignore import IgnoreRules, read_dockerignore
+from ._statcache import StatCache
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path
 
 from ._errors import BuildError, InvalidLayerArgument
-from ._files import cache_dir
+from ._statcache import cache_dir
 
 UV_VERSION = "0.13.9"
 

@@ -8,10 +8,11 @@ import pytest
 from conftest import write_tree
 
 from flyte_images import BuildError, SourceError, SourceNotFoundError
-from flyte_images import _files as files_module
+from flyte_images import _statcache as files_module
 from flyte_images._encoding import encode
-from flyte_images._files import DIR, FILE, LINK, StatCache, collect_tree, encode_entries
+from flyte_images._files import DIR, FILE, LINK, collect_tree, encode_entries
 from flyte_images._ignore import IgnoreRules
+from flyte_images._statcache import StatCache
 
 
 def paths(root: Path, patterns: list[str] = (), **kw: object) -> list[str]:  # type: ignore[assignment]

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import LoadError
-from .._files import shared_stat_cache
 from .._image import Image
 from .._loader import objects_of
+from .._statcache import shared_stat_cache
 from ._common import add_command
 
 _HELP = """\

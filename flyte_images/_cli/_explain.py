@@ -33,9 +33,9 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from .._deploy import image_of
     from .._explain import breakdown, compare, last_record
-    from .._files import shared_stat_cache
     from .._image import Image
     from .._loader import definitions_of
+    from .._statcache import shared_stat_cache
 
     reports: list[dict[str, Any]] = []
     for target in args.targets:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .._files import cache_dir
+from .._statcache import cache_dir
 
 RECENT = 300.0
 _MAX_ENTRIES = 2000
