@@ -1,17 +1,23 @@
-"""The one seam between the engine and a build backend.
+"""The one seam between flyte-images and a build backend.
 
-A backend builds one rendered, staged image for some platforms, pushes it or loads it into
-the local engine, reports progress line by line, and returns the reference and digest.
-Built-in backends and third-party ones (entry point group `flyte_images.builders`) implement
-the same `Builder` protocol; nothing else in flyte-images knows which one runs.
+A backend owns everything that talks to an engine: whether an image is in the engine's own
+store (`local_exists`), and building one staged context for some platforms, then pushing it or
+loading it (`build`). It reports progress as `ProgressEvent`s made by the shared
+`builders.output.BuildOutput` helper, which also redacts secret values and remembers what a
+failed step printed. Built-in backends and third-party ones are found the same way, by name in
+the entry-point group `flyte_images.builders`; nothing else in flyte-images knows which one runs.
+
+Every backend passes one conformance suite (tests/test_conformance.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Literal, Protocol, runtime_checkable
+
+IDENTITY_LABEL = "dev.flyte-images.identifier"
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,8 @@ class SecretSource:
 
 @dataclass(frozen=True)
 class BuildRequest:
+    """One staged build: the context folder holds exactly the files the tag was computed from."""
+
     context: Path
     dockerfile: Path
     tags: tuple[str, ...]
@@ -39,9 +47,8 @@ class BuildRequest:
     secrets: tuple[SecretSource, ...] = ()
     cache_from: tuple[str, ...] = ()
     cache_to: tuple[str, ...] = ()
-    labels: dict[str, str] = field(default_factory=dict)
-    network: str | None = None
-    redact: tuple[str, ...] = ()  # values that must never appear in progress or errors
+    labels: Mapping[str, str] = field(default_factory=dict)
+    redact: tuple[str, ...] = ()  # secret values that must never appear in progress or errors
 
 
 @dataclass(frozen=True)
@@ -50,13 +57,34 @@ class BuildResult:
     digest: str | None  # the pushed manifest digest, or the loaded image id
 
 
-Progress = Callable[[str], None]
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One thing a build reports, already redacted.
+
+    kind "step": a step started (`step` is its title, e.g. "[2/5] RUN uv pip install ...");
+    kind "log": a line of output (`step` is the title of the step that printed it, or "").
+    `line` is the raw (redacted) line as the engine printed it, for plain logs.
+    """
+
+    kind: Literal["step", "log"]
+    step: str
+    text: str
+    line: str
+
+
+Progress = Callable[[ProgressEvent], None]
 
 
 @runtime_checkable
 class Builder(Protocol):
-    """A build backend: one verb."""
+    """A build backend."""
 
     name: ClassVar[str]
 
-    def build(self, request: BuildRequest, progress: Progress) -> BuildResult: ...
+    def local_exists(self, reference: str) -> bool | None:
+        """Whether `reference` is in the engine's local image store; None when it cannot tell."""
+        ...
+
+    def build(self, request: BuildRequest, progress: Progress) -> BuildResult:
+        """Build, then push (request.push) or load into the local store; raise a BuildError."""
+        ...

@@ -11,7 +11,6 @@ ImagesFailedError raised at the end carries the cache of everything else.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _config
-from ._build import build, local_image_exists, run_coroutine
+from ._build import build
 from ._environment import Environment
 from ._errors import BuildError, FlyteImagesError
 from ._image import Image
@@ -76,8 +75,8 @@ def image_of(env: Environment) -> Image | str:
 @dataclass
 class _Job:
     image: Image
-    uri: str
     envs: list[str]
+    uri: str | None = None
     status: str = "planned"
     digest: str | None = None
     reason: str = ""
@@ -99,9 +98,10 @@ def build_images(
 ) -> ImageCache:
     """Build the images of `envs` and of everything they depend on; return an ImageCache.
 
-    Each distinct image is built once; images already in their registry (or, without a
-    registry, in the local engine) are skipped unless `force`; `concurrency` builds run at once
-    (default 2). `dry_run` checks and plans, building nothing. Environments found in
+    Each distinct image is built once, by the same route as `build()` (one staged plan, the
+    skip rule of `_skip`, the backend); images already in their registry (or, without a
+    registry, in the local engine) are skipped unless `force`; `concurrency` images are handled
+    at once (default 2). `dry_run` plans and checks, building nothing. Environments found in
     `seed_cache` keep the uri recorded there. `copy_style` is accepted for compatibility.
 
     Example:
@@ -110,7 +110,7 @@ def build_images(
     """
     del copy_style
     cache = ImageCache()
-    jobs: dict[str, _Job] = {}
+    jobs: dict[Image, _Job] = {}
     for env in environment_closure(envs):
         if seed_cache is not None and env.name in seed_cache.image_lookup:
             _record_seed(cache, env.name, seed_cache)
@@ -125,19 +125,21 @@ def build_images(
                 continue
             if platform is not None:
                 image = image.clone(platform=platform)  # type: ignore[arg-type]
-            uri = image.uri
         except FlyteImagesError as exc:
             cache.status[env.name], cache.reasons[env.name] = "failed", str(exc)
             continue
-        jobs.setdefault(uri, _Job(image, uri, [])).envs.append(env.name)
-    pending = _check_all(list(jobs.values()), push, force, require_check)
-    if not dry_run:
-        _build_all(pending, concurrency or 2, push, builder, quiet)
+        jobs.setdefault(image, _Job(image, [])).envs.append(env.name)
+    options = {"force": force, "push": push, "builder": builder, "require_check": require_check}
+    if dry_run:
+        _plan_all(list(jobs.values()), options)
+    else:
+        _build_all(list(jobs.values()), concurrency or 2, options, quiet)
     for job in jobs.values():
         for name in job.envs:
-            cache.image_lookup[name] = job.uri
-            cache.identifiers[name] = job.uri.rsplit(":", 1)[1]
-            cache.digests[name] = job.digest
+            if job.uri is not None and job.status != "failed":
+                cache.image_lookup[name] = job.uri
+                cache.identifiers[name] = job.uri.rsplit(":", 1)[1]
+                cache.digests[name] = job.digest
             cache.status[name] = job.status
             cache.reasons[name] = job.reason
     if "failed" in cache.status.values():
@@ -152,49 +154,37 @@ def _record_seed(cache: ImageCache, name: str, seed: ImageCache) -> None:
     cache.status[name], cache.reasons[name] = "exists", "from the seed cache"
 
 
-def _pushing(image: Image, push: bool | None) -> bool:
-    return bool(image.registry or _config.configured_registry()) if push is None else push
+def _plan_all(jobs: list[_Job], options: dict[str, Any]) -> None:
+    """Dry run: plan every image and apply the skip rule to all of them at once."""
+    from ._builders import get_builder
+    from ._plan import BuildPlan, plan
+    from ._skip import Question, decide, strict_default
 
-
-def _check_all(jobs: list[_Job], push: bool | None, force: bool, require_check: bool | None) -> list[_Job]:
-    """Ask registries (concurrently) and the local engine which images exist; the rest pend."""
-    if force:
-        for job in jobs:
-            job.reason = "forced"
-        return jobs
-    import asyncio
-
-    from ._registry.client import RegistryClient
-
-    remote = [j for j in jobs if _pushing(j.image, push)]
-
-    async def ask() -> list[Any]:
-        async with RegistryClient(insecure=_config.insecure_registries()) as client:
-            return list(await asyncio.gather(*(client.check(j.uri, j.image.platform) for j in remote)))
-
-    answers = dict(zip((id(j) for j in remote), run_coroutine(ask()) if remote else [], strict=True))
-    strict = bool(os.environ.get("CI")) if require_check is None else require_check
-    pending = []
+    planned: list[tuple[_Job, BuildPlan, bool]] = []
     for job in jobs:
-        answer = answers.get(id(job))
-        if answer is None:
-            exists, why = local_image_exists(job.uri), "in the local engine"
+        try:
+            made = plan(job.image)
+        except FlyteImagesError as exc:
+            job.status, job.reason = "failed", str(exc)
+            continue
+        job.uri = made.uri
+        pushing = (
+            bool(job.image.registry or _config.configured_registry()) if options["push"] is None else options["push"]
+        )
+        planned.append((job, made, pushing))
+    if options["force"]:
+        for job, _made, _pushing in planned:
+            job.reason = "forced: would build"
+        return
+    questions = [Question(made.uri, made.platforms, pushing) for _job, made, pushing in planned]
+    decisions = decide(questions, get_builder(options["builder"]), strict=strict_default(options["require_check"]))
+    for (job, _made, _pushing), decision in zip(planned, decisions, strict=True):
+        if decision.failure:
+            job.status, job.reason = "failed", decision.failure
+        elif decision.build:
+            job.reason = f"would build ({decision.reason})"
         else:
-            exists, why = answer.exists, f"in the registry ({answer.digest})"
-            if answer.state == "unknown":
-                if strict:
-                    job.status, job.reason = "failed", f"cannot tell whether it exists: {answer.reason}"
-                    continue
-                job.reason = f"building: cannot tell whether it exists ({answer.reason})"
-            elif answer.state == "missing":
-                job.reason = f"missing: {answer.reason}"
-            job.digest = answer.digest if exists else None
-        if exists:
-            job.status, job.reason = "exists", f"already {why}"
-        else:
-            job.reason = job.reason or "not in the local engine"
-            pending.append(job)
-    return pending
+            job.status, job.reason, job.digest = "exists", decision.reason, decision.digest
 
 
 _say_lock = threading.Lock()
@@ -207,22 +197,23 @@ def _say(line: str) -> None:
         sys.stderr.flush()
 
 
-def _build_all(jobs: list[_Job], concurrency: int, push: bool | None, builder: str | None, quiet: bool) -> None:
+def _build_all(jobs: list[_Job], concurrency: int, options: dict[str, Any], quiet: bool) -> None:
     def one(job: _Job) -> None:
         started = time.monotonic()
-        if not quiet:
-            _say(f"building {job.uri} for {', '.join(job.envs)}")
         try:
-            result = build(job.image, force=True, push=push, builder=builder, quiet=True)
+            result = build(job.image, quiet=True, **options)
         except FlyteImagesError as exc:
             job.status, job.reason = "failed", str(exc)
             if not quiet:
-                _say(f"failed {job.uri}: {exc}")
+                _say(f"failed {', '.join(job.envs)}: {exc}")
             return
-        job.status, job.digest = "built", result.digest
-        job.reason = f"built in {time.monotonic() - started:.1f} s"
+        job.uri, job.digest = result.uri, result.digest
+        if result.built:
+            job.status, job.reason = "built", f"built in {time.monotonic() - started:.1f} s"
+        else:
+            job.status, job.reason = "exists", result.reason
         if not quiet:
-            _say(f"built {job.uri} in {time.monotonic() - started:.1f} s")
+            _say(f"{job.status} {job.uri} for {', '.join(job.envs)} ({job.reason})")
 
     from concurrent.futures import ThreadPoolExecutor
 

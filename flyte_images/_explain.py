@@ -1,6 +1,6 @@
 """Why an image has the tag it has, and what changed since it was last built.
 
-`breakdown(image)` splits the identifier into its parts (the base, the target Python and
+`breakdown(plan)` splits the identifier into its parts (the base, the target Python and
 platforms, then each layer) with the SHA-256 of each part's canonical encoding and, for parts
 that read files, every file's mode and SHA-256. Each `build` stores the breakdown of the image
 it built (or found) under the user cache folder, one record per repository. `explain` compares
@@ -23,22 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._encoding import Encodable, encode
-from ._identity import TAG_HEX_DIGITS, _base, image_identity, source_context
-from ._image import Image
-from ._layers import (
-    DockerIgnore,
-    Layer,
-    PoetryProject,
-    PythonWheels,
-    Requirements,
-    SourceFile,
-    SourceFolder,
-    UVProject,
-    UVScript,
-)
-from ._sources import SourceContext, folder_entries, relative_to_first, single_file
-from ._statcache import StatCache, cache_dir
+from ._plan import BuildPlan
+from ._statcache import cache_dir
 
 Files = dict[str, tuple[int, str]]
 
@@ -69,84 +55,10 @@ class Breakdown:
         return cls(data["uri"], data["identifier"], parts, data["time"])
 
 
-def _digest(value: Encodable) -> str:
-    return hashlib.sha256(encode(value)).hexdigest()
-
-
-def _tree_files(folder: Path, ctx: SourceContext, prefix: str = "", defaults: bool = True) -> Files:
-    tree = folder_entries(folder, ctx, defaults=defaults)
-    return {f"{prefix}{e.path}": (e.mode, e.digest) for e in tree.entries if e.kind != "dir"}
-
-
-def _one(path: Path, ctx: SourceContext, name: str | None = None) -> Files:
-    entry = single_file(path, ctx, "file")
-    return {name or path.name: (entry.mode, entry.digest)}
-
-
-def layer_files(layer: Layer, ctx: SourceContext) -> Files:
-    """Every file a layer reads, by the path the image knows it under."""
-    if isinstance(layer, SourceFile):
-        return _one(layer.src, ctx)
-    if isinstance(layer, SourceFolder):
-        return _tree_files(layer.src, ctx, f"{layer.target_name}/" if layer.target_name else "")
-    if isinstance(layer, Requirements):
-        paths = layer.files()
-        files: Files = {}
-        for rel, path in zip(relative_to_first(paths), paths, strict=True):
-            files.update(_one(path, ctx, rel))
-        return files
-    if isinstance(layer, (UVProject, PoetryProject)):
-        lock = layer.uvlock if isinstance(layer, UVProject) else layer.poetry_lock
-        files = {**_one(layer.pyproject, ctx), **_one(lock, ctx)}
-        if layer.project_install_mode == "install_project":
-            files.update(_tree_files(layer.pyproject.parent, ctx, f"{layer.pyproject.parent.name}/"))
-        return files
-    if isinstance(layer, UVScript):
-        return _one(layer.script, ctx)
-    if isinstance(layer, PythonWheels):
-        return {k: v for w in layer.wheels() for k, v in _one(w, ctx).items()}
-    if isinstance(layer, DockerIgnore):
-        return _one(layer.path, ctx)
-    return {}
-
-
-def describe(layer: Layer) -> str:
-    """The layer's arguments, with paths shown by name (files are listed separately)."""
-    parts = []
-    for f in dataclasses.fields(layer):  # type: ignore[arg-type]
-        value = getattr(layer, f.name)
-        if value in (None, (), False, "") and f.name != "workdir":
-            continue
-        if isinstance(value, Path):
-            value = value.name
-        elif isinstance(value, tuple) and value and isinstance(value[0], tuple):
-            value = " ".join(f"{k}={v}" for k, v in value)
-        elif isinstance(value, tuple):
-            value = " ".join(str(getattr(v, "key", v)) for v in value)
-        parts.append(f"{f.name}={value}")
-    return " ".join(parts)
-
-
-def breakdown(image: Image, cache: StatCache | None = None) -> Breakdown:
-    ctx = source_context(image, cache)
-    identity = image_identity(image, cache)
-    base = _base(image, ctx)
-    base_files: Files = {}
-    if image.dockerfile is not None:
-        base_files = {**_one(image.dockerfile, ctx), **_tree_files(image.dockerfile.parent, ctx, defaults=False)}
-    version = "from the base image" if image.python_version is None else "{}.{}".format(*image.python_version)
-    parts = [
-        Part("base", str(image.resolved_base_image() or image.dockerfile), _digest(base), base_files),
-        Part(
-            "target",
-            f"python {version}, {', '.join(image.platform)}",
-            _digest(identity[1:3] + identity[4:6]),  # type: ignore[operator,index]
-        ),
-    ]
-    for index, layer in enumerate(image._layers, start=1):
-        digest = _digest(layer.identity(ctx))
-        parts.append(Part(f"{index} {layer.KIND}", describe(layer), digest, layer_files(layer, ctx)))
-    return Breakdown(image.uri, _digest(identity)[:TAG_HEX_DIGITS], parts)
+def breakdown(plan: BuildPlan) -> Breakdown:
+    """The record of a plan: its uri, identifier and parts, from the plan's single read."""
+    parts = [Part(p.name, p.summary, p.digest, dict(p.files)) for p in plan.parts]
+    return Breakdown(plan.uri, plan.identifier, parts)
 
 
 def _record_path(uri: str) -> Path:

@@ -27,10 +27,14 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._errors import SourceError, SourceNotFoundError
 from ._ignore import IgnoreRules
 from ._statcache import StatCache, StatKey, _key, _racy
+
+if TYPE_CHECKING:
+    from ._stage import Snapshot
 
 FILE, DIR, LINK = "file", "dir", "symlink"
 _CHUNK = 1 << 20
@@ -114,59 +118,114 @@ def hash_file(path: str) -> str:
         os.close(fd)
 
 
-class _Walk:
-    """One walk of one folder; `entries` in sorted depth-first order."""
+@dataclass
+class _Frame:
+    """A folder being listed; its descriptor is closed while a subfolder is walked."""
 
-    def __init__(self, root: str, rules: IgnoreRules, cache: StatCache | None, prefix: str) -> None:
+    rel: str
+    path: str
+    items: list[tuple[str, str | None]]
+    match_rel: str
+    state: tuple[bool, ...]
+    mark: int  # index of the folder's own entry, -1 for the root
+    drop: bool  # excluded itself: kept only as the parent of re-included paths
+    files: list[tuple[str, StatKey]]
+    pos: int = 0
+    dfd: int | None = None
+
+
+class _Walk:
+    """One walk of one folder; `entries` in sorted depth-first order. Iterative, so any depth
+    works; at most one folder descriptor is open at a time.
+
+    With a `Snapshot`, every kept path is also staged at `dest` + its path, and the digest of a
+    file is that of the staged copy (see `_stage`)."""
+
+    def __init__(
+        self, root: str, rules: IgnoreRules, cache: StatCache | None, prefix: str, snap: Snapshot | None, dest: str
+    ) -> None:
         self.root = root
         self.rules = rules
         self.cache = cache
         self.prefix = prefix
+        self.snap = snap
+        self.dest = dest
         self.entries: list[Entry] = []
         self.memo = _TreeMemo(Tree(()))
         self.hashed: list[tuple[StatKey, str]] = []
 
-    def folder(self, rel: str, state: tuple[bool, ...]) -> None:
+    def run(self, state: tuple[bool, ...]) -> None:
+        stack = [self._frame("", state, -1, False)]
+        while stack:
+            frame = stack[-1]
+            if frame.pos == len(frame.items):
+                stack.pop()
+                if frame.dfd is not None:
+                    os.close(frame.dfd)
+                if frame.drop and len(self.entries) == frame.mark + 1:
+                    self._unstage(self.entries.pop())
+                continue
+            name, kind = frame.items[frame.pos]
+            frame.pos += 1
+            if kind is None:
+                continue  # sockets, fifos, devices: Docker does not copy them either
+            child = f"{frame.rel}/{name}" if frame.rel else name
+            match_child = f"{frame.match_rel}/{name}" if frame.match_rel else name
+            drop = self.rules.checker(frame.state)(match_child)
+            dfd = self._dfd(frame)
+            if kind == DIR:
+                if not drop or self.rules.has_exceptions:
+                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                    self._add(Entry(child, DIR, stat.S_IMODE(st.st_mode)))
+                    os.close(dfd)
+                    frame.dfd = None
+                    state = self.rules.state_for_dir(frame.state, match_child)
+                    stack.append(self._frame(child, state, len(self.entries) - 1, drop))
+            elif not drop:
+                self._add(self._leaf(dfd, name, child, kind, frame.files))
+
+    def _frame(self, rel: str, state: tuple[bool, ...], mark: int, drop: bool) -> _Frame:
         path = f"{self.root}/{rel}" if rel else self.root
         try:
             dfd = os.open(path, _DIR_FLAGS)
         except PermissionError as exc:
             raise SourceError(f"cannot list {path}: permission denied; fix its permissions") from exc
-        try:
-            files: list[tuple[str, StatKey]] = []
-            self.memo.folders.append((path, _key(os.fstat(dfd)), files))
-            with os.scandir(dfd) as it:
-                listing = sorted((item.name, _kind(item)) for item in it)
-            match_rel = self.prefix + rel if rel else self.prefix.rstrip("/")
-            excluded = self.rules.checker(state)
-            for name, kind in listing:
-                if kind is None:
-                    continue  # sockets, fifos, devices: Docker does not copy them either
-                child = f"{rel}/{name}" if rel else name
-                drop = excluded(f"{match_rel}/{name}" if match_rel else name)
-                if kind == DIR:
-                    if not drop or self.rules.has_exceptions:
-                        self._subfolder(dfd, name, child, match_rel, state, drop)
-                elif not drop:
-                    self.entries.append(self._leaf(dfd, name, child, kind, files))
-        finally:
-            os.close(dfd)
+        files: list[tuple[str, StatKey]] = []
+        self.memo.folders.append((path, _key(os.fstat(dfd)), files))
+        with os.scandir(dfd) as it:
+            listing = sorted((item.name, _kind(item)) for item in it)
+        match_rel = self.prefix + rel if rel else self.prefix.rstrip("/")
+        return _Frame(rel, path, listing, match_rel, state, mark, drop, files, dfd=dfd)
 
-    def _subfolder(self, dfd: int, name: str, child: str, match_rel: str, state: tuple[bool, ...], drop: bool) -> None:
-        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-        mark = len(self.entries)
-        self.entries.append(Entry(child, DIR, stat.S_IMODE(st.st_mode)))
-        match_child = f"{match_rel}/{name}" if match_rel else name
-        self.folder(child, self.rules.state_for_dir(state, match_child))
-        if drop and len(self.entries) == mark + 1:
-            self.entries.pop()  # an excluded folder stays only as the parent of re-included paths
+    @staticmethod
+    def _dfd(frame: _Frame) -> int:
+        if frame.dfd is None:
+            frame.dfd = os.open(frame.path, _DIR_FLAGS)
+        return frame.dfd
+
+    def _add(self, entry: Entry) -> None:
+        self.entries.append(entry)
+        if self.snap is not None:
+            if entry.kind == DIR:
+                self.snap.folder(self.dest + entry.path, entry.mode)
+            elif entry.kind == LINK:
+                self.snap.link(self.dest + entry.path, entry.digest)
+
+    def _unstage(self, entry: Entry) -> None:
+        if self.snap is not None:
+            self.snap.seen.discard(self.dest + entry.path)
+            self.snap.folders.pop(self.dest + entry.path, None)
 
     def _leaf(self, dfd: int, name: str, child: str, kind: str, files: list[tuple[str, StatKey]]) -> Entry:
         if kind == LINK:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             files.append((name, _key(st)))
             return Entry(child, LINK, stat.S_IMODE(st.st_mode), os.readlink(name, dir_fd=dfd))
-        digest = None
+        if self.snap is not None:
+            st, copied = self.snap.copy_file(dfd, name, self.dest + child, f"{child} in {self.root}:")
+            self.hashed.append((_key(st), copied))
+            return Entry(child, FILE, stat.S_IMODE(st.st_mode), copied, st.st_size)
+        digest: str | None = None
         if self.cache is not None:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             digest = self.cache.get(_key(st))
@@ -217,28 +276,38 @@ def _memo_valid(memo: _TreeMemo) -> bool:
     return True
 
 
-def collect_tree(root: Path, rules: IgnoreRules, cache: StatCache | None = None, match_prefix: str = "") -> Tree:
+def collect_tree(
+    root: Path,
+    rules: IgnoreRules,
+    cache: StatCache | None = None,
+    match_prefix: str = "",
+    snap: Snapshot | None = None,
+    dest: str = "",
+) -> Tree:
     """Every path below `root` that the rules keep, with digests, sorted at every level.
 
     A folder is listed when it is kept, or when something below it is kept (an excluded folder
     with a re-included file is created as that file's parent, as Docker does). `match_prefix`
     ("sub/dir/") is the position of `root` below the folder whose .dockerignore the rules are:
     patterns are matched against that longer path; entries keep paths relative to `root`.
+    With `snap`, the tree is staged at `dest` (a folder of mode 755) while it is read.
     """
     if not root.is_dir():
         if root.exists():
             raise SourceError(f"{root} is not a folder: pass a folder, or use with_source_file for a file")
         raise SourceNotFoundError(f"folder {root} does not exist")
+    if snap is not None:
+        snap.folder(dest, 0o755)
     memo_key = (str(root), match_prefix, rules)
-    if cache is not None:
+    if cache is not None and snap is None:
         memo = cache.trees.get(memo_key)
         if memo is not None and _memo_valid(memo):
             return memo.tree
     start = rules.state_for_dir(None, match_prefix.rstrip("/"))
     if match_prefix and rules.excluded(match_prefix.rstrip("/")) and not rules.has_exceptions:
         return Tree(())
-    walk = _Walk(str(root), rules, cache, match_prefix)
-    walk.folder("", start)
+    walk = _Walk(str(root), rules, cache, match_prefix, snap, f"{dest}/" if dest else "")
+    walk.run(start)
     tree = Tree(tuple(walk.entries))
     if cache is not None:
         now = time.time_ns()
@@ -246,14 +315,21 @@ def collect_tree(root: Path, rules: IgnoreRules, cache: StatCache | None = None,
             cache.put(key, digest, now)
         cache.save()
         keys = [k for _p, k, files in walk.memo.folders for k in (k, *(fk for _n, fk in files))]
-        if not any(_racy(k, now) for k in keys):
+        if snap is None and not any(_racy(k, now) for k in keys):
             walk.memo.tree = tree
             cache.trees[memo_key] = walk.memo
     return tree
 
 
-def file_entry(path: Path, cache: StatCache | None = None) -> Entry:
-    """The Entry of one file (followed if it is a symlink, as COPY of a single file does)."""
+def file_entry(path: Path, cache: StatCache | None = None, snap: Snapshot | None = None, dest: str = "") -> Entry:
+    """The Entry of one file (followed if it is a symlink, as COPY of a single file does).
+
+    With `snap`, the file is staged at `dest` and the digest is that of the staged copy."""
+    if snap is not None:
+        st, copied = snap.copy_file(None, str(path), dest, "file")
+        if cache is not None:
+            cache.put(_key(st), copied, time.time_ns())
+        return Entry(path.name, FILE, stat.S_IMODE(st.st_mode), copied, st.st_size)
     try:
         st = os.stat(path)
     except FileNotFoundError as exc:
@@ -261,10 +337,15 @@ def file_entry(path: Path, cache: StatCache | None = None) -> Entry:
     if not stat.S_ISREG(st.st_mode):
         raise SourceError(f"{path} is not a regular file")
     key = _key(st)
-    digest = cache.get(key) if cache is not None else None
+    digest: str | None = cache.get(key) if cache is not None else None
     if digest is None:
-        digest = hash_file(str(path))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            st = os.fstat(fd)  # the digest and the mode come from the same open file
+            digest = _hash_fd(fd)
+        finally:
+            os.close(fd)
         if cache is not None:
-            cache.put(key, digest, time.time_ns())
+            cache.put(_key(st), digest, time.time_ns())
             cache.save()
     return Entry(path.name, FILE, stat.S_IMODE(st.st_mode), digest, st.st_size)

@@ -2,12 +2,14 @@
 
 The identifier is SHA-256 over the canonical encoding (`_encoding`) of
 
-    ("flyte-images/image", IDENTIFIER_FORMAT, RENDERER_REVISION,
+    ("flyte-images/image", IDENTIFIER_FORMAT,
+     (RENDERER_REVISION, SHA-256 of the base template, uv version, poetry version),
      base, python_version, platforms, (layer identity, ...))
 
 - base: the base image reference as written (`from_base`, `from_debian_base`'s configured
   default, a resolved `from_ref_name`), or for `from_dockerfile` the Dockerfile's bytes and
-  every file of its context folder that Docker would send (its .dockerignore applied);
+  every file of its context folder that is sent (its .dockerignore applied; the ignore files
+  themselves are not sent);
 - python_version: `(3, 12)` where we choose the Python, None where the base image decides;
 - platforms: the platform set, sorted (an amd64 image and an amd64+arm64 image differ);
 - each layer in order, with its normalised arguments and the relative path, permission bits
@@ -19,7 +21,10 @@ pushed to two repositories has the same tag).
 
 IDENTIFIER_FORMAT changes when this encoding changes; RENDERER_REVISION when the Dockerfile
 rendered for the same layers changes. Both enter every tag on purpose: a new rendering is a new
-image, and an edit of the renderer must be a deliberate decision to rebuild users' images.
+image, and an edit of the renderer must be a deliberate decision to rebuild users' images. The
+tests pin a table of identifiers (tests/test_golden.py) and the rendered snapshots to the
+revision, so an accidental change fails there. The digests come from the build plan's single
+read of every file (see `_plan`); when building, from the staged copies that are sent.
 
 The tag is the first 32 hex digits (128 bits) of the digest. Within one repository a chance
 collision needs about 2**64 images; a deliberate one needs about 2**64 SHA-256 evaluations,
@@ -30,61 +35,42 @@ digits is also the length users know from the original tool's MD5 tags.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
 
 from ._encoding import Encodable, encode
-from ._sources import SourceContext, folder_entries, single_file
-from ._statcache import StatCache, shared_stat_cache
 
-if TYPE_CHECKING:
-    from ._image import Image
-
-IDENTIFIER_FORMAT = 1
-RENDERER_REVISION = 1
+IDENTIFIER_FORMAT = 2
+RENDERER_REVISION = 2
 TAG_HEX_DIGITS = 32
 
 
-def source_context(image: Image, cache: StatCache | None) -> SourceContext:
-    from ._layers import DockerIgnore
+def renderer_identity() -> Encodable:
+    """What the renderer adds besides the layers: its revision, the base template's bytes and
+    the pinned tool versions it installs (uv, poetry). Changing any of them changes every tag."""
+    from ._layers import POETRY_VERSION
+    from ._render import template_bytes
+    from ._uvbin import UV_VERSION
 
-    dockerignore = None
-    for layer in image._layers:
-        if isinstance(layer, DockerIgnore):
-            dockerignore = layer.path
-    return SourceContext(dockerignore=dockerignore, cache=cache)
-
-
-def _base(image: Image, ctx: SourceContext) -> Encodable:
-    if image.dockerfile is not None:
-        dockerfile = single_file(image.dockerfile, ctx, "Dockerfile")
-        context = image.dockerfile.parent
-        own = context / f"{image.dockerfile.name}.dockerignore"
-        ignore = own if own.is_file() else context / ".dockerignore"
-        tree_ctx = SourceContext(dockerignore=ignore if ignore.is_file() else None, cache=ctx.cache)
-        entries = folder_entries(context, tree_ctx, defaults=False)
-        return ("dockerfile", dockerfile.identity()[1:], entries.identity())
-    return ("image", image.resolved_base_image())
+    return (RENDERER_REVISION, hashlib.sha256(template_bytes()).hexdigest(), UV_VERSION, POETRY_VERSION)
 
 
-def image_identity(image: Image, cache: StatCache | None) -> Encodable:
+def image_identity(
+    base: Encodable,
+    python_version: tuple[int, int] | None,
+    platforms: tuple[str, ...],
+    layers: tuple[Encodable, ...],
+) -> Encodable:
     """The value whose encoding is hashed; `explain` compares these part by part."""
-    ctx = source_context(image, cache)
-    return (
-        "flyte-images/image",
-        IDENTIFIER_FORMAT,
-        RENDERER_REVISION,
-        _base(image, ctx),
-        image.python_version,
-        image.platform,
-        tuple(layer.identity(ctx) for layer in image._layers),
-    )
+    return ("flyte-images/image", IDENTIFIER_FORMAT, renderer_identity(), base, python_version, platforms, layers)
 
 
-def image_digest(image: Image, *, use_stat_cache: bool | None = None) -> str:
-    """Full SHA-256 hex of the image's identity. Reads the files the image names."""
-    cache = shared_stat_cache(use_stat_cache)
-    return hashlib.sha256(encode(image_identity(image, cache))).hexdigest()
+def digest_of(identity: Encodable) -> str:
+    return hashlib.sha256(encode(identity)).hexdigest()
 
 
-def image_tag(image: Image, *, use_stat_cache: bool | None = None) -> str:
-    return image_digest(image, use_stat_cache=use_stat_cache)[:TAG_HEX_DIGITS]
+def image_digest(image: object, *, use_stat_cache: bool | None = None) -> str:
+    """Full SHA-256 hex of an image's identity (see `_plan.plan`)."""
+    from ._image import Image
+    from ._plan import plan
+
+    assert isinstance(image, Image)
+    return plan(image, use_stat_cache=use_stat_cache).digest

@@ -23,7 +23,6 @@ from . import _validation as check
 from ._errors import (
     InvalidLayerArgument,
     LayerNotAllowedError,
-    MissingNameError,
     SourceNotFoundError,
 )
 from ._layers import (
@@ -474,9 +473,9 @@ class Image:
         Computed afresh on every access (cheap with the stat cache): an edited file gives a new
         tag at once, even in a long-lived notebook.
         """
-        from ._identity import image_tag
+        from ._plan import plan
 
-        return image_tag(self)
+        return plan(self).identifier
 
     @property
     def uri(self) -> str:
@@ -486,14 +485,9 @@ class Image:
             resolved = self.resolved_base_image()
             assert resolved is not None
             return resolved
-        if not self.name:
-            raise MissingNameError(
-                f"this image (based on {self.resolved_base_image()!r}) is built, so it needs a repository "
-                "name for its uri; add one with .clone(name='my-image')"
-            )
-        registry = self.registry or _config.configured_registry()
-        repository = f"{registry.rstrip('/')}/{self.name}" if registry else self.name
-        return f"{repository}:{self.identifier}"
+        from ._plan import plan
+
+        return plan(self).uri
 
 
 def _optional_text(parameter: str, value: str | None) -> str | None:

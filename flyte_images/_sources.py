@@ -1,4 +1,9 @@
-"""Which local files a layer reads, decided once for the identifier and the build context.
+"""Which local files a layer reads, each read once: hashed, and when building also staged.
+
+`Sources` is what a layer's `inputs()` asks for files through. In a plan made for `id`,
+`dockerfile` or a dry run it only hashes (with the stat cache); in a plan made for a build it
+holds a `Snapshot`, and every file is copied into the staging folder while it is hashed, so the
+digests, and the identifier made of them, describe exactly the bytes that are sent.
 
 Rules for a copied folder (a source folder, an installed uv or poetry project, a Dockerfile's
 context) are, in order, later ones winning:
@@ -13,79 +18,117 @@ context) are, in order, later ones winning:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._errors import SourceError, SourceNotFoundError
-from ._files import Entry, Tree, collect_tree, file_entry
-from ._ignore import IgnoreRules, read_dockerignore
+from ._files import FILE, Entry, Tree, collect_tree, file_entry
+from ._ignore import IgnoreRules, parse_dockerignore, read_dockerignore
+from ._stage import Snapshot
 from ._statcache import StatCache
+
+_SMALL_LIMIT = 16 << 20  # requirement files, scripts, Dockerfiles: read whole, parsed from those bytes
 
 
 @dataclass(frozen=True)
-class SourceContext:
-    """What decides a layer's file list besides the layer itself."""
+class Staged:
+    """One path of the staged context: where it goes, and what the identifier saw of it."""
 
-    dockerignore: Path | None = None
+    dest: str
+    entry: Entry
+
+
+@dataclass
+class Sources:
+    """The file reader of one plan (see the module docstring)."""
+
     cache: StatCache | None = None
+    snap: Snapshot | None = None
+    dockerignore: Path | None = None
+    _patterns: tuple[str, ...] | None = None
 
+    def set_dockerignore(self, path: Path, data: bytes) -> None:
+        self.dockerignore = path
+        self._patterns = parse_dockerignore(data.decode("utf-8", "surrogateescape"))
 
-def tree_rules(folder: Path, ctx: SourceContext, *, defaults: bool = True) -> tuple[IgnoreRules, str]:
-    """The ignore rules for `folder` and the prefix its paths are matched with."""
-    if ctx.dockerignore is not None:
-        if not ctx.dockerignore.is_file():
-            raise SourceNotFoundError(
-                f".dockerignore file {ctx.dockerignore} (given to with_dockerignore) does not exist"
-            )
-        patterns = read_dockerignore(ctx.dockerignore)
-        base = ctx.dockerignore.parent
+    def file(self, path: Path, dest: str, what: str) -> Entry:
+        """The entry of one file a layer reads; `what` names the parameter that named it."""
+        if self.snap is None:
+            if not path.exists():
+                raise SourceNotFoundError(f"{what} {path} does not exist")
+            if path.is_dir():
+                raise SourceError(f"{what} {path} is a folder, a file is expected")
+        elif path.is_dir():
+            raise SourceError(f"{what} {path} is a folder, a file is expected")
         try:
-            rel = folder.relative_to(base).as_posix()
-        except ValueError:
-            rel = "."
-        prefix = "" if rel == "." else rel + "/"
-        return IgnoreRules.for_tree(patterns, defaults=defaults), prefix
-    local = folder / ".dockerignore"
-    patterns = read_dockerignore(local) if local.is_file() else ()
-    return IgnoreRules.for_tree(patterns, defaults=defaults), ""
+            return file_entry(path, self.cache, self.snap, dest)
+        except SourceNotFoundError as exc:
+            raise SourceNotFoundError(f"{what} {path} does not exist") from exc
 
+    def small_file(self, path: Path, dest: str, what: str) -> tuple[Entry, bytes]:
+        """Read a small file whole: its entry and bytes come from one read, and the staged copy
+        is written from those bytes, so what is parsed is what is hashed and sent."""
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError as exc:
+            raise SourceNotFoundError(f"{what} {path} does not exist") from exc
+        except IsADirectoryError as exc:
+            raise SourceError(f"{what} {path} is a folder, a file is expected") from exc
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise SourceError(f"{what} {path} is a folder, a file is expected")
+            if st.st_size > _SMALL_LIMIT:
+                raise SourceError(f"{what} {path} is larger than {_SMALL_LIMIT >> 20} MiB; that cannot be right")
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        data = b"".join(chunks)
+        mode = stat.S_IMODE(st.st_mode)
+        digest = hashlib.sha256(data).hexdigest()
+        if self.snap is not None:
+            self.snap.put_bytes(dest, data, mode, digest)
+        return Entry(path.name, FILE, mode, digest, len(data)), data
 
-def folder_entries(folder: Path, ctx: SourceContext, *, defaults: bool = True) -> Tree:
-    rules, prefix = tree_rules(folder, ctx, defaults=defaults)
-    return collect_tree(folder, rules, ctx.cache, prefix)
+    def tree_rules(self, folder: Path, *, defaults: bool = True) -> tuple[IgnoreRules, str]:
+        """The ignore rules for `folder` and the prefix its paths are matched with."""
+        if self.dockerignore is not None:
+            patterns = self._patterns if self._patterns is not None else read_dockerignore(self.dockerignore)
+            try:
+                rel = folder.relative_to(self.dockerignore.parent).as_posix()
+            except ValueError:
+                rel = "."
+            prefix = "" if rel == "." else rel + "/"
+            return IgnoreRules.for_tree(patterns, defaults=defaults), prefix
+        local = folder / ".dockerignore"
+        patterns = read_dockerignore(local) if local.is_file() else ()
+        return IgnoreRules.for_tree(patterns, defaults=defaults), ""
 
-
-def single_file(path: Path, ctx: SourceContext, what: str) -> Entry:
-    """The entry of one file a layer reads; `what` says which parameter named it."""
-    if not path.exists():
-        raise SourceNotFoundError(f"{what} {path} does not exist")
-    if path.is_dir():
-        raise SourceError(f"{what} {path} is a folder, a file is expected")
-    return file_entry(path, ctx.cache)
+    def tree(self, folder: Path, dest: str, *, defaults: bool = True, extra: tuple[str, ...] = ()) -> Tree:
+        """The kept entries of a copied folder (staged at `dest` when building)."""
+        rules, prefix = self.tree_rules(folder, defaults=defaults)
+        if extra:
+            rules = IgnoreRules(rules.patterns + IgnoreRules.from_lines(extra).patterns)
+        return collect_tree(folder, rules, self.cache, prefix, self.snap, dest)
 
 
 _INCLUDE = re.compile(r"^\s*(?:-r|--requirement|-c|--constraint)(?:\s*=\s*|\s+)(\S+)")
 
 
-def requirement_files(path: Path) -> list[Path]:
-    """The requirements file and every file it includes with -r/-c, transitively, in order."""
-    seen: list[Path] = []
-    pending = [path]
-    while pending:
-        current = pending.pop(0)
-        if current in seen:
-            continue
-        if not current.is_file():
-            what = "requirements file" if current == path else f"file included by {path.name}"
-            raise SourceNotFoundError(f"{what} {current} does not exist")
-        seen.append(current)
-        for line in current.read_text(encoding="utf-8", errors="replace").splitlines():
-            match = _INCLUDE.match(line)
-            if match:
-                pending.append(Path(os.path.normpath(current.parent / match.group(1))))
-    return seen
+def includes(text: str, origin: Path) -> list[Path]:
+    """The files a requirements text includes with -r/-c, resolved next to `origin`."""
+    found = []
+    for line in text.splitlines():
+        match = _INCLUDE.match(line)
+        if match:
+            found.append(Path(os.path.normpath(origin.parent / match.group(1))))
+    return found
 
 
 def relative_to_first(paths: list[Path]) -> list[str]:

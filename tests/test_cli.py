@@ -119,7 +119,7 @@ def test_build_dry_run_reports_the_plan(project: Path, capsys: pytest.CaptureFix
     assert main(["build", f"{project / 'images.py'}:app", "--dry-run", "--json", "--output", str(output)]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["image_lookup"] == {"app": f"app:{_expected_app_tag(project)}"}
-    assert doc["status"] == {"app": "planned"} and doc["reasons"]["app"] == "not in the local engine"
+    assert doc["status"] == {"app": "planned"} and doc["reasons"]["app"] == "would build (not in the local engine)"
     assert json.loads(output.read_text()) == doc
 
 
@@ -153,7 +153,7 @@ def test_dockerfile_prints_and_writes_the_context(project: Path, capsys: pytest.
     assert text == (context / "Dockerfile").read_text()
     assert (context / "_fi" / "1" / "main.py").read_text() == "print('hi')\n"
     assert (context / "_fi" / "uv" / "amd64" / "uv").stat().st_mode & 0o111
-    assert main(["dockerfile", f"{project / 'images.py'}:app", "--context", str(context)]) == 1  # not empty
+    assert main(["dockerfile", f"{project / 'images.py'}:app", "--context", str(context)]) == 2  # not empty: usage
 
 
 def test_progress_is_a_live_view_on_a_terminal_and_plain_lines_elsewhere() -> None:

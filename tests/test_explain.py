@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from flyte_images import Image
-from flyte_images._explain import breakdown, compare, last_record, save_record
+from flyte_images._explain import breakdown as _breakdown
+from flyte_images._explain import compare, last_record, save_record
+from flyte_images._plan import plan
+
+
+def breakdown(image: Image):
+    return _breakdown(plan(image))
 
 
 def _image(root: Path) -> Image:

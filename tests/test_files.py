@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import write_tree
 
-from flyte_images import BuildError, SourceError, SourceNotFoundError
+from flyte_images import SourceError, SourceNotFoundError
 from flyte_images import _statcache as files_module
 from flyte_images._encoding import encode
 from flyte_images._files import DIR, FILE, LINK, collect_tree, encode_entries
@@ -129,21 +129,3 @@ def test_dirs_kind(tmp_path: Path) -> None:
     (tmp_path / "d").chmod(0o750)
     (entry,) = collect_tree(tmp_path, IgnoreRules.for_tree()).entries
     assert (entry.kind, entry.mode) == (DIR, 0o750)
-
-
-def test_staged_context_is_removed_after_success_and_failure(tmp_path: Path) -> None:
-    from flyte_images import Image
-    from flyte_images._context import staged_context
-    from flyte_images._render import render
-
-    write_tree(tmp_path / "src", {"a.py": (b"1", 0o644)})
-    rendered = render(Image.from_base("python:3.11").clone(name="x").with_source_folder(tmp_path / "src"))
-    with staged_context(rendered) as context:
-        assert (context / "Dockerfile").is_file() and (context / "_fi" / "0" / "src" / "a.py").is_file()
-    assert not context.exists()
-    with pytest.raises(RuntimeError, match="builder exploded"), staged_context(rendered) as failing:
-        raise RuntimeError("builder exploded")
-    assert not failing.exists()
-    (tmp_path / "src" / "a.py").write_bytes(b"changed after the identifier was computed")
-    with pytest.raises(BuildError, match="changed after the image identifier"), staged_context(rendered):
-        pass

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from flyte_images import Image, LayerNotAllowedError, Secret
-from flyte_images._render import RenderOptions, is_heavy, render
+from flyte_images._plan import plan as render
+from flyte_images._render import RenderOptions, is_heavy
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
@@ -119,12 +120,15 @@ def test_each_layer_renders_to_its_own_instructions(project: Path) -> None:
 
 def test_context_plan_lists_only_referenced_files(project: Path) -> None:
     image = base().with_requirements(project / "requirements.txt").with_source_folder(project / "src")
-    rendered = render(image)
-    dests = sorted(item.dest for item in rendered.items)
-    assert dests == ["_fi/1/base.txt", "_fi/1/requirements.txt", "_fi/2/src"]
-    tree = next(i.tree for i in rendered.items if i.tree is not None)
-    assert [e.path for e in tree.entries] == ["pkg", "pkg/__init__.py"]
-    assert rendered.uv_platforms == ("linux/amd64",)
+    planned = render(image)
+    dests = sorted(staged.dest for staged in planned.manifest)
+    assert dests == [
+        "_fi/1/base.txt",
+        "_fi/1/requirements.txt",
+        "_fi/2/src/pkg",
+        "_fi/2/src/pkg/__init__.py",
+        "_fi/uv/amd64/uv",
+    ]
 
 
 def test_secrets_are_declared_but_no_value_is_rendered(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

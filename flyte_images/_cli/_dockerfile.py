@@ -11,7 +11,6 @@ from typing import Any
 from .._errors import LoadError
 from .._image import Image
 from .._loader import objects_of
-from .._statcache import shared_stat_cache
 from ._common import add_command
 
 _HELP = """\
@@ -42,20 +41,34 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._context import staged_context
-    from .._render import RenderOptions, render
+    from .._plan import plan, staged_plan
+    from .._render import RenderOptions
 
     images = objects_of(args.target, Image)
     if len(images) > 1 and args.context is not None:
         names = ", ".join(name for name, _ in images)
         raise LoadError(f"{args.target} defines several images ({names}); name one as {args.target}:NAME")
+    if args.context is not None and args.context.exists() and not args.context.is_dir():
+        raise LoadError(f"--context {args.context} is a file; give a new or empty folder")
+    if args.context is not None and args.context.is_dir() and any(args.context.iterdir()):
+        raise LoadError(f"--context {args.context} is not empty; give a new or empty folder")
+    options = RenderOptions(ca_bundle=args.ca_bundle)
     for name, image in images:
-        rendered = render(image, RenderOptions(ca_bundle=args.ca_bundle), shared_stat_cache())
         if len(images) > 1:
             print(f"# ---- {name} ----")
-        sys.stdout.write(rendered.dockerfile)
-        if args.context is not None:
-            with staged_context(rendered, keep=args.context):
-                pass
-            print(f"context written to {args.context}", file=sys.stderr)
+        if args.context is None:
+            sys.stdout.write(plan(image, options).dockerfile)
+            continue
+        with staged_plan(image, options) as staged:  # the same plan is printed and written
+            sys.stdout.write(staged.dockerfile)
+            _write_context(staged.context, staged.dockerfile, args.context)
+        print(f"context written to {args.context}", file=sys.stderr)
     return 0
+
+
+def _write_context(staged: Path | None, dockerfile: str, target: Path) -> None:
+    import shutil
+
+    assert staged is not None
+    shutil.copytree(staged, target, symlinks=True, dirs_exist_ok=True)
+    (target / "Dockerfile").write_text(dockerfile, encoding="utf-8")

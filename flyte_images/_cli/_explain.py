@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from .._explain import breakdown, compare, last_record
     from .._image import Image
     from .._loader import definitions_of
-    from .._statcache import shared_stat_cache
+    from .._plan import plan
 
     reports: list[dict[str, Any]] = []
     for target in args.targets:
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         for name, image in named:
             if not isinstance(image, Image) or image.is_reference:
                 continue
-            current = breakdown(image, shared_stat_cache())
+            current = breakdown(plan(image))
             previous = last_record(current.uri)
             reports.append(
                 {

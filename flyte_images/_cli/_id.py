@@ -8,7 +8,6 @@ import sys
 from typing import Any
 
 from .._errors import FlyteImagesError
-from .._identity import image_tag
 from .._image import Image
 from .._loader import objects_of
 from ._common import add_command
@@ -44,8 +43,10 @@ def _describe(name: str, image: Image, use_cache: bool | None) -> dict[str, Any]
         if image.is_reference:
             row.update(identifier=None, uri=image.uri)
         else:
-            tag = image_tag(image, use_stat_cache=use_cache)
-            row.update(identifier=tag, uri=image.uri.rsplit(":", 1)[0] + ":" + tag)
+            from .._plan import plan
+
+            planned = plan(image, use_stat_cache=use_cache)
+            row.update(identifier=planned.identifier, uri=planned.uri)
     except FlyteImagesError as exc:
         row["error"] = str(exc)
     return row

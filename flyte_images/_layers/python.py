@@ -1,0 +1,255 @@
+"""Layers that install Python packages: pip packages, requirement files, uv and poetry projects,
+uv scripts and local wheels. All install through uv (pinned, see `_uvbin`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from .. import _quote as q
+from .._encoding import Encodable
+from .._errors import SourceError, SourceNotFoundError
+from .._files import Tree
+from .._secret import Secret
+from .._sources import Sources, Staged, includes, relative_to_first
+from .._uvscript import ScriptMetadata, parse_script_metadata
+from .base import Inputs, Layer, index_identity, secrets_identity
+
+if TYPE_CHECKING:
+    from .._render import Instructions
+
+ProjectInstallMode = Literal["dependencies_only", "install_project"]
+POETRY_VERSION = "2.2.1"
+
+
+@dataclass(frozen=True)
+class _PythonInstall(Layer):
+    """Options shared by every layer that installs Python packages with uv."""
+
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    pre: bool = False
+    extra_args: str | None = None
+    secret_mounts: tuple[Secret, ...] = ()
+
+    def _install_options(self) -> Encodable:
+        return (
+            index_identity(self.index_url),
+            tuple(index_identity(u) for u in self.extra_index_urls),
+            self.pre,
+            self.extra_args,
+            secrets_identity(self.secret_mounts),
+        )
+
+
+@dataclass(frozen=True)
+class PipPackages(_PythonInstall):
+    """Heavy ML packages (see `_render.is_heavy`) get an earlier RUN of their own, so changing
+    a light package in the same layer does not download torch again."""
+
+    KIND: ClassVar[str] = "pip"
+    packages: tuple[str, ...] = ()
+
+    def identity(self, inputs: Inputs) -> Encodable:
+        return (self.KIND, self.packages, self._install_options())
+
+    def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
+        from .._render import is_heavy
+
+        out.ensure_uv()
+        heavy = [p for p in self.packages if is_heavy(p)]
+        light = [p for p in self.packages if not is_heavy(p)]
+        for group in (heavy, light):
+            if group:
+                args = [q.shell_expanding(p) for p in group]
+                out.run_step(out.uv_install(self, args), [out.UV_CACHE], self.secret_mounts)
+
+
+@dataclass(frozen=True)
+class Requirements(_PythonInstall):
+    """A requirements file and every file it includes with -r/-c, bind-mounted for the one RUN
+    that installs them (never left in the image)."""
+
+    KIND: ClassVar[str] = "requirements"
+    file: Path = Path("requirements.txt")
+
+    def inputs(self, sources: Sources, index: int) -> Inputs:
+        reader = Sources(cache=sources.cache)  # read whole first: the layout needs every include
+        found: dict[Path, tuple[Staged, bytes]] = {}
+        pending = [self.file]
+        while pending:
+            current = pending.pop(0)
+            if current in found:
+                continue
+            what = "requirements file" if current == self.file else f"file included by {self.file.name}"
+            entry, data = reader.small_file(current, "", what)
+            found[current] = (Staged("", entry), data)
+            pending += includes(data.decode("utf-8", "replace"), current)
+        paths = list(found)
+        common = Path(os.path.commonpath([str(p.parent) for p in paths]))
+        staged = []
+        for rel, path in zip(relative_to_first(paths), paths, strict=True):
+            dest = f"_fi/{index}/{path.relative_to(common).as_posix()}"
+            entry, data = found[path][0].entry, found[path][1]
+            if sources.snap is not None:
+                sources.snap.put_bytes(dest, data, entry.mode, entry.digest)
+            staged.append((rel, Staged(dest, entry)))
+        main = f"{self.file.relative_to(common).as_posix()}"
+        return Inputs(files=tuple(staged), data=main)
+
+    def identity(self, inputs: Inputs) -> Encodable:
+        files = tuple((label, *s.entry.identity()[1:]) for label, s in inputs.files)
+        return (self.KIND, files, self._install_options())
+
+    def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
+        out.ensure_uv()
+        script = out.uv_install(self, ["-r", q.shell_word(f"{out.WORK}/{index}/{inputs.data}")])
+        out.run_step(script, [out.UV_CACHE, out.bind(index)], self.secret_mounts)
+
+
+def _project_inputs(sources: Sources, index: int, pyproject: Path, lock: Path, lock_name: str, mode: str) -> Inputs:
+    """The pyproject and lock files, and with install_project the whole project folder."""
+
+    def staged(path: Path, name: str, what: str) -> tuple[str, Staged]:
+        dest = f"_fi/{index}/{name}"
+        return name, Staged(dest, sources.file(path, dest, what))
+
+    files = (staged(pyproject, "pyproject.toml", "pyproject file"), staged(lock, lock_name, f"{lock_name} file"))
+    trees: tuple[tuple[str, str, Tree], ...] = ()
+    if mode == "install_project":
+        folder = pyproject.parent
+        trees = ((f"{folder.name}/", f"_fi/{index}p", sources.tree(folder, f"_fi/{index}p")),)
+    return Inputs(files=files, trees=trees)
+
+
+def _project_identity(inputs: Inputs) -> Encodable:
+    if inputs.trees:
+        return inputs.trees[0][2].identity()
+    return tuple(s.entry.identity() for _label, s in inputs.files)
+
+
+@dataclass(frozen=True)
+class UVProject(_PythonInstall):
+    """`uv export --frozen` of the lock (inside the build), then `uv pip install` of it; with
+    install_project, the project itself after its dependencies. extra_args belong to `uv export`
+    (like `uv sync` in the original: --extra, --group, ...)."""
+
+    KIND: ClassVar[str] = "uv_project"
+    pyproject: Path = Path("pyproject.toml")
+    uvlock: Path = Path("uv.lock")
+    project_install_mode: ProjectInstallMode = "dependencies_only"
+
+    def inputs(self, sources: Sources, index: int) -> Inputs:
+        return _project_inputs(sources, index, self.pyproject, self.uvlock, "uv.lock", self.project_install_mode)
+
+    def identity(self, inputs: Inputs) -> Encodable:
+        return (self.KIND, self.project_install_mode, _project_identity(inputs), self._install_options())
+
+    def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
+        out.ensure_uv()
+        export = q.shell_join(
+            [
+                *("uv", "export", "--frozen", "--no-emit-project", "--format", "requirements-txt"),
+                *out.split_args("extra_args", self.extra_args),
+            ]
+        )
+        install = out.uv_install(self, ["-r", f"{out.WORK}/scratch/requirements.txt"], with_extra_args=False)
+        script = f"{out.locked_export(index, export)} && {install}"
+        out.run_step(script, [out.UV_CACHE, out.bind(index), out.SCRATCH], self.secret_mounts)
+        if inputs.trees:
+            out.project_install(index, self.secret_mounts)
+
+
+@dataclass(frozen=True)
+class PoetryProject(Layer):
+    KIND: ClassVar[str] = "poetry_project"
+    pyproject: Path = Path("pyproject.toml")
+    poetry_lock: Path = Path("poetry.lock")
+    extra_args: str | None = None
+    secret_mounts: tuple[Secret, ...] = ()
+    project_install_mode: ProjectInstallMode = "dependencies_only"
+
+    def inputs(self, sources: Sources, index: int) -> Inputs:
+        return _project_inputs(
+            sources, index, self.pyproject, self.poetry_lock, "poetry.lock", self.project_install_mode
+        )
+
+    def identity(self, inputs: Inputs) -> Encodable:
+        options = (self.extra_args, secrets_identity(self.secret_mounts))
+        return (self.KIND, self.project_install_mode, _project_identity(inputs), options)
+
+    def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
+        out.ensure_uv()
+        poetry = ["uv", "tool", "run", "--from", f"poetry=={POETRY_VERSION}", "poetry", "install"]
+        args = ["--no-interaction", "--no-root", *out.split_args("extra_args", self.extra_args)]
+        env = "POETRY_VIRTUALENVS_CREATE=false UV_PYTHON_DOWNLOADS=never"
+        script = f"cd {out.WORK}/{index} && {env} {q.shell_join(poetry + args)}"
+        mounts = [out.UV_CACHE, out.POETRY_CACHE, out.bind(index, rw=True)]
+        out.run_step(script, mounts, self.secret_mounts)
+        if inputs.trees:
+            out.project_install(index, self.secret_mounts)
+
+
+@dataclass(frozen=True)
+class UVScript(_PythonInstall):
+    """A uv script's dependencies, installed from its header; the script itself is copied too,
+    so its whole text (not only the header) is part of the identifier."""
+
+    KIND: ClassVar[str] = "uv_script"
+    script: Path = Path("script.py")
+
+    def inputs(self, sources: Sources, index: int) -> Inputs:
+        dest = f"_fi/{index}/{self.script.name}"
+        entry, data = sources.small_file(self.script, dest, "uv script")
+        metadata = parse_script_metadata(data.decode("utf-8", "replace"), str(self.script))
+        return Inputs(files=((self.script.name, Staged(dest, entry)),), data=metadata)
+
+    def identity(self, inputs: Inputs) -> Encodable:
+        return (self.KIND, inputs.files[0][1].entry.identity(), self._install_options())
+
+    def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
+        out.ensure_uv()
+        metadata: ScriptMetadata = inputs.data
+        if metadata.dependencies:
+            args = [q.shell_expanding(d) for d in metadata.dependencies]
+            out.run_step(out.uv_install(self, args), [out.UV_CACHE], self.secret_mounts)
+        out.add(f"COPY {q.json_words([inputs.files[0][1].dest, './'])}")
+
+
+@dataclass(frozen=True)
+class PythonWheels(Layer):
+    """Install every wheel of a local folder (the project's `dist/`), as `with_local_v2` does."""
+
+    KIND: ClassVar[str] = "python_wheels"
+    wheel_dir: Path = Path("dist")
+    package_name: str | None = None
+
+    def wheels(self) -> list[Path]:
+        if not self.wheel_dir.is_dir():
+            raise SourceNotFoundError(
+                f"wheel folder {self.wheel_dir} does not exist; build the wheels first (e.g. `uv build`)"
+            )
+        found = sorted(self.wheel_dir.glob("*.whl"))
+        if not found:
+            raise SourceError(f"no .whl files in {self.wheel_dir}; build the wheels first (e.g. `uv build`)")
+        return found
+
+    def inputs(self, sources: Sources, index: int) -> Inputs:
+        files = []
+        for wheel in self.wheels():
+            dest = f"_fi/{index}/{wheel.name}"
+            files.append((wheel.name, Staged(dest, sources.file(wheel, dest, "wheel"))))
+        return Inputs(files=tuple(files))
+
+    def identity(self, inputs: Inputs) -> Encodable:
+        return (self.KIND, self.package_name, tuple(s.entry.identity() for _label, s in inputs.files))
+
+    def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
+        out.ensure_uv()
+        if self.package_name:
+            args = ["--find-links", f"{out.WORK}/{index}", q.shell_word(self.package_name)]
+        else:
+            args = [q.shell_word(f"{out.WORK}/{index}/{label}") for label, _s in inputs.files]
+        out.run_step(out.uv_install(None, args), [out.UV_CACHE, out.bind(index)])

@@ -1,0 +1,220 @@
+"""The build plan: one immutable value per image per build, made from one read of its sources.
+
+    Image --plan--> BuildPlan --stage--> context folder --backend--> image --record--> records
+
+`plan(image)` reads every file the image names once (through `Sources`: hashed with the stat
+cache) and returns the identifier and uri, the Dockerfile text, the context manifest (every
+staged path with its size, mode and digest), the labels, the secrets it needs, its platforms
+and the per-part breakdown `explain` shows. `staged_plan(image)` does the same while copying
+every file into the image's staging folder (`_stage`), so the digests, and the identifier, are
+those of the bytes that are sent. Everything after it reads this value and nothing reads the
+sources again: the skip decision, the backend call, the identity label, the push record, the
+ImageCache entry, explain's record and what the CLI prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from . import _config
+from ._encoding import Encodable
+from ._errors import LayerNotAllowedError, MissingNameError
+from ._files import FILE, Entry
+from ._identity import TAG_HEX_DIGITS, digest_of, image_identity
+from ._image import Image
+from ._layers import DockerIgnore, Files, Inputs, Layer
+from ._render import Instructions, RenderOptions
+from ._secret import Secret
+from ._sources import Sources, Staged
+from ._stage import Snapshot, snapshot
+from ._statcache import StatCache, shared_stat_cache
+
+IDENTITY_LABEL = "dev.flyte-images.identifier"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of the identifier, as `explain` shows it."""
+
+    name: str  # "base", "target", or "<n> <kind>"
+    summary: str
+    digest: str
+    files: Files = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    image: Image
+    identity: Encodable
+    digest: str  # SHA-256 hex of the identity's encoding
+    repository: str  # registry/name, or name
+    dockerfile: str
+    manifest: tuple[Staged, ...]
+    secrets: tuple[Secret, ...]
+    platforms: tuple[str, ...]
+    parts: tuple[Part, ...]
+    context: Path | None = None  # the staged context folder, while it is locked
+    dockerfile_path: Path | None = None
+
+    @property
+    def identifier(self) -> str:
+        return self.digest[:TAG_HEX_DIGITS]
+
+    @property
+    def uri(self) -> str:
+        return f"{self.repository}:{self.identifier}"
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return {IDENTITY_LABEL: self.identifier}
+
+
+def repository_of(image: Image) -> str:
+    if not image.name:
+        raise MissingNameError(
+            f"this image (based on {image.resolved_base_image()!r}) is built, so it needs a repository "
+            "name for its uri; add one with .clone(name='my-image')"
+        )
+    registry = image.registry or _config.configured_registry()
+    return f"{registry.rstrip('/')}/{image.name}" if registry else image.name
+
+
+def plan(image: Image, options: RenderOptions | None = None, *, use_stat_cache: bool | None = None) -> BuildPlan:
+    """The plan of `image` from one hashing read of its files (nothing is staged)."""
+    return _make(image, options or RenderOptions(), shared_stat_cache(use_stat_cache), None)
+
+
+@contextlib.contextmanager
+def staged_plan(image: Image, options: RenderOptions | None = None) -> Iterator[BuildPlan]:
+    """The plan of `image` made while staging its files; the staging folder stays locked (and
+    unchanged) until the block ends, so the backend sends exactly what the plan describes."""
+    key = hashlib.sha256(repr((image, os.getcwd())).encode()).hexdigest()[:24]
+    with snapshot(key) as snap:
+        made = _make(image, options or RenderOptions(), shared_stat_cache(), snap)
+        dockerfile = made.dockerfile_path or snap.dockerfile
+        if made.dockerfile_path is None:
+            snap.write_dockerfile(made.dockerfile)
+        snap.finish()
+        cache = shared_stat_cache()
+        if cache is not None:
+            cache.save()
+        yield replace(made, context=snap.context, dockerfile_path=dockerfile)
+
+
+def _make(image: Image, options: RenderOptions, cache: StatCache | None, snap: Snapshot | None) -> BuildPlan:
+    if image.is_reference:
+        raise LayerNotAllowedError(
+            f"{image.uri} is an existing image used as is; there is nothing to build "
+            "(add a layer or clone(name=...) to build on top of it)"
+        )
+    repository = repository_of(image)
+    sources = Sources(cache=cache, snap=snap)
+    if image.dockerfile is not None:
+        return _from_dockerfile(image, repository, sources)
+    layers = image._layers
+    inputs: dict[int, Inputs] = {}
+    for index, layer in enumerate(layers):  # ignore rules first: they shape every copy
+        if isinstance(layer, DockerIgnore):
+            inputs[index] = layer.inputs(sources, index)
+    for index, layer in enumerate(layers):
+        if index not in inputs:
+            inputs[index] = layer.inputs(sources, index)
+    out = Instructions(image.python_version, image.resolved_base_image() or "", image.platform, options)
+    if not (layers and layers[0].KIND == "debian_base"):
+        out.from_base()
+    for index, layer in enumerate(layers):
+        layer.render(out, inputs[index], index)
+    manifest = [s for i in range(len(layers)) for s in inputs[i].manifest()]
+    if out.has_uv:
+        manifest += _uv_binaries(image.platform, sources)
+    base: Encodable = ("image", image.resolved_base_image())
+    identities = tuple(layer.identity(inputs[i]) for i, layer in enumerate(layers))
+    identity = image_identity(base, image.python_version, image.platform, identities)
+    parts = _parts(image, base, identity, layers, inputs)
+    return BuildPlan(
+        image=image,
+        identity=identity,
+        digest=digest_of(identity),
+        repository=repository,
+        dockerfile=out.text(),
+        manifest=tuple(manifest),
+        secrets=tuple(out.secrets),
+        platforms=image.platform,
+        parts=parts,
+    )
+
+
+def _uv_binaries(platforms: tuple[str, ...], sources: Sources) -> list[Staged]:
+    """uv for every target platform (its version is in the identifier, not its bytes); staged
+    only when building, since fetching it may need the network."""
+    from ._uvbin import target_arch, uv_binary
+
+    staged = []
+    for platform in platforms:
+        dest = f"_fi/uv/{target_arch(platform)}/uv"
+        if sources.snap is None:
+            staged.append(Staged(dest, Entry("uv", FILE, 0o755)))
+        else:
+            staged.append(Staged(dest, sources.file(uv_binary(platform), dest, "uv binary")))
+    return staged
+
+
+def _from_dockerfile(image: Image, repository: str, sources: Sources) -> BuildPlan:
+    """The user's own Dockerfile: its folder is the context, staged like any copied folder
+    (its .dockerignore applied, the ignore files themselves not sent)."""
+    assert image.dockerfile is not None
+    dockerfile = image.dockerfile
+    folder = dockerfile.parent
+    own = folder / f"{dockerfile.name}.dockerignore"
+    ignore = own if own.is_file() else folder / ".dockerignore"
+    ctx = Sources(cache=sources.cache, snap=sources.snap, dockerignore=ignore if ignore.is_file() else None)
+    if not dockerfile.is_file():
+        ctx.small_file(dockerfile, "", "Dockerfile")  # raises the right error
+    tree = ctx.tree(folder, "", defaults=False, extra=(".dockerignore", f"{dockerfile.name}.dockerignore"))
+    in_context = {e.path: e for e in tree.entries}.get(dockerfile.name)
+    path = None
+    if in_context is not None and in_context.kind == FILE:
+        entry = in_context
+        source = sources.snap.context / dockerfile.name if sources.snap is not None else dockerfile
+        text = source.read_text(encoding="utf-8")
+        path = source if sources.snap is not None else None
+    else:
+        entry, data = Sources(cache=sources.cache).small_file(dockerfile, "", "Dockerfile")
+        text = data.decode("utf-8")
+    base: Encodable = ("dockerfile", entry.identity()[1:], tree.identity())
+    identity = image_identity(base, image.python_version, image.platform, ())
+    files = {dockerfile.name: (entry.mode, entry.digest), **{e.path: (e.mode, e.digest) for e in tree.entries}}
+    parts = (Part("base", str(dockerfile), digest_of(base), files), _target(image, identity))
+    return BuildPlan(
+        image=image,
+        identity=identity,
+        digest=digest_of(identity),
+        repository=repository,
+        dockerfile=text,
+        manifest=tuple(Staged(e.path, e) for e in tree.entries),
+        secrets=(),
+        platforms=image.platform,
+        parts=parts,
+        dockerfile_path=path,
+    )
+
+
+def _target(image: Image, identity: Encodable) -> Part:
+    version = "from the base image" if image.python_version is None else "{}.{}".format(*image.python_version)
+    assert isinstance(identity, tuple)
+    return Part("target", f"python {version}, {', '.join(image.platform)}", digest_of(identity[1:3] + identity[4:6]))
+
+
+def _parts(
+    image: Image, base: Encodable, identity: Encodable, layers: tuple[Layer, ...], inputs: dict[int, Inputs]
+) -> tuple[Part, ...]:
+    parts = [Part("base", str(image.resolved_base_image()), digest_of(base)), _target(image, identity)]
+    for index, layer in enumerate(layers):
+        digest = digest_of(layer.identity(inputs[index]))
+        parts.append(Part(f"{index + 1} {layer.KIND}", layer.describe(), digest, inputs[index].explain_files()))
+    return tuple(parts)

@@ -1,0 +1,106 @@
+"""Whether an image must be built: one rule, used by `build()`, `build_images()` and the CLI.
+
+For an image that is pushed (it has a registry):
+- the registry has the tag with every requested platform: skip it;
+- the registry says it is missing, but this machine pushed exactly this uri with these
+  platforms less than `_registry.record.RECENT` seconds ago: skip it. Registries behind
+  caches or eventually consistent storage (S3-backed ones, some mirrors) can answer 404 for a
+  short while after a successful push; without this window a deploy right after a build would
+  rebuild the image it just pushed. The window is the only place where a "missing" answer is
+  overruled, and only by our own record of a completed push;
+- the registry cannot be asked ("unknown": unreachable, 5xx, no credentials, a malformed
+  answer): never taken as "exists". With `require_check` (the default when CI is set) the image
+  fails with the reason; otherwise it is built, with a warning.
+For an image that is loaded into the local engine: the backend is asked whether its own store
+has the uri; yes skips, no or "cannot tell" builds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import _config
+
+if TYPE_CHECKING:
+    from flyte_images.builders.base import Builder
+
+
+@dataclass(frozen=True)
+class Question:
+    uri: str
+    platforms: tuple[str, ...]
+    pushing: bool
+
+
+@dataclass(frozen=True)
+class Decision:
+    build: bool
+    reason: str
+    digest: str | None = None
+    failure: str | None = None  # set when the image must fail instead (strict, registry unknown)
+    warning: str | None = None  # building without knowing: say so
+
+
+def strict_default(require_check: bool | None) -> bool:
+    return bool(os.environ.get("CI")) if require_check is None else require_check
+
+
+def decide(questions: Sequence[Question], backend: Builder, *, strict: bool) -> list[Decision]:
+    """One decision per question, in order; registries are asked concurrently."""
+    remote = [q for q in questions if q.pushing]
+    answers = dict(zip((id(q) for q in remote), _ask_registries(remote), strict=True)) if remote else {}
+    decisions = []
+    for question in questions:
+        if question.pushing:
+            decisions.append(_remote(question, answers[id(question)], strict))
+        else:
+            found = backend.local_exists(question.uri)
+            decisions.append(
+                Decision(False, "already in the local engine") if found else Decision(True, "not in the local engine")
+            )
+    return decisions
+
+
+def _ask_registries(questions: list[Question]) -> list[object]:
+    import asyncio
+
+    from ._build import run_coroutine
+    from ._registry.client import RegistryClient
+
+    async def ask() -> list[object]:
+        async with RegistryClient(insecure=_config.insecure_registries()) as client:
+            return list(await asyncio.gather(*(client.check(q.uri, q.platforms) for q in questions)))
+
+    return run_coroutine(ask())
+
+
+def _remote(question: Question, answer: object, strict: bool) -> Decision:
+    from ._registry.client import Existence
+    from ._registry.record import recent_push
+
+    assert isinstance(answer, Existence)
+    if answer.exists:
+        return Decision(False, f"already in the registry with {', '.join(answer.platforms)}", answer.digest)
+    if answer.state == "missing":
+        pushed = recent_push(question.uri, question.platforms)
+        if pushed is not None:
+            age = int(time.time() - float(str(pushed["time"])))
+            digest = pushed.get("digest")
+            return Decision(
+                False,
+                f"pushed from this machine {age} s ago (the registry has not caught up)",
+                digest if isinstance(digest, str) else None,
+            )
+        return Decision(True, f"missing: {answer.reason}" if answer.reason else "not in the registry")
+    why = f"cannot tell whether {question.uri} is already built: {answer.reason}"
+    if strict:
+        return Decision(
+            True,
+            why,
+            failure=f"{why}; fix that, or pass require_check=False (CLI: --no-require-check) to build without knowing",
+        )
+    return Decision(True, f"building: {why}", warning=f"warning: {why}; building it")
