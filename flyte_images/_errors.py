@@ -15,7 +15,8 @@
     │   ├── SecretNotFoundError                  a build secret has no value to mount
     │   ├── StepFailedError                      a RUN step failed (step, exit code, last lines)
     │   └── PushDeniedError                      the registry refused the push
-    └── LoadError                                a Python file given to the CLI cannot be loaded
+    ├── LoadError                                a Python file given to the CLI cannot be loaded
+    └── ImageCacheError (also a ValueError)      an ImageCache JSON or transport string is malformed
 
 Every message names the bad value and says what to do. No message ever carries a secret value:
 secrets are referred to by their key only.
@@ -96,3 +97,7 @@ class PushDeniedError(BuildError):
 
 class LoadError(FlyteImagesError):
     """A Python file or module named on the command line could not be loaded."""
+
+
+class ImageCacheError(FlyteImagesError, ValueError):
+    """An ImageCache JSON or transport string is malformed, truncated, or too large to accept."""

@@ -1,11 +1,41 @@
-"""`ImageCache`: what a deploy needs to know of its images, and its JSON and transport forms."""
+"""`ImageCache`: what a deploy needs to know of its images, and its JSON and transport forms.
+
+Both readers take input from outside the process (a file, an environment variable, an SDK
+argument), so they check it completely: any malformed input is an `ImageCacheError` naming what
+is wrong, never an AttributeError or a BadGzipFile, and a transport string can never make us
+allocate more than `MAX_TRANSPORT_JSON_BYTES`, however small it is.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
+import functools
 import gzip
 import json
+import zlib
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._errors import ImageCacheError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+
+# Far above any real deploy (a few KB per environment), far below what hurts a process.
+MAX_TRANSPORT_JSON_BYTES = 64 * 1024 * 1024
+_INFLATE_CHUNK = 1024 * 1024
+_GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip header and trailer, not raw deflate or zlib
+_SHOWN_ERRORS = 3
+_SHOWN_INPUT_CHARS = 60
+
+_JSON_HINT = (
+    'expected a JSON object of string maps, as ImageCache.to_json() writes: {"image_lookup": '
+    '{"env": "registry/repo:tag"}, "identifiers": {"env": "<hex> or null"}, "digests": '
+    '{"env": "sha256:<hex> or null"}, "status": {"env": "built"}, "reasons": {"env": "why"}} '
+    "(every key optional)"
+)
+_TRANSPORT_HINT = "pass the string ImageCache.to_transport() returned, unchanged"
 
 
 @dataclass
@@ -24,10 +54,8 @@ class ImageCache:
 
     @classmethod
     def from_json(cls, text: str) -> ImageCache:
-        data = json.loads(text)
-        return cls(
-            **{k: dict(data.get(k, {})) for k in ("image_lookup", "identifiers", "digests", "status", "reasons")}
-        )
+        """Parse `to_json` output; raises ImageCacheError naming the bad field and the expected shape."""
+        return cls._parse(text, "ImageCache JSON")
 
     def to_transport(self) -> str:
         """gzip (mtime 0, so deterministic) + base64 of the JSON, as the SDK passes it along."""
@@ -35,4 +63,102 @@ class ImageCache:
 
     @classmethod
     def from_transport(cls, text: str) -> ImageCache:
-        return cls.from_json(gzip.decompress(base64.b64decode(text)).decode())
+        """Parse `to_transport` output; raises ImageCacheError if it is not base64, gzip or our JSON."""
+        compressed = _unbase64(text)
+        return cls._parse(_gunzip_bounded(compressed), "ImageCache transport JSON")
+
+    @classmethod
+    def _parse(cls, text: str | bytearray, what: str) -> ImageCache:
+        from pydantic import ValidationError
+
+        try:
+            checked = _schema().model_validate_json(text)
+        except ValidationError as exc:
+            raise ImageCacheError(f"{what} is invalid: {_describe(exc)}; {_JSON_HINT}") from None
+        return cls(**checked.model_dump())
+
+
+@functools.cache
+def _schema() -> type[BaseModel]:
+    """The pydantic model of the JSON form, built on first use: importing pydantic costs ~50 ms,
+    which `import flyte_images` (and every CLI call) should not pay when no cache is read."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class ImageCacheJSON(BaseModel):
+        # strict: a number where a uri belongs is an error, not silently turned into a string.
+        # Unknown keys are ignored, so a cache written by a newer version still reads.
+        model_config = ConfigDict(strict=True, frozen=True)
+
+        image_lookup: dict[str, str] = Field(default_factory=dict)
+        identifiers: dict[str, str | None] = Field(default_factory=dict)
+        digests: dict[str, str | None] = Field(default_factory=dict)
+        status: dict[str, str] = Field(default_factory=dict)
+        reasons: dict[str, str] = Field(default_factory=dict)
+
+    return ImageCacheJSON
+
+
+def _describe(exc: ValidationError) -> str:
+    """The first few problems, each as `field.path: what is wrong (got value)`."""
+    errors = exc.errors(include_url=False)
+    parts = [_describe_one(error["loc"], error["msg"], error["input"]) for error in errors[:_SHOWN_ERRORS]]
+    if len(errors) > _SHOWN_ERRORS:
+        parts.append(f"and {len(errors) - _SHOWN_ERRORS} more")
+    return "; ".join(parts)
+
+
+def _describe_one(loc: tuple[int | str, ...], msg: str, value: Any) -> str:
+    where = ".".join(str(part) for part in loc) or "top level"
+    return f"{where}: {msg} (got {_shorten(value)})"
+
+
+def _shorten(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= _SHOWN_INPUT_CHARS else shown[: _SHOWN_INPUT_CHARS - 3] + "..."
+
+
+def _unbase64(text: str) -> bytes:
+    # Whitespace may come from line wrapping in an env file or a YAML block; anything else that
+    # is not base64 is an error (the default decoder would silently drop it and read garbage).
+    if not isinstance(text, str):
+        raise ImageCacheError(f"ImageCache transport must be a str, got {type(text).__name__}; {_TRANSPORT_HINT}")
+    compact = "".join(text.split())
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageCacheError(
+            f"ImageCache transport is not base64 ({exc}; got {_shorten(text)}); {_TRANSPORT_HINT}"
+        ) from None
+
+
+def _gunzip_bounded(compressed: bytes) -> bytearray:
+    """Inflate one gzip member a chunk at a time, refusing output beyond the limit (a tiny input
+    can expand ~1000x, so the limit must be enforced while inflating, not after)."""
+    inflater = zlib.decompressobj(_GZIP_WBITS)
+    out = bytearray()
+    pending = compressed
+    try:
+        while not inflater.eof:
+            piece = inflater.decompress(pending, _INFLATE_CHUNK)
+            pending = inflater.unconsumed_tail
+            if len(out) + len(piece) > MAX_TRANSPORT_JSON_BYTES:
+                raise ImageCacheError(
+                    f"ImageCache transport decompresses to more than {MAX_TRANSPORT_JSON_BYTES // (1024 * 1024)} MiB "
+                    f"({len(compressed)} bytes of gzip): refused as corrupt or hostile; {_TRANSPORT_HINT}"
+                )
+            out += piece
+            if not piece and not pending:
+                break  # input used up before the end of the gzip stream
+    except zlib.error as exc:
+        raise ImageCacheError(f"ImageCache transport is not gzip data ({exc}); {_TRANSPORT_HINT}") from None
+    if not inflater.eof:
+        raise ImageCacheError(
+            f"ImageCache transport is truncated: its gzip data ends early after {len(compressed)} bytes; "
+            f"{_TRANSPORT_HINT}"
+        )
+    if inflater.unused_data:
+        raise ImageCacheError(
+            f"ImageCache transport has {len(inflater.unused_data)} bytes after the end of its gzip data; "
+            f"{_TRANSPORT_HINT}"
+        )
+    return out  # not copied to bytes: pydantic reads a bytearray as it is
