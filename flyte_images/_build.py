@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -139,6 +139,37 @@ def build(
         uri = await flyte_images.build.aio(image)
     """
     del wait
+    return build_image(
+        image,
+        dry_run=dry_run,
+        force=force,
+        platform=platform,
+        builder=builder,
+        push=push,
+        cache_from=cache_from,
+        cache_to=cache_to,
+        ca_bundle=ca_bundle,
+        quiet=quiet,
+        require_check=require_check,
+    )
+
+
+def build_image(
+    image: Image,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    platform: str | tuple[str, ...] | None = None,
+    builder: str | Builder | None = None,
+    push: bool | None = None,
+    cache_from: tuple[str, ...] = (),
+    cache_to: tuple[str, ...] = (),
+    ca_bundle: Path | str | None = None,
+    quiet: bool = False,
+    require_check: bool | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> ImageBuild:
+    """`build`, with `announce(uri)` called when a build really starts (after the skip rule)."""
     if image.is_reference:
         return ImageBuild(image.uri, built=False, reason="an existing image, used as is")
     from ._builders import get_builder
@@ -164,6 +195,8 @@ def build(
                 _record(staged)
                 return _skipped(staged, decision)
         secrets = _secret_sources(staged, ca_path)
+        if announce is not None:
+            announce(staged.uri)
         result = _run_backend(backend, staged, secrets, pushing, cache_from, cache_to, quiet)
     if pushing:
         from ._registry.record import PlatformCache, remember_push

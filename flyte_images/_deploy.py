@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _config
-from ._build import build
+from ._build import build_image
 from ._environment import Environment
 from ._errors import BuildError, FlyteImagesError
 from ._image import Image
@@ -201,7 +201,8 @@ def _build_all(jobs: list[_Job], concurrency: int, options: dict[str, Any], quie
     def one(job: _Job) -> None:
         started = time.monotonic()
         try:
-            result = build(job.image, quiet=True, **options)
+            announce = None if quiet else (lambda uri: _say(f"building {uri} for {', '.join(job.envs)}"))
+            result = build_image(job.image, quiet=True, announce=announce, **options)
         except FlyteImagesError as exc:
             job.status, job.reason = "failed", str(exc)
             if not quiet:
@@ -213,7 +214,8 @@ def _build_all(jobs: list[_Job], concurrency: int, options: dict[str, Any], quie
         else:
             job.status, job.reason = "exists", result.reason
         if not quiet:
-            _say(f"{job.status} {job.uri} for {', '.join(job.envs)} ({job.reason})")
+            verb = "built" if result.built else "exists"
+            _say(f"{verb} {job.uri} for {', '.join(job.envs)} ({job.reason})")
 
     from concurrent.futures import ThreadPoolExecutor
 

@@ -14,6 +14,7 @@ import pytest
 
 from flyte_images import Image, LayerNotAllowedError, Secret
 from flyte_images._plan import plan as render
+from flyte_images._identity import RENDERER_REVISION
 from flyte_images._render import RenderOptions, is_heavy
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -85,12 +86,21 @@ CASES: dict[str, Callable[[Path], Image]] = {
 
 
 def check_snapshot(name: str, text: str) -> None:
+    """Compare with the snapshot made for this RENDERER_REVISION.
+
+    A missing snapshot fails. UPDATE_SNAPSHOTS=1 rewrites a changed one only together with a
+    revision bump: a new rendering is a new image for every user (see _identity)."""
     path = SNAPSHOTS / f"{name}.Dockerfile"
-    if os.environ.get("UPDATE_SNAPSHOTS") or not path.exists():
-        if os.environ.get("CI") and not path.exists():
-            pytest.fail(f"snapshot {path.name} is missing; generate it with UPDATE_SNAPSHOTS=1")
+    made_for = int((SNAPSHOTS / "REVISION").read_text())
+    if os.environ.get("UPDATE_SNAPSHOTS") and (not path.exists() or path.read_text() != text):
+        if made_for == RENDERER_REVISION and path.exists():
+            pytest.fail(f"rendering of {name} changed: bump RENDERER_REVISION in _identity.py, then update")
         path.write_text(text)
-    assert text == path.read_text(), f"rendering of {name} changed; see {path}"
+        (SNAPSHOTS / "REVISION").write_text(f"{RENDERER_REVISION}\n")
+        return
+    assert path.exists(), f"snapshot {path.name} is missing; write it with UPDATE_SNAPSHOTS=1 (and a revision bump)"
+    assert made_for == RENDERER_REVISION, "the snapshots were made for another RENDERER_REVISION"
+    assert text == path.read_text(), f"rendering of {name} changed; see {path} and bump RENDERER_REVISION"
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
