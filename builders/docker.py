@@ -3,8 +3,8 @@
 Works with buildx's default `docker` driver, which uses the engine's own BuildKit: no builder
 container is created and nothing is pulled for the builder itself. Secrets are passed by
 environment variable name or file path (`--secret id=...,env=...`), so their values never pass
-through a command line. Build output is streamed line by line to the progress callback with
-every secret value replaced by `***`.
+through a command line. Build output goes through the shared `BuildOutput`: redacted, parsed
+into progress events, and remembered to explain a failure with a typed error.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,24 +22,20 @@ from flyte_images._errors import (
     BuildError,
     EngineUnavailableError,
     PushDeniedError,
-    StepFailedError,
 )
 from flyte_images.builders.base import BuildRequest, BuildResult, Progress
+from flyte_images.builders.output import BuildOutput
 
-_STEP_TITLE = re.compile(r"^#(\d+) (\[.*)$")
-_STEP_LINE = re.compile(r"^#(\d+) (?:\d+\.\d+ )?(.*)$")
-_EXIT_CODE = re.compile(r"exit code: (\d+)")
 _BASE_METADATA = re.compile(r"\[internal\] load metadata for (\S+)")
-_TAIL_LINES = 25
+_MISSING_IMAGE = re.compile(r"no such (image|object)", re.I)
+
+_NO_BUILDX = (
+    "the docker buildx plugin is missing, and BuildKit builds need it: install it "
+    "(Debian trixie or newer: apt-get install docker-buildx; Docker's packages: "
+    "docker-buildx-plugin; or `bash fixtures/engine/setup.sh` in this project)"
+)
 
 _checked_engine = False
-
-
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    for value in secrets:
-        if value:
-            text = text.replace(value, "***")
-    return text
 
 
 def cache_spec(text: str) -> dict[str, str]:
@@ -73,39 +67,26 @@ def check_engine() -> None:
         )
     buildx = _probe(["docker", "buildx", "version"])
     if buildx.returncode != 0:
-        raise EngineUnavailableError(
-            "the docker buildx plugin is missing, and BuildKit builds need it: install it "
-            "(Debian trixie or newer: apt-get install docker-buildx; Docker's packages: "
-            "docker-buildx-plugin; or `bash fixtures/engine/setup.sh` in this project)"
-        )
+        raise EngineUnavailableError(_NO_BUILDX)
     _checked_engine = True
-
-
-@dataclass
-class _StepLog:
-    """Remembers step titles and the last lines of each step, to explain a failure."""
-
-    titles: dict[str, str] = field(default_factory=dict)
-    lines: dict[str, deque[str]] = field(default_factory=dict)
-    failed: str | None = None
-
-    def feed(self, line: str) -> None:
-        title = _STEP_TITLE.match(line)
-        if title:
-            self.titles[title.group(1)] = title.group(2)
-            return
-        step = _STEP_LINE.match(line)
-        if step:
-            number, text = step.groups()
-            if text.startswith("ERROR"):
-                self.failed = self.failed or number
-            self.lines.setdefault(number, deque(maxlen=_TAIL_LINES)).append(text)
 
 
 class DockerBuilder:
     """Build with the local Docker engine's BuildKit (`docker buildx build`, docker driver)."""
 
     name: ClassVar[str] = "docker"
+
+    def local_exists(self, reference: str) -> bool | None:
+        if shutil.which("docker") is None:
+            return None
+        try:
+            found = _probe(["docker", "image", "inspect", "--format", "{{.Id}}", reference])
+        except subprocess.TimeoutExpired:
+            return None
+        if found.returncode == 0:
+            return True
+        # Any other failure (no daemon, no permission) means the engine could not be asked.
+        return False if _MISSING_IMAGE.search(found.stderr) else None
 
     def build(self, request: BuildRequest, progress: Progress) -> BuildResult:
         check_engine()
@@ -117,7 +98,7 @@ class DockerBuilder:
                 f"cannot load an image for several platforms ({', '.join(request.platforms)}) into the "
                 "local engine; push it to a registry (give the image a registry) or build one platform"
             )
-        log = _StepLog()
+        output = BuildOutput(request.redact, progress)
         with tempfile.TemporaryDirectory(prefix="flyte-images-meta-") as meta_dir:
             metadata = Path(meta_dir) / "metadata.json"
             try:
@@ -125,34 +106,32 @@ class DockerBuilder:
                     context_path=request.context,
                     file=request.dockerfile,
                     tags=list(request.tags),
-                    platforms=list(request.platforms),
+                    platforms=list(request.platforms) or None,
                     load=not request.push,
                     push=request.push,
                     secrets=[s.buildkit_spec() for s in request.secrets],
                     cache_from=[cache_spec(c) for c in request.cache_from] or None,
                     cache_to=cache_spec(request.cache_to[0]) if request.cache_to else None,
-                    labels=request.labels,
-                    network=request.network,
+                    labels=dict(request.labels),
                     progress="plain",
                     metadata_file=metadata,
                     stream_logs=True,
                 )
                 for raw in stream:  # type: ignore[union-attr]
-                    line = redact(raw.rstrip("\n"), request.redact)
-                    log.feed(line)
-                    progress(line)
+                    output.feed(raw)
             except DockerException as exc:
-                raise _explain(exc, log, request) from None
+                stderr = output.redact(str(getattr(exc, "stderr", "") or "") or str(exc))
+                raise _explain(stderr, output, request) from None
             digest = None
             if metadata.is_file():
                 digest = json.loads(metadata.read_text()).get("containerimage.digest")
         return BuildResult(reference=request.tags[0], digest=digest)
 
 
-def _explain(exc: Exception, log: _StepLog, request: BuildRequest) -> BuildError:
-    stderr = redact(str(getattr(exc, "stderr", "") or ""), request.redact)
-    last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or [str(exc)[-300:]]
-    summary = last[0]
+def _explain(stderr: str, output: BuildOutput, request: BuildRequest) -> BuildError:
+    """The typed error for a failed `docker buildx build`; `stderr` is already redacted."""
+    last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["docker buildx build failed"]
+    summary = last[0][-500:]
     if re.search(
         r"multi-platform build is not supported|multiple platforms feature is currently not supported", stderr, re.I
     ):
@@ -162,12 +141,12 @@ def _explain(exc: Exception, log: _StepLog, request: BuildRequest) -> BuildError
             "or build one platform at a time (platform=...)"
         )
     if "buildx" in stderr and "is not a docker command" in stderr:
-        return EngineUnavailableError("the docker buildx plugin is missing; see `flyte-images doctor`")
-    step = log.titles.get(log.failed or "", "")
-    base = _BASE_METADATA.search(step)
+        return EngineUnavailableError(_NO_BUILDX)
+    base = _BASE_METADATA.search(output.failed_step)
     if base:
         return BaseImageNotFoundError(
-            f"base image {base.group(1)} is not in the local engine and cannot be pulled ({summary}); "
+            f"base image {base.group(1)} is not in the local engine and cannot be pulled "
+            f"({output.failed_error.splitlines()[0] if output.failed_error else summary}); "
             "load it (docker load / docker pull where a registry is reachable), or point "
             "FLYTE_IMAGES_BASE_IMAGE at an image you have"
         )
@@ -177,15 +156,6 @@ def _explain(exc: Exception, log: _StepLog, request: BuildRequest) -> BuildError
             f"the registry refused the push of {request.tags[0]} ({summary}); log in with "
             f"`docker login {registry}` or check that you may push to this repository"
         )
-    tail = "\n".join(log.lines.get(log.failed or "", []))
-    code = _EXIT_CODE.search(stderr)
-    exit_code = int(code.group(1)) if code else None
-    where = f" at step {step}" if step else ""
-    return StepFailedError(
-        f"build failed{where}"
-        + (f" with exit code {exit_code}" if exit_code is not None else "")
-        + (f":\n{tail}" if tail else f": {summary}"),
-        step=step,
-        exit_code=exit_code,
-        tail=tail,
-    )
+    if not output.failed_step and output.exit_code is None:
+        return BuildError(f"docker buildx build failed: {summary}")  # before any step ran
+    return output.step_failed(summary)

@@ -1,0 +1,508 @@
+"""A FAKE, in-memory build backend, for tests of flyte-images without a container engine.
+
+`FakeBuilder` is not a real backend and is not registered as an entry point: tests pass an
+instance to whatever takes a builder. It interprets the small Dockerfile subset flyte-images
+renders, well enough to check what a build received, and keeps the results in memory:
+
+- FROM: a base it was not told about raises BaseImageNotFoundError (by default it knows every
+  base); an image it built itself, or an earlier stage (`FROM x AS name`), is built upon.
+- ARG, ENV, LABEL, WORKDIR: recorded, with BuildKit's quoting and `$VAR` / `${VAR}` expansion
+  (platform ARGs such as TARGETARCH only once declared, as in BuildKit).
+- COPY / ADD of local files and folders, JSON or plain form, `--from=stage`, `--chmod`: the
+  bytes and modes are read from the context AT BUILD TIME, so a test can prove what was sent.
+- RUN: reported as a step; scripts are NOT executed. Exactly these lines of a script act:
+  `exit N` stops the step (N != 0 fails it with StepFailedError), `cat PATH` prints a mounted
+  secret's value, `echo WORDS` prints the words with `$NAME` expanded from the ENV and from
+  secrets (a mount's `env=NAME`, or `NAME="$(cat PATH)"` earlier in the script). Printing goes
+  through the shared BuildOutput, so redaction of secret values is exercised as with an engine.
+
+Loaded images go to `store`, pushed ones to `pushed` (the first platform; every platform of a
+push in `pushed_platforms`); `requests` lists every BuildRequest received.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform as host
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import ClassVar, NoReturn
+
+from flyte_images._errors import BaseImageNotFoundError, BuildError
+from flyte_images.builders.base import BuildRequest, BuildResult, Progress, SecretSource
+from flyte_images.builders.output import BuildOutput
+
+_PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT", "BUILDPLATFORM", "BUILDARCH")
+_STEPS = {"FROM", "COPY", "ADD", "RUN", "WORKDIR"}  # the instructions BuildKit numbers [i/n]
+_IGNORED = {"USER", "CMD", "ENTRYPOINT", "EXPOSE", "VOLUME", "STOPSIGNAL", "HEALTHCHECK", "SHELL", "ONBUILD"}
+_EXIT = re.compile(r"^exit\s+(\d+)$")
+_CAT = re.compile(r"^cat\s+(\S+)$")
+_ASSIGN = re.compile(r"""^([A-Za-z_]\w*)="?\$\(cat\s+([^)\s]+)\)"?""")
+_VAR = re.compile(r"\$(?:\{([A-Za-z_]\w*)\}|([A-Za-z_]\w*))")
+# One COPY source: its name, whether it is a folder, and relative path -> (bytes, mode).
+_Source = tuple[str, bool, dict[str, tuple[bytes, int]]]
+_Secrets = Mapping[str, str | None]  # secret id -> value (None: not available here)
+
+
+@dataclass(frozen=True)
+class FakeImage:
+    """One image as the fake built it: what COPY put where (bytes, modes), ENV, LABELs."""
+
+    reference: str
+    dockerfile: str
+    platform: str
+    files: Mapping[str, bytes]  # absolute image path -> bytes
+    modes: Mapping[str, int]  # absolute image path -> permission bits
+    env: Mapping[str, str]
+    labels: Mapping[str, str]
+    workdir: str
+    digest: str
+
+
+@dataclass
+class _Stage:
+    """The image being built by one stage (mutable while the Dockerfile is interpreted)."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    modes: dict[str, int] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    args: dict[str, str] = field(default_factory=dict)
+    workdir: str = "/"
+
+    def variables(self) -> dict[str, str]:
+        return {**self.args, **self.env}  # ENV wins over ARG, as in BuildKit
+
+
+class FakeBuilder:
+    """A fake in-memory backend for tests: interprets the Dockerfile, executes nothing."""
+
+    name: ClassVar[str] = "fake"
+
+    def __init__(self, bases: Iterable[str] | None = None) -> None:
+        """`bases`: the base images it "has" (None: every base)."""
+        self.bases = None if bases is None else {_normalize(b) for b in bases}
+        self.store: dict[str, FakeImage] = {}
+        self.pushed: dict[str, FakeImage] = {}
+        self.pushed_platforms: dict[str, dict[str, FakeImage]] = {}
+        self.requests: list[BuildRequest] = []
+        self._lock = threading.Lock()
+
+    def local_exists(self, reference: str) -> bool | None:
+        # Bases it was told about are "in its store", as a base image is in an engine's.
+        return _normalize(reference) in self.store or _normalize(reference) in (self.bases or ())
+
+    def build(self, request: BuildRequest, progress: Progress) -> BuildResult:
+        with self._lock:
+            self.requests.append(request)
+        if len(request.platforms) > 1 and not request.push:
+            raise BuildError(
+                f"cannot load an image for several platforms ({', '.join(request.platforms)}) into the "
+                "local engine; push it to a registry or build one platform"
+            )
+        output = BuildOutput(request.redact, progress)
+        text = request.dockerfile.read_text(encoding="utf-8")
+        secrets = {s.id: _secret_value(s) for s in request.secrets}
+        platforms = request.platforms or (_host_platform(),)
+        run = _Run(self, request, output, secrets)
+        built = {}
+        for plat in platforms:
+            stage = run.interpret(text, plat, prefix=f"{plat} " if len(platforms) > 1 else "")
+            labels = {**stage.labels, **request.labels}
+            built[plat] = _image(request.tags[0], text, plat, stage, labels)
+        first = built[platforms[0]]
+        with self._lock:
+            for tag in request.tags:
+                image = replace(first, reference=tag)
+                if request.push:
+                    self.pushed[_normalize(tag)] = image
+                    self.pushed_platforms[_normalize(tag)] = {p: replace(i, reference=tag) for p, i in built.items()}
+                else:
+                    self.store[_normalize(tag)] = image
+        return BuildResult(reference=request.tags[0], digest=first.digest)
+
+    def known(self, reference: str) -> FakeImage | None:
+        """A base it can start from: an image it built and loaded."""
+        return self.store.get(_normalize(reference))
+
+    def has_base(self, reference: str) -> bool:
+        return self.bases is None or _normalize(reference) in self.bases
+
+
+class _Run:
+    """One interpretation of a Dockerfile for one platform, reporting like BuildKit's plain output."""
+
+    def __init__(self, builder: FakeBuilder, request: BuildRequest, output: BuildOutput, secrets: _Secrets) -> None:
+        self.builder, self.request, self.output, self.secrets = builder, request, output, secrets
+        self.plat, self.prefix = "", ""
+        self.stages: dict[str, _Stage] = {}
+        self.vertex = 0
+        self.seconds = 0
+
+    def say(self, text: str) -> None:
+        self.output.feed(f"#{self.vertex} {text}")
+
+    def print(self, text: str) -> None:
+        """A line the current step printed, with BuildKit's seconds prefix."""
+        for line in text.splitlines() or [""]:
+            self.seconds += 1
+            self.say(f"{self.seconds / 1000:.3f} {line}")
+
+    def start(self, title: str) -> None:
+        self.vertex += 1
+        self.say(title)
+
+    def fail(self, error: str) -> NoReturn:
+        self.say(f"ERROR: {error}")
+        raise self.output.step_failed(error)
+
+    def interpret(self, text: str, plat: str, prefix: str) -> _Stage:
+        """Build the Dockerfile for one platform; the last stage is the image."""
+        self.plat, self.prefix, self.stages = plat, prefix, {}
+        self.start(f"[internal] load build definition from {self.request.dockerfile.name}")
+        self.say("DONE 0.0s")
+        instructions = _instructions(text)
+        total = sum(1 for keyword, _ in instructions if keyword in _STEPS)
+        stage, global_args, index = _Stage(), _Stage(), 0
+        for keyword, rest in instructions:
+            if keyword in _STEPS:
+                index += 1
+                if keyword != "FROM":
+                    self.start(f"[{self.prefix}{index}/{total}] {keyword} {rest}")
+            if keyword == "FROM":
+                stage = self.from_(rest, global_args, f"[{self.prefix}{index}/{total}] FROM")
+            elif keyword == "ARG":
+                _declare(stage if self.stages else global_args, rest, self.plat)
+            elif keyword in {"ENV", "LABEL"}:
+                pairs = _pairs(rest, stage.variables())
+                (stage.env if keyword == "ENV" else stage.labels).update(pairs)
+            elif keyword == "WORKDIR":
+                stage.workdir = _join(stage.workdir, _word(rest.strip(), stage.variables()))
+            elif keyword in {"COPY", "ADD"}:
+                self.copy(stage, rest)
+            elif keyword == "RUN":
+                self.run(stage, rest)
+            elif keyword not in _IGNORED:
+                raise BuildError(f"dockerfile parse error: unknown instruction: {keyword}")
+            if keyword in _STEPS:
+                self.say("DONE 0.0s")
+        return stage
+
+    def from_(self, rest: str, global_args: _Stage, title: str) -> _Stage:
+        words = [w for w in _words(rest, global_args.args) if not w.startswith("--")]
+        base = words[0] if words else ""
+        self.start(f"[internal] load metadata for {base}")
+        if base in self.stages:
+            parent = self.stages[base]
+            stage = _Stage(dict(parent.files), dict(parent.modes), dict(parent.env), dict(parent.labels))
+            stage.workdir = parent.workdir
+        elif (known := self.builder.known(base)) is not None:
+            stage = _Stage(dict(known.files), dict(known.modes), dict(known.env), dict(known.labels))
+            stage.workdir = known.workdir
+        elif self.builder.has_base(base):
+            stage = _Stage(env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
+        else:
+            self.say(f"ERROR: {base}: not found")
+            raise BaseImageNotFoundError(
+                f"base image {base} is not in the fake builder's images (it has: "
+                f"{', '.join(sorted(self.builder.bases or ()))}); give it to FakeBuilder(bases=...)"
+            )
+        self.say("DONE 0.0s")
+        self.start(f"{title} {base}")
+        name = words[2] if len(words) == 3 and words[1].lower() == "as" else str(len(self.stages))
+        self.stages[name] = stage
+        return stage
+
+    def copy(self, stage: _Stage, rest: str) -> None:
+        flags, args = _flags(rest)
+        variables = stage.variables()
+        json_form = args.startswith("[")
+        words = [_word(w, variables) for w in json.loads(args)] if json_form else _words(args, variables)
+        if len(words) < 2:
+            self.fail(f"COPY needs a source and a destination: {rest}")
+        *sources, written = words
+        dest = _join(stage.workdir, written)
+        # Like BuildKit: a destination ending in "/" or ".", or an existing folder, is a folder.
+        into_dir = written.endswith(("/", ".")) or len(sources) > 1 or _is_dir(stage, dest)
+        for src, is_dir, entries in self.copy_sources(flags.get("from"), sources):
+            for rel, (data, mode) in entries.items():
+                name = rel if is_dir else PurePosixPath(src).name
+                target = _join(dest, name) if is_dir or into_dir else dest
+                stage.files[target] = data
+                stage.modes[target] = int(flags["chmod"], 8) if "chmod" in flags else mode
+
+    def copy_sources(self, origin: str | None, sources: list[str]) -> list[_Source]:
+        if origin is not None:
+            return self.stage_sources(origin, sources)
+        root = self.request.context.resolve()
+        found: list[_Source] = []
+        for src in sources:
+            matches = sorted(root.glob(src.lstrip("/"))) if any(c in src for c in "*?[") else [root / src.lstrip("/")]
+            for path in matches:
+                real = path.resolve()
+                if real != root and root not in real.parents:
+                    self.fail(f'forbidden path outside the build context: {src} ("{path}")')
+                if not path.exists():
+                    self.fail(f'failed to compute cache key: "/{src.lstrip("/")}" not found: not found')
+                found.append((path.name, path.is_dir(), _read(path)))
+            if not matches:
+                self.fail(f'failed to compute cache key: "/{src.lstrip("/")}" not found: not found')
+        return found
+
+    def stage_sources(self, origin: str, sources: list[str]) -> list[_Source]:
+        stage = self.stages.get(origin)
+        if stage is None:
+            self.fail(f"COPY --from={origin}: no stage of that name")
+        found = []
+        for src in sources:
+            entry = _from_stage(stage, src)
+            if entry is None:
+                self.fail(f'"{src}" not found in stage {origin}')
+            found.append(entry)
+        return found
+
+    def run(self, stage: _Stage, rest: str) -> None:
+        flags, command = _run_flags(rest)
+        script = _script(command)
+        targets: dict[str, str] = {}  # path in the step -> secret id
+        bound: dict[str, str] = {}  # environment variable in the step -> secret id
+        for mount in flags:
+            if mount.get("type") == "secret":
+                secret_id = mount.get("id") or PurePosixPath(mount.get("target", "")).name
+                targets[mount.get("target") or mount.get("dst") or f"/run/secrets/{secret_id}"] = secret_id
+                if "env" in mount:
+                    bound[mount["env"]] = secret_id
+        for raw in script.splitlines():
+            line = raw.strip()
+            if (assigned := _ASSIGN.match(line)) and assigned.group(2) in targets:
+                bound[assigned.group(1)] = targets[assigned.group(2)]
+            elif (cat := _CAT.match(line)) and cat.group(1) in targets:
+                value = self.secrets.get(targets[cat.group(1)])
+                if value is not None:
+                    self.print(value)
+            elif line == "echo" or line.startswith("echo "):
+                secrets = {name: self.secrets.get(i) or "" for name, i in bound.items()}
+                self.print(" ".join(_words(line[4:], {**stage.variables(), **secrets})))
+            elif exit_code := _EXIT.match(line):
+                if int(exit_code.group(1)) != 0:
+                    self.fail(
+                        f"process {json.dumps('/bin/sh -c ' + script)} did not complete successfully: "
+                        f"exit code: {exit_code.group(1)}"
+                    )
+                return
+
+
+# ----- Dockerfile text -------------------------------------------------------------------------
+
+
+def _instructions(text: str) -> list[tuple[str, str]]:
+    """(KEYWORD, rest) per instruction, with `\\` continuations joined and comments dropped."""
+    found: list[tuple[str, str]] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):  # comments and blank lines, even inside a continuation
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1].rstrip() + " "
+            continue
+        full, pending = pending + line, ""
+        keyword, _, rest = full.partition(" ")
+        found.append((keyword.upper(), rest.strip()))
+    if pending.strip():
+        keyword, _, rest = pending.strip().partition(" ")
+        found.append((keyword.upper(), rest.strip()))
+    return found
+
+
+def _words(text: str, variables: Mapping[str, str], split: bool = True) -> list[str]:
+    """BuildKit's word processing: quotes, backslash escapes, `$VAR` and `${VAR}` expansion."""
+    words: list[str] = []
+    current: list[str] = []
+    started, i = False, 0
+    while i < len(text):
+        ch = text[i]
+        if split and ch.isspace():
+            if started:
+                words.append("".join(current))
+                current, started = [], False
+            i += 1
+            continue
+        started = True
+        if ch == "\\" and i + 1 < len(text):
+            current.append(text[i + 1])
+            i += 2
+        elif ch == "'":
+            end = text.find("'", i + 1)
+            end = len(text) if end < 0 else end
+            current.append(text[i + 1 : end])
+            i = end + 1
+        elif ch == '"':
+            i = _double_quoted(text, i + 1, variables, current)
+        elif ch == "$" and (var := _VAR.match(text, i)):
+            current.append(variables.get(var.group(1) or var.group(2), ""))
+            i = var.end()
+        else:
+            current.append(ch)
+            i += 1
+    if started:
+        words.append("".join(current))
+    return words
+
+
+def _double_quoted(text: str, i: int, variables: Mapping[str, str], out: list[str]) -> int:
+    """Consume a double-quoted part starting after the quote; return the index after it."""
+    while i < len(text) and text[i] != '"':
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in '\\"$':
+            out.append(text[i + 1])
+            i += 2
+        elif text[i] == "$" and (var := _VAR.match(text, i)):
+            out.append(variables.get(var.group(1) or var.group(2), ""))
+            i = var.end()
+        else:
+            out.append(text[i])
+            i += 1
+    return i + 1
+
+
+def _word(text: str, variables: Mapping[str, str]) -> str:
+    return "".join(_words(text, variables, split=False))
+
+
+def _pairs(rest: str, variables: Mapping[str, str]) -> dict[str, str]:
+    """ENV / LABEL: `K=V K2="v 2"`, or the old `K value with spaces`."""
+    words = _words(rest, variables)
+    if words and "=" not in words[0]:
+        key, _, value = rest.partition(" ")
+        return {key: _word(value.strip(), variables)}
+    return dict(word.partition("=")[::2] for word in words)
+
+
+def _declare(stage: _Stage, rest: str, plat: str | None = None) -> None:
+    name, has_default, default = rest.strip().partition("=")
+    if plat is not None and name in _PLATFORM_ARGS:
+        stage.args[name] = _platform_arg(name, plat)
+    elif has_default:
+        stage.args[name] = _word(default, stage.variables())
+    else:
+        stage.args.setdefault(name, "")
+
+
+def _flags(rest: str) -> tuple[dict[str, str], str]:
+    """Leading `--name=value` flags of COPY, and what follows them."""
+    flags: dict[str, str] = {}
+    while rest.startswith("--"):
+        flag, _, rest = rest.partition(" ")
+        key, _, value = flag[2:].partition("=")
+        flags[key] = value
+        rest = rest.lstrip()
+    return flags, rest
+
+
+def _run_flags(rest: str) -> tuple[list[dict[str, str]], str]:
+    """RUN's `--mount=k=v,...` flags (as mappings; other flags dropped) and its command."""
+    mounts: list[dict[str, str]] = []
+    while rest.startswith("--"):
+        flag, _, rest = rest.partition(" ")
+        rest = rest.lstrip()
+        if flag.startswith("--mount="):
+            options = (part.partition("=") for part in flag[len("--mount=") :].split(","))
+            mounts.append({key: value for key, _, value in options})
+    return mounts, rest
+
+
+def _script(command: str) -> str:
+    """The shell script of a RUN: exec form `["/bin/sh", "-c", SCRIPT]`, other exec forms, or plain."""
+    if command.startswith("["):
+        try:
+            argv = json.loads(command)
+        except json.JSONDecodeError:
+            return command  # not JSON: BuildKit runs it as a shell command
+        if len(argv) >= 3 and str(argv[0]).endswith("sh") and argv[1] == "-c":
+            return str(argv[2])
+        return " ".join(map(str, argv))
+    return command
+
+
+# ----- files, secrets, results -----------------------------------------------------------------
+
+
+def _join(base: str, path: str) -> str:
+    joined = PurePosixPath(base) / path  # an absolute `path` replaces `base`
+    parts: list[str] = []
+    for part in joined.parts[1:]:
+        if part == "..":
+            parts = parts[:-1]
+        elif part not in {".", ""}:
+            parts.append(part)
+    return "/" + "/".join(parts)
+
+
+def _read(path: Path) -> dict[str, tuple[bytes, int]]:
+    """A file -> {"": ...}; a folder -> every file below it by relative path (symlinks followed)."""
+    if not path.is_dir():
+        return {"": (path.read_bytes(), path.stat().st_mode & 0o7777)}
+    found: dict[str, tuple[bytes, int]] = {}
+    for below in sorted(path.rglob("*")):
+        if below.is_file():
+            found[below.relative_to(path).as_posix()] = (below.read_bytes(), below.stat().st_mode & 0o7777)
+    return found
+
+
+def _is_dir(stage: _Stage, path: str) -> bool:
+    return path in {"/", stage.workdir} or any(p.startswith(path + "/") for p in stage.files)
+
+
+def _from_stage(stage: _Stage, src: str) -> _Source | None:
+    path = _join("/", src)
+    if path in stage.files:
+        return (PurePosixPath(path).name, False, {"": (stage.files[path], stage.modes[path])})
+    prefix = path.rstrip("/") + "/"
+    inside = {p[len(prefix) :]: (d, stage.modes[p]) for p, d in stage.files.items() if p.startswith(prefix)}
+    return (PurePosixPath(path).name, True, inside) if inside else None
+
+
+def _secret_value(source: SecretSource) -> str | None:
+    """What BuildKit would mount: the variable's value, the file's text; None when absent."""
+    if source.env:
+        return os.environ.get(source.env)
+    if source.file is not None and Path(source.file).is_file():
+        return Path(source.file).read_text(encoding="utf-8", errors="replace")
+    return None
+
+
+def _host_platform() -> str:
+    machine = host.machine().lower()
+    return "linux/" + {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+
+
+def _platform_arg(name: str, plat: str) -> str:
+    os_name, _, rest = plat.partition("/")
+    arch, _, variant = rest.partition("/")
+    values = {"TARGETPLATFORM": plat, "TARGETOS": os_name, "TARGETARCH": arch, "TARGETVARIANT": variant}
+    return values.get(name, _host_platform() if name == "BUILDPLATFORM" else _host_platform().split("/")[1])
+
+
+def _normalize(reference: str) -> str:
+    """`name` and `name:latest` are the same image; a digest or tag is kept."""
+    last = reference.rsplit("/", 1)[-1]
+    return reference if ":" in last or "@" in reference else f"{reference}:latest"
+
+
+def _image(reference: str, dockerfile: str, plat: str, stage: _Stage, labels: dict[str, str]) -> FakeImage:
+    content = {
+        "files": {p: hashlib.sha256(d).hexdigest() for p, d in sorted(stage.files.items())},
+        "modes": dict(sorted(stage.modes.items())),
+        "env": stage.env,
+        "labels": labels,
+        "workdir": stage.workdir,
+        "platform": plat,
+    }
+    digest = "sha256:" + hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    files, modes, env = dict(stage.files), dict(stage.modes), dict(stage.env)
+    return FakeImage(reference, dockerfile, plat, files, modes, env, labels, stage.workdir, digest)

@@ -1,0 +1,165 @@
+"""Build output, the same for every backend: redaction, BuildKit plain-progress parsing, events.
+
+A backend feeds every raw line its engine prints to one `BuildOutput`. Each line is redacted
+first (so nothing downstream ever sees a secret value), then parsed as BuildKit plain progress:
+
+    #7 [3/5] RUN uv pip install ...     a step starts (its title)
+    #7 0.422 Collecting six             a line the step printed (after the seconds since start)
+    #7 ERROR: ... exit code: 3          the step failed
+    #7 DONE 0.4s                        anything else: a status line of step 7
+
+and turned into `ProgressEvent`s. It remembers each step's title and last lines, so a backend
+can raise a `StepFailedError` that says which step failed, with what exit code and output.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+from flyte_images._errors import StepFailedError
+from flyte_images.builders.base import Progress, ProgressEvent
+
+REPLACEMENT = "***"
+TAIL_LINES = 25
+# Lines of a multi-line value shorter than this are not redacted on their own: a PEM key's
+# blank or one-character lines would otherwise blank out common output.
+_MIN_PART = 3
+
+_PREFIXED = re.compile(r"^#(\d+) (.*)$")
+_TIMED = re.compile(r"^\d+\.\d+ ?(.*)$")
+_EXIT_CODE = re.compile(r"exit code: (\d+)")
+_STATUS = re.compile(r"^(DONE|CACHED|CANCELED|ERROR)\b")
+
+
+def redaction_patterns(values: tuple[str, ...]) -> tuple[str, ...]:
+    """The strings to hide for these secret values, longest first.
+
+    Each whole value (any length), the value without surrounding white space (a file's
+    trailing newline is rarely printed), and each line of a multi-line value on its own
+    (BuildKit prints output line by line, so a PEM key never arrives in one piece).
+    """
+    found: set[str] = set()
+    for value in values:
+        found.update(part for part in (value, value.strip(), value.rstrip()) if part)
+        lines = value.splitlines()
+        if len(lines) > 1:
+            found.update(line.strip() for line in lines if len(line.strip()) >= _MIN_PART)
+    return tuple(sorted(found, key=lambda s: (-len(s), s)))
+
+
+@dataclass(frozen=True)
+class Redactor:
+    """Replaces every secret value in a text with `***` in one pass (longest match wins)."""
+
+    values: tuple[str, ...]
+    _pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        patterns = redaction_patterns(self.values)
+        compiled = re.compile("|".join(map(re.escape, patterns))) if patterns else None
+        object.__setattr__(self, "_pattern", compiled)
+
+    def __call__(self, text: str) -> str:
+        return self._pattern.sub(REPLACEMENT, text) if self._pattern else text
+
+
+class BuildOutput:
+    """Turns one build's raw engine lines into redacted events and remembers them for errors."""
+
+    def __init__(self, redact: tuple[str, ...], progress: Progress) -> None:
+        self._redactor = Redactor(tuple(redact))
+        self._progress = progress
+        self._titles: dict[str, str] = {}
+        self._tails: dict[str, deque[str]] = {}
+        self._errors: dict[str, str] = {}
+        self._failed: str | None = None
+        self._exit_code: int | None = None
+        self._last: str | None = None  # the step of the last prefixed line, for continuations
+        self._lock = threading.Lock()  # engines may report from a reader thread
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret value replaced by `***` (for exception text, stderr)."""
+        return self._redactor(text)
+
+    def feed(self, raw: str) -> None:
+        """One raw chunk of engine output (usually one line; several lines are split)."""
+        # Redact the whole chunk before splitting, so a multi-line value printed in one chunk is
+        # caught whole; values split over several chunks are caught by their lines' patterns.
+        text = self._redactor(raw.rstrip("\r\n"))
+        with self._lock:
+            for line in text.split("\n"):
+                self._progress(self._parse(line.rstrip("\r")))
+
+    def _parse(self, line: str) -> ProgressEvent:
+        prefixed = _PREFIXED.match(line)
+        if not prefixed:
+            return self._unprefixed(line)
+        number, rest = prefixed.groups()
+        self._last = number
+        timed = _TIMED.match(rest)
+        if timed:
+            text = timed.group(1)
+            self._tails.setdefault(number, deque(maxlen=TAIL_LINES)).append(text)
+            return ProgressEvent("log", self._titles.get(number, ""), text, line)
+        if rest.startswith("ERROR"):
+            self._failed = self._failed or number
+            self._errors[number] = rest.removeprefix("ERROR").lstrip(": ")
+            self._note_exit_code(rest)
+        elif number not in self._titles or (rest.startswith("[") and not _STATUS.match(rest)):
+            # The first line of a step is its title; BuildKit repeats the title when it
+            # switches back to a step, which is not a new step.
+            is_new = self._titles.get(number) != rest
+            self._titles[number] = rest
+            if is_new:
+                return ProgressEvent("step", rest, rest, line)
+        return ProgressEvent("log", self._titles.get(number, ""), rest, line)
+
+    def _unprefixed(self, line: str) -> ProgressEvent:
+        """A line without `#N`: a continuation of a multi-line error, or the final summary."""
+        if self._last is not None and self._last in self._errors and line and not line.startswith("-"):
+            self._errors[self._last] += "\n" + line
+        elif not line.strip() or line.startswith("------"):
+            self._last = None
+        self._note_exit_code(line)
+        return ProgressEvent("log", "", line, line)
+
+    def _note_exit_code(self, text: str) -> None:
+        code = _EXIT_CODE.search(text)
+        if code:
+            self._exit_code = int(code.group(1))
+
+    @property
+    def titles(self) -> dict[str, str]:
+        """Step number -> title, for every step seen so far."""
+        return dict(self._titles)
+
+    @property
+    def failed_step(self) -> str:
+        """The title of the first step that reported ERROR, or ""."""
+        return self._titles.get(self._failed or "", "")
+
+    @property
+    def failed_error(self) -> str:
+        """What the engine said when that step failed (redacted), or ""."""
+        return self._errors.get(self._failed or "", "")
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code of the failed command, when the engine said one."""
+        return self._exit_code
+
+    def tail(self, step: str | None = None) -> str:
+        """The last lines a step printed (default: the failed step), redacted, one per line."""
+        number = self._failed if step is None else next((n for n, t in self._titles.items() if t == step), None)
+        return "\n".join(self._tails.get(number or "", ()))
+
+    def step_failed(self, summary: str = "") -> StepFailedError:
+        """A `StepFailedError` for the failed step: its title, exit code and last lines."""
+        step, tail, code = self.failed_step, self.tail(), self.exit_code
+        where = f" at step {step}" if step else ""
+        with_code = f" with exit code {code}" if code is not None else ""
+        detail = f":\n{tail}" if tail else (f": {self.redact(summary)}" if summary else "")
+        return StepFailedError(f"build failed{where}{with_code}{detail}", step=step, exit_code=code, tail=tail)
