@@ -136,7 +136,7 @@ def build_images(
         _build_all(list(jobs.values()), concurrency or 2, options, quiet)
     for job in jobs.values():
         for name in job.envs:
-            if job.uri is not None and job.status != "failed":
+            if job.uri is not None:
                 cache.image_lookup[name] = job.uri
                 cache.identifiers[name] = job.uri.rsplit(":", 1)[1]
                 cache.digests[name] = job.digest
@@ -200,8 +200,13 @@ def _say(line: str) -> None:
 def _build_all(jobs: list[_Job], concurrency: int, options: dict[str, Any], quiet: bool) -> None:
     def one(job: _Job) -> None:
         started = time.monotonic()
+
+        def announce(uri: str) -> None:
+            job.uri = uri  # a failure after this point is reported with the uri it had
+            if not quiet:
+                _say(f"building {uri} for {', '.join(job.envs)}")
+
         try:
-            announce = None if quiet else (lambda uri: _say(f"building {uri} for {', '.join(job.envs)}"))
             result = build_image(job.image, quiet=True, announce=announce, **options)
         except FlyteImagesError as exc:
             job.status, job.reason = "failed", str(exc)

@@ -59,7 +59,8 @@ def default_base_image(python_version: tuple[int, int]) -> str:
     """The base of `from_debian_base`: the configured `base_image` (FLYTE_IMAGES_BASE_IMAGE or
     the config file; `{python_version}` is filled in), or the official slim bookworm image."""
     template = _config.configured_base_image() or DEFAULT_BASE_IMAGE
-    return template.replace("{python_version}", f"{python_version[0]}.{python_version[1]}")
+    filled = template.replace("{python_version}", f"{python_version[0]}.{python_version[1]}")
+    return check.image_reference("base_image (FLYTE_IMAGES_BASE_IMAGE or the config file)", filled)
 
 
 @dataclass(frozen=True)
@@ -155,10 +156,7 @@ class Image:
         Example:
             Image.from_base("python:3.12-slim").clone(name="my-app").with_pip_packages("numpy")
         """
-        uri = check.nonempty("image_uri", image_uri).strip()
-        if any(ch.isspace() for ch in uri):
-            raise InvalidLayerArgument("image_uri", f"{image_uri!r} contains white space; an image uri cannot")
-        return cls._new(base_image=uri, python_version=None)
+        return cls._new(base_image=check.image_reference("image_uri", image_uri), python_version=None)
 
     @classmethod
     def from_ref_name(cls, name: str = "default") -> Image:
@@ -253,7 +251,7 @@ class Image:
         if name is not None:
             changes["name"] = check.repository_name("name", name)
         if base_image is not None:
-            changes["base_image"] = check.nonempty("base_image", base_image).strip()
+            changes["base_image"] = check.image_reference("base_image", base_image)
         if python_version is not None:
             changes["python_version"] = check.python_version(python_version)
         if extendable is not None:

@@ -58,6 +58,7 @@ class BuildPlan:
     secrets: tuple[Secret, ...]
     platforms: tuple[str, ...]
     parts: tuple[Part, ...]
+    instructions: tuple[str, ...] = ()  # what was rendered, one item per Dockerfile instruction
     context: Path | None = None  # the staged context folder, while it is locked
     dockerfile_path: Path | None = None
 
@@ -142,6 +143,7 @@ def _make(image: Image, options: RenderOptions, cache: StatCache | None, snap: S
         digest=digest_of(identity),
         repository=repository,
         dockerfile=out.text(),
+        instructions=tuple(out.instructions),
         manifest=tuple(manifest),
         secrets=tuple(out.secrets),
         platforms=image.platform,

@@ -97,12 +97,10 @@ def line_safe(parameter: str, value: str) -> str:
 
 
 def base_reference(parameter: str, value: str | None) -> str:
-    """A base image reference fit for `FROM`: one word, nothing that changes the instruction."""
-    if not value or any(ch.isspace() or not ch.isprintable() for ch in value):
-        raise InvalidLayerArgument(
-            parameter, f"{value!r} is not an image reference (no spaces, line breaks or control characters)"
-        )
-    return line_safe(parameter, value)
+    """A base image reference fit for `FROM` (see `_validation.image_reference`)."""
+    from ._validation import image_reference
+
+    return line_safe(parameter, image_reference(parameter, value))
 
 
 @dataclass

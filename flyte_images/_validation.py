@@ -63,6 +63,23 @@ def no_control(parameter: str, value: object, *, allow_newline: bool = False) ->
     return value
 
 
+def image_reference(parameter: str, value: object) -> str:
+    """An image reference that can stand alone after `FROM`: one word of printable characters
+    (no white space of any kind, Unicode line separators included) and no trailing backslash,
+    which would join the next instruction."""
+    text = nonempty(parameter, value).strip()
+    bad = next((ch for ch in text if ch.isspace() or not ch.isprintable()), None)
+    if bad is not None:
+        raise InvalidLayerArgument(
+            parameter, f"{_show(value)} contains {bad!r}; an image reference is one word like python:3.12-slim"
+        )
+    if text.endswith("\\"):
+        raise InvalidLayerArgument(
+            parameter, f"{_show(value)} ends with a backslash; an image reference is one word like python:3.12-slim"
+        )
+    return text
+
+
 def nonempty(parameter: str, value: object, *, allow_newline: bool = False) -> str:
     text = no_control(parameter, value, allow_newline=allow_newline)
     if not text.strip():

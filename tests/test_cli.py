@@ -154,27 +154,3 @@ def test_dockerfile_prints_and_writes_the_context(project: Path, capsys: pytest.
     assert (context / "_fi" / "1" / "main.py").read_text() == "print('hi')\n"
     assert (context / "_fi" / "uv" / "amd64" / "uv").stat().st_mode & 0o111
     assert main(["dockerfile", f"{project / 'images.py'}:app", "--context", str(context)]) == 2  # not empty: usage
-
-
-def test_progress_is_a_live_view_on_a_terminal_and_plain_lines_elsewhere() -> None:
-    import io
-
-    from flyte_images._progress import progress_sink
-
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    terminal = Terminal()
-    with progress_sink(stream=terminal, title="app:1") as sink:
-        sink("#5 [2/3] RUN echo hi")
-        sink("#5 0.1 hi")
-    assert "\x1b[" in terminal.getvalue()  # drawn with terminal control sequences, then cleared
-    piped = io.StringIO()
-    with progress_sink(stream=piped) as sink:
-        sink("#5 [2/3] RUN echo hi")
-    assert piped.getvalue() == "#5 [2/3] RUN echo hi\n"
-    quiet = io.StringIO()
-    with progress_sink(quiet=True, stream=quiet) as sink:
-        sink("anything")
-    assert quiet.getvalue() == ""
