@@ -40,18 +40,24 @@ def _debian() -> Image:
 CASES: dict[str, Callable[[Path], Image]] = {
     "debian_base": lambda root: _debian(),
     "debian_base_flyte": lambda root: Image.from_debian_base(python_version=(3, 11), name="golden"),
-    "apt_pip_env": lambda root: _debian()
-    .with_apt_packages("git", "curl")
-    .with_pip_packages("numpy==2.1.0", index_url="https://user:pw@pypi.example/simple")
-    .with_env_vars({"A": "1", "B": "two words"}),
+    "apt_pip_env": lambda root: (
+        _debian()
+        .with_apt_packages("git", "curl")
+        .with_pip_packages("numpy==2.1.0", index_url="https://user:pw@pypi.example/simple")
+        .with_env_vars({"A": "1", "B": "two words"})
+    ),
     "source_folder": lambda root: _debian().with_source_folder(root / "src", dst="/app"),
-    "requirements_commands": lambda root: _debian()
-    .with_requirements(root / "requirements.txt")
-    .with_commands(["echo hi"], secret_mounts=[Secret(key="tok")]),
-    "from_base_multiarch": lambda root: Image.from_base("python:3.12-slim")
-    .clone(name="golden", platform=("linux/amd64", "linux/arm64"))
-    .with_workdir("/srv")
-    .with_source_file(root / "src" / "app.py"),
+    "requirements_commands": lambda root: (
+        _debian()
+        .with_requirements(root / "requirements.txt")
+        .with_commands(["echo hi"], secret_mounts=[Secret(key="tok")])
+    ),
+    "from_base_multiarch": lambda root: (
+        Image.from_base("python:3.12-slim")
+        .clone(name="golden", platform=("linux/amd64", "linux/arm64"))
+        .with_workdir("/srv")
+        .with_source_file(root / "src" / "app.py")
+    ),
 }
 
 GOLDEN = {

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from flyte_images import Image, LayerNotAllowedError, Secret
-from flyte_images._plan import plan as render
 from flyte_images._identity import RENDERER_REVISION
+from flyte_images._plan import plan as render
 from flyte_images._render import RenderOptions, is_heavy
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
