@@ -1,0 +1,116 @@
+"""Builds while another thread keeps editing the copied files, on the real engine.
+
+For every build reported as built: the reported uri's tag == the engine's tag (the image exists
+under it) == the identity label == the identifier of the bytes inside the image (the copied
+folder exported from a container and hashed again as the same image description). A build may
+be refused only with a clear error naming a file that vanished; at most a third may be.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import write_tree
+from engine_support import BUSYBOX
+
+import flyte_images
+from flyte_images import Image, SourceError
+from flyte_images.builders.base import IDENTITY_LABEL
+
+pytestmark = pytest.mark.engine
+
+
+class Churn:
+    """Rewrites a file in each folder every 50 ms (truncate and write, not atomic), and makes a
+    file appear and vanish again, until stopped."""
+
+    def __init__(self, folders: list[Path]) -> None:
+        self.folders = folders
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        for i in itertools.count():
+            if self.stop.wait(0.05):
+                return
+            for folder in self.folders:
+                with open(folder / "churn.txt", "w") as handle:
+                    handle.write(f"edit {i}\n" * (i % 7 + 1))
+                transient = folder / "transient.txt"
+                if i % 2:
+                    transient.write_text(f"{i}\n")
+                else:
+                    transient.unlink(missing_ok=True)
+
+    def __enter__(self) -> Churn:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def _docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _export(uri: str, path: str, dest: Path) -> None:
+    container = _docker("create", uri, "true")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _docker("cp", f"{container}:{path}", str(dest))
+    finally:
+        _docker("rm", container)
+
+
+def test_builds_during_edits_report_only_images_whose_tag_label_and_bytes_agree(engine: None, tmp_path: Path) -> None:
+    run = uuid.uuid4().hex[:8]
+    src = tmp_path / "src"
+    ctx = tmp_path / "ctx"
+    write_tree(
+        src, {"main.py": (b"print(1)\n", 0o644), "pkg/mod.py": (b"x = 1\n", 0o755), "churn.txt": (b"0\n", 0o644)}
+    )
+    dockerfile = f"FROM {BUSYBOX}\nCOPY . /app\n".encode()
+    write_tree(ctx, {"Dockerfile": (dockerfile, 0o644), "data.txt": (b"d\n", 0o644), "churn.txt": (b"0\n", 0o644)})
+
+    def folder_image(folder: Path) -> Image:
+        return Image.from_base(BUSYBOX).clone(name=f"churn-src-{run}").with_source_folder(folder, dst="/app")
+
+    def dockerfile_image(folder: Path) -> Image:
+        return Image.from_dockerfile(folder / "Dockerfile", registry="", name=f"churn-df-{run}")
+
+    outcomes: list[tuple[str, str]] = []
+    with Churn([src, ctx]):
+        for i in range(16):
+            kind, image = ("src", folder_image(src)) if i % 2 == 0 else ("df", dockerfile_image(ctx))
+            try:
+                result = flyte_images.build(image, quiet=True, push=False)
+            except SourceError as exc:
+                assert "transient.txt" in str(exc)
+                outcomes.append((kind, "refused"))
+                continue
+            outcomes.append((kind, result.uri))
+            time.sleep(0.03)
+    built = [(kind, uri) for kind, uri in outcomes if uri != "refused"]
+    print(f"churn: {len(built)} built, {len(outcomes) - len(built)} refused, {len({u for _k, u in built})} tags")
+    assert len(outcomes) - len(built) <= len(outcomes) // 3, outcomes
+    assert len({uri for _kind, uri in built}) > 2  # the edits were really seen
+    for n, (kind, uri) in enumerate(built):
+        tag = uri.rsplit(":", 1)[1]
+        labels = _docker("image", "inspect", uri, "--format", "{{json .Config.Labels}}")
+        assert f'"{IDENTITY_LABEL}":"{tag}"' in labels
+        check = tmp_path / "check" / str(n)
+        if kind == "src":
+            _export(uri, "/app/src", check / "src")
+            assert folder_image(check / "src").identifier == tag
+        else:
+            _export(uri, "/app", check / "ctx")
+            assert dockerfile_image(check / "ctx").identifier == tag
+    _docker("image", "rm", "-f", *{uri for _kind, uri in built})
