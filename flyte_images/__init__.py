@@ -8,7 +8,7 @@ Everything importable from here is public; modules starting with `_` are interna
 """
 
 from ._build import ImageBuild, build
-from ._deploy import ImagesFailedError, build_images
+from ._deploy import build_images
 from ._environment import Environment, TaskEnvironment
 from ._errors import (
     BaseImageNotFoundError,
@@ -17,6 +17,7 @@ from ._errors import (
     EngineUnavailableError,
     FlyteImagesError,
     ImageCacheError,
+    ImagesFailedError,
     InvalidImageError,
     InvalidLayerArgument,
     LayerNotAllowedError,

@@ -20,20 +20,10 @@ from typing import Any
 from . import _config
 from ._build import build_image
 from ._environment import Environment
-from ._errors import BuildError, FlyteImagesError
+from ._errors import FlyteImagesError, ImagesFailedError
 from ._image import Image
 from ._imagecache import ImageCache
 from ._syncaio import syncaio
-
-
-class ImagesFailedError(BuildError):
-    """Some images failed; `cache` holds the results of all the others."""
-
-    def __init__(self, cache: ImageCache) -> None:
-        self.cache = cache
-        failed = [f"  {env} ({cache.image_lookup.get(env, '?')}): {cache.reasons[env]}"
-                  for env in sorted(cache.status) if cache.status[env] == "failed"]  # fmt: skip
-        super().__init__(f"{len(failed)} image(s) failed:\n" + "\n".join(failed))
 
 
 def environment_closure(envs: tuple[Environment, ...]) -> list[Environment]:

@@ -14,7 +14,8 @@
     │   ├── BaseImageNotFoundError               FROM image neither local nor pullable
     │   ├── SecretNotFoundError                  a build secret has no value to mount
     │   ├── StepFailedError                      a RUN step failed (step, exit code, last lines)
-    │   └── PushDeniedError                      the registry refused the push
+    │   ├── PushDeniedError                      the registry refused the push
+    │   └── ImagesFailedError                    some images of build_images failed (.cache has all)
     ├── LoadError                                a Python file given to the CLI cannot be loaded
     └── ImageCacheError (also a ValueError)      an ImageCache JSON or transport string is malformed
 
@@ -23,6 +24,11 @@ secrets are referred to by their key only.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._imagecache import ImageCache
 
 
 class FlyteImagesError(Exception):
@@ -101,3 +107,13 @@ class LoadError(FlyteImagesError):
 
 class ImageCacheError(FlyteImagesError, ValueError):
     """An ImageCache JSON or transport string is malformed, truncated, or too large to accept."""
+
+
+class ImagesFailedError(BuildError):
+    """Some images of a deploy failed; `cache` (an ImageCache) holds the results of all of them."""
+
+    def __init__(self, cache: ImageCache) -> None:
+        self.cache = cache
+        failed = [f"  {env} ({cache.image_lookup.get(env, '?')}): {cache.reasons[env]}"
+                  for env in sorted(cache.status) if cache.status[env] == "failed"]  # fmt: skip
+        super().__init__(f"{len(failed)} image(s) failed:\n" + "\n".join(failed))

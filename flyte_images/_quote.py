@@ -2,7 +2,7 @@
 
 Every instruction we render is one physical line, except continuation lines we write ourselves
 between mount flags, so no value can start another instruction. The rules, checked against
-BuildKit on a real engine (tests/test_engine_quoting.py):
+BuildKit on a real engine (tests/test_engine_context.py):
 
 - ENV values and WORKDIR are written in double quotes, where BuildKit's word processing takes
   `\\\\`, `\\"` and `\\$` as escapes and leaves any other backslash as is. Escaping exactly those

@@ -3,7 +3,7 @@
 Each value either raises InvalidLayerArgument naming the parameter, or renders a Dockerfile with
 as many instructions as a harmless value gives, from which the value reads back exactly: with
 BuildKit's rules for ENV/WORKDIR double quotes and JSON-form COPY words (checked against a real
-engine in test_engine_quoting.py), JSON for RUN, and the real /bin/sh for shell arguments.
+engine in test_engine_context.py), JSON for RUN, and the real /bin/sh for shell arguments.
 """
 
 from __future__ import annotations

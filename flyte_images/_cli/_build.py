@@ -59,8 +59,9 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from .._deploy import ImagesFailedError, build_images
+    from .._deploy import build_images
     from .._environment import TaskEnvironment
+    from .._errors import ImagesFailedError
     from .._loader import definitions_of
 
     if args.ca_bundle:
