@@ -4,7 +4,11 @@
 - a token-auth registry (`auth: token`) with a token issuer written here: it checks basic
   credentials and signs RS256 JWTs with a test key whose certificate the registry trusts;
 - FlakyProxy, a fake that stands in front of a real registry only to answer 429 once, since a
-  registry cannot be made to rate-limit on demand.
+  registry cannot be made to rate-limit on demand;
+- FakeServer, the base of the hand-written hostile fakes of the tests (redirecting fronts,
+  servers that drip bytes, answer garbage or serve malformed documents): no real registry
+  can be made to misbehave like that;
+- seed_image, which puts a small image into a real registry over its HTTP API (no engine).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import hashlib
 import http.server
 import json
 import subprocess
@@ -19,7 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -194,3 +199,122 @@ def push_busybox(host: str, repository: str, tag: str, config_dir: Path | None =
     out = subprocess.run(["docker", *args, "push", target], capture_output=True, text=True, check=True).stdout
     docker("image", "rm", target, check=False)
     return out.rsplit("digest: ", 1)[1].split()[0]
+
+
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
+
+
+@dataclass(frozen=True)
+class Seeded:
+    reference: str
+    digest: str  # of the manifest
+    config: bytes
+    config_digest: str
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def seed_image(
+    host: str, repository: str, tag: str, *, architecture: str = "amd64", auth: tuple[str, str] | None = None
+) -> Seeded:
+    """Put a one-config, no-layer OCI image for linux/`architecture` into a real registry."""
+    config = json.dumps({"architecture": architecture, "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}})
+    blob = config.encode()
+    base = f"http://{host}/v2/{repository}"
+    with httpx.Client(auth=auth) as client:
+        location = client.post(f"{base}/blobs/uploads/").headers["Location"]
+        location = location if location.startswith("http") else f"http://{host}{location}"
+        sep = "&" if "?" in location else "?"
+        assert client.put(f"{location}{sep}digest={sha256(blob)}", content=blob).status_code == 201
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": MANIFEST_TYPE, "layers": [],
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(blob),
+                       "size": len(blob)},
+        }).encode()  # fmt: skip
+        put = client.put(f"{base}/manifests/{tag}", content=manifest, headers={"Content-Type": MANIFEST_TYPE})
+        assert put.status_code == 201, put.text
+    return Seeded(f"{host}/{repository}:{tag}", sha256(manifest), blob, sha256(blob))
+
+
+def reply(
+    handler: http.server.BaseHTTPRequestHandler, status: int, body: bytes = b"", headers: dict[str, str] | None = None
+) -> None:
+    """Send one whole answer (no body for HEAD, as HTTP wants)."""
+    handler.send_response(status)
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(body)
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+Answer = Callable[[http.server.BaseHTTPRequestHandler], None]
+
+
+class FakeServer:
+    """A fake: a threaded HTTP server on a free loopback port that hands every request to
+    `answer(handler)` and records what it was asked (`seen`). Only for behaviour no real
+    registry can be made to show; the tests say which fake stands for what."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.seen: list[Seen] = []
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *_args: object) -> None:
+                pass
+
+            def _answer(self) -> None:
+                fake.seen.append(Seen(self.command, self.path, dict(self.headers.items())))
+                with contextlib.suppress(OSError):  # the client may hang up first (deadlines)
+                    answer(self)
+
+            do_GET = do_HEAD = do_POST = _answer
+
+        self.server, self.port = _serve(Handler)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> FakeServer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def forward(handler: http.server.BaseHTTPRequestHandler, upstream: str) -> None:
+    """Pass a request on to a real registry with its Accept and Authorization headers, and its
+    answer back (with the headers a registry client reads)."""
+    headers = {k: v for k, v in handler.headers.items() if k.lower() in ("accept", "authorization")}
+    response = httpx.request(handler.command, f"http://{upstream}{handler.path}", headers=headers)
+    names = ("Content-Type", "Docker-Content-Digest", "WWW-Authenticate")
+    reply(
+        handler,
+        response.status_code,
+        response.content,
+        {n: response.headers[n] for n in names if n in response.headers},
+    )
+
+
+@contextlib.contextmanager
+def seeded_registry(repository: str = "team/app", tag: str = "v1") -> Iterator[Seeded]:
+    """A real registry on loopback holding one small linux/amd64 image."""
+    with registry() as running:
+        yield seed_image(running.host, repository, tag)

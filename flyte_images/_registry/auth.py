@@ -9,7 +9,6 @@ ECR hosts with no stored credentials, a token from `ecr:GetAuthorizationToken` (
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import shutil
@@ -18,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._errors import RegistryError
+from . import wire
 
 ECR_HOST = re.compile(r"^(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
+_HELPER_TIMEOUT = 30.0
 _HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
 
 
@@ -31,6 +32,11 @@ class Credentials:
     def basic_header(self) -> str:
         raw = f"{self.username}:{self.password}".encode()
         return "Basic " + base64.b64encode(raw).decode()
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every form of the password that could show up in text, for the redactor."""
+        pair = f"{self.username}:{self.password}"
+        return self.password, pair, base64.b64encode(pair.encode()).decode()
 
 
 def docker_config_path() -> Path:
@@ -51,43 +57,80 @@ def _from_helper(helper: str, host: str) -> Credentials | None:
             f"Docker's config names the credential helper {helper!r} for {host}, but docker-credential-"
             f"{helper} is not on PATH; install it or remove it from {docker_config_path()}"
         )
-    result = subprocess.run([program, "get"], input=host, capture_output=True, text=True, check=False, timeout=30)
+    try:
+        result = subprocess.run(
+            [program, "get"], input=host, capture_output=True, text=True, check=False, timeout=_HELPER_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        raise RegistryError(
+            f"docker-credential-{helper} did not answer for {host} within {_HELPER_TIMEOUT:g} s; "
+            "check that it can reach its keychain"
+        ) from None
+    except OSError as exc:
+        raise RegistryError(f"docker-credential-{helper} could not be run: {exc.strerror}; reinstall it") from None
     if result.returncode != 0:
         return None  # "credentials not found in native keychain": no login for this host
+    answer = wire.parse(
+        wire.HelperAnswer,
+        result.stdout.encode(),
+        f"the answer of docker-credential-{helper} for {host}",
+        'it should print {"Username": ..., "Secret": ...}; update or reinstall the helper',
+    )
+    return Credentials(answer.username, answer.secret)
+
+
+def read_docker_config(path: Path) -> wire.DockerConfig | None:
+    """Docker's config.json as a model; None when there is none."""
     try:
-        data = json.loads(result.stdout)
-        return Credentials(data["Username"], data["Secret"])
-    except (ValueError, KeyError, TypeError):
-        raise RegistryError(f"docker-credential-{helper} returned something that is not credentials") from None
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RegistryError(
+            f"cannot read Docker's config {path}: {exc.strerror}; fix its permissions or set DOCKER_CONFIG "
+            "to another folder"
+        ) from None
+    fix = "fix the file (`docker login` rewrites it) or set DOCKER_CONFIG to another folder"
+    return wire.parse(wire.DockerConfig, text, f"Docker's config {path}", fix)
+
+
+def _from_auths(path: Path, key: str, entry: wire.AuthEntry) -> Credentials | None:
+    if entry.auth:
+        try:
+            user, colon, password = base64.b64decode(entry.auth, validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            colon = ""
+        if not colon:
+            raise RegistryError(
+                f"Docker's config {path} has an auth value for {key} that is not base64 of user:password; "
+                f"log in again with `docker login {key}`"
+            )
+        return Credentials(user, password)
+    if entry.username and entry.password:
+        return Credentials(entry.username, entry.password)
+    return None
 
 
 def docker_credentials(host: str) -> Credentials | None:
     path = docker_config_path()
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
+    config = read_docker_config(path)
+    if config is None:
         return None
-    except (OSError, ValueError) as exc:
-        raise RegistryError(f"cannot read Docker's config {path}: {exc}") from exc
     keys = _keys_for(host)
-    helpers = config.get("credHelpers") or {}
+    helpers = config.cred_helpers or {}
     for key in keys:
         if key in helpers:
             return _from_helper(helpers[key], host)
-    if config.get("credsStore"):
-        found = _from_helper(config["credsStore"], host)
+    if config.creds_store:
+        found = _from_helper(config.creds_store, host)
         if found is not None:
             return found
-    auths = config.get("auths") or {}
+    auths = config.auths or {}
     for key in keys:
         entry = auths.get(key)
-        if not entry:
-            continue
-        if entry.get("auth"):
-            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            return Credentials(user, password)
-        if entry.get("username") and entry.get("password"):
-            return Credentials(entry["username"], entry["password"])
+        found = _from_auths(path, key, entry) if entry is not None else None
+        if found is not None:
+            return found
     return None
 
 

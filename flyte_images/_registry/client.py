@@ -1,49 +1,60 @@
 """Existence checks against any OCI distribution registry, over HTTP/1.1 with kept-alive connections.
 
-An answer is one of three states, and only a registry that answered 200 yields "exists":
+An answer is one of three states, and only a registry that answered 200 with a manifest or
+index media type yields "exists":
 
 - exists: the manifest is there (with its digest) and, when platforms were asked for, it
   covers every one of them (an index is read; a single manifest's config blob is read);
 - missing: 404, or the manifest lacks a requested platform;
-- unknown: the registry could not be asked (unreachable, 5xx or 429 after retries, 401 with
-  no usable credentials). Callers must never treat it as "exists".
+- unknown: the registry could not be asked or gave an answer that cannot be trusted
+  (unreachable, 5xx or 429 after retries, 401 with no usable credentials, a page that is not a
+  manifest, a malformed document, no answer within the deadline). Callers must never treat it
+  as "exists". One image's unknown never stops the check of the others.
 
-Retries: 429 and 5xx responses and connection errors are retried with exponential backoff
-(a `Retry-After` header is honoured, up to 30 s). Plain HTTP is used only for hosts configured
-as insecure (`insecure_registries`, FLYTE_IMAGES_INSECURE_REGISTRIES) and for loopback hosts,
-which Docker also treats as insecure; HTTPS everywhere else.
+Every check has an overall deadline (`deadline=`, else FLYTE_IMAGES_REGISTRY_TIMEOUT, else
+20 s), on top of the per-read timeout, so a server that drips bytes cannot hold a build. It runs
+from when the check starts, not while it waits behind `concurrency` others.
+Plain HTTP is used only for hosts configured as insecure (`insecure_registries`,
+FLYTE_IMAGES_INSECURE_REGISTRIES) and for loopback hosts, which Docker also treats as insecure;
+HTTPS everywhere else. Credentials never appear in reasons, logs or errors (see redact.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import hashlib
-import ipaddress
 import json
+import math
+import os
 import re
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
 
-from .._errors import RegistryError
-from . import auth
+from .._errors import ConfigError, RegistryError
+from . import redact, wire
 from .record import PlatformCache
+from .session import Answer, Session, describe, is_loopback
+from .wire import ACCEPT, INDEX_TYPES, MANIFEST_TYPES
 
-INDEX_TYPES = (
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-)
-MANIFEST_TYPES = (
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-)
-ACCEPT = ", ".join(INDEX_TYPES + MANIFEST_TYPES)
-_RETRY_STATUS = {429, 500, 502, 503, 504}
-_MAX_RETRY_AFTER = 30.0
+__all__ = [
+    "ACCEPT",
+    "DEADLINE_ENV",
+    "INDEX_TYPES",
+    "MANIFEST_TYPES",
+    "Existence",
+    "Reference",
+    "RegistryClient",
+    "check_many",
+    "is_loopback",
+    "parse_reference",
+    "to_json",
+]
+
+DEADLINE_ENV = "FLYTE_IMAGES_REGISTRY_TIMEOUT"
+DEFAULT_DEADLINE = 20.0
+_DIGEST_REF = re.compile(r"[a-z0-9]+:[0-9a-f]{32,}")
 
 
 @dataclass(frozen=True)
@@ -53,27 +64,34 @@ class Reference:
     tag: str
 
     def __str__(self) -> str:
-        sep = "@" if self.tag.startswith("sha256:") else ":"
-        return f"{self.host}/{self.repository}{sep}{self.tag}"
+        return f"{self.host}/{self.repository}{'@' if self.by_digest else ':'}{self.tag}"
+
+    @property
+    def by_digest(self) -> bool:
+        return _DIGEST_REF.fullmatch(self.tag) is not None
 
 
 def parse_reference(ref: str) -> Reference:
     """`host[:port]/repo[/...]:tag` (or `@sha256:...`); Docker Hub names are expanded."""
-    name, _, digest = ref.partition("@")
-    tag = digest
-    if not tag:
-        slash, colon = name.rfind("/"), name.rfind(":")
-        if colon > slash:
-            name, tag = name[:colon], name[colon + 1 :]
-        else:
-            tag = "latest"
+    name, at, digest = ref.rpartition("@") if "@" in ref else (ref, "", "")
+    if "://" in ref or (at and (not _DIGEST_REF.fullmatch(digest) or "@" in name)):
+        raise RegistryError(
+            f"{redact.reference(ref)!r} is not an image reference: write registry.example/team/app:tag, with no "
+            "scheme and no credentials (log in with `docker login HOST` instead)"
+        )
+    slash, colon = name.rfind("/"), name.rfind(":")
+    if colon > slash:  # with a digest too (`app:1@sha256:...`), the digest names the manifest
+        name, tag = name[:colon], digest or name[colon + 1 :]
+    else:
+        tag = digest or "latest"
     first, _, rest = name.partition("/")
     if rest and ("." in first or ":" in first or first == "localhost"):
         host, repository = first, rest
     else:
         host, repository = "registry-1.docker.io", name if rest else f"library/{name}"
-    if not repository or not re.fullmatch(r"[a-z0-9]+(?:[._/-][a-z0-9]+)*(?:__[a-z0-9]+)*", repository):
-        raise RegistryError(f"{ref!r} is not an image reference like registry.example/team/app:tag")
+    valid_tag = _DIGEST_REF.fullmatch(tag) or re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag)
+    if not valid_tag or not re.fullmatch(r"[a-z0-9]+(?:[._/-][a-z0-9]+)*(?:__[a-z0-9]+)*", repository):
+        raise RegistryError(f"{redact.reference(ref)!r} is not an image reference like registry.example/team/app:tag")
     return Reference(host, repository, tag)
 
 
@@ -99,29 +117,24 @@ class Existence:
         }
 
 
-def is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0].strip("[]") if not host.startswith("[") else host[1 : host.index("]")]
-    if name == "localhost":
-        return True
+def deadline_seconds(deadline: float | None) -> float:
+    """The deadline of one check: the argument, else the environment, else the default."""
+    if deadline is not None:
+        source, raw = "deadline", str(deadline)
+    else:
+        source, raw = DEADLINE_ENV, os.environ.get(DEADLINE_ENV, "").strip()
+        if not raw:
+            return DEFAULT_DEADLINE
     try:
-        return ipaddress.ip_address(name).is_loopback
+        value = float(raw)
     except ValueError:
-        return False
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return min(float(value), _MAX_RETRY_AFTER)
-    parsed = email.utils.parsedate_to_datetime(value)
-    return min(max(parsed.timestamp() - time.time(), 0.0), _MAX_RETRY_AFTER)
-
-
-def _platform(entry: dict[str, Any]) -> str:
-    platform = f"{entry.get('os', '')}/{entry.get('architecture', '')}"
-    return f"{platform}/{entry['variant']}" if entry.get("variant") else platform
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(
+            f"{source}={raw!r} is not a number of seconds above 0; give one like {source}=30, or leave it "
+            f"unset for the default of {DEFAULT_DEADLINE:g} s"
+        )
+    return value
 
 
 class RegistryClient:
@@ -137,17 +150,17 @@ class RegistryClient:
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
         platform_cache: PlatformCache | None = None,
+        deadline: float | None = None,
     ) -> None:
-        self._insecure = set(insecure)
+        self._deadline = deadline_seconds(deadline)
         self._platform_cache = platform_cache if platform_cache is not None else PlatformCache.default()
         self._limit = asyncio.Semaphore(concurrency)
-        self._retries = retries
-        self._backoff = backoff
+        self._redact = redact.Redactor()
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         self._http = httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport)
-        self._headers: dict[tuple[str, str], str] = {}  # (host, scope) -> Authorization value
-        self._credentials: dict[str, auth.Credentials | None] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._session = Session(
+            self._http, insecure=set(insecure), retries=retries, backoff=backoff, redactor=self._redact
+        )
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -156,141 +169,111 @@ class RegistryClient:
         await self._http.aclose()
         self._platform_cache.save()
 
-    def _base(self, host: str) -> str:
-        scheme = "http" if host in self._insecure or is_loopback(host) else "https"
-        return f"{scheme}://{host}/v2"
-
     async def check(self, reference: str, platforms: Sequence[str] | None = None) -> Existence:
-        """Whether `reference` exists (with every platform in `platforms`, when given)."""
+        """Whether `reference` exists (with every platform in `platforms`, when given).
+
+        Never raises for what a registry answers: anything that goes wrong is this reference's
+        "unknown", with a reason, so the other checks of a batch carry on."""
         try:
             ref = parse_reference(reference)
         except RegistryError as exc:
-            return Existence(reference, "unknown", reason=str(exc))
+            return self._unknown(reference, str(exc))
         async with self._limit:
             try:
-                return await self._check(reference, ref, tuple(platforms or ()))
+                return await asyncio.wait_for(self._check(reference, ref, tuple(platforms or ())), self._deadline)
+            except asyncio.TimeoutError:
+                why = f"{ref.host} timed out after {self._deadline:g} s for {ref}"
+                return self._unknown(reference, f"{why}; set {DEADLINE_ENV} to allow longer")
             except RegistryError as exc:
-                return Existence(reference, "unknown", reason=str(exc))
+                return self._unknown(reference, str(exc))
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                return self._unknown(reference, f"{ref.host} could not be asked about {ref}: {describe(exc)}")
+            except Exception as exc:  # the contract is "unknown", never a crash of the whole batch
+                return self._unknown(reference, f"checking {ref} failed unexpectedly ({describe(exc)}); please report")
+
+    def _unknown(self, reference: str, reason: str) -> Existence:
+        return Existence(redact.reference(self._redact(reference)), "unknown", reason=self._redact(reason))
 
     async def _check(self, reference: str, ref: Reference, platforms: tuple[str, ...]) -> Existence:
-        url = f"{self._base(ref.host)}/{ref.repository}/manifests/{ref.tag}"
-        response = await self._get(ref, "GET" if platforms else "HEAD", url)
-        if response.status_code == 404:
+        url = f"{self._session.base(ref.host)}/{ref.repository}/manifests/{ref.tag}"
+        method = "GET" if platforms else "HEAD"
+        answer = await self._session.get(ref.host, ref.repository, method, url, limit=wire.MAX_MANIFEST)
+        if answer.status == 404:
             return Existence(reference, "missing", reason=f"{ref.host} has no {ref.repository}:{ref.tag}")
-        if response.status_code != 200:
-            raise RegistryError(self._failure(ref, response))
-        digest = response.headers.get("Docker-Content-Digest")
+        if answer.status != 200:
+            raise RegistryError(self._failure(ref, answer))
+        if answer.media_type not in wire.ACCEPTED_TYPES:
+            shown = answer.media_type or "none"
+            raise RegistryError(
+                f"{ref.host} answered 200 for {ref} with Content-Type {shown!r}, not an image manifest or "
+                f"index; check that {ref.host} is a registry and not a login page or proxy"
+            )
+        digest = self._digest(ref, answer)
         if not platforms:
             return Existence(reference, "exists", digest=digest)
-        digest = digest or "sha256:" + hashlib.sha256(response.content).hexdigest()
-        found = self._platform_cache.get(digest)
+        digest = digest or wire.sha256(answer.content)
+        found, unlabelled = self._platform_cache.get(digest), 0
         if found is None:
-            found = await self._platforms(ref, response)
-            self._platform_cache.put(digest, found)
+            found, unlabelled = await self._platforms(ref, answer)
+            if not unlabelled:
+                self._platform_cache.put(digest, found)
         lacking = [p for p in platforms if p not in found]
+        if lacking and unlabelled:
+            raise RegistryError(
+                f"the index of {ref} has {unlabelled} entries without a platform, so it cannot tell whether it "
+                f"has {', '.join(lacking)}"
+            )
         if lacking:
             reason = f"exists for {', '.join(found) or 'no known platform'}, not for {', '.join(lacking)}"
             return Existence(reference, "missing", digest=digest, platforms=found, reason=reason)
         return Existence(reference, "exists", digest=digest, platforms=found)
 
-    async def _platforms(self, ref: Reference, response: httpx.Response) -> tuple[str, ...]:
-        try:
-            manifest = response.json()
-        except ValueError:
-            raise RegistryError(f"{ref} answered with a manifest that is not JSON") from None
-        media = manifest.get("mediaType") or response.headers.get("Content-Type", "").split(";")[0]
-        if media in INDEX_TYPES or "manifests" in manifest:
-            entries = manifest["manifests"]
-            return tuple(sorted({_platform(m["platform"]) for m in entries if "platform" in m}))
-        config = manifest.get("config", {}).get("digest")
-        if not config:
-            raise RegistryError(f"{ref} has a manifest without a config; cannot tell its platform")
-        blob = await self._get(ref, "GET", f"{self._base(ref.host)}/{ref.repository}/blobs/{config}")
-        if blob.status_code != 200:
-            raise RegistryError(self._failure(ref, blob))
-        try:
-            return (_platform(blob.json()),)
-        except ValueError:
-            raise RegistryError(f"the config blob of {ref} is not JSON") from None
+    def _digest(self, ref: Reference, answer: Answer) -> str | None:
+        """The manifest's digest, checked against the body when there is one (a GET): the
+        platform cache is keyed by it and must never hold another document's platforms."""
+        header = answer.headers.get("Docker-Content-Digest")
+        if header is not None and not wire.is_digest(header):
+            raise RegistryError(f"{ref.host} answered a Docker-Content-Digest that is not a digest for {ref}")
+        expected = header or (ref.tag if ref.by_digest else None)
+        if answer.content and expected and not wire.matches(expected, answer.content):
+            raise RegistryError(
+                f"the manifest {ref.host} answered for {ref} does not match its digest {expected}; a proxy on the "
+                "way may have changed it"
+            )
+        return expected
 
-    def _failure(self, ref: Reference, response: httpx.Response) -> str:
-        if response.status_code == 401:
-            if self._credentials.get(ref.host) is None:
+    async def _platforms(self, ref: Reference, answer: Answer) -> tuple[tuple[str, ...], int]:
+        """The platforms a manifest or index names, and how many index entries name none."""
+        what = f"the manifest of {ref}"
+        media = wire.parse(wire.Envelope, answer.content, what).media_type or answer.media_type
+        if media in INDEX_TYPES:
+            index = wire.parse(wire.Index, answer.content, what)
+            named = sorted({str(m.platform) for m in index.manifests if m.platform is not None})
+            return tuple(named), sum(1 for m in index.manifests if m.platform is None)
+        if media not in MANIFEST_TYPES:
+            raise RegistryError(f"{what} says its mediaType is {media[:60]!r}, not an image manifest or index")
+        manifest = wire.parse(wire.Manifest, answer.content, what)
+        return (await self._config_platform(ref, manifest.config),), 0
+
+    async def _config_platform(self, ref: Reference, config: wire.Descriptor) -> str:
+        url = f"{self._session.base(ref.host)}/{ref.repository}/blobs/{config.digest}"
+        blob = await self._session.get(ref.host, ref.repository, "GET", url, limit=wire.MAX_BLOB)
+        if blob.status != 200:
+            raise RegistryError(f"cannot read the config blob of {ref}: {self._failure(ref, blob)}")
+        if not wire.matches(config.digest, blob.content):
+            raise RegistryError(f"the config blob of {ref} does not match its digest {config.digest}")
+        return wire.parse(wire.ImageConfig, blob.content, f"the config blob of {ref}").platform
+
+    def _failure(self, ref: Reference, answer: Answer) -> str:
+        if answer.url.netloc != httpx.URL(self._session.base(ref.host)).netloc:
+            return f"{answer.url.netloc.decode()}, where {ref.host} redirected, answered {answer.status} for {ref}"
+        if answer.status == 401:
+            if not self._session.has_credentials(ref.host):
                 return f"{ref.host} needs credentials (401); log in with `docker login {ref.host}`"
             return f"{ref.host} rejected the credentials for {ref.repository} (401); log in again"
-        if response.status_code == 403:
+        if answer.status == 403:
             return f"{ref.host} refused access to {ref.repository} (403); check the credentials' permissions"
-        return f"{ref.host} answered {response.status_code} for {ref}"
-
-    async def _get(self, ref: Reference, method: str, url: str) -> httpx.Response:
-        scope = f"repository:{ref.repository}:pull"
-        authenticated = False
-        attempt = 0
-        while True:
-            headers = {"Accept": ACCEPT}
-            if (ref.host, scope) in self._headers:
-                headers["Authorization"] = self._headers[(ref.host, scope)]
-            try:
-                response = await self._http.request(method, url, headers=headers)
-            except httpx.TransportError as exc:
-                if attempt >= self._retries - 1:
-                    raise RegistryError(f"{ref.host} could not be reached: {type(exc).__name__}: {exc}") from None
-                attempt += 1
-                await asyncio.sleep(self._backoff * 2**attempt)
-                continue
-            if response.status_code == 401 and not authenticated:
-                authenticated = True
-                if await self._authenticate(ref, scope, response):
-                    continue
-                return response
-            if response.status_code in _RETRY_STATUS and attempt < self._retries - 1:
-                attempt += 1
-                wait = _retry_after(response)
-                await asyncio.sleep(self._backoff * 2**attempt if wait is None else wait)
-                continue
-            return response
-
-    async def _creds(self, host: str) -> auth.Credentials | None:
-        lock = self._locks.setdefault(host, asyncio.Lock())
-        async with lock:
-            if host not in self._credentials:
-                self._credentials[host] = await asyncio.to_thread(auth.credentials_for, host)
-        return self._credentials[host]
-
-    async def _authenticate(self, ref: Reference, scope: str, response: httpx.Response) -> bool:
-        """Answer a 401 challenge; True when there is an Authorization header to retry with."""
-        scheme, params = auth.parse_challenge(response.headers.get("WWW-Authenticate", ""))
-        creds = await self._creds(ref.host)
-        if scheme == "basic":
-            if creds is None:
-                return False
-            self._headers[(ref.host, scope)] = creds.basic_header()
-            return True
-        if scheme != "bearer" or "realm" not in params:
-            raise RegistryError(f"{ref.host} asked for an unsupported authentication scheme {scheme!r}")
-        query = {"scope": params.get("scope", scope)}
-        if "service" in params:
-            query["service"] = params["service"]
-        headers = {"Authorization": creds.basic_header()} if creds else {}
-        try:
-            token_response = await self._http.get(params["realm"], params=query, headers=headers)
-        except httpx.TransportError as exc:
-            raise RegistryError(f"the token service of {ref.host} could not be reached: {exc}") from None
-        if token_response.status_code != 200:
-            who = "with the stored credentials" if creds else "anonymously"
-            raise RegistryError(
-                f"the token service of {ref.host} refused a token {who} ({token_response.status_code}); "
-                f"log in with `docker login {ref.host}`"
-            )
-        try:
-            body = token_response.json()
-            token = body.get("token") or body.get("access_token")
-        except ValueError:
-            token = None
-        if not token:
-            raise RegistryError(f"the token service of {ref.host} answered without a token")
-        self._headers[(ref.host, scope)] = f"Bearer {token}"
-        return True
+        return f"{ref.host} answered {answer.status} for {ref}"
 
 
 async def check_many(
@@ -300,10 +283,13 @@ async def check_many(
     insecure: Iterable[str] = (),
     concurrency: int = 16,
     transport: httpx.AsyncBaseTransport | None = None,
+    deadline: float | None = None,
     **options: Any,
 ) -> list[Existence]:
-    """Check every reference concurrently; results in the same order."""
-    async with RegistryClient(insecure=insecure, concurrency=concurrency, transport=transport, **options) as client:
+    """Check every reference concurrently; results in the same order, one per reference."""
+    async with RegistryClient(
+        insecure=insecure, concurrency=concurrency, transport=transport, deadline=deadline, **options
+    ) as client:
         return list(await asyncio.gather(*(client.check(r, platforms) for r in references)))
 
 

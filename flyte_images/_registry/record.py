@@ -27,20 +27,31 @@ def _path() -> Path:
     return cache_dir() / "pushed.json"
 
 
+def _time(entry: dict[str, object]) -> float:
+    value = entry.get("time")
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
+def _entries(path: Path) -> dict[str, dict[str, object]]:
+    """The record's entries; a damaged file or entry is dropped, never a crash of the build."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, dict)}
+
+
 @contextlib.contextmanager
 def _locked() -> Iterator[dict[str, dict[str, object]]]:
     path = _path()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            data = json.loads(path.read_text())
-            if not isinstance(data, dict):
-                data = {}
-        except (OSError, ValueError):
-            data = {}
+        data = _entries(path)
         yield data
-        newest = sorted(data.items(), key=lambda kv: float(str(kv[1].get("time", 0))), reverse=True)
+        newest = sorted(data.items(), key=lambda kv: _time(kv[1]), reverse=True)
         fd, tmp = tempfile.mkstemp(prefix=".pushed-", dir=path.parent)
         with os.fdopen(fd, "w") as handle:
             json.dump(dict(newest[:_MAX_ENTRIES]), handle)
@@ -54,15 +65,12 @@ def remember_push(reference: str, digest: str | None, platforms: Sequence[str]) 
 
 def recent_push(reference: str, platforms: Sequence[str]) -> dict[str, object] | None:
     """The record of a push of `reference` with these platforms in the last RECENT seconds."""
-    try:
-        data = json.loads(_path().read_text())
-    except (OSError, ValueError):
+    entry = _entries(_path()).get(reference)
+    if entry is None:
         return None
-    entry = data.get(reference) if isinstance(data, dict) else None
-    if not isinstance(entry, dict):
-        return None
-    fresh = time.time() - float(str(entry.get("time", 0))) < RECENT
-    covers = set(platforms) <= set(entry.get("platforms") or [])
+    recorded = entry.get("platforms")
+    fresh = time.time() - _time(entry) < RECENT
+    covers = isinstance(recorded, list) and set(platforms) <= {p for p in recorded if isinstance(p, str)}
     return entry if fresh and covers else None
 
 
@@ -88,7 +96,9 @@ class PlatformCache:
 
     def get(self, digest: str) -> tuple[str, ...] | None:
         found = self._data.get(digest)
-        return tuple(found) if isinstance(found, list) else None
+        if not isinstance(found, list) or not all(isinstance(p, str) for p in found):
+            return None  # a damaged entry is asked for again, never believed
+        return tuple(found)
 
     def put(self, digest: str, platforms: Sequence[str]) -> None:
         if self._data.get(digest) != list(platforms):

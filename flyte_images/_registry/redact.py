@@ -1,0 +1,54 @@
+"""Keeping credentials out of every reason, log line and error message of the registry client.
+
+Two layers, because neither alone is enough: the secrets this client has loaded (passwords,
+tokens, Authorization values) are replaced wherever they appear, even when a hostile server
+echoes them back in a header; and secrets it never loaded (a password written into a
+reference or a redirect address as `scheme://user:password@host`, a signed query string)
+are removed by shape.
+"""
+
+from __future__ import annotations
+
+import re
+
+MASK = "***"
+_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://)[^\s/?#]*@", re.IGNORECASE)
+_QUERY = re.compile(r"([a-z][a-z0-9+.-]*://[^\s?#]*)\?[^\s'\"]*", re.IGNORECASE)
+_AUTH_VALUE = re.compile(r"\b(basic|bearer)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+# A reference has no scheme and no userinfo; what stands before an `@` that does not start a
+# digest (`user:token@host/...`) or after `scheme://` up to the last `@` is taken as a secret.
+_REF_USERINFO = re.compile(r"^(?:[a-z][a-z0-9+.-]*://\S*@|[^@\s]*@(?![a-z0-9]+:[0-9a-f]))", re.IGNORECASE)
+
+
+def one_line(text: str) -> str:
+    """Every run of whitespace (newlines included) as one space: a reason is one line."""
+    return " ".join(text.split())
+
+
+def by_shape(text: str) -> str:
+    """`text` without URL userinfo, URL query strings and Authorization values."""
+    text = _USERINFO.sub(rf"\1{MASK}@", text)
+    text = _QUERY.sub(rf"\1?{MASK}", text)
+    return _AUTH_VALUE.sub(rf"\1 {MASK}", text)
+
+
+def reference(text: str) -> str:
+    """A reference as it may be shown: anything that looks like credentials in it masked."""
+    return one_line(by_shape(_REF_USERINFO.sub(f"{MASK}@", text)))
+
+
+class Redactor:
+    """Masks the secrets it has been told about, then anything shaped like one."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+
+    def add(self, *secrets: str) -> None:
+        self._secrets.update(s for s in secrets if s)
+
+    def __call__(self, text: str) -> str:
+        # Longest first, so a secret that contains another is masked whole; any case, since an
+        # echoed header value may come back lowercased.
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = re.sub(re.escape(secret), MASK, text, flags=re.IGNORECASE)
+        return one_line(by_shape(text))

@@ -1,0 +1,169 @@
+"""What crosses the boundary, as pydantic models: manifests, indexes, image configs, token
+answers, Docker's config.json and credential-helper output.
+
+A registry (or whatever answers in its place) can send anything. Parsing into these models
+turns every wrong shape into one ValidationError, which `parse` rewrites as a RegistryError
+naming the field's path, so the client never meets a KeyError or AttributeError half way
+through a check. Messages never carry the offending value: it may be a credential.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from .._errors import RegistryError
+
+INDEX_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+ACCEPTED_TYPES = frozenset(INDEX_TYPES + MANIFEST_TYPES)
+ACCEPT = ", ".join(INDEX_TYPES + MANIFEST_TYPES)
+
+# Registries may refuse manifests over 4 MiB (distribution spec); image configs carry the
+# history of every layer (and BuildKit's inline cache), so they get more room.
+MAX_MANIFEST = 4 * 1024 * 1024
+MAX_BLOB = 16 * 1024 * 1024
+MAX_TOKEN = 1024 * 1024
+
+_DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+_VERIFIABLE = ("sha256", "sha512")
+
+_HELPER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _digest(value: str) -> str:
+    if not _DIGEST.fullmatch(value):
+        raise ValueError("should be a digest like sha256:<64 hex digits>")
+    return value
+
+
+def _helper(value: str) -> str:
+    # A helper name becomes part of a program name (docker-credential-NAME): no paths.
+    if not _HELPER.fullmatch(value):
+        raise ValueError("should be a credential helper name like 'desktop' (for docker-credential-desktop)")
+    return value
+
+
+Digest = Annotated[str, AfterValidator(_digest)]
+HelperName = Annotated[str, AfterValidator(_helper)]
+
+
+class _Wire(BaseModel):
+    # strict: a size of "12" or a platform of 5 is a wrong answer, not something to coerce.
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True, populate_by_name=True)
+
+
+class Platform(_Wire):
+    os: str
+    architecture: str
+    variant: str | None = None
+
+    def __str__(self) -> str:
+        base = f"{self.os}/{self.architecture}"
+        return f"{base}/{self.variant}" if self.variant else base
+
+
+class Descriptor(_Wire):
+    media_type: str | None = Field(default=None, alias="mediaType")
+    digest: Digest
+    size: int = Field(ge=0)
+    platform: Platform | None = None
+
+
+class Envelope(_Wire):
+    """Just enough of a manifest or index to tell which of the two it says it is."""
+
+    media_type: str | None = Field(default=None, alias="mediaType")
+
+
+class Index(_Wire):
+    schema_version: Literal[2] = Field(alias="schemaVersion")
+    manifests: list[Descriptor]
+
+
+class Manifest(_Wire):
+    schema_version: Literal[2] = Field(alias="schemaVersion")
+    config: Descriptor
+
+
+class ImageConfig(_Wire):
+    os: str
+    architecture: str
+    variant: str | None = None
+
+    @property
+    def platform(self) -> str:
+        return str(Platform(os=self.os, architecture=self.architecture, variant=self.variant))
+
+
+class TokenAnswer(_Wire):
+    token: str | None = None
+    access_token: str | None = None
+
+
+class AuthEntry(_Wire):
+    auth: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+class DockerConfig(_Wire):
+    auths: dict[str, AuthEntry] | None = None
+    cred_helpers: dict[str, HelperName] | None = Field(default=None, alias="credHelpers")
+    creds_store: HelperName | None = Field(default=None, alias="credsStore")
+
+
+class HelperAnswer(_Wire):
+    username: str = Field(alias="Username")
+    secret: str = Field(alias="Secret")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def describe(exc: ValidationError) -> str:
+    """`is not JSON` or `has the wrong shape at a.0.b: <what was expected>`, without the value."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    first = errors[0]
+    if first["type"] == "json_invalid":
+        return "is not JSON"
+    where = ".".join(str(part) for part in first["loc"]) or "the top level"
+    extra = len(errors) - 1
+    more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
+    return f"has the wrong shape at {where}: {first['msg']}{more}"
+
+
+def parse(model: type[M], content: bytes, what: str, fix: str = "") -> M:
+    """`content` as a `model`; a RegistryError `<what> <describe>[; <fix>]` when it is not one."""
+    try:
+        return model.model_validate_json(content)
+    except ValidationError as exc:
+        problem = describe(exc)
+    # Raised here, not in the except block: the ValidationError quotes the input, which may be a
+    # password, and must not ride along as __context__ into a traceback or a log.
+    raise RegistryError(f"{what} {problem}" + (f"; {fix}" if fix else ""))
+
+
+def is_digest(value: str) -> bool:
+    return _DIGEST.fullmatch(value) is not None
+
+
+def matches(digest: str, content: bytes) -> bool:
+    """Whether `content` hashes to `digest`; an algorithm that cannot be checked never matches."""
+    algorithm, _, expected = digest.partition(":")
+    if algorithm not in _VERIFIABLE:
+        return False
+    return hashlib.new(algorithm, content).hexdigest() == expected
+
+
+def sha256(content: bytes) -> str:
+    return "sha256:" + hashlib.sha256(content).hexdigest()
