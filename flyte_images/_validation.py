@@ -7,6 +7,7 @@ an Image never fails because a file is missing or a registry is down.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Iterable
@@ -215,7 +216,9 @@ def registry(parameter: str, value: object) -> str:
 
 
 def local_path(parameter: str, value: object) -> Path:
-    """A path on this machine, made absolute against the current folder, not resolved."""
+    """A path on this machine, made absolute against the current folder and normalised (`..`
+    and `.` removed, so `Path("..")` means the parent folder by its real name); symlinks are
+    not resolved."""
     if isinstance(value, Path):
         path = value
     elif isinstance(value, str):
@@ -223,4 +226,4 @@ def local_path(parameter: str, value: object) -> Path:
     else:
         raise InvalidLayerArgument(parameter, f"expected a path, got {type(value).__name__} {_show(value)}")
     no_control(parameter, str(path))
-    return path.absolute()
+    return Path(os.path.normpath(path.absolute()))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from .. import _quote as q
 from .._encoding import Encodable
+from .._errors import InvalidLayerArgument
 from .._sources import Sources, Staged
 from .base import Inputs, Layer
 
@@ -30,8 +30,10 @@ class SourceFile(Layer):
         return (self.KIND, self.dst, inputs.files[0][1].entry.identity())
 
     def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
+        # The file's folder is copied, not the file: a source naming the file would be a glob
+        # pattern to BuildKit, and `a[1].py` or `*.py` would not copy (or copy other files).
         dest = self.dst if self.dst.endswith("/") else self.dst + "/"
-        out.add(f"COPY {q.json_words([inputs.files[0][1].dest, dest])}")
+        out.add(f"COPY {q.json_words([f'_fi/{index}/', dest])}")
 
 
 @dataclass(frozen=True)
@@ -41,13 +43,17 @@ class SourceFolder(Layer):
     dst: str = "."
     copy_contents_only: bool = False
 
+    def __post_init__(self) -> None:
+        if not self.copy_contents_only and not self.src.name:
+            raise InvalidLayerArgument("src", f"{self.src} has no folder name; pass copy_contents_only=True")
+
     @property
     def target_name(self) -> str | None:
         """The folder created under `dst`, or None when only the contents are copied."""
         return None if self.copy_contents_only else self.src.name
 
     def inputs(self, sources: Sources, index: int) -> Inputs:
-        dest = f"_fi/{index}/{self.target_name or 'contents'}"
+        dest = f"_fi/{index}/{self.target_name}" if self.target_name else f"_fi/{index}"
         label = f"{self.target_name}/" if self.target_name else ""
         return Inputs(trees=((label, dest, sources.tree(self.src, dest)),))
 
@@ -55,9 +61,10 @@ class SourceFolder(Layer):
         return (self.KIND, self.dst, self.target_name, inputs.trees[0][2].identity())
 
     def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
-        name = self.target_name
-        dest = posixpath.join(self.dst, name) if name else self.dst
-        out.add(f"COPY {q.json_words([inputs.trees[0][1], dest.rstrip('/') + '/'])}")
+        # `_fi/<n>/` holds the folder under its own name (or only its contents): copying that
+        # parent keeps the folder's name out of the COPY source, where BuildKit would read
+        # `pkg[1]` as a glob pattern.
+        out.add(f"COPY {q.json_words([f'_fi/{index}/', self.dst.rstrip('/') + '/'])}")
 
 
 @dataclass(frozen=True)

@@ -215,7 +215,7 @@ class UVScript(_PythonInstall):
         if metadata.dependencies:
             args = [q.shell_expanding(d) for d in metadata.dependencies]
             out.run_step(out.uv_install(self, args), [out.UV_CACHE], self.secret_mounts)
-        out.add(f"COPY {q.json_words([inputs.files[0][1].dest, './'])}")
+        out.add(f"COPY {q.json_words([f'_fi/{index}/', './'])}")  # the folder: no glob in the source
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ RUN --mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv \
     --mount=type=bind,source=_fi/2,target=/tmp/flyte-images/2 \
     --mount=type=tmpfs,target=/tmp/flyte-images/scratch \
     ["/bin/sh", "-c", "cd /tmp/flyte-images/2 && uv export --frozen --no-emit-project --format requirements-txt --output-file /tmp/flyte-images/scratch/requirements.txt && uv pip install -r /tmp/flyte-images/scratch/requirements.txt"]
-COPY ["_fi/3/src", "./src/"]
+COPY ["_fi/3/", "./"]
 ENV A="1"
 WORKDIR "/root/src"
 RUN ["/bin/sh", "-c", "python -c 'import pkg'"]

@@ -8,4 +8,4 @@ ENV VIRTUAL_ENV=/opt/venv \
 COPY ["_fi/uv/${TARGETARCH}/uv", "/usr/local/bin/uv"]
 RUN --mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv uv venv --python 3.11 /opt/venv
 WORKDIR /root
-COPY ["_fi/1/config.yaml", "/etc/app/"]
+COPY ["_fi/1/", "/etc/app/"]

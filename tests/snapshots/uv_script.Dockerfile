@@ -10,4 +10,4 @@ RUN --mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv uv venv --pytho
 WORKDIR /root
 RUN --mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv \
     ["/bin/sh", "-c", "uv pip install \"six==1.16.0\" \"idna\""]
-COPY ["_fi/1/tool.py", "./"]
+COPY ["_fi/1/", "./"]
