@@ -24,6 +24,7 @@ import os
 import stat
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -130,6 +131,7 @@ class _Frame:
     mark: int  # index of the folder's own entry, -1 for the root
     drop: bool  # excluded itself: kept only as the parent of re-included paths
     files: list[tuple[str, StatKey]]
+    excluded: Callable[[str], bool]
     pos: int = 0
     dfd: int | None = None
 
@@ -171,8 +173,8 @@ class _Walk:
                 continue  # sockets, fifos, devices: Docker does not copy them either
             child = f"{frame.rel}/{name}" if frame.rel else name
             match_child = f"{frame.match_rel}/{name}" if frame.match_rel else name
-            drop = self.rules.checker(frame.state)(match_child)
-            dfd = self._dfd(frame)
+            drop = frame.excluded(match_child)
+            dfd = frame.dfd if frame.dfd is not None else self._dfd(frame)
             if kind == DIR:
                 if not drop or self.rules.has_exceptions:
                     st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
@@ -182,7 +184,7 @@ class _Walk:
                     state = self.rules.state_for_dir(frame.state, match_child)
                     stack.append(self._frame(child, state, len(self.entries) - 1, drop))
             elif not drop:
-                self._add(self._leaf(dfd, name, child, kind, frame.files))
+                self.entries.append(self._leaf(dfd, name, child, kind, frame.files))
 
     def _frame(self, rel: str, state: tuple[bool, ...], mark: int, drop: bool) -> _Frame:
         path = f"{self.root}/{rel}" if rel else self.root
@@ -195,7 +197,7 @@ class _Walk:
         with os.scandir(dfd) as it:
             listing = sorted((item.name, _kind(item)) for item in it)
         match_rel = self.prefix + rel if rel else self.prefix.rstrip("/")
-        return _Frame(rel, path, listing, match_rel, state, mark, drop, files, dfd=dfd)
+        return _Frame(rel, path, listing, match_rel, state, mark, drop, files, self.rules.checker(state), dfd=dfd)
 
     @staticmethod
     def _dfd(frame: _Frame) -> int:
@@ -206,10 +208,7 @@ class _Walk:
     def _add(self, entry: Entry) -> None:
         self.entries.append(entry)
         if self.snap is not None:
-            if entry.kind == DIR:
-                self.snap.folder(self.dest + entry.path, entry.mode)
-            elif entry.kind == LINK:
-                self.snap.link(self.dest + entry.path, entry.digest)
+            self.snap.folder(self.dest + entry.path, entry.mode)
 
     def _unstage(self, entry: Entry) -> None:
         if self.snap is not None:
@@ -220,7 +219,10 @@ class _Walk:
         if kind == LINK:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             files.append((name, _key(st)))
-            return Entry(child, LINK, stat.S_IMODE(st.st_mode), os.readlink(name, dir_fd=dfd))
+            entry = Entry(child, LINK, stat.S_IMODE(st.st_mode), os.readlink(name, dir_fd=dfd))
+            if self.snap is not None:
+                self.snap.link(self.dest + child, entry.digest)
+            return entry
         if self.snap is not None:
             st, copied = self.snap.copy_file(dfd, name, self.dest + child, f"{child} in {self.root}:")
             self.hashed.append((_key(st), copied))

@@ -19,6 +19,7 @@ import hashlib
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 from . import _config
@@ -27,7 +28,7 @@ from ._errors import LayerNotAllowedError, MissingNameError
 from ._files import FILE, Entry
 from ._identity import TAG_HEX_DIGITS, digest_of, image_identity
 from ._image import Image
-from ._layers import DockerIgnore, Files, Inputs, Layer
+from ._layers import DockerIgnore, Files, Inputs
 from ._render import Instructions, RenderOptions
 from ._secret import Secret
 from ._sources import Sources, Staged
@@ -54,10 +55,11 @@ class BuildPlan:
     digest: str  # SHA-256 hex of the identity's encoding
     repository: str  # registry/name, or name
     dockerfile: str
-    manifest: tuple[Staged, ...]
     secrets: tuple[Secret, ...]
     platforms: tuple[str, ...]
-    parts: tuple[Part, ...]
+    inputs: tuple[Inputs, ...]  # what each layer read (a Dockerfile image: its context)
+    extra: tuple[Staged, ...] = ()  # staged besides the layers' files (uv)
+    base_part: Part | None = None  # a Dockerfile image's base part, with its files
     instructions: tuple[str, ...] = ()  # what was rendered, one item per Dockerfile instruction
     context: Path | None = None  # the staged context folder, while it is locked
     dockerfile_path: Path | None = None
@@ -73,6 +75,27 @@ class BuildPlan:
     @property
     def labels(self) -> Mapping[str, str]:
         return {IDENTITY_LABEL: self.identifier}
+
+    @cached_property
+    def manifest(self) -> tuple[Staged, ...]:
+        """Every staged path with its size, mode and digest (made when first asked for: a plan
+        for `id` or a skipped build never needs it)."""
+        return tuple(s for inputs in self.inputs for s in inputs.manifest()) + self.extra
+
+    @cached_property
+    def parts(self) -> tuple[Part, ...]:
+        """The identifier's parts for `explain`."""
+        if self.base_part is not None:
+            return (self.base_part, _target(self.image, self.identity))
+        assert isinstance(self.identity, tuple)
+        base = Part("base", str(self.image.resolved_base_image()), digest_of(self.identity[3]))
+        parts = [base, _target(self.image, self.identity)]
+        layer_identities = self.identity[6]
+        assert isinstance(layer_identities, tuple)
+        for index, (layer, inputs) in enumerate(zip(self.image._layers, self.inputs, strict=True)):
+            summary, files = layer.describe(), inputs.explain_files()
+            parts.append(Part(f"{index + 1} {layer.KIND}", summary, digest_of(layer_identities[index]), files))
+        return tuple(parts)
 
 
 def repository_of(image: Image) -> str:
@@ -130,13 +153,10 @@ def _make(image: Image, options: RenderOptions, cache: StatCache | None, snap: S
         out.from_base()
     for index, layer in enumerate(layers):
         layer.render(out, inputs[index], index)
-    manifest = [s for i in range(len(layers)) for s in inputs[i].manifest()]
-    if out.has_uv:
-        manifest += _uv_binaries(image.platform, sources)
+    extra = tuple(_uv_binaries(image.platform, sources)) if out.has_uv else ()
     base: Encodable = ("image", image.resolved_base_image())
     identities = tuple(layer.identity(inputs[i]) for i, layer in enumerate(layers))
     identity = image_identity(base, image.python_version, image.platform, identities)
-    parts = _parts(image, base, identity, layers, inputs)
     return BuildPlan(
         image=image,
         identity=identity,
@@ -144,10 +164,10 @@ def _make(image: Image, options: RenderOptions, cache: StatCache | None, snap: S
         repository=repository,
         dockerfile=out.text(),
         instructions=tuple(out.instructions),
-        manifest=tuple(manifest),
         secrets=tuple(out.secrets),
         platforms=image.platform,
-        parts=parts,
+        inputs=tuple(inputs[i] for i in range(len(layers))),
+        extra=extra,
     )
 
 
@@ -190,18 +210,18 @@ def _from_dockerfile(image: Image, repository: str, sources: Sources) -> BuildPl
         text = data.decode("utf-8")
     base: Encodable = ("dockerfile", entry.identity()[1:], tree.identity())
     identity = image_identity(base, image.python_version, image.platform, ())
-    files = {dockerfile.name: (entry.mode, entry.digest), **{e.path: (e.mode, e.digest) for e in tree.entries}}
-    parts = (Part("base", str(dockerfile), digest_of(base), files), _target(image, identity))
+    context = Inputs(trees=(("", "", tree),))
+    files = {dockerfile.name: (entry.mode, entry.digest), **context.explain_files()}
     return BuildPlan(
         image=image,
         identity=identity,
         digest=digest_of(identity),
         repository=repository,
         dockerfile=text,
-        manifest=tuple(Staged(e.path, e) for e in tree.entries),
         secrets=(),
         platforms=image.platform,
-        parts=parts,
+        inputs=(context,),
+        base_part=Part("base", str(dockerfile), digest_of(base), files),
         dockerfile_path=path,
     )
 
@@ -210,13 +230,3 @@ def _target(image: Image, identity: Encodable) -> Part:
     version = "from the base image" if image.python_version is None else "{}.{}".format(*image.python_version)
     assert isinstance(identity, tuple)
     return Part("target", f"python {version}, {', '.join(image.platform)}", digest_of(identity[1:3] + identity[4:6]))
-
-
-def _parts(
-    image: Image, base: Encodable, identity: Encodable, layers: tuple[Layer, ...], inputs: dict[int, Inputs]
-) -> tuple[Part, ...]:
-    parts = [Part("base", str(image.resolved_base_image()), digest_of(base)), _target(image, identity)]
-    for index, layer in enumerate(layers):
-        digest = digest_of(layer.identity(inputs[index]))
-        parts.append(Part(f"{index + 1} {layer.KIND}", layer.describe(), digest, inputs[index].explain_files()))
-    return tuple(parts)

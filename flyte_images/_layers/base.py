@@ -42,7 +42,7 @@ class Inputs:
         """Every staged path these inputs put into the context."""
         out = [staged for _label, staged in self.files if staged.dest]  # dest "" is read only
         for _label, dest, tree in self.trees:
-            out += [Staged(f"{dest}/{e.path}", e) for e in tree.entries]
+            out += [Staged(f"{dest}/{e.path}" if dest else e.path, e) for e in tree.entries]
         return out
 
     def explain_files(self) -> Files:
