@@ -127,6 +127,11 @@ def includes(text: str, origin: Path) -> list[Path]:
     for line in text.splitlines():
         match = _INCLUDE.match(line)
         if match:
+            if match.group(1).startswith("/"):
+                raise SourceError(
+                    f"{origin} includes {match.group(1)} by an absolute path, which does not exist inside "
+                    f"the build; write it relative to {origin.parent} (e.g. -r ../shared.txt)"
+                )
             found.append(Path(os.path.normpath(origin.parent / match.group(1))))
     return found
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .._errors import FlyteImagesError
+from .._errors import FlyteImagesError, LoadError
 from ._common import add_command
 
 _HELP = """\
@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from .._errors import ImagesFailedError
     from .._loader import definitions_of
 
+    _check_arguments(args)
     if args.ca_bundle:
         os.environ["FLYTE_IMAGES_CA_BUNDLE"] = args.ca_bundle
     envs: list[Any] = []
@@ -96,6 +97,26 @@ def run(args: argparse.Namespace) -> int:
         _write_atomically(args.output, cache.to_json())
     _report(cache, args.json)
     return code
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse what cannot work before anything is loaded or built (usage errors, exit 2)."""
+    from .._errors import InvalidImageError
+    from .._validation import platforms
+
+    if args.output is not None and not args.output.parent.is_dir():
+        raise LoadError(f"--output {args.output}: the folder {args.output.parent} does not exist; create it first")
+    if args.output is not None and args.output.is_dir():
+        raise LoadError(f"--output {args.output} is a folder; give a file name such as image-cache.json")
+    if args.platform:
+        try:
+            platforms(tuple(args.platform))
+        except InvalidImageError as exc:
+            raise LoadError(f"--platform: {exc}") from None
+    if args.concurrency < 1:
+        raise LoadError(f"--concurrency {args.concurrency}: give 1 or more")
+    if args.ca_bundle and not Path(args.ca_bundle).is_file():
+        raise LoadError(f"--ca-bundle {args.ca_bundle} does not exist; give a PEM file of CA certificates")
 
 
 def _env_name(name: str) -> str:
