@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -91,7 +92,11 @@ def _secret_value(secret: object, var: str) -> tuple[SecretSource, str]:
     return source, value
 
 
-def _secret_sources(built: BuildPlan, ca_bundle: Path | None) -> _Secrets:
+def _secret_sources(built: BuildPlan, ca_bundle: Path | None, private: Path) -> _Secrets:
+    """Where every build secret comes from. Index URLs with credentials are written to files in
+    `private` (mode 600, removed after the build) and mounted like any other secret."""
+    from urllib.parse import unquote, urlsplit
+
     from flyte_images.builders.base import SecretSource
 
     sources: list[SecretSource] = []
@@ -100,6 +105,15 @@ def _secret_sources(built: BuildPlan, ca_bundle: Path | None) -> _Secrets:
         source, value = _secret_value(secret, secret.source_env_var)
         sources.append(source)
         values.append(value)
+    for secret_id, url in built.url_secrets:
+        private.mkdir(mode=0o700, exist_ok=True)
+        path = private / secret_id
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(url)
+        sources.append(SecretSource(id=secret_id, file=path))
+        parts = urlsplit(url)
+        values += [url, *(v for v in (parts.password, unquote(parts.password or "")) if v)]
     if ca_bundle is not None:
         if not ca_bundle.is_file():
             raise BuildError(f"CA bundle {ca_bundle} does not exist (from ca_bundle= or {CA_BUNDLE_ENV})")
@@ -194,10 +208,15 @@ def build_image(
             if not decision.build:
                 _record(staged)
                 return _skipped(staged, decision)
-        secrets = _secret_sources(staged, ca_path)
-        if announce is not None:
-            announce(staged.uri)
-        result = _run_backend(backend, staged, secrets, pushing, cache_from, cache_to, quiet)
+        assert staged.context is not None
+        private = staged.context.parent / "secrets"
+        try:
+            secrets = _secret_sources(staged, ca_path, private)
+            if announce is not None:
+                announce(staged.uri)
+            result = _run_backend(backend, staged, secrets, pushing, cache_from, cache_to, quiet)
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
     if pushing:
         from ._registry.record import PlatformCache, remember_push
 

@@ -61,6 +61,7 @@ class BuildPlan:
     extra: tuple[Staged, ...] = ()  # staged besides the layers' files (uv)
     base_part: Part | None = None  # a Dockerfile image's base part, with its files
     instructions: tuple[str, ...] = ()  # what was rendered, one item per Dockerfile instruction
+    url_secrets: tuple[tuple[str, str], ...] = ()  # (build secret id, index URL with credentials)
     context: Path | None = None  # the staged context folder, while it is locked
     dockerfile_path: Path | None = None
 
@@ -165,6 +166,7 @@ def _make(image: Image, options: RenderOptions, cache: StatCache | None, snap: S
         dockerfile=out.text(),
         instructions=tuple(out.instructions),
         secrets=tuple(out.secrets),
+        url_secrets=tuple(out.url_secrets),
         platforms=image.platform,
         inputs=tuple(inputs[i] for i in range(len(layers))),
         extra=extra,

@@ -24,6 +24,7 @@ import shlex
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from urllib.parse import urlsplit
 
 from . import _quote as q
 from ._errors import InvalidLayerArgument
@@ -60,6 +61,12 @@ def is_heavy(requirement: str) -> bool:
         return False
     name = re.sub(r"[-_.]+", "-", match.group(1)).lower()
     return name in HEAVY_NAMES or name.startswith(HEAVY_PREFIXES)
+
+
+def has_credentials(url: str) -> bool:
+    """Whether a URL carries a literal user or password (not a `$NAME` reference to a secret)."""
+    userinfo, at, _host = urlsplit(url).netloc.rpartition("@")
+    return bool(at) and "$" not in userinfo
 
 
 def template_bytes() -> bytes:
@@ -115,6 +122,8 @@ class Instructions:
     secrets: list[Secret] = field(default_factory=list)
     has_uv: bool = False
     venv: bool = False
+    url_secrets: list[tuple[str, str]] = field(default_factory=list)  # (secret id, index URL)
+    _pending_mounts: list[str] = field(default_factory=list)
 
     CA_PATH = f"/run/secrets/{CA_SECRET_ID}"
     WORK = "/tmp/flyte-images"  # bind mounts and scratch space, never part of an image layer
@@ -158,6 +167,8 @@ class Instructions:
             mounts = [*mounts, f"--mount=type=secret,id={CA_SECRET_ID},target={self.CA_PATH}"]
             ca = self.CA_PATH
             prelude.append(f"export SSL_CERT_FILE={ca} REQUESTS_CA_BUNDLE={ca} PIP_CERT={ca} CURL_CA_BUNDLE={ca}")
+        mounts = [*mounts, *self._pending_mounts]
+        self._pending_mounts.clear()
         for secret in secrets:
             if secret not in self.secrets:
                 self.secrets.append(secret)
@@ -184,14 +195,27 @@ class Instructions:
             words = ["UV_LINK_MODE=copy", "UV_PYTHON_DOWNLOADS=never", *words, "--system", "--break-system-packages"]
         index_url = getattr(layer, "index_url", None)
         if index_url:
-            words += ["--index-url", q.shell_expanding(index_url)]
+            words += ["--index-url", self.index_word(index_url)]
         for url in getattr(layer, "extra_index_urls", ()):
-            words += ["--extra-index-url", q.shell_expanding(url)]
+            words += ["--extra-index-url", self.index_word(url)]
         if getattr(layer, "pre", False):
             words.append("--prerelease=allow")
         if with_extra_args:
             words += self.split_args("extra_args", getattr(layer, "extra_args", None))
         return q.shell_join([*words, *args])
+
+    def index_word(self, url: str) -> str:
+        """An index URL for the shell. One with a literal user:password goes to the build as a
+        secret (read from a mounted file in the RUN that needs it), so the credentials are never
+        instruction text: not in the Dockerfile, the image history, or the build log."""
+        if not has_credentials(url):
+            return q.shell_expanding(url)
+        known = dict((value, key) for key, value in self.url_secrets)
+        secret_id = known.get(url) or f"flyte-images-index-{len(self.url_secrets)}"
+        if url not in known:
+            self.url_secrets.append((secret_id, url))
+        self._pending_mounts.append(f"--mount=type=secret,id={secret_id},target=/run/secrets/{secret_id}")
+        return f'"$(cat /run/secrets/{secret_id})"'
 
     def bind(self, index: int, rw: bool = False) -> str:
         return f"--mount=type=bind,source=_fi/{index},target={self.WORK}/{index}" + (",rw" if rw else "")

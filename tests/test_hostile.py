@@ -127,7 +127,8 @@ def slow(self, dfd, name, target, what):
     time.sleep(0.2)
     return result
 _stage.Snapshot._copy = slow
-image = Image.from_base("flyte-images/busybox:test").clone(name="hostile").with_source_folder(Path(sys.argv[1]), dst="/app")
+image = Image.from_base("flyte-images/busybox:test").clone(name="hostile")
+image = image.with_source_folder(Path(sys.argv[1]), dst="/app")
 flyte_images.build(image, builder=FakeBuilder(), quiet=True)
 """
 

@@ -99,6 +99,10 @@ class Layer(ABC):
                 continue
             if isinstance(value, Path):
                 value = value.name
+            elif isinstance(value, str) and "://" in value:
+                value = index_identity(value)  # never show user:password
+            elif isinstance(value, tuple) and value and isinstance(value[0], str) and "://" in value[0]:
+                value = tuple(index_identity(v) for v in value)
             elif isinstance(value, tuple) and value and isinstance(value[0], tuple):
                 value = " ".join(f"{k}={v}" for k, v in value)
             elif isinstance(value, tuple):
