@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _config
 from ._errors import BuildError, FlyteImagesError, RegistryError, SecretNotFoundError
+from ._hints import add_hint
 from ._image import Image
 from ._plan import BuildPlan, plan, staged_plan
 from ._render import CA_SECRET_ID, RenderOptions
@@ -29,7 +30,7 @@ from ._syncaio import syncaio
 from ._validation import platforms as check_platforms
 
 if TYPE_CHECKING:
-    from flyte_images.builders.base import Builder, SecretSource
+    from flyte_images.builders.base import Builder, Progress, SecretSource
 
 CA_BUNDLE_ENV = "FLYTE_IMAGES_CA_BUNDLE"
 MIN_SECRET_LENGTH = 3
@@ -182,8 +183,18 @@ def build_image(
     quiet: bool = False,
     require_check: bool | None = None,
     announce: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
+    uri: str | None = None,
 ) -> ImageBuild:
-    """`build`, with `announce(uri)` called when a build really starts (after the skip rule)."""
+    """`build`, with `announce(uri)` called when a build really starts (after the skip rule) and
+    its progress sent to `progress` (instead of this process's own progress view). `uri`, when
+    given, is the reference the image is checked, tagged and pushed as instead of
+    repository:identifier (for callers that own the tag, such as the flyte plugin); the identity
+    label still carries our identifier."""
+    if uri is not None:
+        from ._validation import image_reference
+
+        uri = image_reference("uri", uri)
     if image.is_reference:
         return ImageBuild(image.uri, built=False, reason="an existing image, used as is")
     from ._builders import get_builder
@@ -197,12 +208,12 @@ def build_image(
     options = RenderOptions(ca_bundle=ca_path is not None)
     strict = strict_default(require_check)
     if dry_run:
-        planned = plan(image, options)
+        planned = plan(image, options, uri=uri)
         decision = None if force else _decide(planned, pushing, backend, strict, quiet)
         if decision is not None and not decision.build:
             return _skipped(planned, decision)
         return ImageBuild(planned.uri, built=False, reason="dry run: would build", dockerfile=planned.dockerfile)
-    with staged_plan(image, options) as staged:
+    with staged_plan(image, options, uri=uri) as staged:
         if not force:
             decision = _decide(staged, pushing, backend, strict, quiet)
             if not decision.build:
@@ -214,7 +225,7 @@ def build_image(
             secrets = _secret_sources(staged, ca_path, private)
             if announce is not None:
                 announce(staged.uri)
-            result = _run_backend(backend, staged, secrets, pushing, cache_from, cache_to, quiet)
+            result = _run_backend(backend, staged, secrets, pushing, (cache_from, cache_to), quiet, progress)
         finally:
             shutil.rmtree(private, ignore_errors=True)
     if pushing:
@@ -270,9 +281,9 @@ def _run_backend(
     staged: BuildPlan,
     secrets: _Secrets,
     pushing: bool,
-    cache_from: tuple[str, ...],
-    cache_to: tuple[str, ...],
+    caches: tuple[tuple[str, ...], tuple[str, ...]],
     quiet: bool,
+    progress: Progress | None,
 ) -> ImageBuild:
     from flyte_images.builders.base import BuildRequest
 
@@ -286,11 +297,18 @@ def _run_backend(
         platforms=staged.platforms,
         push=pushing,
         secrets=secrets.sources,
-        cache_from=tuple(cache_from),
-        cache_to=tuple(cache_to),
+        cache_from=tuple(caches[0]),
+        cache_to=tuple(caches[1]),
         labels=dict(staged.labels),
         redact=secrets.values,
     )
-    with progress_sink(quiet, title=staged.uri) as sink:
-        result = backend.build(request, sink)
+    try:
+        if progress is not None:
+            result = backend.build(request, progress)
+        else:
+            with progress_sink(quiet, title=staged.uri) as sink:
+                result = backend.build(request, sink)
+    except BuildError as exc:
+        add_hint(exc)
+        raise
     return ImageBuild(staged.uri, built=True, digest=result.digest, dockerfile=staged.dockerfile)

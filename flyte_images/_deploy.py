@@ -14,8 +14,9 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _config
 from ._build import build_image
@@ -24,6 +25,9 @@ from ._errors import FlyteImagesError, ImagesFailedError
 from ._image import Image
 from ._imagecache import ImageCache
 from ._syncaio import syncaio
+
+if TYPE_CHECKING:
+    from flyte_images.builders.base import Progress, ProgressEvent
 
 
 def environment_closure(envs: tuple[Environment, ...]) -> list[Environment]:
@@ -99,41 +103,60 @@ def build_images(
         cache.image_lookup["train"]
     """
     del copy_style
+    options = {"force": force, "push": push, "builder": builder, "require_check": require_check}
+    named = [(env.name, env) for env in environment_closure(envs)]
+    return build_named(named, seed_cache, concurrency or 2, dry_run, platform, options, None if quiet else _Said())
+
+
+def build_named(
+    targets: Sequence[tuple[str, Environment | Image]],
+    seed_cache: ImageCache | None,
+    concurrency: int,
+    dry_run: bool,
+    platform: str | tuple[str, ...] | None,
+    options: dict[str, Any],
+    report: Reporter | None,
+) -> ImageCache:
+    """Build the images of named environments and images (the CLI names plain Images by their
+    variable); each distinct image once. The ImageCache holds in `image_lookup` only images that
+    exist (built, found, or used as is); a failure is in `status` and `reasons` only."""
     cache = ImageCache()
     jobs: dict[Image, _Job] = {}
-    for env in environment_closure(envs):
-        if seed_cache is not None and env.name in seed_cache.image_lookup:
-            _record_seed(cache, env.name, seed_cache)
+    for name, target in targets:
+        if seed_cache is not None and name in seed_cache.image_lookup:
+            _record_seed(cache, name, seed_cache)
             continue
         try:
-            image = image_of(env)
+            image = image_of(target) if isinstance(target, Environment) else target
             if isinstance(image, str) or image.is_reference:
                 uri = image if isinstance(image, str) else image.uri
-                cache.image_lookup[env.name], cache.identifiers[env.name] = uri, None
-                cache.status[env.name], cache.reasons[env.name] = "reference", "an existing image, used as is"
-                cache.digests[env.name] = None
+                cache.image_lookup[name], cache.identifiers[name] = uri, None
+                cache.status[name], cache.reasons[name] = "reference", "an existing image, used as is"
+                cache.digests[name] = None
                 continue
             if platform is not None:
                 image = image.clone(platform=platform)  # type: ignore[arg-type]
         except FlyteImagesError as exc:
-            cache.status[env.name], cache.reasons[env.name] = "failed", str(exc)
+            cache.status[name], cache.reasons[name] = "failed", str(exc)
             continue
-        jobs.setdefault(image, _Job(image, [])).envs.append(env.name)
-    options = {"force": force, "push": push, "builder": builder, "require_check": require_check}
+        jobs.setdefault(image, _Job(image, [])).envs.append(name)
     if dry_run:
         _plan_all(list(jobs.values()), options)
     else:
-        _build_all(list(jobs.values()), concurrency or 2, options, quiet)
+        _build_all(list(jobs.values()), concurrency, options, report)
+    uris: dict[str, str] = {}
     for job in jobs.values():
         for name in job.envs:
-            if job.uri is not None:
+            cache.status[name], cache.reasons[name] = job.status, job.reason
+            if job.uri is None:
+                continue
+            uris[name] = job.uri
+            if job.status not in ("failed", "planned"):  # only images that exist now
                 cache.image_lookup[name] = job.uri
                 cache.identifiers[name] = job.uri.rsplit(":", 1)[1]
                 cache.digests[name] = job.digest
-            cache.status[name] = job.status
-            cache.reasons[name] = job.reason
     if "failed" in cache.status.values():
-        raise ImagesFailedError(cache)
+        raise ImagesFailedError(cache, uris)
     return cache
 
 
@@ -163,54 +186,73 @@ def _plan_all(jobs: list[_Job], options: dict[str, Any]) -> None:
         )
         planned.append((job, made, pushing))
     if options["force"]:
-        for job, _made, _pushing in planned:
-            job.reason = "forced: would build"
+        for job, made, _pushing in planned:
+            job.reason = f"forced: would build {made.uri}"
         return
     questions = [Question(made.uri, made.platforms, pushing) for _job, made, pushing in planned]
     decisions = decide(questions, get_builder(options["builder"]), strict=strict_default(options["require_check"]))
-    for (job, _made, _pushing), decision in zip(planned, decisions, strict=True):
+    for (job, made, _pushing), decision in zip(planned, decisions, strict=True):
         if decision.failure:
             job.status, job.reason = "failed", decision.failure
         elif decision.build:
-            job.reason = f"would build ({decision.reason})"
+            job.reason = f"would build {made.uri} ({decision.reason})"
         else:
             job.status, job.reason, job.digest = "exists", decision.reason, decision.digest
 
 
-_say_lock = threading.Lock()
+class Reporter(Protocol):
+    """Where build_named reports each image's progress (the CLI's Board, or plain lines)."""
+
+    def start(self, name: str, uri: str) -> Progress: ...
+
+    def finish(self, name: str, uri: str, state: str) -> None: ...
 
 
-def _say(line: str) -> None:
-    """One whole line on stderr, even with several builds reporting at once."""
-    with _say_lock:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+class _Said:
+    """The library's report: one whole line on stderr per image started and finished."""
+
+    _lock = threading.Lock()
+
+    def start(self, name: str, uri: str) -> Progress:
+        self._say(f"building {uri} for {name}")
+        return lambda _event: None
+
+    def finish(self, name: str, uri: str, state: str) -> None:
+        self._say(f"{state} {uri} for {name}")
+
+    def _say(self, line: str) -> None:
+        with self._lock:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
 
 
-def _build_all(jobs: list[_Job], concurrency: int, options: dict[str, Any], quiet: bool) -> None:
+def _build_all(jobs: list[_Job], concurrency: int, options: dict[str, Any], report: Reporter | None) -> None:
     def one(job: _Job) -> None:
         started = time.monotonic()
+        label = ", ".join(job.envs)
+        sinks: list[Progress] = []
 
         def announce(uri: str) -> None:
             job.uri = uri  # a failure after this point is reported with the uri it had
-            if not quiet:
-                _say(f"building {uri} for {', '.join(job.envs)}")
+            if report is not None:
+                sinks.append(report.start(label, uri))
+
+        def progress(event: ProgressEvent) -> None:
+            for sink in sinks:
+                sink(event)
 
         try:
-            result = build_image(job.image, quiet=True, announce=announce, **options)
+            result = build_image(job.image, quiet=True, announce=announce, progress=progress, **options)
         except FlyteImagesError as exc:
             job.status, job.reason = "failed", str(exc)
-            if not quiet:
-                _say(f"failed {', '.join(job.envs)}: {exc}")
-            return
-        job.uri, job.digest = result.uri, result.digest
-        if result.built:
-            job.status, job.reason = "built", f"built in {time.monotonic() - started:.1f} s"
         else:
-            job.status, job.reason = "exists", result.reason
-        if not quiet:
-            verb = "built" if result.built else "exists"
-            _say(f"{verb} {job.uri} for {', '.join(job.envs)} ({job.reason})")
+            job.uri, job.digest = result.uri, result.digest
+            if result.built:
+                job.status, job.reason = "built", f"built in {time.monotonic() - started:.1f} s"
+            else:
+                job.status, job.reason = "exists", result.reason
+        if report is not None and sinks:
+            report.finish(label, str(job.uri), job.status)
 
     from concurrent.futures import ThreadPoolExecutor
 

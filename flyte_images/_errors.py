@@ -3,13 +3,16 @@
     FlyteImagesError
     ├── InvalidImageError (also a ValueError)   bad arguments, caught at the call
     │   ├── InvalidLayerArgument                 one parameter of one layer is wrong
+    │   │   └── InvalidArgumentType (also a TypeError)  e.g. a list where strings are passed
     │   ├── LayerNotAllowedError                 e.g. a layer on a Dockerfile-based image
-    │   └── MissingNameError                     a built image needs a name for its uri
-    ├── SourceError                              files an image reads are missing or unusable
-    │   └── SourceNotFoundError (also FileNotFoundError)
+    │   └── MissingNameError (also an ImageBuildError)  a built image needs a name for its uri
+    ├── ImageBuildError (also a RuntimeError)    what the Flyte SDK raises as ImageBuildError:
+    │   ├── SourceError                          files an image reads are missing or unusable
+    │   │   └── SourceNotFoundError (also FileNotFoundError)
+    │   └── BuildError (below)
     ├── ConfigError                              no registry, unknown image ref, bad config file
     ├── RegistryError                            a registry could not be asked (never "exists")
-    ├── BuildError                               a build could not be prepared or failed
+    ├── BuildError (an ImageBuildError)          a build could not be prepared or failed
     │   ├── EngineUnavailableError               no Docker CLI, no daemon, no buildx
     │   ├── BaseImageNotFoundError               FROM image neither local nor pullable
     │   ├── SecretNotFoundError                  a build secret has no value to mount
@@ -35,6 +38,12 @@ class FlyteImagesError(Exception):
     """Root of every error raised on purpose by flyte-images."""
 
 
+class ImageBuildError(FlyteImagesError, RuntimeError):
+    """What `flyte.errors.ImageBuildError` stands for: an image cannot be built as described (a
+    source is missing or of the wrong kind, the build failed). Code ported from the Flyte SDK
+    that catches `ImageBuildError` catches these (`flyte_images.errors.ImageBuildError`)."""
+
+
 class InvalidImageError(FlyteImagesError, ValueError):
     """An Image was described with arguments that can never be right."""
 
@@ -47,15 +56,20 @@ class InvalidLayerArgument(InvalidImageError):
         super().__init__(f"{parameter}: {message}")
 
 
+class InvalidArgumentType(InvalidLayerArgument, TypeError):
+    """A parameter got a value of the wrong type (a list where strings are passed one by one);
+    a TypeError, as the Flyte SDK raises for it, and still an InvalidLayerArgument."""
+
+
 class LayerNotAllowedError(InvalidImageError):
     """A layer was added where none can be (for example to a Dockerfile-based image)."""
 
 
-class MissingNameError(InvalidImageError):
+class MissingNameError(InvalidImageError, ImageBuildError):
     """The image is built by us, so its uri needs a repository name, and none is known."""
 
 
-class SourceError(FlyteImagesError):
+class SourceError(ImageBuildError):
     """A file or folder an image reads is missing, unreadable or of the wrong kind."""
 
 
@@ -71,7 +85,7 @@ class RegistryError(FlyteImagesError):
     """A registry could not answer whether an image exists: unreachable, 5xx, or no credentials."""
 
 
-class BuildError(FlyteImagesError):
+class BuildError(ImageBuildError):
     """A build could not be prepared (e.g. staging, fetching uv) or the builder failed."""
 
 
@@ -112,8 +126,9 @@ class ImageCacheError(FlyteImagesError, ValueError):
 class ImagesFailedError(BuildError):
     """Some images of a deploy failed; `cache` (an ImageCache) holds the results of all of them."""
 
-    def __init__(self, cache: ImageCache) -> None:
+    def __init__(self, cache: ImageCache, uris: dict[str, str] | None = None) -> None:
         self.cache = cache
-        failed = [f"  {env} ({cache.image_lookup.get(env, '?')}): {cache.reasons[env]}"
+        self.uris = uris or {}
+        failed = [f"  {env}{f' ({self.uris[env]})' if env in self.uris else ''}: {cache.reasons[env]}"
                   for env in sorted(cache.status) if cache.status[env] == "failed"]  # fmt: skip
         super().__init__(f"{len(failed)} image(s) failed:\n" + "\n".join(failed))

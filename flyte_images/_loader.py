@@ -1,22 +1,28 @@
-"""Load the Image objects defined in a Python file or module named on the command line.
+"""Load the Images and Environments defined in a Python file or module named on the command line.
 
 A target is `path/to/file.py`, `path/to/file.py:NAME`, `package.module` or `package.module:NAME`.
-Without NAME every module-level Image is returned, in definition order.
+Without NAME, every public module-level Image and Environment is found, also inside module-level
+lists, tuples and dicts (named `images[0]`, `images['gpu']`), in definition order. NAME may
+name an Image, an Environment, a list/tuple/dict of them, or a function taking no arguments
+that returns any of these. Whatever the module prints while it is imported goes to stderr, so
+a command's stdout stays machine-readable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any
 
 from ._errors import LoadError
 
-T = TypeVar("T")
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -41,9 +47,25 @@ def load_module(where: str) -> ModuleType:
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
     try:
-        return importlib.import_module(where)
+        with _stdout_to_stderr():
+            return importlib.import_module(where)
     except ImportError as exc:
         raise LoadError(f"cannot import module {where!r}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Both Python's sys.stdout and file descriptor 1 point at stderr for the block."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _load_file(path: Path) -> ModuleType:
@@ -57,50 +79,95 @@ def _load_file(path: Path) -> ModuleType:
     if folder not in sys.path:
         sys.path.insert(0, folder)  # so the file can import its sibling modules
     try:
-        spec.loader.exec_module(module)
+        with _stdout_to_stderr():
+            spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(name, None)
         raise LoadError(f"running {path} failed: {type(exc).__name__}: {exc}") from exc
     return module
 
 
-def objects_of(target: str, kind: type[T]) -> list[tuple[str, T]]:
-    """(name, object) of every `kind` instance the target defines, or the one it names."""
-    where, name = split_target(target)
-    module = load_module(where)
-    if name is not None:
-        if not hasattr(module, name):
-            found = [n for n, v in vars(module).items() if isinstance(v, kind)]
-            listed = ", ".join(found) or "none"
-            raise LoadError(f"{where} defines no {name!r}; the {kind.__name__} objects it defines: {listed}")
-        value = getattr(module, name)
-        if not isinstance(value, kind):
-            raise LoadError(f"{where}:{name} is a {type(value).__name__}, not a {kind.__name__}")
-        return [(name, value)]
-    found_all = [(n, v) for n, v in vars(module).items() if isinstance(v, kind) and not n.startswith("_")]
-    if not found_all:
-        raise LoadError(f"{where} defines no {kind.__name__} at module level")
-    return found_all
-
-
-def definitions_of(target: str) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
-    """(environments, images) a target defines (or the one it names), by module-level name."""
+def _collect(name: str, value: Any, out: list[tuple[str, Any]], depth: int = 0) -> None:
     from ._environment import Environment
     from ._image import Image
 
+    if isinstance(value, (Environment, Image)):
+        out.append((name, value))
+    elif depth == 0 and isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _collect(f"{name}[{i}]", item, out, depth + 1)
+    elif depth == 0 and isinstance(value, dict):
+        for key, item in value.items():
+            _collect(f"{name}[{key!r}]", item, out, depth + 1)
+
+
+def _named(where: str, module: ModuleType, name: str) -> list[tuple[str, Any]]:
+    import inspect
+
+    if not hasattr(module, name):
+        found: list[tuple[str, Any]] = []
+        for n, v in vars(module).items():
+            if not n.startswith("_"):
+                _collect(n, v, found)
+        listed = ", ".join(n for n, _ in found) or "none"
+        raise LoadError(f"{where} defines no {name!r}; the Images and Environments it defines: {listed}")
+    value = getattr(module, name)
+    if callable(value) and not isinstance(value, type) and not _is_model(value):
+        try:
+            needed = [p for p in inspect.signature(value).parameters.values() if p.default is p.empty
+                      and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]  # fmt: skip
+        except (TypeError, ValueError):
+            needed = []
+        if needed:
+            raise LoadError(f"{where}:{name} takes arguments; name a function that takes none, or a value")
+        try:
+            with _stdout_to_stderr():
+                value = value()
+        except Exception as exc:
+            raise LoadError(f"calling {where}:{name}() failed: {type(exc).__name__}: {exc}") from exc
+    out: list[tuple[str, Any]] = []
+    _collect(name, value, out)
+    if not out:
+        raise LoadError(f"{where}:{name} is a {type(value).__name__}, not an Image or an Environment")
+    return out
+
+
+def _is_model(value: object) -> bool:
+    from ._environment import Environment
+    from ._image import Image
+
+    return isinstance(value, (Environment, Image))
+
+
+def definitions_of(target: str) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+    """(environments, images) a target defines (or the one it names), by name."""
+    from ._environment import Environment
+
     where, name = split_target(target)
     module = load_module(where)
+    found: list[tuple[str, Any]] = []
     if name is not None:
-        value = getattr(module, name, None)
-        if isinstance(value, Environment):
-            return [(name, value)], []
-        if isinstance(value, Image):
-            return [], [(name, value)]
-        found = [n for n, v in vars(module).items() if isinstance(v, (Environment, Image))]
-        raise LoadError(f"{where} defines no Environment or Image {name!r}; it defines: {', '.join(found) or 'none'}")
-    public = [(n, v) for n, v in vars(module).items() if not n.startswith("_")]
-    envs = [(n, v) for n, v in public if isinstance(v, Environment)]
-    images = [(n, v) for n, v in public if isinstance(v, Image)]
-    if not envs and not images:
-        raise LoadError(f"{where} defines no Environment or Image at module level")
+        found = _named(where, module, name)
+    else:
+        for n, v in vars(module).items():
+            if not n.startswith("_"):
+                _collect(n, v, found)
+        if not found:
+            raise LoadError(f"{where} defines no Environment or Image at module level")
+    envs = [(n, v) for n, v in found if isinstance(v, Environment)]
+    images = [(n, v) for n, v in found if not isinstance(v, Environment)]
     return envs, images
+
+
+def images_of(target: str) -> list[tuple[str, Any]]:
+    """(name, Image) for every Image a target defines and every Environment's image (named by
+    the environment; a string image becomes a reference image)."""
+    from ._deploy import image_of
+    from ._image import Image
+
+    envs, images = definitions_of(target)
+    named: list[tuple[str, Any]] = list(images)
+    for _var, env in envs:
+        image = image_of(env)
+        named.append((env.name, image if isinstance(image, Image) else Image.from_base(image)))
+    return named

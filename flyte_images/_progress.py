@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Iterator
-from typing import TextIO
+from dataclasses import dataclass, field
+from typing import Any, TextIO
 
 from flyte_images.builders.base import Progress, ProgressEvent
 
@@ -68,3 +71,98 @@ def _live(out: TextIO, title: str) -> Iterator[Progress]:
             live.update(view())
 
         yield sink
+
+
+@dataclass
+class _Row:
+    state: str
+    started: float
+    took: float | None = None
+    step: str = ""
+    lines: deque[str] = field(default_factory=lambda: deque(maxlen=3))
+
+
+class Board:
+    """Progress of several builds at once (`flyte-images build`): one row per image.
+
+    On a terminal a live table: each image's state, elapsed time, current step and, while it
+    runs, its last log lines. Elsewhere one plain line per step as it starts, prefixed with the
+    image's name, so parallel builds stay readable in CI logs. Quiet: nothing.
+    """
+
+    def __init__(self, out: TextIO, quiet: bool) -> None:
+        self._out = out
+        self._quiet = quiet
+        self._live_view = not quiet and out.isatty()
+        self._lock = threading.Lock()
+        self._rows: dict[str, _Row] = {}
+        self._live: Any = None
+
+    def __enter__(self) -> Board:
+        if self._live_view:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(console=Console(file=self._out, force_terminal=True), refresh_per_second=4)
+            self._live.__enter__()
+            self._refresh()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._refresh()
+            self._live.__exit__(None, None, None)
+
+    def start(self, name: str, uri: str) -> Progress:
+        """Mark `name` as building `uri`; the Progress its build reports to."""
+        row = _Row("building", time.monotonic())
+        with self._lock:
+            self._rows[name] = row
+        self._plain(f"[{name}] building {uri}")
+        self._refresh()
+
+        def sink(event: ProgressEvent) -> None:
+            if event.kind == "step":
+                row.step = event.step
+                row.lines.clear()
+                self._plain(f"[{name}] {event.step}")
+            elif event.text.strip():
+                row.lines.append(event.text)
+            self._refresh()
+
+        return sink
+
+    def finish(self, name: str, uri: str, state: str) -> None:
+        with self._lock:
+            row = self._rows.setdefault(name, _Row(state, time.monotonic()))
+            row.state, row.took = state, time.monotonic() - row.started
+        self._plain(f"[{name}] {state} in {row.took:.1f} s")
+        self._refresh()
+
+    def _plain(self, line: str) -> None:
+        if self._quiet or self._live_view:
+            return
+        with self._lock:
+            self._out.write(line + "\n")
+            self._out.flush()
+
+    def _refresh(self) -> None:
+        if self._live is not None:
+            with self._lock:
+                self._live.update(self._view())
+
+    def _view(self) -> Any:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table.grid(padding=(0, 1))
+        now = time.monotonic()
+        for name, row in self._rows.items():
+            took = row.took if row.took is not None else now - row.started
+            style = {"built": "green", "exists": "green", "failed": "red"}.get(row.state, "yellow")
+            step = Text(row.step, overflow="ellipsis", no_wrap=True)
+            table.add_row(Text(row.state, style=style), Text(name, style="bold"), f"{took:5.1f}s", step)
+            if row.state == "building":
+                for line in row.lines:
+                    table.add_row("", "", "", Text("  " + line, style="dim", overflow="ellipsis", no_wrap=True))
+        return table

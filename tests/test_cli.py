@@ -70,7 +70,7 @@ def test_a_broken_image_exits_1_and_says_why(project: Path, capsys: pytest.Captu
     ("target", "message"),
     [
         ("missing.py", "does not exist"),
-        ("images.py:nope", "defines no 'nope'; the Image objects it defines: base, app"),
+        ("images.py:nope", "defines no 'nope'; the Images and Environments it defines: base, app"),
         ("not a module!", "neither an existing .py file nor a module name"),
     ],
 )
@@ -118,8 +118,11 @@ def test_build_dry_run_reports_the_plan(project: Path, capsys: pytest.CaptureFix
     output = project / "image-cache.json"
     assert main(["build", f"{project / 'images.py'}:app", "--dry-run", "--json", "--output", str(output)]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["image_lookup"] == {"app": f"app:{_expected_app_tag(project)}"}
-    assert doc["status"] == {"app": "planned"} and doc["reasons"]["app"] == "would build (not in the local engine)"
+    assert doc["image_lookup"] == {}  # nothing exists yet: a plan records no uri as an image
+    uri = f"app:{_expected_app_tag(project)}"
+    assert (
+        doc["status"] == {"app": "planned"} and doc["reasons"]["app"] == f"would build {uri} (not in the local engine)"
+    )
     assert json.loads(output.read_text()) == doc
 
 
@@ -132,18 +135,20 @@ def test_build_plans_environments_and_their_dependencies(project: Path, capsys: 
         "ref_env = TaskEnvironment('ref', image='python:3.12-slim')\n"
     )
     assert main(["build", str(project / "envs.py"), "--dry-run"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
     assert [line.split()[:2] for line in lines] == [
         ["main", "planned"], ["ref", "reference"], ["shared", "planned"],
     ]  # fmt: skip
     assert lines[1].split()[2] == "python:3.12-slim"
+    assert captured.out == "python:3.12-slim\n"  # stdout: only images that exist
 
 
 def test_build_reports_a_broken_image_and_exits_1(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (project / "main.py").unlink()
     assert main(["build", f"{project / 'images.py'}:app", "--dry-run"]) == 1
     captured = capsys.readouterr()
-    assert "main.py does not exist" in captured.err and "app" in captured.out
+    assert captured.err.count("main.py does not exist") == 1 and captured.out == ""
 
 
 def test_dockerfile_prints_and_writes_the_context(project: Path, capsys: pytest.CaptureFixture[str]) -> None:

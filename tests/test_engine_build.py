@@ -301,13 +301,16 @@ def test_cli_build_then_skip(tmp_path: Path) -> None:
         "from flyte_images import Image\n"
         f"img = Image.from_base({BUSYBOX!r}).clone(name='fi-test-cli').with_commands([{step!r}])\n"
     )
-    command = [sys.executable, "-m", "flyte_images._cli", "build", str(tmp_path / "images.py"), "-q"]
+    command = [sys.executable, "-m", "flyte_images._cli", "build", str(tmp_path / "images.py")]
     first = subprocess.run(command, capture_output=True, text=True, check=True)
     second = subprocess.run(command, capture_output=True, text=True, check=True)
-    name, status, uri = first.stdout.split()[:3]
-    assert (name, status) == ("img", "built") and uri.startswith("fi-test-cli:")
-    assert second.stdout.split()[:3] == ["img", "exists", uri]
-    assert second.stdout.strip().endswith("# already in the local engine")
+    uri = first.stdout.strip()  # stdout: only the uri, so `uri=$(flyte-images build ...)` works
+    assert uri.startswith("fi-test-cli:") and second.stdout.strip() == uri
+    assert first.stderr.splitlines()[-1].split()[:3] == ["img", "built", uri]
+    assert "[img] building" in first.stderr  # progress: one line per step without a terminal
+    assert second.stderr.splitlines()[-1] == f"img  exists     {uri}  (already in the local engine)"
+    quiet = subprocess.run([*command, "-q"], capture_output=True, text=True, check=True)
+    assert quiet.stdout.strip() == uri and quiet.stderr == ""
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .._errors import FlyteImagesError, LoadError
+from .._errors import LoadError
 from ._common import add_command
 
 _HELP = """\
@@ -59,44 +59,78 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from .._deploy import build_images
-    from .._environment import TaskEnvironment
+    from .._deploy import build_named, environment_closure
     from .._errors import ImagesFailedError
-    from .._loader import definitions_of
+    from .._progress import Board
 
     _check_arguments(args)
     if args.ca_bundle:
         os.environ["FLYTE_IMAGES_CA_BUNDLE"] = args.ca_bundle
-    envs: list[Any] = []
-    for target in args.targets:
-        found_envs, found_images = definitions_of(target)
-        envs += [env for _, env in found_envs]
-        used = {id(env.image) for env in envs}
-        # A module-level Image that no environment uses is built as its own pseudo-environment.
-        envs += [TaskEnvironment(name=_env_name(n), image=i) for n, i in found_images if id(i) not in used]
+    targets = _selected(args.targets)
+    envs = environment_closure(tuple(t for _n, t in targets if not _is_image(t)))
+    named = [(env.name, env) for env in envs] + [(n, t) for n, t in targets if _is_image(t)]
+    options = {"force": args.force, "push": args.push, "builder": args.builder, "require_check": args.require_check}
+    platform = tuple(args.platform) if args.platform else None
     try:
-        cache = build_images(
-            *envs,
-            concurrency=args.concurrency,
-            force=args.force,
-            dry_run=args.dry_run,
-            push=args.push,
-            platform=tuple(args.platform) if args.platform else None,
-            builder=args.builder,
-            quiet=args.quiet or args.json,
-            require_check=args.require_check,
-        )
+        with Board(sys.stderr, quiet=args.quiet or args.json) as board:
+            cache = build_named(named, None, args.concurrency, args.dry_run, platform, options, board)
         code = 0
     except ImagesFailedError as exc:
         cache, code = exc.cache, 1
-        print(f"error: {exc}", file=sys.stderr)
-    except FlyteImagesError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        _failures(exc)
     if args.output:
         _write_atomically(args.output, cache.to_json())
-    _report(cache, args.json)
+    _report(cache, args.json, args.quiet)
     return code
+
+
+def _is_image(value: object) -> bool:
+    from .._image import Image
+
+    return isinstance(value, Image)
+
+
+def _selected(target_args: list[str]) -> list[tuple[str, Any]]:
+    """What `build` builds: every environment a target defines, and every Image no environment
+    uses, except an Image that only serves as the start of another one (a shared base) unless
+    the target names it. Environments are named by their name, Images by their variable."""
+    from .._deploy import image_of
+    from .._loader import definitions_of, split_target
+
+    selected: list[tuple[str, Any]] = []
+    for target in target_args:
+        envs, images = definitions_of(target)
+        used = [image_of(env) for _v, env in envs]
+        named = split_target(target)[1] is not None
+        everything = used + [image for _n, image in images]
+        for var, image in images:
+            if any(image is u or image == u for u in used):
+                continue
+            if not named and any(_extends(other, image) for other in everything if other is not image):
+                continue
+            selected.append((var, image))
+        selected += [(env.name, env) for _v, env in envs]
+    return selected
+
+
+def _extends(image: object, base: object) -> bool:
+    """Whether `image` is `base` with more layers added (so `base` is only its starting point)."""
+    from .._image import Image
+
+    if not (isinstance(image, Image) and isinstance(base, Image)) or image == base:
+        return False
+    n = len(base._layers)
+    same_start = image.base_image == base.base_image and image.dockerfile is None and base.dockerfile is None
+    return same_start and len(image._layers) > n and image._layers[:n] == base._layers
+
+
+def _failures(exc: Any) -> None:
+    """Each failure once, on stderr: the image, its uri, what failed and the hint."""
+    cache = exc.cache
+    for name in sorted(cache.status):
+        if cache.status[name] == "failed":
+            uri = f" ({exc.uris[name]})" if name in exc.uris else ""
+            print(f"error: {name}{uri}: {cache.reasons[name]}", file=sys.stderr)
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
@@ -119,18 +153,20 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise LoadError(f"--ca-bundle {args.ca_bundle} does not exist; give a PEM file of CA certificates")
 
 
-def _env_name(name: str) -> str:
-    return name.lower().replace("_", "-")
-
-
-def _report(cache: Any, as_json: bool) -> None:
+def _report(cache: Any, as_json: bool, quiet: bool) -> None:
+    """stdout: the uri of every image that exists now (or the JSON document), nothing else;
+    stderr: one status line per image."""
     if as_json:
         print(cache.to_json(), end="")
         return
     width = max((len(n) for n in cache.status), default=0)
     for name in sorted(cache.status):
-        uri = cache.image_lookup.get(name, "-")
-        print(f"{name:<{width}}  {cache.status[name]:<9}  {uri}  # {cache.reasons.get(name, '')}".rstrip(" #"))
+        status, uri = cache.status[name], cache.image_lookup.get(name)
+        if not quiet:
+            why = "see above" if status == "failed" else cache.reasons.get(name, "")
+            print(f"{name:<{width}}  {status:<9}  {uri or '-'}  ({why})", file=sys.stderr)
+        if uri is not None:
+            print(uri)
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import LoadError
-from .._image import Image
-from .._loader import objects_of
+from .._loader import images_of
 from ._common import add_command
 
 _HELP = """\
@@ -44,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from .._plan import plan, staged_plan
     from .._render import RenderOptions
 
-    images = objects_of(args.target, Image)
+    images = [(n, i) for n, i in images_of(args.target) if not i.is_reference]
+    if not images:
+        raise LoadError(f"{args.target} names only existing images (used as is): there is no Dockerfile to show")
     if len(images) > 1 and args.context is not None:
         names = ", ".join(name for name, _ in images)
         raise LoadError(f"{args.target} defines several images ({names}); name one as {args.target}:NAME")

@@ -31,17 +31,14 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._deploy import image_of
     from .._explain import breakdown, compare, last_record
     from .._image import Image
-    from .._loader import definitions_of
+    from .._loader import images_of
     from .._plan import plan
 
     reports: list[dict[str, Any]] = []
     for target in args.targets:
-        envs, images = definitions_of(target)
-        named: list[tuple[str, Any]] = list(images) + [(n, image_of(e)) for n, e in envs]
-        for name, image in named:
+        for name, image in images_of(target):
             if not isinstance(image, Image) or image.is_reference:
                 continue
             current = breakdown(plan(image))

@@ -9,7 +9,7 @@ from typing import Any
 
 from .._errors import FlyteImagesError
 from .._image import Image
-from .._loader import objects_of
+from .._loader import images_of
 from ._common import add_command
 
 _HELP = """\
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     use_cache = False if args.no_stat_cache else None
     rows = []
     for target in args.targets:
-        for name, image in objects_of(target, Image):
+        for name, image in images_of(target):
             rows.append({"target": target, **_describe(name, image, use_cache)})
     failed = [r for r in rows if "error" in r]
     if args.json:
