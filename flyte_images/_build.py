@@ -258,9 +258,10 @@ def _skipped(planned: BuildPlan, decision: Decision) -> ImageBuild:
 def _record(planned: BuildPlan) -> None:
     """Keep what this build was made of, for `flyte-images explain` (best effort)."""
     from ._explain import breakdown, save_record
+    from ._plan import description_key
 
     with contextlib.suppress(OSError, FlyteImagesError):
-        save_record(breakdown(planned))
+        save_record(description_key(planned.image), breakdown(planned))
 
 
 def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:

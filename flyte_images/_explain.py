@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import tempfile
@@ -61,26 +60,51 @@ def breakdown(plan: BuildPlan) -> Breakdown:
     return Breakdown(plan.uri, plan.identifier, parts)
 
 
-def _record_path(uri: str) -> Path:
-    repository = uri.rsplit(":", 1)[0] if "/" not in uri.rsplit(":", 1)[-1] else uri
-    return cache_dir() / "records" / (hashlib.sha256(repository.encode()).hexdigest()[:20] + ".json")
+HISTORY = 10  # builds remembered per image
 
 
-def save_record(record: Breakdown) -> None:
-    path = _record_path(record.uri)
+def _history_path(key: str) -> Path:
+    return cache_dir() / "records" / f"{key}.json"
+
+
+def history(key: str) -> list[Breakdown]:
+    """The recorded builds of the image described by `key` (`_plan.description_key`), oldest
+    first; an unreadable record file is no history."""
+    try:
+        data = json.loads(_history_path(key).read_text())
+        return [Breakdown.from_json(json.dumps(item)) for item in data]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+
+
+def save_record(key: str, record: Breakdown) -> None:
+    """Add a build to the image's history; the same identifier again only moves its time."""
+    builds = history(key)
+    if builds and builds[-1].identifier == record.identifier:
+        builds[-1] = record
+    else:
+        builds.append(record)
+    path = _history_path(key)
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".record-", dir=path.parent)
         with os.fdopen(fd, "w") as handle:
-            handle.write(record.to_json())
+            json.dump([dataclasses.asdict(b) for b in builds[-HISTORY:]], handle, sort_keys=True)
         Path(tmp).replace(path)
 
 
-def last_record(uri: str) -> Breakdown | None:
-    try:
-        return Breakdown.from_json(_record_path(uri).read_text())
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def previous_build(key: str, current: Breakdown) -> tuple[Breakdown | None, Breakdown | None]:
+    """(the build to compare `current` with, the last build when it is `current` itself).
+
+    When nothing changed since the last build, the comparison is with the build before it, so
+    `explain` still answers why the last build happened."""
+    builds = history(key)
+    if not builds:
+        return None, None
+    if builds[-1].identifier != current.identifier:
+        return builds[-1], None
+    earlier = [b for b in builds[:-1] if b.identifier != current.identifier]
+    return (earlier[-1] if earlier else None), builds[-1]
 
 
 def _file_changes(old: Files, new: Files) -> list[str]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -64,6 +63,9 @@ class BuildPlan:
     url_secrets: tuple[tuple[str, str], ...] = ()  # (build secret id, index URL with credentials)
     context: Path | None = None  # the staged context folder, while it is locked
     dockerfile_path: Path | None = None
+    # The uri to tag and push as when a caller owns the tag (the flyte plugin: flyte computes its
+    # own). The identity label and the records still carry our identifier.
+    tag_uri: str | None = None
 
     @property
     def identifier(self) -> str:
@@ -71,7 +73,7 @@ class BuildPlan:
 
     @property
     def uri(self) -> str:
-        return f"{self.repository}:{self.identifier}"
+        return self.tag_uri or f"{self.repository}:{self.identifier}"
 
     @property
     def labels(self) -> Mapping[str, str]:
@@ -109,17 +111,20 @@ def repository_of(image: Image) -> str:
     return f"{registry.rstrip('/')}/{image.name}" if registry else image.name
 
 
-def plan(image: Image, options: RenderOptions | None = None, *, use_stat_cache: bool | None = None) -> BuildPlan:
-    """The plan of `image` from one hashing read of its files (nothing is staged)."""
-    return _make(image, options or RenderOptions(), shared_stat_cache(use_stat_cache), None)
+def plan(
+    image: Image, options: RenderOptions | None = None, *, use_stat_cache: bool | None = None, uri: str | None = None
+) -> BuildPlan:
+    """The plan of `image` from one hashing read of its files (nothing is staged); `uri`
+    replaces repository:identifier as the uri it is tagged as."""
+    made = _make(image, options or RenderOptions(), shared_stat_cache(use_stat_cache), None)
+    return replace(made, tag_uri=uri) if uri else made
 
 
 @contextlib.contextmanager
-def staged_plan(image: Image, options: RenderOptions | None = None) -> Iterator[BuildPlan]:
+def staged_plan(image: Image, options: RenderOptions | None = None, *, uri: str | None = None) -> Iterator[BuildPlan]:
     """The plan of `image` made while staging its files; the staging folder stays locked (and
     unchanged) until the block ends, so the backend sends exactly what the plan describes."""
-    key = hashlib.sha256(repr((image, os.getcwd())).encode()).hexdigest()[:24]
-    with snapshot(key) as snap:
+    with snapshot(description_key(image)) as snap:
         made = _make(image, options or RenderOptions(), shared_stat_cache(), snap)
         dockerfile = made.dockerfile_path or snap.dockerfile
         if made.dockerfile_path is None:
@@ -128,7 +133,7 @@ def staged_plan(image: Image, options: RenderOptions | None = None) -> Iterator[
         cache = shared_stat_cache()
         if cache is not None:
             cache.save()
-        yield replace(made, context=snap.context, dockerfile_path=dockerfile)
+        yield replace(made, context=snap.context, dockerfile_path=dockerfile, tag_uri=uri)
 
 
 def _make(image: Image, options: RenderOptions, cache: StatCache | None, snap: Snapshot | None) -> BuildPlan:
@@ -232,3 +237,10 @@ def _target(image: Image, identity: Encodable) -> Part:
     version = "from the base image" if image.python_version is None else "{}.{}".format(*image.python_version)
     assert isinstance(identity, tuple)
     return Part("target", f"python {version}, {', '.join(image.platform)}", digest_of(identity[1:3] + identity[4:6]))
+
+
+def description_key(image: Image) -> str:
+    """What stays the same while files are edited: the image as described (its layers, their
+    arguments and absolute paths), not the files' contents. It names the image's staging folder
+    and its history of builds for `explain`."""
+    return hashlib.sha256(repr(image).encode()).hexdigest()[:24]

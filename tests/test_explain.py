@@ -1,17 +1,18 @@
-"""explain's comparison, on records written without an engine."""
+"""explain: each image's history of builds, keyed by the image as described (not its repository)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
+
+import flyte_images
 from flyte_images import Image
-from flyte_images._explain import breakdown as _breakdown
-from flyte_images._explain import compare, last_record, save_record
-from flyte_images._plan import plan
-
-
-def breakdown(image: Image):
-    return _breakdown(plan(image))
+from flyte_images._cli import main
+from flyte_images._explain import breakdown, compare, history, previous_build
+from flyte_images._plan import description_key, plan
+from flyte_images.builders.fake import FakeBuilder
 
 
 def _image(root: Path) -> Image:
@@ -21,22 +22,67 @@ def _image(root: Path) -> Image:
 def test_arguments_added_layers_and_modes_are_explained(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "run.sh").write_text("echo\n")
-    first = _image(tmp_path).with_apt_packages("git")
-    save_record(breakdown(first))
-    record = last_record(first.uri)
-    assert record is not None and record.uri == first.uri
-
+    first = breakdown(plan(_image(tmp_path).with_apt_packages("git")))
     (tmp_path / "src" / "run.sh").chmod(0o755)
-    second = _image(tmp_path).with_apt_packages("git", "curl").with_env_vars({"A": "1"})
-    rows = {row["part"]: row for row in compare(last_record(second.uri), breakdown(second))}
+    second = breakdown(plan(_image(tmp_path).with_apt_packages("git", "curl").with_env_vars({"A": "1"})))
+    rows = {row["part"]: row for row in compare(first, second)}
     assert rows["base"]["status"] == rows["target"]["status"] == "unchanged"
     assert rows["1 source_folder"]["changes"] == ["src/run.sh mode 644 -> 755"]
     assert rows["2 apt"]["changes"] == ["arguments: packages=git -> packages=curl git"]
     assert rows["3 env"]["status"] == "added"
 
 
-def test_no_record_yet(tmp_path: Path) -> None:
+def test_after_a_rebuild_explain_still_says_why_it_happened(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text("one\n")
     image = _image(tmp_path)
-    assert last_record(image.uri) is None
-    assert {row["status"] for row in compare(None, breakdown(image))} == {"no record"}
+    fake = FakeBuilder()
+    first = flyte_images.build(image, builder=fake, quiet=True)
+    (tmp_path / "src" / "a.py").write_text("two\n")
+    second = flyte_images.build(image, builder=fake, quiet=True)
+    key = description_key(image)
+    assert [b.uri for b in history(key)] == [first.uri, second.uri]
+    current = breakdown(plan(image))
+    previous, last = previous_build(key, current)
+    assert last is not None and last.uri == second.uri  # nothing changed since the last build ...
+    assert previous is not None and previous.uri == first.uri  # ... which was made because of a.py
+    rows = {row["part"]: row for row in compare(previous, current)}
+    assert rows["1 source_folder"]["changes"][0].startswith("src/a.py changed: sha ")
+
+
+def test_two_images_sharing_a_name_have_separate_histories(tmp_path: Path) -> None:
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.py").write_text(folder)
+    base = Image.from_base("python:3.11-slim").clone(name="flyte")
+    one, two = base.with_source_folder(tmp_path / "one"), base.with_source_folder(tmp_path / "two")
+    fake = FakeBuilder()
+    flyte_images.build(one, builder=fake, quiet=True)
+    flyte_images.build(two, builder=fake, quiet=True)
+    assert len(history(description_key(one))) == len(history(description_key(two))) == 1
+    assert previous_build(description_key(one), breakdown(plan(one)))[0] is None  # no false changes
+
+
+def test_explain_cli_reports_the_build_and_what_led_to_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text("one\n")
+    (tmp_path / "images.py").write_text(
+        "from pathlib import Path\nfrom flyte_images import Image\n"
+        "app = Image.from_base('python:3.11-slim').clone(name='ex')"
+        ".with_source_folder(Path(__file__).parent / 'src')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from images import app  # type: ignore[import-not-found]
+
+    fake = FakeBuilder()
+    flyte_images.build(app, builder=fake, quiet=True)
+    (tmp_path / "src" / "a.py").write_text("two\n")
+    flyte_images.build(app, builder=fake, quiet=True)
+    capsys.readouterr()
+    assert main(["explain", f"{tmp_path / 'images.py'}:app", "--json"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)["images"]
+    assert report["built"] is True and report["previous_uri"] != report["uri"]
+    changed = [row for row in report["parts"] if row["status"] == "changed"]
+    assert [row["part"] for row in changed] == ["1 source_folder"]

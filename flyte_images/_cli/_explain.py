@@ -31,10 +31,10 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._explain import breakdown, compare, last_record
+    from .._explain import breakdown, compare, previous_build
     from .._image import Image
     from .._loader import images_of
-    from .._plan import plan
+    from .._plan import description_key, plan
 
     reports: list[dict[str, Any]] = []
     for target in args.targets:
@@ -42,11 +42,13 @@ def run(args: argparse.Namespace) -> int:
             if not isinstance(image, Image) or image.is_reference:
                 continue
             current = breakdown(plan(image))
-            previous = last_record(current.uri)
+            previous, last = previous_build(description_key(image), current)
             reports.append(
                 {
                     "name": name,
                     "uri": current.uri,
+                    "built": last is not None,  # the current identifier was built (last_time)
+                    "last_time": last.time if last else None,
                     "previous_uri": previous.uri if previous else None,
                     "previous_time": previous.time if previous else None,
                     "parts": compare(previous, current),
@@ -61,14 +63,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print(report: dict[str, Any]) -> None:
+    def when(stamp: float) -> str:
+        return datetime.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M")
+
     head = f"{report['name']}  {report['uri']}"
-    if report["previous_uri"] is None:
+    previous = report["previous_uri"]
+    if report["built"]:
+        head += f"  (built {when(report['last_time'])}"
+        head += f"; what changed since the build before, {previous.rsplit(':', 1)[1]}:)" if previous else ")"
+    elif previous is None:
         head += "  (no earlier build recorded on this machine)"
-    elif report["previous_uri"] == report["uri"]:
-        head += "  (unchanged since the last build)"
     else:
-        when = datetime.datetime.fromtimestamp(report["previous_time"]).strftime("%Y-%m-%d %H:%M")
-        head += f"  (last built {when} as {report['previous_uri'].rsplit(':', 1)[1]})"
+        head += f"  (not built yet; changed since {previous.rsplit(':', 1)[1]}, built {when(report['previous_time'])}:)"
     print(head)
     width = max(len(p["part"]) for p in report["parts"])
     for part in report["parts"]:
