@@ -1,8 +1,10 @@
 """`init(...)` and `init_from_config(...)` with the Flyte SDK's signatures.
 
 Only the settings the image engine uses take effect: `image_builder`, `images`,
-`image_registry`, and for `init_from_config` the config file itself. The remote-service
-parameters (endpoint, auth, storage, ...) are accepted so SDK code ports unchanged, and ignored.
+`image_registry`, `root_dir` (whose `.dockerignore` applies to every folder an image copies, as
+in the SDK; without it, the current folder's), and for `init_from_config` the config file
+itself. The remote-service parameters (endpoint, auth, storage, ...) are accepted so SDK code
+ports unchanged, and ignored.
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ from typing import Any
 from . import _config
 from ._errors import ConfigError
 from ._syncaio import syncaio
+
+
+def _root_dir(value: Path | str | None) -> str | None:
+    # Absolute now: a later chdir must not move the project root, as in the SDK.
+    return None if value is None else str(Path(value).absolute())
 
 
 def _builder(value: str | None) -> str | None:
@@ -69,7 +76,9 @@ def init(
         raise ConfigError(f"images must map names to image references, got {images!r}")
     if source_config_path is not None:
         _config.load_file(Path(source_config_path))
-    _config.update(registry=image_registry, image_builder=_builder(image_builder), images=images)
+    _config.update(
+        registry=image_registry, image_builder=_builder(image_builder), images=images, root_dir=_root_dir(root_dir)
+    )
 
 
 @syncaio
@@ -89,7 +98,7 @@ def init_from_config(
     sync_local_sys_paths: bool = True,
 ) -> None:
     """Read settings from a TOML config file (see `flyte_images._config` for the format and
-    where it is looked for); `images` are extra "name=reference" pairs.
+    where it is looked for); `images` are extra "name=reference" pairs (a bare reference names the "default" image).
 
     Example:
         flyte_images.init_from_config("flyte-images.toml", images=("gpu=ghcr.io/acme/gpu:3",))
@@ -103,7 +112,11 @@ def init_from_config(
     pairs: dict[str, str] = {}
     for item in images or ():
         name, sep, ref = item.partition("=")
-        if not sep or not name.strip() or not ref.strip():
-            raise ConfigError(f"image reference {item!r} is not of the form name=registry/repo:tag")
+        if not sep:  # a bare uri is the "default" image, as the Flyte SDK takes it
+            name, ref = "default", item
+        if not name.strip() or not ref.strip():
+            raise ConfigError(
+                f"image reference {item!r} is not of the form name=registry/repo:tag or registry/repo:tag"
+            )
         pairs[name.strip()] = ref.strip()
-    _config.update(image_builder=_builder(image_builder), images=pairs or None)
+    _config.update(image_builder=_builder(image_builder), images=pairs or None, root_dir=_root_dir(root_dir))

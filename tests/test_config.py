@@ -84,7 +84,7 @@ def test_bad_config_files_are_named(tmp_path: Path, text: str, message: str) -> 
 
 def test_bad_image_pairs_and_missing_files_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="name=registry/repo:tag"):
-        flyte_images.init_from_config(images=("no-equals-sign",))
+        flyte_images.init_from_config(images=("=ghcr.io/acme/nameless:1",))
     with pytest.raises(ConfigError, match="does not exist"):
         flyte_images.init_from_config(tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match="images must map"):
@@ -103,3 +103,14 @@ def test_a_bad_registry_from_the_environment_or_file_names_its_source(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"flyte-images\.toml is not usable"):
         _ = image.uri
+
+
+def test_a_bare_uri_in_images_is_the_default_image(tmp_path: Path) -> None:
+    import flyte_images
+
+    (tmp_path / "flyte-images.toml").write_text("")
+    flyte_images.init_from_config(
+        tmp_path / "flyte-images.toml", images=("ghcr.io/acme/base:7", "gpu=ghcr.io/acme/gpu:3")
+    )
+    assert flyte_images.Image.from_ref_name().uri == "ghcr.io/acme/base:7"
+    assert flyte_images.Image.from_ref_name("gpu").uri == "ghcr.io/acme/gpu:3"
