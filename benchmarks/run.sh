@@ -15,4 +15,6 @@ if [ "$(id -u)" = 0 ]; then
 fi
 .bench/venv/bin/python benchmarks/bench_identifier.py "$@"
 echo
+.bench/venv/bin/python benchmarks/bench_large.py
+echo
 .bench/venv/bin/python benchmarks/bench_registry.py

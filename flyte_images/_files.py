@@ -35,10 +35,17 @@ from ._ignore import IgnoreRules
 from ._statcache import StatCache, StatKey, _key, _racy
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     from ._stage import Snapshot
 
 FILE, DIR, LINK = "file", "dir", "symlink"
 _CHUNK = 1 << 20
+# Files at least this large are hashed on a pool of one thread per core while the walk goes
+# on; smaller ones are hashed at once (a pool's per-file cost would exceed their hashing).
+_PARALLEL_MIN = 4 << 20
+_CORES = os.cpu_count() or 1
+_MAX_PENDING = 64
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -155,6 +162,34 @@ class _Walk:
         self.entries: list[Entry] = []
         self.memo = _TreeMemo(Tree(()))
         self.hashed: list[tuple[StatKey, str]] = []
+        self.deferred: list[tuple[int, Future[str], os.stat_result]] = []  # (entry index, digest, stat)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def hash_large(self, fd: int, st: os.stat_result) -> str | None:
+        """Hash a large file on another core (hashlib releases the GIL while it hashes): the
+        digest is filled in by `finish`. None for a small file, which is hashed at once."""
+        if st.st_size < _PARALLEL_MIN or _CORES < 2:
+            return None
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor  # here: `import flyte_images` stays cheap
+
+            self._pool = ThreadPoolExecutor(max_workers=_CORES, thread_name_prefix="flyte-images-hash")
+        if len(self.deferred) >= _MAX_PENDING:  # bound open descriptors
+            self.deferred[-_MAX_PENDING][1].result()
+        self.deferred.append((len(self.entries), self._pool.submit(_hash_and_close, fd), st))
+        return ""
+
+    def finish(self, complete: bool = True) -> None:
+        """Wait for the large files' digests and put them into their entries."""
+        try:
+            for index, future, st in self.deferred if complete else ():
+                digest = future.result()
+                entry = self.entries[index]
+                self.entries[index] = Entry(entry.path, FILE, entry.mode, digest, entry.size)
+                self.hashed.append((_key(st), digest))
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
 
     def run(self, state: tuple[bool, ...]) -> None:
         stack = [self._frame("", state, -1, False)]
@@ -238,14 +273,23 @@ class _Walk:
                 raise SourceError(f"cannot read {child} in {self.root}: permission denied") from exc
             except OSError as exc:
                 raise SourceError(f"{child} in {self.root} changed while being read ({exc.strerror})") from exc
-            try:
-                st = os.fstat(fd)
-                digest = _hash_fd(fd)
-            finally:
-                os.close(fd)
-            self.hashed.append((_key(st), digest))
+            st = os.fstat(fd)
+            digest = self.hash_large(fd, st)  # the pool closes fd
+            if digest is None:
+                try:
+                    digest = _hash_fd(fd)
+                finally:
+                    os.close(fd)
+                self.hashed.append((_key(st), digest))
         files.append((name, _key(st)))
         return Entry(child, FILE, stat.S_IMODE(st.st_mode), digest, st.st_size)
+
+
+def _hash_and_close(fd: int) -> str:
+    try:
+        return _hash_fd(fd)
+    finally:
+        os.close(fd)
 
 
 def _kind(item: os.DirEntry[str]) -> str | None:
@@ -309,7 +353,12 @@ def collect_tree(
     if match_prefix and rules.excluded(match_prefix.rstrip("/")) and not rules.has_exceptions:
         return Tree(())
     walk = _Walk(str(root), rules, cache, match_prefix, snap, f"{dest}/" if dest else "")
-    walk.run(start)
+    try:
+        walk.run(start)
+    except BaseException:
+        walk.finish(complete=False)
+        raise
+    walk.finish()
     tree = Tree(tuple(walk.entries))
     if cache is not None:
         now = time.time_ns()

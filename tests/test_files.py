@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,19 @@ def test_dirs_kind(tmp_path: Path) -> None:
     (tmp_path / "d").chmod(0o750)
     (entry,) = collect_tree(tmp_path, IgnoreRules.for_tree()).entries
     assert (entry.kind, entry.mode) == (DIR, 0o750)
+
+
+def test_large_files_hashed_on_other_cores_get_their_own_digests(tmp_path: Path) -> None:
+    import hashlib
+
+    from flyte_images import _files
+
+    blobs = {f"big{i}.bin": os.urandom(_files._PARALLEL_MIN + i) for i in range(3)}
+    files = {name: (data, 0o644) for name, data in blobs.items()}
+    files["small.txt"] = (b"small", 0o644)
+    write_tree(tmp_path, files)
+    entries = {e.path: e for e in collect_tree(tmp_path, IgnoreRules.for_tree()).entries}
+    for name, data in blobs.items():
+        assert entries[name].digest == hashlib.sha256(data).hexdigest() and entries[name].size == len(data)
+    assert entries["small.txt"].digest == hashlib.sha256(b"small").hexdigest()
+    assert list(entries) == sorted(entries)
