@@ -4,7 +4,18 @@
     image = Image.from_debian_base(python_version=(3, 12)).with_pip_packages("numpy")
     print(image.uri)
 
-Everything importable from here is public; modules starting with `_` are internal.
+Everything importable from here is public; modules starting with `_` are internal. The
+path of an image through the package, in the order data flows:
+
+    _image, _layers/   the model: an Image is a base and a chain of frozen layer values
+    _plan              one BuildPlan per image (identifier, Dockerfile, manifest), from one read
+                       of its files (_sources, _files, _ignore, _identity, _render)
+    _stage             the staged context: the snapshot the identifier was computed from
+    _skip              one rule: is the image already there?
+    builders/          backends (docker, ...) behind one protocol, found by entry point
+    _registry/         existence checks that never guess, push records
+    _build, _deploy    build() and build_images(): the steps above, for one image or many
+    _cli/              the flyte-images command
 """
 
 from ._build import ImageBuild, build
@@ -30,6 +41,7 @@ from ._errors import (
     SourceNotFoundError,
     StepFailedError,
 )
+from ._flyte import from_flyte
 from ._image import Image
 from ._imagecache import ImageCache
 from ._init import init, init_from_config
@@ -84,6 +96,7 @@ __all__ = [
     "__version__",
     "build",
     "build_images",
+    "from_flyte",
     "init",
     "init_from_config",
     "version",

@@ -1,0 +1,197 @@
+"""Build benchmark on the local engine: the edit-rebuild loop, cold builds and no-op builds.
+
+Image: from_debian_base + apt (curl) + pip (six) + a 300-file source folder. Each figure is the
+median of --repeat runs (min and max beside it); ratios are taken in the same run:
+  edit rebuild   edit one source file, `flyte-images build` in a new process
+    floor        edit the same file in a fixed folder holding the same Dockerfile and context,
+                 `docker buildx build --load` of it (what any tool must at least pay)
+  cold build     a new apt package and pip package (no layer cache for them), ours
+    hand-written the same result from a hand-written Dockerfile, plain `docker buildx build`
+  no-op build    `flyte-images build` in a new process, the image already there
+  id (warm)      `flyte-images id` of the 10k-file tree in a new process, stat cache warm
+    stat floor   one stat per folder and file of that tree, in-process
+Needs the engine (fixtures/engine/setup.sh) and, behind a TLS-inspecting proxy, the host's CA
+bundle (FLYTE_IMAGES_CA_BUNDLE, default /etc/ssl/certs/ca-certificates.crt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CA = os.environ.get("FLYTE_IMAGES_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+CLI = [sys.executable, "-m", "flyte_images._cli"]
+
+
+def timed(fn: Callable[[], object], repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run(command: list[str], **kw: object) -> str:
+    return subprocess.run(command, check=True, capture_output=True, text=True, **kw).stdout  # type: ignore[call-overload, no-any-return]
+
+
+def project(root: Path, apt: str, pip: str, name: str, bust: str = "") -> Path:
+    src = root / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    for i in range(300):
+        (src / f"m{i:03d}.py").write_text(f"VALUE = {i}\n" * 20)
+    (root / "images.py").write_text(
+        "from pathlib import Path\nfrom flyte_images import Image\n"
+        f"app = (Image.from_debian_base(python_version=(3, 11), install_flyte=False, name={name!r})\n"
+        + (f"       .with_env_vars({{'BUST': {bust!r}}})\n" if bust else "")
+        + f"       .with_apt_packages({apt!r}, 'jq').with_pip_packages({pip!r})\n"
+        "       .with_source_folder(Path(__file__).parent / 'src', dst='/app'))\n"
+    )
+    return root
+
+
+def edit_loop(root: Path, repeat: int) -> tuple[list[float], list[float]]:
+    """Ours vs `docker buildx build` of the same Dockerfile from a fixed folder."""
+    build = [*CLI, "build", str(root / "images.py"), "--load", "-q", "--ca-bundle", CA]
+    run(build)  # warm: every layer cached
+    fixed = root / "fixed"
+    shutil.rmtree(fixed, ignore_errors=True)
+    run([*CLI, "dockerfile", f"{root / 'images.py'}:app", "--ca-bundle", "--context", str(fixed)])
+    tag = f"bench-floor:{uuid.uuid4().hex[:8]}"
+    floor_cmd = [
+        "docker",
+        "buildx",
+        "build",
+        "--load",
+        "-q",
+        "-t",
+        tag,
+        "--secret",
+        f"id=flyte-images-ca,src={CA}",
+        str(fixed),
+    ]
+    run(floor_cmd)
+    counter = iter(range(10**6))
+
+    def ours() -> None:
+        (root / "src" / "m007.py").write_text(f"VALUE = {next(counter)}\n")
+        run(build)
+
+    def floor() -> None:
+        (fixed / "_fi" / "3" / "src" / "m007.py").write_text(f"VALUE = {next(counter)}\n")
+        run(floor_cmd)
+
+    return timed(ours, repeat), timed(floor, repeat)
+
+
+def cold(root: Path, repeat: int) -> tuple[list[float], list[float]]:
+    """A fresh apt and pip package each run, so their layers are built; ours vs hand-written."""
+    ours_t, hand_t = [], []
+    for i in range(repeat):
+        marker = uuid.uuid4().hex[:6]
+        # A new env var before the packages: neither build can reuse a cached package layer.
+        work = project(root / f"cold-{i}", "curl", "six", f"bench-cold-{marker}", bust=marker)
+        hand = work / "hand"
+        hand.mkdir()
+        shutil.copytree(work / "src", hand / "src")
+        (hand / "Dockerfile").write_text(
+            "FROM python:3.11-slim-bookworm\n"
+            f"ENV BUST={marker}\n"
+            "RUN apt-get update && apt-get install -y --no-install-recommends curl jq && rm -rf /var/lib/apt/lists/*\n"
+            "RUN --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt "
+            "python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir six\n"
+            "COPY src /app/src\n"
+        )
+        start = time.perf_counter()
+        run([*CLI, "build", str(work / "images.py"), "--load", "-q", "--ca-bundle", CA, "--force"])
+        ours_t.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        run(
+            [
+                "docker",
+                "buildx",
+                "build",
+                "--load",
+                "-q",
+                "-t",
+                f"bench-hand:{marker}",
+                "--secret",
+                f"id=ca,src={CA}",
+                str(hand),
+            ]
+        )
+        hand_t.append(time.perf_counter() - start)
+    return ours_t, hand_t
+
+
+def noop(root: Path, repeat: int) -> list[float]:
+    build = [*CLI, "build", str(root / "images.py"), "--load", "-q", "--ca-bundle", CA]
+    run(build)
+    return timed(lambda: run(build), repeat)
+
+
+def warm_id(repeat: int) -> tuple[list[float], list[float]]:
+    sys.path.insert(0, str(HERE))
+    from bench_identifier import make_tree, stat_floor
+
+    root = Path(".bench/tree").resolve() / "src"
+    make_tree(root, 10_000, 40_000_000)
+    script = root.parent / "bench_images.py"
+    script.write_text(
+        "from pathlib import Path\nfrom flyte_images import Image\n"
+        "img = Image.from_debian_base(python_version=(3, 12), install_flyte=False)"
+        f".with_source_folder(Path({str(root)!r}))\n"
+    )
+    env = {**os.environ, "FLYTE_IMAGES_STAT_CACHE": "1"}
+    run([*CLI, "id", str(script)], env=env)  # fills the stat cache file
+    ids = timed(lambda: run([*CLI, "id", str(script)], env=env), repeat)
+    return ids, timed(stat_floor(root), repeat)
+
+
+def line(label: str, times: list[float], floor: list[float] | None = None) -> str:
+    med = statistics.median(times)
+    ratio = f"  {med / statistics.median(floor):5.2f}x" if floor else ""
+    return f"{label:<14} {med:7.3f}s  (min {min(times):.3f}, max {max(times):.3f}){ratio}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--cold-repeat", type=int, default=2)
+    args = parser.parse_args()
+    os.environ.setdefault("FLYTE_IMAGES_CACHE_DIR", tempfile.mkdtemp(prefix="fi-bench-build-"))
+    root = project(Path(tempfile.mkdtemp(prefix="fi-bench-build-")), "curl", "six", "bench-loop")
+    ours, floor = edit_loop(root, args.repeat)
+    nop = noop(root, args.repeat)
+    ids, stat = warm_id(args.repeat)
+    cold_ours, cold_hand = cold(root, args.cold_repeat)
+    print("build benchmark (median of runs; ratio to the line below it)")
+    print(line("edit rebuild", ours, floor))
+    print(line("  floor", floor))
+    print(line("cold build", cold_ours, cold_hand))
+    print(line("  hand-written", cold_hand))
+    print(line("no-op build", nop))
+    print(line("id (warm)", ids, stat))
+    print(line("  stat floor", stat))
+    goals = [
+        ("edit rebuild <= 1.2x floor", statistics.median(ours) <= 1.2 * statistics.median(floor)),
+        ("cold <= 1.05x hand-written", statistics.median(cold_ours) <= 1.05 * statistics.median(cold_hand)),
+        ("no-op <= 0.2 s", statistics.median(nop) <= 0.2),
+        ("warm id <= 2x stat floor", statistics.median(ids) <= 2 * statistics.median(stat)),
+    ]
+    print("goals: " + ", ".join(f"{name} ({'met' if ok else 'MISSED'})" for name, ok in goals))
+
+
+if __name__ == "__main__":
+    main()
