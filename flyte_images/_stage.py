@@ -27,6 +27,7 @@ staged path, so COPY layers are the same on every machine. A staging folder unus
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import marshal
@@ -38,7 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._errors import SourceError, SourceNotFoundError
+from ._errors import BuildError, SourceError, SourceNotFoundError
 from ._statcache import StatKey, _key, _racy, cache_dir
 
 FIXED_MTIME = 946_684_800  # 2000-01-01T00:00:00Z
@@ -110,7 +111,11 @@ class Snapshot:
         if known is not None and known[1] == digest and known[2] == mode and target.is_file():
             return
         tmp = target.with_name(f".{target.name}.staging")
-        tmp.write_bytes(data)
+        try:
+            tmp.write_bytes(data)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _staging_error(exc, self.root) from exc
         os.chmod(tmp, mode)
         os.utime(tmp, (FIXED_MTIME, FIXED_MTIME))
         with contextlib.suppress(FileNotFoundError):
@@ -168,14 +173,11 @@ class Snapshot:
             st = os.fstat(src)
             if not stat.S_ISREG(st.st_mode):
                 raise SourceError(f"{what} {name} is not a regular file")
-            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
-                while chunk := os.read(src, _CHUNK):
-                    hasher.update(chunk)
-                    os.write(out, chunk)
-                os.fchmod(out, stat.S_IMODE(st.st_mode))
-            finally:
-                os.close(out)
+                _write_hashed(src, tmp, hasher, stat.S_IMODE(st.st_mode))
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise _staging_error(exc, self.root) from exc
         finally:
             os.close(src)
         os.utime(tmp, (FIXED_MTIME, FIXED_MTIME))
@@ -184,7 +186,11 @@ class Snapshot:
 
     def write_dockerfile(self, text: str) -> None:
         tmp = self.root / ".Dockerfile.tmp"
-        tmp.write_text(text, encoding="utf-8")
+        try:
+            tmp.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _staging_error(exc, self.root) from exc
         tmp.replace(self.dockerfile)
 
     def finish(self) -> None:
@@ -226,8 +232,34 @@ class Snapshot:
     def _save_record(self) -> None:
         payload = marshal.dumps(self.record)
         tmp = self.root / ".record.tmp"
-        tmp.write_bytes(_RECORD_FORMAT + hashlib.sha256(payload).digest() + payload)
+        try:
+            tmp.write_bytes(_RECORD_FORMAT + hashlib.sha256(payload).digest() + payload)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # the record only saves work next time: a build goes on
+            return
         tmp.replace(self.root / "record")
+
+
+def _write_hashed(src: int, tmp: Path, hasher: hashlib._Hash, mode: int) -> None:
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        while chunk := os.read(src, _CHUNK):
+            hasher.update(chunk)
+            view = memoryview(chunk)
+            while view:  # a write may take only part of the chunk
+                view = view[os.write(out, view) :]
+        os.fchmod(out, mode)
+    finally:
+        os.close(out)
+
+
+def _staging_error(exc: OSError, root: Path) -> BuildError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return BuildError(
+            f"no space left to stage the build context in {root} ({exc.strerror}); free disk space, or "
+            "point FLYTE_IMAGES_CACHE_DIR at a folder on a bigger disk"
+        )
+    return BuildError(f"cannot write the build context in {root}: {exc.strerror}")
 
 
 def _remove(path: Path) -> None:
