@@ -14,6 +14,7 @@ can raise a `StepFailedError` that says which step failed, with what exit code a
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
 from collections import deque
@@ -38,12 +39,17 @@ def redaction_patterns(values: tuple[str, ...]) -> tuple[str, ...]:
     """The strings to hide for these secret values, longest first.
 
     Each whole value (any length), the value without surrounding white space (a file's
-    trailing newline is rarely printed), and each line of a multi-line value on its own
-    (BuildKit prints output line by line, so a PEM key never arrives in one piece).
+    trailing newline is rarely printed), each line of a multi-line value on its own
+    (BuildKit prints output line by line, so a PEM key never arrives in one piece), and the
+    base64 and hex forms of the value with and without its trailing newline (what `base64` or
+    `xxd -p` of a secret prints; a debugging step does that more often than one thinks).
     """
     found: set[str] = set()
     for value in values:
         found.update(part for part in (value, value.strip(), value.rstrip()) if part)
+        for form in {value, value.strip(), value.strip() + "\n"} - {""}:
+            raw = form.encode()
+            found.update((base64.b64encode(raw).decode().rstrip("="), raw.hex()))
         lines = value.splitlines()
         if len(lines) > 1:
             found.update(line.strip() for line in lines if len(line.strip()) >= _MIN_PART)

@@ -81,7 +81,9 @@ def test_short_and_blank_lines_of_a_multiline_value_are_not_redacted_alone() -> 
 def test_longer_values_are_replaced_first() -> None:
     redact = Redactor(("abc", "abcdef"))
     assert redact("abcdef abc") == "*** ***"
-    assert redaction_patterns(("abc", "abcdef"))[0] == "abcdef"
+    patterns = redaction_patterns(("abc", "abcdef"))
+    assert patterns.index("abcdef") < patterns.index("abc")
+    assert [len(p) for p in patterns] == sorted((len(p) for p in patterns), reverse=True)
 
 
 def test_empty_values_and_no_values_change_nothing() -> None:
@@ -165,3 +167,11 @@ def test_redact_hides_values_in_exception_text() -> None:
     output = BuildOutput(("hunter2",), lambda _e: None)
     assert output.redact("docker said: password hunter2 is wrong") == "docker said: password *** is wrong"
     assert "hunter2" not in str(output.step_failed("failed with hunter2"))
+
+
+def test_the_base64_and_hex_forms_of_a_secret_are_redacted_too() -> None:
+    import base64
+
+    value = "s3cret-token"
+    printed = base64.b64encode((value + "\n").encode()).decode()  # what `echo $TOKEN | base64` shows
+    assert Redactor((value,))(f"b64 {printed} hex {value.encode().hex()}") == "b64 *** hex ***"
