@@ -49,7 +49,8 @@ def redaction_patterns(values: tuple[str, ...]) -> tuple[str, ...]:
         found.update(part for part in (value, value.strip(), value.rstrip()) if part)
         for form in {value, value.strip(), value.strip() + "\n"} - {""}:
             raw = form.encode()
-            found.update((base64.b64encode(raw).decode().rstrip("="), raw.hex()))
+            encoded = base64.b64encode(raw).decode()
+            found.update((encoded, encoded.rstrip("="), raw.hex()))
         lines = value.splitlines()
         if len(lines) > 1:
             found.update(line.strip() for line in lines if len(line.strip()) >= _MIN_PART)
