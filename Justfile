@@ -26,6 +26,10 @@ engine:
 test-fast *ARGS:
     python -m pytest -m "not slow and not engine" {{ARGS}}
 
+# The long fuzz run: 100,000 examples per fuzzed parameter (CI runs 10,000).
+fuzz:
+    FUZZ_EXAMPLES=100000 python -m pytest -q tests/test_render_fuzz.py tests/test_injection.py
+
 # Lint, format check and strict type check.
 lint:
     ruff check .
