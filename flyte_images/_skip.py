@@ -2,7 +2,7 @@
 
 For an image that is pushed (it has a registry):
 - the registry has the tag with every requested platform: skip it;
-- the registry says it is missing, but this machine pushed exactly this uri with these
+- the registry has no such tag, but this machine pushed exactly this uri with these
   platforms less than `_registry.record.RECENT` seconds ago: skip it. Registries behind
   caches or eventually consistent storage (S3-backed ones, some mirrors) can answer 404 for a
   short while after a successful push; without this window a deploy right after a build would
@@ -86,7 +86,9 @@ def _remote(question: Question, answer: object, strict: bool) -> Decision:
     if answer.exists:
         return Decision(False, f"already in the registry with {', '.join(answer.platforms)}", answer.digest)
     if answer.state == "missing":
-        pushed = recent_push(question.uri, question.platforms)
+        # Only "no such tag" can be registry lag; a manifest that is there but lacks a platform
+        # (answer.digest is set) is a real answer and is never overruled.
+        pushed = recent_push(question.uri, question.platforms) if answer.digest is None else None
         if pushed is not None:
             age = int(time.time() - float(str(pushed["time"])))
             digest = pushed.get("digest")

@@ -43,6 +43,16 @@ from ._errors import BuildError, SourceError, SourceNotFoundError
 from ._statcache import StatKey, _key, _racy, cache_dir
 
 FIXED_MTIME = 946_684_800  # 2000-01-01T00:00:00Z
+FIXED_NS = FIXED_MTIME * 1_000_000_000
+
+
+def content_mtime_ns(digest: str) -> int:
+    """A staged file's modification time: a function of its bytes, so the same content gets
+    the same time on every machine (COPY keeps it in the layer), and different content almost
+    surely another time. A fixed time for every file would be wrong here: BuildKit sends a file
+    of an unchanged context folder again only when its size or time changed, so an edit that
+    keeps the size would reach the image as the old bytes."""
+    return FIXED_NS + int(digest[:16], 16) % 10**15  # within 11.6 days after 2000-01-01
 _CHUNK = 1 << 20
 _RECORD_FORMAT = b"flyte-images-staging-1\n"
 _MAX_AGE_S = 14 * 24 * 3600
@@ -117,7 +127,7 @@ class Snapshot:
             tmp.unlink(missing_ok=True)
             raise _staging_error(exc, self.root) from exc
         os.chmod(tmp, mode)
-        os.utime(tmp, (FIXED_MTIME, FIXED_MTIME))
+        os.utime(tmp, ns=(FIXED_NS, content_mtime_ns(digest)))
         with contextlib.suppress(FileNotFoundError):
             if target.is_dir() and not target.is_symlink():
                 _remove(target)
@@ -180,9 +190,10 @@ class Snapshot:
                 raise _staging_error(exc, self.root) from exc
         finally:
             os.close(src)
-        os.utime(tmp, (FIXED_MTIME, FIXED_MTIME))
+        digest = hasher.hexdigest()
+        os.utime(tmp, ns=(FIXED_NS, content_mtime_ns(digest)))
         os.replace(tmp, target)
-        return st, hasher.hexdigest()
+        return st, digest
 
     def write_dockerfile(self, text: str) -> None:
         tmp = self.root / ".Dockerfile.tmp"

@@ -114,3 +114,18 @@ def test_builds_during_edits_report_only_images_whose_tag_label_and_bytes_agree(
             _export(uri, "/app", check / "ctx")
             assert dockerfile_image(check / "ctx").identifier == tag
     _docker("image", "rm", "-f", *{uri for _kind, uri in built})
+
+
+def test_an_edit_that_keeps_the_size_reaches_the_image(engine: None, tmp_path: Path) -> None:
+    """The staging folder is reused between builds; BuildKit resends a file only when its size
+    or time changed, so staged times depend on the content (a fixed time would ship old bytes)."""
+    src = tmp_path / "src"
+    write_tree(src, {"same.txt": (b"AAAA", 0o644)})
+    image = Image.from_base(BUSYBOX).clone(name=f"churn-size-{uuid.uuid4().hex[:8]}").with_source_folder(src, "/app")
+    first = flyte_images.build(image, quiet=True, push=False)
+    (src / "same.txt").write_bytes(b"BBBB")
+    second = flyte_images.build(image, quiet=True, push=False)
+    command = ["docker", "run", "--rm", second.uri, "cat", "/app/src/same.txt"]
+    shown = subprocess.run(command, check=False, capture_output=True)
+    assert shown.stdout == b"BBBB" and first.uri != second.uri
+    _docker("image", "rm", "-f", first.uri, second.uri)

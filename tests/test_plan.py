@@ -197,7 +197,15 @@ def test_staging_is_updated_in_place_and_removes_what_the_plan_no_longer_has(tmp
     staged = sorted(str(p.relative_to(staging / "context")) for p in (staging / "context").rglob("*"))
     assert staged == ["_fi", "_fi/0", "_fi/0/src", "_fi/0/src/keep.py"]
     assert set(fake.store[result.uri].files) == {"/app/src/keep.py"}
-    assert {p.stat().st_mtime for p in (staging / "context").rglob("*")} == {stage_module.FIXED_MTIME}
+    (kept,) = [p for p in (staging / "context").rglob("*") if p.is_file()]
+    assert kept.stat().st_mtime_ns == stage_module.content_mtime_ns(_sha(b"k"))
+    assert {p.stat().st_mtime for p in (staging / "context").rglob("*") if p.is_dir()} == {stage_module.FIXED_MTIME}
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
 
 
 def test_dockerfile_and_id_print_from_the_same_plan(tmp_path: Path) -> None:
