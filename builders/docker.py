@@ -1,7 +1,9 @@
-"""The local Docker engine backend: `docker buildx build` with BuildKit, via python-on-whales.
+"""The local Docker engine backend: `docker buildx build` with BuildKit.
 
 Works with buildx's default `docker` driver, which uses the engine's own BuildKit: no builder
-container is created and nothing is pulled for the builder itself. Secrets are passed by
+container is created and nothing is pulled for the builder itself. Several platforms are built
+in one build where the builder can, else one build per platform joined by an image index
+(builders/_multiarch.py); emulation for foreign platforms is checked first. Secrets are passed by
 environment variable name or file path (`--secret id=...,env=...`), so their values never pass
 through a command line. Build output goes through the shared `BuildOutput`: redacted, parsed
 into progress events, and remembered to explain a failure with a typed error.
@@ -14,6 +16,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections import deque
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,10 +26,13 @@ from flyte_images._errors import (
     EngineUnavailableError,
     PushDeniedError,
 )
+from flyte_images.builders import _multiarch as multiarch
 from flyte_images.builders.base import BuildRequest, BuildResult, Progress
 from flyte_images.builders.output import BuildOutput
 
-_BASE_METADATA = re.compile(r"\[internal\] load metadata for (\S+)")
+# `[internal]`, or `[linux/arm64 internal]` in a build of several platforms.
+_BASE_METADATA = re.compile(r"\[(?:(\S+) )?internal\] load metadata for (\S+)")
+_TAIL = 400  # lines of output kept to explain a failure
 _MISSING_IMAGE = re.compile(r"no such (image|object)", re.I)
 
 _NO_BUILDX = (
@@ -72,9 +78,17 @@ def check_engine() -> None:
 
 
 class DockerBuilder:
-    """Build with the local Docker engine's BuildKit (`docker buildx build`, docker driver)."""
+    """Build with the local Docker engine's BuildKit (`docker buildx build`, docker driver).
+
+    Several platforms: one build where the builder can (builders/_multiarch.py), otherwise one
+    per platform, `platform_concurrency` at a time (default FLYTE_IMAGES_PLATFORM_CONCURRENCY,
+    else 2), pushed and joined by an image index.
+    """
 
     name: ClassVar[str] = "docker"
+
+    def __init__(self, platform_concurrency: int | None = None) -> None:
+        self._concurrency = platform_concurrency
 
     def local_exists(self, reference: str) -> bool | None:
         if shutil.which("docker") is None:
@@ -90,42 +104,85 @@ class DockerBuilder:
 
     def build(self, request: BuildRequest, progress: Progress) -> BuildResult:
         check_engine()
-        from python_on_whales import docker
-        from python_on_whales.exceptions import DockerException
+        facts = multiarch.engine_facts()
+        if len(request.platforms) > 1 and not request.push and not facts.loads_several:
+            request = multiarch.keep_one_platform(request, progress, facts)
+        multiarch.check_emulation(request, facts)
+        if len(request.platforms) > 1 and request.push and not facts.builds_several:
+            concurrency = multiarch.concurrency_setting(self._concurrency)
+            return multiarch.build_split(request, progress, run_build, concurrency)
+        return run_build(request, progress)
 
-        if len(request.platforms) > 1 and not request.push:
-            raise BuildError(
-                f"cannot load an image for several platforms ({', '.join(request.platforms)}) into the "
-                "local engine; push it to a registry (give the image a registry) or build one platform"
-            )
-        output = BuildOutput(request.redact, progress)
-        with tempfile.TemporaryDirectory(prefix="flyte-images-meta-") as meta_dir:
-            metadata = Path(meta_dir) / "metadata.json"
-            try:
-                stream = docker.buildx.build(
-                    context_path=request.context,
-                    file=request.dockerfile,
-                    tags=list(request.tags),
-                    platforms=list(request.platforms) or None,
-                    load=not request.push,
-                    push=request.push,
-                    secrets=[s.buildkit_spec() for s in request.secrets],
-                    cache_from=[cache_spec(c) for c in request.cache_from] or None,
-                    cache_to=cache_spec(request.cache_to[0]) if request.cache_to else None,
-                    labels=dict(request.labels),
-                    progress="plain",
-                    metadata_file=metadata,
-                    stream_logs=True,
-                )
-                for raw in stream:  # type: ignore[union-attr]
-                    output.feed(raw)
-            except DockerException as exc:
-                stderr = output.redact(str(getattr(exc, "stderr", "") or "") or str(exc))
-                raise _explain(stderr, output, request) from None
-            digest = None
-            if metadata.is_file():
-                digest = json.loads(metadata.read_text()).get("containerimage.digest")
-        return BuildResult(reference=request.tags[0], digest=digest)
+
+def buildx_command(request: BuildRequest, metadata: Path) -> list[str]:
+    """The `docker buildx build` command line for `request` (no secret value is ever on it:
+    secrets are named by environment variable or file)."""
+    command = ["docker", "buildx", "build", "--progress", "plain", "--file", str(request.dockerfile)]
+    command += ["--metadata-file", str(metadata), "--push" if request.push else "--load"]
+    for tag in request.tags:
+        command += ["--tag", tag]
+    if request.platforms:
+        command += ["--platform", ",".join(request.platforms)]
+    for secret in request.secrets:
+        command += ["--secret", secret.buildkit_spec()]
+    for source in request.cache_from:
+        command += ["--cache-from", _spec_text(cache_spec(source))]
+    if request.cache_to:
+        command += ["--cache-to", _spec_text(cache_spec(request.cache_to[0]))]
+    for key, value in request.labels.items():
+        command += ["--label", f"{key}={value}"]
+    return [*command, str(request.context)]
+
+
+def _spec_text(spec: dict[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in spec.items())
+
+
+def run_build(request: BuildRequest, progress: Progress, runs: multiarch.Runs | None = None) -> BuildResult:
+    """One `docker buildx build`; every line goes through one BuildOutput (redacted, parsed).
+
+    Run as a plain process rather than through a library so that a build can be stopped
+    (`runs`): when one platform of several fails, the others are cancelled."""
+    output = BuildOutput(request.redact, progress)
+    platform = request.platforms[0] if len(request.platforms) == 1 and runs is not None else None
+    with tempfile.TemporaryDirectory(prefix="flyte-images-meta-") as meta_dir:
+        metadata = Path(meta_dir) / "metadata.json"
+        returncode, tail = _stream(buildx_command(request, metadata), output, platform, runs)
+        if returncode != 0:
+            stopped = runs is not None and runs.stopped
+            text = "build stopped: another platform's build failed" if stopped else "".join(tail)
+            raise _explain(output.redact(text), output, request)
+        digest = json.loads(metadata.read_text()).get("containerimage.digest") if metadata.is_file() else None
+    return BuildResult(reference=request.tags[0], digest=digest)
+
+
+def _stream(
+    command: list[str], output: BuildOutput, platform: str | None, runs: multiarch.Runs | None
+) -> tuple[int, deque[str]]:
+    """Run `command`, feeding each line to `output`; its exit status and last lines."""
+    tail: deque[str] = deque(maxlen=_TAIL)
+    try:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1
+        )
+    except OSError as exc:
+        raise EngineUnavailableError(f"docker could not be run ({exc.strerror}); is it installed?") from None
+    if runs is not None:
+        runs.add(process)
+    try:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = multiarch.platform_titles(raw, platform) if platform else raw
+            tail.append(line)
+            output.feed(line)
+        return process.wait(), tail
+    except BaseException:
+        process.terminate()  # Ctrl-C or a failing progress sink: no build left running
+        raise
+    finally:
+        process.wait()
+        if runs is not None:
+            runs.discard(process)
 
 
 def _explain(stderr: str, output: BuildOutput, request: BuildRequest) -> BuildError:
@@ -140,16 +197,16 @@ def _explain(stderr: str, output: BuildOutput, request: BuildRequest) -> BuildEr
             "turn on Docker's containerd image store, use a docker-container or remote buildx builder, "
             "or build one platform at a time (platform=...)"
         )
+    if "exec format error" in f"{stderr}\n{output.failed_error}":
+        facts = multiarch.engine_facts()
+        foreign = multiarch.foreign_platforms(request.platforms, facts.platform) or list(request.platforms)
+        problem = f"a program of the image could not be executed ({summary})"
+        return multiarch.EmulationUnavailableError(multiarch.emulation_help(foreign[0], facts.platform, problem))
     if "buildx" in stderr and "is not a docker command" in stderr:
         return EngineUnavailableError(_NO_BUILDX)
     base = _BASE_METADATA.search(output.failed_step)
     if base:
-        return BaseImageNotFoundError(
-            f"base image {base.group(1)} is not in the local engine and cannot be pulled "
-            f"({output.failed_error.splitlines()[0] if output.failed_error else summary}); "
-            "load it (docker load / docker pull where a registry is reachable), or point "
-            "FLYTE_IMAGES_BASE_IMAGE at an image you have"
-        )
+        return _base_missing(base.group(2), base.group(1), output.failed_error or summary)
     if request.push and re.search(r"denied|unauthorized|authentication required|forbidden", stderr, re.I):
         registry = request.tags[0].split("/", 1)[0]
         return PushDeniedError(
@@ -159,3 +216,20 @@ def _explain(stderr: str, output: BuildOutput, request: BuildRequest) -> BuildEr
     if not output.failed_step and output.exit_code is None:
         return BuildError(f"docker buildx build failed: {summary}")  # before any step ran
     return output.step_failed(summary)
+
+
+def _base_missing(reference: str, platform: str | None, why: str) -> BaseImageNotFoundError:
+    why = why.splitlines()[0]
+    if platform is None:
+        return BaseImageNotFoundError(
+            f"base image {reference} is not in the local engine and cannot be pulled ({why}); load it "
+            "(docker load / docker pull where a registry is reachable), or point FLYTE_IMAGES_BASE_IMAGE at an "
+            "image you have"
+        )
+    # One platform of several: a local base only serves the platform it was made for.
+    return BaseImageNotFoundError(
+        f"base image {reference} is not in the local engine for {platform} and cannot be pulled ({why}). This "
+        "engine keeps one platform per tag, so building several platforms needs a base from a registry that "
+        "has each of them (push a multi-platform base there and use that reference), or build one platform at "
+        "a time (platform=...)"
+    )

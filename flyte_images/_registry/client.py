@@ -26,17 +26,18 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 
 from .._errors import ConfigError, RegistryError
 from . import redact, wire
+from .index import INDEX_MEDIA_TYPE, PlatformImage, index_document, platform_tag
 from .record import PlatformCache
-from .session import Answer, Session, describe, is_loopback
-from .wire import ACCEPT, INDEX_TYPES, MANIFEST_TYPES
+from .session import Answer, Body, Session, describe, is_loopback
+from .wire import ACCEPT, INDEX_TYPES, MANIFEST_TYPES, normalize_platform
 
 __all__ = [
     "ACCEPT",
@@ -54,6 +55,8 @@ __all__ = [
 
 DEADLINE_ENV = "FLYTE_IMAGES_REGISTRY_TIMEOUT"
 DEFAULT_DEADLINE = 20.0
+HINT_SECONDS = 5.0  # at most this long spent finding out why a multi-platform tag is missing
+HINT_MARGIN = 1.0  # and it ends this long before the check's deadline
 _DIGEST_REF = re.compile(r"[a-z0-9]+:[0-9a-f]{32,}")
 
 
@@ -137,6 +140,9 @@ def deadline_seconds(deadline: float | None) -> float:
     return value
 
 
+T = TypeVar("T")
+
+
 class RegistryClient:
     """Checks many references concurrently, sharing connections, credentials and tokens."""
 
@@ -180,7 +186,9 @@ class RegistryClient:
             return self._unknown(reference, str(exc))
         async with self._limit:
             try:
-                return await asyncio.wait_for(self._check(reference, ref, tuple(platforms or ())), self._deadline)
+                until = asyncio.get_running_loop().time() + self._deadline
+                work = self._check(reference, ref, tuple(platforms or ()), until)
+                return await asyncio.wait_for(work, self._deadline)
             except asyncio.TimeoutError:
                 why = f"{ref.host} timed out after {self._deadline:g} s for {ref}"
                 return self._unknown(reference, f"{why}; set {DEADLINE_ENV} to allow longer")
@@ -194,12 +202,15 @@ class RegistryClient:
     def _unknown(self, reference: str, reason: str) -> Existence:
         return Existence(redact.reference(self._redact(reference)), "unknown", reason=self._redact(reason))
 
-    async def _check(self, reference: str, ref: Reference, platforms: tuple[str, ...]) -> Existence:
+    async def _check(self, reference: str, ref: Reference, platforms: tuple[str, ...], until: float) -> Existence:
         url = f"{self._session.base(ref.host)}/{ref.repository}/manifests/{ref.tag}"
         method = "GET" if platforms else "HEAD"
         answer = await self._session.get(ref.host, ref.repository, method, url, limit=wire.MAX_MANIFEST)
         if answer.status == 404:
-            return Existence(reference, "missing", reason=f"{ref.host} has no {ref.repository}:{ref.tag}")
+            reason = f"{ref.host} has no {ref.repository}:{ref.tag}"
+            if len(platforms) > 1 and not ref.by_digest:
+                reason += await self._partial_hint(ref, platforms, until)
+            return Existence(reference, "missing", reason=reason)
         if answer.status != 200:
             raise RegistryError(self._failure(ref, answer))
         if answer.media_type not in wire.ACCEPTED_TYPES:
@@ -217,7 +228,9 @@ class RegistryClient:
             found, unlabelled = await self._platforms(ref, answer)
             if not unlabelled:
                 self._platform_cache.put(digest, found)
-        lacking = [p for p in platforms if p not in found]
+        # Compared as containerd does: an index saying linux/arm64/v8 has linux/arm64.
+        have = {normalize_platform(p) for p in found}
+        lacking = [p for p in platforms if normalize_platform(p) not in have]
         if lacking and unlabelled:
             raise RegistryError(
                 f"the index of {ref} has {unlabelled} entries without a platform, so it cannot tell whether it "
@@ -256,13 +269,134 @@ class RegistryClient:
         return (await self._config_platform(ref, manifest.config),), 0
 
     async def _config_platform(self, ref: Reference, config: wire.Descriptor) -> str:
+        return wire.parse(wire.ImageConfig, await self._config_blob(ref, config), f"the config blob of {ref}").platform
+
+    async def _config_blob(self, ref: Reference, config: wire.Descriptor) -> bytes:
         url = f"{self._session.base(ref.host)}/{ref.repository}/blobs/{config.digest}"
         blob = await self._session.get(ref.host, ref.repository, "GET", url, limit=wire.MAX_BLOB)
         if blob.status != 200:
             raise RegistryError(f"cannot read the config blob of {ref}: {self._failure(ref, blob)}")
         if not wire.matches(config.digest, blob.content):
             raise RegistryError(f"the config blob of {ref} does not match its digest {config.digest}")
-        return wire.parse(wire.ImageConfig, blob.content, f"the config blob of {ref}").platform
+        return blob.content
+
+    async def _partial_hint(self, ref: Reference, platforms: tuple[str, ...], until: float) -> str:
+        """Why a multi-platform tag is missing when its per-platform images are there: a build
+        that pushed them but not yet the index (cut short). Best effort and brief: any failure
+        here only leaves the hint out, and it stops well before the check's own deadline, so the
+        answer stays "missing" either way."""
+        budget = min(HINT_SECONDS, until - asyncio.get_running_loop().time() - HINT_MARGIN)
+        if budget <= 0:
+            return ""
+
+        async def pushed(platform: str) -> bool:
+            url = f"{self._session.base(ref.host)}/{ref.repository}/manifests/{platform_tag(ref.tag, platform)}"
+            answer = await self._session.get(ref.host, ref.repository, "HEAD", url, limit=wire.MAX_MANIFEST)
+            return answer.status == 200
+
+        try:
+            found = await asyncio.wait_for(asyncio.gather(*(pushed(p) for p in platforms)), budget)
+        except Exception:  # a hint, never a reason to change the answer
+            return ""
+        done = [p for p, there in zip(platforms, found, strict=True) if there]
+        if not done:
+            return ""
+        return (
+            f"; only per-platform images were pushed ({', '.join(done)}), not the index that makes them one "
+            "image (a multi-platform build was cut short): building it again completes it"
+        )
+
+    # ----- multi-platform images assembled from per-platform pushes (index.py) ---------------
+
+    async def platform_image(self, reference: str, platform: str) -> PlatformImage | None:
+        """The image `reference` holds for `platform` (its manifest's digest, size, media type
+        and labels), or None when the registry has no such tag. Raises RegistryError when the
+        registry cannot be asked, or when the image there is for another platform."""
+        ref = parse_reference(reference)
+        return await self._guarded(ref, self._platform_image(ref, platform, nested=False))
+
+    async def push_index(self, reference: str, parts: Mapping[str, str]) -> str:
+        """PUT an OCI image index under `reference` listing `parts` (platform -> reference of its
+        pushed image, in the same repository); return its digest. See index.push_index."""
+        ref = parse_reference(reference)
+        if ref.by_digest or not parts:
+            what = "names a digest" if ref.by_digest else "has no platforms to list"
+            raise RegistryError(f"cannot write an index under {ref}: it {what}; give a tag and at least one platform")
+        children = {platform: parse_reference(child) for platform, child in parts.items()}
+        for child in children.values():
+            if (child.host, child.repository) != (ref.host, ref.repository):
+                raise RegistryError(
+                    f"{child} is not in {ref.host}/{ref.repository}; an index can only list manifests of its own "
+                    "repository, so push each platform there first"
+                )
+        return await self._guarded(ref, self._push_index(ref, children))
+
+    async def _guarded(self, ref: Reference, work: Awaitable[T]) -> T:
+        """`work` within the deadline, with every failure as a RegistryError free of secrets."""
+        try:
+            return await asyncio.wait_for(work, self._deadline)
+        except asyncio.TimeoutError:
+            why = f"{ref.host} timed out after {self._deadline:g} s for {ref}; set {DEADLINE_ENV} to allow longer"
+        except RegistryError as exc:
+            why = str(exc)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            why = f"{ref.host} could not be reached for {ref}: {describe(exc)}"
+        raise RegistryError(self._redact(why))
+
+    async def _platform_image(self, ref: Reference, platform: str, *, nested: bool) -> PlatformImage | None:
+        url = f"{self._session.base(ref.host)}/{ref.repository}/manifests/{ref.tag}"
+        answer = await self._session.get(ref.host, ref.repository, "GET", url, limit=wire.MAX_MANIFEST)
+        if answer.status == 404:
+            return None
+        if answer.status != 200 or answer.media_type not in wire.ACCEPTED_TYPES:
+            raise RegistryError(f"cannot read the manifest of {ref}: {self._failure(ref, answer)}")
+        digest = self._digest(ref, answer) or wire.sha256(answer.content)
+        what = f"the manifest of {ref}"
+        media = wire.parse(wire.Envelope, answer.content, what).media_type or answer.media_type
+        if media in INDEX_TYPES and not nested:
+            # One platform pushed as an index (BuildKit adds attestations that way): its entry.
+            entry = self._entry_for(ref, wire.parse(wire.Index, answer.content, what), platform)
+            return await self._platform_image(Reference(ref.host, ref.repository, entry), platform, nested=True)
+        if media not in MANIFEST_TYPES:
+            raise RegistryError(f"{what} is a {media[:60]!r}, not an image manifest for {platform}")
+        manifest = wire.parse(wire.Manifest, answer.content, what)
+        blob = await self._config_blob(ref, manifest.config)
+        config = wire.parse(wire.LabelledConfig, blob, f"the config blob of {ref}")
+        if normalize_platform(config.platform) != normalize_platform(platform):
+            raise RegistryError(f"{ref} is an image for {config.platform}, not for {platform}; it cannot stand for it")
+        return PlatformImage(str(ref), platform, media, digest, len(answer.content), config.labels)
+
+    @staticmethod
+    def _entry_for(ref: Reference, index: wire.Index, platform: str) -> str:
+        wanted = normalize_platform(platform)
+        for entry in index.manifests:
+            if entry.platform is not None and normalize_platform(str(entry.platform)) == wanted:
+                return entry.digest
+        raise RegistryError(f"{ref} is an index without {platform}")
+
+    async def _push_index(self, ref: Reference, children: Mapping[str, Reference]) -> str:
+        async def read(platform: str, child: Reference) -> PlatformImage:
+            found = await self._platform_image(child, platform, nested=False)
+            if found is None:
+                raise RegistryError(f"{child} is not in the registry, so the index {ref} cannot list {platform}")
+            return found
+
+        images = await asyncio.gather(*(read(p, c) for p, c in children.items()))
+        document = index_document(images)
+        url = f"{self._session.base(ref.host)}/{ref.repository}/manifests/{ref.tag}"
+        body = Body(document, INDEX_MEDIA_TYPE)
+        answer = await self._session.send(ref.host, ref.repository, "PUT", url, limit=wire.MAX_MANIFEST, body=body)
+        if answer.status not in (200, 201):
+            raise RegistryError(f"the index of {ref} was refused: {self._failure(ref, answer)}{_said(answer)}")
+        digest = wire.sha256(document)
+        stored = answer.headers.get("Docker-Content-Digest")
+        if stored is not None and stored != digest:
+            raise RegistryError(
+                f"{ref.host} stored the index of {ref} as {stored[:80]!r}, not as the {digest} it was sent; "
+                "a proxy on the way may have changed it"
+            )
+        self._platform_cache.put(digest, sorted(image.platform for image in images))
+        return digest
 
     def _failure(self, ref: Reference, answer: Answer) -> str:
         if answer.url.netloc != httpx.URL(self._session.base(ref.host)).netloc:
@@ -274,6 +408,17 @@ class RegistryClient:
         if answer.status == 403:
             return f"{ref.host} refused access to {ref.repository} (403); check the credentials' permissions"
         return f"{ref.host} answered {answer.status} for {ref}"
+
+
+def _said(answer: Answer) -> str:
+    """What a registry said about a refused request (its first error code and message), cut short."""
+    try:
+        errors = json.loads(answer.content).get("errors") or []
+        first = errors[0]
+        text = f"{first.get('code', '')}: {first.get('message', '')}".strip(": ")
+    except (ValueError, AttributeError, IndexError, TypeError):
+        return ""
+    return f" ({redact.one_line(text)[:200]})" if text else ""
 
 
 async def check_many(

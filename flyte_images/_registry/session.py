@@ -47,6 +47,14 @@ class Answer:
         return str(self.headers.get("Content-Type", "")).split(";")[0].strip().lower()
 
 
+@dataclass(frozen=True)
+class Body:
+    """A document sent to a registry (a manifest or index) with its media type."""
+
+    content: bytes
+    media_type: str
+
+
 def is_loopback(host: str) -> bool:
     name = host.rsplit(":", 1)[0].strip("[]") if not host.startswith("[") else host[1 : host.index("]")]
     if name == "localhost":
@@ -116,16 +124,25 @@ class Session:
 
     async def get(self, host: str, repository: str, method: str, url: str, *, limit: int) -> Answer:
         """`method url` on `host`, answering its challenge and retrying what is worth retrying."""
-        scope = f"repository:{repository}:pull"
+        return await self.send(host, repository, method, url, limit=limit)
+
+    async def send(
+        self, host: str, repository: str, method: str, url: str, *, limit: int, body: Body | None = None
+    ) -> Answer:
+        """`get`, with a document to send (a PUT of a manifest): the token asked for then also
+        allows pushing, since registries scope tokens to the actions they allow."""
+        scope = f"repository:{repository}:{'pull' if body is None else 'pull,push'}"
         start = httpx.URL(url)
         authenticated = False
         attempt = 0
         while True:
             headers = {"Accept": wire.ACCEPT}
+            if body is not None:
+                headers["Content-Type"] = body.media_type
             if (host, scope) in self._headers:
                 headers["Authorization"] = self._headers[(host, scope)]
             try:
-                answer = await self._follow(host, method, start, headers, limit)
+                answer = await self._follow(host, method, start, headers, limit, body)
             except _Unreachable as exc:
                 if attempt >= self._retries - 1:
                     raise RegistryError(f"{exc.where} could not be reached: {exc.why}") from None
@@ -148,11 +165,13 @@ class Session:
         log.debug("%s", self._redact(f"{host} {why}; retry {attempt} in {delay:.2f} s"))
         await asyncio.sleep(delay)
 
-    async def _follow(self, host: str, method: str, url: httpx.URL, headers: dict[str, str], limit: int) -> Answer:
+    async def _follow(
+        self, host: str, method: str, url: httpx.URL, headers: dict[str, str], limit: int, body: Body | None = None
+    ) -> Answer:
         origin = _origin(url)
         for _ in range(MAX_REDIRECTS + 1):
             try:
-                answer = await self.read(method, url, headers, limit)
+                answer = await self.read(method, url, headers, limit, body.content if body else None)
             except httpx.TransportError as exc:
                 where = host if _origin(url) == origin else f"{url.netloc.decode()} (where {host} redirected)"
                 raise _Unreachable(where, describe(exc)) from None
@@ -178,9 +197,12 @@ class Session:
         # Credentials written into a redirect address are not the registry's to hand out.
         return target.copy_with(userinfo=b"")
 
-    async def read(self, method: str, url: httpx.URL, headers: dict[str, str], limit: int) -> Answer:
+    async def read(
+        self, method: str, url: httpx.URL, headers: dict[str, str], limit: int, content: bytes | None = None
+    ) -> Answer:
         """One request; the body is read whole, but never more than `limit` bytes of it."""
-        response = await self._http.send(self._http.build_request(method, url, headers=headers), stream=True)
+        request = self._http.build_request(method, url, headers=headers, content=content)
+        response = await self._http.send(request, stream=True)
         where = url.netloc.decode()
         too_big = f"{where} answered more than {limit // 1024} KiB for {url.path}, more than any registry answer"
         try:

@@ -105,6 +105,34 @@ class ImageConfig(_Wire):
         return str(Platform(os=self.os, architecture=self.architecture, variant=self.variant))
 
 
+class RunConfig(_Wire):
+    labels: dict[str, str] | None = Field(default=None, alias="Labels")
+
+
+class LabelledConfig(ImageConfig):
+    """An image config with its labels: a per-platform image is only reused when its identity
+    label is the one asked for. A separate model, so the existence check stays as lenient
+    about labels as it always was."""
+
+    config: RunConfig | None = None
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.config.labels or {}) if self.config else {}
+
+
+def normalize_platform(text: str) -> str:
+    """`os/arch[/variant]` as containerd compares them: arm64's only variant v8 and amd64's v1
+    are the same platform as none, and 32-bit arm without a variant means v7."""
+    os_name, arch, variant = ([*text.strip().lower().split("/"), "", ""])[:3]
+    arch = "arm64" if arch == "aarch64" else arch
+    if (arch, variant) in (("arm64", "v8"), ("amd64", "v1")):
+        variant = ""
+    elif arch == "arm" and not variant:
+        variant = "v7"
+    return "/".join(part for part in (os_name, arch, variant) if part)
+
+
 class TokenAnswer(_Wire):
     token: str | None = None
     access_token: str | None = None

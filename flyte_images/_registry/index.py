@@ -1,0 +1,107 @@
+"""One multi-platform image from per-platform pushes: an OCI image index PUT under the tag.
+
+Engines that cannot build several platforms in one build (Docker's classic image store with
+buildx's default `docker` driver) build and push each platform on its own, under a tag of its
+own (`<tag>-<os>-<arch>[-<variant>]`, see `platform_tag`), and the index that lists them is then
+written under the tag itself. Until that index is there the tag does not exist, so a build cut
+short after some platforms were pushed is "missing" (never "exists") and the next build
+completes it.
+
+Every entry of the index is read back from the registry first: its manifest's digest, size and
+media type come from what the registry holds, and its config must say the platform the entry
+claims, so an index never lists a platform it does not have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .wire import normalize_platform
+
+INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+MAX_TAG = 128  # the distribution spec's limit on a tag's length
+
+
+def platform_suffix(platform: str) -> str:
+    """`linux/arm/v7` -> `-linux-arm-v7`: the part of a per-platform tag after the tag."""
+    return "-" + normalize_platform(platform).replace("/", "-")
+
+
+def platform_tag(tag: str, platform: str) -> str:
+    """The tag one platform of a multi-platform image is pushed under before its index is.
+
+    A tag too long to take the suffix keeps its start and a hash of the whole, so two long tags
+    never share per-platform tags (a shared one could be taken for another image's platform).
+    """
+    suffix = platform_suffix(platform)
+    if len(tag) + len(suffix) > MAX_TAG:
+        tag = f"{tag[:96]}-{hashlib.sha256(tag.encode()).hexdigest()[:16]}"
+    return tag + suffix
+
+
+def platform_reference(reference: str, platform: str) -> str:
+    """`host/repo:tag` -> `host/repo:<platform_tag(tag, platform)>` (the same repository, since an
+    index can only list manifests of its own repository)."""
+    from .client import parse_reference
+
+    ref = parse_reference(reference)
+    if ref.by_digest:
+        raise ValueError(f"{reference} names a digest; a multi-platform image needs a tag to push its index under")
+    return f"{ref.host}/{ref.repository}:{platform_tag(ref.tag, platform)}"
+
+
+@dataclass(frozen=True)
+class PlatformImage:
+    """One platform's image manifest as the registry holds it, for an index entry."""
+
+    reference: str
+    platform: str  # as asked for (and checked against the config), e.g. "linux/arm64"
+    media_type: str
+    digest: str
+    size: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def descriptor(self) -> dict[str, Any]:
+        os_name, arch, *variant = self.platform.split("/")
+        platform: dict[str, str] = {"architecture": arch, "os": os_name}
+        if variant:
+            platform["variant"] = variant[0]
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size, "platform": platform}
+
+
+def index_document(images: Iterable[PlatformImage]) -> bytes:
+    """The OCI image index listing `images`, in platform order (the same platforms and
+    manifests always give the same bytes, so the same digest)."""
+    ordered = sorted(images, key=lambda image: image.platform)
+    document = {
+        "schemaVersion": 2,
+        "mediaType": INDEX_MEDIA_TYPE,
+        "manifests": [image.descriptor() for image in ordered],
+    }
+    return json.dumps(document, indent=2).encode()
+
+
+async def push_index(
+    reference: str,
+    parts: Mapping[str, str],
+    *,
+    insecure: Sequence[str] = (),
+    transport: httpx.AsyncBaseTransport | None = None,
+    deadline: float | None = None,
+) -> str:
+    """PUT an OCI image index under `reference` listing one pushed image per platform.
+
+    `parts` maps each platform ("linux/arm64") to the reference its image was pushed as (a tag
+    or digest in the same repository). Credentials are found exactly as for the existence
+    checks. Returns the index's digest; raises RegistryError saying what is wrong otherwise.
+    """
+    from .client import RegistryClient
+
+    async with RegistryClient(insecure=insecure, transport=transport, deadline=deadline) as client:
+        return await client.push_index(reference, parts)
