@@ -43,7 +43,10 @@ def timed(fn: Callable[[], object], repeat: int) -> list[float]:
 
 
 def run(command: list[str], **kw: object) -> str:
-    return subprocess.run(command, check=True, capture_output=True, text=True, **kw).stdout  # type: ignore[call-overload, no-any-return]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return done.stdout  # type: ignore[no-any-return]
 
 
 def project(root: Path, apt: str, pip: str, name: str, bust: str = "") -> Path:
@@ -109,8 +112,8 @@ def cold(root: Path, repeat: int) -> tuple[list[float], list[float]]:
             "FROM python:3.11-slim-bookworm\n"
             f"ENV BUST={marker}\n"
             "RUN apt-get update && apt-get install -y --no-install-recommends curl jq && rm -rf /var/lib/apt/lists/*\n"
-            "RUN --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt "
-            "python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir six\n"
+            "RUN --mount=type=secret,id=ca python3 -m venv /opt/venv "
+            "&& PIP_CERT=/run/secrets/ca /opt/venv/bin/pip install --no-cache-dir six\n"
             "COPY src /app/src\n"
         )
         start = time.perf_counter()

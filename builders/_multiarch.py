@@ -37,7 +37,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from flyte_images._errors import BuildError, ConfigError
+from flyte_images._errors import BuildError, ConfigError, EngineUnavailableError
+from flyte_images.builders import _engine
 from flyte_images.builders.base import IDENTITY_LABEL, BuildRequest, BuildResult, Progress, ProgressEvent
 
 CONCURRENCY_ENV = "FLYTE_IMAGES_PLATFORM_CONCURRENCY"
@@ -111,15 +112,19 @@ def _probe_facts() -> EngineFacts:
     """Anything that cannot be read counts as the least capable engine (the classic store and
     the `docker` driver): one platform per build works on every engine."""
     info: dict[str, object] = {}
-    with contextlib.suppress(*_PROBE_ERRORS):
-        done = _probe("docker", "info", "--format", "{{json .}}")
-        loaded = json.loads(done.stdout) if done.returncode == 0 else {}
-        info = loaded if isinstance(loaded, dict) else {}
+    with contextlib.suppress(*_PROBE_ERRORS, EngineUnavailableError):
+        info = _engine.engine_info() or {}  # over the socket: no CLI process
+    if not info:
+        with contextlib.suppress(*_PROBE_ERRORS):
+            done = _probe("docker", "info", "--format", "{{json .}}")
+            loaded = json.loads(done.stdout) if done.returncode == 0 else {}
+            info = loaded if isinstance(loaded, dict) else {}
     driver = "docker"
-    with contextlib.suppress(*_PROBE_ERRORS):
-        done = _probe("docker", "buildx", "inspect")
-        found = re.search(r"^Driver:\s*(\S+)", done.stdout, re.MULTILINE)
-        driver = found.group(1) if done.returncode == 0 and found else "docker"
+    if not _engine.default_builder():
+        with contextlib.suppress(*_PROBE_ERRORS):
+            done = _probe("docker", "buildx", "inspect")
+            found = re.search(r"^Driver:\s*(\S+)", done.stdout, re.MULTILINE)
+            driver = found.group(1) if done.returncode == 0 and found else "docker"
     machine = str(info.get("Architecture", "") or os.uname().machine)
     status = json.dumps(info.get("DriverStatus") or [])
     return EngineFacts(

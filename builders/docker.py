@@ -11,6 +11,7 @@ into progress events, and remembered to explain a failure with a typed error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -26,6 +27,7 @@ from flyte_images._errors import (
     EngineUnavailableError,
     PushDeniedError,
 )
+from flyte_images.builders import _engine
 from flyte_images.builders import _multiarch as multiarch
 from flyte_images.builders.base import BuildRequest, BuildResult, Progress
 from flyte_images.builders.output import BuildOutput
@@ -65,14 +67,23 @@ def check_engine() -> None:
             "the docker command is not installed; install Docker (Debian: apt-get install docker.io, "
             "or run `bash fixtures/engine/setup.sh` in this project as root)"
         )
-    info = _probe(["docker", "info", "--format", "{{.ServerVersion}}"])
-    if info.returncode != 0:
-        raise EngineUnavailableError(
-            "the Docker daemon does not answer: start it (systemctl start docker, or as root without "
-            f"systemd: nohup dockerd >/var/log/dockerd.log 2>&1 &); docker said: {info.stderr.strip()[-300:]}"
-        )
-    buildx = _probe(["docker", "buildx", "version"])
-    if buildx.returncode != 0:
+    # The local engine is asked over its socket (a few ms) and the plugin found on disk; the
+    # CLI is started only where that cannot tell (contexts, remote hosts) - see _engine.
+    ping = _engine.api_get("/_ping")
+    if ping is None or ping[0] != 200:
+        info = _probe(["docker", "info", "--format", "{{.ServerVersion}}"])
+        if info.returncode != 0:
+            stderr = info.stderr.strip()
+            if "permission denied" in stderr.lower():
+                raise EngineUnavailableError(
+                    "permission denied on the Docker socket: add your user to the docker group "
+                    f"(usermod -aG docker $USER, then log in again) or run as root; docker said: {stderr[-300:]}"
+                )
+            raise EngineUnavailableError(
+                "the Docker daemon does not answer: start it (systemctl start docker, or as root without "
+                f"systemd: nohup dockerd >/var/log/dockerd.log 2>&1 &); docker said: {stderr[-300:]}"
+            )
+    if not _engine.buildx_installed() and _probe(["docker", "buildx", "version"]).returncode != 0:
         raise EngineUnavailableError(_NO_BUILDX)
     _checked_engine = True
 
@@ -91,6 +102,10 @@ class DockerBuilder:
         self._concurrency = platform_concurrency
 
     def local_exists(self, reference: str) -> bool | None:
+        with contextlib.suppress(EngineUnavailableError):
+            found_here = _engine.image_exists(reference)
+            if found_here is not None:
+                return found_here
         if shutil.which("docker") is None:
             return None
         try:

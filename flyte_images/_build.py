@@ -42,24 +42,44 @@ class ImageBuild(str):
 
     `uri` the image reference, `built` whether a build ran, `reason` why not, `digest` the
     pushed manifest digest or loaded image id when known, `dockerfile` the rendered text.
+    It also constructs and reads as the Flyte SDK's `ImageBuild(uri, remote_run, build_run)`:
+    `remote_run` and `build_run` (a remote build's run) are None here, as for the SDK's local
+    builder. Builds here always finish before returning, so `uri` is always a str: an SDK-style
+    `uri=None` (a remote build still running) is kept as the empty string.
     """
 
     uri: str
+    remote_run: object | None
+    build_run: object | None
     built: bool
     reason: str
     digest: str | None
     dockerfile: str
 
     def __new__(
-        cls, uri: str, *, built: bool, reason: str = "", digest: str | None = None, dockerfile: str = ""
+        cls,
+        uri: str | None,
+        remote_run: object | None = None,
+        build_run: object | None = None,
+        *,
+        built: bool = False,
+        reason: str = "",
+        digest: str | None = None,
+        dockerfile: str = "",
     ) -> ImageBuild:
-        value = super().__new__(cls, uri)
-        value.uri = uri
+        value = super().__new__(cls, uri or "")
+        value.uri = uri or ""
+        value.remote_run = remote_run
+        value.build_run = build_run
         value.built = built
         value.reason = reason
         value.digest = digest
         value.dockerfile = dockerfile
         return value
+
+    def __getnewargs__(self) -> tuple[str, object | None, object | None]:  # type: ignore[override]
+        # Copies and pickles keep the SDK's fields; the details are restored from __dict__.
+        return (self.uri, self.remote_run, self.build_run)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,19 @@ variables, the config file, built-in defaults.
 | ca_bundle     | FLYTE_IMAGES_CA_BUNDLE      | ca_bundle        | none                              |
 | images        | FLYTE_IMAGES_REF_<NAME>     | [images] table   | none                              |
 | insecure_registries | FLYTE_IMAGES_INSECURE_REGISTRIES | insecure_registries | loopback only |
+| buildkit_addr | FLYTE_IMAGES_BUILDKIT_ADDR  | buildkit_addr    | unix:///run/buildkit/buildkitd.sock |
+| buildkit_ca   | FLYTE_IMAGES_BUILDKIT_CA    | buildkit_ca      | none (tcp:// without TLS)         |
+| buildkit_cert | FLYTE_IMAGES_BUILDKIT_CERT  | buildkit_cert    | none                              |
+| buildkit_key  | FLYTE_IMAGES_BUILDKIT_KEY   | buildkit_key     | none                              |
+| buildkit_server_name | FLYTE_IMAGES_BUILDKIT_SERVER_NAME | buildkit_server_name | the address's host |
+
+(The buildkit_* settings are read by the `buildkit` backend only: the daemon's address and the
+client TLS files for a tcp:// address.)
 
 (FLYTE_IMAGES_INSECURE_REGISTRIES is comma-separated; in the file it is a list of host[:port].)
+
+The Flyte SDK's names are honoured too, below ours: FLYTE_IMAGE_REGISTRY for the registry and
+FLYTE_IMAGE_BUILDER for the builder (its `local` is our `docker`). When both are set, ours win.
 
 The config file is TOML, found at the first of: the path given to `init_from_config`, the
 FLYTE_IMAGES_CONFIG environment variable, `flyte-images.toml` in the current folder or a
@@ -43,9 +54,16 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 REGISTRY_ENV = "FLYTE_IMAGES_REGISTRY"
+FLYTE_REGISTRY_ENV = "FLYTE_IMAGE_REGISTRY"  # the Flyte SDK's name, read after ours
+BUILDER_ENV = "FLYTE_IMAGES_BUILDER"
+FLYTE_BUILDER_ENV = "FLYTE_IMAGE_BUILDER"  # the Flyte SDK's name, read after ours
 REF_ENV_PREFIX = "FLYTE_IMAGES_REF_"
 CONFIG_ENV = "FLYTE_IMAGES_CONFIG"
 _KEYS = {"registry", "image_builder", "base_image", "ca_bundle", "images", "insecure_registries"}
+# The buildkit backend's daemon address and client TLS files (strings, like the keys above).
+BUILDKIT_KEYS = ("buildkit_addr", "buildkit_ca", "buildkit_cert", "buildkit_key", "buildkit_server_name")
+_KEYS |= set(BUILDKIT_KEYS)
+DEFAULT_BUILDKIT_ADDR = "unix:///run/buildkit/buildkitd.sock"  # buildkitd's own default
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,12 @@ class Settings:
     ca_bundle: str | None = None
     images: dict[str, str] = field(default_factory=dict)
     insecure_registries: tuple[str, ...] = ()
+    buildkit_addr: str | None = None
+    buildkit_ca: str | None = None
+    buildkit_cert: str | None = None
+    buildkit_key: str | None = None
+    buildkit_server_name: str | None = None
+    root_dir: str | None = None  # init(root_dir=...): whose .dockerignore applies to copies
     source: str = "defaults"  # where the file settings came from, for messages
 
 
@@ -127,6 +151,7 @@ def read_config_file(path: Path) -> Settings:
         ca_bundle=data.get("ca_bundle"),
         images=dict(images),
         insecure_registries=tuple(insecure),
+        **{key: data.get(key) for key in BUILDKIT_KEYS},
         source=str(path),
     )
 
@@ -151,8 +176,13 @@ def load_file(path: Path) -> None:
         _file = loaded
 
 
-def _pick(name: str, env: str) -> str | None:
-    value = getattr(_explicit, name) or os.environ.get(env) or getattr(_from_file(), name)
+def _env(*names: str) -> str | None:
+    """The first of these environment variables that is set (ours first, then the SDK's)."""
+    return next((os.environ[n] for n in names if os.environ.get(n)), None)
+
+
+def _pick(name: str, *envs: str) -> str | None:
+    value = getattr(_explicit, name) or _env(*envs) or getattr(_from_file(), name)
     return str(value) if value else None
 
 
@@ -161,7 +191,7 @@ def configured_registry() -> str | None:
     from ._errors import InvalidLayerArgument
     from ._validation import registry as check_registry
 
-    value = _pick("registry", REGISTRY_ENV)
+    value = _pick("registry", REGISTRY_ENV, FLYTE_REGISTRY_ENV)
     if value is None:
         return None
     try:
@@ -170,13 +200,43 @@ def configured_registry() -> str | None:
         source = (
             "init(image_registry=...)" if _explicit.registry
             else REGISTRY_ENV if os.environ.get(REGISTRY_ENV)
+            else FLYTE_REGISTRY_ENV if os.environ.get(FLYTE_REGISTRY_ENV)
             else _from_file().source
         )  # fmt: skip
         raise ConfigError(f"the registry set in {source} is not usable: {exc}") from None
 
 
 def configured_builder() -> str | None:
-    return _pick("image_builder", "FLYTE_IMAGES_BUILDER")
+    return _pick("image_builder", BUILDER_ENV, FLYTE_BUILDER_ENV)
+
+
+def configured_root_dir() -> str | None:
+    """The project root given to init(root_dir=...), if any."""
+    return _explicit.root_dir
+
+
+@dataclass(frozen=True)
+class BuildkitSettings:
+    """Where the buildkit backend's daemon is and the client TLS files for a tcp:// address."""
+
+    addr: str
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    server_name: str | None = None
+
+
+def configured_buildkit() -> BuildkitSettings:
+    """The buildkit_* settings: init(...), FLYTE_IMAGES_BUILDKIT_* or the config file, each key on
+    its own; the address defaults to buildkitd's own unix socket."""
+    values = {key: _pick(key, f"FLYTE_IMAGES_{key.upper()}") for key in BUILDKIT_KEYS}
+    return BuildkitSettings(
+        addr=values["buildkit_addr"] or DEFAULT_BUILDKIT_ADDR,
+        ca=values["buildkit_ca"],
+        cert=values["buildkit_cert"],
+        key=values["buildkit_key"],
+        server_name=values["buildkit_server_name"],
+    )
 
 
 def configured_base_image() -> str | None:

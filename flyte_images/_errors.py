@@ -14,9 +14,11 @@
     ├── RegistryError                            a registry could not be asked (never "exists")
     ├── BuildError (an ImageBuildError)          a build could not be prepared or failed
     │   ├── EngineUnavailableError               no Docker CLI, no daemon, no buildx
+    │   │   └── BuilderTLSError                  a remote buildkitd refused TLS (CA, client cert)
     │   ├── BaseImageNotFoundError               FROM image neither local nor pullable
     │   ├── SecretNotFoundError                  a build secret has no value to mount
     │   ├── StepFailedError                      a RUN step failed (step, exit code, last lines)
+    │   │   └── PlatformNotSupportedError        the builder cannot run programs of a platform
     │   ├── PushDeniedError                      the registry refused the push
     │   └── ImagesFailedError                    some images of build_images failed (.cache has all)
     ├── LoadError                                a Python file given to the CLI cannot be loaded
@@ -113,6 +115,16 @@ class StepFailedError(BuildError):
 
 class PushDeniedError(BuildError):
     """The registry refused the push (not logged in, or no permission)."""
+
+
+class BuilderTLSError(EngineUnavailableError):
+    """A remote build daemon was reached but the TLS handshake failed: its certificate is not
+    trusted by the given CA, its name does not match, or it refused the client certificate."""
+
+
+class PlatformNotSupportedError(StepFailedError):
+    """A step could not start its program for a requested platform (exec format error): the
+    builder has neither a native node nor an emulator (QEMU through binfmt_misc) for it."""
 
 
 class LoadError(FlyteImagesError):

@@ -39,7 +39,7 @@ import hashlib
 from ._encoding import Encodable, encode
 
 IDENTIFIER_FORMAT = 2
-RENDERER_REVISION = 2
+RENDERER_REVISION = 3
 TAG_HEX_DIGITS = 32
 
 

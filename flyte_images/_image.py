@@ -6,6 +6,9 @@ Rules (see also the README):
 - An image from `from_base(uri)` or `from_ref_name(name)` that is never changed is a reference to
   an existing image: it is not built and its uri is that image. Adding a layer or `clone(...)`
   makes it an image that is built, and then it needs a repository name: `clone(name=...)`.
+- `from_debian_base()` with flyte (the default, a released `flyte_version`) is the Flyte SDK's
+  published default image `ghcr.io/flyteorg/flyte:py3.X-vVERSION`: a reference, never built;
+  layers added to it build FROM it. Without flyte it is built, laid out as that image.
 - A `from_dockerfile` image takes no layers: put everything into the Dockerfile.
 - Every `with_*` returns a new Image; nothing is read from disk until the identifier, `validate()`
   or a build needs it, so defining an image never fails because a file is missing.
@@ -19,52 +22,56 @@ from pathlib import Path
 from typing import Any
 
 from . import _config
+from . import _image_args as args
 from . import _validation as check
-from ._errors import (
-    InvalidLayerArgument,
-    LayerNotAllowedError,
-    SourceNotFoundError,
+from ._errors import InvalidLayerArgument, LayerNotAllowedError, SourceNotFoundError
+from ._image_args import (
+    DEFAULT_BASE_IMAGE,
+    DEFAULT_FLYTE_VERSION,
+    DEFAULT_IMAGE_NAME,
+    DEFAULT_PLATFORMS,
+    default_base_image,
+    install_options,
+    optional_registry,
 )
+from ._image_packages import PackageMethods
 from ._layers import (
     AptPackages,
+    CodeBundle,
     Commands,
+    CopyStyle,
     DebianBase,
     DockerIgnore,
     Env,
     Layer,
     PipPackages,
-    PoetryProject,
-    ProjectInstallMode,
     PythonWheels,
-    Requirements,
     SourceFile,
     SourceFolder,
-    UVProject,
-    UVScript,
     WorkDir,
+    resolve_code_bundle_layer,
 )
 from ._secret import Secret, SecretRequest, normalize_secrets
 from ._validation import Architecture
 
-DEFAULT_IMAGE_NAME = "flyte"
-DEFAULT_FLYTE_VERSION = "2.12.1"
-DEFAULT_PLATFORMS: tuple[str, ...] = ("linux/amd64",)
-DEFAULT_BASE_IMAGE = "python:{python_version}-slim-bookworm"
-_INSTALL_MODES = ("dependencies_only", "install_project")
+__all__ = [
+    "DEFAULT_BASE_IMAGE",
+    "DEFAULT_FLYTE_VERSION",
+    "DEFAULT_IMAGE_NAME",
+    "DEFAULT_PLATFORMS",
+    "Image",
+    "default_base_image",
+    "resolve_code_bundle_layer",
+]
 
 _construction = threading.local()
-
-
-def default_base_image(python_version: tuple[int, int]) -> str:
-    """The base of `from_debian_base`: the configured `base_image` (FLYTE_IMAGES_BASE_IMAGE or
-    the config file; `{python_version}` is filled in), or the official slim bookworm image."""
-    template = _config.configured_base_image() or DEFAULT_BASE_IMAGE
-    filled = template.replace("{python_version}", f"{python_version[0]}.{python_version[1]}")
-    return check.image_reference("base_image (FLYTE_IMAGES_BASE_IMAGE or the config file)", filled)
+# Old private names, still imported by other modules.
+_install_options = install_options
+_optional_registry = optional_registry
 
 
 @dataclass(frozen=True)
-class Image:
+class Image(PackageMethods):
     """A container image, described as a base plus an ordered chain of layers.
 
     Example:
@@ -123,30 +130,38 @@ class Image:
         name: str | None = None,
         platform: tuple[Architecture, ...] | None = None,
     ) -> Image:
-        """A slim Debian image with the requested Python, uv and a virtual environment on PATH.
+        """The Flyte SDK's default image: Debian with the requested Python in /opt/venv on PATH,
+        the non-root `flyte` user, WORKDIR /home/flyte, PYTHONPATH=/root.
 
+        With `install_flyte` (the default) and a released `flyte_version` (default the pinned
+        DEFAULT_FLYTE_VERSION) it is the SDK's published image `ghcr.io/flyteorg/flyte:py3.X-vV`:
+        a reference, never built; layers added to it (or a `name`/`registry`, as in the SDK)
+        make an image built FROM it. Otherwise it is built on `python:X.Y-slim-bookworm` (or
+        FLYTE_IMAGES_BASE_IMAGE, for mirrors), with `flyte==V` installed for an unreleased V.
         `python_version` accepts (3, 12) or "3.12" and defaults to this interpreter's version.
-        The base image is `python:X.Y-slim-bookworm`, or `FLYTE_IMAGES_BASE_IMAGE` (for mirrors).
-        The platform defaults to ("linux/amd64",). With `install_flyte`, the `flyte` package is
-        installed (`flyte_version`, default the pinned DEFAULT_FLYTE_VERSION).
+        The platform defaults to ("linux/amd64",).
 
         Example:
+            Image.from_debian_base(python_version=(3, 12)).with_pip_packages("numpy")
             Image.from_debian_base(python_version=(3, 12), install_flyte=False)
         """
         version = check.host_python_version() if python_version is None else check.python_version(python_version)
         if flyte_version is not None:
             check.nonempty("flyte_version", flyte_version)
-        pinned = (flyte_version or DEFAULT_FLYTE_VERSION) if install_flyte else None
+        pinned = (flyte_version or DEFAULT_FLYTE_VERSION).strip() if install_flyte else None
+        published = pinned is not None and args.is_released(pinned)
         return cls._new(
-            base_image=default_base_image(version),
-            registry=_optional_registry(registry),
+            base_image=args.published_image(version, pinned) if published and pinned else default_base_image(version),
+            registry=optional_registry(registry),
             name=check.repository_name("name", name) if name is not None else DEFAULT_IMAGE_NAME,
             platform=check.platforms(platform) if platform is not None else DEFAULT_PLATFORMS,
             python_version=version,
             extendable=True,
-            _is_cloned=True,
-            _layers=(DebianBase(install_flyte=bool(install_flyte), flyte_version=pinned),),
-            _image_registry_secret=_registry_secret(registry_secret),
+            # The published image is used as is unless a name or registry is given (the SDK then
+            # clones it: an image of its own, built FROM the published one).
+            _is_cloned=not published or bool(registry or name),
+            _layers=(DebianBase(install_flyte=bool(install_flyte), flyte_version=pinned, published=published),),
+            _image_registry_secret=args.registry_secret(registry_secret),
         )
 
     @classmethod
@@ -188,42 +203,6 @@ class Image:
             _is_cloned=True,
         )
 
-    @classmethod
-    def from_uv_script(
-        cls,
-        script: Path | str,
-        *,
-        name: str,
-        registry: str | None = None,
-        registry_secret: str | Secret | None = None,
-        python_version: tuple[int, int] | None = None,
-        index_url: str | None = None,
-        extra_index_urls: str | list[str] | tuple[str, ...] | None = None,
-        pre: bool = False,
-        extra_args: str | None = None,
-        platform: tuple[Architecture, ...] | None = None,
-        secret_mounts: SecretRequest | None = None,
-    ) -> Image:
-        """An image with the dependencies of a uv script (its `# /// script` header) installed
-        and the script copied in. The whole script counts for the tag, not only its header.
-
-        Example:
-            Image.from_uv_script("tool.py", name="tool", python_version=(3, 12))
-        """
-        layer = UVScript(
-            script=check.local_path("script", script),
-            **_install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts),
-        )
-        base = cls.from_debian_base(
-            python_version=python_version,
-            install_flyte=False,
-            registry=registry,
-            registry_secret=registry_secret,
-            name=check.repository_name("name", name),
-            platform=platform,
-        )
-        return base._with_layer(layer)
-
     # ----- copies -------------------------------------------------------------------------
 
     def clone(
@@ -245,9 +224,9 @@ class Image:
         """
         changes: dict[str, Any] = {"_is_cloned": True}
         if registry is not None:
-            changes["registry"] = _optional_registry(registry)
+            changes["registry"] = optional_registry(registry)
         if registry_secret is not None:
-            changes["_image_registry_secret"] = _registry_secret(registry_secret)
+            changes["_image_registry_secret"] = args.registry_secret(registry_secret)
         if name is not None:
             changes["name"] = check.repository_name("name", name)
         if base_image is not None:
@@ -263,7 +242,7 @@ class Image:
 
     def _with_layer(self, layer: Layer) -> Image:
         if not isinstance(layer, Layer):
-            raise InvalidLayerArgument("addl_layer", f"expected a layer, got {type(layer).__name__}")
+            raise check.wrong_type("addl_layer", "a layer", layer)
         if self.dockerfile is not None:
             raise LayerNotAllowedError(
                 f"cannot add a {layer.KIND} layer to the Dockerfile-based image {self.name!r}: "
@@ -280,25 +259,6 @@ class Image:
         """
         return self._with_layer(WorkDir(workdir=check.nonempty("workdir", workdir)))
 
-    def with_requirements(
-        self,
-        file: str | Path,
-        index_url: str | None = None,
-        extra_index_urls: str | list[str] | tuple[str, ...] | None = None,
-        pre: bool = False,
-        extra_args: str | None = None,
-        secret_mounts: SecretRequest | None = None,
-    ) -> Image:
-        """Install a requirements .txt file with uv. Files it includes with -r/-c count too.
-
-        Example: `image.with_requirements("requirements.txt")`
-        """
-        path = check.local_path("file", file)
-        if path.suffix != ".txt":
-            raise InvalidLayerArgument("file", f"{str(file)!r} is not a .txt requirements file")
-        options = _install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts)
-        return self._with_layer(Requirements(file=path, **options))
-
     def with_pip_packages(
         self,
         *packages: str,
@@ -312,10 +272,8 @@ class Image:
 
         Example: `image.with_pip_packages("numpy==2.1.0", "pandas>=2")`
         """
-        names = tuple(sorted({check.pip_requirement(p) for p in packages}))
-        if not names:
-            raise InvalidLayerArgument("packages", "name at least one package")
-        options = _install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts)
+        names = args.pip_packages(packages)
+        options = install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts)
         return self._with_layer(PipPackages(packages=names, **options))
 
     def with_env_vars(self, env_vars: dict[str, str]) -> Image:
@@ -323,8 +281,10 @@ class Image:
 
         Example: `image.with_env_vars({"HF_HOME": "/cache/hf"})`
         """
-        if not isinstance(env_vars, dict) or not env_vars:
-            raise InvalidLayerArgument("env_vars", f"expected a non-empty dict of str to str, got {env_vars!r}")
+        if not isinstance(env_vars, dict):
+            raise check.wrong_type("env_vars", "a dict of str to str", env_vars)
+        if not env_vars:
+            raise InvalidLayerArgument("env_vars", "expected a non-empty dict of str to str, got {}")
         pairs = tuple(sorted((check.env_name(k), check.no_control("env_vars", v)) for k, v in env_vars.items()))
         return self._with_layer(Env(env_vars=pairs))
 
@@ -360,63 +320,19 @@ class Image:
             image = image._with_layer(SourceFile(src=path, dst=target))
         return image
 
+    def with_code_bundle(self, copy_style: CopyStyle = "loaded_modules", dst: str = ".") -> Image:
+        """Bake the project's code into the image when a deploy runs with copy_style="none"
+        ("loaded_modules": the files of the modules imported from the project root; "all": the
+        whole root, ignore rules applied), copied to `dst`. With any other copy style the code
+        travels with the run and this layer does nothing (see `resolve_code_bundle_layer`).
+
+        Example: `image.with_code_bundle(copy_style="all", dst="/app")`
+        """
+        return self._with_layer(CodeBundle(copy_style=args.copy_style(copy_style), dst=check.nonempty("dst", dst)))
+
     def with_dockerignore(self, path: Path) -> Image:
         """Use this .dockerignore for every folder the image copies (paths relative to its folder)."""
         return self._with_layer(DockerIgnore(path=check.local_path("path", path)))
-
-    def with_uv_project(
-        self,
-        pyproject_file: str | Path,
-        uvlock: Path | None = None,
-        index_url: str | None = None,
-        extra_index_urls: list[str] | tuple[str, ...] | None = None,
-        pre: bool = False,
-        extra_args: str | None = None,
-        secret_mounts: SecretRequest | None = None,
-        project_install_mode: ProjectInstallMode = "dependencies_only",
-    ) -> Image:
-        """Install a uv project's locked dependencies (pyproject.toml + uv.lock beside it).
-
-        With project_install_mode="install_project" the project folder is copied and installed too.
-        Example: `image.with_uv_project("pyproject.toml")`
-        """
-        pyproject = check.local_path("pyproject_file", pyproject_file)
-        lock = check.local_path("uvlock", uvlock) if uvlock is not None else pyproject.parent / "uv.lock"
-        options = _install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts)
-        layer = UVProject(
-            pyproject=pyproject,
-            uvlock=lock,
-            project_install_mode=_install_mode(project_install_mode),
-            **options,
-        )
-        return self._with_layer(layer)
-
-    def with_poetry_project(
-        self,
-        pyproject_file: str | Path,
-        poetry_lock: Path | None = None,
-        extra_args: str | None = None,
-        secret_mounts: SecretRequest | None = None,
-        project_install_mode: ProjectInstallMode = "dependencies_only",
-    ) -> Image:
-        """Install a poetry project's locked dependencies (pyproject.toml + poetry.lock beside it).
-
-        Example: `image.with_poetry_project("pyproject.toml", extra_args="--only main")`
-        """
-        pyproject = check.local_path("pyproject_file", pyproject_file)
-        lock = (
-            check.local_path("poetry_lock", poetry_lock)
-            if poetry_lock is not None
-            else pyproject.parent / "poetry.lock"
-        )
-        layer = PoetryProject(
-            pyproject=pyproject,
-            poetry_lock=lock,
-            extra_args=_optional_text("extra_args", extra_args),
-            secret_mounts=normalize_secrets(secret_mounts),
-            project_install_mode=_install_mode(project_install_mode),
-        )
-        return self._with_layer(layer)
 
     def with_apt_packages(self, *packages: str, secret_mounts: SecretRequest | None = None) -> Image:
         """Install Debian packages with apt-get (sorted: order does not matter).
@@ -456,8 +372,10 @@ class Image:
 
     @property
     def is_reference(self) -> bool:
-        """True for an existing image used as is (never built)."""
-        return not self._is_cloned and not self._layers and self.dockerfile is None
+        """True for an existing image used as is (never built): `from_base`, `from_ref_name`,
+        and the published default image of `from_debian_base`, until a layer is added."""
+        own = [layer for layer in self._layers if not (isinstance(layer, DebianBase) and layer.published)]
+        return not self._is_cloned and not own and self.dockerfile is None
 
     def resolved_base_image(self) -> str | None:
         if self._ref_name is not None and not self.base_image:
@@ -486,42 +404,3 @@ class Image:
         from ._plan import plan
 
         return plan(self).uri
-
-
-def _optional_text(parameter: str, value: str | None) -> str | None:
-    return None if value is None else check.nonempty(parameter, value).strip()
-
-
-def _optional_registry(value: str | None) -> str | None:
-    return check.registry("registry", value) if value else None
-
-
-def _registry_secret(value: str | Secret | None) -> Secret | None:
-    if value is None:
-        return None
-    secrets = normalize_secrets(value)
-    return secrets[0]
-
-
-def _install_mode(value: object) -> ProjectInstallMode:
-    if value not in _INSTALL_MODES:
-        raise InvalidLayerArgument(
-            "project_install_mode", f"{value!r} is not one of {', '.join(map(repr, _INSTALL_MODES))}"
-        )
-    return value  # type: ignore[return-value]
-
-
-def _install_options(
-    index_url: str | None,
-    extra_index_urls: object,
-    pre: bool,
-    extra_args: str | None,
-    secret_mounts: SecretRequest | None,
-) -> dict[str, Any]:
-    return {
-        "index_url": None if index_url is None else check.url("index_url", index_url),
-        "extra_index_urls": check.urls("extra_index_urls", extra_index_urls),
-        "pre": bool(pre),
-        "extra_args": _optional_text("extra_args", extra_args),
-        "secret_mounts": normalize_secrets(secret_mounts),
-    }

@@ -35,37 +35,55 @@ _JSON_HINT = (
     '{"env": "sha256:<hex> or null"}, "status": {"env": "built"}, "reasons": {"env": "why"}} '
     "(every key optional)"
 )
-_TRANSPORT_HINT = "pass the string ImageCache.to_transport() returned, unchanged"
+_TRANSPORT_HINT = "pass the string ImageCache.to_transport returned, unchanged"
 
 
 @dataclass
 class ImageCache:
-    """What a deploy needs: the image uri of every environment, and how each came about."""
+    """What a deploy needs: the image uri of every environment, and how each came about.
+
+    Shaped like the Flyte SDK's ImageCache where code touches it: `image_lookup`,
+    `build_run_ids` (env -> the remote build run's {org, project, domain, name}; empty here,
+    where nothing is built remotely), `serialized_form` (the transport string it was read from),
+    the `to_transport` property and `from_transport`. Either side reads the other's transport
+    string (unknown keys are ignored both ways)."""
 
     image_lookup: dict[str, str] = field(default_factory=dict)
     identifiers: dict[str, str | None] = field(default_factory=dict)
     digests: dict[str, str | None] = field(default_factory=dict)
     status: dict[str, str] = field(default_factory=dict)  # built | exists | reference | planned | failed
     reasons: dict[str, str] = field(default_factory=dict)
+    build_run_ids: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Not data: the string `from_transport` read, handed on unchanged (as the SDK does), so a
+    # cache passed along a chain of tasks is the same string at every step.
+    serialized_form: str | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> str:
         """Stable JSON: keys sorted, so the same results give the same bytes."""
-        return json.dumps(asdict(self), sort_keys=True, indent=2) + "\n"
+        data = asdict(self)
+        del data["serialized_form"]
+        return json.dumps(data, sort_keys=True, indent=2) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> ImageCache:
         """Parse `to_json` output; raises ImageCacheError naming the bad field and the expected shape."""
         return cls._parse(text, "ImageCache JSON")
 
+    @property
     def to_transport(self) -> str:
-        """gzip (mtime 0, so deterministic) + base64 of the JSON, as the SDK passes it along."""
+        """gzip (mtime 0, so deterministic) + base64 of the JSON, as the SDK passes it along (a
+        property, as in the SDK); the string it was read from when it came `from_transport`."""
+        if self.serialized_form:
+            return self.serialized_form
         return base64.b64encode(gzip.compress(self.to_json().encode(), mtime=0)).decode()
 
     @classmethod
     def from_transport(cls, text: str) -> ImageCache:
         """Parse `to_transport` output; raises ImageCacheError if it is not base64, gzip or our JSON."""
         compressed = _unbase64(text)
-        return cls._parse(_gunzip_bounded(compressed), "ImageCache transport JSON")
+        cache = cls._parse(_gunzip_bounded(compressed), "ImageCache transport JSON")
+        cache.serialized_form = text
+        return cache
 
     @classmethod
     def _parse(cls, text: str | bytearray, what: str) -> ImageCache:
@@ -94,6 +112,7 @@ def _schema() -> type[BaseModel]:
         digests: dict[str, str | None] = Field(default_factory=dict)
         status: dict[str, str] = Field(default_factory=dict)
         reasons: dict[str, str] = Field(default_factory=dict)
+        build_run_ids: dict[str, dict[str, str]] = Field(default_factory=dict)
 
     return ImageCacheJSON
 

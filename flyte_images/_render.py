@@ -32,6 +32,7 @@ from ._secret import Secret
 
 CA_SECRET_ID = "flyte-images-ca"
 TEMPLATE = "debian-base.Dockerfile"
+FLYTE_USER_FOOTER = "USER flyte"
 
 HEAVY_NAMES = frozenset(
     {
@@ -122,8 +123,13 @@ class Instructions:
     secrets: list[Secret] = field(default_factory=list)
     has_uv: bool = False
     venv: bool = False
+    flyte_user: bool = False  # the base made the `flyte` user: copies are owned by it
     url_secrets: list[tuple[str, str]] = field(default_factory=list)  # (secret id, index URL)
     _pending_mounts: list[str] = field(default_factory=list)
+    # Instructions that stay last whatever layers follow (`USER flyte`: the layers' steps run as
+    # root, the container as the base's user). Kept inside `instructions`, so the list is always
+    # the whole Dockerfile in order.
+    _footer: int = 0
 
     CA_PATH = f"/run/secrets/{CA_SECRET_ID}"
     WORK = "/tmp/flyte-images"  # bind mounts and scratch space, never part of an image layer
@@ -139,7 +145,18 @@ class Instructions:
         """One instruction of one or more physical lines; every line passes `line_safe`."""
         for line in lines:
             line_safe("Dockerfile line", line)
-        self.instructions.append(_CONTINUATION.join(lines))
+        self._append(_CONTINUATION.join(lines))
+
+    def _append(self, instruction: str) -> None:
+        self.instructions.insert(len(self.instructions) - self._footer, instruction)
+
+    def set_footer(self, *instructions: str) -> None:
+        """Instructions that end the Dockerfile, after every later layer's."""
+        for text in instructions:
+            line_safe("Dockerfile line", text)
+        del self.instructions[len(self.instructions) - self._footer :]
+        self.instructions.extend(instructions)
+        self._footer = len(instructions)
 
     def text(self) -> str:
         return "\n".join(self.instructions) + "\n"
@@ -152,12 +169,26 @@ class Instructions:
         for lines in template_instructions():
             filled = [line.replace("{base_image}", base).replace("{python_version}", version) for line in lines]
             line_safe("Dockerfile line", filled[-1])  # earlier lines end in the template's own `\\`
-            self.instructions.append("\n".join(filled))
-        self.has_uv = self.venv = True
+            self._append("\n".join(filled))
+        self.has_uv = self.venv = self.flyte_user = True
+        self.set_footer(FLYTE_USER_FOOTER)
+
+    def published_base(self) -> None:
+        """Flyte's published default image as the base: its /opt/venv (VIRTUAL_ENV) receives
+        the installs, the layers' steps run as root, and the container runs as `flyte` again."""
+        self.from_base()
+        self.add("USER root")
+        self.venv = self.flyte_user = True
+        self.set_footer(FLYTE_USER_FOOTER)
 
     def from_base(self) -> None:
         self.add(f"FROM {base_reference('base_image', self.base_image)}")
         self.add("ARG TARGETARCH")
+
+    def copy(self, source: str, dest: str) -> None:
+        """COPY of a staged folder; owned by the `flyte` user where the base has made it."""
+        chown = "--chown=flyte:flyte " if self.flyte_user else ""
+        self.add(f"COPY {chown}{q.json_words([source, dest])}")
 
     def run_step(
         self, script: str, mounts: list[str], secrets: tuple[Secret, ...] = (), downloads: bool = True
@@ -193,6 +224,14 @@ class Instructions:
         words = ["uv", "pip", "install"]
         if not self.venv:
             words = ["UV_LINK_MODE=copy", "UV_PYTHON_DOWNLOADS=never", *words, "--system", "--break-system-packages"]
+        words += self.index_args(layer)
+        if with_extra_args:
+            words += self.split_args("extra_args", getattr(layer, "extra_args", None))
+        return q.shell_join([*words, *args])
+
+    def index_args(self, layer: object | None) -> list[str]:
+        """The layer's index options (index URLs, pre-releases) as uv arguments."""
+        words: list[str] = []
         index_url = getattr(layer, "index_url", None)
         if index_url:
             words += ["--index-url", self.index_word(index_url)]
@@ -200,9 +239,7 @@ class Instructions:
             words += ["--extra-index-url", self.index_word(url)]
         if getattr(layer, "pre", False):
             words.append("--prerelease=allow")
-        if with_extra_args:
-            words += self.split_args("extra_args", getattr(layer, "extra_args", None))
-        return q.shell_join([*words, *args])
+        return words
 
     def index_word(self, url: str) -> str:
         """An index URL for the shell. One with a literal user:password goes to the build as a

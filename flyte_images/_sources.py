@@ -5,15 +5,20 @@
 holds a `Snapshot`, and every file is copied into the staging folder while it is hashed, so the
 digests, and the identifier made of them, describe exactly the bytes that are sent.
 
-Rules for a copied folder (a source folder, an installed uv or poetry project, a Dockerfile's
-context) are, in order, later ones winning:
+Rules for a copied folder (a source folder, an installed uv, poetry or pixi project, a code
+bundle, a Dockerfile's context) are, in order, later ones winning:
 
 1. the default excludes (`.git`, `.venv`, `__pycache__`, ... see `_ignore.DEFAULT_EXCLUDES`),
-   except for a Dockerfile's context, which Docker itself sends without them;
-2. the patterns of the image's `with_dockerignore(path)` file, matched against paths relative
-   to the folder holding that file (as Docker matches a context's .dockerignore), or, when the
-   copied folder is not inside that folder, relative to the copied folder;
-3. with no `with_dockerignore`, a `.dockerignore` at the root of the copied folder.
+   anchored at the copied folder (its own `.git`, wherever the ignore file is), except for a
+   Dockerfile's context, which Docker itself sends without them;
+2. the patterns of one ignore file, matched against paths relative to the folder holding it (as
+   Docker matches a context's .dockerignore), or, when the copied folder is not inside that
+   folder, relative to the copied folder. The file is the image's `with_dockerignore(path)`;
+   without it, for the layers' copies, the project root's `.dockerignore` (the root is
+   `init(root_dir=...)`, else the current folder), as the Flyte SDK applies it; without either,
+   a `.dockerignore` at the root of the copied folder;
+3. files a layer needs whatever the patterns say (`keep`: a project's pyproject.toml and lock),
+   and files it replaces (`drop`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 
 from ._errors import SourceError, SourceNotFoundError
 from ._files import FILE, Entry, Tree, collect_tree, file_entry
-from ._ignore import IgnoreRules, parse_dockerignore, read_dockerignore
+from ._ignore import DEFAULT_EXCLUDES, IgnoreRules, parse_dockerignore, read_dockerignore
 from ._stage import Snapshot
 from ._statcache import StatCache
 
@@ -96,26 +101,68 @@ class Sources:
             self.snap.put_bytes(dest, data, mode, digest)
         return Entry(path.name, FILE, mode, digest, len(data)), data
 
-    def tree_rules(self, folder: Path, *, defaults: bool = True) -> tuple[IgnoreRules, str]:
-        """The ignore rules for `folder` and the prefix its paths are matched with."""
+    def ignore_file(self, folder: Path, *, project: bool = False) -> tuple[Path | None, tuple[str, ...]]:
+        """The ignore file that applies to `folder` (see the module docstring) and its patterns."""
         if self.dockerignore is not None:
             patterns = self._patterns if self._patterns is not None else read_dockerignore(self.dockerignore)
+            return self.dockerignore, patterns
+        if project:
+            from ._config import configured_root_dir
+
+            root_file = Path(configured_root_dir() or Path.cwd()) / ".dockerignore"
+            if root_file.is_file():
+                return root_file, read_dockerignore(root_file)
+        local = folder / ".dockerignore"
+        return (local, read_dockerignore(local)) if local.is_file() else (None, ())
+
+    def tree_rules(
+        self,
+        folder: Path,
+        *,
+        defaults: bool = True,
+        project: bool = False,
+        keep: tuple[str, ...] = (),
+        drop: tuple[str, ...] = (),
+    ) -> tuple[IgnoreRules, str]:
+        """The ignore rules for `folder` and the prefix its paths are matched with. `project`:
+        the project root's .dockerignore applies (a layer's copy, not a Dockerfile's context);
+        `keep`/`drop`: paths relative to `folder` always sent / never sent."""
+        ignore_file, patterns = self.ignore_file(folder, project=project)
+        rel = "."
+        if ignore_file is not None:
             try:
-                rel = folder.relative_to(self.dockerignore.parent).as_posix()
+                rel = folder.relative_to(ignore_file.parent).as_posix()
             except ValueError:
                 rel = "."
-            prefix = "" if rel == "." else rel + "/"
-            return IgnoreRules.for_tree(patterns, defaults=defaults), prefix
-        local = folder / ".dockerignore"
-        patterns = read_dockerignore(local) if local.is_file() else ()
-        return IgnoreRules.for_tree(patterns, defaults=defaults), ""
+        prefix = "" if rel == "." else _literal(rel) + "/"
+        # The default excludes belong to the copied folder: `.git` is its own .git, also when
+        # the patterns are matched from a project root above it.
+        anchored = [p if p.startswith("**/") else prefix + p for p in DEFAULT_EXCLUDES] if defaults else []
+        forced = [prefix + _literal(name) for name in drop] + [f"!{prefix}{_literal(name)}" for name in keep]
+        return IgnoreRules.from_lines([*anchored, *patterns, *forced]), "" if rel == "." else rel + "/"
 
-    def tree(self, folder: Path, dest: str, *, defaults: bool = True, extra: tuple[str, ...] = ()) -> Tree:
+    def tree(
+        self,
+        folder: Path,
+        dest: str,
+        *,
+        defaults: bool = True,
+        extra: tuple[str, ...] = (),
+        project: bool = False,
+        keep: tuple[str, ...] = (),
+        drop: tuple[str, ...] = (),
+    ) -> Tree:
         """The kept entries of a copied folder (staged at `dest` when building)."""
-        rules, prefix = self.tree_rules(folder, defaults=defaults)
+        rules, prefix = self.tree_rules(folder, defaults=defaults, project=project, keep=keep, drop=drop)
         if extra:
             rules = IgnoreRules(rules.patterns + IgnoreRules.from_lines(extra).patterns)
         return collect_tree(folder, rules, self.cache, prefix, self.snap, dest)
+
+
+def _literal(path: str) -> str:
+    """`path` as a .dockerignore pattern that matches only itself (a folder named `a[1]` or
+    `*` is not a glob here)."""
+    return re.sub(r"([\\*?\[\]])", r"\\\1", path)
 
 
 _INCLUDE = re.compile(r"^\s*(?:-r|--requirement|-c|--constraint)(?:\s*=\s*|\s+)(\S+)")

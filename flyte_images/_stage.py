@@ -53,6 +53,8 @@ def content_mtime_ns(digest: str) -> int:
     of an unchanged context folder again only when its size or time changed, so an edit that
     keeps the size would reach the image as the old bytes."""
     return FIXED_NS + int(digest[:16], 16) % 10**15  # within 11.6 days after 2000-01-01
+
+
 _CHUNK = 1 << 20
 _RECORD_FORMAT = b"flyte-images-staging-1\n"
 _MAX_AGE_S = 14 * 24 * 3600

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from ._errors import InvalidLayerArgument
+from ._errors import InvalidArgumentType, InvalidLayerArgument
 
 Architecture = Literal["linux/amd64", "linux/arm64"]
 
@@ -43,10 +43,19 @@ def _show(value: object) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def wrong_type(parameter: str, expected: str, value: object) -> InvalidArgumentType:
+    """The TypeError for a value of the wrong type, with the fix for the usual mistake (a list
+    where the items are passed one by one, as the Flyte SDK's layers also refuse it)."""
+    hint = ""
+    if isinstance(value, (list, tuple)):
+        hint = "; pass the items as separate arguments, e.g. 'vim', 'git' instead of ['vim', 'git']"
+    return InvalidArgumentType(parameter, f"expected {expected}, got {type(value).__name__} {_show(value)}{hint}")
+
+
 def no_control(parameter: str, value: object, *, allow_newline: bool = False) -> str:
     """A string without control characters (newlines only where a value may span lines)."""
     if not isinstance(value, str):
-        raise InvalidLayerArgument(parameter, f"expected a string, got {type(value).__name__} {_show(value)}")
+        raise wrong_type(parameter, "a string", value)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -98,9 +107,9 @@ def strings(parameter: str, values: object) -> tuple[str, ...]:
         items = tuple(values)
         for item in items:
             if not isinstance(item, str):
-                raise InvalidLayerArgument(parameter, f"expected strings, got {type(item).__name__} {_show(item)}")
+                raise wrong_type(parameter, "strings", item)
         return items
-    raise InvalidLayerArgument(parameter, f"expected a string or a list of strings, got {_show(values)}")
+    raise wrong_type(parameter, "a string or a list of strings", values)
 
 
 def apt_package(value: object) -> str:
@@ -139,7 +148,10 @@ def url(parameter: str, value: object) -> str:
     text = nonempty(parameter, value).strip()
     if any(ch.isspace() for ch in text):
         raise InvalidLayerArgument(parameter, f"{_show(value)} contains white space; a URL cannot")
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # e.g. an unclosed '[' of an IPv6 host
+        raise InvalidLayerArgument(parameter, f"{_show(value)} is not a URL: {exc}") from None
     if parts.scheme not in ("http", "https", "file") or not (parts.netloc or parts.scheme == "file"):
         raise InvalidLayerArgument(
             parameter, f"{_show(value)} is not an http(s) or file URL, e.g. https://pypi.org/simple"
@@ -187,18 +199,28 @@ def host_python_version() -> tuple[int, int]:
     return (sys.version_info.major, sys.version_info.minor)
 
 
-_REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-_REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+# The distribution reference grammar (github.com/distribution/reference, regexp.go), exactly:
+#   name := [domain '/'] path-component ['/' path-component]*   (at most 255 characters)
+#   domain := (domain-name | '[' ipv6 ']') [':' port]
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_REMOTE_NAME = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_REPOSITORY = re.compile(rf"^{_REMOTE_NAME}$")
+# A registry is what goes before the repository name: a domain with an optional namespace
+# path, or a namespace path alone (`other_registry/myclone` is a valid name on Docker Hub).
+_REGISTRY = re.compile(rf"^(?:{_DOMAIN}(?:/{_REMOTE_NAME})?|{_REMOTE_NAME})$")
+NAME_TOTAL_LENGTH_MAX = 255
 
 
 def repository_name(parameter: str, value: object) -> str:
     """An image repository name as Docker accepts it: lowercase path components."""
     text = nonempty(parameter, value).strip()
-    if not _REPOSITORY.match(text):
+    if not _REPOSITORY.match(text) or len(text) > NAME_TOTAL_LENGTH_MAX:
         raise InvalidLayerArgument(
             parameter,
             f"{_show(value)} is not an image repository name; use lowercase letters, digits and "
-            "'.', '_', '-' separated by '/', e.g. 'ml/trainer'",
+            f"'.', '_', '-' separated by '/', e.g. 'ml/trainer' (at most {NAME_TOTAL_LENGTH_MAX} characters)",
         )
     return text
 
@@ -208,9 +230,11 @@ def registry(parameter: str, value: object) -> str:
     text = nonempty(parameter, value).strip().rstrip("/")
     if "://" in text:
         raise InvalidLayerArgument(parameter, f"{_show(value)}: give the registry without a scheme, e.g. ghcr.io/acme")
-    if not _REGISTRY.match(text):
+    if not _REGISTRY.match(text) or len(text) >= NAME_TOTAL_LENGTH_MAX:
         raise InvalidLayerArgument(
-            parameter, f"{_show(value)} is not a registry like ghcr.io/acme or 127.0.0.1:5000 (lowercase paths)"
+            parameter,
+            f"{_show(value)} is not a registry like ghcr.io/acme, 127.0.0.1:5000 or other_registry "
+            "(a host[:port] and/or lowercase path components, as image names allow)",
         )
     return text
 
@@ -224,6 +248,6 @@ def local_path(parameter: str, value: object) -> Path:
     elif isinstance(value, str):
         path = Path(nonempty(parameter, value))
     else:
-        raise InvalidLayerArgument(parameter, f"expected a path, got {type(value).__name__} {_show(value)}")
+        raise wrong_type(parameter, "a path (str or pathlib.Path)", value)
     no_control(parameter, str(path))
     return Path(os.path.normpath(path.absolute()))

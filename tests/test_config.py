@@ -28,7 +28,7 @@ def test_config_file_found_in_a_parent_folder(tmp_path: Path, monkeypatch: pytes
     )
     (tmp_path / "sub" / "deeper").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "sub" / "deeper")
-    image = Image.from_debian_base(python_version=(3, 11)).with_apt_packages("git")
+    image = Image.from_debian_base(python_version=(3, 11), install_flyte=False).with_apt_packages("git")
     assert image.base_image == "mirror.example/python:3.11-slim"
     assert image.uri.startswith("registry.example:5000/team/flyte:")
     assert Image.from_ref_name().uri == "ghcr.io/acme/base:1"

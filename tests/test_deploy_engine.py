@@ -37,31 +37,35 @@ def test_six_environments_three_images_built_once_in_parallel_then_none(
     assert len(uris) == 3
     assert cache.image_lookup["e1"] == cache.image_lookup["e2"] == img_a.uri
     assert cache.image_lookup["e3"] == cache.image_lookup["e4"] == img_b.uri
-    assert cache.image_lookup["e5"] == cache.image_lookup["e6"] == Image.from_debian_base().uri
-    # The session's registry is new, so all three images are built, each exactly once.
+    # "auto" is flyte's published default image, used as is and never built (as in the SDK).
+    published = Image.from_debian_base().uri
+    assert cache.image_lookup["e5"] == cache.image_lookup["e6"] == published
+    assert cache.status["e5"] == cache.status["e6"] == "reference"
+    built = uris - {published}
+    # The session's registry is new, so both other images are built, each exactly once.
     built_lines = [line for line in log.splitlines() if line.startswith("building ")]
-    assert sorted(line.split()[1] for line in built_lines) == sorted(uris)
-    assert set(cache.status.values()) == {"built"}
+    assert sorted(line.split()[1] for line in built_lines) == sorted(built)
+    assert {cache.status[env] for env in ("e1", "e2", "e3", "e4")} == {"built"}
     # parallel: a second build started before the first one finished
     first_done = min(i for i, line in enumerate(log.splitlines()) if line.startswith("built "))
     starts = sorted(i for i, line in enumerate(log.splitlines()) if line.startswith("building "))
     assert starts[1] < first_done
 
     # Every uri in the cache is what the registry has, with the digest recorded.
-    results = asyncio.run(check_many(sorted(uris), ["linux/amd64"]))
+    results = asyncio.run(check_many(sorted(built), ["linux/amd64"]))
     found = {r.reference: r.digest for r in results if r.exists}
-    assert set(found) == uris
+    assert set(found) == built
     for env, uri in cache.image_lookup.items():
         if cache.status[env] == "built":
             assert cache.digests[env] == found[uri]
 
     again = flyte_images.build_images(e3, e2, e6)
     assert not [line for line in capfd.readouterr().err.splitlines() if line.startswith("building ")]
-    assert set(again.status.values()) == {"exists"} and again.image_lookup == cache.image_lookup
+    assert set(again.status.values()) == {"exists", "reference"} and again.image_lookup == cache.image_lookup
 
     assert ImageCache.from_json(cache.to_json()) == cache
-    assert ImageCache.from_transport(cache.to_transport()) == cache
-    assert cache.to_transport() == ImageCache.from_json(cache.to_json()).to_transport()
+    assert ImageCache.from_transport(cache.to_transport) == cache
+    assert cache.to_transport == ImageCache.from_json(cache.to_json()).to_transport
 
 
 def test_one_failure_keeps_the_others_results(local_registry: str) -> None:

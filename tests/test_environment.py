@@ -177,6 +177,6 @@ def test_image_cache_json_and_transport_round_trip_deterministically() -> None:
     text = cache.to_json()
     assert text.index('"a"') < text.index('"b"')  # stable ordering
     assert ImageCache.from_json(text) == cache
-    assert ImageCache.from_transport(cache.to_transport()) == cache
-    assert cache.to_transport() == cache.to_transport()
+    assert ImageCache.from_transport(cache.to_transport) == cache
+    assert cache.to_transport == cache.to_transport
     assert isinstance(Environment(name="plain"), Environment)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -68,20 +70,21 @@ def test_explain_cli_reports_the_build_and_what_led_to_it(
 ) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a.py").write_text("one\n")
-    (tmp_path / "images.py").write_text(
+    module = f"explain_images_{uuid.uuid4().hex[:8]}"  # a name no other test has imported
+    (tmp_path / f"{module}.py").write_text(
         "from pathlib import Path\nfrom flyte_images import Image\n"
         "app = Image.from_base('python:3.11-slim').clone(name='ex')"
         ".with_source_folder(Path(__file__).parent / 'src')\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    from images import app  # type: ignore[import-not-found]
+    app = importlib.import_module(module).app
 
     fake = FakeBuilder()
     flyte_images.build(app, builder=fake, quiet=True)
     (tmp_path / "src" / "a.py").write_text("two\n")
     flyte_images.build(app, builder=fake, quiet=True)
     capsys.readouterr()
-    assert main(["explain", f"{tmp_path / 'images.py'}:app", "--json"]) == 0
+    assert main(["explain", f"{tmp_path / module}.py:app", "--json"]) == 0
     (report,) = json.loads(capsys.readouterr().out)["images"]
     assert report["built"] is True and report["previous_uri"] != report["uri"]
     changed = [row for row in report["parts"] if row["status"] == "changed"]

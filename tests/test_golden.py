@@ -40,6 +40,7 @@ def _debian() -> Image:
 CASES: dict[str, Callable[[Path], Image]] = {
     "debian_base": lambda root: _debian(),
     "debian_base_flyte": lambda root: Image.from_debian_base(python_version=(3, 11), name="golden"),
+    "debian_base_flyte_layered": lambda root: Image.from_debian_base(python_version=(3, 11)).with_pip_packages("six"),
     "apt_pip_env": lambda root: (
         _debian()
         .with_apt_packages("git", "curl")
@@ -61,17 +62,18 @@ CASES: dict[str, Callable[[Path], Image]] = {
 }
 
 GOLDEN = {
-    "debian_base": "b3005cbb25adfec1d584c0f1335fc2a6",
-    "debian_base_flyte": "5f7f195c96ebe4f0a3ca08a5549aa2b0",
-    "apt_pip_env": "2eb1058c334065ca35523973a6a9cf13",
-    "source_folder": "3982302437a792773f69a6d794f2d618",
-    "requirements_commands": "ab5b4eb504b66f8141b9e8030c0d4d24",
-    "from_base_multiarch": "a20d4b695e41b76e9adb6f462ff338b2",
+    "debian_base": "bf1c95f7ebdaaae45ec159b34e5e074b",
+    "debian_base_flyte": "8ad45d92a1612ca45b80b151a2470c13",
+    "debian_base_flyte_layered": "f0e50daccdbf71a0282239c6b10d140d",
+    "apt_pip_env": "ab23c433ce15092e6dd9943d00210ed2",
+    "source_folder": "3c4716371f3abfd9eaabbc6a3709d46f",
+    "requirements_commands": "59a639148d833c91a73b1ac14c748577",
+    "from_base_multiarch": "180af3c1a6f2bdf1bec4b19b18cfa1b0",
 }
 
 
 def test_the_revision_the_table_was_made_for() -> None:
-    assert (IDENTIFIER_FORMAT, RENDERER_REVISION) == (2, 2), "update GOLDEN (and the snapshots) with the bump"
+    assert (IDENTIFIER_FORMAT, RENDERER_REVISION) == (2, 3), "update GOLDEN (and the snapshots) with the bump"
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

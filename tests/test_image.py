@@ -19,6 +19,7 @@ from flyte_images import (
     SourceNotFoundError,
 )
 from flyte_images._layers import SourceFolder, UVProject
+from flyte_images._plan import plan
 
 BASE = Image.from_debian_base(python_version=(3, 12), install_flyte=False)
 
@@ -104,7 +105,7 @@ def test_nonsense_python_versions_are_refused(version: object) -> None:
 
 def test_base_image_is_configurable_for_mirrors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLYTE_IMAGES_BASE_IMAGE", "mirror.local/python:{python_version}-slim")
-    image = Image.from_debian_base(python_version=(3, 11))
+    image = Image.from_debian_base(python_version=(3, 11), install_flyte=False)
     assert image.base_image == "mirror.local/python:3.11-slim"
 
 
@@ -174,15 +175,21 @@ def test_uv_project_uses_the_sibling_lock_and_relative_paths_are_made_absolute(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    layer = BASE.with_uv_project("proj/pyproject.toml")._layers[-1]
+    image = BASE.with_uv_project("proj/pyproject.toml")
+    layer = image._layers[-1]
     assert isinstance(layer, UVProject)
-    assert layer.uvlock == tmp_path / "proj" / "uv.lock"
+    assert layer.uvlock is None  # the sibling uv.lock is looked for when the image is planned
     assert layer.pyproject.is_absolute()
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "pyproject.toml").write_text("[project]\nname='x'\n")
+    (tmp_path / "proj" / "uv.lock").write_text("version = 1\n")
+    monkeypatch.chdir(tmp_path / "proj")  # the paths were made absolute at the call
+    assert "_fi/1/uv.lock" in {s.dest for s in plan(image).manifest}
 
 
 def test_validate_names_the_missing_file(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text("[project]\nname='x'\n")
-    image = BASE.with_uv_project(tmp_path / "pyproject.toml")
+    image = BASE.with_uv_project(tmp_path / "pyproject.toml", uvlock=tmp_path / "uv.lock")
     with pytest.raises(SourceNotFoundError, match=r"uv\.lock"):
         image.validate()
     (tmp_path / "uv.lock").write_text("version = 1\n")

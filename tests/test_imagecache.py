@@ -30,9 +30,9 @@ def test_round_trips_are_byte_identical() -> None:
     text = cache.to_json()
     assert ImageCache.from_json(text) == cache
     assert ImageCache.from_json(text).to_json() == text
-    transport = cache.to_transport()
+    transport = cache.to_transport
     assert ImageCache.from_transport(transport) == cache
-    assert ImageCache.from_transport(transport).to_transport() == transport == sample().to_transport()
+    assert ImageCache.from_transport(transport).to_transport == transport == sample().to_transport
     assert ImageCache.from_json("{}") == ImageCache()
 
 
@@ -90,7 +90,7 @@ def test_from_transport_refuses_malformed_input(text: str, problem: str) -> None
 
 
 def test_from_transport_accepts_wrapped_base64() -> None:
-    transport = sample().to_transport()
+    transport = sample().to_transport
     wrapped = "\n".join(transport[i : i + 20] for i in range(0, len(transport), 20)) + "\n"
     assert ImageCache.from_transport(wrapped) == sample()
 

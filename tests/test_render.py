@@ -14,6 +14,7 @@ import pytest
 
 from flyte_images import Image, LayerNotAllowedError, Secret
 from flyte_images._identity import RENDERER_REVISION
+from flyte_images._image import resolve_code_bundle_layer
 from flyte_images._plan import plan as render
 from flyte_images._render import RenderOptions, is_heavy
 
@@ -34,6 +35,15 @@ def project(tmp_path: Path) -> Path:
     (root / "config.yaml").write_text("a: 1\n")
     (root / "dist").mkdir()
     (root / "dist" / "flyte-0.0.1-py3-none-any.whl").write_bytes(b"wheel")
+    (root / "nolock").mkdir()
+    (root / "nolock" / "pyproject.toml").write_text('[project]\nname = "nolock"\nversion = "0.1.0"\n')
+    (root / "pixiproj").mkdir()
+    (root / "pixiproj" / "pixi.toml").write_text('[workspace]\nchannels = ["conda-forge"]\nplatforms = ["linux-64"]\n')
+    (root / "pixiproj" / "pixi.lock").write_text("version: 6\n")
+    (root / "pixi_tool.py").write_text(
+        '# /// script\n# requires-python = ">=3.12"\n# dependencies = ["flyte==2.12.1"]\n#\n'
+        '# [tool.pixi.dependencies]\n# gdal = "*"\n# ///\nprint(1)\n'
+    )
     return root
 
 
@@ -43,7 +53,10 @@ def base(**kw: object) -> Image:
 
 CASES: dict[str, Callable[[Path], Image]] = {
     "debian_base": lambda p: base(),
-    "debian_base_with_flyte": lambda p: Image.from_debian_base(python_version=(3, 12)),
+    "debian_base_with_flyte": lambda p: Image.from_debian_base(python_version=(3, 12)).with_pip_packages("six"),
+    "debian_base_flyte_unreleased": lambda p: Image.from_debian_base(
+        python_version=(3, 12), flyte_version="2.13.0.dev3"
+    ),
     "apt": lambda p: base().with_apt_packages("git", "curl"),
     "pip": lambda p: base().with_pip_packages(
         "numpy==2.1.0", "pandas>=2", index_url="https://mirror.example/simple",
@@ -55,6 +68,19 @@ CASES: dict[str, Callable[[Path], Image]] = {
     "uv_project_install": lambda p: base().with_uv_project(
         p / "pyproject.toml", project_install_mode="install_project"
     ),
+    "uv_project_no_lock": lambda p: base().with_uv_project(
+        p / "nolock" / "pyproject.toml", index_url="https://mirror.example/simple", extra_args="--no-dev"
+    ),
+    "pixi_project": lambda p: base().with_pixi_project(p / "pixiproj" / "pixi.toml", environment="gpu"),
+    "pixi_project_install": lambda p: base()
+    .with_pixi_project(p / "pixiproj", extra_args="--frozen", project_install_mode="install_project",
+                       secret_mounts=["CHANNEL_TOKEN"])
+    .with_pip_packages("six"),
+    "pixi_script": lambda p: Image.from_pixi_script(p / "pixi_tool.py", name="tool"),
+    "code_bundle_all": lambda p: resolve_code_bundle_layer(
+        base().with_code_bundle(copy_style="all", dst="/app"), "none", p / "src"
+    ),
+    "code_bundle_unresolved": lambda p: base().with_code_bundle(),
     "poetry_project": lambda p: base().with_poetry_project(p / "pyproject.toml", extra_args="--only main"),
     "poetry_project_install": lambda p: base().with_poetry_project(
         p / "pyproject.toml", project_install_mode="install_project"
@@ -125,7 +151,8 @@ def test_each_layer_renders_to_its_own_instructions(project: Path) -> None:
     image = base()
     before = render(image).dockerfile.count("\n")
     after = render(image.with_env_vars({"A": "1"})).dockerfile
-    assert after.count("\n") == before + 1 and after.endswith('ENV A="1"\n')
+    # Before the `USER flyte` the Debian base ends with: the layers' steps run as root.
+    assert after.count("\n") == before + 1 and after.endswith('ENV A="1"\nUSER flyte\n')
 
 
 def test_context_plan_lists_only_referenced_files(project: Path) -> None:

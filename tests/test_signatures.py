@@ -61,6 +61,16 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
         ("secret_mounts", K, "None"),
     ],
     "Image.from_ref_name": [("name", P, "'default'")],
+    "Image.from_pixi_script": [
+        ("script", P, NO),
+        ("name", K, NO),
+        ("registry", K, "None"),
+        ("registry_secret", K, "None"),
+        ("environment", K, "'default'"),
+        ("extra_args", K, "None"),
+        ("platform", K, "None"),
+        ("secret_mounts", K, "None"),
+    ],
     "Image.clone": [
         ("self", P, NO),
         ("registry", P, "None"),
@@ -74,6 +84,7 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
     ],
     "Image.validate": [("self", P, NO)],
     "Image.with_apt_packages": [("self", P, NO), ("packages", V, NO), ("secret_mounts", K, "None")],
+    "Image.with_code_bundle": [("self", P, NO), ("copy_style", P, "'loaded_modules'"), ("dst", P, "'.'")],
     "Image.with_commands": [("self", P, NO), ("commands", P, NO), ("secret_mounts", P, "None")],
     "Image.with_dockerignore": [("self", P, NO), ("path", P, NO)],
     "Image.with_env_vars": [("self", P, NO), ("env_vars", P, NO)],
@@ -86,6 +97,15 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
         ("pre", K, "False"),
         ("extra_args", K, "None"),
         ("secret_mounts", K, "None"),
+    ],
+    "Image.with_pixi_project": [
+        ("self", P, NO),
+        ("manifest_file", P, NO),
+        ("pixi_lock", P, "None"),
+        ("environment", P, "'default'"),
+        ("extra_args", P, "None"),
+        ("secret_mounts", P, "None"),
+        ("project_install_mode", P, "'dependencies_only'"),
     ],
     "Image.with_poetry_project": [
         ("self", P, NO),
@@ -123,6 +143,17 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
         ("project_install_mode", P, "'dependencies_only'"),
     ],
     "Image.with_workdir": [("self", P, NO), ("workdir", P, NO)],
+    # flyte's ImageBuild is a dataclass (uri, remote_run, build_run=None); ours is the str of the
+    # uri, so `remote_run` may be left out, and the details after it are keyword-only.
+    "ImageBuild": [
+        ("uri", P, NO),
+        ("remote_run", P, "None"),
+        ("build_run", P, "None"),
+        ("built", K, "False"),
+        ("reason", K, "''"),
+        ("digest", K, "None"),
+        ("dockerfile", K, "''"),
+    ],
     # flyte.build in 2.12.1 is (image, dry_run=False, force=False, wait=True); the options after
     # them are keyword-only additions of flyte-images.
     "build": [
@@ -419,7 +450,7 @@ def test_reference_page_parameters_appear_in_order(path: str) -> None:
 
 def test_every_seed_method_exists() -> None:
     methods = [p.split(".", 1)[1] for p in EXPECTED if p.startswith("Image.")]
-    assert len(methods) == 19
+    assert len(methods) == 22
     for name in methods:
         assert callable(getattr(Image, name))
     assert isinstance(Image.uri, property)

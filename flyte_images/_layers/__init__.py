@@ -5,7 +5,9 @@ plus its `with_*` method on `Image`, and nothing else.
 """
 
 from .base import Files, Inputs, Layer
+from .code import COPY_STYLES, CodeBundle, CopyStyle, resolve_code_bundle_layer
 from .files import DockerIgnore, SourceFile, SourceFolder
+from .pixi import PIXI_VERSION, PixiProject, PixiScript
 from .python import (
     POETRY_VERSION,
     PipPackages,
@@ -16,12 +18,17 @@ from .python import (
     UVProject,
     UVScript,
 )
-from .system import AptPackages, Commands, DebianBase, Env, WorkDir
+from .system import BASE_APT_PACKAGES, AptPackages, Commands, DebianBase, Env, WorkDir
 
 __all__ = [
+    "BASE_APT_PACKAGES",
+    "COPY_STYLES",
+    "PIXI_VERSION",
     "POETRY_VERSION",
     "AptPackages",
+    "CodeBundle",
     "Commands",
+    "CopyStyle",
     "DebianBase",
     "DockerIgnore",
     "Env",
@@ -29,6 +36,8 @@ __all__ = [
     "Inputs",
     "Layer",
     "PipPackages",
+    "PixiProject",
+    "PixiScript",
     "PoetryProject",
     "ProjectInstallMode",
     "PythonWheels",
@@ -38,4 +47,5 @@ __all__ = [
     "UVProject",
     "UVScript",
     "WorkDir",
+    "resolve_code_bundle_layer",
 ]

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from .. import _quote as q
 from .._encoding import Encodable
 from .._errors import InvalidLayerArgument
 from .._sources import Sources, Staged
@@ -32,8 +31,7 @@ class SourceFile(Layer):
     def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
         # The file's folder is copied, not the file: a source naming the file would be a glob
         # pattern to BuildKit, and `a[1].py` or `*.py` would not copy (or copy other files).
-        dest = self.dst if self.dst.endswith("/") else self.dst + "/"
-        out.add(f"COPY {q.json_words([f'_fi/{index}/', dest])}")
+        out.copy(f"_fi/{index}/", self.dst if self.dst.endswith("/") else self.dst + "/")
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,7 @@ class SourceFolder(Layer):
     def inputs(self, sources: Sources, index: int) -> Inputs:
         dest = f"_fi/{index}/{self.target_name}" if self.target_name else f"_fi/{index}"
         label = f"{self.target_name}/" if self.target_name else ""
-        return Inputs(trees=((label, dest, sources.tree(self.src, dest)),))
+        return Inputs(trees=((label, dest, sources.tree(self.src, dest, project=True)),))
 
     def identity(self, inputs: Inputs) -> Encodable:
         return (self.KIND, self.dst, self.target_name, inputs.trees[0][2].identity())
@@ -64,7 +62,7 @@ class SourceFolder(Layer):
         # `_fi/<n>/` holds the folder under its own name (or only its contents): copying that
         # parent keeps the folder's name out of the COPY source, where BuildKit would read
         # `pkg[1]` as a glob pattern.
-        out.add(f"COPY {q.json_words([f'_fi/{index}/', self.dst.rstrip('/') + '/'])}")
+        out.copy(f"_fi/{index}/", self.dst.rstrip("/") + "/")
 
 
 @dataclass(frozen=True)

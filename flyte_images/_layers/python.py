@@ -109,40 +109,61 @@ class Requirements(_PythonInstall):
         out.run_step(script, [out.UV_CACHE, out.bind(index)], self.secret_mounts)
 
 
-def _project_inputs(sources: Sources, index: int, pyproject: Path, lock: Path, lock_name: str, mode: str) -> Inputs:
-    """The pyproject and lock files, and with install_project the whole project folder."""
+def _project_inputs(
+    sources: Sources, index: int, pyproject: Path, lock: Path | None, lock_name: str, mode: str
+) -> Inputs:
+    """The pyproject and lock files (no lock: None), and with install_project the whole project
+    folder, in which the pyproject and the lock are kept whatever the ignore rules say (the
+    install needs them; the Flyte SDK copies them back in the same way)."""
 
     def staged(path: Path, name: str, what: str) -> tuple[str, Staged]:
         dest = f"_fi/{index}/{name}"
         return name, Staged(dest, sources.file(path, dest, what))
 
-    files = (staged(pyproject, "pyproject.toml", "pyproject file"), staged(lock, lock_name, f"{lock_name} file"))
+    files = [staged(pyproject, "pyproject.toml", "pyproject file")]
+    if lock is not None:
+        files.append(staged(lock, lock_name, f"{lock_name} file"))
     trees: tuple[tuple[str, str, Tree], ...] = ()
     if mode == "install_project":
         folder = pyproject.parent
-        trees = ((f"{folder.name}/", f"_fi/{index}p", sources.tree(folder, f"_fi/{index}p")),)
-    return Inputs(files=files, trees=trees)
+        keep = (pyproject.name, lock_name)
+        tree = sources.tree(folder, f"_fi/{index}p", project=True, keep=keep)
+        trees = ((f"{folder.name}/", f"_fi/{index}p", tree),)
+    return Inputs(files=tuple(files), trees=trees, data=lock is not None)
+
+
+def default_lock(pyproject: Path, lock: Path | None, name: str) -> Path | None:
+    """The lock file a project layer uses: the one given, else `name` beside the pyproject when
+    it exists (looked at when the image is planned, not when it is defined)."""
+    if lock is not None:
+        return lock
+    beside = pyproject.parent / name
+    return beside if beside.is_file() else None
 
 
 def _project_identity(inputs: Inputs) -> Encodable:
-    if inputs.trees:
-        return inputs.trees[0][2].identity()
-    return tuple(s.entry.identity() for _label, s in inputs.files)
+    # The files read for the dependencies step always count (a lock given from elsewhere is
+    # not in the project folder), and with install_project the folder too.
+    files = tuple(s.entry.identity() for _label, s in inputs.files)
+    return (files, inputs.trees[0][2].identity()) if inputs.trees else files
 
 
 @dataclass(frozen=True)
 class UVProject(_PythonInstall):
     """`uv export --frozen` of the lock (inside the build), then `uv pip install` of it; with
     install_project, the project itself after its dependencies. extra_args belong to `uv export`
-    (like `uv sync` in the original: --extra, --group, ...)."""
+    (like `uv sync` in the original: --extra, --group, ...). Without a uv.lock (none given and
+    none beside the pyproject) the dependencies are resolved at build time: `uv lock` first,
+    as the original's `uv sync` does; the identifier then covers pyproject.toml alone."""
 
     KIND: ClassVar[str] = "uv_project"
     pyproject: Path = Path("pyproject.toml")
-    uvlock: Path = Path("uv.lock")
+    uvlock: Path | None = None
     project_install_mode: ProjectInstallMode = "dependencies_only"
 
     def inputs(self, sources: Sources, index: int) -> Inputs:
-        return _project_inputs(sources, index, self.pyproject, self.uvlock, "uv.lock", self.project_install_mode)
+        lock = default_lock(self.pyproject, self.uvlock, "uv.lock")
+        return _project_inputs(sources, index, self.pyproject, lock, "uv.lock", self.project_install_mode)
 
     def identity(self, inputs: Inputs) -> Encodable:
         return (self.KIND, self.project_install_mode, _project_identity(inputs), self._install_options())
@@ -156,8 +177,13 @@ class UVProject(_PythonInstall):
             ]
         )
         install = out.uv_install(self, ["-r", f"{out.WORK}/scratch/requirements.txt"], with_extra_args=False)
-        script = f"{out.locked_export(index, export)} && {install}"
-        out.run_step(script, [out.UV_CACHE, out.bind(index), out.SCRATCH], self.secret_mounts)
+        if inputs.data:  # a uv.lock: install exactly what it pins
+            script = f"{out.locked_export(index, export)} && {install}"
+        else:  # none: resolve now, into a lock that lives only in this step's writable mount
+            downloads = () if out.venv else ("UV_PYTHON_DOWNLOADS=never",)
+            lock = q.shell_join([*downloads, "uv", "lock", *out.index_args(self)])
+            script = f"{out.locked_export(index, f'{lock} && {export}')} && {install}"
+        out.run_step(script, [out.UV_CACHE, out.bind(index, rw=not inputs.data), out.SCRATCH], self.secret_mounts)
         if inputs.trees:
             out.project_install(index, self.secret_mounts)
 
@@ -215,7 +241,7 @@ class UVScript(_PythonInstall):
         if metadata.dependencies:
             args = [q.shell_expanding(d) for d in metadata.dependencies]
             out.run_step(out.uv_install(self, args), [out.UV_CACHE], self.secret_mounts)
-        out.add(f"COPY {q.json_words([f'_fi/{index}/', './'])}")  # the folder: no glob in the source
+        out.copy(f"_fi/{index}/", "./")  # the folder: no glob in the source
 
 
 @dataclass(frozen=True)
@@ -248,8 +274,16 @@ class PythonWheels(Layer):
 
     def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
         out.ensure_uv()
-        if self.package_name:
-            args = ["--find-links", f"{out.WORK}/{index}", q.shell_word(self.package_name)]
-        else:
+        mounts = [out.UV_CACHE, out.bind(index)]
+        if not self.package_name:
             args = [q.shell_word(f"{out.WORK}/{index}/{label}") for label, _s in inputs.files]
-        out.run_step(out.uv_install(None, args), [out.UV_CACHE, out.bind(index)])
+            out.run_step(out.uv_install(None, args), mounts)
+            return
+        links, name = ["--find-links", f"{out.WORK}/{index}"], q.shell_word(self.package_name)
+        # First the package with its dependencies, resolved from the index and the wheels;
+        # the resolver may pick a released version higher than the local one (or fall back
+        # to one when a dependency of the local wheel cannot be met). So the local wheel is
+        # forced last, alone: no index, no dependencies, reinstalled over whatever came first.
+        out.run_step(out.uv_install(None, [*links, name]), mounts)
+        forced = [*links, "--no-deps", "--no-index", "--reinstall", name]
+        out.run_step(out.uv_install(None, forced), mounts, downloads=False)

@@ -16,23 +16,38 @@ if TYPE_CHECKING:
     from .._render import Instructions
 
 
+# What the Flyte SDK's default image installs with apt on top of the Python base.
+BASE_APT_PACKAGES = ("build-essential", "ca-certificates")
+
+
 @dataclass(frozen=True)
 class DebianBase(Layer):
-    """The environment `from_debian_base` prepares: uv, a virtual environment of the image's
-    Python version on PATH, and optionally the `flyte` package. Rendered from the base template
-    (`dockerfiles/debian-base.Dockerfile`, whose bytes are part of the identifier)."""
+    """The environment `from_debian_base` prepares, laid out as the Flyte SDK's default image
+    (the `flyte` user, WORKDIR /home/flyte, PYTHONPATH=/root, /opt/venv on PATH).
+
+    `published`: the base image is the SDK's published default image (`ghcr.io/flyteorg/flyte:
+    py3.X-vVERSION`), which has all of that and `flyte`; nothing of it is built, the layers after
+    it build FROM it. Otherwise the environment is built from the base template
+    (`dockerfiles/debian-base.Dockerfile`, whose bytes are part of the identifier), the apt
+    packages the SDK adds, and with `install_flyte` the `flyte` package from the index."""
 
     KIND: ClassVar[str] = "debian_base"
     install_flyte: bool = True
     flyte_version: str | None = None
+    published: bool = False
 
     def identity(self, inputs: Inputs) -> Encodable:
-        return (self.KIND, self.install_flyte, self.flyte_version)
+        mode = "published" if self.published else "built"
+        return (self.KIND, mode, self.install_flyte, self.flyte_version)
 
     def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
         if index != 0:
             raise LayerNotAllowedError("the Debian base environment must be the first layer")
+        if self.published:
+            out.published_base()
+            return
         out.base_environment()
+        AptPackages(packages=BASE_APT_PACKAGES).render(out, inputs, index)
         if self.install_flyte:
             spec = f"flyte=={self.flyte_version}" if self.flyte_version else "flyte"
             out.run_step(out.uv_install(None, [q.shell_word(spec)]), [out.UV_CACHE])

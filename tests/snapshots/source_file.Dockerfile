@@ -2,10 +2,17 @@ FROM python:3.11-slim-bookworm
 ARG TARGETARCH
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/root \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
     PYTHONUNBUFFERED=1
 COPY ["_fi/uv/${TARGETARCH}/uv", "/usr/local/bin/uv"]
 RUN --mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv uv venv --python 3.11 /opt/venv
-WORKDIR /root
-COPY ["_fi/1/", "/etc/app/"]
+RUN if ! id -u flyte >/dev/null 2>&1; then useradd --create-home --shell /bin/bash flyte; fi \
+    && mkdir -p /home/flyte && chown -R flyte:flyte /home/flyte /root
+WORKDIR /home/flyte
+RUN --mount=type=cache,target=/var/cache/apt,sharing=locked,id=flyte-images-apt-archives \
+    --mount=type=cache,target=/var/lib/apt/lists,sharing=locked,id=flyte-images-apt-lists \
+    ["/bin/sh", "-c", "rm -f /etc/apt/apt.conf.d/docker-clean && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends build-essential ca-certificates"]
+COPY --chown=flyte:flyte ["_fi/1/", "/etc/app/"]
+USER flyte

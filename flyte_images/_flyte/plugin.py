@@ -1,0 +1,117 @@
+"""flyte-images as an image builder of the Flyte SDK (entry point `flyte-images` in the group
+`flyte.plugins.image_builders`), for flyte 2.12.x:
+
+    flyte.init(image_builder="flyte-images")      # or `image: {builder: flyte-images}` in config.yaml
+    flyte.build(image)                            # or deploy/run: every image build goes through here
+
+flyte owns the tag: flyte computes the image's uri, asks our checker whether it exists and calls
+`build_image` only when it does not; the image is translated (`from_flyte`), rendered by our
+renderer and built by the backend our settings select (FLYTE_IMAGES_BUILDER, default docker), and
+tagged and pushed as flyte's uri. Its identity label carries our own identifier.
+
+The checker answers flyte's contract exactly: the uri when the image is there, None when it is
+definitely absent, an exception when it cannot tell (registry unreachable, 5xx, no credentials).
+It never says "exists" for "cannot tell". Note that flyte 2.12.1 itself then tries its next
+checker and, when every checker failed, assumes the image exists; we give it only ours, so that
+decision is flyte's, and it is logged by flyte ("All checkers failed ...").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, ClassVar
+
+from .._errors import RegistryError
+from ._compat import require_supported_flyte
+from .convert import from_flyte
+
+if TYPE_CHECKING:
+    import flyte
+    from flyte._image import Architecture
+    from flyte.extend import ImageChecker
+
+    from flyte_images.builders.base import BuildRequest, BuildResult, Progress
+
+
+class FlyteImagesBuilder:
+    """flyte's `ImageBuilder` protocol, building with flyte-images."""
+
+    def __init__(self) -> None:
+        # flyte loads the entry point and calls it: refuse an unsupported flyte before any build.
+        self.flyte_version = require_supported_flyte()
+
+    def __str__(self) -> str:
+        return "flyte-images"
+
+    def get_checkers(self) -> list[type[ImageChecker]] | None:
+        # Only ours: flyte's PersistentCacheImageChecker would answer "exists" for a day from its
+        # own record even after the image was deleted from the registry.
+        return [FlyteImagesChecker]
+
+    async def build_image(
+        self, image: flyte.Image, dry_run: bool, wait: bool = True, force: bool = False
+    ) -> flyte.ImageBuild:
+        """Build `image` at the uri flyte computed; push it when it has a registry, else load it
+        into the local engine. `wait` is accepted for the protocol: the build always completes
+        before this returns."""
+        from flyte import ImageBuild
+
+        from .. import _build
+
+        del wait
+        ours = from_flyte(image)
+        result = await asyncio.to_thread(
+            _build.build_image, ours, dry_run=dry_run, force=force, push=bool(image.registry), uri=image.uri
+        )
+        return ImageBuild(uri=result.uri, remote_run=None)
+
+
+class FlyteImagesChecker:
+    """flyte's `ImageChecker` protocol, answered by our registry client and skip rule."""
+
+    @classmethod
+    async def image_exists(
+        cls, repository: str, tag: str, arch: tuple[Architecture, ...] = ("linux/amd64",)
+    ) -> str | None:
+        """`repository:tag` when it exists with every platform in `arch`, None when it definitely
+        does not; raises RegistryError when that cannot be told."""
+        return await asyncio.to_thread(exists, f"{repository}:{tag}", tuple(arch))
+
+
+def exists(uri: str, platforms: tuple[str, ...]) -> str | None:
+    """The checker's answer for one uri. A uri naming a registry is asked there (with the rule
+    our builds use, including the window after a push from this machine); one without a registry
+    is what our build loads into the local engine, so the engine is asked."""
+    from .._skip import Question, decide
+
+    if not _names_registry(uri):
+        from .._builders import get_builder
+
+        found = get_builder().local_exists(uri)
+        if found is None:
+            raise RegistryError(f"cannot tell whether {uri} is in the local engine; the engine did not answer")
+        return uri if found else None
+    decision = decide([Question(uri, platforms, pushing=True)], _RegistryOnly(), strict=True)[0]
+    if decision.failure:
+        raise RegistryError(decision.reason)
+    return None if decision.build else uri
+
+
+def _names_registry(uri: str) -> bool:
+    """Docker's rule: the first path component is a registry host when it has a '.' or a ':'
+    or is 'localhost'."""
+    first, slash, _rest = uri.partition("/")
+    return bool(slash) and ("." in first or ":" in first or first == "localhost")
+
+
+class _RegistryOnly:
+    """The backend `decide` is given for questions that are all about registries: it asks a
+    backend only about images that are loaded locally, so this one is never called."""
+
+    name: ClassVar[str] = "registry-only"
+
+    def local_exists(self, reference: str) -> bool | None:
+        raise AssertionError(f"{reference} is checked in its registry, not in a local engine")
+
+    def build(self, request: BuildRequest, progress: Progress) -> BuildResult:
+        raise AssertionError("the checker never builds")
