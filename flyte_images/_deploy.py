@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _config
@@ -96,15 +97,20 @@ def build_images(
     skip rule of `_skip`, the backend); images already in their registry (or, without a
     registry, in the local engine) are skipped unless `force`; `concurrency` images are handled
     at once (default 2). `dry_run` plans and checks, building nothing. Environments found in
-    `seed_cache` keep the uri recorded there. `copy_style` is accepted for compatibility.
+    `seed_cache` keep the uri recorded there. `copy_style` decides the images' code-bundle layers
+    (`with_code_bundle`): with "none" the code is copied into the image, otherwise it travels
+    with the deploy and the layer copies nothing.
 
     Example:
         cache = flyte_images.build_images(train_env, serve_env)
         cache.image_lookup["train"]
     """
-    del copy_style
     options = {"force": force, "push": push, "builder": builder, "require_check": require_check}
-    named = [(env.name, env) for env in environment_closure(envs)]
+    named: list[tuple[str, Environment | Image]] = []
+    for env in environment_closure(envs):
+        image = image_of(env)
+        # Code bundles: the code travels with the deploy unless copy_style is "none", as in flyte.
+        named.append((env.name, _with_code(image, copy_style) if isinstance(image, Image) else env))
     return build_named(named, seed_cache, concurrency or 2, dry_run, platform, options, None if quiet else _Said())
 
 
@@ -158,6 +164,12 @@ def build_named(
     if "failed" in cache.status.values():
         raise ImagesFailedError(cache, uris)
     return cache
+
+
+def _with_code(image: Image, copy_style: str) -> Image:
+    from ._layers.code import resolve_code_bundle_layer
+
+    return resolve_code_bundle_layer(image, copy_style, Path(_config.configured_root_dir() or Path.cwd()))
 
 
 def _record_seed(cache: ImageCache, name: str, seed: ImageCache) -> None:

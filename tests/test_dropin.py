@@ -419,3 +419,15 @@ def test_flytes_environment_variables_are_honoured_and_ours_win(monkeypatch: pyt
     assert _config.configured_builder() == "local"
     monkeypatch.setenv("FLYTE_IMAGES_BUILDER", "docker")
     assert _config.configured_builder() == "docker"
+
+
+def test_build_images_resolves_code_bundles_by_copy_style(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "app.py").write_text("print('code')\n")
+    monkeypatch.chdir(tmp_path)
+    image = BASE.with_code_bundle(copy_style="all", dst="/app")
+    env = flyte_images.TaskEnvironment("coded", image=image)
+    bundled = flyte_images.build_images(env, dry_run=True, copy_style="none").reasons["coded"]
+    travels = flyte_images.build_images(env, dry_run=True).reasons["coded"]
+    without = flyte_images.build_images(flyte_images.TaskEnvironment("plain", image=BASE), dry_run=True)
+    assert bundled != travels  # with "none" the code is in the image, so it has another tag
+    assert travels.split()[2] == without.reasons["plain"].split()[2]  # otherwise the layer copies nothing
