@@ -18,40 +18,113 @@ path of an image through the package, in the order data flows:
     _cli/              the flyte-images command
 """
 
-from ._build import ImageBuild, build
-from ._deploy import build_images
-from ._environment import Environment, TaskEnvironment
-from ._errors import (
-    BaseImageNotFoundError,
-    BuildError,
-    ConfigError,
-    EngineUnavailableError,
-    FlyteImagesError,
-    ImageBuildError,
-    ImageCacheError,
-    ImagesFailedError,
-    InvalidArgumentType,
-    InvalidImageError,
-    InvalidLayerArgument,
-    LayerNotAllowedError,
-    LoadError,
-    MissingNameError,
-    PushDeniedError,
-    RegistryError,
-    SecretNotFoundError,
-    SourceError,
-    SourceNotFoundError,
-    StepFailedError,
-)
-from ._flyte import from_flyte
-from ._image import Image
-from ._imagecache import ImageCache
-from ._init import init, init_from_config
-from ._policies import Cache, Cron, FixedRate, PodTemplate, RetryStrategy, ReusePolicy, Timeout, Trigger
-from ._resources import AMD_GPU, GPU, HABANA_GAUDI, TPU, Device, Neuron, Resources
-from ._secret import Secret, SecretRequest
-from ._validation import Architecture
+from typing import TYPE_CHECKING
+
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._build import ImageBuild, build
+    from ._deploy import build_images
+    from ._environment import Environment, TaskEnvironment
+    from ._errors import (
+        BaseImageNotFoundError,
+        BuildError,
+        ConfigError,
+        EngineUnavailableError,
+        FlyteImagesError,
+        ImageBuildError,
+        ImageCacheError,
+        ImagesFailedError,
+        InvalidArgumentType,
+        InvalidImageError,
+        InvalidLayerArgument,
+        LayerNotAllowedError,
+        LoadError,
+        MissingNameError,
+        PushDeniedError,
+        RegistryError,
+        SecretNotFoundError,
+        SourceError,
+        SourceNotFoundError,
+        StepFailedError,
+    )
+    from ._flyte import from_flyte
+    from ._image import Image
+    from ._imagecache import ImageCache
+    from ._init import init, init_from_config
+    from ._policies import Cache, Cron, FixedRate, PodTemplate, RetryStrategy, ReusePolicy, Timeout, Trigger
+    from ._resources import AMD_GPU, GPU, HABANA_GAUDI, TPU, Device, Neuron, Resources
+    from ._secret import Secret, SecretRequest
+    from ._validation import Architecture
+
+# Names are imported when first used (PEP 562): `import flyte_images` stays cheap, and a
+# program that only builds never loads the environment model, and the other way round.
+_LAZY = {
+    "AMD_GPU": "._resources",
+    "Architecture": "._validation",
+    "BaseImageNotFoundError": "._errors",
+    "BuildError": "._errors",
+    "Cache": "._policies",
+    "ConfigError": "._errors",
+    "Cron": "._policies",
+    "Device": "._resources",
+    "EngineUnavailableError": "._errors",
+    "Environment": "._environment",
+    "FixedRate": "._policies",
+    "FlyteImagesError": "._errors",
+    "GPU": "._resources",
+    "HABANA_GAUDI": "._resources",
+    "Image": "._image",
+    "ImageBuild": "._build",
+    "ImageBuildError": "._errors",
+    "ImageCache": "._imagecache",
+    "ImageCacheError": "._errors",
+    "ImagesFailedError": "._errors",
+    "InvalidArgumentType": "._errors",
+    "InvalidImageError": "._errors",
+    "InvalidLayerArgument": "._errors",
+    "LayerNotAllowedError": "._errors",
+    "LoadError": "._errors",
+    "MissingNameError": "._errors",
+    "Neuron": "._resources",
+    "PodTemplate": "._policies",
+    "PushDeniedError": "._errors",
+    "RegistryError": "._errors",
+    "Resources": "._resources",
+    "RetryStrategy": "._policies",
+    "ReusePolicy": "._policies",
+    "Secret": "._secret",
+    "SecretNotFoundError": "._errors",
+    "SecretRequest": "._secret",
+    "SourceError": "._errors",
+    "SourceNotFoundError": "._errors",
+    "StepFailedError": "._errors",
+    "TPU": "._resources",
+    "TaskEnvironment": "._environment",
+    "Timeout": "._policies",
+    "Trigger": "._policies",
+    "build": "._build",
+    "build_images": "._deploy",
+    "from_flyte": "._flyte",
+    "init": "._init",
+    "init_from_config": "._init",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flyte_images' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "AMD_GPU",
