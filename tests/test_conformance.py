@@ -2,7 +2,8 @@
 
 Each case writes a small Dockerfile by hand, stages a context folder, builds it with the
 backend and looks at the result through that backend's adapter (tests/backend_support.py).
-The fake runs everywhere; the Docker backend runs on the real engine (marked `engine`).
+The fake runs everywhere; the Docker backend runs on the real engine, the buildkit backend on
+the real buildkitd of fixtures/engine/buildkit.sh over TCP with mutual TLS (both marked `engine`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backend_support import BUSYBOX, Backend, DockerBackend, FakeBackend, unique
+from backend_support import BUSYBOX, Backend, BuildkitBackend, DockerBackend, FakeBackend, require_buildkit, unique
 from conftest import write_tree
 
 from flyte_images._errors import BaseImageNotFoundError, BuildError, ConfigError, StepFailedError
 from flyte_images.builders.base import IDENTITY_LABEL, BuildRequest, ProgressEvent, SecretSource
+from flyte_images.builders.buildkit import BuildkitBuilder
 
 PEM = (
     "-----BEGIN PRIVATE KEY-----\n"
@@ -26,12 +28,25 @@ PEM = (
 )
 
 
-@pytest.fixture(params=["fake", pytest.param("docker", marks=pytest.mark.engine)])
+@pytest.fixture(
+    params=[
+        "fake",
+        pytest.param("docker", marks=pytest.mark.engine),
+        pytest.param("buildkit", marks=pytest.mark.engine),
+    ]
+)
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     adapter: Backend
     if request.param == "docker":
         request.getfixturevalue("engine")
         adapter = DockerBackend(registry_host=lambda: request.getfixturevalue("local_registry"))
+    elif request.param == "buildkit":
+        request.getfixturevalue("engine")
+        daemon = require_buildkit()
+        adapter = BuildkitBackend(
+            registry_host=lambda: request.getfixturevalue("local_registry"),
+            builder=BuildkitBuilder(daemon.settings(tcp=True)),
+        )
     else:
         adapter = FakeBackend()
     yield adapter
@@ -237,7 +252,7 @@ def test_backends_are_found_by_name_through_entry_points(monkeypatch: pytest.Mon
 def test_an_unknown_backend_names_the_available_ones() -> None:
     from flyte_images import _builders
 
-    with pytest.raises(ConfigError, match=r"no image builder named 'podman'; available: docker, local"):
+    with pytest.raises(ConfigError, match=r"no image builder named 'podman'; available: buildkit, docker, local"):
         _builders.get_builder("podman")
     with pytest.raises(ConfigError, match="not an image builder"):
         _builders.get_builder(42)  # type: ignore[arg-type]

@@ -1,0 +1,463 @@
+"""The BuildKit daemon backend: builds on any buildkitd, local or remote, through buildx's `remote` driver.
+
+    FLYTE_IMAGES_BUILDKIT_ADDR=tcp://buildkitd.ci:1234  (or unix:///run/buildkit/buildkitd.sock)
+    FLYTE_IMAGES_BUILDKIT_CA / _CERT / _KEY / _SERVER_NAME   client TLS for a tcp:// address
+
+Why buildx's remote driver and not `buildctl`: it needs only the docker CLI and its buildx plugin,
+which the docker backend needs already (and no Docker daemon, unless the image is loaded), where
+buildctl is a separate binary few distributions package. The build is the same `docker buildx
+build` call, with the same inputs and the same plain progress, as the docker backend's: secrets
+by name, cache specs, labels, metadata file; and buildx loads a built image into the local
+engine itself. Its one weakness is that a daemon it cannot reach, or a TLS handshake that
+fails, only ever says "context deadline exceeded", after 20 s. So before each build this module
+connects to the address itself (a unix socket, or TCP plus the TLS handshake with the same CA,
+client certificate and server name) and turns what went wrong into a typed error that says what
+to fix: EngineUnavailableError for an address nothing answers at, BuilderTLSError for a
+certificate either side rejects.
+
+buildx keeps one builder instance per daemon address and TLS files, named
+`flyte-images-<hash of them>`, created on first use (it stores only the settings; nothing runs).
+Provenance attestations are turned off, so a pushed single-platform image is a plain OCI image
+manifest and a multi-platform one an OCI index of exactly the platforms' manifests.
+
+Several platforms are built natively in one solve by the daemon (QEMU through binfmt_misc on the
+daemon's host for foreign ones) and pushed as one index; they cannot be loaded into the local
+engine at once (its image store keeps one platform per tag), which is a BuildError.
+
+For ephemeral runners, `registry_cache_specs(repository)` gives the cache_from/cache_to of a
+registry layer cache (`REPOSITORY:buildcache`, mode=max), which BuildRequest passes to buildx.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+from flyte_images import _config
+from flyte_images._config import BuildkitSettings
+from flyte_images._errors import (
+    BaseImageNotFoundError,
+    BuildError,
+    BuilderTLSError,
+    ConfigError,
+    EngineUnavailableError,
+    PlatformNotSupportedError,
+    PushDeniedError,
+)
+from flyte_images.builders.base import BuildRequest, BuildResult, Progress
+from flyte_images.builders.docker import DockerBuilder, cache_spec, check_engine
+from flyte_images.builders.output import BuildOutput
+
+CACHE_TAG = "buildcache"
+PROBE_TIMEOUT = 10.0  # seconds to connect and shake hands; buildx itself waits 20 s, silently
+# An HTTP/2 client preface and an empty SETTINGS frame: what a gRPC client sends first. A daemon
+# that refuses our client certificate says so only once data flows (TLS 1.3 sends it late).
+_H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
+
+# `[internal]`, or `[linux/arm64 internal]` in a build of several platforms.
+_BASE_METADATA = re.compile(r"\[(?:\S+ )?internal\] load metadata for (\S+)")
+_STEP_PLATFORM = re.compile(r"^\[(\S+/\S+) ")  # "[linux/arm64 2/3] RUN ..." in a multi-platform build
+# buildx's echo of the Dockerfile around a failed instruction ("Dockerfile:3", a rule, "   3 | RUN
+# ..."): source text, not build output, and it would show steps that never ran as if they had.
+_SNIPPET = re.compile(r"^(?:\s*\d+ \| |-{20}$|[\w.-]+:\d+$)")
+_DENIED = re.compile(r"denied|unauthorized|authentication required|forbidden|insufficient_scope", re.I)
+_CLIENT_CERT_REFUSED = re.compile(
+    r"UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_UNKNOWN|UNSUPPORTED_CERTIFICATE|CERTIFICATE_EXPIRED|"
+    r"CERTIFICATE_REVOKED|ACCESS_DENIED|DECRYPT_ERROR",
+    re.I,
+)
+
+_created: set[tuple[str, str]] = set()  # (builder name, DOCKER_CONFIG) made by this process
+_lock = threading.Lock()
+
+
+def registry_cache_specs(repository: str, tag: str = CACHE_TAG) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(cache_from, cache_to) for a BuildKit registry layer cache kept at `repository:tag`.
+
+    mode=max exports every intermediate layer (the dependency steps, not only the final
+    image's), so a fresh runner with an empty daemon re-runs only what changed; image-manifest
+    stores the cache as a plain OCI image manifest, which every registry accepts (ECR included).
+    """
+    last = repository.rsplit("/", 1)[-1]
+    if not repository or ":" in last or "@" in repository or repository != repository.strip():
+        raise ConfigError(
+            f"registry cache: {repository!r} is not a repository; give one without tag or digest, "
+            "e.g. ghcr.io/acme/trainer (the cache goes to ghcr.io/acme/trainer:buildcache)"
+        )
+    ref = f"{repository}:{tag}"
+    return (f"type=registry,ref={ref}",), (f"type=registry,ref={ref},mode=max,image-manifest=true,oci-mediatypes=true",)
+
+
+class BuildkitBuilder:
+    """Build on a BuildKit daemon at FLYTE_IMAGES_BUILDKIT_ADDR (`docker buildx`, remote driver)."""
+
+    name: ClassVar[str] = "buildkit"
+
+    def __init__(self, settings: BuildkitSettings | None = None) -> None:
+        """`settings`: the daemon's address and TLS files; None reads them at each build (the
+        FLYTE_IMAGES_BUILDKIT_* variables, init(...), the config file)."""
+        self._settings = settings
+
+    @property
+    def settings(self) -> BuildkitSettings:
+        return self._settings or _config.configured_buildkit()
+
+    def local_exists(self, reference: str) -> bool | None:
+        # Built images are loaded into the local Docker engine, so that is the store asked.
+        return DockerBuilder().local_exists(reference)
+
+    def build(self, request: BuildRequest, progress: Progress) -> BuildResult:
+        settings = self.settings
+        check_settings(settings)
+        settings = _expanded(settings)
+        if len(request.platforms) > 1 and not request.push:
+            raise BuildError(
+                f"cannot load an image for several platforms ({', '.join(request.platforms)}) into the "
+                "local engine, whose image store keeps one platform per tag; push it to a registry "
+                "(give the image a registry) or build one platform"
+            )
+        if request.push:
+            check_client()
+        else:
+            check_engine()  # loading needs the Docker daemon as well
+        probe(settings)
+        builder = ensure_builder(settings)
+        return _run(request, progress, settings, builder)
+
+
+def _source(key: str) -> str:
+    return f"FLYTE_IMAGES_{key.upper()} (or {key} in the config file)"
+
+
+def check_settings(settings: BuildkitSettings) -> None:
+    """Raise ConfigError naming the setting that cannot work, before anything is started."""
+    scheme = urlsplit(settings.addr).scheme
+    if "://" not in settings.addr or not scheme:
+        raise ConfigError(
+            f"buildkit address {settings.addr!r} from {_source('buildkit_addr')} has no scheme; "
+            "use unix:///path/to/buildkitd.sock or tcp://host:port"
+        )
+    if bool(settings.cert) != bool(settings.key):
+        given, missing = ("buildkit_cert", "buildkit_key") if settings.cert else ("buildkit_key", "buildkit_cert")
+        raise ConfigError(f"{_source(given)} is set but {_source(missing)} is not: a client certificate needs its key")
+    for key in ("buildkit_ca", "buildkit_cert", "buildkit_key"):
+        value = getattr(settings, key.removeprefix("buildkit_"))
+        if value and not Path(value).expanduser().is_file():
+            raise ConfigError(f"{_source(key)} names {value}, which is not a file")
+
+
+def _expanded(settings: BuildkitSettings) -> BuildkitSettings:
+    """`~` in the TLS file names expanded, as a shell would have done for a flag."""
+    paths = {k: str(Path(v).expanduser()) for k in ("ca", "cert", "key") if (v := getattr(settings, k))}
+    return dataclasses.replace(settings, **paths)
+
+
+def check_client() -> None:
+    """The docker CLI and its buildx plugin, which drive the daemon (no Docker daemon needed)."""
+    if shutil.which("docker") is None:
+        raise EngineUnavailableError(
+            "the buildkit backend drives buildkitd through `docker buildx`, and the docker command is not "
+            "installed: install the docker CLI and the buildx plugin (Debian: docker-cli or docker.io, "
+            "and docker-buildx from trixie on; Docker's packages: docker-ce-cli, docker-buildx-plugin)"
+        )
+    version = subprocess.run(["docker", "buildx", "version"], capture_output=True, text=True, check=False, timeout=60)
+    if version.returncode != 0:
+        raise EngineUnavailableError(
+            "the docker buildx plugin is missing, and the buildkit backend drives buildkitd through it: "
+            "install it (Debian trixie or newer: apt-get install docker-buildx; Docker's packages: "
+            "docker-buildx-plugin)"
+        )
+
+
+# ----- reaching the daemon -----------------------------------------------------------------
+
+
+def probe(settings: BuildkitSettings, timeout: float = PROBE_TIMEOUT) -> None:
+    """Connect to the daemon as buildx will; raise a typed error that says what to fix.
+
+    unix:// and tcp:// are checked (tcp:// with the TLS handshake when TLS files are set); other
+    schemes buildx understands (docker-container://, kube-pod://, ssh://) are left to buildx.
+    """
+    url = urlsplit(settings.addr)
+    where = f"buildkitd at {settings.addr} (from {_source('buildkit_addr')})"
+    if url.scheme == "unix":
+        path = settings.addr.removeprefix("unix://")
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(timeout)
+            try:
+                sock.connect(path)
+            except FileNotFoundError:
+                raise EngineUnavailableError(
+                    f"{where}: there is no socket at {path}; start buildkitd (buildkitd --addr unix://{path}) "
+                    "or point FLYTE_IMAGES_BUILDKIT_ADDR at a running daemon"
+                ) from None
+            except PermissionError:
+                raise EngineUnavailableError(
+                    f"{where}: permission denied on {path}; run as a member of the socket's group "
+                    "(buildkitd --group) or as its owner"
+                ) from None
+            except OSError as exc:
+                raise EngineUnavailableError(
+                    f"{where} does not answer ({exc.strerror or exc}): is buildkitd running? "
+                    "A socket left by a stopped daemon refuses connections"
+                ) from None
+        return
+    if url.scheme != "tcp":
+        return
+    try:
+        host, port = url.hostname, url.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise ConfigError(f"buildkit address {settings.addr!r} needs a host and a port: tcp://host:port")
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise EngineUnavailableError(
+            f"cannot reach {where}: {reason}. Check the address, that buildkitd runs and listens "
+            f"there (buildkitd --addr tcp://0.0.0.0:{port}), and that the port is open to this machine"
+        ) from None
+    with sock:
+        sock.settimeout(timeout)
+        if settings.ca or settings.cert:
+            _handshake(sock, settings, host, where)
+        else:
+            _plain(sock, where)
+
+
+def _plain(sock: socket.socket, where: str) -> None:
+    """No TLS files: say so when the daemon turns out to want TLS. A plain gRPC server answers
+    the client preface with its own SETTINGS frame; a TLS-only one closes the connection or sends
+    a TLS alert record (0x15)."""
+    try:
+        sock.sendall(_H2_HELLO)
+        first = sock.recv(1)
+    except OSError:
+        first = b""
+    if first in (b"", b"\x15"):
+        raise BuilderTLSError(
+            f"{where} closed the connection without a word, as a daemon that serves TLS only does: set "
+            "FLYTE_IMAGES_BUILDKIT_CA to the CA of its certificate, and FLYTE_IMAGES_BUILDKIT_CERT / "
+            "FLYTE_IMAGES_BUILDKIT_KEY to a client certificate it trusts"
+        )
+
+
+def _handshake(sock: socket.socket, settings: BuildkitSettings, host: str, where: str) -> None:
+    try:
+        context = ssl.create_default_context(cafile=settings.ca)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"{_source('buildkit_ca')} names {settings.ca}, which cannot be read as PEM CA certificates ({exc})"
+        ) from None
+    context.set_alpn_protocols(["h2"])
+    if settings.cert:
+        try:
+            context.load_cert_chain(settings.cert, settings.key)
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"the client certificate {settings.cert} and key {settings.key} cannot be used together "
+                f"({exc.reason or exc}); give the key that belongs to the certificate (both PEM files)"
+            ) from None
+    name = settings.server_name or host
+    ca = settings.ca or "the system's CAs"
+    try:
+        with context.wrap_socket(sock, server_hostname=name) as tls:
+            tls.sendall(_H2_HELLO)
+            tls.recv(1)
+    except ssl.SSLCertVerificationError as exc:
+        detail = exc.verify_message or exc.reason or str(exc)
+        if "mismatch" in detail.lower():
+            raise BuilderTLSError(
+                f"{where}: its certificate is not valid for the name {name!r} ({detail}); set "
+                "FLYTE_IMAGES_BUILDKIT_SERVER_NAME to a name its certificate holds"
+            ) from None
+        raise BuilderTLSError(
+            f"{where}: its certificate is not trusted by {ca} ({detail}); set FLYTE_IMAGES_BUILDKIT_CA to "
+            "the CA that signed the daemon's certificate (buildkitd --tlscert)"
+        ) from None
+    except ssl.SSLError as exc:
+        reason = str(exc.reason or exc)
+        if "CERTIFICATE_REQUIRED" in reason.upper():
+            raise BuilderTLSError(
+                f"{where} requires a client certificate: set FLYTE_IMAGES_BUILDKIT_CERT and "
+                "FLYTE_IMAGES_BUILDKIT_KEY to one signed by the CA the daemon trusts (buildkitd --tlscacert)"
+            ) from None
+        if _CLIENT_CERT_REFUSED.search(reason):
+            raise BuilderTLSError(
+                f"{where} refused the client certificate {settings.cert} ({reason}); it must be signed by "
+                "the CA the daemon trusts (buildkitd --tlscacert) and allow client authentication"
+            ) from None
+        raise BuilderTLSError(
+            f"the TLS handshake with {where} failed ({reason}); if the daemon does not use TLS, unset "
+            "FLYTE_IMAGES_BUILDKIT_CA, _CERT and _KEY"
+        ) from None
+    except OSError as exc:
+        raise BuilderTLSError(
+            f"{where} closed the connection during the TLS handshake ({exc.strerror or exc}); check "
+            "that the client certificate is signed by the CA the daemon trusts"
+        ) from None
+
+
+def builder_name(settings: BuildkitSettings) -> str:
+    """The buildx builder for these settings: the same daemon and files always get the same one."""
+    key = json.dumps([settings.addr, sorted(_driver_options(settings).items())])
+    return f"flyte-images-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def _driver_options(settings: BuildkitSettings) -> dict[str, str]:
+    if not settings.addr.startswith("tcp://"):
+        return {}  # buildkitd serves TLS on TCP listeners only
+    paths = {"cacert": settings.ca, "cert": settings.cert, "key": settings.key}
+    options = {k: str(Path(v).absolute()) for k, v in paths.items() if v}
+    if settings.server_name:
+        options["servername"] = settings.server_name
+    return options
+
+
+def ensure_builder(settings: BuildkitSettings) -> str:
+    """Create the remote-driver builder for `settings` once (nothing runs; buildx stores it)."""
+    name = builder_name(settings)
+    key = (name, os.environ.get("DOCKER_CONFIG", ""))
+    with _lock:
+        if key in _created:
+            return name
+        command = ["docker", "buildx", "create", "--name", name, "--driver", "remote"]
+        for option, value in _driver_options(settings).items():
+            command += ["--driver-opt", f"{option}={value}"]
+        made = subprocess.run([*command, settings.addr], capture_output=True, text=True, check=False, timeout=60)
+        # Another process may have made it first: same name, same settings.
+        if made.returncode != 0 and "existing instance" not in made.stderr:
+            raise EngineUnavailableError(
+                f"docker buildx could not set up a builder for {settings.addr}: {made.stderr.strip()[-300:]}"
+            )
+        _created.add(key)
+    return name
+
+
+# ----- building ------------------------------------------------------------------------------
+
+
+def _run(request: BuildRequest, progress: Progress, settings: BuildkitSettings, builder: str) -> BuildResult:
+    from python_on_whales import docker
+    from python_on_whales.exceptions import DockerException
+
+    output = BuildOutput(request.redact, progress)
+    with tempfile.TemporaryDirectory(prefix="flyte-images-meta-") as meta_dir:
+        metadata = Path(meta_dir) / "metadata.json"
+        try:
+            stream = docker.buildx.build(
+                context_path=request.context,
+                file=request.dockerfile,
+                builder=builder,
+                tags=list(request.tags),
+                platforms=list(request.platforms) or None,
+                load=not request.push,
+                # A push is `--output type=registry`, with OCI media types: an OCI image manifest
+                # for one platform, an OCI index of the platforms' manifests for several.
+                output={"type": "registry", "oci-mediatypes": "true"} if request.push else {},
+                secrets=[s.buildkit_spec() for s in request.secrets],
+                cache_from=[cache_spec(c) for c in request.cache_from] or None,
+                cache_to=cache_spec(request.cache_to[0]) if request.cache_to else None,
+                labels=dict(request.labels),
+                provenance=False,
+                progress="plain",
+                metadata_file=metadata,
+                stream_logs=True,
+            )
+            for raw in stream:  # type: ignore[union-attr]
+                if not _SNIPPET.match(raw):
+                    output.feed(raw)
+        except DockerException as exc:
+            stderr = output.redact(str(getattr(exc, "stderr", "") or "") or str(exc))
+            raise _explain(stderr, output, request, settings, builder) from None
+        digest = json.loads(metadata.read_text()).get("containerimage.digest") if metadata.is_file() else None
+    return BuildResult(reference=request.tags[0], digest=digest)
+
+
+def _explain(
+    stderr: str, output: BuildOutput, request: BuildRequest, settings: BuildkitSettings, builder: str
+) -> BuildError:
+    """The typed error for a failed build on the daemon; `stderr` is already redacted."""
+    last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["docker buildx build failed"]
+    summary = last[0][-500:]
+    daemon = f"buildkitd at {settings.addr}"
+    if "waiting for connection" in output.failed_step:
+        return EngineUnavailableError(
+            f"{daemon} did not answer docker buildx ({summary}); check that it runs and, for tcp://, "
+            "that FLYTE_IMAGES_BUILDKIT_CA/_CERT/_KEY match its TLS setup"
+        )
+    base = _BASE_METADATA.search(output.failed_step)
+    if base:
+        reason = output.failed_error.splitlines()[0] if output.failed_error else summary
+        if "no match for platform" in reason:
+            return BaseImageNotFoundError(
+                f"base image {base.group(1)} has no variant for {', '.join(request.platforms) or 'this platform'} "
+                f"({reason}); use a base image published for every platform you build"
+            )
+        return BaseImageNotFoundError(
+            f"base image {base.group(1)} cannot be pulled by {daemon} ({reason}). The daemon pulls base "
+            "images itself and does not see this machine's Docker images: push the base to a registry the "
+            "daemon reaches (or configure one as a mirror in its buildkitd.toml), or point "
+            "FLYTE_IMAGES_BASE_IMAGE at such an image"
+        )
+    if "exec format error" in f"{output.tail()}\n{output.failed_error}":
+        return _platform_error(output, request, daemon, builder)
+    if request.push and _DENIED.search(stderr):
+        registry = request.tags[0].split("/", 1)[0]
+        return PushDeniedError(
+            f"the registry refused the push of {request.tags[0]} ({summary}); log in with "
+            f"`docker login {registry}` (buildx passes those credentials to the daemon) or check that "
+            "you may push to this repository"
+        )
+    if not output.failed_step and output.exit_code is None:
+        return BuildError(f"the build on {daemon} failed: {summary}")  # before any step ran
+    return output.step_failed(summary)
+
+
+def _platform_error(output: BuildOutput, request: BuildRequest, daemon: str, builder: str) -> BuildError:
+    step = output.failed_step
+    in_title = _STEP_PLATFORM.match(step)
+    platform = in_title.group(1) if in_title else (request.platforms[0] if request.platforms else "its platform")
+    native = daemon_platforms(builder)
+    if platform in native:
+        # The daemon can run the platform, so the program itself is for another one (or the
+        # emulator registered for it is broken); the emulation advice still applies to the latter.
+        problem = f"{daemon} lists {platform}, so the program is for another architecture or its emulator fails"
+    else:
+        has = f" (it runs {', '.join(native)})" if native else ""
+        problem = f"{daemon} cannot run {platform} programs{has}"
+    return PlatformNotSupportedError(
+        f"step {step} could not start its program for {platform} (exec format error): {problem}. "
+        "Add emulation on the daemon's host as root: install "
+        "qemu-user-static and register it with binfmt_misc (Debian: apt-get install qemu-user-static "
+        "binfmt-support; mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc if it is not mounted; "
+        f"update-binfmts --enable), then restart buildkitd; or build {platform} on a native builder",
+        step=step,
+        exit_code=output.exit_code,
+        tail=output.tail(),
+    )
+
+
+def daemon_platforms(builder: str) -> list[str]:
+    """The platforms the daemon says it can run (native and emulated), or [] when it cannot tell."""
+    from python_on_whales import docker
+    from python_on_whales.exceptions import DockerException
+
+    try:
+        nodes = docker.buildx.inspect(builder).nodes
+    except (DockerException, ValueError):
+        return []
+    return [str(p) for node in nodes or [] for p in node.platforms or []]
