@@ -32,14 +32,20 @@ import socket
 import subprocess
 import sys
 import threading
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from flyte_images._errors import BuildError, ConfigError, EngineUnavailableError
 from flyte_images.builders import _engine
-from flyte_images.builders.base import IDENTITY_LABEL, BuildRequest, BuildResult, Progress, ProgressEvent
+from flyte_images.builders.base import (
+    IDENTITY_LABEL,
+    BuildRequest,
+    BuildResult,
+    Progress,
+    ProgressEvent,
+    load_one_platform,
+)
 
 CONCURRENCY_ENV = "FLYTE_IMAGES_PLATFORM_CONCURRENCY"
 DEFAULT_CONCURRENCY = 2
@@ -221,17 +227,8 @@ def emulation_help(platform: str, host: str, problem: str) -> str:
 
 
 def keep_one_platform(request: BuildRequest, progress: Progress, facts: EngineFacts) -> BuildRequest:
-    """`request` for the engine's own platform (else the first asked for), saying which are not
-    loaded: an image store with one platform per tag cannot hold the others."""
-    chosen = facts.platform if facts.platform in request.platforms else request.platforms[0]
-    left = [p for p in request.platforms if p != chosen]
-    why = (
-        f"loading {chosen} only; not loaded: {', '.join(left)} (this engine's image store keeps one platform per "
-        "tag: push to a registry to keep them all, or turn on Docker's containerd image store)"
-    )
-    warnings.warn(why, UserWarning, stacklevel=3)
-    progress(ProgressEvent("log", "", why, why))
-    return dataclasses.replace(request, platforms=(chosen,))
+    """`request` for the engine's own platform (see `base.load_one_platform`)."""
+    return load_one_platform(request, progress, facts.platform)
 
 
 # ----- pushing: one build per platform, then the index ---------------------------------------

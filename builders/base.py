@@ -88,3 +88,21 @@ class Builder(Protocol):
     def build(self, request: BuildRequest, progress: Progress) -> BuildResult:
         """Build, then push (request.push) or load into the local store; raise a BuildError."""
         ...
+
+
+def load_one_platform(request: BuildRequest, progress: Progress, host: str) -> BuildRequest:
+    """What every backend does when asked to load several platforms into a local image store
+    that keeps one platform per tag: load `host` (the engine's own platform, else the first one
+    asked for) and say which were not loaded, rather than fail."""
+    import dataclasses
+    import warnings
+
+    chosen = host if host in request.platforms else request.platforms[0]
+    left = [p for p in request.platforms if p != chosen]
+    why = (
+        f"loading {chosen} only; not loaded: {', '.join(left)} (this engine's image store keeps one platform per "
+        "tag: push to a registry to keep them all, or turn on Docker's containerd image store)"
+    )
+    warnings.warn(why, UserWarning, stacklevel=3)
+    progress(ProgressEvent("log", "", why, why))
+    return dataclasses.replace(request, platforms=(chosen,))

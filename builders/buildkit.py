@@ -56,7 +56,7 @@ from flyte_images._errors import (
     PlatformNotSupportedError,
     PushDeniedError,
 )
-from flyte_images.builders.base import BuildRequest, BuildResult, Progress
+from flyte_images.builders.base import BuildRequest, BuildResult, Progress, load_one_platform
 from flyte_images.builders.docker import DockerBuilder, cache_spec, check_engine
 from flyte_images.builders.output import BuildOutput
 
@@ -123,11 +123,9 @@ class BuildkitBuilder:
         check_settings(settings)
         settings = _expanded(settings)
         if len(request.platforms) > 1 and not request.push:
-            raise BuildError(
-                f"cannot load an image for several platforms ({', '.join(request.platforms)}) into the "
-                "local engine, whose image store keeps one platform per tag; push it to a registry "
-                "(give the image a registry) or build one platform"
-            )
+            from flyte_images.builders import _multiarch
+
+            request = load_one_platform(request, progress, _multiarch.engine_facts().platform)
         if request.push:
             check_client()
         else:

@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath
 from typing import ClassVar, NoReturn
 
 from flyte_images._errors import BaseImageNotFoundError, BuildError
-from flyte_images.builders.base import BuildRequest, BuildResult, Progress, SecretSource
+from flyte_images.builders.base import BuildRequest, BuildResult, Progress, SecretSource, load_one_platform
 from flyte_images.builders.output import BuildOutput
 
 _PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT", "BUILDPLATFORM", "BUILDARCH")
@@ -101,10 +101,7 @@ class FakeBuilder:
         with self._lock:
             self.requests.append(request)
         if len(request.platforms) > 1 and not request.push:
-            raise BuildError(
-                f"cannot load an image for several platforms ({', '.join(request.platforms)}) into the "
-                "local engine; push it to a registry or build one platform"
-            )
+            request = load_one_platform(request, progress, _host_platform())
         output = BuildOutput(request.redact, progress)
         text = request.dockerfile.read_text(encoding="utf-8")
         secrets = {s.id: _secret_value(s) for s in request.secrets}

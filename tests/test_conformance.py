@@ -206,17 +206,17 @@ def test_nothing_outside_the_context_is_sent(backend: Backend, tmp_path: Path) -
         backend.builder.build(request_for(context, dockerfile, backend.tag("outside")), Recorder())
 
 
-def test_several_platforms_cannot_be_loaded(backend: Backend, tmp_path: Path) -> None:
+def test_loading_several_platforms_loads_the_hosts_and_says_which_not(backend: Backend, tmp_path: Path) -> None:
     context, dockerfile = stage(tmp_path, f"FROM {BUSYBOX}\n")
+    tag = backend.tag("multi")
     request = BuildRequest(
-        context=context,
-        dockerfile=dockerfile,
-        tags=(backend.tag("multi"),),
-        platforms=("linux/amd64", "linux/arm64"),
-        push=False,
+        context=context, dockerfile=dockerfile, tags=(tag,), platforms=("linux/amd64", "linux/arm64"), push=False
     )
-    with pytest.raises(BuildError, match="several platforms"):
-        backend.builder.build(request, Recorder())
+    recorder = Recorder()
+    with pytest.warns(UserWarning, match="loading linux/amd64 only; not loaded: linux/arm64"):
+        backend.builder.build(request, recorder)
+    assert backend.builder.local_exists(tag) is True
+    assert any("not loaded: linux/arm64" in event.text for event in recorder.events)
 
 
 def test_local_exists(backend: Backend) -> None:
