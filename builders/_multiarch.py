@@ -32,11 +32,17 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from flyte_images._errors import BuildError, ConfigError, EngineUnavailableError
+from flyte_images._errors import (
+    BuildError,
+    ConfigError,
+    EmulationUnavailableError,
+    EngineUnavailableError,
+    PartialPushError,
+)
 from flyte_images.builders import _engine
 from flyte_images.builders.base import (
     IDENTITY_LABEL,
@@ -61,21 +67,6 @@ _QEMU = {"amd64": "x86_64", "arm64": "aarch64", "arm": "arm", "386": "i386", "pp
 _NATIVE = {"amd64": {"amd64", "386"}, "arm64": {"arm64", "arm"}}
 _RUN = re.compile(r"^\s*RUN\s", re.IGNORECASE | re.MULTILINE)
 _TITLE = re.compile(r"^(#\d+ )\[([^\]]*)\]")
-
-
-class EmulationUnavailableError(BuildError):
-    """A foreign platform's RUN steps cannot execute: the engine's kernel has no emulator for it."""
-
-
-class PartialPushError(BuildError):
-    """Every platform was pushed, but the index that makes them one image could not be written.
-
-    `pushed` maps each platform to the reference it was pushed as. The tag does not exist until
-    the index does: the next build sees it missing and completes it."""
-
-    def __init__(self, message: str, pushed: Mapping[str, str]) -> None:
-        self.pushed = dict(pushed)
-        super().__init__(message)
 
 
 Run = Callable[[BuildRequest, Progress, "Runs | None"], BuildResult]  # docker.run_build

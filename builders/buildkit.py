@@ -104,6 +104,7 @@ class BuildkitBuilder:
     """Build on a BuildKit daemon at FLYTE_IMAGES_BUILDKIT_ADDR (`docker buildx`, remote driver)."""
 
     name: ClassVar[str] = "buildkit"
+    exports_cache: ClassVar[bool] = True  # a registry cache can be written, not only read
 
     def __init__(self, settings: BuildkitSettings | None = None) -> None:
         """`settings`: the daemon's address and TLS files; None reads them at each build (the

@@ -24,6 +24,7 @@ from typing import ClassVar
 from flyte_images._errors import (
     BaseImageNotFoundError,
     BuildError,
+    EmulationUnavailableError,
     EngineUnavailableError,
     PushDeniedError,
 )
@@ -216,7 +217,7 @@ def _explain(stderr: str, output: BuildOutput, request: BuildRequest) -> BuildEr
         facts = multiarch.engine_facts()
         foreign = multiarch.foreign_platforms(request.platforms, facts.platform) or list(request.platforms)
         problem = f"a program of the image could not be executed ({summary})"
-        return multiarch.EmulationUnavailableError(multiarch.emulation_help(foreign[0], facts.platform, problem))
+        return EmulationUnavailableError(multiarch.emulation_help(foreign[0], facts.platform, problem))
     if "buildx" in stderr and "is not a docker command" in stderr:
         return EngineUnavailableError(_NO_BUILDX)
     base = _BASE_METADATA.search(output.failed_step)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _config
-from ._errors import BuildError, FlyteImagesError, RegistryError, SecretNotFoundError
+from ._errors import BuildError, ConfigError, FlyteImagesError, RegistryError, SecretNotFoundError
 from ._hints import add_hint
 from ._image import Image
 from ._plan import BuildPlan, plan, staged_plan
@@ -157,6 +157,7 @@ def build(
     ca_bundle: Path | str | None = None,
     quiet: bool = False,
     require_check: bool | None = None,
+    cache: str | None = None,
 ) -> ImageBuild:
     """Build `image` unless it already exists; return its uri (an `ImageBuild`, a str).
 
@@ -167,6 +168,10 @@ def build(
     FLYTE_IMAGES_CA_BUNDLE) is a CA file mounted as a secret into every downloading step, never
     into the image. When the registry cannot be asked, the image is built anyway with a
     warning, or, with `require_check` (the default when CI is set), a RegistryError says why.
+    `cache="registry"` (or FLYTE_IMAGES_CACHE / the config key `cache`) keeps BuildKit's layer
+    cache in the image's repository under the tag `buildcache` and imports it on the next build:
+    an ephemeral CI runner then re-runs only the steps whose inputs changed (exported by backends
+    that can, such as `buildkit`; the others only import it); `cache="none"` turns it off.
     `wait` is accepted for compatibility: builds always complete before this returns.
 
     Example:
@@ -186,6 +191,7 @@ def build(
         ca_bundle=ca_bundle,
         quiet=quiet,
         require_check=require_check,
+        cache=cache,
     )
 
 
@@ -204,6 +210,7 @@ def build_image(
     require_check: bool | None = None,
     announce: Callable[[str], None] | None = None,
     progress: Progress | None = None,
+    cache: str | None = None,
     uri: str | None = None,
 ) -> ImageBuild:
     """`build`, with `announce(uri)` called when a build really starts (after the skip rule) and
@@ -245,7 +252,8 @@ def build_image(
             secrets = _secret_sources(staged, ca_path, private)
             if announce is not None:
                 announce(staged.uri)
-            result = _run_backend(backend, staged, secrets, pushing, (cache_from, cache_to), quiet, progress)
+            caches = _caches(cache, staged, pushing, backend, (cache_from, cache_to))
+            result = _run_backend(backend, staged, secrets, pushing, caches, quiet, progress)
         finally:
             shutil.rmtree(private, ignore_errors=True)
     if pushing:
@@ -253,11 +261,36 @@ def build_image(
 
         remember_push(staged.uri, result.digest, staged.platforms)
         if result.digest and len(staged.platforms) == 1:  # a single-platform push is a plain manifest
-            cache = PlatformCache.default()
-            cache.put(result.digest, staged.platforms)
-            cache.save()
+            known = PlatformCache.default()
+            known.put(result.digest, staged.platforms)
+            known.save()
     _record(staged)
     return result
+
+
+def _caches(
+    cache: str | None,
+    staged: BuildPlan,
+    pushing: bool,
+    backend: Builder,
+    given: tuple[tuple[str, ...], tuple[str, ...]],
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """cache_from/cache_to for the backend: the caller's, plus the registry cache when asked."""
+    mode = cache or _config.configured_cache()
+    if mode not in (None, "none", "registry"):
+        raise ConfigError(f"cache={mode!r} is not 'registry' or 'none'")
+    if mode != "registry":
+        return given
+    if not pushing:
+        raise ConfigError(
+            f"cache='registry' keeps the layer cache in the image's registry, but {staged.uri} is not pushed: "
+            "give the image a registry, or build without cache='registry'"
+        )
+    from flyte_images.builders.buildkit import registry_cache_specs
+
+    cache_from, cache_to = registry_cache_specs(staged.repository)
+    exports = getattr(backend, "exports_cache", False)  # buildx's docker driver cannot export one
+    return (*cache_from, *given[0]), given[1] or (cache_to if exports else ())
 
 
 def _decide(planned: BuildPlan, pushing: bool, backend: Builder, strict: bool, quiet: bool) -> Decision:

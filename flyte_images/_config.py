@@ -63,6 +63,8 @@ _KEYS = {"registry", "image_builder", "base_image", "ca_bundle", "images", "inse
 # The buildkit backend's daemon address and client TLS files (strings, like the keys above).
 BUILDKIT_KEYS = ("buildkit_addr", "buildkit_ca", "buildkit_cert", "buildkit_key", "buildkit_server_name")
 _KEYS |= set(BUILDKIT_KEYS)
+_KEYS.add("cache")
+CACHE_ENV = "FLYTE_IMAGES_CACHE"
 DEFAULT_BUILDKIT_ADDR = "unix:///run/buildkit/buildkitd.sock"  # buildkitd's own default
 
 
@@ -79,6 +81,7 @@ class Settings:
     buildkit_cert: str | None = None
     buildkit_key: str | None = None
     buildkit_server_name: str | None = None
+    cache: str | None = None  # "registry": BuildKit's layer cache kept in the image's repository
     root_dir: str | None = None  # init(root_dir=...): whose .dockerignore applies to copies
     source: str = "defaults"  # where the file settings came from, for messages
 
@@ -208,6 +211,14 @@ def configured_registry() -> str | None:
 
 def configured_builder() -> str | None:
     return _pick("image_builder", BUILDER_ENV, FLYTE_BUILDER_ENV)
+
+
+def configured_cache() -> str | None:
+    """The layer cache setting: "registry", "none", or unset (FLYTE_IMAGES_CACHE or `cache`)."""
+    value = _pick("cache", CACHE_ENV)
+    if value is not None and value not in ("registry", "none"):
+        raise ConfigError(f"cache={value!r} (from {CACHE_ENV} or the config file) is not 'registry' or 'none'")
+    return value
 
 
 def configured_root_dir() -> str | None:

@@ -30,6 +30,7 @@ secrets are referred to by their key only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -125,6 +126,21 @@ class BuilderTLSError(EngineUnavailableError):
 class PlatformNotSupportedError(StepFailedError):
     """A step could not start its program for a requested platform (exec format error): the
     builder has neither a native node nor an emulator (QEMU through binfmt_misc) for it."""
+
+
+class EmulationUnavailableError(BuildError):
+    """A foreign platform's RUN steps cannot execute: the engine's kernel has no emulator for it."""
+
+
+class PartialPushError(BuildError):
+    """Every platform was pushed, but the index that makes them one image could not be written.
+
+    `pushed` maps each platform to the reference it was pushed as. The tag does not exist until
+    the index does: the next build sees it missing and completes it."""
+
+    def __init__(self, message: str, pushed: Mapping[str, str]) -> None:
+        self.pushed = dict(pushed)
+        super().__init__(message)
 
 
 class LoadError(FlyteImagesError):

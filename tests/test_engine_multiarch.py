@@ -192,7 +192,7 @@ def test_a_failed_index_put_is_missing_then_completed_without_rebuilding(
     image = busybox_image(busybox_both, local_registry, tmp_path, "put")
     with monkeypatch.context() as patch:
         failing_index_put(patch)
-        with pytest.raises(multiarch.PartialPushError, match="build again to complete it") as failed:
+        with pytest.raises(flyte_images.PartialPushError, match="build again to complete it") as failed:
             flyte_images.build(image, quiet=True)
     assert sorted(failed.value.pushed) == list(BOTH) and "simulated outage" in str(failed.value)
     uri = flyte_images.build(image, dry_run=True).uri
@@ -210,7 +210,7 @@ def test_an_index_lacking_a_platform_is_missing_then_completed(
 ) -> None:
     image = busybox_image(busybox_both, local_registry, tmp_path, "lacking")
     uri = flyte_images.build(image, dry_run=True).uri
-    with monkeypatch.context() as patch, pytest.raises(multiarch.PartialPushError):
+    with monkeypatch.context() as patch, pytest.raises(flyte_images.PartialPushError):
         failing_index_put(patch)
         flyte_images.build(image, quiet=True)
     # An index under the tag that lacks arm64 (as another tool, or an older flyte-images, may
@@ -308,7 +308,7 @@ def test_missing_emulation_is_a_typed_error_before_any_build(
 ) -> None:
     monkeypatch.setattr(multiarch, "BINFMT_DIR", binfmt)  # as on a machine where it is not mounted
     image = Image.from_base(BUSYBOX).clone(name="fi-multi-noemu", registry=local_registry, platform=BOTH)
-    with pytest.raises(multiarch.EmulationUnavailableError) as raised:
+    with pytest.raises(flyte_images.EmulationUnavailableError) as raised:
         flyte_images.build(image.with_commands(["true"]), quiet=True)
     message = str(raised.value)
     assert "linux/arm64" in message and "apt-get install qemu-user-static binfmt-support" in message

@@ -169,6 +169,7 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
         ("ca_bundle", K, "None"),
         ("quiet", K, "False"),
         ("require_check", K, "None"),
+        ("cache", K, "None"),
     ],
     "init": [
         ("org", P, "None"),

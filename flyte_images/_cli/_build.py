@@ -40,6 +40,11 @@ def register(commands: Any) -> None:
     mode.add_argument("--load", dest="push", action="store_false", help="load into the local engine")
     parser.add_argument("--builder", help="build backend (default: docker, or FLYTE_IMAGES_BUILDER)")
     parser.add_argument("--ca-bundle", metavar="FILE", help="CA bundle for downloads inside the build")
+    parser.add_argument(
+        "--cache",
+        choices=("registry", "none"),
+        help="registry: keep BuildKit's layer cache in each image's repository (tag buildcache) for CI runners",
+    )
     parser.add_argument("--concurrency", type=int, default=2, help="builds at once (default 2)")
     parser.add_argument("--output", type=Path, metavar="FILE", help="write the image cache (JSON) to FILE")
     check = parser.add_mutually_exclusive_group()
@@ -70,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     envs = environment_closure(tuple(t for _n, t in targets if not _is_image(t)))
     named = [(env.name, env) for env in envs] + [(n, t) for n, t in targets if _is_image(t)]
     options = {"force": args.force, "push": args.push, "builder": args.builder, "require_check": args.require_check}
+    if args.cache:
+        options["cache"] = args.cache
     platform = tuple(args.platform) if args.platform else None
     try:
         with Board(sys.stderr, quiet=args.quiet or args.json) as board:
