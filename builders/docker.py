@@ -27,6 +27,7 @@ from flyte_images._errors import (
     EmulationUnavailableError,
     EngineUnavailableError,
     PushDeniedError,
+    PushFailedError,
 )
 from flyte_images.builders import _engine
 from flyte_images.builders import _multiarch as multiarch
@@ -223,11 +224,18 @@ def _explain(stderr: str, output: BuildOutput, request: BuildRequest) -> BuildEr
     base = _BASE_METADATA.search(output.failed_step)
     if base:
         return _base_missing(base.group(2), base.group(1), output.failed_error or summary)
-    if request.push and re.search(r"denied|unauthorized|authentication required|forbidden", stderr, re.I):
+    step = output.failed_step
+    pushing = request.push and (step.startswith(("exporting", "pushing")) or re.search(r"failed to push", stderr))
+    if pushing and re.search(r"denied|unauthorized|authentication required|forbidden", stderr, re.I):
         registry = request.tags[0].split("/", 1)[0]
         return PushDeniedError(
-            f"the registry refused the push of {request.tags[0]} ({summary}); log in with "
-            f"`docker login {registry}` or check that you may push to this repository"
+            f"built {request.tags[0]}, but the registry refused the push ({summary}); log in with "
+            f"`docker login {registry}` or check that you may push to this repository, then build again"
+        )
+    if pushing:
+        return PushFailedError(
+            f"built {request.tags[0]}, but the push failed ({summary}); check that the registry is reachable "
+            "and build again: the steps are cached, only the push runs again"
         )
     if not output.failed_step and output.exit_code is None:
         return BuildError(f"docker buildx build failed: {summary}")  # before any step ran

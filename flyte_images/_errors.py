@@ -19,7 +19,8 @@
     │   ├── SecretNotFoundError                  a build secret has no value to mount
     │   ├── StepFailedError                      a RUN step failed (step, exit code, last lines)
     │   │   └── PlatformNotSupportedError        the builder cannot run programs of a platform
-    │   ├── PushDeniedError                      the registry refused the push
+    │   ├── PushFailedError                      built, but the push failed
+    │   │   └── PushDeniedError                  the registry refused the push
     │   └── ImagesFailedError                    some images of build_images failed (.cache has all)
     ├── LoadError                                a Python file given to the CLI cannot be loaded
     └── ImageCacheError (also a ValueError)      an ImageCache JSON or transport string is malformed
@@ -114,7 +115,12 @@ class StepFailedError(BuildError):
         super().__init__(message)
 
 
-class PushDeniedError(BuildError):
+class PushFailedError(BuildError):
+    """The image was built but could not be pushed (registry down, network); building again
+    reuses BuildKit's cache and only pushes."""
+
+
+class PushDeniedError(PushFailedError):
     """The registry refused the push (not logged in, or no permission)."""
 
 

@@ -222,6 +222,11 @@ class Image(PackageMethods):
         Example:
             Image.from_base("python:3.12-slim").clone(name="app", registry="ghcr.io/me")
         """
+        if addl_layer is not None and not self.extendable:
+            raise LayerNotAllowedError(
+                "cannot add addl_layer to a non-extendable image; create it with extendable=True in an "
+                "earlier clone() call (e.g. image.clone(name='app', extendable=True)), or use a with_* method"
+            )
         changes: dict[str, Any] = {"_is_cloned": True}
         if registry is not None:
             changes["registry"] = optional_registry(registry)

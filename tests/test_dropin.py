@@ -431,3 +431,15 @@ def test_build_images_resolves_code_bundles_by_copy_style(tmp_path: Path, monkey
     without = flyte_images.build_images(flyte_images.TaskEnvironment("plain", image=BASE), dry_run=True)
     assert bundled != travels  # with "none" the code is in the image, so it has another tag
     assert travels.split()[2] == without.reasons["plain"].split()[2]  # otherwise the layer copies nothing
+
+
+def test_clone_with_a_layer_needs_an_extendable_image_as_in_flyte() -> None:
+    from flyte_images import LayerNotAllowedError
+    from flyte_images._layers import Env
+
+    base = Image.from_base("python:3.12-slim").clone(name="app")
+    with pytest.raises(LayerNotAllowedError, match="extendable=True"):
+        base.clone(addl_layer=Env(env_vars=(("A", "1"),)))
+    assert isinstance(base.clone(extendable=True).clone(addl_layer=Env(env_vars=(("A", "1"),))), Image)
+    assert BASE.clone(addl_layer=Env(env_vars=(("A", "1"),)))  # from_debian_base images are extendable
+    assert base.with_env_vars({"A": "1"})  # the with_* methods stay open, as documented

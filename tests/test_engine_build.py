@@ -359,3 +359,11 @@ def test_a_local_base_lacking_a_requested_platform_says_what_to_do(local_registr
     image = image.with_commands([f"echo {uuid.uuid4()}"]).clone(platform=("linux/amd64", "linux/arm64"))
     with pytest.raises(flyte_images.BaseImageNotFoundError, match=r"for linux/arm64.*platform=\.\.\."):
         flyte_images.build(image, quiet=True)
+
+
+def test_a_push_that_fails_says_the_image_was_built(engine: None) -> None:
+    """Port 9 on loopback has no registry: the build succeeds, the push cannot connect."""
+    image = Image.from_base(BUSYBOX).clone(name="fi-test-push-fail", registry="127.0.0.1:9")
+    image = image.with_commands([f"echo {uuid.uuid4()}"])
+    with pytest.raises(flyte_images.PushFailedError, match=r"^built 127\.0\.0\.1:9/fi-test-push-fail:.*push failed"):
+        flyte_images.build(image, quiet=True, require_check=False)
