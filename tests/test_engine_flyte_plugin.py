@@ -1,16 +1,21 @@
 """The flyte plugin on the real engine: `flyte.init(image_builder="flyte-images")`, then
 `flyte.build(image)` of a real flyte.Image, pushed to a loopback registry and run with docker.
 
-One image with every common layer (apt, pip, uv project, requirements, env, workdir, commands with
-an environment secret and a mounted one, a source folder and file) is built once for the module;
-the tests then look inside it, build it again (which must not build), and ask about it while its
-registry is down (which must be "cannot tell", never "exists").
+One image on flyte's `from_debian_base(install_flyte=False)` with every common layer (apt, pip, uv
+project, requirements, env, workdir, commands with an environment secret and a mounted one, a
+source folder and file) is built once for the module; the tests then look inside it (flyte's
+layout: the `flyte` user, /opt/venv), build it again (which must not build), and ask about it
+while its registry is down (which must be "cannot tell", never "exists"). One more image is built
+on flyte's published default image, which cannot be pulled here: fixtures/engine/flyte-standin.sh
+makes a local stand-in of it when it is missing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +35,8 @@ from flyte_images._flyte import plugin
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 PROJECTS = Path(__file__).resolve().parent.parent / "fixtures" / "projects"
+STANDIN = "ghcr.io/flyteorg/flyte:py3.11-v2.12.1"
+STANDIN_SCRIPT = Path(__file__).resolve().parent.parent / "fixtures" / "engine" / "flyte-standin.sh"
 TOKEN = "flyte-plugin-token-value"
 FILE_SECRET = "flyte-plugin-file-secret"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -78,18 +85,27 @@ def use_flyte_images() -> None:
     ImageBuildEngine.image_exists.cache_clear()
 
 
+def flyte_home(patch: pytest.MonkeyPatch, home: Path) -> None:
+    """flyte's config (our builder) and its sqlite cache of built images in `home`, not the user's."""
+    (home / "config.yaml").write_text("image:\n  builder: flyte-images\n")
+    patch.setenv("FLYTECTL_CONFIG", str(home / "config.yaml"))  # flyte's sqlite cache goes beside it
+    get_config_file.cache_clear()
+
+
+def layers(uri: str) -> list[str]:
+    return list(json.loads(docker("image", "inspect", "-f", "{{json .RootFS.Layers}}", uri).stdout))
+
+
 @pytest.fixture(scope="module")
 def built(local_registry: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     """The image, built once through flyte; flyte's config and local cache in a temporary folder."""
     home = tmp_path_factory.mktemp("flyte-home")
-    (home / "config.yaml").write_text("image:\n  builder: flyte-images\n")
     saved = flyte_init._init_config
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FLYTECTL_CONFIG", str(home / "config.yaml"))  # flyte's sqlite cache goes beside it
+        flyte_home(patch, home)
         patch.setenv("FLYTE_IMAGES_CACHE_DIR", str(tmp_path_factory.mktemp("fi-cache")))
         patch.setenv("FI_FLYTE_TOKEN", TOKEN)
         patch.setenv("FI_FLYTE_FILE", FILE_SECRET)
-        get_config_file.cache_clear()
         use_flyte_images()
         image = flyte_image(local_registry, f"fi-flyte-{uuid.uuid4().hex[:8]}", home)
         result = flyte.build(image)
@@ -99,6 +115,19 @@ def built(local_registry: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
             remove_image(str(result.uri))
             flyte_init._init_config = saved
             get_config_file.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def flyte_standin(engine: None) -> str:
+    """flyte's published default image for Python 3.11, or its local stand-in (made when missing)."""
+    if docker("image", "inspect", STANDIN, check=False).returncode != 0:
+        made = subprocess.run(["bash", str(STANDIN_SCRIPT)], capture_output=True, text=True, check=False, timeout=1200)
+        if made.returncode != 0:
+            problem = f"{STANDIN_SCRIPT.name} failed: {made.stderr[-2000:]}"
+            if os.environ.get("CI"):
+                pytest.fail(problem)
+            pytest.skip(problem)
+    return STANDIN
 
 
 def test_flyte_build_pushes_at_flyte_s_uri_and_the_image_runs(built: Built) -> None:
@@ -117,7 +146,8 @@ def test_flyte_build_pushes_at_flyte_s_uri_and_the_image_runs(built: Built) -> N
             "python /app/pkg/hello.py",  # ./pkg under the working folder /app
             "cat /etc/app/settings.toml",
             "cat /app/token-length /app/mounted-length",
-            "id -u flyte >/dev/null && command -v python",  # flyte's default image: its user, /opt/venv
+            # flyte's default image: its user (the container's, and the owner of copies), /opt/venv
+            'whoami && stat -c %U /app/pkg/hello.py && command -v python && echo "$PYTHONPATH"',
         ]
     )
     out = run_in(built.uri, script)
@@ -128,13 +158,45 @@ def test_flyte_build_pushes_at_flyte_s_uri_and_the_image_runs(built: Built) -> N
         "x = 1",
         str(len(TOKEN)),
         str(len(FILE_SECRET)),
+        "flyte",
+        "flyte",
         "/opt/venv/bin/python",
+        "/root",
     ]
     assert out.startswith("jq-")
     labels = json.loads(docker("image", "inspect", "--format", "{{json .Config.Labels}}", built.uri).stdout)
     assert labels["dev.flyte-images.identifier"] == from_flyte(built.image).identifier  # our identifier, flyte's tag
     history = docker("history", "--no-trunc", built.uri).stdout
     assert TOKEN not in history and FILE_SECRET not in history
+
+
+def test_flyte_build_on_flyte_s_published_default_image(
+    flyte_standin: str, local_registry: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    flyte_home(monkeypatch, tmp_path)
+    monkeypatch.setattr(flyte_init, "_init_config", flyte_init._init_config)  # restored afterwards
+    use_flyte_images()
+    image = flyte.Image.from_debian_base(
+        python_version=(3, 11), registry=local_registry, name=f"fi-flyte-pub-{uuid.uuid4().hex[:8]}"
+    ).clone(platform=("linux/amd64",))
+    image = image.with_pip_packages("six==1.16.0")
+    assert image.base_image == flyte_standin
+    uri = str(flyte.build(image).uri)
+    try:
+        assert uri == image.uri
+        out = run_in(uri, 'whoami; pwd; python -c "import flyte, six; print(flyte.__version__, six.__version__)"')
+        assert out.splitlines() == ["flyte", "/home/flyte", "2.12.1 1.16.0"]
+        # FROM the published image, its layers untouched, then two more: uv, and the pip step.
+        base, ours = layers(flyte_standin), layers(uri)
+        assert ours[: len(base)] == base and len(ours) == len(base) + 2
+        # and nothing of flyte's layout again on top of it: no user, no apt step of its recipe
+        history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", uri).stdout.splitlines()
+        added = history[: len(history) - len(docker("history", "-q", flyte_standin).stdout.splitlines())]
+        assert any("six==1.16.0" in step for step in added)
+        assert not any("useradd" in step or "build-essential" in step for step in added), added
+    finally:
+        remove_image(uri)
+        get_config_file.cache_clear()
 
 
 def test_a_second_flyte_build_builds_nothing(built: Built, monkeypatch: pytest.MonkeyPatch) -> None:

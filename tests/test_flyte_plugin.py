@@ -12,9 +12,13 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import inspect
+import json
+import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError
 from pathlib import Path
 
@@ -28,7 +32,7 @@ from flyte_images import Image, InvalidImageError, RegistryError, Secret, from_f
 from flyte_images._flyte import FlyteConversionError, UnsupportedFlyteError, UntranslatableLayerError
 from flyte_images._flyte.convert import _translators
 from flyte_images._flyte.plugin import FlyteImagesBuilder, FlyteImagesChecker, _names_registry
-from flyte_images._layers import CodeBundle, PipPackages, PythonWheels, SourceFile, SourceFolder
+from flyte_images._layers import CodeBundle, DebianBase, PipPackages, PythonWheels, SourceFile, SourceFolder, UVScript
 from flyte_images._plan import plan
 
 PROJECTS = Path(__file__).resolve().parent.parent / "fixtures" / "projects"
@@ -73,12 +77,79 @@ def app() -> fl.Image:
 def app_ours() -> Image:
     """What `app()` is in flyte-images."""
     return Image.from_base("python:3.11-slim-bookworm").clone(
-        name="app", registry="registry.example/team", platform=("linux/amd64",)
+        name="app", registry="registry.example/team", platform=("linux/amd64",), extendable=True
     )
 
 
 def last(image: fl.Image) -> object:
     return from_flyte(image)._layers[-1]
+
+
+@dataclass
+class Effects:
+    """What a Dockerfile's last stage leaves in the image, as far as these tests compare it."""
+
+    base: str = ""
+    user: str = "root"  # the python bases used here run as root
+    workdir: str = "/"
+    env: dict[str, str] = field(default_factory=dict)
+    apt: set[str] = field(default_factory=set)
+    pip: set[str] = field(default_factory=set)
+    scripts: list[str] = field(default_factory=list)
+
+    def creates_flyte_user(self) -> bool:
+        return any("useradd" in s and "flyte" in s and "/home/flyte" in s and "/root" in s for s in self.scripts)
+
+
+def effects(dockerfile: str) -> Effects:
+    """Reads a Dockerfile as ours or flyte's builder writes it (not a general parser): ENV values
+    are expanded against earlier ARGs and ENVs, with the base's PATH as `<base>`."""
+    found = Effects()
+    args: dict[str, str] = {}
+    for line in re.sub(r"\\\n\s*", " ", dockerfile).splitlines():
+        word, _, rest = line.strip().partition(" ")
+        word, rest = word.upper(), rest.strip()
+        if word == "FROM":  # a new stage: only the last one is the image
+            found, args = Effects(base=rest.split()[0], env={"PATH": "<base>"}), {}
+        elif word in ("ARG", "ENV"):
+            known = {**args, **found.env}
+            for item in shlex.split(rest):
+                key, _, value = item.partition("=")
+                value = re.sub(r"\$\{?(\w+)\}?", lambda m: known.get(m[1], ""), value)  # noqa: B023 (used at once)
+                (found.env if word == "ENV" else args)[key] = value
+        elif word == "USER":
+            found.user = rest
+        elif word == "WORKDIR":
+            found.workdir = rest.strip('"')
+        elif word == "RUN":
+            while rest.startswith("--"):  # mounts
+                rest = rest.split(None, 1)[1]
+            script = json.loads(rest)[-1] if rest.startswith("[") else rest
+            found.scripts.append(script)
+            for command, into in (("apt-get install", found.apt), ("uv pip install", found.pip)):
+                if command in script:
+                    words = shlex.split(script.split(command, 1)[1].split("&&")[0])
+                    into.update(w for w in words if not w.startswith(("-", "$")))
+    return found
+
+
+def flyte_dockerfile(image: fl.Image, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The Dockerfile flyte 2.12.1's own docker builder writes for `image` (its dry run prints it)."""
+    from flyte._internal.imagebuild import docker_builder
+
+    async def no_buildx_builder() -> list[str]:
+        return ["docker", "buildx", "build"]
+
+    printed: list[str] = []
+    monkeypatch.setattr(docker_builder.DockerImageBuilder, "_build_command_prefix", staticmethod(no_buildx_builder))
+    monkeypatch.setattr(docker_builder.click, "secho", lambda message, **_kw: printed.append(str(message)))
+    asyncio.run(docker_builder.DockerImageBuilder()._build_image(image, push=False, dry_run=True))
+    (text,) = [m.removeprefix("Dockerfile: ") for m in printed if m.startswith("Dockerfile: ")]
+    return text
+
+
+def our_dockerfile(image: Image) -> str:
+    return plan(image).dockerfile
 
 
 # ----- the seam: optional dependency, entry point, version gate ------------------------------
@@ -324,7 +395,51 @@ def test_debian_base_without_flyte_is_our_debian_base_without_flyte() -> None:
         registry="r.example",
         platform=("linux/amd64", "linux/arm64"),  # flyte's default for from_debian_base, kept: flyte owns the tag
     )
-    assert from_flyte(image.with_pip_packages("six")) == expected.with_pip_packages("six")
+    ours = from_flyte(image.with_pip_packages("six"))
+    assert ours == expected.with_pip_packages("six")
+    # flyte's recipe (labels, user, workdir, env, apt) is our one base layer, never translated again
+    assert [type(layer) for layer in ours._layers] == [DebianBase, PipPackages]
+
+
+def test_flyte_s_recipe_and_ours_have_the_same_effect(monkeypatch: pytest.MonkeyPatch) -> None:
+    image = fl.Image.from_debian_base(python_version=(3, 11), install_flyte=False, name="app", registry="r.example")
+    image = image.with_pip_packages("six")
+    theirs, mine = effects(flyte_dockerfile(image, monkeypatch)), effects(our_dockerfile(from_flyte(image)))
+    assert mine.base == theirs.base == "python:3.11-slim-bookworm"
+    assert (mine.user, mine.workdir) == (theirs.user, theirs.workdir) == ("flyte", "/home/flyte")
+    assert mine.creates_flyte_user() and theirs.creates_flyte_user()
+    (recipe_env,) = [dict(layer.env_vars) for layer in image._layers if isinstance(layer, fl.Env)]
+    assert set(recipe_env) == {"VIRTUAL_ENV", "PATH", "PYTHONPATH", "UV_LINK_MODE"}
+    for key in ("VIRTUAL_ENV", "PYTHONPATH", "UV_LINK_MODE"):
+        assert mine.env[key] == theirs.env[key] == recipe_env[key], key
+    # flyte's builder puts /opt/venv/bin in front twice and appends nvidia paths: the same lookup
+    assert mine.env["PATH"].split(":")[0] == theirs.env["PATH"].split(":")[0] == "/opt/venv/bin"
+    assert "<base>" in mine.env["PATH"].split(":") and "<base>" in theirs.env["PATH"].split(":")
+    assert mine.apt == theirs.apt == {"build-essential", "ca-certificates"}
+    assert mine.pip == theirs.pip == {"six"}
+    assert our_dockerfile(from_flyte(image)).count("useradd") == 1
+
+
+def test_a_copy_into_flyte_s_layout_is_owned_by_flyte(tmp_path: Path) -> None:
+    base = fl.Image.from_debian_base(python_version=(3, 11), install_flyte=False, name="app")
+    dockerfile = our_dockerfile(from_flyte(base.with_source_folder(tmp_path)))
+    assert "COPY --chown=flyte:flyte " in dockerfile  # as flyte's builder copies
+    assert dockerfile.rstrip().endswith("USER flyte")
+
+
+def test_flyte_s_recipe_on_a_base_of_the_user_s_is_ours_on_that_base() -> None:
+    image = fl.Image.from_debian_base(python_version=(3, 11), install_flyte=False, name="app")
+    image = image.clone(base_image="mirror.example/python:3.11-slim-bookworm").with_apt_packages("git")
+    ours = from_flyte(image)
+    assert ours.base_image == "mirror.example/python:3.11-slim-bookworm"
+    assert [type(layer).__name__ for layer in ours._layers] == ["DebianBase", "AptPackages"]
+    assert effects(our_dockerfile(ours)).user == "flyte"
+
+
+def test_uv_and_pixi_scripts_sit_on_our_debian_base_without_flyte_s_recipe_again() -> None:
+    ours = from_flyte(fl.Image.from_uv_script(PROJECTS / "tool.py", name="tool", python_version=(3, 11)))
+    assert [type(layer) for layer in ours._layers] == [DebianBase, UVScript]
+    assert ours._layers[0] == DebianBase(install_flyte=False)
 
 
 def test_flyte_s_published_default_image_is_our_debian_base_with_that_flyte() -> None:
@@ -333,11 +448,51 @@ def test_flyte_s_published_default_image_is_our_debian_base_with_that_flyte() ->
     expected = Image.from_debian_base(
         python_version=(3, 12), flyte_version="2.12.1", registry="r.example", name="app", platform=image.platform
     )
-    assert from_flyte(image) == expected.with_apt_packages("git")
+    ours = from_flyte(image)
+    assert ours == expected.with_apt_packages("git")
+    # Built FROM the published image: no part of flyte's layout again, the step as root, then flyte.
+    assert plan(ours).instructions == (
+        "FROM ghcr.io/flyteorg/flyte:py3.12-v2.12.1",
+        "ARG TARGETARCH",
+        "USER root",
+        *plan(ours).instructions[3:-1],
+        "USER flyte",
+    )
+    found = effects(our_dockerfile(ours))
+    assert found.apt == {"git"} and len(found.scripts) == 1 and not found.creates_flyte_user()
+    assert "VIRTUAL_ENV" not in found.env and found.workdir == "/"  # the published image's, untouched
 
 
-def test_any_other_base_is_from_base() -> None:
+def test_flyte_s_unmodified_default_image_is_our_reference_to_it() -> None:
+    image = fl.Image.from_debian_base(python_version=(3, 12))
+    ours = from_flyte(image)
+    assert ours == Image.from_debian_base(python_version=(3, 12), platform=("linux/amd64", "linux/arm64"))
+    assert ours.is_reference and ours.uri == image.uri == "ghcr.io/flyteorg/flyte:py3.12-v2.12.1"
+    # adding to it goes FROM it as root, as on any from_debian_base() of ours
+    extended = our_dockerfile(ours.clone(name="more").with_apt_packages("git"))
+    assert "USER root" in extended and extended.rstrip().endswith("USER flyte")
+
+
+def test_a_pre_release_of_flyte_is_its_published_image_too() -> None:
+    image = fl.Image.from_debian_base(python_version=(3, 12), flyte_version="2.13.0b1", name="app")
+    assert image.base_image == "ghcr.io/flyteorg/flyte:py3.12-v2.13.0b1"
+    ours = from_flyte(image.with_pip_packages("six"))
+    assert ours.base_image == image.base_image
+    assert ours._layers[0] == DebianBase(install_flyte=True, flyte_version="2.13.0b1", published=True)
+    assert our_dockerfile(ours).startswith(f"FROM {image.base_image}\nARG TARGETARCH\nUSER root\n")
+    assert from_flyte(fl.Image.from_debian_base(python_version=(3, 12), flyte_version="2.13.0b1")).is_reference
+    pinned = "ghcr.io/flyteorg/flyte:py3.12-v2.12.1@sha256:" + "0" * 64  # a digest: not the tag flyte names
+    assert from_flyte(fl.Image.from_base(pinned)) == Image.from_base(pinned)
+
+
+def test_any_other_base_is_from_base(tmp_path: Path) -> None:
     assert from_flyte(app().with_pip_packages("six")) == app_ours().with_pip_packages("six")
+    found = effects(our_dockerfile(from_flyte(app().with_pip_packages("six").with_source_folder(tmp_path))))
+    # none of flyte's layout: the base's user and folder, no venv of ours, copies not chowned
+    assert (found.user, found.workdir, found.env) == ("root", "/", {"PATH": "<base>"})
+    assert not found.creates_flyte_user() and "--chown" not in our_dockerfile(
+        from_flyte(app().with_source_folder(tmp_path))
+    )
 
 
 def test_references_dockerfiles_and_image_refs(tmp_path: Path) -> None:

@@ -6,15 +6,21 @@ any image written against flyte-images. Every layer kind of flyte 2.12 is transl
 with an `UntranslatableLayerError` that names the kind, its position and what to do instead;
 nothing is dropped silently.
 
-The constructor is recognised from what flyte stored:
-- `from_dockerfile` (a Dockerfile) and unmodified images (references, never built: `from_base`,
-  `from_ref_name`, the published default image) map to the same constructors;
-- `from_debian_base()` with flyte: the base is the published `ghcr.io/flyteorg/flyte:pyX.Y-vV`,
-  which becomes our `from_debian_base(python_version=(X, Y), flyte_version=V)`;
-- `from_debian_base(install_flyte=False)` (and `from_uv_script`, `from_pixi_script`): the base
-  is `python:X.Y-slim-bookworm` followed by the layers of flyte's default-image recipe, which
-  become our `from_debian_base(install_flyte=False)` (that recipe is what ours builds);
-- anything else is `from_base(uri).clone(...)`.
+The constructor is recognised from what flyte stored (the base and the first layers):
+- `from_dockerfile` maps to `from_dockerfile`, and an unmodified image (flyte never builds one)
+  to a reference to the same image;
+- the published default image `ghcr.io/flyteorg/flyte:pyX.Y-vV` (flyte's `from_debian_base()`
+  with flyte; flyte stores it as the base and no layers of its own) is our `from_debian_base`
+  with that Python and flyte: a reference to the same published image, which the layers after it
+  are built FROM. Their steps run as root and the image ends with `USER flyte`, the user of the
+  published image. A pre-release V is taken from flyte's registry too, as flyte does;
+- flyte's default-image recipe (`from_debian_base(install_flyte=False)`, `from_uv_script`,
+  `from_pixi_script`: labels, the `flyte` user, WORKDIR /home/flyte, VIRTUAL_ENV, PATH,
+  PYTHONPATH, UV_LINK_MODE, build-essential and ca-certificates, as the first layers) is our
+  `from_debian_base(install_flyte=False)`, which builds that layout itself and ends with
+  `USER flyte`; the recipe's layers are not translated again on top of it;
+- any other base is `from_base(uri).clone(...)`: no flyte user, no workdir, no environment of
+  ours; the image runs as the user its base declares.
 """
 
 from __future__ import annotations
@@ -26,18 +32,24 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import _image_args as args
 from .. import _validation as check
 from .._errors import InvalidImageError, SourceError
 from .._image import Image
-from .._layers import CodeBundle, PythonWheels
+from .._layers import CodeBundle, DebianBase, PythonWheels
 from .._secret import Secret
+from .._validation import Architecture
 from ._compat import FlyteConversionError, UntranslatableLayerError, require_supported_flyte
 
 if TYPE_CHECKING:
     import flyte
     from flyte import _image as fl
 
-_PUBLISHED = re.compile(r"ghcr\.io/flyteorg/flyte:py(?P<major>\d+)\.(?P<minor>\d+)-v(?P<version>\S+)")
+# flyte's tag of its published default image, `py{major}.{minor}-v{version}`; the version is the
+# rest of a tag (Docker's tag characters), so a reference pinned by digest is not recognised.
+_PUBLISHED = re.compile(
+    re.escape(args.PUBLISHED_REPOSITORY) + r":py(?P<major>\d+)\.(?P<minor>\d+)-v(?P<version>\w[\w.-]*)"
+)
 _OTHER_BUILDER = "or build this image with flyte's own builder (image_builder='local')"
 
 
@@ -67,7 +79,7 @@ def from_flyte(image: flyte.Image) -> Image:
     if image.dockerfile is not None:
         return _from_dockerfile(image)
     if not image._is_cloned:  # flyte's own rule: an unmodified image is an existing one, never built
-        return Image.from_base(_base_uri(image))
+        return _reference(image)
     ours, layers = _base(image)
     for position, layer in layers:
         ours = _translate(ours, layer, f"layer {position} of the flyte image {image.name!r}")
@@ -103,27 +115,65 @@ def _base_uri(image: flyte.Image) -> str:
     return found or resolve_ref(image._ref_name)
 
 
+def _reference(image: flyte.Image) -> Image:
+    """Our reference to the existing image an unmodified flyte image stands for. The published
+    default image stays our `from_debian_base()` (not a bare `from_base`), so that layers added
+    to the result build FROM it as root and end as `flyte`, as they do on any of ours."""
+    uri = _base_uri(image)
+    published = _published(uri, tuple(image.platform))
+    return published if published is not None else Image.from_base(uri)
+
+
+def _published(uri: str, platform: tuple[Architecture, ...]) -> Image | None:
+    """Our `from_debian_base()` referring to flyte's published default image `uri`, or None
+    when `uri` is another image."""
+    match = _PUBLISHED.fullmatch(uri)
+    if match is None:
+        return None
+    python = (int(match["major"]), int(match["minor"]))
+    version = match["version"]
+    released = version if args.is_released(version) else None
+    ours = Image.from_debian_base(python_version=python, flyte_version=released, platform=platform)
+    if ours.base_image != uri:
+        # A pre-release: our from_debian_base would build python + flyte==V from the index, but
+        # the flyte image is FROM flyte's published image of it, so ours is too: the same
+        # published-image layer, naming that version.
+        layer = DebianBase(install_flyte=True, flyte_version=version, published=True)
+        ours = ours._replace(base_image=check.image_reference("base_image", uri), _layers=(layer,))
+    return ours
+
+
 def _base(image: flyte.Image) -> tuple[Image, list[tuple[int, fl.Layer]]]:
     """Our image from flyte's constructor, and the layers added after it (numbered from 1)."""
     layers = list(enumerate(image._layers, start=1))
-    common: dict[str, Any] = {"registry": image.registry or None, "name": image.name, "platform": tuple(image.platform)}
     base = _base_uri(image)
-    published = _PUBLISHED.fullmatch(base)
-    if published is not None:
-        python = (int(published["major"]), int(published["minor"]))
-        return Image.from_debian_base(python_version=python, flyte_version=published["version"], **common), layers
-    version = check.python_version(tuple(image.python_version))
-    recipe = _default_recipe(version)
-    if base == f"python:{version[0]}.{version[1]}-slim-bookworm" and image._layers[: len(recipe)] == recipe:
-        ours = Image.from_debian_base(python_version=version, install_flyte=False, **common)
-        return ours, layers[len(recipe) :]
-    return Image.from_base(base).clone(**common), layers
+    platform = tuple(image.platform)
+    # On its published image flyte puts no layers of its own: every layer is the user's.
+    ours = _published(base, platform)
+    if ours is None:
+        version = check.python_version(tuple(image.python_version))
+        recipe = _default_recipe(version)
+        if tuple(image._layers[: len(recipe)]) == recipe:
+            # flyte's default-image recipe is what our from_debian_base(install_flyte=False)
+            # builds: its layers become that one base layer, never a second copy of the layout.
+            ours = Image.from_debian_base(python_version=version, install_flyte=False, platform=platform)
+            if base != f"python:{version[0]}.{version[1]}-slim-bookworm":
+                # The recipe on a base of the user's (`clone(base_image=...)`): ours on that base.
+                # On flyte's own base, our configured base image (a mirror of it) is kept.
+                ours = ours.clone(base_image=base)
+            layers = layers[len(recipe) :]
+        else:
+            ours = Image.from_base(base).clone(platform=platform)
+    # Cloned, as flyte's image is: an image of its own, built (FROM the published one, for that).
+    return ours.clone(registry=image.registry or None, name=image.name, extendable=image.extendable), layers
 
 
 @cache
 def _default_recipe(python: tuple[int, int]) -> tuple[fl.Layer, ...]:
-    """The layers flyte puts on python:X.Y-slim-bookworm for `from_debian_base(install_flyte=False)`,
-    taken from flyte itself: a change in a later flyte is a mismatch here, never a stale copy."""
+    """The layers flyte puts on python:X.Y-slim-bookworm for `from_debian_base(install_flyte=False)`
+    (the same for every Python), taken from flyte itself: a change in a later flyte is a mismatch
+    here (its layers are then translated one by one, and its raw label lines refused), never a
+    stale copy."""
     import flyte
 
     return tuple(flyte.Image._get_default_image_for(python_version=python, install_flyte=False)._layers)
@@ -168,6 +218,8 @@ def _pip_options(layer: fl.PipOption) -> dict[str, Any]:
 
 
 # ----- one translation per layer kind ------------------------------------------------------
+# A layer made without a with_* method of ours is added with `_with_layer`, not
+# `clone(addl_layer=...)`: flyte already applied its `extendable` rule when the layer was added.
 
 
 def _pip(ours: Image, layer: fl.PipPackages) -> Image:
@@ -189,7 +241,7 @@ def _wheels(ours: Image, layer: fl.PythonWheels) -> Image:
         )
     # Our with_local_v2 is this layer for ./dist only; flyte also makes it for other folders and packages.
     wheels = PythonWheels(wheel_dir=check.local_path("wheel_dir", layer.wheel_dir), package_name=layer.package_name)
-    return ours.clone(addl_layer=wheels)
+    return ours._with_layer(wheels)
 
 
 def _uv_project(ours: Image, layer: fl.UVProject) -> Image:
@@ -223,7 +275,7 @@ def _uv_script(ours: Image, layer: fl.UVScript) -> Image:
     _refuse_local_script_dependencies(layer.script)
     # Our Image makes this layer only in from_uv_script: take it from there, with that method's checks.
     made = Image.from_uv_script(layer.script, name=ours.name or "script", **_pip_options(layer))
-    return ours.clone(addl_layer=made._layers[-1])
+    return ours._with_layer(made._layers[-1])
 
 
 def _pixi_script(ours: Image, layer: fl.PixiScript) -> Image:
@@ -236,7 +288,7 @@ def _pixi_script(ours: Image, layer: fl.PixiScript) -> Image:
         platform=ours.platform,
         secret_mounts=_secrets(layer.secret_mounts),
     )
-    return ours.clone(addl_layer=made._layers[-1])
+    return ours._with_layer(made._layers[-1])
 
 
 def _refuse_local_script_dependencies(script: Path) -> None:
@@ -284,13 +336,16 @@ def _code_bundle(ours: Image, layer: fl.CodeBundleLayer) -> Image:
         return bundled
     made = bundled._layers[-1]
     assert isinstance(made, CodeBundle)
-    return ours.clone(addl_layer=replace(made, root_dir=Path(layer.root_dir)))
+    return ours._with_layer(replace(made, root_dir=Path(layer.root_dir)))
 
 
 def _docker_lines(ours: Image, layer: fl._DockerLines) -> Image:
     shown = layer.lines[0][:60] if layer.lines else ""
+    # flyte makes these only for the labels of its default-image recipe, which is recognised
+    # whole, as the first layers (our from_debian_base(install_flyte=False)); alone they are not.
     raise _Refused(
-        f"raw Dockerfile lines ({shown!r}, ...) are flyte-internal and cannot be translated; express them with "
+        f"raw Dockerfile lines ({shown!r}, ...) are flyte-internal and cannot be translated (flyte's default-image "
+        "recipe is recognised only whole, as the first layers); express them with "
         f"with_commands/with_env_vars/with_workdir, use from_dockerfile, {_OTHER_BUILDER}"
     )
 

@@ -9,6 +9,16 @@ flyte owns the tag: flyte computes the image's uri, asks our checker whether it 
 renderer and built by the backend our settings select (FLYTE_IMAGES_BUILDER, default docker), and
 tagged and pushed as flyte's uri. Its identity label carries our own identifier.
 
+What is built is what our renderer makes of the translated image (see `convert`): on flyte's
+published default image, FROM it, the steps as root, ending with `USER flyte`; for flyte's
+`from_debian_base(install_flyte=False)` (and uv/pixi scripts), flyte's layout (the `flyte` user,
+WORKDIR /home/flyte, VIRTUAL_ENV=/opt/venv, PYTHONPATH=/root, build-essential, ca-certificates,
+copies owned by `flyte`) ending with `USER flyte`; on any other base, the base's user. Where
+flyte 2.12.1's own docker builder differs: it leaves an image built FROM the published one
+running as root; it ends every image that made the `flyte` user with `WORKDIR /home/flyte`, over
+a `with_workdir`; and it adds its builder's own extras (nvidia paths, UV_COMPILE_BYTECODE,
+`_F_IMG_ID`, bash as SHELL) to every image. The two OCI labels of flyte's recipe are not set.
+
 The checker answers flyte's contract exactly: the uri when the image is there, None when it is
 definitely absent, an exception when it cannot tell (registry unreachable, 5xx, no credentials).
 It never says "exists" for "cannot tell". Note that flyte 2.12.1 itself then tries its next
