@@ -18,3 +18,7 @@ echo
 .bench/venv/bin/python benchmarks/bench_large.py
 echo
 .bench/venv/bin/python benchmarks/bench_registry.py
+echo
+.bench/venv/bin/python benchmarks/bench_build.py
+echo
+.bench/venv/bin/python benchmarks/bench_multiarch.py
