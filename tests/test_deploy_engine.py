@@ -104,11 +104,12 @@ def test_explain_names_the_edited_file_and_only_its_layer(tmp_path, capsys) -> N
     capsys.readouterr()
     assert main(["explain", target, "--json"]) == 0
     (same,) = json.loads(capsys.readouterr().out)["images"]
-    assert same["previous_uri"] == same["uri"] and {p["status"] for p in same["parts"]} == {"unchanged"}
+    assert same["built"] and same["previous_uri"] is None  # built once: nothing earlier to compare
 
     (tmp_path / "src" / "app.py").write_text("print('edited')\n")
     assert main(["explain", target, "--json"]) == 0
     (report,) = json.loads(capsys.readouterr().out)["images"]
+    assert not report["built"]  # the edit is not built yet; compared with the last build
     changed = [p for p in report["parts"] if p["status"] != "unchanged"]
     assert [p["part"] for p in changed] == ["2 source_folder"]
     (change,) = changed[0]["changes"]
@@ -116,4 +117,4 @@ def test_explain_names_the_edited_file_and_only_its_layer(tmp_path, capsys) -> N
     assert report["uri"] != report["previous_uri"]
     assert main(["explain", target]) == 0
     text = capsys.readouterr().out
-    assert "CHANGED" in text and "src/app.py changed" in text and "last built" in text
+    assert "CHANGED" in text and "src/app.py changed" in text and "not built yet; changed since" in text

@@ -65,25 +65,27 @@ def test_the_build_gets_the_url_as_a_file_secret_that_is_removed_afterwards(tmp_
 # ----- on the real engine ----------------------------------------------------------------------
 
 
-def _wheel() -> tuple[str, bytes]:
+def _wheel(version: str) -> tuple[str, bytes]:
     """A tiny pure-Python wheel `fi_probe` whose module prints a marker."""
-    name = "fi_probe-1.0-py3-none-any.whl"
+    name = f"fi_probe-{version}-py3-none-any.whl"  # a new version per run: uv's cache mount never has it
     files = {
         "fi_probe/__init__.py": b"MARK = 'probe-ok'\n",
-        "fi_probe-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: fi-probe\nVersion: 1.0\n",
-        "fi_probe-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        f"fi_probe-{version}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: fi-probe\nVersion: {version}\n".encode()
+        ),
+        f"fi_probe-{version}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
         b"Tag: py3-none-any\n",
     }
     record = []
     for path, data in files.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
         record.append(f"{path},sha256={digest},{len(data)}")
-    record.append("fi_probe-1.0.dist-info/RECORD,,")
+    record.append(f"fi_probe-{version}.dist-info/RECORD,,")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for path, data in files.items():
             archive.writestr(path, data)
-        archive.writestr("fi_probe-1.0.dist-info/RECORD", "\n".join(record) + "\n")
+        archive.writestr(f"fi_probe-{version}.dist-info/RECORD", "\n".join(record) + "\n")
     return name, buffer.getvalue()
 
 
@@ -97,9 +99,10 @@ def _bridge_address() -> str:
 
 
 @pytest.fixture
-def private_index() -> Iterator[tuple[str, list[str]]]:
+def private_index() -> Iterator[tuple[str, list[str], str]]:
     """A PEP 503 index that answers only with basic auth user:TOKEN, on the docker bridge."""
-    wheel_name, wheel = _wheel()
+    version = f"1.0.{uuid.uuid4().int % 10**9}"
+    wheel_name, wheel = _wheel(version)
     expected = "Basic " + base64.b64encode(f"user:{TOKEN}".encode()).decode()
     seen: list[str] = []
 
@@ -139,17 +142,20 @@ def private_index() -> Iterator[tuple[str, list[str]]]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     gateway = _bridge_address()
     try:
-        yield f"http://user:{TOKEN}@{gateway}:{server.server_address[1]}/simple", seen
+        yield f"http://user:{TOKEN}@{gateway}:{server.server_address[1]}/simple", seen, version
     finally:
         server.shutdown()
 
 
 @pytest.mark.engine
 def test_a_real_build_installs_from_a_private_index_and_the_token_is_nowhere(
-    engine: None, private_index: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+    engine: None, private_index: tuple[str, list[str], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url, seen = private_index
-    image = DEBIAN.clone(name=f"fi-index-{uuid.uuid4().hex[:8]}").with_pip_packages("fi-probe", index_url=url)
+    url, seen, version = private_index
+    # The version pins the RUN line to this run: the secret is not part of BuildKit's cache key.
+    image = DEBIAN.clone(name=f"fi-index-{uuid.uuid4().hex[:8]}").with_pip_packages(
+        f"fi-probe=={version}", index_url=url
+    )
     from flyte_images import _progress
 
     out = io.StringIO()
@@ -159,7 +165,7 @@ def test_a_real_build_installs_from_a_private_index_and_the_token_is_nowhere(
     )
     result = flyte_images.build(image, push=False)
     lines = out.getvalue().splitlines()
-    assert any("/files/fi_probe" in path for path in seen)
+    assert any("/files/fi_probe" in path for path in seen), (seen, lines[-30:], result)
     run = subprocess.run(
         ["docker", "run", "--rm", result.uri, "python", "-c", "import fi_probe; print(fi_probe.MARK)"],
         check=True,
