@@ -159,3 +159,28 @@ def test_dockerfile_prints_and_writes_the_context(project: Path, capsys: pytest.
     assert (context / "_fi" / "1" / "main.py").read_text() == "print('hi')\n"
     assert (context / "_fi" / "uv" / "amd64" / "uv").stat().st_mode & 0o111
     assert main(["dockerfile", f"{project / 'images.py'}:app", "--context", str(context)]) == 2  # not empty: usage
+
+
+def test_json_output_stays_one_document_when_the_target_prints(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "noisy.py").write_text(
+        "import logging, os, sys\n"
+        "print('hello from the module')\n"
+        "os.write(1, b'raw bytes on fd 1\\n')\n"
+        "logging.basicConfig(stream=sys.stdout)\n"
+        "logging.warning('a log line')\n"
+        "from flyte_images import Image\n"
+        "img = Image.from_base('python:3.12-slim')\n"
+    )
+    for command in (["build", "--dry-run", "--json"], ["id", "--json"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "flyte_images._cli", command[0], str(tmp_path / "noisy.py"), *command[1:]],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        json.loads(done.stdout)  # exactly one JSON document
+        assert "hello from the module" in done.stderr and "raw bytes on fd 1" in done.stderr
