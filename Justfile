@@ -28,7 +28,7 @@ test-fast *ARGS:
 
 # The long fuzz run: 100,000 examples per fuzzed parameter (CI runs 10,000).
 fuzz:
-    FUZZ_EXAMPLES=100000 python -m pytest -q tests/test_render_fuzz.py tests/test_injection.py
+    FUZZ_EXAMPLES=100000 python -m pytest -q tests/test_render_fuzz.py tests/test_injection.py tests/test_fuzz_inputs.py
 
 # Lint, format check and strict type check.
 lint:
