@@ -274,13 +274,16 @@ class _Walk:
             except OSError as exc:
                 raise SourceError(f"{child} in {self.root} changed while being read ({exc.strerror})") from exc
             st = os.fstat(fd)
-            digest = self.hash_large(fd, st)  # the pool closes fd
+            digest = self.hash_large(fd, st) if st.st_size >= _PARALLEL_MIN else None  # the pool closes fd
             if digest is None:
                 try:
                     digest = _hash_fd(fd)
                 finally:
                     os.close(fd)
-                self.hashed.append((_key(st), digest))
+                key = _key(st)
+                self.hashed.append((key, digest))
+                files.append((name, key))
+                return Entry(child, FILE, stat.S_IMODE(st.st_mode), digest, st.st_size)
         files.append((name, _key(st)))
         return Entry(child, FILE, stat.S_IMODE(st.st_mode), digest, st.st_size)
 
