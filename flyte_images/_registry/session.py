@@ -127,11 +127,20 @@ class Session:
         return await self.send(host, repository, method, url, limit=limit)
 
     async def send(
-        self, host: str, repository: str, method: str, url: str, *, limit: int, body: Body | None = None
+        self,
+        host: str,
+        repository: str,
+        method: str,
+        url: str,
+        *,
+        limit: int,
+        body: Body | None = None,
+        push: bool = False,
     ) -> Answer:
         """`get`, with a document to send (a PUT of a manifest): the token asked for then also
-        allows pushing, since registries scope tokens to the actions they allow."""
-        scope = f"repository:{repository}:{'pull' if body is None else 'pull,push'}"
+        allows pushing, since registries scope tokens to the actions they allow. `push` asks for
+        that scope without a body (the POST that starts a blob upload)."""
+        scope = f"repository:{repository}:{'pull' if body is None and not push else 'pull,push'}"
         start = httpx.URL(url)
         authenticated = False
         attempt = 0

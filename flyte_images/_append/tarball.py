@@ -1,0 +1,139 @@
+"""One copy layer as a registry blob: the tar BuildKit's `COPY ["_fi/<n>/", "<dst>/"]` makes
+of a staged folder, built without an engine.
+
+What the COPY does, and so what the tar holds:
+
+- the parents of `dst` are made as folders 0755 (BuildKit's MkdirAll), owned by root;
+- `dst` itself is made from the source folder `_fi/<n>`: its mode and time;
+- everything below is copied as staged: files with their mode and time, folders, symlinks as
+  links (never followed);
+- the owner is uid/gid 0 (a COPY without --chown), or the `owner` given.
+
+The bytes depend only on the staged folder: entries are sorted, user and group names are
+empty, times are the staged ones in whole seconds (the staging sets them from the content,
+see `_stage.content_mtime_ns`), and the gzip stream has no name and time 0. The same folder
+therefore always gives the same digest, so an unchanged layer is never uploaded again.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import posixpath
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._errors import BuildError
+from .._stage import FIXED_MTIME
+
+GZIP_LEVEL = 6  # zlib's default: source files compress well, and level 9 is several times slower
+
+
+@dataclass(frozen=True)
+class LayerBlob:
+    """A gzipped layer tarball with its two digests."""
+
+    data: bytes  # the gzip stream, as uploaded
+    diff_id: str  # sha256 of the uncompressed tar (the image config's rootfs.diff_ids)
+    digest: str  # sha256 of `data` (the manifest's layer descriptor)
+    created_by: str = ""  # the history entry's text
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+def normalize_dst(dst: str) -> str:
+    """An absolute destination as a tar path without slashes at either end ("" is the root)."""
+    if not dst.startswith("/"):
+        raise BuildError(
+            f"the copy destination {dst!r} is relative; resolve it against the image's working folder first"
+        )
+    parts = [p for p in dst.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise BuildError(f"the copy destination {dst!r} has '..'; give the folder it means without it")
+    return "/".join(parts)
+
+
+def layer_tar(
+    folder: Path, dst: str, *, owner: tuple[int, int] = (0, 0), created_by: str = "", level: int = GZIP_LEVEL
+) -> LayerBlob:
+    """The layer `COPY <folder>/ <dst>/` adds, as a deterministic gzipped tar.
+
+    `folder` is the staged `_fi/<n>` folder (its contents land in `dst`); `owner` is the
+    uid/gid every entry gets (what `--chown` would set, given as numbers)."""
+    if not folder.is_dir() or folder.is_symlink():
+        raise BuildError(f"{folder} is not a staged folder; stage the image (staged_plan) before making its layers")
+    root = normalize_dst(dst)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        parents = root.split("/")[:-1] if root else []
+        for depth in range(1, len(parents) + 1):
+            tar.addfile(_dir_info("/".join(parents[:depth]), 0o755, FIXED_MTIME, (0, 0)))
+        if root:
+            st = folder.stat()
+            tar.addfile(_dir_info(root, stat.S_IMODE(st.st_mode), int(st.st_mtime), owner))
+        for rel in _walk(folder):
+            _add(tar, folder / rel, posixpath.join(root, rel) if root else rel, owner)
+    tar_bytes = raw.getvalue()
+    packed = io.BytesIO()
+    # No file name and time 0 in the gzip header: the digest depends on the tar alone.
+    with gzip.GzipFile(filename="", mode="wb", fileobj=packed, mtime=0, compresslevel=level) as gz:
+        gz.write(tar_bytes)
+    data = packed.getvalue()
+    return LayerBlob(
+        data=data,
+        diff_id="sha256:" + hashlib.sha256(tar_bytes).hexdigest(),
+        digest="sha256:" + hashlib.sha256(data).hexdigest(),
+        created_by=created_by,
+    )
+
+
+def _walk(folder: Path) -> list[str]:
+    """Every path below `folder` (relative, "/"-separated), each folder before its contents and
+    siblings in byte order of their names, so the order never depends on the file system."""
+    out: list[str] = []
+    for here, dirs, files in os.walk(folder, onerror=_unreadable):  # links to folders: listed, not followed
+        rel = os.path.relpath(here, folder)
+        out += [name if rel == "." else f"{rel}/{name}" for name in (*dirs, *files)]
+    return sorted(out, key=lambda p: [os.fsencode(part) for part in p.split("/")])
+
+
+def _unreadable(exc: OSError) -> None:
+    # os.walk skips what it cannot list; a layer missing files must not be pushed.
+    raise BuildError(f"cannot read the staged folder {exc.filename}: {exc.strerror}; stage the image again") from exc
+
+
+def _dir_info(name: str, mode: int, mtime: int, owner: tuple[int, int]) -> tarfile.TarInfo:
+    info = _info(name, mode, mtime, owner)
+    info.type = tarfile.DIRTYPE
+    return info
+
+
+def _info(name: str, mode: int, mtime: int, owner: tuple[int, int]) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.mode, info.mtime = mode, mtime
+    info.uid, info.gid = owner
+    info.uname = info.gname = ""
+    return info
+
+
+def _add(tar: tarfile.TarFile, path: Path, name: str, owner: tuple[int, int]) -> None:
+    st = os.lstat(path)
+    info = _info(name, stat.S_IMODE(st.st_mode), int(st.st_mtime), owner)
+    if stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    elif stat.S_ISLNK(st.st_mode):
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+        tar.addfile(info)
+    elif stat.S_ISREG(st.st_mode):
+        info.size = st.st_size
+        with open(path, "rb") as fh:
+            tar.addfile(info, fh)
+    else:
+        raise BuildError(f"{path} is neither a file, a folder nor a symlink; staging never makes one, so restage")

@@ -1,0 +1,163 @@
+"""Reading an image's manifest and config and writing blobs and manifests, for images assembled
+without a build engine (`flyte_images._append`).
+
+It shares `Session` with the existence checks, so credentials, tokens, retries, redirects and
+the plain-HTTP rule for loopback and insecure hosts are the same. Blobs are uploaded in one
+piece (POST for an upload location, then PUT with the digest): the layers appended are source
+files, small enough to hold in memory, and a registry that already has a blob is never sent it
+again (HEAD first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .._errors import RegistryError
+from . import redact, wire
+from .client import Reference, _said, deadline_seconds
+from .session import Answer, Body, Session, describe
+
+BLOB_TYPE = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A document read from a registry: its bytes, media type and digest."""
+
+    content: bytes
+    media_type: str
+    digest: str
+
+
+class Pusher:
+    """One connection pool and session for reading and writing one image's parts."""
+
+    def __init__(
+        self,
+        *,
+        insecure: Iterable[str] = (),
+        retries: int = 4,
+        backoff: float = 0.2,
+        timeout: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        # Uploads take longer than existence checks: the deadline covers one request at most.
+        self._deadline = max(deadline_seconds(deadline), timeout)
+        self._redact = redact.Redactor()
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self._session = Session(
+            self._http, insecure=set(insecure), retries=retries, backoff=backoff, redactor=self._redact
+        )
+
+    async def __aenter__(self) -> Pusher:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self._http.aclose()
+
+    def _url(self, ref: Reference, kind: str, name: str) -> str:
+        return f"{self._session.base(ref.host)}/{ref.repository}/{kind}/{name}"
+
+    async def _call(
+        self, ref: Reference, method: str, url: str, *, limit: int, body: Body | None = None, push: bool = False
+    ) -> Answer:
+        """One request within the deadline, every failure a RegistryError free of secrets."""
+        work = self._session.send(ref.host, ref.repository, method, url, limit=limit, body=body, push=push)
+        try:
+            return await asyncio.wait_for(work, self._deadline)
+        except asyncio.TimeoutError:
+            why = f"{ref.host} did not answer {method} for {ref} within {self._deadline:g} s"
+        except RegistryError as exc:
+            why = str(exc)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            why = f"{ref.host} could not be reached for {ref}: {describe(exc)}"
+        raise RegistryError(self._redact(why))
+
+    def _refused(self, ref: Reference, what: str, answer: Answer) -> RegistryError:
+        if answer.status == 401:
+            hint = f"; log in with `docker login {ref.host}`"
+        elif answer.status == 403:
+            hint = "; check that the credentials may push to this repository"
+        else:
+            hint = ""
+        return RegistryError(
+            self._redact(f"{ref.host} answered {answer.status} for {what} of {ref}{_said(answer)}{hint}")
+        )
+
+    async def manifest(self, ref: Reference) -> Fetched:
+        """The manifest (or index) `ref` names, checked against its digest."""
+        answer = await self._call(ref, "GET", self._url(ref, "manifests", ref.tag), limit=wire.MAX_MANIFEST)
+        if answer.status == 404:
+            raise RegistryError(f"{ref.host} has no {ref.repository}:{ref.tag}; push the base image there first")
+        if answer.status != 200:
+            raise self._refused(ref, "the manifest", answer)
+        digest = wire.sha256(answer.content)
+        stated = answer.headers.get("Docker-Content-Digest") or (ref.tag if ref.by_digest else None)
+        if stated is not None and stated != digest:
+            raise RegistryError(f"the manifest of {ref} does not match its digest {stated[:80]!r}")
+        media = wire.parse(wire.Envelope, answer.content, f"the manifest of {ref}").media_type or answer.media_type
+        return Fetched(answer.content, media, digest)
+
+    async def blob(self, ref: Reference, digest: str) -> bytes:
+        """A small blob (an image config), checked against its digest."""
+        answer = await self._call(ref, "GET", self._url(ref, "blobs", digest), limit=wire.MAX_BLOB)
+        if answer.status != 200:
+            raise self._refused(ref, f"the blob {digest}", answer)
+        if not wire.matches(digest, answer.content):
+            raise RegistryError(f"the blob {digest} of {ref} does not match its digest")
+        return answer.content
+
+    async def has_blob(self, ref: Reference, digest: str) -> bool:
+        answer = await self._call(ref, "HEAD", self._url(ref, "blobs", digest), limit=wire.MAX_MANIFEST)
+        if answer.status in (200, 404):
+            return answer.status == 200
+        raise self._refused(ref, f"the blob {digest}", answer)
+
+    async def push_blob(self, ref: Reference, data: bytes, digest: str) -> bool:
+        """Upload `data` as `digest` unless the repository has it; True when it was sent."""
+        if await self.has_blob(ref, digest):
+            return False
+        start = f"{self._session.base(ref.host)}/{ref.repository}/blobs/uploads/"
+        answer = await self._call(ref, "POST", start, limit=wire.MAX_MANIFEST, push=True)
+        location = answer.headers.get("Location")
+        if answer.status != 202 or not location:
+            raise self._refused(ref, "starting a blob upload", answer)
+        target = answer.url.join(location)
+        if (target.scheme, target.host, target.port) != (answer.url.scheme, answer.url.host, answer.url.port):
+            # The session sends the registry's Authorization to the URL it is given; an upload
+            # location elsewhere (a bucket) must not receive it.
+            raise RegistryError(
+                f"{ref.host} asked for the upload at another host ({target.host}); uploads outside the registry's "
+                "own address are not supported yet: build with the engine instead"
+            )
+        put = target.copy_merge_params({"digest": digest})
+        answer = await self._call(ref, "PUT", str(put), limit=wire.MAX_MANIFEST, body=Body(data, BLOB_TYPE))
+        if answer.status not in (201, 204):
+            raise self._refused(ref, f"the upload of {digest}", answer)
+        return True
+
+    async def put_manifest(self, ref: Reference, document: dict[str, Any] | bytes, media_type: str) -> str:
+        """PUT a manifest under `ref`; return its digest (checked against what was stored)."""
+        content = document if isinstance(document, bytes) else _json(document)
+        body = Body(content, media_type)
+        url = self._url(ref, "manifests", ref.tag)
+        answer = await self._call(ref, "PUT", url, limit=wire.MAX_MANIFEST, body=body)
+        if answer.status not in (200, 201):
+            raise self._refused(ref, "the manifest", answer)
+        digest = wire.sha256(content)
+        stored = answer.headers.get("Docker-Content-Digest")
+        if stored is not None and stored != digest:
+            raise RegistryError(f"{ref.host} stored the manifest of {ref} as {stored[:80]!r}, not as {digest}")
+        return digest
+
+
+def _json(document: dict[str, Any]) -> bytes:
+    # Compact and key-ordered: the same document always gives the same digest.
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()

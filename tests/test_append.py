@@ -1,0 +1,226 @@
+"""The file part of an image without an engine: deterministic layer tarballs, the config
+changes and the split of a plan (no engine, no registry)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from flyte_images import Image
+from flyte_images._append import append_async, engine_part, file_part_start, layer_tar, merge_env, new_config
+from flyte_images._append.image import OCI_MANIFEST
+from flyte_images._errors import BuildError, RegistryError
+from flyte_images._registry.wire import INDEX_TYPES
+
+
+def make_folder(root: Path) -> Path:
+    folder = root / "_fi" / "1"
+    (folder / "pkg" / "sub").mkdir(parents=True)
+    (folder / "pkg" / "a.py").write_text("a\n")
+    (folder / "pkg" / "run.sh").write_text("#!/bin/sh\n")
+    (folder / "pkg" / "run.sh").chmod(0o755)
+    (folder / "pkg" / "sub" / "b.txt").write_text("b\n")
+    os.symlink("a.py", folder / "pkg" / "link.py")
+    for path in [*folder.rglob("*"), folder]:
+        os.utime(path, (946_684_800, 946_684_800), follow_symlinks=False)
+    return folder
+
+
+def members(data: bytes) -> list[tuple[str, str, int, int, int, str]]:
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))) as tar:
+        return [(m.name, m.type.decode(), m.mode, m.uid, m.gid, m.linkname) for m in tar.getmembers()]
+
+
+def test_layer_tar_is_deterministic(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path)
+    first, again = layer_tar(folder, "/opt/app"), layer_tar(folder, "/opt/app/")
+    assert (first.digest, first.diff_id, first.data) == (again.digest, again.diff_id, again.data)
+    (folder / "pkg" / "a.py").chmod(0o600)
+    changed = layer_tar(folder, "/opt/app")
+    assert changed.digest != first.digest and changed.diff_id != first.diff_id
+
+
+def test_layer_tar_lays_out_the_copy(tmp_path: Path) -> None:
+    blob = layer_tar(make_folder(tmp_path), "/opt/app")
+    listing = {name: rest for name, *rest in members(blob.data)}
+    names = list(listing)
+    assert names == sorted(names, key=lambda n: n.split("/"))  # parents before children, sorted
+    assert names[:2] == ["opt", "opt/app"]
+    assert listing["opt/app/pkg/run.sh"][:2] == [tarfile.REGTYPE.decode(), 0o755]
+    assert listing["opt/app/pkg/link.py"][0] == tarfile.SYMTYPE.decode()
+    assert listing["opt/app/pkg/link.py"][4] == "a.py"
+    assert all(uid == 0 and gid == 0 for _t, _m, uid, gid, _l in listing.values())
+
+
+def test_layer_tar_refuses_relative_and_missing(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="relative"):
+        layer_tar(make_folder(tmp_path), "app")
+    with pytest.raises(BuildError, match="not a staged folder"):
+        layer_tar(tmp_path / "nope", "/app")
+
+
+def test_config_changes_follow_the_dockerfile(tmp_path: Path) -> None:
+    assert merge_env(["PATH=/bin", "A=1"], [("A", "2"), ("B", "x=y")]) == ["PATH=/bin", "A=2", "B=x=y"]
+    blob = layer_tar(make_folder(tmp_path), "/app", created_by="COPY")
+    base: dict[str, Any] = {
+        "created": "t",
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:0"]},
+        "config": {"Env": ["A=1"]},
+    }
+    config = new_config(base, [blob], env=[("A", "3")], workdir="/app", labels={"k": "v"}, history=["ENV A=3"])
+    assert config["rootfs"]["diff_ids"] == ["sha256:0", blob.diff_id]
+    assert config["config"] == {"Env": ["A=3"], "WorkingDir": "/app", "Labels": {"k": "v"}}
+    assert [h.get("empty_layer", False) for h in config["history"]] == [False, True]
+    assert base["rootfs"]["diff_ids"] == ["sha256:0"]  # the base config is left alone
+
+
+def test_split_keeps_runs_in_the_engine_part(tmp_path: Path) -> None:
+    image = (
+        Image.from_base("busybox:latest")
+        .clone(name="x")
+        .with_source_folder(tmp_path, dst="/early")
+        .with_commands(["true"])
+        .with_source_folder(tmp_path, dst="/app")
+        .with_env_vars({"A": "1"})
+        .with_workdir("/app")
+    )
+    assert file_part_start(image) == 2
+    assert [layer.KIND for layer in engine_part(image)._layers] == ["source_folder", "commands"]
+
+
+class FakeRegistry:
+    """Just enough of the distribution API, in memory, to see what `append` sends."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.manifests: dict[str, tuple[bytes, str]] = {}
+        self.requests: list[str] = []
+
+    def put_manifest(self, tag: str, document: dict[str, Any], media_type: str) -> str:
+        content = json.dumps(document).encode()
+        digest = "sha256:" + hashlib.sha256(content).hexdigest()
+        self.manifests[tag] = self.manifests[digest] = (content, media_type)
+        return digest
+
+    def put_blob(self, content: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(content).hexdigest()
+        self.blobs[digest] = content
+        return digest
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path, method = request.url.path, request.method
+        self.requests.append(f"{method} {path}")
+        kind, _, name = path.removeprefix("/v2/app/").partition("/")
+        if kind == "manifests" and method == "GET":
+            if name not in self.manifests:
+                return httpx.Response(404)
+            content, media = self.manifests[name]
+            return httpx.Response(200, content=content, headers={"Content-Type": media})
+        if kind == "manifests" and method == "PUT":
+            digest = self.put_blob(request.content)
+            self.manifests[name] = (request.content, request.headers["Content-Type"])
+            return httpx.Response(201, headers={"Docker-Content-Digest": digest})
+        if kind == "blobs" and name == "uploads/" and method == "POST":
+            return httpx.Response(202, headers={"Location": "/v2/app/blobs/uploads/u1?state=x"})
+        if kind == "blobs" and name.startswith("uploads/") and method == "PUT":
+            digest = self.put_blob(request.content)
+            assert request.url.params["digest"] == digest
+            return httpx.Response(201)
+        if kind == "blobs" and name in self.blobs:
+            return httpx.Response(200, content=self.blobs[name] if method == "GET" else b"")
+        return httpx.Response(404)
+
+
+def fake_base(reg: FakeRegistry, *, attested: bool) -> None:
+    config = {"architecture": "amd64", "os": "linux", "created": "t", "config": {"Env": ["PATH=/bin"]}}
+    config_digest = reg.put_blob(json.dumps(config).encode())
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": 1},
+        "layers": [],
+    }
+    digest = reg.put_manifest("image", manifest, OCI_MANIFEST)
+    if attested:  # one platform pushed by BuildKit with its attestation manifest beside it
+        unknown = {"os": "unknown", "architecture": "unknown"}
+        entries = [
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": digest,
+                "size": 1,
+                "platform": {"os": "linux", "architecture": "amd64"},
+            },
+            {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "0" * 64, "size": 1, "platform": unknown},
+        ]
+        index = {"schemaVersion": 2, "mediaType": INDEX_TYPES[0], "manifests": entries}
+        reg.put_manifest("base", index, INDEX_TYPES[0])
+    else:
+        reg.manifests["base"] = reg.manifests["image"]
+
+
+@pytest.mark.parametrize("attested", [False, True])
+def test_append_uploads_missing_blobs_once_and_writes_the_manifest(tmp_path: Path, attested: bool) -> None:
+    reg = FakeRegistry()
+    fake_base(reg, attested=attested)
+    blob = layer_tar(make_folder(tmp_path), "/app")
+    transport = httpx.MockTransport(reg)
+
+    def run(tag: str) -> str:
+        work = append_async(
+            "localhost:5000/app:base",
+            [blob],
+            f"localhost:5000/app:{tag}",
+            env=[("A", "1")],
+            workdir="/app",
+            labels={"k": "v"},
+            transport=transport,
+        )
+        return asyncio.run(work)
+
+    digest = run("new")
+    assert reg.requests.count("PUT /v2/app/blobs/uploads/u1") == 2  # the layer and the config
+    assert digest == "sha256:" + hashlib.sha256(reg.manifests["new"][0]).hexdigest()
+    manifest = json.loads(reg.manifests["new"][0])
+    assert [layer["digest"] for layer in manifest["layers"]] == [blob.digest]
+    config = json.loads(reg.blobs[manifest["config"]["digest"]])
+    assert config["rootfs"]["diff_ids"] == [blob.diff_id]
+    assert config["config"] == {"Env": ["PATH=/bin", "A=1"], "WorkingDir": "/app", "Labels": {"k": "v"}}
+    reg.requests.clear()
+    assert run("again") == digest  # the same inputs: the same image, and nothing uploaded again
+    assert not any(r.startswith(("POST", "PUT /v2/app/blobs")) for r in reg.requests)
+
+
+def test_append_refuses_what_it_cannot_do(tmp_path: Path) -> None:
+    reg = FakeRegistry()
+    transport = httpx.MockTransport(reg)
+    with pytest.raises(RegistryError, match="has no app:base; push the base image there first"):
+        asyncio.run(append_async("localhost:5000/app:base", [], "localhost:5000/app:new", transport=transport))
+    with pytest.raises(RegistryError, match="not in the repository of"):
+        asyncio.run(append_async("localhost:5000/app:base", [], "localhost:5000/other:new", transport=transport))
+
+
+def test_append_refuses_a_multi_platform_index() -> None:
+    reg = FakeRegistry()
+    entries = [
+        {
+            "mediaType": OCI_MANIFEST,
+            "digest": "sha256:" + c * 64,
+            "size": 1,
+            "platform": {"os": "linux", "architecture": a},
+        }
+        for c, a in (("1", "amd64"), ("2", "arm64"))
+    ]
+    reg.put_manifest("base", {"schemaVersion": 2, "mediaType": INDEX_TYPES[0], "manifests": entries}, INDEX_TYPES[0])
+    work = append_async("localhost:5000/app:base", [], "localhost:5000/app:new", transport=httpx.MockTransport(reg))
+    with pytest.raises(RegistryError, match=r"multi-platform index \(linux/amd64, linux/arm64\)"):
+        asyncio.run(work)
