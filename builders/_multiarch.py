@@ -21,8 +21,6 @@ missing one is an `EmulationUnavailableError` that says how to enable it.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -35,6 +33,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flyte_images._errors import (
     BuildError,
@@ -52,6 +51,9 @@ from flyte_images.builders.base import (
     ProgressEvent,
     load_one_platform,
 )
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 CONCURRENCY_ENV = "FLYTE_IMAGES_PLATFORM_CONCURRENCY"
 DEFAULT_CONCURRENCY = 2
@@ -252,6 +254,8 @@ def build_split(request: BuildRequest, progress: Progress, run: Run, concurrency
     todo = [p for p in request.platforms if p not in reused]
     sink = _Serialized(progress)
     runs = Runs()
+    import concurrent.futures  # here: a single-platform build never needs a pool
+
     with concurrent.futures.ThreadPoolExecutor(max(1, min(concurrency, len(todo) or 1))) as pool:
         futures = [pool.submit(_one, request, p, parts, sink.tagged(p), run, runs) for p in todo]
         _first_failure(futures, runs)
@@ -276,7 +280,9 @@ def _untag(references: list[str]) -> None:
             _probe("docker", "image", "rm", *references)
 
 
-def _first_failure(futures: list[concurrent.futures.Future[BuildResult]], runs: Runs) -> None:
+def _first_failure(futures: list[Future[BuildResult]], runs: Runs) -> None:
+    import concurrent.futures
+
     """Wait for every build; on the first failure (or Ctrl-C) stop the others and raise it."""
     try:
         for done in concurrent.futures.as_completed(futures):
@@ -317,6 +323,8 @@ async def _have_identity(pairs: list[tuple[str, str]], identity: str) -> list[bo
             except RegistryError:
                 return False
             return found is not None and found.labels.get(IDENTITY_LABEL) == identity
+
+        import asyncio
 
         return list(await asyncio.gather(*(there(p, r) for p, r in pairs)))
 
