@@ -30,11 +30,13 @@ def _forms(value: str) -> list[bytes]:
 
 def _image(run: str, i: int) -> Image:
     as_file = Secret(key="file-token", mount=Path("/run/secrets/tok"))
+    # Every command names its image: BuildKit would otherwise reuse a step whose input layer has
+    # the same content (an `echo` changes no file), and nothing would be printed to check.
     commands = [
         f"echo image {i} {run}",
-        'test "$ENV_TOKEN" != "" && echo "env: $ENV_TOKEN"',
-        "cat /run/secrets/tok; echo",
-        "echo $ENV_TOKEN | base64",
+        f'test "$ENV_TOKEN" != "" && echo "env: $ENV_TOKEN ({i} {run})"',
+        f"cat /run/secrets/tok; echo '({i} {run})'",
+        f"echo $ENV_TOKEN | base64; echo '({i} {run})'",
     ]
     return (
         Image.from_base(BUSYBOX)
@@ -43,10 +45,21 @@ def _image(run: str, i: int) -> Image:
     )
 
 
+@pytest.fixture(params=["docker", "buildkit"])
+def backend_name(request: pytest.FixtureRequest, engine: None, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every engine backend; buildkit builds on the test daemon and loads into the engine."""
+    if request.param == "buildkit":
+        from backend_support import require_buildkit
+
+        monkeypatch.setenv("FLYTE_IMAGES_BUILDKIT_ADDR", require_buildkit().unix_addr)
+    monkeypatch.setenv("FLYTE_IMAGES_BUILDER", request.param)
+    return str(request.param)
+
+
 def test_ten_images_with_secrets_leak_nothing(
-    engine: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    backend_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    run = uuid.uuid4().hex[:8]
+    run = f"{backend_name}-{uuid.uuid4().hex[:8]}"
     env_value, file_value = f"env-secret-{uuid.uuid4().hex}", f"file-secret-{uuid.uuid4().hex}"
     (tmp_path / "tok").write_text(file_value + "\n")
     monkeypatch.setenv("ENV_TOKEN", env_value)
