@@ -108,3 +108,31 @@ def test_two_processes_building_the_same_new_image_both_succeed_with_one_uri(eng
     inspect = subprocess.run(["docker", "image", "inspect", uri], capture_output=True, check=False)
     assert inspect.returncode == 0
     subprocess.run(["docker", "image", "rm", "-f", uri], capture_output=True, check=False)
+
+
+def test_an_unreadable_file_is_an_error_naming_it() -> None:
+    """As root every file is readable, so the identifier is computed by user nobody (setpriv)."""
+    import shutil
+    import tempfile
+
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root with setpriv (util-linux); this test must run there")
+        pytest.skip("needs root and setpriv to act as another user")
+    root = Path(tempfile.mkdtemp(prefix="fi-unreadable-"))
+    try:
+        root.chmod(0o755)
+        write_tree(root / "src", {"ok.txt": (b"ok", 0o644), "locked.txt": (b"x", 0o000)})
+        (root / "src").chmod(0o755)
+        script = (
+            "import sys; from pathlib import Path; from flyte_images import Image\n"
+            "image = Image.from_base('python:3.12-slim').clone(name='x').with_source_folder(Path(sys.argv[1]))\n"
+            "try:\n    image.identifier\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
+        )
+        env = {"PATH": os.environ["PATH"], "HOME": str(root), "FLYTE_IMAGES_CACHE_DIR": str(root / "cache")}
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", script]
+        done = subprocess.run([*command, str(root / "src")], capture_output=True, text=True, check=False, env=env)
+        assert done.stdout.startswith("SourceError") and "locked.txt" in done.stdout, done.stdout + done.stderr
+        assert "permission denied" in done.stdout
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -9,7 +9,9 @@ import contextlib
 import io
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -96,3 +98,38 @@ def test_any_command_line_exits_with_a_meaningful_code(argv: list[str]) -> None:
                 code = exc.code if isinstance(exc.code, int) else 2
             assert code in (0, 1, 2)
             assert "Traceback" not in err.getvalue()
+
+
+CONSTRUCTORS: dict[str, Callable[[Any], Image]] = {
+    "from_base.image_uri": lambda v: Image.from_base(v).clone(name="fuzz"),
+    "clone.name": lambda v: Image.from_base("python:3.12-slim").clone(name=v),
+    "clone.registry": lambda v: Image.from_base("python:3.12-slim").clone(name="fuzz", registry=v),
+    "clone.base_image": lambda v: Image.from_base("python:3.12-slim").clone(name="fuzz", base_image=v),
+    "from_debian_base.python_version": lambda v: Image.from_debian_base(python_version=v, install_flyte=False),
+    "from_debian_base.flyte_version": lambda v: Image.from_debian_base(python_version=(3, 12), flyte_version=v),
+    "from_debian_base.name": lambda v: Image.from_debian_base(python_version=(3, 12), install_flyte=False, name=v),
+    "from_ref_name.name": Image.from_ref_name,
+    "with_source_folder.dst": lambda v: (
+        Image.from_base("python:3.12-slim")
+        .clone(name="fuzz")
+        .with_source_folder(Path(__file__).parent / "snapshots", dst=v)
+    ),
+}
+
+
+@BUDGET
+@given(name=st.sampled_from(sorted(CONSTRUCTORS)), value=text)
+def test_any_constructor_argument_is_refused_by_name_or_renders_whole(name: str, value: str) -> None:
+    """A constructor argument either raises a typed error at the call (or when the uri is made,
+    for references that must resolve), or gives an image whose Dockerfile has exactly the
+    instructions rendered and whose uri carries the value as given."""
+    try:
+        image = CONSTRUCTORS[name](value)
+        if image.is_reference:
+            return
+        made = plan(image)
+    except FlyteImagesError:
+        return
+    assert len(parse_instructions(made.dockerfile)) == len(made.instructions)
+    if name in ("clone.name", "from_debian_base.name"):
+        assert made.uri.split(":")[0].endswith(value)
