@@ -89,15 +89,25 @@ def test_any_command_line_exits_with_a_meaningful_code(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "images.py"
         target.write_text("from flyte_images import Image\nimg = Image.from_base('python:3.12-slim')\n")
-        for command in (["build", str(target), "--dry-run"], ["id", str(target)], ["dockerfile", str(target)]):
-            out, err = io.StringIO(), io.StringIO()
-            try:
-                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                    code = main([*command, *argv])
-            except SystemExit as exc:  # argparse's usage errors
-                code = exc.code if isinstance(exc.code, int) else 2
-            assert code in (0, 1, 2)
-            assert "Traceback" not in err.getvalue()
+        here = os.getcwd()
+        os.chdir(tmp)  # a fuzzed `--output NAME` writes a file: into the temporary folder
+        try:
+            for command in (["build", str(target), "--dry-run"], ["id", str(target)], ["dockerfile", str(target)]):
+                code, err = _run_cli([*command, *argv])
+                assert code in (0, 1, 2)
+                assert "Traceback" not in err
+        finally:
+            os.chdir(here)
+
+
+def _run_cli(argv: list[str]) -> tuple[int, str]:
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(argv)
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code if isinstance(exc.code, int) else 2
+    return code, err.getvalue()
 
 
 CONSTRUCTORS: dict[str, Callable[[Any], Image]] = {
