@@ -23,7 +23,7 @@ from . import _config
 from ._errors import BuildError, ConfigError, FlyteImagesError, RegistryError, SecretNotFoundError
 from ._hints import add_hint
 from ._image import Image
-from ._plan import BuildPlan, plan, staged_plan
+from ._plan import BuildPlan, plan, repository_of, staged_plan
 from ._render import CA_SECRET_ID, RenderOptions
 from ._skip import Decision, Question, decide, strict_default
 from ._syncaio import syncaio
@@ -40,8 +40,9 @@ T = TypeVar("T")
 class ImageBuild(str):
     """The uri of a built (or already existing) image; a `str`, with details as attributes.
 
-    `uri` the image reference, `built` whether a build ran, `reason` why not, `digest` the
-    pushed manifest digest or loaded image id when known, `dockerfile` the rendered text.
+    `uri` the image reference, `built` whether a build ran, `reason` why not (or how it was
+    built), `digest` the pushed manifest digest or loaded image id when known, `dockerfile` the
+    rendered text, `path` "engine" or "append" for a build that ran (see `build`).
     It also constructs and reads as the Flyte SDK's `ImageBuild(uri, remote_run, build_run)`:
     `remote_run` and `build_run` (a remote build's run) are None here, as for the SDK's local
     builder. Builds here always finish before returning, so `uri` is always a str: an SDK-style
@@ -55,6 +56,7 @@ class ImageBuild(str):
     reason: str
     digest: str | None
     dockerfile: str
+    path: str
 
     def __new__(
         cls,
@@ -66,6 +68,7 @@ class ImageBuild(str):
         reason: str = "",
         digest: str | None = None,
         dockerfile: str = "",
+        path: str = "",
     ) -> ImageBuild:
         value = super().__new__(cls, uri or "")
         value.uri = uri or ""
@@ -75,6 +78,7 @@ class ImageBuild(str):
         value.reason = reason
         value.digest = digest
         value.dockerfile = dockerfile
+        value.path = path
         return value
 
     def __getnewargs__(self) -> tuple[str, object | None, object | None]:  # type: ignore[override]
@@ -174,6 +178,13 @@ def build(
     that can, such as `buildkit`; the others only import it); `cache="none"` turns it off.
     `wait` is accepted for compatibility: builds always complete before this returns.
 
+    A pushed image that ends in file layers (source files and folders, env vars, workdir) is
+    made in two parts: its engine part (everything before those layers) is built by the engine
+    under its own tag only when the registry lacks it, and the file layers are appended to it
+    in the registry, with no engine: an edit to source files then costs a few requests.
+    `builder="append"` insists on that path; naming an engine backend (`"docker"`,
+    `"buildkit"`, an instance) builds the whole image with it.
+
     Example:
         uri = flyte_images.build(Image.from_debian_base().with_pip_packages("numpy"))
         uri = await flyte_images.build.aio(image)
@@ -224,16 +235,43 @@ def build_image(
         uri = image_reference("uri", uri)
     if image.is_reference:
         return ImageBuild(image.uri, built=False, reason="an existing image, used as is")
+    from ._append.build import APPEND, choose
     from ._builders import get_builder
 
     if platform is not None:
         image = image.clone(platform=check_platforms(platform))  # type: ignore[arg-type]
-    backend = get_builder(builder)
     pushing = bool(image.registry or _config.configured_registry()) if push is None else push
+    choice = choose(image, builder, pushing)
+    if choice.append and uri is not None and uri.rpartition(":")[0] != repository_of(image):
+        choice = choice.__class__(False, f"the tag {uri} is outside the image's repository {repository_of(image)}")
     ca_text = str(ca_bundle) if ca_bundle else _config.configured_ca_bundle()
     ca_path = Path(ca_text) if ca_text else None
     options = RenderOptions(ca_bundle=ca_path is not None)
     strict = strict_default(require_check)
+    if choice.append:
+        from ._append.run import by_append
+
+        engine_options = {
+            "builder": None if builder == APPEND else builder,
+            "cache_from": cache_from,
+            "cache_to": cache_to,
+            "ca_bundle": ca_bundle,
+            "require_check": require_check,
+            "cache": cache,
+        }
+        return by_append(
+            image,
+            options,
+            uri=uri,
+            dry_run=dry_run,
+            force=force,
+            strict=strict,
+            quiet=quiet,
+            announce=announce,
+            progress=progress,
+            engine_options=engine_options,
+        )
+    backend = get_builder(builder)
     if dry_run:
         planned = plan(image, options, uri=uri)
         decision = None if force else _decide(planned, pushing, backend, strict, quiet)
@@ -257,15 +295,20 @@ def build_image(
         finally:
             shutil.rmtree(private, ignore_errors=True)
     if pushing:
-        from ._registry.record import PlatformCache, remember_push
-
-        remember_push(staged.uri, result.digest, staged.platforms)
-        if result.digest and len(staged.platforms) == 1:  # a single-platform push is a plain manifest
-            known = PlatformCache.default()
-            known.put(result.digest, staged.platforms)
-            known.save()
-    _record(staged)
+        remember_pushed(staged, result.digest)
+    _record(staged, f"built by the engine ({getattr(backend, 'name', 'a backend')}): {choice.why}")
     return result
+
+
+def remember_pushed(staged: BuildPlan, digest: str | None) -> None:
+    """Note a push, so the next existence check trusts it for a while (see `_skip`)."""
+    from ._registry.record import PlatformCache, remember_push
+
+    remember_push(staged.uri, digest, staged.platforms)
+    if digest and len(staged.platforms) == 1:  # a single-platform push is a plain manifest
+        known = PlatformCache.default()
+        known.put(digest, staged.platforms)
+        known.save()
 
 
 def _caches(
@@ -308,13 +351,15 @@ def _skipped(planned: BuildPlan, decision: Decision) -> ImageBuild:
     )
 
 
-def _record(planned: BuildPlan) -> None:
+def _record(planned: BuildPlan, how: str = "") -> None:
     """Keep what this build was made of, for `flyte-images explain` (best effort)."""
+    from dataclasses import replace
+
     from ._explain import breakdown, save_record
     from ._plan import description_key
 
     with contextlib.suppress(OSError, FlyteImagesError):
-        save_record(description_key(planned.image), breakdown(planned))
+        save_record(description_key(planned.image), replace(breakdown(planned), how=how))
 
 
 def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -365,4 +410,4 @@ def _run_backend(
     except BuildError as exc:
         add_hint(exc)
         raise
-    return ImageBuild(staged.uri, built=True, digest=result.digest, dockerfile=staged.dockerfile)
+    return ImageBuild(staged.uri, built=True, digest=result.digest, dockerfile=staged.dockerfile, path="engine")

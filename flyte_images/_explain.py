@@ -42,6 +42,7 @@ class Breakdown:
     identifier: str
     parts: list[Part]
     time: float = field(default_factory=time.time)
+    how: str = ""  # how the build made it: the path taken and why (empty: found, or not said)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -51,7 +52,7 @@ class Breakdown:
         data = json.loads(text)
         parts = [Part(p["name"], p["summary"], p["digest"], {k: (v[0], v[1]) for k, v in p["files"].items()})
                  for p in data["parts"]]  # fmt: skip
-        return cls(data["uri"], data["identifier"], parts, data["time"])
+        return cls(data["uri"], data["identifier"], parts, data["time"], str(data.get("how") or ""))
 
 
 def breakdown(plan: BuildPlan) -> Breakdown:
@@ -78,9 +79,12 @@ def history(key: str) -> list[Breakdown]:
 
 
 def save_record(key: str, record: Breakdown) -> None:
-    """Add a build to the image's history; the same identifier again only moves its time."""
+    """Add a build to the image's history; the same identifier again only moves its time (and
+    keeps how it was built when this record is of an image found rather than built)."""
     builds = history(key)
     if builds and builds[-1].identifier == record.identifier:
+        if not record.how:
+            record = dataclasses.replace(record, how=builds[-1].how)
         builds[-1] = record
     else:
         builds.append(record)

@@ -49,8 +49,9 @@ def strict_default(require_check: bool | None) -> bool:
     return bool(os.environ.get("CI")) if require_check is None else require_check
 
 
-def decide(questions: Sequence[Question], backend: Builder, *, strict: bool) -> list[Decision]:
-    """One decision per question, in order; registries are asked concurrently."""
+def decide(questions: Sequence[Question], backend: Builder | None, *, strict: bool) -> list[Decision]:
+    """One decision per question, in order; registries are asked concurrently. `backend` answers
+    for images loaded into the local engine (not needed when every image is pushed)."""
     remote = [q for q in questions if q.pushing]
     answers = dict(zip((id(q) for q in remote), _ask_registries(remote), strict=True)) if remote else {}
     decisions = []
@@ -58,6 +59,8 @@ def decide(questions: Sequence[Question], backend: Builder, *, strict: bool) -> 
         if question.pushing:
             decisions.append(_remote(question, answers[id(question)], strict))
         else:
+            if backend is None:
+                raise ValueError(f"{question.uri} is loaded locally: decide() needs the backend to ask")
             found = backend.local_exists(question.uri)
             decisions.append(
                 Decision(False, "already in the local engine") if found else Decision(True, "not in the local engine")

@@ -18,7 +18,8 @@ import pytest
 
 from flyte_images import Image
 from flyte_images._append import append_async, engine_part, file_part_start, layer_tar, merge_env, new_config
-from flyte_images._append.image import OCI_MANIFEST
+from flyte_images._append.image import OCI_LAYER, OCI_MANIFEST
+from flyte_images._append.split import has_file_part
 from flyte_images._errors import BuildError, RegistryError
 from flyte_images._registry.wire import INDEX_TYPES
 
@@ -55,11 +56,24 @@ def test_layer_tar_lays_out_the_copy(tmp_path: Path) -> None:
     listing = {name: rest for name, *rest in members(blob.data)}
     names = list(listing)
     assert names == sorted(names, key=lambda n: n.split("/"))  # parents before children, sorted
-    assert names[:2] == ["opt", "opt/app"]
+    # No entry for /opt or /opt/app: a folder the image has keeps its owner and mode, one it
+    # lacks is made root 0755 by the unpacker, as a COPY without --chown does.
+    assert names[0] == "opt/app/pkg"
     assert listing["opt/app/pkg/run.sh"][:2] == [tarfile.REGTYPE.decode(), 0o755]
     assert listing["opt/app/pkg/link.py"][0] == tarfile.SYMTYPE.decode()
     assert listing["opt/app/pkg/link.py"][4] == "a.py"
     assert all(uid == 0 and gid == 0 for _t, _m, uid, gid, _l in listing.values())
+
+
+def test_layer_tar_makes_the_folders_a_chown_copy_creates(tmp_path: Path) -> None:
+    blob = layer_tar(make_folder(tmp_path), "/opt/app/x", owner=(1000, 1001), created=["opt/app", "opt/app/x"])
+    listing = {name: rest for name, *rest in members(blob.data)}
+    assert "opt" not in listing  # the image has it: left as it is
+    assert listing["opt/app"][:4] == [tarfile.DIRTYPE.decode(), 0o755, 1000, 1001]
+    assert listing["opt/app/x"][:4] == [tarfile.DIRTYPE.decode(), 0o755, 1000, 1001]
+    assert all((uid, gid) == (1000, 1001) for _t, _m, uid, gid, _l in listing.values())
+    with pytest.raises(BuildError, match="not '/opt/app/x' or one of its parents"):
+        layer_tar(make_folder(tmp_path / "b"), "/opt/app/x", created=["srv"])
 
 
 def test_layer_tar_refuses_relative_and_missing(tmp_path: Path) -> None:
@@ -209,18 +223,54 @@ def test_append_refuses_what_it_cannot_do(tmp_path: Path) -> None:
         asyncio.run(append_async("localhost:5000/app:base", [], "localhost:5000/other:new", transport=transport))
 
 
-def test_append_refuses_a_multi_platform_index() -> None:
+def test_append_to_a_multi_platform_index_writes_one_manifest_per_platform(tmp_path: Path) -> None:
     reg = FakeRegistry()
-    entries = [
-        {
+    entries = []
+    for arch in ("amd64", "arm64"):
+        config = {"architecture": arch, "os": "linux", "config": {"Env": ["PATH=/bin"]}}
+        config_digest = reg.put_blob(json.dumps(config).encode())
+        manifest = {
+            "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
-            "digest": "sha256:" + c * 64,
-            "size": 1,
-            "platform": {"os": "linux", "architecture": a},
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": 1},
+            "layers": [{"mediaType": OCI_LAYER, "digest": "sha256:" + arch[-1] * 64, "size": 3}],
         }
-        for c, a in (("1", "amd64"), ("2", "arm64"))
-    ]
+        digest = reg.put_manifest(arch, manifest, OCI_MANIFEST)
+        entries.append(
+            {"mediaType": OCI_MANIFEST, "digest": digest, "size": 1, "platform": {"os": "linux", "architecture": arch}}
+        )
+    unknown = {"os": "unknown", "architecture": "unknown"}
+    entries.append({"mediaType": OCI_MANIFEST, "digest": "sha256:" + "0" * 64, "size": 1, "platform": unknown})
     reg.put_manifest("base", {"schemaVersion": 2, "mediaType": INDEX_TYPES[0], "manifests": entries}, INDEX_TYPES[0])
-    work = append_async("localhost:5000/app:base", [], "localhost:5000/app:new", transport=httpx.MockTransport(reg))
-    with pytest.raises(RegistryError, match=r"multi-platform index \(linux/amd64, linux/arm64\)"):
-        asyncio.run(work)
+    blob = layer_tar(make_folder(tmp_path), "/app")
+    work = append_async(
+        "localhost:5000/app:base",
+        [blob],
+        "localhost:5000/app:new",
+        env=[("A", "1")],
+        transport=httpx.MockTransport(reg),
+    )
+    digest = asyncio.run(work)
+    content, media = reg.manifests["new"]
+    assert media == INDEX_TYPES[0] and digest == "sha256:" + hashlib.sha256(content).hexdigest()
+    index = json.loads(content)
+    assert [e["platform"]["architecture"] for e in index["manifests"]] == ["amd64", "arm64"]  # no attestation
+    for entry, arch in zip(index["manifests"], ("amd64", "arm64"), strict=True):
+        manifest = json.loads(reg.manifests[entry["digest"]][0])
+        assert [layer["digest"] for layer in manifest["layers"]] == ["sha256:" + arch[-1] * 64, blob.digest]
+        config = json.loads(reg.blobs[manifest["config"]["digest"]])
+        assert config["architecture"] == arch and config["config"]["Env"] == ["PATH=/bin", "A=1"]
+    assert reg.requests.count("PUT /v2/app/blobs/uploads/u1") == 3  # the layer once, two configs
+
+
+def test_a_workdir_no_copy_made_ends_the_engine_part(tmp_path: Path) -> None:
+    base = Image.from_base("busybox:latest").clone(name="x").with_commands(["true"])
+    made = base.with_source_folder(tmp_path, dst="/app/code").with_workdir("/app")
+    assert file_part_start(made) == 1  # /app is made by the copy (as a parent): no engine needed
+    unknown = base.with_source_folder(tmp_path, dst="/app").with_workdir("/srv").with_env_vars({"A": "1"})
+    assert file_part_start(unknown) == 3  # the engine would create /srv: it ends the engine part
+    relative = base.with_workdir("/app").with_source_folder(tmp_path, dst="code").with_workdir("code")
+    assert file_part_start(relative) == 2  # /app is not made by a copy; /app/code is
+    after_run = base.with_source_folder(tmp_path, dst="/app").with_commands(["rm -rf /app"]).with_workdir("/app")
+    assert file_part_start(after_run) == 4  # a RUN may have removed what a copy made
+    assert not has_file_part(base.with_dockerignore(tmp_path / ".dockerignore"))

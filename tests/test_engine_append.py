@@ -16,8 +16,11 @@ import flyte_images
 from flyte_images import Image
 from flyte_images._append import append, engine_part, file_part
 from flyte_images._plan import staged_plan
+from flyte_images.errors import ConfigError
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
+
+FLYTE_STANDIN = "ghcr.io/flyteorg/flyte:py3.11-v2.12.1"  # tests/test_engine_dropin.py makes it
 
 # Every path under /app: name, type, mode, owner, size, link target or content digest, and the
 # time of files and links (a folder's time in the engine's image is when the build wrote into
@@ -37,7 +40,7 @@ def make_project(root: Path) -> Path:
     src = root / "proj"
     (src / "pkg" / "deep" / "er").mkdir(parents=True)
     (src / "empty").mkdir()
-    (src / "main.sh").write_text("#!/bin/sh\ncat /app/proj/pkg/msg.txt\n")
+    (src / "main.sh").write_text('#!/bin/sh\ncat "$(dirname "$0")/pkg/msg.txt"\n')
     (src / "main.sh").chmod(0o755)
     (src / "pkg" / "msg.txt").write_text("first\n")
     (src / "pkg" / "private.txt").write_text("p")
@@ -109,4 +112,103 @@ def test_appended_file_part_equals_the_engine_build(tmp_path: Path, local_regist
     assert out.split("\n")[:3] == ["hello world", "/app", "edited"]
     assert inspect(edited)["Labels"] == {**(inspect(base.uri)["Labels"] or {}), **labels}
     for uri in (full.uri, base.uri, target, edited):
+        remove_image(uri)
+
+
+def _events(image: Image, **options: Any) -> tuple[flyte_images.ImageBuild, list[str]]:
+    """build_image with its progress steps collected."""
+    from flyte_images._build import build_image
+
+    steps: list[str] = []
+    result = build_image(image, quiet=True, progress=lambda event: steps.append(event.text), **options)
+    return result, steps
+
+
+def _edit_target(tmp_path: Path, registry: str, name: str, marker: str, src: Path) -> Image:
+    return (
+        Image.from_base(BUSYBOX)
+        .clone(name=name, registry=registry)
+        .with_commands([f"mkdir -p /opt/tool && echo {marker} > /opt/tool/v"])
+        .with_source_folder(src, dst="/app/code")
+        .with_env_vars({"GREETING": "hello world", "PATH": "/app/code/proj:/usr/sbin:/usr/bin:/sbin:/bin"})
+        .with_workdir("/app/code")
+    )
+
+
+def test_build_chooses_the_append_path_and_equals_the_engine(tmp_path: Path, local_registry: str) -> None:
+    src, marker = make_project(tmp_path), uuid.uuid4().hex
+    by_engine = flyte_images.build(
+        _edit_target(tmp_path, local_registry, "fi-test-append-e", marker, src), builder="docker", quiet=True
+    )
+    assert by_engine.built and by_engine.path == "engine"
+
+    # First build: the engine part is not in the registry yet, so the engine builds it.
+    image = _edit_target(tmp_path, local_registry, "fi-test-append-a", marker, src)
+    first, steps = _events(image)
+    assert first.built and first.path == "append"
+    assert first.uri.rsplit(":", 1)[1] == by_engine.uri.rsplit(":", 1)[1]  # one identifier, either path
+    assert any("building it with the engine" in s for s in steps)
+    assert "built by the engine" in first.reason
+    assert run_in(pulled(first.uri), LISTING) == run_in(pulled(by_engine.uri), LISTING)
+    assert inspect(first.uri) == inspect(by_engine.uri)
+
+    # An edit: the engine part is found, only the file part is made and pushed.
+    (src / "pkg" / "msg.txt").write_text("edited\n")
+    second, steps = _events(image)
+    assert second.built and second.path == "append" and second.uri != first.uri
+    assert not any("building it with the engine" in s for s in steps)
+    assert "which was in the registry" in second.reason
+    out = docker("run", "--rm", pulled(second.uri), "sh", "-c", "echo $GREETING; pwd; main.sh").stdout
+    assert out.split("\n")[:3] == ["hello world", "/app/code", "edited"]
+    # Nothing changed since: skipped like any existing image.
+    third = flyte_images.build(image, quiet=True)
+    assert not third.built and third.uri == second.uri
+    for uri in (by_engine.uri, first.uri, second.uri):
+        remove_image(uri)
+
+
+def test_builder_names_force_either_path(tmp_path: Path, local_registry: str) -> None:
+    src = make_project(tmp_path)
+    image = _edit_target(tmp_path, local_registry, "fi-test-append-force", uuid.uuid4().hex, src)
+    planned = flyte_images.build(image, dry_run=True, builder="append")
+    assert planned.path == "append" and "after building it with the engine" in planned.reason
+    engine = flyte_images.build(image, builder="docker", quiet=True)
+    assert engine.path == "engine"
+    again = flyte_images.build(image, builder="append", force=True, quiet=True)
+    assert again.path == "append" and again.uri == engine.uri
+    local = image.clone(registry=None, name="fi-test-append-local")
+    with pytest.raises(ConfigError, match="writes the image into a registry"):
+        flyte_images.build(local, builder="append", push=False)
+    assert flyte_images.build(local, push=False, quiet=True).path == "engine"  # loaded: the engine
+    remove_image(engine.uri)
+
+
+def test_a_flyte_layout_copy_owned_by_flyte_equals_the_engine(tmp_path: Path, local_registry: str) -> None:
+    """COPY --chown=flyte:flyte: the uid and gid come from the engine part's /etc/passwd and
+    /etc/group, read from its layers in the registry; new folders are made as flyte, existing
+    ones (the working folder) keep their owner and mode."""
+    if docker("image", "inspect", FLYTE_STANDIN, check=False).returncode != 0:
+        pytest.skip(
+            "the flyte stand-in image is made by tests/test_engine_dropin.py (fixtures/engine/flyte-standin.sh)"
+        )
+    src, marker = make_project(tmp_path), uuid.uuid4().hex
+
+    def image(name: str) -> Image:
+        return (
+            Image.from_debian_base(python_version=(3, 11))
+            .clone(name=name, registry=local_registry)
+            .with_commands([f"echo {marker} > /opt/marker"])
+            .with_source_folder(src)
+            .with_source_folder(src / "pkg", dst="/opt/extra/deep")
+            .with_env_vars({"A": "1"})
+        )
+
+    by_engine = flyte_images.build(image("fi-test-append-fe"), builder="docker", quiet=True)
+    appended, steps = _events(image("fi-test-append-fa"))
+    assert appended.path == "append" and any("users and folders" in s for s in steps)
+    script = LISTING.replace("find /app", "find /home/flyte /opt/extra /opt")
+    assert "flyte" in run_in(pulled(by_engine.uri), "stat -c %U /home/flyte/proj/pkg/msg.txt /opt/extra")
+    assert run_in(pulled(appended.uri), script) == run_in(by_engine.uri, script)
+    assert inspect(appended.uri) == inspect(by_engine.uri)
+    for uri in (by_engine.uri, appended.uri):
         remove_image(uri)

@@ -1,20 +1,24 @@
 """A new image from an existing one in a registry plus layers made here: no build engine.
 
-    base manifest + config --(append layers, merge Env, set WorkingDir and Labels)--> new
-    config blob + manifest, PUT under the target reference
+    base manifest (or index) + config --(append layers, merge Env, set WorkingDir and Labels)-->
+    new config blobs + manifests (+ an index for several platforms), PUT under the target
 
-Only single-platform images are handled: a base that is an index with one real platform (how
-BuildKit pushes one platform with its attestations) stands for that platform; an index with
-several platforms is refused with the reason (writing an index per platform is left to do).
-The target must be in the same registry host and repository as the base: layers are not
-copied between repositories (no cross-repository mount yet).
+A base that is an index with one real platform (how BuildKit pushes one platform with its
+attestations) stands for that platform and the result is a plain manifest; a base with several
+platforms gets one new manifest per platform (pushed by digest) and an index under the target
+tag. BuildKit's attestation manifests are left out: they describe the base's build, not this
+image. Files do not depend on the CPU, so no platform needs emulation.
+
+The target must be in the same registry host and repository as the base: its layers are reused
+in place, never copied between repositories.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -23,6 +27,7 @@ from .._errors import RegistryError
 from .._registry import wire
 from .._registry.client import Reference, parse_reference
 from .._registry.push import Pusher
+from .split import FilePart
 from .tarball import LayerBlob
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -89,6 +94,138 @@ def _history(created: Any, text: str, *, empty: bool) -> dict[str, Any]:
     return entry
 
 
+@dataclass(frozen=True)
+class PlatformImage:
+    """One platform's image of the base: where it is, its manifest and its config."""
+
+    ref: Reference  # the base's repository, by this manifest's digest
+    platform: str  # "linux/amd64"; "" when neither index nor config says
+    manifest: Mapping[str, Any]
+    media_type: str
+    config: Mapping[str, Any]
+    entry: Mapping[str, Any] | None  # its descriptor in the base's index (None: a plain manifest)
+
+    @property
+    def workdir(self) -> str:
+        return str((self.config.get("config") or {}).get("WorkingDir") or "/")
+
+
+MakePart = Callable[[PlatformImage], Awaitable[FilePart]]
+
+
+async def append_parts(pusher: Pusher, base_ref: str, target_ref: str, make: MakePart) -> str:
+    """Push the base plus, per platform, the file part `make` returns for it, as `target_ref`;
+    return the digest of what the tag names (the manifest, or the index of several)."""
+    base, target = parse_reference(base_ref), parse_reference(target_ref)
+    if (base.host, base.repository) != (target.host, target.repository):
+        raise RegistryError(
+            f"{target_ref} is not in the repository of {base_ref}; appending reuses the base's layers in place, "
+            f"so push the base to {target.host}/{target.repository} first"
+        )
+    if target.by_digest:
+        raise RegistryError(f"{target_ref} names a digest; give a tag to push the appended image under")
+    images, index = await read_base(pusher, base)
+    parts = [await make(image) for image in images]
+    blobs = {layer.digest: layer for part in parts for layer in part.layers}
+    # Blobs in parallel, each once: HEADed first and only sent when the repository lacks it.
+    await asyncio.gather(*(pusher.push_blob(target, layer.data, layer.digest) for layer in blobs.values()))
+    if index is None:
+        return (await _push_one(pusher, images[0], parts[0], target, tagged=True))[0]
+    pushed = await asyncio.gather(
+        *(_push_one(pusher, image, part, target, tagged=False) for image, part in zip(images, parts, strict=True))
+    )
+    entries = []
+    for image, (digest, size) in zip(images, pushed, strict=True):
+        assert image.entry is not None
+        entries.append({**image.entry, "digest": digest, "size": size})
+    document = {**index[0], "manifests": entries}
+    return await pusher.put_manifest(target, document, index[1])
+
+
+async def _push_one(
+    pusher: Pusher, image: PlatformImage, part: FilePart, target: Reference, *, tagged: bool
+) -> tuple[str, int]:
+    """Config and manifest of one platform, under `target`'s tag or (one of several platforms,
+    listed by an index) by digest only; returns the manifest's digest and size."""
+    config = new_config(
+        image.config, part.layers, env=part.env, workdir=part.workdir, labels=part.labels, history=part.history
+    )
+    config_bytes = _json(config)
+    config_digest = wire.sha256(config_bytes)
+    await pusher.push_blob(target, config_bytes, config_digest)
+    layer_type = OCI_LAYER if image.media_type == OCI_MANIFEST else DOCKER_LAYER
+    document = dict(image.manifest)
+    config_desc = dict(document.get("config") or {})
+    document["config"] = {**config_desc, "digest": config_digest, "size": len(config_bytes)}
+    document["layers"] = [*(document.get("layers") or []), *_descriptors(part.layers, layer_type)]
+    content = _json(document)
+    digest = wire.sha256(content)
+    where = target if tagged else Reference(target.host, target.repository, digest)
+    return await pusher.put_manifest(where, content, image.media_type), len(content)
+
+
+def _json(document: Mapping[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _descriptors(layers: Sequence[LayerBlob], media_type: str) -> list[dict[str, Any]]:
+    return [{"mediaType": media_type, "digest": layer.digest, "size": layer.size} for layer in layers]
+
+
+async def read_base(pusher: Pusher, ref: Reference) -> tuple[list[PlatformImage], tuple[dict[str, Any], str] | None]:
+    """The base's image per platform, and its index document and media type when the result
+    needs one (several real platforms)."""
+    fetched = await pusher.manifest(ref)
+    if fetched.media_type in wire.INDEX_TYPES:
+        document = _object(fetched.content, f"the index of {ref}")
+        wire.parse(wire.Index, fetched.content, f"the index of {ref}")
+        entries = [
+            e
+            for e in document.get("manifests") or []
+            if isinstance(e, dict) and _platform_text(e.get("platform")) != UNKNOWN_PLATFORM
+        ]
+        if not entries:
+            raise RegistryError(f"the index of {ref} lists no image for any platform; build the base again")
+        images = await asyncio.gather(*(_image(pusher, ref, e) for e in entries))
+        if len(images) == 1:
+            return [images[0]], None
+        return list(images), (document, fetched.media_type)
+    return [await _image(pusher, ref, None, fetched)], None
+
+
+async def _image(pusher: Pusher, ref: Reference, entry: dict[str, Any] | None, fetched: Any = None) -> PlatformImage:
+    if fetched is None:
+        assert entry is not None
+        fetched = await pusher.manifest(Reference(ref.host, ref.repository, str(entry.get("digest"))))
+    if fetched.media_type not in wire.MANIFEST_TYPES:
+        raise RegistryError(f"{ref} is a {fetched.media_type[:60]!r}, not an image manifest to append to")
+    manifest = _object(fetched.content, f"the manifest of {ref}")
+    config_digest = (manifest.get("config") or {}).get("digest")
+    if not isinstance(config_digest, str) or not wire.is_digest(config_digest):
+        raise RegistryError(f"the manifest of {ref} has no config digest; is it an image manifest?")
+    config = _object(await pusher.blob(ref, config_digest), f"the config blob of {ref}")
+    platform = _platform_text(entry.get("platform") if entry else None) or _platform_text(config)
+    here = Reference(ref.host, ref.repository, fetched.digest)
+    return PlatformImage(here, platform, manifest, fetched.media_type, config, entry)
+
+
+def _platform_text(value: Any) -> str:
+    if not isinstance(value, dict) or not value.get("os") or not value.get("architecture"):
+        return ""
+    text = f"{value['os']}/{value['architecture']}"
+    return f"{text}/{value['variant']}" if value.get("variant") else text
+
+
+def _object(content: bytes, what: str) -> dict[str, Any]:
+    try:
+        document = json.loads(content)
+    except ValueError as exc:
+        raise RegistryError(f"{what} is not JSON ({exc}); push the base image again") from exc
+    if not isinstance(document, dict):
+        raise RegistryError(f"{what} is not a JSON object")
+    return document
+
+
 async def append_async(
     base_ref: str,
     layers: Sequence[LayerBlob],
@@ -101,64 +238,15 @@ async def append_async(
     insecure: Sequence[str] = (),
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> str:
-    """Push `base_ref` + `layers` (+ the config changes) as `target_ref`; return the manifest's
-    digest. See `append`."""
-    base, target = parse_reference(base_ref), parse_reference(target_ref)
-    if (base.host, base.repository) != (target.host, target.repository):
-        raise RegistryError(
-            f"{target_ref} is not in the repository of {base_ref}; appending reuses the base's layers in place, "
-            f"so push the base to {target.host}/{target.repository} first"
-        )
-    if target.by_digest:
-        raise RegistryError(f"{target_ref} names a digest; give a tag to push the appended image under")
+    """Push `base_ref` + the same `layers` (+ the config changes) on every platform as
+    `target_ref`; return the digest the tag names. See `append`."""
+    part = FilePart(list(layers), list(env), workdir, list(history), dict(labels or {}))
+
+    async def same(_image: PlatformImage) -> FilePart:
+        return part
+
     async with Pusher(insecure=insecure, transport=transport) as pusher:
-        manifest, media = await _single_manifest(pusher, base)
-        config_desc = manifest.get("config") or {}
-        config_digest = config_desc.get("digest")
-        if not isinstance(config_digest, str) or not wire.is_digest(config_digest):
-            raise RegistryError(f"the manifest of {base_ref} has no config digest; is it an image manifest?")
-        config = json.loads(await pusher.blob(base, config_digest))
-        if not isinstance(config, dict):
-            raise RegistryError(f"the config blob of {base_ref} is not a JSON object")
-        # Blobs in parallel: each is HEADed first and only sent when the repository lacks it.
-        await asyncio.gather(*(pusher.push_blob(target, layer.data, layer.digest) for layer in layers))
-        config_bytes = json.dumps(
-            new_config(config, layers, env=env, workdir=workdir, labels=labels, history=history),
-            separators=(",", ":"),
-            sort_keys=True,
-        ).encode()
-        config_blob_digest = wire.sha256(config_bytes)
-        await pusher.push_blob(target, config_bytes, config_blob_digest)
-        layer_type = OCI_LAYER if media == OCI_MANIFEST else DOCKER_LAYER
-        document = dict(manifest)
-        document["config"] = {**config_desc, "digest": config_blob_digest, "size": len(config_bytes)}
-        document["layers"] = [*(manifest.get("layers") or []), *_descriptors(layers, layer_type)]
-        return await pusher.put_manifest(target, document, media)
-
-
-def _descriptors(layers: Sequence[LayerBlob], media_type: str) -> list[dict[str, Any]]:
-    return [{"mediaType": media_type, "digest": layer.digest, "size": layer.size} for layer in layers]
-
-
-async def _single_manifest(pusher: Pusher, ref: Reference) -> tuple[dict[str, Any], str]:
-    """The image manifest of `ref` (the one real platform of an index) and its media type."""
-    fetched = await pusher.manifest(ref)
-    if fetched.media_type in wire.INDEX_TYPES:
-        index = wire.parse(wire.Index, fetched.content, f"the index of {ref}")
-        real = [m for m in index.manifests if m.platform is None or str(m.platform) != UNKNOWN_PLATFORM]
-        if len(real) != 1:
-            shown = ", ".join(str(m.platform) for m in real) or "none"
-            raise RegistryError(
-                f"{ref} is a multi-platform index ({shown}); appending supports one platform so far: build with "
-                "the engine, or append to each platform's image"
-            )
-        fetched = await pusher.manifest(Reference(ref.host, ref.repository, real[0].digest))
-    if fetched.media_type not in wire.MANIFEST_TYPES:
-        raise RegistryError(f"{ref} is a {fetched.media_type[:60]!r}, not an image manifest to append to")
-    document = json.loads(fetched.content)
-    if not isinstance(document, dict):
-        raise RegistryError(f"the manifest of {ref} is not a JSON object")
-    return document, fetched.media_type
+        return await append_parts(pusher, base_ref, target_ref, same)
 
 
 def append(
@@ -172,12 +260,12 @@ def append(
     history: Sequence[str] = (),
     insecure: Sequence[str] = (),
 ) -> str:
-    """Append `layers` to the single-platform image `base_ref` and push it as `target_ref`.
+    """Append `layers` to the image `base_ref` and push it as `target_ref`.
 
-    The layer blobs are uploaded unless the repository has them; the new config appends their
-    diff_ids and history, merges `env` into Env as ENV would, sets WorkingDir to `workdir` and
-    adds `labels` (the identity label among them); the manifest lists the base's layers and
-    these. Returns the new manifest's digest. No build engine is involved."""
+    The layer blobs are uploaded unless the repository has them; each platform's new config
+    appends their diff_ids and history, merges `env` into Env as ENV would, sets WorkingDir to
+    `workdir` and adds `labels` (the identity label among them); the manifest lists the base's
+    layers and these. Returns the digest the tag names. No build engine is involved."""
     return asyncio.run(
         append_async(
             base_ref,

@@ -4,27 +4,58 @@ source files and folders, environment variables, the working folder).
 
 The engine part is an ordinary image, built by the engine under its own content-hashed tag; the
 file part is appended to it here (`tarball`, `image`), in the order the Dockerfile has it.
+
+A WORKDIR belongs to the file part only when an earlier copy makes or has made its folder: a
+WORKDIR naming a folder nobody made would be created by the engine (owner and mode from the
+build user), which the file part cannot know, so the engine part then ends with it.
 """
 
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .._errors import BuildError
 from .._image import Image
 from .._layers import DockerIgnore, Env, Layer, SourceFile, SourceFolder, WorkDir
 from .._plan import BuildPlan
-from .tarball import LayerBlob, layer_tar
+from .tarball import LayerBlob, dst_folders, layer_tar
 
 FILE_PART_KINDS = (SourceFile, SourceFolder, Env, WorkDir, DockerIgnore)
+COPY_KINDS = (SourceFile, SourceFolder)
+
+
+def resolve(workdir: str | None, path: str) -> str | None:
+    """`path` against the working folder, as BuildKit does (None when that folder is unknown)."""
+    if not path.startswith("/"):
+        if workdir is None:
+            return None
+        path = posixpath.join(workdir or "/", path)
+    # normpath keeps a leading "//" (POSIX leaves its meaning open); Linux reads it as "/".
+    return posixpath.normpath("/" + path.lstrip("/"))
 
 
 def file_part_start(image: Image) -> int:
     """The position of the first layer of the file part (len(layers) when there is none)."""
-    start = len(image._layers)
-    while start > 0 and isinstance(image._layers[start - 1], FILE_PART_KINDS):
+    layers = image._layers
+    start = len(layers)
+    while start > 0 and isinstance(layers[start - 1], FILE_PART_KINDS):
         start -= 1
+    made: set[str] = set()  # folders copies have made (before the file part too: they exist)
+    workdir: str | None = None
+    for index, layer in enumerate(layers):
+        if isinstance(layer, WorkDir):
+            path = resolve(workdir, layer.workdir)
+            if index >= start and (path is None or (path != "/" and path.strip("/") not in made)):
+                start = index + 1
+            workdir = path
+        elif isinstance(layer, COPY_KINDS):
+            dst = resolve(workdir, layer.dst)
+            if dst is not None:
+                made.update(dst_folders(dst))
+        elif not isinstance(layer, FILE_PART_KINDS):
+            made.clear()  # a RUN may remove what earlier copies made
     return start
 
 
@@ -35,6 +66,11 @@ def engine_part(image: Image) -> Image:
     kept: list[Layer] = list(image._layers[:start])
     kept += [layer for layer in image._layers[start:] if isinstance(layer, DockerIgnore)]
     return image._replace(_layers=tuple(kept))
+
+
+def has_file_part(image: Image) -> bool:
+    """Whether the image ends in layers the file part can add (ignore rules alone do not count)."""
+    return any(not isinstance(layer, DockerIgnore) for layer in image._layers[file_part_start(image) :])
 
 
 @dataclass
@@ -48,40 +84,85 @@ class FilePart:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-def file_part(plan: BuildPlan, base_workdir: str | None = None) -> FilePart:
+def copy_owner(plan: BuildPlan, index: int) -> tuple[str, str] | None:
+    """The `--chown` user and group of the copy of layer `index` (None: owned by root)."""
+    source = f'"_fi/{index}/"'
+    for text in plan.instructions:
+        if text.startswith("COPY ") and source in text:
+            flag = text.split()[1]
+            if not flag.startswith("--chown="):
+                return None
+            user, _, group = flag.removeprefix("--chown=").partition(":")
+            return user, group or user
+    raise BuildError(f"layer {index + 1} of {plan.uri} renders no copy of _fi/{index}/; restage the image")
+
+
+def copy_destinations(plan: BuildPlan, base_workdir: str | None) -> list[tuple[int, str]]:
+    """Every copy of the file part as (layer position, absolute destination)."""
+    out: list[tuple[int, str]] = []
+    workdir = base_workdir
+    layers = plan.image._layers
+    for index in range(file_part_start(plan.image), len(layers)):
+        layer = layers[index]
+        if isinstance(layer, WorkDir):
+            workdir = resolve(workdir, layer.workdir)
+        elif isinstance(layer, COPY_KINDS):
+            dst = resolve(workdir, layer.dst)
+            if dst is None:
+                raise BuildError(
+                    f"layer {index + 1} copies to the relative {layer.dst!r} and the engine part's working folder "
+                    "is not known; pass base_workdir (its WorkingDir), or give an absolute dst"
+                )
+            out.append((index, dst))
+    return out
+
+
+Exists = Callable[[str], bool]  # whether the engine part has this folder (a tar path)
+
+
+def file_part(
+    plan: BuildPlan,
+    base_workdir: str | None = None,
+    *,
+    owners: dict[tuple[str, str], tuple[int, int]] | None = None,
+    exists: Exists | None = None,
+) -> FilePart:
     """The file part of a staged plan (`staged_plan`, still open) as layers and config changes.
 
     `base_workdir` is the engine part's working folder, needed only when a copy names a
-    relative destination before the file part sets one itself."""
+    relative destination before the file part sets one itself. Copies with `--chown` need
+    `owners` (user and group names to numbers, as the engine part's /etc/passwd and /etc/group
+    say) and `exists` (which of the destination folders the engine part has), see `basefs`."""
     if plan.context is None:
         raise BuildError("the plan is not staged; make the file part inside `with staged_plan(image) as plan:`")
-    if "COPY --chown=" in plan.dockerfile:
-        raise BuildError(
-            f"{plan.uri} copies its files as the `flyte` user (COPY --chown=flyte:flyte), whose uid the base "
-            "image decides; appending without the engine supports only images whose copies are owned by root, "
-            "so build it with the engine"
-        )
     out = FilePart(labels=dict(plan.labels))
-    workdir = base_workdir
+    made: set[str] = set()  # folders the file part's own layers made
+    destinations = dict(copy_destinations(plan, base_workdir))
     layers = plan.image._layers
+    workdir = base_workdir
     for index in range(file_part_start(plan.image), len(layers)):
         layer = layers[index]
         if isinstance(layer, Env):
             out.env += list(layer.env_vars)
             out.history.append("ENV " + " ".join(f"{k}={v}" for k, v in layer.env_vars))
         elif isinstance(layer, WorkDir):
-            workdir = posixpath.normpath(posixpath.join(workdir or "/", layer.workdir))
+            workdir = resolve(workdir, layer.workdir)
             out.workdir = workdir
             out.history.append(f"WORKDIR {layer.workdir}")
-        elif isinstance(layer, (SourceFile, SourceFolder)):
-            dst = layer.dst
-            if not dst.startswith("/"):
-                if workdir is None:
+        elif isinstance(layer, COPY_KINDS):
+            dst = destinations[index]
+            names = copy_owner(plan, index)
+            owner, created = (0, 0), []
+            if names is not None:
+                if owners is None or exists is None or names not in owners:
                     raise BuildError(
-                        f"layer {index + 1} copies to the relative {dst!r} and the engine part's working folder "
-                        "is not known; pass base_workdir (its WorkingDir), or give an absolute dst"
+                        f"layer {index + 1} copies as {names[0]}:{names[1]} (--chown); give the owners and "
+                        "the folders of the engine part (basefs.read_entries) to make it"
                     )
-                dst = posixpath.join(workdir, dst)
+                owner = owners[names]
+                created = [path for path in dst_folders(dst) if path not in made and not exists(path)]
+            made.update(dst_folders(dst))
             text = f'COPY ["_fi/{index}/", "{layer.dst.rstrip("/")}/"]'
-            out.layers.append(layer_tar(plan.context / "_fi" / str(index), dst, created_by=text))
+            blob = layer_tar(plan.context / "_fi" / str(index), dst, owner=owner, created=created, created_by=text)
+            out.layers.append(blob)
     return out

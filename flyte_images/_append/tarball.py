@@ -1,13 +1,21 @@
 """One copy layer as a registry blob: the tar BuildKit's `COPY ["_fi/<n>/", "<dst>/"]` makes
 of a staged folder, built without an engine.
 
-What the COPY does, and so what the tar holds:
+What the COPY does, and so what the tar holds (checked on dockerd 20.10's BuildKit and on
+buildkitd 0.13, and proven by tests/test_engine_append.py):
 
-- the parents of `dst` are made as folders 0755 (BuildKit's MkdirAll), owned by root;
-- `dst` itself is made from the source folder `_fi/<n>`: its mode and time;
-- everything below is copied as staged: files with their mode and time, folders, symlinks as
-  links (never followed);
-- the owner is uid/gid 0 (a COPY without --chown), or the `owner` given.
+- `dst` and its parents that the image lacks are made as folders 0755 owned by the COPY's
+  owner (root, or the --chown user); those the image has are left as they are, mode and owner
+  included (the source folder's own mode is not applied to `dst`);
+- everything below `dst` is copied as staged: files with their mode and time, folders,
+  symlinks as links (never followed), all owned by the COPY's owner.
+
+So the tar holds the folders the COPY creates (`created`, which only a caller that knows the
+image's file system can name) and the copied entries, and never an entry for a folder the
+image already has: unpacking a layer sets the metadata of every folder it lists, and a folder
+it does not list keeps its own. A folder a layer's entries need but neither lists nor finds in
+the image is made by the unpacker as root 0755: exactly what a COPY without --chown does, so
+root-owned copies need no knowledge of the image at all.
 
 The bytes depend only on the staged folder: entries are sorted, user and group names are
 empty, times are the staged ones in whole seconds (the staging sets them from the content,
@@ -24,6 +32,7 @@ import os
 import posixpath
 import stat
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,24 +68,39 @@ def normalize_dst(dst: str) -> str:
     return "/".join(parts)
 
 
+def dst_folders(dst: str) -> list[str]:
+    """`dst` and its parents as tar paths, outermost first ("/a/b" -> ["a", "a/b"])."""
+    root = normalize_dst(dst)
+    parts = root.split("/") if root else []
+    return ["/".join(parts[:depth]) for depth in range(1, len(parts) + 1)]
+
+
 def layer_tar(
-    folder: Path, dst: str, *, owner: tuple[int, int] = (0, 0), created_by: str = "", level: int = GZIP_LEVEL
+    folder: Path,
+    dst: str,
+    *,
+    owner: tuple[int, int] = (0, 0),
+    created: Sequence[str] = (),
+    created_by: str = "",
+    level: int = GZIP_LEVEL,
 ) -> LayerBlob:
     """The layer `COPY <folder>/ <dst>/` adds, as a deterministic gzipped tar.
 
     `folder` is the staged `_fi/<n>` folder (its contents land in `dst`); `owner` is the
-    uid/gid every entry gets (what `--chown` would set, given as numbers)."""
+    uid/gid every entry gets (what `--chown` would set, given as numbers); `created` are the
+    folders among `dst_folders(dst)` that the image lacks, made 0755 with `owner`."""
     if not folder.is_dir() or folder.is_symlink():
         raise BuildError(f"{folder} is not a staged folder; stage the image (staged_plan) before making its layers")
     root = normalize_dst(dst)
+    folders = dst_folders(dst)
+    unknown = [path for path in created if path not in folders]
+    if unknown:
+        raise BuildError(f"{unknown[0]!r} is not {dst!r} or one of its parents; only those are made by the copy")
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        parents = root.split("/")[:-1] if root else []
-        for depth in range(1, len(parents) + 1):
-            tar.addfile(_dir_info("/".join(parents[:depth]), 0o755, FIXED_MTIME, (0, 0)))
-        if root:
-            st = folder.stat()
-            tar.addfile(_dir_info(root, stat.S_IMODE(st.st_mode), int(st.st_mtime), owner))
+        for path in folders:
+            if path in created:
+                tar.addfile(_dir_info(path, 0o755, FIXED_MTIME, owner))
         for rel in _walk(folder):
             _add(tar, folder / rel, posixpath.join(root, rel) if root else rel, owner)
     tar_bytes = raw.getvalue()

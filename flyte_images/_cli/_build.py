@@ -18,6 +18,12 @@ is printed on stdout; progress goes to stderr.
 
 TARGET is path/to/file.py, path/to/file.py:NAME, package.module or package.module:NAME.
 
+A pushed image that ends in file layers (source files and folders, env vars, workdir) is made
+in two parts: the engine part (everything before them) is built by the engine under its own tag
+only when the registry lacks it, and the file layers are appended to it in the registry, with
+no engine; a source edit then takes a few requests. `--builder docker` (or any engine backend)
+builds the whole image with the engine instead.
+
 exit codes: 0 everything exists or was built, 1 an image failed, 2 usage error or bad target
 
 examples:
@@ -26,6 +32,7 @@ examples:
   flyte-images build workflows.py --output image-cache.json --concurrency 4
   flyte-images build images.py:app --force --platform linux/arm64
   flyte-images build workflows.py --json               plan and results for CI
+  flyte-images build app.py --builder append           file layers appended (no engine if the base exists)
 """
 
 
@@ -38,7 +45,12 @@ def register(commands: Any) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--push", dest="push", action="store_true", default=None, help="push to the registry")
     mode.add_argument("--load", dest="push", action="store_false", help="load into the local engine")
-    parser.add_argument("--builder", help="build backend (default: docker, or FLYTE_IMAGES_BUILDER)")
+    parser.add_argument(
+        "--builder",
+        help="append: insist on appending the trailing file layers in the registry; docker, buildkit, ...: "
+        "build the whole image with that engine backend (default: append pushed images' file layers to their "
+        "engine part, built by FLYTE_IMAGES_BUILDER or docker when missing)",
+    )
     parser.add_argument("--ca-bundle", metavar="FILE", help="CA bundle for downloads inside the build")
     parser.add_argument(
         "--cache",

@@ -1,0 +1,127 @@
+"""`build_image` on the append path: the skip rule for the image and its engine part in one round
+of requests, the engine part built only when missing (or forced), the file part appended."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from .._errors import RegistryError
+from .._image import Image
+from .._plan import BuildPlan, plan, staged_plan
+from .._render import RenderOptions
+from .build import append_file_part, check_engine_part, engine_plan, step
+from .split import engine_part, file_part_start
+
+if TYPE_CHECKING:
+    from flyte_images.builders.base import Progress
+
+    from .._build import ImageBuild
+    from .._skip import Decision
+
+
+def by_append(
+    image: Image,
+    options: RenderOptions,
+    *,
+    uri: str | None,
+    dry_run: bool,
+    force: bool,
+    strict: bool,
+    quiet: bool,
+    announce: Callable[[str], None] | None,
+    progress: Progress | None,
+    engine_options: dict[str, Any],
+) -> ImageBuild:
+    from .._build import ImageBuild, _record, _skipped
+
+    if dry_run:
+        planned = plan(image, options, uri=uri)
+        engine = engine_plan(planned)
+        full, part = _decide(planned, engine, strict, quiet)
+        if not force and not full.build:
+            return _skipped(planned, full)
+        how = "in the registry" if not part.build and not force else "after building it with the engine"
+        layers = len(image._layers) - file_part_start(image)
+        reason = f"dry run: would append {layers} file layer(s) to the engine part {engine.uri} ({how})"
+        return ImageBuild(planned.uri, built=False, reason=reason, dockerfile=planned.dockerfile, path="append")
+    with staged_plan(image, options, uri=uri) as staged:
+        engine = engine_plan(staged)
+        check_engine_part(staged, engine)
+        full, part = _decide(staged, engine, strict, quiet)
+        if not force and not full.build:
+            _record(staged)
+            return _skipped(staged, full)
+        if announce is not None:
+            announce(staged.uri)
+        with _sink(progress, quiet, staged.uri) as sink:
+            return _append(staged, engine, part, force, quiet, sink, engine_options)
+
+
+def _append(
+    staged: BuildPlan,
+    engine: BuildPlan,
+    part: Decision,
+    force: bool,
+    quiet: bool,
+    sink: Progress,
+    engine_options: dict[str, Any],
+) -> ImageBuild:
+    from .._build import ImageBuild, _record, build_image, remember_pushed, run_coroutine
+    from .._builders import get_builder
+
+    started = time.monotonic()
+    if part.build or force:
+        why = "forced" if force else part.reason
+        step(sink, f"engine part {engine.uri}: {why}; building it with the engine")
+        options = dict(engine_options)
+        backend = get_builder(options.pop("builder"))
+        built = build_image(
+            engine_part(staged.image), force=force, push=True, builder=backend, quiet=quiet, progress=sink, **options
+        )
+        check_engine_part(staged, engine, built.uri)
+        how = f"engine part {engine.uri} built by the engine ({backend.name}), file part appended"
+    else:
+        step(sink, f"engine part {engine.uri}: in the registry ({part.reason})")
+        how = f"file part appended to the engine part {engine.uri}, which was in the registry"
+
+    async def push() -> tuple[str, int]:
+        from .. import _config
+        from .._registry.push import Pusher
+
+        async with Pusher(insecure=_config.insecure_registries()) as pusher:
+            return await append_file_part(pusher, staged, engine.uri, lambda text: step(sink, text))
+
+    digest, count = run_coroutine(push())
+    step(sink, f"pushed {staged.uri} ({count} layer(s) appended, {time.monotonic() - started:.2f} s)")
+    remember_pushed(staged, digest)
+    _record(staged, how)
+    return ImageBuild(staged.uri, built=True, digest=digest, dockerfile=staged.dockerfile, reason=how, path="append")
+
+
+def _decide(full: BuildPlan, engine: BuildPlan, strict: bool, quiet: bool) -> tuple[Decision, Decision]:
+    """The skip rule for the image and its engine part, asked of the registry at once."""
+    from .._skip import Question, decide
+
+    questions = [Question(full.uri, full.platforms, True), Question(engine.uri, engine.platforms, True)]
+    decisions = decide(questions, None, strict=strict)
+    for decision in decisions:
+        if decision.failure:
+            raise RegistryError(decision.failure)
+        if decision.warning and not quiet:
+            print(decision.warning, file=sys.stderr)
+    return decisions[0], decisions[1]
+
+
+@contextlib.contextmanager
+def _sink(progress: Progress | None, quiet: bool, title: str) -> Iterator[Progress]:
+    if progress is not None:
+        yield progress
+        return
+    from .._progress import progress_sink
+
+    with progress_sink(quiet, title=title) as sink:
+        yield sink
