@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from engine_support import BUSYBOX, docker, remove_image, run_in
+from test_engine_multiarch import busybox_both, emulation, run_on  # noqa: F401 (fixtures)
 
 import flyte_images
 from flyte_images import Image
@@ -212,3 +215,62 @@ def test_a_flyte_layout_copy_owned_by_flyte_equals_the_engine(tmp_path: Path, lo
     assert inspect(appended.uri) == inspect(by_engine.uri)
     for uri in (by_engine.uri, appended.uri):
         remove_image(uri)
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "flyte_images._cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=600, check=False)
+
+
+def test_two_platforms_append_without_an_engine(
+    busybox_both: str,  # noqa: F811
+    local_registry: str,
+    tmp_path: Path,
+) -> None:
+    """With the engine part in the registry, a source edit to a two-platform image is built and
+    pushed by a process that has no Docker engine at all (no socket, no docker binary): the
+    new index has both platforms, each runs the edited file, and equals the engine's build."""
+    src, marker = make_project(tmp_path), uuid.uuid4().hex
+    targets = tmp_path / "app.py"
+    targets.write_text(
+        "from pathlib import Path\nfrom flyte_images import Image\n"
+        f"image = (Image.from_base({busybox_both!r}).clone(name='fi-test-append-multi', registry={local_registry!r},"
+        f" platform=('linux/amd64', 'linux/arm64')).with_commands(['uname -m > /arch; echo {marker}'])"
+        f".with_source_folder(Path({str(src)!r}), dst='/app').with_env_vars({{'A': '1'}}))\n"
+    )
+    first = _cli("build", str(targets), "--json", "--quiet")
+    assert first.returncode == 0, first.stderr
+    (src / "pkg" / "msg.txt").write_text("edited without an engine\n")
+
+    no_engine = {
+        **os.environ,
+        "PATH": str(tmp_path / "empty-path"),
+        "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock",
+        "BUILDKIT_HOST": f"unix://{tmp_path}/no-buildkit.sock",
+    }
+    refused = _cli("build", str(targets), "--builder", "docker", "--force", "--quiet", env=no_engine)
+    assert refused.returncode == 1 and "docker" in refused.stderr.lower()  # really no engine here
+    edited = _cli("build", str(targets), "--json", "--quiet", env=no_engine)
+    assert edited.returncode == 0, edited.stderr
+    report = json.loads(edited.stdout)
+    ((name, uri),) = report["image_lookup"].items()
+    assert report["status"][name] == "built"
+    found = _cli("exists", uri, "--platform", "linux/amd64", "--platform", "linux/arm64", env=no_engine)
+    assert found.returncode == 0, found.stdout + found.stderr
+
+    by_engine = flyte_images.build(
+        Image.from_base(busybox_both)
+        .clone(name="fi-test-append-multi-e", registry=local_registry, platform=("linux/amd64", "linux/arm64"))
+        .with_commands([f"uname -m > /arch; echo {marker}"])
+        .with_source_folder(src, dst="/app")
+        .with_env_vars({"A": "1"}),
+        builder="docker",
+        quiet=True,
+    )
+    assert by_engine.uri.rsplit(":", 1)[1] == uri.rsplit(":", 1)[1]
+    for platform, arch in (("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")):
+        ours = run_on(platform, uri, "sh", "-c", f"cat /arch /app/proj/pkg/msg.txt; {LISTING}")
+        assert ours.split("\n")[:2] == [arch, "edited without an engine"]
+        assert ours == run_on(platform, by_engine.uri, "sh", "-c", f"cat /arch /app/proj/pkg/msg.txt; {LISTING}")
+    for ref in (uri, by_engine.uri):
+        remove_image(ref)
