@@ -18,7 +18,8 @@ from test_engine_multiarch import busybox_both, emulation, run_on  # noqa: F401 
 import flyte_images
 from flyte_images import Image
 from flyte_images._append import append, engine_part, file_part
-from flyte_images._plan import staged_plan
+from flyte_images._explain import history
+from flyte_images._plan import description_key, staged_plan
 from flyte_images.errors import ConfigError
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
@@ -161,6 +162,7 @@ def test_build_chooses_the_append_path_and_equals_the_engine(tmp_path: Path, loc
     assert second.built and second.path == "append" and second.uri != first.uri
     assert not any("building it with the engine" in s for s in steps)
     assert "which was in the registry" in second.reason
+    assert history(description_key(image))[-1].how == second.reason  # what `explain` shows
     out = docker("run", "--rm", pulled(second.uri), "sh", "-c", "echo $GREETING; pwd; main.sh").stdout
     assert out.split("\n")[:3] == ["hello world", "/app/code", "edited"]
     # Nothing changed since: skipped like any existing image.

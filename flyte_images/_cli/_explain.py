@@ -31,6 +31,7 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._append.split import file_part_start, has_file_part
     from .._explain import breakdown, compare, previous_build
     from .._image import Image
     from .._loader import images_of
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             current = breakdown(plan(image))
             previous, last = previous_build(description_key(image), current)
+            split = file_part_start(image)
             reports.append(
                 {
                     "name": name,
@@ -51,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
                     "last_time": last.time if last else None,
                     "previous_uri": previous.uri if previous else None,
                     "previous_time": previous.time if previous else None,
+                    "how": last.how if last else None,  # the path that build took, and why
+                    # Layers from this position on are appended in the registry when pushed
+                    # (null: none are; see `flyte-images build --help`).
+                    "file_part_from": split + 1 if has_file_part(image) else None,
                     "parts": compare(previous, current),
                 }
             )
@@ -76,6 +82,10 @@ def _print(report: dict[str, Any]) -> None:
     else:
         head += f"  (not built yet; changed since {previous.rsplit(':', 1)[1]}, built {when(report['previous_time'])}:)"
     print(head)
+    if report["how"]:
+        print(f"  how: {report['how']}")
+    if report["file_part_from"] is not None:
+        print(f"  layers {report['file_part_from']} on are file layers: appended in the registry when pushed")
     width = max(len(p["part"]) for p in report["parts"])
     for part in report["parts"]:
         status = "" if part["status"] in ("unchanged", "no record") else part["status"].upper()
