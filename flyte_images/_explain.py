@@ -44,15 +44,23 @@ class Breakdown:
     time: float = field(default_factory=time.time)
     how: str = ""  # how the build made it: the path taken and why (empty: found, or not said)
 
+    def to_dict(self) -> dict[str, Any]:
+        # By hand: dataclasses.asdict deep-copies every file entry, which a build pays for.
+        parts = [{"name": p.name, "summary": p.summary, "digest": p.digest, "files": p.files} for p in self.parts]
+        return {"uri": self.uri, "identifier": self.identifier, "parts": parts, "time": self.time, "how": self.how}
+
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> Breakdown:
-        data = json.loads(text)
+    def from_dict(cls, data: dict[str, Any]) -> Breakdown:
         parts = [Part(p["name"], p["summary"], p["digest"], {k: (v[0], v[1]) for k, v in p["files"].items()})
                  for p in data["parts"]]  # fmt: skip
         return cls(data["uri"], data["identifier"], parts, data["time"], str(data.get("how") or ""))
+
+    @classmethod
+    def from_json(cls, text: str) -> Breakdown:
+        return cls.from_dict(json.loads(text))
 
 
 def breakdown(plan: BuildPlan) -> Breakdown:
@@ -73,7 +81,7 @@ def history(key: str) -> list[Breakdown]:
     first; an unreadable record file is no history."""
     try:
         data = json.loads(_history_path(key).read_text())
-        return [Breakdown.from_json(json.dumps(item)) for item in data]
+        return [Breakdown.from_dict(item) for item in data]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return []
 
@@ -93,7 +101,8 @@ def save_record(key: str, record: Breakdown) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".record-", dir=path.parent)
         with os.fdopen(fd, "w") as handle:
-            json.dump([dataclasses.asdict(b) for b in builds[-HISTORY:]], handle, sort_keys=True)
+            # One line, no sorting: the file is read back by `history`, not by people.
+            handle.write(json.dumps([b.to_dict() for b in builds[-HISTORY:]], separators=(",", ":")))
         Path(tmp).replace(path)
 
 
