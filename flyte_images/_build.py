@@ -259,7 +259,7 @@ def build_image(
             "require_check": require_check,
             "cache": cache,
         }
-        return by_append(
+        appended = by_append(
             image,
             options,
             uri=uri,
@@ -271,6 +271,10 @@ def build_image(
             progress=progress,
             engine_options=engine_options,
         )
+        if appended is not None:
+            return appended
+        builder = None if builder == APPEND else builder
+        choice = choice.__class__(False, "its file layers are too big to append from memory")
     backend = get_builder(builder)
     if dry_run:
         planned = plan(image, options, uri=uri)

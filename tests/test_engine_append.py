@@ -172,7 +172,9 @@ def test_build_chooses_the_append_path_and_equals_the_engine(tmp_path: Path, loc
         remove_image(uri)
 
 
-def test_builder_names_force_either_path(tmp_path: Path, local_registry: str) -> None:
+def test_builder_names_force_either_path(
+    tmp_path: Path, local_registry: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = make_project(tmp_path)
     image = _edit_target(tmp_path, local_registry, "fi-test-append-force", uuid.uuid4().hex, src)
     planned = flyte_images.build(image, dry_run=True, builder="append")
@@ -185,6 +187,11 @@ def test_builder_names_force_either_path(tmp_path: Path, local_registry: str) ->
     with pytest.raises(ConfigError, match="writes the image into a registry"):
         flyte_images.build(local, builder="append", push=False)
     assert flyte_images.build(local, push=False, quiet=True).path == "engine"  # loaded: the engine
+    # File layers too big to hold in memory go to the engine, which streams them; it says so.
+    monkeypatch.setenv("FLYTE_IMAGES_APPEND_MAX_BYTES", "1000")
+    big = flyte_images.build(image, force=True)
+    assert big.path == "engine" and big.uri == engine.uri
+    assert "over FLYTE_IMAGES_APPEND_MAX_BYTES" in capsys.readouterr().err
     remove_image(engine.uri)
 
 

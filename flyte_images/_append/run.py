@@ -4,12 +4,13 @@ of requests, the engine part built only when missing (or forced), the file part 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .._errors import RegistryError
+from .._errors import ConfigError, RegistryError
 from .._image import Image
 from .._plan import BuildPlan, plan, staged_plan
 from .._render import RenderOptions
@@ -21,6 +22,27 @@ if TYPE_CHECKING:
 
     from .._build import ImageBuild
     from .._skip import Decision
+
+
+# Layer tarballs are made in memory and uploaded in one request: right for source code, wrong
+# for model files. A file part holding more than this is built by the engine (which streams).
+MAX_APPEND_BYTES = 256 * 1024 * 1024
+MAX_APPEND_ENV = "FLYTE_IMAGES_APPEND_MAX_BYTES"
+
+
+def max_append_bytes() -> int:
+    text = os.environ.get(MAX_APPEND_ENV, "").strip()
+    if not text:
+        return MAX_APPEND_BYTES
+    if not text.isdigit():
+        raise ConfigError(f"{MAX_APPEND_ENV}={text[:40]!r} is not a number of bytes; unset it or give e.g. 268435456")
+    return int(text)
+
+
+def file_part_bytes(staged: BuildPlan) -> int:
+    """The size of the files the file part copies."""
+    start = file_part_start(staged.image)
+    return sum(s.entry.size for inputs in staged.inputs[start:] for s in inputs.manifest())
 
 
 def by_append(
@@ -35,7 +57,9 @@ def by_append(
     announce: Callable[[str], None] | None,
     progress: Progress | None,
     engine_options: dict[str, Any],
-) -> ImageBuild:
+) -> ImageBuild | None:
+    """The image built on the append path, or None when it must take the engine path (its file
+    part is too big to hold in memory; said on stderr)."""
     from .._build import ImageBuild, _record, _skipped
 
     if dry_run:
@@ -55,6 +79,15 @@ def by_append(
         if not force and not full.build:
             _record(staged)
             return _skipped(staged, full)
+        size, limit = file_part_bytes(staged), max_append_bytes()
+        if size > limit:
+            if not quiet:
+                print(
+                    f"{staged.uri}: its file layers hold {size / 2**20:.0f} MiB (over {MAX_APPEND_ENV}, "
+                    f"{limit / 2**20:.0f} MiB): building the whole image with the engine, which streams them",
+                    file=sys.stderr,
+                )
+            return None
         if announce is not None:
             announce(staged.uri)
         with _sink(progress, quiet, staged.uri) as sink:
