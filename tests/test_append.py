@@ -20,6 +20,7 @@ from flyte_images import Image
 from flyte_images._append import append_async, engine_part, file_part_start, layer_tar, merge_env, new_config
 from flyte_images._append.image import OCI_LAYER, OCI_MANIFEST
 from flyte_images._append.split import has_file_part
+from flyte_images._append.tarball import Folder
 from flyte_images._errors import BuildError, RegistryError
 from flyte_images._registry.wire import INDEX_TYPES
 
@@ -56,24 +57,25 @@ def test_layer_tar_lays_out_the_copy(tmp_path: Path) -> None:
     listing = {name: rest for name, *rest in members(blob.data)}
     names = list(listing)
     assert names == sorted(names, key=lambda n: n.split("/"))  # parents before children, sorted
-    # No entry for /opt or /opt/app: a folder the image has keeps its owner and mode, one it
-    # lacks is made root 0755 by the unpacker, as a COPY without --chown does.
-    assert names[0] == "opt/app/pkg"
+    # Every folder on the way is listed (an unpacker would make an unlisted one root 0755); not
+    # given, they are made as the copy makes them: 0755, the copy's owner.
+    assert names[:3] == ["opt", "opt/app", "opt/app/pkg"]
+    assert listing["opt"][:2] == [tarfile.DIRTYPE.decode(), 0o755]
     assert listing["opt/app/pkg/run.sh"][:2] == [tarfile.REGTYPE.decode(), 0o755]
     assert listing["opt/app/pkg/link.py"][0] == tarfile.SYMTYPE.decode()
     assert listing["opt/app/pkg/link.py"][4] == "a.py"
     assert all(uid == 0 and gid == 0 for _t, _m, uid, gid, _l in listing.values())
 
 
-def test_layer_tar_makes_the_folders_a_chown_copy_creates(tmp_path: Path) -> None:
-    blob = layer_tar(make_folder(tmp_path), "/opt/app/x", owner=(1000, 1001), created=["opt/app", "opt/app/x"])
+def test_layer_tar_keeps_the_folders_the_image_has(tmp_path: Path) -> None:
+    home = Folder(0o700, 1000, 1000)
+    blob = layer_tar(make_folder(tmp_path), "/home/flyte/app", owner=(1000, 1001), folders={"home/flyte": home})
     listing = {name: rest for name, *rest in members(blob.data)}
-    assert "opt" not in listing  # the image has it: left as it is
-    assert listing["opt/app"][:4] == [tarfile.DIRTYPE.decode(), 0o755, 1000, 1001]
-    assert listing["opt/app/x"][:4] == [tarfile.DIRTYPE.decode(), 0o755, 1000, 1001]
-    assert all((uid, gid) == (1000, 1001) for _t, _m, uid, gid, _l in listing.values())
+    assert listing["home/flyte"][:4] == [tarfile.DIRTYPE.decode(), 0o700, 1000, 1000]  # as the image has it
+    assert listing["home"][:4] == [tarfile.DIRTYPE.decode(), 0o755, 1000, 1001]  # made by the copy
+    assert listing["home/flyte/app/pkg/a.py"][2:4] == [1000, 1001]
     with pytest.raises(BuildError, match="not '/opt/app/x' or one of its parents"):
-        layer_tar(make_folder(tmp_path / "b"), "/opt/app/x", created=["srv"])
+        layer_tar(make_folder(tmp_path / "b"), "/opt/app/x", folders={"srv": home})
 
 
 def test_layer_tar_refuses_relative_and_missing(tmp_path: Path) -> None:

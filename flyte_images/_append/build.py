@@ -12,7 +12,7 @@ from .._errors import BuildError, ConfigError
 from .._image import Image
 from .._plan import BuildPlan
 from .split import copy_destinations, copy_owner, engine_part, file_part, file_part_start, has_file_part
-from .tarball import dst_folders
+from .tarball import Folder, dst_folders
 
 if TYPE_CHECKING:
     from flyte_images.builders.base import Progress
@@ -82,32 +82,43 @@ async def append_file_part(
     made: dict[object, FilePart] = {}
 
     async def make(image: PlatformImage) -> FilePart:
-        destinations = copy_destinations(staged, image.workdir)
-        names = {copy_owner(staged, index) for index, _dst in destinations} - {None}
-        if not names:
-            key: object = image.workdir
-            if key not in made:
-                made[key] = file_part(staged, image.workdir)
-            return made[key]
-        from . import basefs  # only copies owned by a named user need the base's file system
+        from . import basefs
 
+        destinations = copy_destinations(staged, image.workdir)
+        names = {pair for pair in (copy_owner(staged, index) for index, _dst in destinations) if pair is not None}
         folders = sorted({path for _index, dst in destinations for path in dst_folders(dst)})
-        say(f"reading {image.platform or 'the base'}'s users and folders (once per engine part)")
-        entries = await basefs.read_entries(
-            pusher, image.ref, list(image.manifest.get("layers") or []), folders, ("etc/passwd", "etc/group")
-        )
-        passwd, group = entries.get("etc/passwd"), entries.get("etc/group")
-        owners = {
-            pair: basefs.user_ids(
-                passwd.content if passwd else None, group.content if group else None, pair[0], pair[1]
+        contents = ("etc/passwd", "etc/group") if names else ()
+        entries: dict[str, basefs.Entry | None] = {}
+        if folders or contents:
+            say(f"reading {image.platform or 'the base'}: {', '.join('/' + f for f in (*folders, *contents))}")
+            entries = await basefs.read_entries(
+                pusher, image.ref, list(image.manifest.get("layers") or []), folders, contents
             )
-            for pair in names
-            if pair is not None
-        }
-        present = frozenset(path for path in folders if entries.get(path) is not None)
-        key = (image.workdir, tuple(sorted(owners.items())), present)
+        base: dict[str, Folder | None] = {}
+        for path in folders:
+            found = entries.get(path)
+            if found is not None and found.kind != "dir":
+                raise BuildError(
+                    f"/{path} is a {found.kind} in the engine part of {staged.uri}, and a copy goes into it; the "
+                    "engine resolves that, appending does not: build with an engine builder (--builder docker)"
+                )
+            base[path] = None if found is None else Folder(found.mode, found.uid, found.gid, found.mtime)
+        owners: dict[tuple[str, str], tuple[int, int]] = {}
+        if names:
+            passwd, group = entries.get("etc/passwd"), entries.get("etc/group")
+            for found in (passwd, group):
+                if found is not None and found.kind != "file":
+                    raise BuildError(
+                        f"/{found.path} is a {found.kind} in the engine part of {staged.uri}; appending reads users "
+                        "only from a plain file: build with an engine builder (--builder docker)"
+                    )
+            for user, group_name in names:
+                owners[(user, group_name)] = basefs.user_ids(
+                    passwd.content if passwd else None, group.content if group else None, user, group_name
+                )
+        key = (image.workdir, tuple(sorted(owners.items())), tuple(sorted(base.items(), key=lambda kv: kv[0])))
         if key not in made:
-            made[key] = file_part(staged, image.workdir, owners=owners, exists=present.__contains__)
+            made[key] = file_part(staged, image.workdir, folders=base, owners=owners)
         return made[key]
 
     digest = await append_parts(pusher, engine_uri, staged.uri, make)

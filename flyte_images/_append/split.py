@@ -13,14 +13,14 @@ build user), which the file part cannot know, so the engine part then ends with 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .._errors import BuildError
 from .._image import Image
 from .._layers import DockerIgnore, Env, Layer, SourceFile, SourceFolder, WorkDir
 from .._plan import BuildPlan
-from .tarball import LayerBlob, dst_folders, layer_tar
+from .tarball import Folder, LayerBlob, dst_folders, layer_tar, staged_folders
 
 FILE_PART_KINDS = (SourceFile, SourceFolder, Env, WorkDir, DockerIgnore)
 COPY_KINDS = (SourceFile, SourceFolder)
@@ -117,26 +117,24 @@ def copy_destinations(plan: BuildPlan, base_workdir: str | None) -> list[tuple[i
     return out
 
 
-Exists = Callable[[str], bool]  # whether the engine part has this folder (a tar path)
-
-
 def file_part(
     plan: BuildPlan,
     base_workdir: str | None = None,
     *,
-    owners: dict[tuple[str, str], tuple[int, int]] | None = None,
-    exists: Exists | None = None,
+    folders: Mapping[str, Folder | None] | None = None,
+    owners: Mapping[tuple[str, str], tuple[int, int]] | None = None,
 ) -> FilePart:
     """The file part of a staged plan (`staged_plan`, still open) as layers and config changes.
 
     `base_workdir` is the engine part's working folder, needed only when a copy names a
-    relative destination before the file part sets one itself. Copies with `--chown` need
-    `owners` (user and group names to numbers, as the engine part's /etc/passwd and /etc/group
-    say) and `exists` (which of the destination folders the engine part has), see `basefs`."""
+    relative destination before the file part sets one itself. `folders` are the copies'
+    destinations and their parents (`dst_folders`) as the engine part has them (None: it has
+    not), and `owners` the user and group names of `--chown` copies as numbers, as its
+    /etc/passwd and /etc/group say: see `basefs` and `build.append_file_part`."""
     if plan.context is None:
         raise BuildError("the plan is not staged; make the file part inside `with staged_plan(image) as plan:`")
     out = FilePart(labels=dict(plan.labels))
-    made: set[str] = set()  # folders the file part's own layers made
+    made: dict[str, Folder] = {}  # folders the file part's own layers wrote
     destinations = dict(copy_destinations(plan, base_workdir))
     layers = plan.image._layers
     workdir = base_workdir
@@ -152,17 +150,28 @@ def file_part(
         elif isinstance(layer, COPY_KINDS):
             dst = destinations[index]
             names = copy_owner(plan, index)
-            owner, created = (0, 0), []
+            owner = (0, 0)
             if names is not None:
-                if owners is None or exists is None or names not in owners:
+                if owners is None or names not in owners:
                     raise BuildError(
-                        f"layer {index + 1} copies as {names[0]}:{names[1]} (--chown); give the owners and "
-                        "the folders of the engine part (basefs.read_entries) to make it"
+                        f"layer {index + 1} copies as {names[0]}:{names[1]} (--chown); give their ids as the engine "
+                        "part's /etc/passwd and /etc/group say (basefs.user_ids)"
                     )
                 owner = owners[names]
-                created = [path for path in dst_folders(dst) if path not in made and not exists(path)]
-            made.update(dst_folders(dst))
+            written: dict[str, Folder] = {}
+            for path in dst_folders(dst):
+                if path in made:
+                    written[path] = made[path]
+                    continue
+                if folders is None or path not in folders:
+                    raise BuildError(
+                        f"layer {index + 1} copies into /{path}; give whether the engine part has it (basefs)"
+                    )
+                existing = folders[path]
+                written[path] = existing if existing is not None else Folder(0o755, *owner)
+                made[path] = written[path]
+            source = plan.context / "_fi" / str(index)
             text = f'COPY ["_fi/{index}/", "{layer.dst.rstrip("/")}/"]'
-            blob = layer_tar(plan.context / "_fi" / str(index), dst, owner=owner, created=created, created_by=text)
-            out.layers.append(blob)
+            out.layers.append(layer_tar(source, dst, owner=owner, folders=written, created_by=text))
+            made.update(staged_folders(source, dst, owner))
     return out

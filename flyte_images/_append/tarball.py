@@ -10,12 +10,10 @@ buildkitd 0.13, and proven by tests/test_engine_append.py):
 - everything below `dst` is copied as staged: files with their mode and time, folders,
   symlinks as links (never followed), all owned by the COPY's owner.
 
-So the tar holds the folders the COPY creates (`created`, which only a caller that knows the
-image's file system can name) and the copied entries, and never an entry for a folder the
-image already has: unpacking a layer sets the metadata of every folder it lists, and a folder
-it does not list keeps its own. A folder a layer's entries need but neither lists nor finds in
-the image is made by the unpacker as root 0755: exactly what a COPY without --chown does, so
-root-owned copies need no knowledge of the image at all.
+A layer lists every folder on the way to what it adds, with the metadata that folder has in
+the image after the COPY (`folders`): unpackers that apply a layer into its own empty folder
+(dockerd's overlay2 store does) make a parent the tar does not list as root 0755, which would
+hide the image's own owner and mode of, say, /home/flyte.
 
 The bytes depend only on the staged folder: entries are sorted, user and group names are
 empty, times are the staged ones in whole seconds (the staging sets them from the content,
@@ -32,7 +30,7 @@ import os
 import posixpath
 import stat
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,32 +73,43 @@ def dst_folders(dst: str) -> list[str]:
     return ["/".join(parts[:depth]) for depth in range(1, len(parts) + 1)]
 
 
+@dataclass(frozen=True)
+class Folder:
+    """A folder's metadata in a layer."""
+
+    mode: int
+    uid: int
+    gid: int
+    mtime: int = FIXED_MTIME
+
+
 def layer_tar(
     folder: Path,
     dst: str,
     *,
     owner: tuple[int, int] = (0, 0),
-    created: Sequence[str] = (),
+    folders: Mapping[str, Folder] | None = None,
     created_by: str = "",
     level: int = GZIP_LEVEL,
 ) -> LayerBlob:
     """The layer `COPY <folder>/ <dst>/` adds, as a deterministic gzipped tar.
 
     `folder` is the staged `_fi/<n>` folder (its contents land in `dst`); `owner` is the
-    uid/gid every entry gets (what `--chown` would set, given as numbers); `created` are the
-    folders among `dst_folders(dst)` that the image lacks, made 0755 with `owner`."""
+    uid/gid every copied entry gets (what `--chown` would set, given as numbers); `folders`
+    gives `dst` and each of its parents (`dst_folders(dst)`) as the image has them after the
+    copy; one not given is written as the copy creates it (0755, `owner`)."""
     if not folder.is_dir() or folder.is_symlink():
         raise BuildError(f"{folder} is not a staged folder; stage the image (staged_plan) before making its layers")
     root = normalize_dst(dst)
-    folders = dst_folders(dst)
-    unknown = [path for path in created if path not in folders]
+    given = folders or {}
+    unknown = [path for path in given if path not in dst_folders(dst)]
     if unknown:
-        raise BuildError(f"{unknown[0]!r} is not {dst!r} or one of its parents; only those are made by the copy")
+        raise BuildError(f"{unknown[0]!r} is not {dst!r} or one of its parents; only those are written by the copy")
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in folders:
-            if path in created:
-                tar.addfile(_dir_info(path, 0o755, FIXED_MTIME, owner))
+        for path in dst_folders(dst):
+            meta = given.get(path) or Folder(0o755, *owner)
+            tar.addfile(_dir_info(path, meta.mode, meta.mtime, (meta.uid, meta.gid)))
         for rel in _walk(folder):
             _add(tar, folder / rel, posixpath.join(root, rel) if root else rel, owner)
     tar_bytes = raw.getvalue()
@@ -115,6 +124,19 @@ def layer_tar(
         digest="sha256:" + hashlib.sha256(data).hexdigest(),
         created_by=created_by,
     )
+
+
+def staged_folders(folder: Path, dst: str, owner: tuple[int, int]) -> dict[str, Folder]:
+    """The folders a copy of `folder` to `dst` makes below `dst`, as tar paths, with what the
+    layer gives them (for later copies into them)."""
+    root = normalize_dst(dst)
+    out: dict[str, Folder] = {}
+    for rel in _walk(folder):
+        st = os.lstat(folder / rel)
+        if stat.S_ISDIR(st.st_mode):
+            name = posixpath.join(root, rel) if root else rel
+            out[name] = Folder(stat.S_IMODE(st.st_mode), *owner, int(st.st_mtime))
+    return out
 
 
 def _walk(folder: Path) -> list[str]:

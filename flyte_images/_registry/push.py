@@ -5,14 +5,16 @@ It shares `Session` with the existence checks, so credentials, tokens, retries, 
 the plain-HTTP rule for loopback and insecure hosts are the same. Blobs are uploaded in one
 piece (POST for an upload location, then PUT with the digest): the layers appended are source
 files, small enough to hold in memory, and a registry that already has a blob is never sent it
-again (HEAD first).
+again (HEAD first). The base image's layers are read as a stream (`blob_chunks`): they can be
+gigabytes, and a reader often needs only their first part.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,7 @@ from .client import Reference, _said, deadline_seconds
 from .session import Answer, Body, Session, describe
 
 BLOB_TYPE = "application/octet-stream"
+VERIFIABLE = ("sha256", "sha512")
 
 
 @dataclass(frozen=True)
@@ -66,10 +69,19 @@ class Pusher:
         return f"{self._session.base(ref.host)}/{ref.repository}/{kind}/{name}"
 
     async def _call(
-        self, ref: Reference, method: str, url: str, *, limit: int, body: Body | None = None, push: bool = False
+        self,
+        ref: Reference,
+        method: str,
+        url: str,
+        *,
+        limit: int,
+        body: Body | None = None,
+        push: bool = False,
+        hold: bool = False,
     ) -> Answer:
-        """One request within the deadline, every failure a RegistryError free of secrets."""
-        work = self._session.send(ref.host, ref.repository, method, url, limit=limit, body=body, push=push)
+        """One request within the deadline, every failure a RegistryError free of secrets. With
+        `hold`, the deadline covers the answer's start, not the reading of its body."""
+        work = self._session.send(ref.host, ref.repository, method, url, limit=limit, body=body, push=push, hold=hold)
         try:
             return await asyncio.wait_for(work, self._deadline)
         except asyncio.TimeoutError:
@@ -113,6 +125,35 @@ class Pusher:
         if not wire.matches(digest, answer.content):
             raise RegistryError(f"the blob {digest} of {ref} does not match its digest")
         return answer.content
+
+    async def blob_chunks(self, ref: Reference, digest: str, size: int | None = None) -> AsyncGenerator[bytes, None]:
+        """The blob `digest` of `ref`'s repository in chunks as they arrive, so a layer of any size
+        is read in constant memory. Read to the end, it is checked against its digest (and
+        `size`, when given) before the end is reported; a reader that stops early has not
+        checked it. Close the iterator (`contextlib.aclosing`) when stopping early."""
+        algorithm, _, expected = digest.partition(":")
+        if algorithm not in VERIFIABLE:
+            raise RegistryError(f"the blob {digest[:80]!r} of {ref} names a digest that cannot be checked here")
+        what = f"the blob {digest}"
+        answer = await self._call(ref, "GET", self._url(ref, "blobs", digest), limit=wire.MAX_MANIFEST, hold=True)
+        if answer.stream is None:
+            raise self._refused(ref, what, answer)
+        hasher, seen = hashlib.new(algorithm), 0
+        try:
+            async for chunk in answer.stream.aiter_bytes():
+                hasher.update(chunk)
+                seen += len(chunk)
+                if size is not None and seen > size:
+                    raise RegistryError(f"{ref.host} sent more than the {size} bytes of {what} of {ref}")
+                yield chunk
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise RegistryError(self._redact(f"{ref.host} broke off {what} of {ref}: {describe(exc)}")) from None
+        finally:
+            await answer.stream.aclose()
+        if hasher.hexdigest() != expected or (size is not None and seen != size):
+            raise RegistryError(
+                f"{what} of {ref} does not match its digest (or its size); the registry sent other data"
+            )
 
     async def has_blob(self, ref: Reference, digest: str) -> bool:
         answer = await self._call(ref, "HEAD", self._url(ref, "blobs", digest), limit=wire.MAX_MANIFEST)

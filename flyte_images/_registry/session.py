@@ -17,7 +17,7 @@ import email.utils
 import ipaddress
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -35,12 +35,15 @@ MAX_RETRY_AFTER = 30.0
 
 @dataclass(frozen=True)
 class Answer:
-    """One HTTP answer with its whole (size-limited) body read."""
+    """One HTTP answer with its whole (size-limited) body read, or, for a request sent with
+    `hold=True` that was answered 200, with its body still to read from `stream` (the caller
+    closes it)."""
 
     status: int
     headers: httpx.Headers
     content: bytes
     url: httpx.URL
+    stream: httpx.Response | None = field(default=None, repr=False, compare=False)
 
     @property
     def media_type(self) -> str:
@@ -136,10 +139,13 @@ class Session:
         limit: int,
         body: Body | None = None,
         push: bool = False,
+        hold: bool = False,
     ) -> Answer:
         """`get`, with a document to send (a PUT of a manifest): the token asked for then also
         allows pushing, since registries scope tokens to the actions they allow. `push` asks for
-        that scope without a body (the POST that starts a blob upload)."""
+        that scope without a body (the POST that starts a blob upload). `hold` leaves the body
+        of a 200 answer unread in `Answer.stream` (a layer blob, too big to hold in memory):
+        retries, challenges and redirects happen before it, as for any request."""
         scope = f"repository:{repository}:{'pull' if body is None and not push else 'pull,push'}"
         start = httpx.URL(url)
         authenticated = False
@@ -151,7 +157,7 @@ class Session:
             if (host, scope) in self._headers:
                 headers["Authorization"] = self._headers[(host, scope)]
             try:
-                answer = await self._follow(host, method, start, headers, limit, body)
+                answer = await self._follow(host, method, start, headers, limit, body, hold)
             except _Unreachable as exc:
                 if attempt >= self._retries - 1:
                     raise RegistryError(f"{exc.where} could not be reached: {exc.why}") from None
@@ -175,12 +181,19 @@ class Session:
         await asyncio.sleep(delay)
 
     async def _follow(
-        self, host: str, method: str, url: httpx.URL, headers: dict[str, str], limit: int, body: Body | None = None
+        self,
+        host: str,
+        method: str,
+        url: httpx.URL,
+        headers: dict[str, str],
+        limit: int,
+        body: Body | None = None,
+        hold: bool = False,
     ) -> Answer:
         origin = _origin(url)
         for _ in range(MAX_REDIRECTS + 1):
             try:
-                answer = await self.read(method, url, headers, limit, body.content if body else None)
+                answer = await self.read(method, url, headers, limit, body.content if body else None, hold=hold)
             except httpx.TransportError as exc:
                 where = host if _origin(url) == origin else f"{url.netloc.decode()} (where {host} redirected)"
                 raise _Unreachable(where, describe(exc)) from None
@@ -207,11 +220,21 @@ class Session:
         return target.copy_with(userinfo=b"")
 
     async def read(
-        self, method: str, url: httpx.URL, headers: dict[str, str], limit: int, content: bytes | None = None
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: dict[str, str],
+        limit: int,
+        content: bytes | None = None,
+        *,
+        hold: bool = False,
     ) -> Answer:
-        """One request; the body is read whole, but never more than `limit` bytes of it."""
+        """One request; the body is read whole, but never more than `limit` bytes of it (with
+        `hold`, a 200 answer's body is left to the caller, unread)."""
         request = self._http.build_request(method, url, headers=headers, content=content)
         response = await self._http.send(request, stream=True)
+        if hold and response.status_code == 200:
+            return Answer(response.status_code, response.headers, b"", url, stream=response)
         where = url.netloc.decode()
         too_big = f"{where} answered more than {limit // 1024} KiB for {url.path}, more than any registry answer"
         try:

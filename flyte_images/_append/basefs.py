@@ -1,0 +1,247 @@
+"""Facts about a base image's file system, read from its layers in the registry: what a copy
+appended without an engine needs to make the bytes BuildKit would (the owner behind
+`--chown=flyte:flyte`, the folders above the destination as the image has them).
+
+The file system exists only as layer tarballs, so the layers are read from the top down, as
+streams, and the reading stops at the first layer below which nothing asked can change: a
+`/etc/passwd` written by a `useradd` layer never costs the download of the distribution below
+it. Each layer applies the OCI whiteout rules to the ones below: `d/.wh.x` deletes `d/x` (and
+all below it), `d/.wh..wh..opq` hides everything the lower layers have in `d`, and a path below
+a non-folder of a higher layer does not exist. Symlinks are reported, not followed.
+
+Answers are pure functions of the layer digests, so they are kept on disk
+(cache_dir()/basefs): asking again for the same image makes no request at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._errors import BuildError, RegistryError
+from .._registry.client import Reference
+from .._registry.push import Pusher
+from .._statcache import cache_dir
+from .layerscan import KINDS, MAX_CONTENT, Entry, Seen, normalize, scan_layer
+
+__all__ = ["Entry", "read_entries", "user_ids"]
+
+log = logging.getLogger("flyte_images.append")
+
+MAX_LINKS = 8  # hard links followed for one content, so a loop of them ends
+CACHE_VERSION = 1
+CACHE_BYTES = 16 * 1024 * 1024  # the oldest answers go when the folder grows past this
+
+
+async def read_entries(
+    pusher: Pusher,
+    ref: Reference,
+    layers: Sequence[Mapping[str, Any]],
+    paths: Iterable[str],
+    contents: Iterable[str] = (),
+) -> dict[str, Entry | None]:
+    """The entry of every path of `paths` and `contents` (with its bytes for `contents`) in the
+    image whose manifest lists `layers` (bottom first), None for what it does not have. Keys are
+    the paths as given. `ref` names the repository the blobs are in."""
+    wanted = {_asked(path) for path in contents}
+    asked = {path: _asked(path) for path in (*paths, *contents)}
+    layers_key = hashlib.sha256("\n".join(str(layer.get("digest")) for layer in layers).encode()).hexdigest()
+    found: dict[str, Entry | None] = {}
+    for path in set(asked.values()):
+        hit, entry = _cache_get(_cache_file(layers_key, path, path in wanted), path)
+        if hit:
+            found[path] = entry
+    missing = set(asked.values()) - set(found)
+    if missing:
+        looked_up = await _lookup(pusher, ref, layers, missing, wanted & missing, 0)
+        for path, entry in looked_up.items():
+            _cache_put(_cache_file(layers_key, path, path in wanted), path, entry)
+        found.update(looked_up)
+    return {given: found[path] for given, path in asked.items()}
+
+
+async def _lookup(
+    pusher: Pusher, ref: Reference, layers: Sequence[Mapping[str, Any]], paths: set[str], wanted: set[str], depth: int
+) -> dict[str, Entry | None]:
+    decided: dict[str, Entry | None] = {}
+    undecided = set(paths)
+    for index in range(len(layers) - 1, -1, -1):
+        if not undecided:
+            break  # nothing below can change an answer: the lower layers are never downloaded
+        interest = frozenset({"", *undecided, *(a for path in undecided for a in _ancestors(path))})
+        seen = await scan_layer(pusher, ref, layers[index], interest, frozenset(wanted & undecided))
+        for path in sorted(undecided):
+            final, entry = _decide(seen, path)
+            if not final:
+                continue
+            undecided.discard(path)
+            if entry is not None and path in seen.links and path in wanted:
+                entry = await _through_link(pusher, ref, layers[: index + 1], entry, seen.links[path], depth)
+            decided[path] = entry
+    return {path: decided.get(path) for path in paths}
+
+
+def _decide(seen: Seen, path: str) -> tuple[bool, Entry | None]:
+    """Whether this layer decides `path` for the layers below it, and the answer (None: absent)."""
+    parents = _ancestors(path)
+    if any(parent in seen.entries and seen.entries[parent].kind != "dir" for parent in parents):
+        return True, None
+    if path in seen.entries:
+        if path in seen.big:
+            raise BuildError(
+                f"the base image's /{path} is {seen.big[path]} bytes, more than the {MAX_CONTENT // 1024} KiB read "
+                "from a base layer; build this image with the engine"
+            )
+        return True, seen.entries[path]
+    if any(p in seen.whiteouts for p in (*parents, path)) or any(p in seen.opaque for p in ("", *parents)):
+        return True, None
+    return False, None
+
+
+async def _through_link(
+    pusher: Pusher, ref: Reference, layers: Sequence[Mapping[str, Any]], link: Entry, target: str, depth: int
+) -> Entry:
+    """A hard link's entry with its target's content: the link's own header gives the metadata
+    (containerd applies it to the shared inode), the target (in this layer or below) the bytes."""
+    if depth >= MAX_LINKS or not target:
+        raise RegistryError(f"/{link.path} in the layers of {ref} is a hard link that does not end in a file")
+    found = (await _lookup(pusher, ref, layers, {target}, {target}, depth + 1))[target]
+    if found is None:
+        raise RegistryError(f"/{link.path} in the layers of {ref} is a hard link to /{target}, which they do not have")
+    if found.kind != "file":
+        return dataclasses.replace(found, path=link.path)
+    return dataclasses.replace(link, content=found.content)
+
+
+def _asked(path: str) -> str:
+    normalized = normalize(path)
+    if not normalized:
+        raise BuildError(f"{path!r} names the root folder, which every image has; ask for paths below it")
+    return normalized
+
+
+def _ancestors(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _cache_file(layers_key: str, path: str, content: bool) -> Path:
+    key = hashlib.sha256(f"{CACHE_VERSION}\0{layers_key}\0{path}\0{int(content)}".encode()).hexdigest()
+    return cache_dir() / "basefs" / f"{key}.json"
+
+
+def _cache_get(file: Path, path: str) -> tuple[bool, Entry | None]:
+    """(True, the answer) when `file` holds one for `path`; anything unreadable is a miss."""
+    try:
+        data = json.loads(file.read_bytes())
+        if data["path"] != path:
+            return False, None
+        raw = data["entry"]
+        if raw is None:
+            return True, None
+        numbers = (raw["mode"], raw["uid"], raw["gid"], raw["mtime"])
+        content = raw["content"]
+        if raw["kind"] not in KINDS or not all(type(n) is int for n in numbers) or not isinstance(raw["linkname"], str):
+            return False, None
+        blob = None if content is None else base64.b64decode(content, validate=True)
+        return True, Entry(path, raw["kind"], *numbers, raw["linkname"], blob)
+    except (OSError, ValueError, KeyError, TypeError, binascii.Error):
+        return False, None
+
+
+def _cache_put(file: Path, path: str, entry: Entry | None) -> None:
+    """Write one answer atomically (a reader never sees half a file); a cache that cannot be
+    written only costs the next lookup its downloads."""
+    raw = None
+    if entry is not None:
+        content = None if entry.content is None else base64.b64encode(entry.content).decode()
+        raw = {**dataclasses.asdict(entry), "content": content}
+    temp = None
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=file.parent, suffix=".tmp", delete=False) as out:
+            temp = out.name
+            json.dump({"path": path, "entry": raw}, out)
+        os.replace(temp, file)
+        _prune(file.parent)
+    except OSError as exc:
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+        log.debug("the base image cache %s could not be written: %s", file, exc)
+
+
+def _prune(folder: Path) -> None:
+    files = sorted((f.stat().st_mtime, f.stat().st_size, f) for f in folder.glob("*.json"))
+    total = sum(size for _t, size, _f in files)
+    for _time, size, old in files:
+        if total <= CACHE_BYTES:
+            break
+        old.unlink(missing_ok=True)
+        total -= size
+
+
+# BuildKit's rules for `COPY --chown=user:group`, as read in moby/buildkit (commit 73ed6825c4b7):
+# client/llb/fileop.go (WithUser, parseUID) splits the text at the first ":" and treats "root"
+# and any decimal that fits an int32 as an id, everything else as a name;
+# solver/llbsolver/ops/user_linux.go (readUser) gives an id user that id as uid AND gid, a named
+# user the uid and primary gid of the first line of /etc/passwd with that name, then a group
+# (id, or the first /etc/group line with that name) replaces the gid; an empty name is id 0.
+# Lines are parsed as moby/sys/user does (user.go): trimmed, blank lines skipped, "#" comments
+# skipped in /etc/group only, fields split at ":". Where BuildKit silently falls back to 0 (a
+# name or file not found, an id field that is not a number) this refuses instead.
+def user_ids(passwd: bytes | None, group: bytes | None, user: str, group_name: str | None) -> tuple[int, int]:
+    """The (uid, gid) BuildKit gives files copied with `--chown=user[:group_name]`, from the
+    base image's /etc/passwd and /etc/group (None when it has none)."""
+    number = _id(user)
+    if number is not None:
+        uid = gid = number
+    else:
+        uid, gid = _find(passwd, "/etc/passwd", "user", user, comments=False, fields=(2, 3))
+    if group_name is not None:
+        number = _id(group_name)
+        if number is None:
+            (number,) = _find(group, "/etc/group", "group", group_name, comments=True, fields=(2,))
+        gid = number
+    return uid, gid
+
+
+def _id(text: str) -> int | None:
+    if text in ("root", ""):  # "" is a name BuildKit sends as id 0
+        return 0
+    if not re.fullmatch(r"[+-]?[0-9]+", text) or not -(2**31) <= int(text) < 2**31:
+        return None
+    if int(text) < 0:
+        raise BuildError(f"--chown names the negative id {text!r}; give an id from 0 to {2**31 - 1}")
+    return int(text)
+
+
+def _find(data: bytes | None, file: str, kind: str, name: str, *, comments: bool, fields: tuple[int, ...]) -> list[int]:
+    fix = f"create the {kind} in the base image (RUN {kind}add {name}) or give numeric ids (--chown=1000:1000)"
+    if data is None:
+        raise BuildError(f"the base image has no {file} to find the {kind} {name!r} in; {fix}")
+    for record in _records(data, comments):
+        if record[0] == name:
+            values = [record[i] if i < len(record) else "" for i in fields]
+            if not all(v.isascii() and v.isdigit() and int(v) < 2**31 for v in values):
+                raise BuildError(f"the base image's {file} gives the {kind} {name!r} no numeric id; {fix}")
+            return [int(v) for v in values]
+    raise BuildError(f"the base image has no {kind} {name!r} in {file} (BuildKit would silently use id 0); {fix}")
+
+
+def _records(data: bytes, comments: bool) -> Iterator[list[str]]:
+    for raw in data.split(b"\n"):
+        line = raw.strip()
+        if line and not (comments and line.startswith(b"#")):
+            yield line.decode("utf-8", "surrogateescape").split(":")
