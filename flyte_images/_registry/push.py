@@ -23,7 +23,7 @@ import httpx
 from .._errors import RegistryError
 from . import redact, wire
 from .client import Reference, _said, deadline_seconds
-from .session import Answer, Body, Session, describe
+from .session import Answer, Body, Session, describe, new_client
 
 BLOB_TYPE = "application/octet-stream"
 VERIFIABLE = ("sha256", "sha512")
@@ -54,7 +54,7 @@ class Pusher:
         # Uploads take longer than existence checks: the deadline covers one request at most.
         self._deadline = max(deadline_seconds(deadline), timeout)
         self._redact = redact.Redactor()
-        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self._http = new_client(timeout=timeout, transport=transport)
         self._session = Session(
             self._http, insecure=set(insecure), retries=retries, backoff=backoff, redactor=self._redact
         )

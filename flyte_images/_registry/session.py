@@ -16,7 +16,9 @@ import asyncio
 import email.utils
 import ipaddress
 import logging
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -101,6 +103,41 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
 def _shown(value: str, limit: int = 60) -> str:
     """A server-chosen value as it may appear in a reason: quoted and cut short."""
     return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+class _WhenFirstUsed(httpx.AsyncBaseTransport):
+    """A transport made on its first request. The TLS one loads the system's CA certificates
+    (about 20 ms): a process that only talks to a plain-HTTP registry on loopback never pays it."""
+
+    def __init__(self, make: Callable[[], httpx.AsyncBaseTransport]) -> None:
+        self._make = make
+        self._real: httpx.AsyncBaseTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._real is None:
+            self._real = self._make()
+        return await self._real.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        if self._real is not None:
+            await self._real.aclose()
+
+
+def new_client(
+    *, timeout: float, limits: httpx.Limits | None = None, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """The HTTP client of a session: TLS set up only when an https:// URL is first asked."""
+    pool = limits or httpx.Limits()
+    if transport is not None:
+        return httpx.AsyncClient(timeout=timeout, transport=transport, limits=pool)
+    secure = _WhenFirstUsed(lambda: httpx.AsyncHTTPTransport(limits=pool))
+    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return httpx.AsyncClient(timeout=timeout, limits=pool)  # httpx routes through the proxy
+    plain = httpx.AsyncHTTPTransport(verify=False, limits=pool)  # only ever sees http:// URLs
+    return httpx.AsyncClient(timeout=timeout, transport=secure, mounts={"http://": plain})
+
+
+_PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
 class Session:
