@@ -37,7 +37,7 @@ from pathlib import Path
 from .._errors import BuildError
 from .._stage import FIXED_MTIME
 
-GZIP_LEVEL = 6  # zlib's default: source files compress well, and level 9 is several times slower
+GZIP_LEVEL = 1  # source files compress well even at 1; level 6 took twice as long for a 300-file folder
 
 
 @dataclass(frozen=True)
