@@ -153,6 +153,7 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
         ("reason", K, "''"),
         ("digest", K, "None"),
         ("dockerfile", K, "''"),
+        ("path", K, "''"),
     ],
     # flyte.build in 2.12.1 is (image, dry_run=False, force=False, wait=True); the options after
     # them are keyword-only additions of flyte-images.
