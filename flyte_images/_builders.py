@@ -6,7 +6,10 @@ so there is no table of built-ins here: what is installed is what can be chosen.
 
 from __future__ import annotations
 
-from importlib.metadata import EntryPoint, entry_points
+import os
+import re
+import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigError
@@ -20,9 +23,123 @@ DEFAULT_BUILDER = "docker"
 _ALIASES = {"local": "docker"}
 
 
-def available_builders() -> dict[str, EntryPoint]:
-    """Every registered backend by name."""
+def available_builders() -> dict[str, Any]:
+    """Every registered backend by name (entry points: `name`, `value`, `load()`)."""
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+# ----- entry points without importing importlib.metadata ---------------------------------------
+
+
+class EntryPoint:
+    """An entry point as `importlib.metadata.EntryPoint` has it: name, value, group, `load()`."""
+
+    pattern = re.compile(r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?((?P<extras>\[.*\])\s*)?$")
+
+    def __init__(self, name: str, value: str, group: str) -> None:
+        self.name, self.value, self.group = name, value, group
+
+    def load(self) -> Any:
+        """The module the value names, or the object named after its `:` (importlib.metadata's rule)."""
+        import importlib
+
+        match = self.pattern.match(self.value)
+        if match is None:  # importlib.metadata fails here too, with this error
+            raise AttributeError("'NoneType' object has no attribute 'group'")
+        loaded: Any = importlib.import_module(match.group("module"))
+        for attr in filter(None, (match.group("attr") or "").split(".")):
+            loaded = getattr(loaded, attr)
+        return loaded
+
+    def __repr__(self) -> str:
+        return f"EntryPoint(name={self.name!r}, value={self.value!r}, group={self.group!r})"
+
+
+def entry_points(*, group: str) -> Iterable[Any]:
+    """`importlib.metadata.entry_points(group=group)`: the same entry points, in the same order.
+
+    Importing importlib.metadata costs about 15 ms (email, zipfile, csv, ...), as much as a
+    no-op build spends on its real work, so the common layout is read here directly: when the
+    standard path finder is the only distribution finder and the folders on sys.path hold plain
+    `*.dist-info` / `*.egg-info` folders, their `entry_points.txt` files are read as
+    importlib.metadata reads them (the first distribution of each normalised name counts). Any
+    other layout (a zip or an egg on sys.path, another finder, a distribution named only inside
+    its metadata, a file importlib.metadata would fail on) is left to importlib.metadata.
+    """
+    found = _scan(group)
+    if found is None:
+        from importlib.metadata import entry_points as read_entry_points
+
+        return read_entry_points(group=group)
+    return found
+
+
+def _normalize(name: str) -> str:
+    """importlib.metadata's Prepared.normalize: PEP 503, with dashes as underscores."""
+    return re.sub(r"[-_.]+", "-", name).lower().replace("-", "_")
+
+
+def _scan(group: str) -> list[EntryPoint] | None:
+    from importlib.machinery import PathFinder
+
+    if any(getattr(f, "find_distributions", None) is not None and f is not PathFinder for f in sys.meta_path):
+        return None
+    seen: set[str] = set()
+    found: list[EntryPoint] = []
+    for root in list(sys.path):
+        if not isinstance(root, str) or os.path.basename(root).lower().endswith(".egg"):
+            return None
+        try:
+            children = os.listdir(root or ".")
+        except Exception:  # importlib.metadata suppresses everything here too
+            if os.path.isfile(root):  # maybe a zip of distributions
+                return None
+            continue
+        infos: dict[str, list[str]] = {}  # importlib.metadata's Lookup: grouped by name, in listing order
+        for child in children:
+            low = child.lower()
+            if low.endswith((".dist-info", ".egg-info")):
+                infos.setdefault(_normalize(low.rpartition(".")[0].partition("-")[0]), []).append(child)
+        for children_of_name in infos.values():
+            for child in children_of_name:
+                stem, ext = os.path.splitext(child)
+                name = _normalize(stem.partition("-")[0]) if ext in (".dist-info", ".egg-info") else ""
+                if not name:  # importlib.metadata would read the name from the metadata file
+                    return None
+                if name in seen:
+                    continue
+                seen.add(name)
+                if not _read_entry_points(os.path.join(root, child, "entry_points.txt"), group, found):
+                    return None
+    return found
+
+
+def _read_entry_points(path: str, group: str, found: list[EntryPoint]) -> bool:
+    """Append the entry points of `group` in the file at `path` (none if it is absent); False
+    where importlib.metadata would raise (unreadable text, a line without `=` in a section)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
+        return True
+    except (OSError, ValueError):
+        return False
+    section = None
+    for line in text.splitlines():
+        value = line.strip()
+        if not value or value.startswith("#"):
+            continue
+        if value.startswith("[") and value.endswith("]"):
+            section = value.strip("[]")
+            continue
+        if section is None:
+            continue
+        name, equals, target = value.partition("=")
+        if not equals:
+            return False
+        if section == group:
+            found.append(EntryPoint(name.strip(), target.strip(), section))
+    return True
 
 
 def get_builder(name_or_instance: str | Builder | None = None) -> Builder:

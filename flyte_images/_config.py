@@ -48,11 +48,6 @@ from typing import Any
 
 from ._errors import ConfigError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
-
 REGISTRY_ENV = "FLYTE_IMAGES_REGISTRY"
 FLYTE_REGISTRY_ENV = "FLYTE_IMAGE_REGISTRY"  # the Flyte SDK's name, read after ours
 BUILDER_ENV = "FLYTE_IMAGES_BUILDER"
@@ -109,6 +104,15 @@ def update(**changes: Any) -> None:
         _explicit = replace(_explicit, **values)
 
 
+def _tomllib() -> Any:
+    """The TOML reader, imported when a file is read (most runs read none)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
+    return tomllib
+
+
 def find_config_file(start: Path | None = None) -> Path | None:
     explicit = os.environ.get(CONFIG_ENV)
     if explicit:
@@ -129,6 +133,7 @@ def find_config_file(start: Path | None = None) -> Path | None:
 
 
 def read_config_file(path: Path) -> Settings:
+    tomllib = _tomllib()
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:

@@ -8,23 +8,25 @@ symlinks the link text). Absolute paths, owners and times never leave this modul
 Speed (measured by `just bench`): files are opened relative to their folder's descriptor, and
 a file that must be hashed is opened once and `fstat`ed through that descriptor, so a cold walk
 costs one open, one fstat and the reads per file. Digests are kept in a stat cache keyed on
-(device, inode, size, mtime_ns, ctime_ns); within one process a whole tree is also remembered
-with the stat keys of its folders and files, so a repeated identifier of an unchanged tree costs
-one `stat` per file and folder and nothing else. The stat cache lives in memory and in a file
-under the user cache folder; it is off when `CI` is set (fresh checkouts gain nothing from it)
-and when `FLYTE_IMAGES_STAT_CACHE=0`; `FLYTE_IMAGES_STAT_CACHE=1` forces it on. Nothing whose
-times are within two seconds of the moment it was read is remembered: a file written again
-within the same timestamp tick could otherwise keep a stale digest.
+(device, inode, size, mtime_ns, ctime_ns); a whole tree is also remembered with the stat keys of
+its folders and files, in memory and in a memo file (see `_load_memo`), so a repeated identifier
+of an unchanged tree, in the same process or a new one, costs one `stat` per file and folder
+and nothing else. Both live under the user cache folder; they are off when `CI` is set (fresh
+checkouts gain nothing from them) and when `FLYTE_IMAGES_STAT_CACHE=0`;
+`FLYTE_IMAGES_STAT_CACHE=1` forces them on. Nothing whose times are within two seconds of the
+moment it was read is remembered: a file written again within the same timestamp tick could
+otherwise keep a stale digest.
 """
 
 from __future__ import annotations
 
 import hashlib
+import marshal
 import os
 import stat
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -101,13 +103,51 @@ class Tree:
         return hashlib.sha256(encode_entries(self.entries)).hexdigest()
 
     def identity(self) -> tuple[str, int, str]:
-        return ("tree", len(self.entries), self.digest)
+        count = self.__dict__.get("_count")
+        return ("tree", len(self.entries) if count is None else count, self.digest)
+
+    @classmethod
+    def _stored(cls, count: int, digest: str, packed: bytes, origin: Path) -> Tree:
+        """A tree read back from a memo file (see `_load_memo`): its size and digest are known,
+        its entries are unpacked from `packed` only when first asked for (an identifier never
+        needs them)."""
+        tree = cls.__new__(cls)
+        object.__setattr__(tree, "_count", count)
+        object.__setattr__(tree, "digest", digest)
+        object.__setattr__(tree, "_packed", (packed, origin))
+        return tree
+
+    if not TYPE_CHECKING:  # only a stored tree lacks `entries` until they are unpacked
+
+        def __getattr__(self, name: str) -> object:
+            packed = self.__dict__.get("_packed") if name == "entries" else None
+            if packed is None:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            entries = _unpack_entries(*packed, self.digest)
+            object.__setattr__(self, "entries", entries)
+            return entries
+
+
+def _unpack_entries(packed: bytes, origin: Path, digest: str) -> tuple[Entry, ...]:
+    """The entries of a memo file (whose checksum held when it was read), checked against the
+    tree's digest all the same: they can only ever be the entries that digest describes."""
+    try:
+        entries = tuple(Entry(*fields) for fields in marshal.loads(packed))
+    except (ValueError, EOFError, TypeError):
+        entries = None
+    if entries is None or hashlib.sha256(encode_entries(entries)).hexdigest() != digest:
+        raise SourceError(f"the remembered file list {origin} does not match its digest; delete it and run again")
+    return entries
 
 
 @dataclass
 class _TreeMemo:
+    """A walk's result with the stat key of every folder it listed and every file it kept:
+    (folder path, its key, the names of its kept files and symlinks joined by NUL, their keys),
+    keys packed by `_KEYS`. While none of these keys changed, the walk returns the same tree."""
+
     tree: Tree
-    folders: list[tuple[str, StatKey, list[tuple[str, StatKey]]]] = field(default_factory=list)
+    folders: list[tuple[str, bytes, str, bytes]] = field(default_factory=list)
 
 
 def _hash_fd(fd: int) -> str:
@@ -160,7 +200,7 @@ class _Walk:
         self.snap = snap
         self.dest = dest
         self.entries: list[Entry] = []
-        self.memo = _TreeMemo(Tree(()))
+        self.listed: list[tuple[str, StatKey, list[tuple[str, StatKey]]]] = []  # for `_TreeMemo`
         self.hashed: list[tuple[StatKey, str]] = []
         self.deferred: list[tuple[int, Future[str], os.stat_result]] = []  # (entry index, digest, stat)
         self._pool: ThreadPoolExecutor | None = None
@@ -228,7 +268,7 @@ class _Walk:
         except PermissionError as exc:
             raise SourceError(f"cannot list {path}: permission denied; fix its permissions") from exc
         files: list[tuple[str, StatKey]] = []
-        self.memo.folders.append((path, _key(os.fstat(dfd)), files))
+        self.listed.append((path, _key(os.fstat(dfd)), files))
         with os.scandir(dfd) as it:
             listing = sorted((item.name, _kind(item)) for item in it)
         match_rel = self.prefix + rel if rel else self.prefix.rstrip("/")
@@ -259,8 +299,10 @@ class _Walk:
                 self.snap.link(self.dest + child, entry.digest)
             return entry
         if self.snap is not None:
+            copies = self.snap.copied
             st, copied = self.snap.copy_file(dfd, name, self.dest + child, f"{child} in {self.root}:")
-            self.hashed.append((_key(st), copied))
+            if self.snap.copied != copies:  # read now; an unchanged file's digest was learnt when it was copied
+                self.hashed.append((_key(st), copied))
             return Entry(child, FILE, stat.S_IMODE(st.st_mode), copied, st.st_size)
         digest: str | None = None
         if self.cache is not None:
@@ -305,24 +347,124 @@ def _kind(item: os.DirEntry[str]) -> str | None:
     return None
 
 
+_KEYS = struct.Struct("<QQqqq")  # a StatKey, packed: device and inode unsigned, times signed
+
+
+def _pack_keys(keys: Iterable[StatKey]) -> bytes:
+    """Stat keys as bytes; struct.error for a value beyond 64 bits (then nothing is remembered)."""
+    return b"".join([_KEYS.pack(*key) for key in keys])
+
+
+def _memo_of(tree: Tree, listed: list[tuple[str, StatKey, list[tuple[str, StatKey]]]]) -> _TreeMemo | None:
+    try:
+        folders = [(path, _KEYS.pack(*key), "\0".join(n for n, _k in files), _pack_keys(k for _n, k in files))
+                   for path, key, files in listed]  # fmt: skip
+    except struct.error:
+        return None
+    return _TreeMemo(tree, folders)
+
+
 def _memo_valid(memo: _TreeMemo) -> bool:
     """True when no folder or file of the remembered walk changed (one stat each)."""
-    for path, key, files in memo.folders:
+    stat_at = os.stat
+    for path, key, names, keys in memo.folders:
         try:
             dfd = os.open(path, _DIR_FLAGS)
-        except OSError:
+        except (OSError, ValueError, TypeError):
             return False
         try:
-            if _key(os.fstat(dfd)) != key:
+            st = os.fstat(dfd)
+            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) != _KEYS.unpack(key):
                 return False
-            for name, file_key in files:
-                if _key(os.stat(name, dir_fd=dfd, follow_symlinks=False)) != file_key:
+            for name, file_key in zip(names.split("\0") if names else (), _KEYS.iter_unpack(keys), strict=True):
+                st = stat_at(name, dir_fd=dfd, follow_symlinks=False)
+                if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) != file_key:
                     return False
         except OSError:
+            return False
+        except (ValueError, TypeError, AttributeError, struct.error):  # a memo file of the wrong shape
             return False
         finally:
             os.close(dfd)
     return True
+
+
+# ----- memo files: a tree's memo kept between processes --------------------------------------
+#
+# One file per (folder, match prefix, rules) in the stat cache's folder, written after a walk
+# whose keys are all older than the racy window, exactly when the in-memory memo is kept. A new
+# process that finds every key unchanged gets the tree without listing a folder or reading the
+# stat cache: one stat per folder and file. The file is the format line, the SHA-256 of the
+# rest, then the length of the head, the head (marshal: the key it was written for, the tree's
+# size and digest, the folders) and the entries (marshal, unpacked only when asked for). As the
+# stat cache file, it is trusted only when it is exactly what we wrote; anything else is ignored
+# and replaced by the next walk.
+
+_MEMO_FORMAT = b"flyte-images-tree-memo-1\n"  # change it whenever Entry, the keys or the layout change
+_MEMO_HEAD = struct.Struct(">32sQ")  # SHA-256 of the rest, length of the head
+# Memo files kept, the most recently written first: at most this many, of at most this many
+# bytes in all (the newest is always kept); the others are removed when one is written.
+_MEMO_KEEP = 256
+_MEMO_KEEP_BYTES = 256 << 20
+
+
+def _memo_path(folder: Path, memo_key: tuple[str, str, IgnoreRules]) -> tuple[Path, str]:
+    root, prefix, rules = memo_key
+    ident = repr((root, prefix, tuple((p.text, p.exception) for p in rules.patterns)))
+    name = hashlib.sha256(ident.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return folder / f"{name}.bin", ident
+
+
+def _load_memo(folder: Path, memo_key: tuple[str, str, IgnoreRules]) -> _TreeMemo | None:
+    path, ident = _memo_path(folder, memo_key)
+    try:
+        raw = memoryview(path.read_bytes())
+    except OSError:
+        return None
+    start = len(_MEMO_FORMAT) + _MEMO_HEAD.size
+    if len(raw) < start or raw[: len(_MEMO_FORMAT)] != _MEMO_FORMAT:
+        return None
+    checksum, size = _MEMO_HEAD.unpack(raw[len(_MEMO_FORMAT) : start])
+    if hashlib.sha256(raw[len(_MEMO_FORMAT) + 32 :]).digest() != checksum or size > len(raw) - start:
+        return None
+    try:  # marshal is not meant for damaged input: it only sees bytes whose checksum held
+        written_for, count, digest, folders = marshal.loads(raw[start : start + size])
+    except (ValueError, EOFError, TypeError):
+        return None
+    if not (
+        written_for == ident
+        and type(count) is int
+        and type(digest) is str
+        and len(digest) == 64
+        and type(folders) is list
+        and all(type(f) is tuple and len(f) == 4 for f in folders)
+    ):
+        return None
+    return _TreeMemo(Tree._stored(count, digest, bytes(raw[start + size :]), path), folders)
+
+
+def _save_memo(folder: Path, memo_key: tuple[str, str, IgnoreRules], memo: _TreeMemo) -> None:
+    """Write the memo file (best effort: a memo only saves work next time)."""
+    from ._statcache import _write_atomically
+
+    path, ident = _memo_path(folder, memo_key)
+    tree = memo.tree
+    head = marshal.dumps((ident, len(tree.entries), tree.digest, memo.folders))
+    rest = struct.pack(">Q", len(head)) + head + marshal.dumps(tuple(_entry_fields(e) for e in tree.entries))
+    try:
+        _write_atomically(path, _MEMO_FORMAT + hashlib.sha256(rest).digest() + rest)
+        found = sorted(((p.stat(), p) for p in folder.glob("*.bin")), key=lambda f: f[0].st_mtime_ns, reverse=True)
+    except OSError:
+        return
+    total = 0
+    for index, (st, old) in enumerate(found):
+        total += st.st_size
+        if index and (index >= _MEMO_KEEP or total > _MEMO_KEEP_BYTES):
+            old.unlink(missing_ok=True)
+
+
+def _entry_fields(entry: Entry) -> tuple[str, str, int, str, int]:
+    return (entry.path, entry.kind, entry.mode, entry.digest, entry.size)
 
 
 def collect_tree(
@@ -350,6 +492,10 @@ def collect_tree(
     memo_key = (str(root), match_prefix, rules)
     if cache is not None and snap is None:
         memo = cache.trees.get(memo_key)
+        if memo is None and cache.memo_dir is not None:
+            memo = _load_memo(cache.memo_dir, memo_key)
+            if memo is not None:
+                cache.trees[memo_key] = memo
         if memo is not None and _memo_valid(memo):
             return memo.tree
     start = rules.state_for_dir(None, match_prefix.rstrip("/"))
@@ -368,10 +514,12 @@ def collect_tree(
         for key, digest in walk.hashed:
             cache.put(key, digest, now)
         cache.save()
-        keys = [k for _p, k, files in walk.memo.folders for k in (k, *(fk for _n, fk in files))]
-        if snap is None and not any(_racy(k, now) for k in keys):
-            walk.memo.tree = tree
-            cache.trees[memo_key] = walk.memo
+        keys = [k for _p, k, files in walk.listed for k in (k, *(fk for _n, fk in files))]
+        memo = _memo_of(tree, walk.listed) if snap is None and not any(_racy(k, now) for k in keys) else None
+        if memo is not None:
+            cache.trees[memo_key] = memo
+            if cache.memo_dir is not None:
+                _save_memo(cache.memo_dir, memo_key, memo)
     return tree
 
 
@@ -380,8 +528,9 @@ def file_entry(path: Path, cache: StatCache | None = None, snap: Snapshot | None
 
     With `snap`, the file is staged at `dest` and the digest is that of the staged copy."""
     if snap is not None:
+        copies = snap.copied
         st, copied = snap.copy_file(None, str(path), dest, "file")
-        if cache is not None:
+        if cache is not None and snap.copied != copies:  # see _Walk._leaf
             cache.put(_key(st), copied, time.time_ns())
         return Entry(path.name, FILE, stat.S_IMODE(st.st_mode), copied, st.st_size)
     try:

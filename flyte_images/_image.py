@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _config
 from . import _image_args as args
@@ -35,24 +35,14 @@ from ._image_args import (
     optional_registry,
 )
 from ._image_packages import PackageMethods
-from ._layers import (
-    AptPackages,
-    CodeBundle,
-    Commands,
-    CopyStyle,
-    DebianBase,
-    DockerIgnore,
-    Env,
-    Layer,
-    PipPackages,
-    PythonWheels,
-    SourceFile,
-    SourceFolder,
-    WorkDir,
-    resolve_code_bundle_layer,
-)
+from ._layers.base import Layer
+from ._layers.files import DockerIgnore, SourceFile, SourceFolder
+from ._layers.system import AptPackages, Commands, DebianBase, Env, WorkDir
 from ._secret import Secret, SecretRequest, normalize_secrets
 from ._validation import Architecture
+
+if TYPE_CHECKING:
+    from ._layers.code import CopyStyle, resolve_code_bundle_layer
 
 __all__ = [
     "DEFAULT_BASE_IMAGE",
@@ -277,6 +267,8 @@ class Image(PackageMethods):
 
         Example: `image.with_pip_packages("numpy==2.1.0", "pandas>=2")`
         """
+        from ._layers.python import PipPackages
+
         names = args.pip_packages(packages)
         options = install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts)
         return self._with_layer(PipPackages(packages=names, **options))
@@ -333,6 +325,8 @@ class Image(PackageMethods):
 
         Example: `image.with_code_bundle(copy_style="all", dst="/app")`
         """
+        from ._layers.code import CodeBundle
+
         return self._with_layer(CodeBundle(copy_style=args.copy_style(copy_style), dst=check.nonempty("dst", dst)))
 
     def with_dockerignore(self, path: Path) -> Image:
@@ -362,6 +356,8 @@ class Image(PackageMethods):
 
     def with_local_v2(self) -> Image:
         """Install the wheels found in `./dist` (a locally built SDK), as the SDK's dev mode does."""
+        from ._layers.python import PythonWheels
+
         return self._with_layer(PythonWheels(wheel_dir=Path("dist").absolute(), package_name="flyte"))
 
     # ----- checks and names ---------------------------------------------------------------
@@ -409,3 +405,13 @@ class Image(PackageMethods):
         from ._plan import plan
 
         return plan(self).uri
+
+
+def __getattr__(name: str) -> object:
+    # `resolve_code_bundle_layer` is exported from here too; the code-bundle layer kind is
+    # loaded only when it is asked for.
+    if name == "resolve_code_bundle_layer":
+        from ._layers.code import resolve_code_bundle_layer
+
+        return resolve_code_bundle_layer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _config
 from . import _validation as check
 from ._errors import InvalidLayerArgument
-from ._layers import COPY_STYLES, CopyStyle, ProjectInstallMode
 from ._secret import Secret, SecretRequest, normalize_secrets
+
+if TYPE_CHECKING:
+    from ._layers.code import CopyStyle
+    from ._layers.python import ProjectInstallMode
 
 DEFAULT_IMAGE_NAME = "flyte"
 DEFAULT_FLYTE_VERSION = "2.12.1"
@@ -67,6 +70,8 @@ def install_mode(value: object) -> ProjectInstallMode:
 
 
 def copy_style(value: object) -> CopyStyle:
+    from ._layers.code import COPY_STYLES
+
     if value not in COPY_STYLES:
         raise InvalidLayerArgument("copy_style", f"{value!r} is not one of {', '.join(map(repr, COPY_STYLES))}")
     return value  # type: ignore[return-value]

@@ -10,22 +10,13 @@ from typing import TYPE_CHECKING, cast
 from . import _validation as check
 from ._errors import InvalidLayerArgument
 from ._image_args import install_mode, install_options, optional_text
-from ._layers import (
-    Layer,
-    PixiProject,
-    PixiScript,
-    PoetryProject,
-    ProjectInstallMode,
-    Requirements,
-    UVProject,
-    UVScript,
-)
-from ._layers.pixi import conda_subdirs, environment_name
 from ._secret import Secret, SecretRequest, normalize_secrets
 from ._validation import Architecture
 
 if TYPE_CHECKING:
     from ._image import Image
+    from ._layers.base import Layer
+    from ._layers.python import ProjectInstallMode
 
 
 def _image() -> type[Image]:
@@ -64,6 +55,8 @@ class PackageMethods:
         Example:
             Image.from_uv_script("tool.py", name="tool", python_version=(3, 12))
         """
+        from ._layers.python import UVScript
+
         layer = UVScript(
             script=check.local_path("script", script),
             **install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts),
@@ -99,6 +92,8 @@ class PackageMethods:
         Example:
             Image.from_pixi_script("gdal_task.py", name="gdal")
         """
+        from ._layers.pixi import PixiScript, conda_subdirs, environment_name
+
         base = _image().from_debian_base(
             install_flyte=False, registry=registry, registry_secret=registry_secret, name=name, platform=platform
         )
@@ -127,6 +122,8 @@ class PackageMethods:
         path = check.local_path("file", file)
         if path.suffix != ".txt":
             raise InvalidLayerArgument("file", f"{str(file)!r} is not a .txt requirements file")
+        from ._layers.python import Requirements
+
         options = install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts)
         return self._add(Requirements(file=path, **options))
 
@@ -146,6 +143,8 @@ class PackageMethods:
         With project_install_mode="install_project" the project folder is copied and installed too.
         Example: `image.with_uv_project("pyproject.toml")`
         """
+        from ._layers.python import UVProject
+
         pyproject = check.local_path("pyproject_file", pyproject_file)
         # No uvlock: the uv.lock beside the pyproject if there is one when the image is planned,
         # else the dependencies are resolved at build time (as the SDK's `uv sync` does).
@@ -171,6 +170,8 @@ class PackageMethods:
 
         Example: `image.with_poetry_project("pyproject.toml", extra_args="--only main")`
         """
+        from ._layers.python import PoetryProject
+
         pyproject = check.local_path("pyproject_file", pyproject_file)
         lock = (
             check.local_path("poetry_lock", poetry_lock)
@@ -202,6 +203,8 @@ class PackageMethods:
 
         Example: `image.with_pixi_project("pixi.toml", environment="gpu")`
         """
+        from ._layers.pixi import PixiProject, environment_name
+
         layer = PixiProject(
             manifest=check.local_path("manifest_file", manifest_file),
             pixi_lock=check.local_path("pixi_lock", pixi_lock) if pixi_lock is not None else None,

@@ -19,9 +19,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from ._errors import LoadError
+
+if TYPE_CHECKING:
+    from ._environment import Environment
 
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -87,11 +90,23 @@ def _load_file(path: Path) -> ModuleType:
     return module
 
 
-def _collect(name: str, value: Any, out: list[tuple[str, Any]], depth: int = 0) -> None:
-    from ._environment import Environment
+def _model_types() -> tuple[type, ...]:
+    """Image, and Environment when its module is loaded: no value can be an Environment before
+    that, and a file defining only Images then never loads the environment model."""
     from ._image import Image
 
-    if isinstance(value, (Environment, Image)):
+    environment = sys.modules.get("flyte_images._environment")
+    return (Image,) if environment is None else (environment.Environment, Image)
+
+
+def is_environment(value: object) -> TypeGuard[Environment]:
+    """isinstance(value, Environment), without loading the environment model to say no."""
+    environment = sys.modules.get("flyte_images._environment")
+    return environment is not None and isinstance(value, environment.Environment)
+
+
+def _collect(name: str, value: Any, out: list[tuple[str, Any]], depth: int = 0) -> None:
+    if isinstance(value, _model_types()):
         out.append((name, value))
     elif depth == 0 and isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
@@ -133,16 +148,11 @@ def _named(where: str, module: ModuleType, name: str) -> list[tuple[str, Any]]:
 
 
 def _is_model(value: object) -> bool:
-    from ._environment import Environment
-    from ._image import Image
-
-    return isinstance(value, (Environment, Image))
+    return isinstance(value, _model_types())
 
 
 def definitions_of(target: str) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
     """(environments, images) a target defines (or the one it names), by name."""
-    from ._environment import Environment
-
     where, name = split_target(target)
     module = load_module(where)
     found: list[tuple[str, Any]] = []
@@ -154,20 +164,21 @@ def definitions_of(target: str) -> tuple[list[tuple[str, Any]], list[tuple[str, 
                 _collect(n, v, found)
         if not found:
             raise LoadError(f"{where} defines no Environment or Image at module level")
-    envs = [(n, v) for n, v in found if isinstance(v, Environment)]
-    images = [(n, v) for n, v in found if not isinstance(v, Environment)]
+    envs = [(n, v) for n, v in found if is_environment(v)]
+    images = [(n, v) for n, v in found if not is_environment(v)]
     return envs, images
 
 
 def images_of(target: str) -> list[tuple[str, Any]]:
     """(name, Image) for every Image a target defines and every Environment's image (named by
     the environment; a string image becomes a reference image)."""
-    from ._deploy import image_of
     from ._image import Image
 
     envs, images = definitions_of(target)
     named: list[tuple[str, Any]] = list(images)
     for _var, env in envs:
+        from ._deploy import image_of
+
         image = image_of(env)
         named.append((env.name, image if isinstance(image, Image) else Image.from_base(image)))
     return named

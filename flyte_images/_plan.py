@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import _config
 from ._encoding import Encodable
@@ -31,8 +32,10 @@ from ._layers import DockerIgnore, Files, Inputs
 from ._render import Instructions, RenderOptions
 from ._secret import Secret
 from ._sources import Sources, Staged
-from ._stage import Snapshot, snapshot
 from ._statcache import StatCache, shared_stat_cache
+
+if TYPE_CHECKING:
+    from ._stage import Snapshot
 
 IDENTITY_LABEL = "dev.flyte-images.identifier"
 
@@ -124,6 +127,8 @@ def plan(
 def staged_plan(image: Image, options: RenderOptions | None = None, *, uri: str | None = None) -> Iterator[BuildPlan]:
     """The plan of `image` made while staging its files; the staging folder stays locked (and
     unchanged) until the block ends, so the backend sends exactly what the plan describes."""
+    from ._stage import snapshot
+
     with snapshot(description_key(image)) as snap:
         made = _make(image, options or RenderOptions(), shared_stat_cache(), snap)
         dockerfile = made.dockerfile_path or snap.dockerfile

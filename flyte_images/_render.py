@@ -19,11 +19,11 @@ frontend image) and only Dockerfile features of BuildKit's built-in frontend.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from urllib.parse import urlsplit
 
 from . import _quote as q
@@ -71,6 +71,17 @@ def has_credentials(url: str) -> bool:
 
 
 def template_bytes() -> bytes:
+    """The base template's bytes, read through the package's loader as `pkgutil.get_data` does
+    (importlib.resources, whose import costs more than the read, only for a loader without
+    `get_data`)."""
+    import flyte_images
+
+    get_data = getattr(flyte_images.__spec__.loader, "get_data", None)
+    if get_data is not None and flyte_images.__file__:
+        data: bytes = get_data(os.path.join(os.path.dirname(flyte_images.__file__), "dockerfiles", TEMPLATE))
+        return data
+    from importlib import resources
+
     return (resources.files("flyte_images") / "dockerfiles" / TEMPLATE).read_bytes()
 
 

@@ -29,12 +29,15 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._errors import SourceError, SourceNotFoundError
 from ._files import FILE, Entry, Tree, collect_tree, file_entry
 from ._ignore import DEFAULT_EXCLUDES, IgnoreRules, parse_dockerignore, read_dockerignore
-from ._stage import Snapshot
 from ._statcache import StatCache
+
+if TYPE_CHECKING:
+    from ._stage import Snapshot
 
 _SMALL_LIMIT = 16 << 20  # requirement files, scripts, Dockerfiles: read whole, parsed from those bytes
 

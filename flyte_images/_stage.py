@@ -76,6 +76,12 @@ class Snapshot:
     seen: set[str] = field(default_factory=set)
     folders: dict[str, int] = field(default_factory=dict)
     copied: int = 0  # files read and copied by this snapshot (the others were unchanged)
+    # Staged paths that may be symlinks when `finish` runs: only `link` and `put_bytes` can
+    # leave one (a copied file and a folder always replace whatever was there).
+    maybe_links: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._context = str(self.root / "context")
 
     @property
     def context(self) -> Path:
@@ -98,14 +104,13 @@ class Snapshot:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=dfd is None)
         except FileNotFoundError as exc:
             raise SourceNotFoundError(f"{what} {name} disappeared while it was staged; run again") from exc
-        target = self.context / dest
         known = self.record.get(dest)
         if known is not None and known[0] == _key(st) and known[2] == stat.S_IMODE(st.st_mode):
             with contextlib.suppress(FileNotFoundError):
-                staged = os.lstat(target)
+                staged = os.lstat(f"{self._context}/{dest}")
                 if stat.S_ISREG(staged.st_mode) and staged.st_size == st.st_size:
                     return st, known[1]
-        st, digest = self._copy(dfd, name, target, what)
+        st, digest = self._copy(dfd, name, self.context / dest, what)
         key = _key(st)
         if _racy(key, time.time_ns()):
             self.record.pop(dest, None)  # written moments ago: copy it again next time
@@ -118,6 +123,7 @@ class Snapshot:
         """Stage `data` (already read and hashed by the caller) at `dest`."""
         self._parents(dest)
         self.seen.add(dest)
+        self.maybe_links.add(dest)
         target = self.context / dest
         known = self.record.get(dest)
         if known is not None and known[1] == digest and known[2] == mode and target.is_file():
@@ -140,6 +146,7 @@ class Snapshot:
     def link(self, dest: str, target_text: str) -> None:
         self._parents(dest)
         self.seen.add(dest)
+        self.maybe_links.add(dest)
         path = self.context / dest
         with contextlib.suppress(FileNotFoundError):
             if path.is_symlink() and os.readlink(path) == target_text:
@@ -213,7 +220,7 @@ class Snapshot:
             path = self.context / dest
             os.chmod(path, self.folders[dest])
             os.utime(path, (FIXED_MTIME, FIXED_MTIME))
-        for dest in self.seen:
+        for dest in self.maybe_links:
             path = self.context / dest
             if path.is_symlink():
                 with contextlib.suppress(FileNotFoundError, NotImplementedError):

@@ -19,7 +19,6 @@ import hashlib
 import itertools
 import marshal
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeGuard
@@ -33,6 +32,7 @@ _RACY_NS = 2_000_000_000
 # checksum) is never even read.
 _CACHE_FORMAT = b"flyte-images-stat-cache-2\n"
 _CACHE_FILE_NAME = "stat-cache-v2.bin"
+_MEMO_DIR_NAME = "tree-memo-v1"  # the walks' memo files (see `_files`), beside the cache file
 _CHECKSUM_BYTES = hashlib.sha256().digest_size
 _CACHE_MAX_ENTRIES = 1_000_000
 _DIGEST_HEX_CHARS = 64
@@ -57,10 +57,14 @@ def cache_dir() -> Path:
 
 
 class StatCache:
-    """Digest per stat key, in memory, loaded from and saved to one file (atomically)."""
+    """Digest per stat key, in memory, loaded from and saved to one file (atomically).
 
-    def __init__(self, path: Path | None) -> None:
+    `trees` remembers whole walks (see `_files`); with `memo_dir` they are kept between
+    processes too, one file per walk in that folder."""
+
+    def __init__(self, path: Path | None, memo_dir: Path | None = None) -> None:
         self._path = path
+        self.memo_dir = memo_dir
         self._digests: dict[StatKey, str] | None = None
         self._dirty = False
         self._lock = threading.Lock()
@@ -85,6 +89,8 @@ class StatCache:
         if _racy(key, now_ns):
             return
         digests = self._load()
+        if digests.get(key) == digest:
+            return  # known already: nothing to write
         with self._lock:
             if len(digests) >= _CACHE_MAX_ENTRIES:
                 digests.clear()
@@ -106,6 +112,8 @@ class StatCache:
 
 def _write_atomically(path: Path, data: bytes) -> None:
     """Temp file + rename: a reader sees the old file or the new one, never half of one."""
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".stat-cache-", dir=path.parent)
     try:
@@ -185,7 +193,8 @@ def shared_stat_cache(enabled: bool | None = None) -> StatCache | None:
     if not (stat_cache_enabled() if enabled is None else enabled):
         return None
     if _shared_cache is None:
-        _shared_cache = StatCache(cache_dir() / _CACHE_FILE_NAME)
+        folder = cache_dir()
+        _shared_cache = StatCache(folder / _CACHE_FILE_NAME, folder / _MEMO_DIR_NAME)
     return _shared_cache
 
 

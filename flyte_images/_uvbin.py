@@ -10,13 +10,8 @@ every identifier), so every machine puts the same uv into the same image.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 from ._errors import BuildError, InvalidLayerArgument
@@ -55,6 +50,12 @@ def uv_binary(platform: str, version: str = UV_VERSION) -> Path:
     target = cache_dir() / "uv" / version / arch / "uv"
     if target.is_file():
         return target
+    import contextlib  # here: a plan whose uv is cached (every one but the first) never needs these
+    import shutil
+    import subprocess
+    import tempfile
+    import zipfile
+
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fi-uv-", dir=target.parent) as tmp:
         command = [

@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._errors import SourceError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 _BLOCK = re.compile(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
 
@@ -36,6 +30,9 @@ def parse_script_metadata(text: str, origin: str = "script") -> ScriptMetadata:
     content = "".join(
         line[2:] if line.startswith("# ") else line[1:] for line in blocks[0].group("content").splitlines(keepends=True)
     )
+    from ._config import _tomllib
+
+    tomllib = _tomllib()
     try:
         data = tomllib.loads(content)
     except tomllib.TOMLDecodeError as exc:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -184,3 +187,22 @@ def test_json_output_stays_one_document_when_the_target_prints(tmp_path: Path) -
         assert done.returncode == 0, done.stderr
         json.loads(done.stdout)  # exactly one JSON document
         assert "hello from the module" in done.stderr and "raw bytes on fd 1" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["id", "dockerfile", "build", "exists", "explain"])
+def test_a_command_parses_alone_as_in_the_whole_parser(command: str) -> None:
+    """`main` sets up only the command named first (and loads only its module): its help,
+    usage and errors are the ones the whole parser gives."""
+    from flyte_images._cli import build_parser
+
+    def outcome(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[object, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                result: object = vars(parser.parse_args(argv))
+            except SystemExit as exc:
+                result = exc.code
+        return result, out.getvalue(), err.getvalue()
+
+    for argv in ([command, "--help"], [command], [command, "t.py", "--no-such-flag"], [command, "t.py", "--json"]):
+        assert outcome(build_parser(only=command), argv) == outcome(build_parser(), argv), argv

@@ -180,3 +180,38 @@ def test_image_cache_json_and_transport_round_trip_deterministically() -> None:
     assert ImageCache.from_transport(cache.to_transport) == cache
     assert cache.to_transport == cache.to_transport
     assert isinstance(Environment(name="plain"), Environment)
+
+
+def test_images_build_in_threads_as_a_thread_pool_would_run_them() -> None:
+    """`_deploy._in_threads` is `ThreadPoolExecutor(workers).map` without importing it: at most
+    `workers` at once, started in order; the first failure in order is raised once the running
+    jobs are done, and the jobs not started by then never start."""
+    import threading
+    import time
+
+    from flyte_images import _deploy
+
+    lock = threading.Lock()
+    running, most, started = [0], [0], []
+
+    def job(n: int) -> None:
+        with lock:
+            started.append(n)
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+        if n in (3, 5):
+            raise RuntimeError(f"job {n}")
+
+    _deploy._in_threads(job, [0, 1, 2], 2)  # type: ignore[arg-type]
+    assert sorted(started) == [0, 1, 2] and most[0] == 2
+    started.clear()
+    with pytest.raises(RuntimeError, match="job 3"):
+        _deploy._in_threads(job, list(range(20)), 2)  # type: ignore[arg-type]
+    assert running[0] == 0  # nothing still running when the error is raised
+    assert started == sorted(started)[: len(started)] and 3 in started and len(started) < 20
+    assert threading.active_count() == 1 or all(
+        not t.name.startswith("flyte-images-build") for t in threading.enumerate()
+    )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,144 @@ def test_large_files_hashed_on_other_cores_get_their_own_digests(tmp_path: Path)
         assert entries[name].digest == hashlib.sha256(data).hexdigest() and entries[name].size == len(data)
     assert entries["small.txt"].digest == hashlib.sha256(b"small").hexdigest()
     assert list(entries) == sorted(entries)
+
+
+# ----- the tree memo kept between processes ------------------------------------------------------
+
+
+def _no_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From here on, a folder that is walked fails the test: the memo file must answer."""
+    from flyte_images import _files
+
+    def walked(*_args: object) -> None:
+        raise AssertionError("the folder was walked")
+
+    monkeypatch.setattr(_files._Walk, "run", walked)
+
+
+def test_a_new_process_reuses_the_tree_memo_file_only_while_nothing_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files_module, "_RACY_NS", 0)  # ctime cannot be set back: trust fresh files here
+    root = tmp_path / "src"
+    write_tree(root, {"a/b.txt": (b"one", 0o644), "c.txt": (b"two", 0o600)})
+    (root / "link").symlink_to("c.txt")
+    memo_dir = tmp_path / "memo"
+    rules = IgnoreRules.for_tree()
+    first = collect_tree(root, rules, StatCache(None, memo_dir))
+    assert len(list(memo_dir.glob("*.bin"))) == 1
+    with monkeypatch.context() as patch:
+        _no_walk(patch)
+        stored = collect_tree(root, rules, StatCache(None, memo_dir))  # a new process: an empty cache
+        assert stored.identity() == first.identity() and "entries" not in vars(stored)
+        assert pickle.loads(pickle.dumps(stored)) == copy.deepcopy(stored) == first
+        assert stored.entries == first.entries and stored == first and hash(stored) == hash(first)
+        other_rules = IgnoreRules.for_tree(["c.txt"])  # other rules: another memo
+        with pytest.raises(AssertionError, match="walked"):
+            collect_tree(root, other_rules, StatCache(None, memo_dir))
+
+    def same_as_without_a_cache() -> None:
+        fresh = collect_tree(root, rules, StatCache(None, memo_dir))
+        assert fresh == collect_tree(root, rules) and fresh.digest == collect_tree(root, rules).digest
+
+    (root / "c.txt").write_bytes(b"three")  # content (size and times)
+    same_as_without_a_cache()
+    (root / "a" / "b.txt").chmod(0o600)  # mode (ctime)
+    same_as_without_a_cache()
+    (root / "a" / "new.txt").write_bytes(b"")  # a file added below
+    same_as_without_a_cache()
+    (root / "a" / "new.txt").unlink()  # and removed
+    same_as_without_a_cache()
+    (root / "link").unlink()  # a link's target
+    (root / "link").symlink_to("a")
+    same_as_without_a_cache()
+
+
+def test_the_shared_cache_keeps_tree_memos_beside_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flyte_images._statcache import cache_dir, reset_shared_stat_cache, shared_stat_cache
+
+    monkeypatch.setattr(files_module, "_RACY_NS", 0)
+    write_tree(tmp_path / "src", {"a.py": (b"x", 0o644)})
+    first = collect_tree(tmp_path / "src", IgnoreRules.for_tree(), shared_stat_cache(True))
+    assert len(list((cache_dir() / "tree-memo-v1").glob("*.bin"))) == 1
+    reset_shared_stat_cache()
+    _no_walk(monkeypatch)
+    assert collect_tree(tmp_path / "src", IgnoreRules.for_tree(), shared_stat_cache(True)) == first
+
+
+def test_recently_written_trees_get_no_memo_file(tmp_path: Path) -> None:
+    write_tree(tmp_path / "src", {"fresh.txt": (b"x", 0o644)})
+    collect_tree(tmp_path / "src", IgnoreRules.for_tree(), StatCache(None, tmp_path / "memo"))
+    assert not (tmp_path / "memo").exists()
+
+
+def test_a_damaged_tree_memo_file_is_ignored_whatever_byte_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files_module, "_RACY_NS", 0)
+    root = tmp_path / "src"
+    write_tree(root, {"a.txt": (b"one", 0o644), "d/b.txt": (b"two", 0o644)})
+    memo_dir = tmp_path / "memo"
+    rules = IgnoreRules.for_tree()
+    expected = collect_tree(root, rules, StatCache(None, memo_dir))
+    (memo,) = memo_dir.glob("*.bin")
+    good = memo.read_bytes()
+    for index in range(len(good)):
+        damaged = bytearray(good)
+        damaged[index] ^= 0x01
+        memo.write_bytes(bytes(damaged))
+        got = collect_tree(root, rules, StatCache(None, memo_dir))
+        assert got == expected, f"byte {index} of {len(good)} flipped yet trusted"
+        assert got.entries == expected.entries
+    for length in range(0, len(good), 7):
+        memo.write_bytes(good[:length])
+        assert collect_tree(root, rules, StatCache(None, memo_dir)) == expected
+
+
+def test_only_the_most_recent_tree_memo_files_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flyte_images import _files
+
+    monkeypatch.setattr(files_module, "_RACY_NS", 0)
+    monkeypatch.setattr(_files, "_MEMO_KEEP", 3)
+    write_tree(tmp_path / "src", {"a.txt": (b"one", 0o644)})
+    memo_dir = tmp_path / "memo"
+    for n in range(5):
+        collect_tree(tmp_path / "src", IgnoreRules.for_tree([f"x{n}"]), StatCache(None, memo_dir))
+    assert len(list(memo_dir.glob("*.bin"))) == 3
+    (size,) = {p.stat().st_size for p in memo_dir.glob("*.bin")}
+    monkeypatch.setattr(_files, "_MEMO_KEEP_BYTES", 2 * size)
+    collect_tree(tmp_path / "src", IgnoreRules.for_tree(["x5"]), StatCache(None, memo_dir))
+    assert len(list(memo_dir.glob("*.bin"))) == 2
+    monkeypatch.setattr(_files, "_MEMO_KEEP_BYTES", 0)  # the newest is kept all the same
+    collect_tree(tmp_path / "src", IgnoreRules.for_tree(["x6"]), StatCache(None, memo_dir))
+    assert len(list(memo_dir.glob("*.bin"))) == 1
+
+
+def test_a_staged_walk_remembers_only_the_digests_it_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unchanged staged files are not read again, and their digests were learnt when they were
+    copied: a no-op build neither reads nor rewrites the stat cache file."""
+    from flyte_images._stage import snapshot
+
+    monkeypatch.setattr(files_module, "_RACY_NS", 0)
+    monkeypatch.setattr("flyte_images._stage._racy", lambda key, now: False)
+    write_tree(tmp_path / "src", {"a.txt": (b"one", 0o644), "b.txt": (b"two", 0o644)})
+    store = tmp_path / "stat-cache.bin"
+    with snapshot("k") as snap:
+        collect_tree(tmp_path / "src", IgnoreRules.for_tree(), StatCache(store), snap=snap, dest="x")
+        snap.finish()
+    assert len(files_module._decode(store.read_bytes()) or {}) == 2
+    written = store.stat().st_mtime_ns
+    (tmp_path / "src" / "b.txt").write_bytes(b"changed")
+    with snapshot("k") as snap:
+        cache = StatCache(store)
+        collect_tree(tmp_path / "src", IgnoreRules.for_tree(), cache, snap=snap, dest="x")
+        snap.finish()
+    assert len(files_module._decode(store.read_bytes()) or {}) == 3  # the changed file only
+    assert store.stat().st_mtime_ns != written
+    written = store.stat().st_mtime_ns
+    with snapshot("k") as snap:
+        cache = StatCache(store)
+        collect_tree(tmp_path / "src", IgnoreRules.for_tree(), cache, snap=snap, dest="x")
+        snap.finish()
+    assert cache._digests is None  # not even read
+    assert store.stat().st_mtime_ns == written

@@ -36,6 +36,30 @@ def test_import_is_cheap() -> None:
         assert heavy not in loaded, f"import flyte_images pulls in {heavy}"
 
 
+def test_flyte_images_id_loads_only_what_it_needs(tmp_path: Path) -> None:
+    """`flyte-images id` of an image that copies a folder pays no import it does not need (each
+    costs every run of the command: see README, Performance)."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text("A = 1\n")
+    (tmp_path / "images.py").write_text(
+        "from pathlib import Path\nfrom flyte_images import Image\n"
+        "img = Image.from_debian_base(install_flyte=False).with_source_folder(Path(__file__).parent / 'src')\n"
+    )
+    code = (
+        "import sys; from flyte_images._cli import main; sys.argv[1:] = ['id', sys.argv[1]]; main(); "
+        "print(','.join(sorted(sys.modules)))"
+    )
+    loaded = set(_run(sys.executable, "-c", code, tmp_path / "images.py").stdout.strip().splitlines()[-1].split(","))
+    assert "flyte_images._plan" in loaded  # the identifier was computed
+    for unneeded in (
+        "asyncio", "concurrent.futures", "email", "httpx", "importlib.metadata", "importlib.resources", "pydantic",
+        "rich", "subprocess", "tempfile", "tomllib", "zipfile", "flyte_images._build", "flyte_images._deploy",
+        "flyte_images._environment", "flyte_images._layers.pixi", "flyte_images._layers.python",
+        "flyte_images._stage", "flyte_images.builders",
+    ):  # fmt: skip
+        assert unneeded not in loaded, f"flyte-images id loads {unneeded}"
+
+
 @pytest.mark.slow
 def test_wheel_ships_the_package_data_and_runs_installed(tmp_path: Path) -> None:
     built = _run(sys.executable, "-m", "build", "--wheel", "--outdir", tmp_path / "dist", ROOT)

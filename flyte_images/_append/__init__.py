@@ -1,10 +1,33 @@
 """Source edits without a build engine: the file part of an image (trailing copies, ENV and
 WORKDIR) appended in the registry to its engine part, as deterministic layer tarballs and a new
-config and manifest. Not yet chosen automatically by `build` (see issue 19)."""
+config and manifest. `build` chooses this path itself (`build.choose`, `run.by_append`).
 
-from .image import append, append_async, merge_env, new_config
-from .split import FilePart, engine_part, file_part, file_part_start
-from .tarball import LayerBlob, layer_tar
+The names below load their module when first used: every build asks `build.choose`, and a
+build that loads into the local engine must not pay for httpx, asyncio and the registry models.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .image import append, append_async, merge_env, new_config
+    from .split import FilePart, engine_part, file_part, file_part_start
+    from .tarball import LayerBlob, layer_tar
+
+_LAZY = {
+    "FilePart": ".split",
+    "LayerBlob": ".tarball",
+    "append": ".image",
+    "append_async": ".image",
+    "engine_part": ".split",
+    "file_part": ".split",
+    "file_part_start": ".split",
+    "layer_tar": ".tarball",
+    "merge_env": ".image",
+    "new_config": ".image",
+}
 
 __all__ = [
     "FilePart",
@@ -18,3 +41,12 @@ __all__ = [
     "merge_env",
     "new_config",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

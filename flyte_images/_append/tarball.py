@@ -23,19 +23,21 @@ therefore always gives the same digest, so an unchanged layer is never uploaded 
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import os
 import posixpath
 import stat
-import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._errors import BuildError
 from .._stage import FIXED_MTIME
+
+if TYPE_CHECKING:
+    import tarfile  # loaded by the functions that write layers: choosing a path needs none of it
 
 GZIP_LEVEL = 1  # source files compress well even at 1; level 6 took twice as long for a 300-file folder
 
@@ -105,6 +107,9 @@ def layer_tar(
     unknown = [path for path in given if path not in dst_folders(dst)]
     if unknown:
         raise BuildError(f"{unknown[0]!r} is not {dst!r} or one of its parents; only those are written by the copy")
+    import gzip
+    import tarfile
+
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in dst_folders(dst):
@@ -155,12 +160,16 @@ def _unreadable(exc: OSError) -> None:
 
 
 def _dir_info(name: str, mode: int, mtime: int, owner: tuple[int, int]) -> tarfile.TarInfo:
+    import tarfile
+
     info = _info(name, mode, mtime, owner)
     info.type = tarfile.DIRTYPE
     return info
 
 
 def _info(name: str, mode: int, mtime: int, owner: tuple[int, int]) -> tarfile.TarInfo:
+    import tarfile
+
     info = tarfile.TarInfo(name)
     info.mode, info.mtime = mode, mtime
     info.uid, info.gid = owner
@@ -169,6 +178,8 @@ def _info(name: str, mode: int, mtime: int, owner: tuple[int, int]) -> tarfile.T
 
 
 def _add(tar: tarfile.TarFile, path: Path, name: str, owner: tuple[int, int]) -> None:
+    import tarfile
+
     st = os.lstat(path)
     info = _info(name, stat.S_IMODE(st.st_mode), int(st.st_mtime), owner)
     if stat.S_ISDIR(st.st_mode):

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 from .._errors import FlyteImagesError, LoadError
 from .._version import __version__
-from . import _build, _dockerfile, _exists, _explain, _id
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -33,7 +32,16 @@ exit codes: 0 success, 1 an image is invalid or a step failed, 2 usage error or 
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Every command, in the order --help lists them, and the module that defines it.
+_COMMANDS = {"id": "_id", "dockerfile": "_dockerfile", "build": "_build", "exists": "_exists", "explain": "_explain"}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with `only`, the parser of that command alone is set up (and
+    only its module imported): `main` asks for that when the first argument names a command,
+    since then no other command's arguments can be parsed and no message lists them."""
+    import importlib
+
     parser = argparse.ArgumentParser(
         prog="flyte-images",
         description="Content-hashed container images for Python ML/AI workloads.",
@@ -42,11 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"flyte-images {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _id.register(commands)
-    _dockerfile.register(commands)
-    _build.register(commands)
-    _exists.register(commands)
-    _explain.register(commands)
+    for name, module in _COMMANDS.items():
+        if only is None or name == only:
+            importlib.import_module(f"{__name__}.{module}").register(commands)
     return parser
 
 
@@ -61,8 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(arguments[0] if arguments and arguments[0] in _COMMANDS else None)
+    args = parser.parse_args(arguments)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

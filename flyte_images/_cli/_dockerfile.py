@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import LoadError
-from .._loader import images_of
 from ._common import add_command
 
 _HELP = """\
@@ -40,6 +39,7 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._loader import images_of
     from .._plan import plan, staged_plan
     from .._render import RenderOptions
 

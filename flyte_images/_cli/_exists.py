@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -59,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: cannot check the images ({type(exc).__name__}: {one_line(by_shape(str(exc)))})", file=sys.stderr)
         return EXIT_CANNOT_TELL
     if args.json:
+        import json
+
         print(json.dumps({"images": [r.to_json() for r in results]}, indent=2))
     else:
         for r in results:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 from typing import Any
 
 from ._common import add_command
@@ -61,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
                 }
             )
     if args.json:
+        import json
+
         print(json.dumps({"images": reports}, indent=2))
         return 0
     for report in reports:
@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print(report: dict[str, Any]) -> None:
+    import datetime
+
     def when(stamp: float) -> str:
         return datetime.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M")
 

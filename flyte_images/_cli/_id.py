@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import FlyteImagesError
-from .._image import Image
-from .._loader import images_of
 from ._common import add_command
+
+if TYPE_CHECKING:
+    from .._image import Image
 
 _HELP = """\
 Print the content-hashed identifier and the uri of each Image a target defines.
@@ -53,6 +53,8 @@ def _describe(name: str, image: Image, use_cache: bool | None) -> dict[str, Any]
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._loader import images_of
+
     use_cache = False if args.no_stat_cache else None
     rows = []
     for target in args.targets:
@@ -60,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
             rows.append({"target": target, **_describe(name, image, use_cache)})
     failed = [r for r in rows if "error" in r]
     if args.json:
+        import json
+
         print(json.dumps({"images": rows}, indent=2))
     else:
         width = max(len(r["name"]) for r in rows)

@@ -2,23 +2,48 @@
 
 A new layer kind is one class in one of these modules (inputs, identity, render, describe)
 plus its `with_*` method on `Image`, and nothing else.
+
+The names below are imported when first used (PEP 562): an image that only copies files never
+loads the Python, pixi or code-bundle layer kinds.
 """
 
-from .base import Files, Inputs, Layer
-from .code import COPY_STYLES, CodeBundle, CopyStyle, resolve_code_bundle_layer
-from .files import DockerIgnore, SourceFile, SourceFolder
-from .pixi import PIXI_VERSION, PixiProject, PixiScript
-from .python import (
-    POETRY_VERSION,
-    PipPackages,
-    PoetryProject,
-    ProjectInstallMode,
-    PythonWheels,
-    Requirements,
-    UVProject,
-    UVScript,
-)
-from .system import BASE_APT_PACKAGES, AptPackages, Commands, DebianBase, Env, WorkDir
+from typing import TYPE_CHECKING
+
+# The poetry the renderer installs (see `python`); kept here because every identifier includes
+# it (see `_identity`), and reading it must not load every layer kind.
+POETRY_VERSION = "2.2.1"
+
+if TYPE_CHECKING:
+    from .base import Files, Inputs, Layer
+    from .code import COPY_STYLES, CodeBundle, CopyStyle, resolve_code_bundle_layer
+    from .files import DockerIgnore, SourceFile, SourceFolder
+    from .pixi import PIXI_VERSION, PixiProject, PixiScript
+    from .python import PipPackages, PoetryProject, ProjectInstallMode, PythonWheels, Requirements, UVProject, UVScript
+    from .system import BASE_APT_PACKAGES, AptPackages, Commands, DebianBase, Env, WorkDir
+
+_LAZY = {
+    **dict.fromkeys(("Files", "Inputs", "Layer"), ".base"),
+    **dict.fromkeys(("COPY_STYLES", "CodeBundle", "CopyStyle", "resolve_code_bundle_layer"), ".code"),
+    **dict.fromkeys(("DockerIgnore", "SourceFile", "SourceFolder"), ".files"),
+    **dict.fromkeys(("PIXI_VERSION", "PixiProject", "PixiScript"), ".pixi"),
+    **dict.fromkeys(
+        ("PipPackages", "PoetryProject", "ProjectInstallMode", "PythonWheels", "Requirements", "UVProject", "UVScript"),
+        ".python",
+    ),
+    **dict.fromkeys(("BASE_APT_PACKAGES", "AptPackages", "Commands", "DebianBase", "Env", "WorkDir"), ".system"),
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BASE_APT_PACKAGES",

@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +32,6 @@ from .._secret import Secret
 from .._sources import Sources, Staged
 from .base import Inputs, Layer, secrets_identity
 from .python import ProjectInstallMode, default_lock
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 if TYPE_CHECKING:
     from .._render import Instructions
@@ -214,6 +208,9 @@ def parse_block(text: str, origin: str) -> dict[str, Any]:
             "(see https://pixi.prefix.dev/latest/python/scripts/)"
         )
     lines = [line[2:] if line.startswith("# ") else line[1:] for line in match.group("content").splitlines()]
+    from .._config import _tomllib
+
+    tomllib = _tomllib()
     try:
         data: dict[str, Any] = tomllib.loads("\n".join(lines))
     except tomllib.TOMLDecodeError as exc:

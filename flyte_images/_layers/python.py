@@ -14,14 +14,14 @@ from .._errors import SourceError, SourceNotFoundError
 from .._files import Tree
 from .._secret import Secret
 from .._sources import Sources, Staged, includes, relative_to_first
-from .._uvscript import ScriptMetadata, parse_script_metadata
+from . import POETRY_VERSION
 from .base import Inputs, Layer, index_identity, secrets_identity
 
 if TYPE_CHECKING:
     from .._render import Instructions
+    from .._uvscript import ScriptMetadata
 
 ProjectInstallMode = Literal["dependencies_only", "install_project"]
-POETRY_VERSION = "2.2.1"
 
 
 @dataclass(frozen=True)
@@ -228,6 +228,8 @@ class UVScript(_PythonInstall):
 
     def inputs(self, sources: Sources, index: int) -> Inputs:
         dest = f"_fi/{index}/{self.script.name}"
+        from .._uvscript import parse_script_metadata
+
         entry, data = sources.small_file(self.script, dest, "uv script")
         metadata = parse_script_metadata(data.decode("utf-8", "replace"), str(self.script))
         return Inputs(files=((self.script.name, Staged(dest, entry)),), data=metadata)
