@@ -21,9 +21,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from .._errors import RegistryError
+from .._http import httpx
 from .._registry import wire
 from .._registry.client import Reference, parse_reference
 from .._registry.push import Pusher

@@ -30,13 +30,12 @@ from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-import httpx
-
 from .._errors import ConfigError, RegistryError
+from .._http import httpx
 from . import redact, wire
 from .index import INDEX_MEDIA_TYPE, PlatformImage, index_document, platform_tag
 from .record import PlatformCache
-from .session import Answer, Body, Session, describe, is_loopback
+from .session import Answer, Body, Session, describe, is_loopback, new_client
 from .wire import ACCEPT, INDEX_TYPES, MANIFEST_TYPES, normalize_platform
 
 __all__ = [
@@ -163,7 +162,7 @@ class RegistryClient:
         self._limit = asyncio.Semaphore(concurrency)
         self._redact = redact.Redactor()
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self._http = httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport)
+        self._http = new_client(timeout=timeout, limits=limits, transport=transport)
         self._session = Session(
             self._http, insecure=set(insecure), retries=retries, backoff=backoff, redactor=self._redact
         )

@@ -20,8 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
+from .._http import httpx
 from .wire import normalize_platform
 
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"

@@ -18,9 +18,8 @@ from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from .._errors import RegistryError
+from .._http import httpx
 from . import redact, wire
 from .client import Reference, _said, deadline_seconds
 from .session import Answer, Body, Session, describe, new_client

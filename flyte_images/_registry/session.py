@@ -21,9 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx
-
 from .._errors import RegistryError
+from .._http import httpx
 from . import auth, wire
 from .redact import Redactor
 
