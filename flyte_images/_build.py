@@ -241,6 +241,8 @@ def build_image(
     if platform is not None:
         image = image.clone(platform=check_platforms(platform))  # type: ignore[arg-type]
     pushing = bool(image.registry or _config.configured_registry()) if push is None else push
+    if builder is None and _config.configured_builder() == APPEND:
+        builder = APPEND  # FLYTE_IMAGES_BUILDER=append or image_builder = "append"
     choice = choose(image, builder, pushing)
     if choice.append and uri is not None and uri.rpartition(":")[0] != repository_of(image):
         choice = choice.__class__(False, f"the tag {uri} is outside the image's repository {repository_of(image)}")

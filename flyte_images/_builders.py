@@ -160,6 +160,14 @@ def get_builder(name_or_instance: str | Builder | None = None) -> Builder:
 
     chosen = name_or_instance or _config.configured_builder() or DEFAULT_BUILDER
     chosen = _ALIASES.get(chosen, chosen)
+    if chosen == "append":
+        if name_or_instance is None:  # configured: the engine part is built by the default backend
+            chosen = DEFAULT_BUILDER
+        else:
+            raise ConfigError(
+                "'append' is the build path that appends file layers in the registry, not an engine backend; "
+                "pass it to build(..., builder='append') or --builder append, and an engine backend here"
+            )
     plugins = available_builders()
     if chosen not in plugins:
         names = sorted({*plugins, *(alias for alias, target in _ALIASES.items() if target in plugins)})

@@ -204,7 +204,10 @@ def _plan_all(jobs: list[_Job], options: dict[str, Any]) -> None:
             job.reason = f"forced: would build {made.uri}"
         return
     questions = [Question(made.uri, made.platforms, pushing) for _job, made, pushing in planned]
-    decisions = decide(questions, get_builder(options["builder"]), strict=strict_default(options["require_check"]))
+    # The backend answers for loaded images only; "append" names a path whose engine part is
+    # built by the default backend.
+    backend = get_builder(None if options["builder"] == "append" else options["builder"])
+    decisions = decide(questions, backend, strict=strict_default(options["require_check"]))
     for (job, made, _pushing), decision in zip(planned, decisions, strict=True):
         if decision.failure:
             job.status, job.reason = "failed", decision.failure
@@ -262,7 +265,9 @@ def _build_all(jobs: list[_Job], concurrency: int, options: dict[str, Any], repo
         else:
             job.uri, job.digest = result.uri, result.digest
             if result.built:
-                job.status, job.reason = "built", f"built in {time.monotonic() - started:.1f} s"
+                took = f"{time.monotonic() - started:.1f} s"
+                job.status = "built"
+                job.reason = f"appended in {took}: {result.reason}" if result.path == "append" else f"built in {took}"
             else:
                 job.status, job.reason = "exists", result.reason
         if report is not None and sinks:

@@ -276,3 +276,24 @@ def test_a_workdir_no_copy_made_ends_the_engine_part(tmp_path: Path) -> None:
     after_run = base.with_source_folder(tmp_path, dst="/app").with_commands(["rm -rf /app"]).with_workdir("/app")
     assert file_part_start(after_run) == 4  # a RUN may have removed what a copy made
     assert not has_file_part(base.with_dockerignore(tmp_path / ".dockerignore"))
+
+
+def test_the_path_is_chosen_by_push_file_layers_and_builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flyte_images._append.build import choose
+    from flyte_images._builders import get_builder
+    from flyte_images.errors import ConfigError
+
+    base = Image.from_base("busybox:latest").clone(name="x", registry="localhost:5000").with_commands(["true"])
+    image = base.with_source_folder(tmp_path, dst="/app")
+    assert choose(image, None, True).append
+    assert choose(image, "append", True).append
+    engine = choose(image, "docker", True)
+    assert not engine.append and "docker" in engine.why
+    assert not choose(image, None, False).append  # loaded into the local engine
+    with pytest.raises(ConfigError, match="writes the image into a registry"):
+        choose(image, "append", False)
+    assert not choose(base, None, True).append  # nothing to append
+    with pytest.raises(ConfigError, match="not an engine backend"):
+        get_builder("append")
+    monkeypatch.setenv("FLYTE_IMAGES_BUILDER", "append")
+    assert get_builder(None).name == "docker"  # the engine part's backend
