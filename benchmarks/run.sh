@@ -4,11 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FLYTE_VERSION="${FLYTE_VERSION:-2.12.1}"
-if [ ! -x .bench/venv/bin/python ] || ! .bench/venv/bin/python -c "import flyte, flyte_images" 2>/dev/null; then
+# Reinstalled when pyproject.toml changes too: the editable install's entry points (the
+# builders) are read from its metadata, written at install time.
+STAMP="$(sha256sum pyproject.toml | cut -c1-16)-$FLYTE_VERSION"
+if [ ! -x .bench/venv/bin/python ] || ! .bench/venv/bin/python -c "import flyte, flyte_images" 2>/dev/null \
+   || [ "$(cat .bench/venv/.stamp 2>/dev/null)" != "$STAMP" ]; then
   echo "setting up .bench/venv (flyte==$FLYTE_VERSION and this project) ..." >&2
   rm -rf .bench/venv
   python3 -m venv .bench/venv
   .bench/venv/bin/python -m pip install --quiet "flyte==$FLYTE_VERSION" -e . 2>&1 | grep -v '^WARNING: Location' >&2 || true
+  echo "$STAMP" > .bench/venv/.stamp
 fi
 # Users' Python keeps compiled bytecode (__pycache__); a process that may not write it compiles
 # every module on every start, which would be measured as our start-up cost.
