@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeGuard
 
 if TYPE_CHECKING:
-    from ._files import _TreeMemo
     from ._ignore import IgnoreRules
+    from ._treememo import _TreeMemo
 
 _RACY_NS = 2_000_000_000
 # Version 2 added the checksum; the file name carries the version too, so a version-1 file (no

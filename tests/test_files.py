@@ -243,20 +243,20 @@ def test_a_damaged_tree_memo_file_is_ignored_whatever_byte_changed(
 
 
 def test_only_the_most_recent_tree_memo_files_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flyte_images import _files
+    from flyte_images import _treememo
 
     monkeypatch.setattr(files_module, "_RACY_NS", 0)
-    monkeypatch.setattr(_files, "_MEMO_KEEP", 3)
+    monkeypatch.setattr(_treememo, "_MEMO_KEEP", 3)
     write_tree(tmp_path / "src", {"a.txt": (b"one", 0o644)})
     memo_dir = tmp_path / "memo"
     for n in range(5):
         collect_tree(tmp_path / "src", IgnoreRules.for_tree([f"x{n}"]), StatCache(None, memo_dir))
     assert len(list(memo_dir.glob("*.bin"))) == 3
     (size,) = {p.stat().st_size for p in memo_dir.glob("*.bin")}
-    monkeypatch.setattr(_files, "_MEMO_KEEP_BYTES", 2 * size)
+    monkeypatch.setattr(_treememo, "_MEMO_KEEP_BYTES", 2 * size)
     collect_tree(tmp_path / "src", IgnoreRules.for_tree(["x5"]), StatCache(None, memo_dir))
     assert len(list(memo_dir.glob("*.bin"))) == 2
-    monkeypatch.setattr(_files, "_MEMO_KEEP_BYTES", 0)  # the newest is kept all the same
+    monkeypatch.setattr(_treememo, "_MEMO_KEEP_BYTES", 0)  # the newest is kept all the same
     collect_tree(tmp_path / "src", IgnoreRules.for_tree(["x6"]), StatCache(None, memo_dir))
     assert len(list(memo_dir.glob("*.bin"))) == 1
 
