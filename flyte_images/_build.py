@@ -235,7 +235,7 @@ def build_image(
         uri = image_reference("uri", uri)
     if image.is_reference:
         return ImageBuild(image.uri, built=False, reason="an existing image, used as is")
-    from ._append.build import APPEND, choose
+    from ._append.build import APPEND, Choice, choose
     from ._builders import get_builder
 
     if platform is not None:
@@ -245,7 +245,7 @@ def build_image(
         builder = APPEND  # FLYTE_IMAGES_BUILDER=append or image_builder = "append"
     choice = choose(image, builder, pushing)
     if choice.append and uri is not None and uri.rpartition(":")[0] != repository_of(image):
-        choice = choice.__class__(False, f"the tag {uri} is outside the image's repository {repository_of(image)}")
+        choice = Choice(False, f"the tag {uri} is outside the image's repository {repository_of(image)}")
     ca_text = str(ca_bundle) if ca_bundle else _config.configured_ca_bundle()
     ca_path = Path(ca_text) if ca_text else None
     options = RenderOptions(ca_bundle=ca_path is not None)
@@ -276,7 +276,7 @@ def build_image(
         if appended is not None:
             return appended
         builder = None if builder == APPEND else builder
-        choice = choice.__class__(False, "its file layers are too big to append from memory")
+        choice = Choice(False, "its file layers are too big to append from memory")
     backend = get_builder(builder)
     if dry_run:
         planned = plan(image, options, uri=uri)
