@@ -1,21 +1,23 @@
-"""What crosses the boundary, as pydantic models: manifests, indexes, image configs, token
+"""What crosses the boundary, as frozen dataclasses: manifests, indexes, image configs, token
 answers, Docker's config.json and credential-helper output.
 
-A registry (or whatever answers in its place) can send anything. Parsing into these models
-turns every wrong shape into one ValidationError, which `parse` rewrites as a RegistryError
-naming the field's path, so the client never meets a KeyError or AttributeError half way
-through a check. Messages never carry the offending value: it may be a credential.
+A registry (or whatever answers in its place) can send anything. Reading it into these classes
+(strictly, by `shapes`) turns every wrong shape into one `shapes.Invalid`, which `parse` rewrites
+as a RegistryError naming the field's path, so the client never meets a KeyError or
+AttributeError half way through a check. Messages never carry the offending value: it may be a
+credential. (Not pydantic: importing it cost every process that talks to a registry ~70 ms.)
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
-
 from .._errors import RegistryError
+from . import shapes
+from .shapes import Alias, AtLeast
 
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -53,16 +55,15 @@ def _helper(value: str) -> str:
     return value
 
 
-Digest = Annotated[str, AfterValidator(_digest)]
-HelperName = Annotated[str, AfterValidator(_helper)]
+Digest = Annotated[str, _digest]
+HelperName = Annotated[str, _helper]
+
+# Each class is frozen and keyword-only, as the pydantic models were. `shapes` reads them
+# strictly: a size of "12" or a platform of 5 is a wrong answer, not something to coerce.
 
 
-class _Wire(BaseModel):
-    # strict: a size of "12" or a platform of 5 is a wrong answer, not something to coerce.
-    model_config = ConfigDict(extra="ignore", frozen=True, strict=True, populate_by_name=True)
-
-
-class Platform(_Wire):
+@dataclass(frozen=True, kw_only=True)
+class Platform:
     os: str
     architecture: str
     variant: str | None = None
@@ -72,30 +73,35 @@ class Platform(_Wire):
         return f"{base}/{self.variant}" if self.variant else base
 
 
-class Descriptor(_Wire):
-    media_type: str | None = Field(default=None, alias="mediaType")
+@dataclass(frozen=True, kw_only=True)
+class Descriptor:
+    media_type: Annotated[str | None, Alias("mediaType")] = None
     digest: Digest
-    size: int = Field(ge=0)
+    size: Annotated[int, AtLeast(0)]
     platform: Platform | None = None
 
 
-class Envelope(_Wire):
+@dataclass(frozen=True, kw_only=True)
+class Envelope:
     """Just enough of a manifest or index to tell which of the two it says it is."""
 
-    media_type: str | None = Field(default=None, alias="mediaType")
+    media_type: Annotated[str | None, Alias("mediaType")] = None
 
 
-class Index(_Wire):
-    schema_version: Literal[2] = Field(alias="schemaVersion")
+@dataclass(frozen=True, kw_only=True)
+class Index:
+    schema_version: Annotated[Literal[2], Alias("schemaVersion")]
     manifests: list[Descriptor]
 
 
-class Manifest(_Wire):
-    schema_version: Literal[2] = Field(alias="schemaVersion")
+@dataclass(frozen=True, kw_only=True)
+class Manifest:
+    schema_version: Annotated[Literal[2], Alias("schemaVersion")]
     config: Descriptor
 
 
-class ImageConfig(_Wire):
+@dataclass(frozen=True, kw_only=True)
+class ImageConfig:
     os: str
     architecture: str
     variant: str | None = None
@@ -105,10 +111,12 @@ class ImageConfig(_Wire):
         return str(Platform(os=self.os, architecture=self.architecture, variant=self.variant))
 
 
-class RunConfig(_Wire):
-    labels: dict[str, str] | None = Field(default=None, alias="Labels")
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    labels: Annotated[dict[str, str] | None, Alias("Labels")] = None
 
 
+@dataclass(frozen=True, kw_only=True)
 class LabelledConfig(ImageConfig):
     """An image config with its labels: a per-platform image is only reused when its identity
     label is the one asked for. A separate model, so the existence check stays as lenient
@@ -133,51 +141,54 @@ def normalize_platform(text: str) -> str:
     return "/".join(part for part in (os_name, arch, variant) if part)
 
 
-class TokenAnswer(_Wire):
+@dataclass(frozen=True, kw_only=True)
+class TokenAnswer:
     token: str | None = None
     access_token: str | None = None
 
 
-class AuthEntry(_Wire):
+@dataclass(frozen=True, kw_only=True)
+class AuthEntry:
     auth: str | None = None
     username: str | None = None
     password: str | None = None
 
 
-class DockerConfig(_Wire):
+@dataclass(frozen=True, kw_only=True)
+class DockerConfig:
     auths: dict[str, AuthEntry] | None = None
-    cred_helpers: dict[str, HelperName] | None = Field(default=None, alias="credHelpers")
-    creds_store: HelperName | None = Field(default=None, alias="credsStore")
+    cred_helpers: Annotated[dict[str, HelperName] | None, Alias("credHelpers")] = None
+    creds_store: Annotated[HelperName | None, Alias("credsStore")] = None
 
 
-class HelperAnswer(_Wire):
-    username: str = Field(alias="Username")
-    secret: str = Field(alias="Secret")
+@dataclass(frozen=True, kw_only=True)
+class HelperAnswer:
+    username: Annotated[str, Alias("Username")]
+    secret: Annotated[str, Alias("Secret")]
 
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M")
 
 
-def describe(exc: ValidationError) -> str:
+def describe(exc: shapes.Invalid) -> str:
     """`is not JSON` or `has the wrong shape at a.0.b: <what was expected>`, without the value."""
-    errors = exc.errors(include_url=False, include_input=False, include_context=False)
-    first = errors[0]
-    if first["type"] == "json_invalid":
+    if not exc.problems:
         return "is not JSON"
-    where = ".".join(str(part) for part in first["loc"]) or "the top level"
-    extra = len(errors) - 1
+    first = exc.problems[0]
+    where = ".".join(str(part) for part in first.path) or "the top level"
+    extra = len(exc.problems) - 1
     more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
-    return f"has the wrong shape at {where}: {first['msg']}{more}"
+    return f"has the wrong shape at {where}: {first.message}{more}"
 
 
 def parse(model: type[M], content: bytes, what: str, fix: str = "") -> M:
     """`content` as a `model`; a RegistryError `<what> <describe>[; <fix>]` when it is not one."""
     try:
-        return model.model_validate_json(content)
-    except ValidationError as exc:
+        return shapes.load(model, content)
+    except shapes.Invalid as exc:
         problem = describe(exc)
-    # Raised here, not in the except block: the ValidationError quotes the input, which may be a
-    # password, and must not ride along as __context__ into a traceback or a log.
+    # Raised here, not in the except block: nothing of the input may ride along as __context__
+    # into a traceback or a log (it may be a password).
     raise RegistryError(f"{what} {problem}" + (f"; {fix}" if fix else ""))
 
 

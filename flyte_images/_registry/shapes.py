@@ -1,0 +1,187 @@
+"""A small strict reader of JSON into frozen dataclasses, for what crosses the registry boundary.
+
+A dataclass's type hints are its schema: `str`, `int` (never a bool), `Literal[...]`,
+`list[X]`, `dict[str, X]`, `X | None` and other such dataclasses, with `Annotated` adding an
+`Alias` (the JSON key, when it is not the field's name), an `AtLeast` bound, or a check that
+raises ValueError. Nothing is coerced: a size of "12" or a platform of 5 is a problem. Keys the
+schema does not name are ignored; a field is looked up by its alias, then by its name.
+
+Every problem is collected with its path, worded as pydantic's strict mode words it, and none
+carries the offending value: it may be a credential.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar, Union
+
+T = TypeVar("T")
+Path = tuple[str | int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Alias:
+    """The JSON key of a field, when it is not the field's name."""
+
+    key: str
+
+
+@dataclasses.dataclass(frozen=True)
+class AtLeast:
+    """A lower bound on an int."""
+
+    bound: int
+
+
+class Problem(NamedTuple):
+    path: Path
+    message: str
+
+
+class Invalid(Exception):
+    """Content that is not JSON (`problems` empty) or not of the shape: every problem, in order."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__(f"{len(problems)} problems" if problems else "not JSON")
+        self.problems = problems
+
+
+class _Field(NamedTuple):
+    name: str
+    key: str
+    hint: Any
+    required: bool
+
+
+_BAD: Any = object()  # what a check answers when it found a problem (and recorded it)
+_FIELDS: dict[type, tuple[_Field, ...]] = {}
+
+
+def load(model: type[T], content: bytes | str) -> T:
+    """`content` as a `model`, or Invalid with every problem found."""
+    try:
+        data = json.loads(content.decode() if isinstance(content, bytes) else content)
+        decoded = True
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a too long int; nesting
+        decoded = False
+    if not decoded:
+        # Raised here, not in the except block: a JSONDecodeError holds the whole input.
+        raise Invalid([])
+    problems: list[Problem] = []
+    value = _model(model, data, (), problems)
+    if problems:
+        raise Invalid(problems)
+    return typing.cast(T, value)
+
+
+def _fields(model: type) -> tuple[_Field, ...]:
+    """The fields of a dataclass, in order (a base's first), with their JSON keys; computed once."""
+    found = _FIELDS.get(model)
+    if found is None:
+        hints = typing.get_type_hints(model, include_extras=True)
+        found = tuple(
+            _Field(f.name, _alias(hints[f.name], f.name), hints[f.name], _required(f))
+            for f in dataclasses.fields(model)
+        )
+        _FIELDS[model] = found
+    return found
+
+
+def _required(field: dataclasses.Field[Any]) -> bool:
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+
+
+def _alias(hint: Any, name: str) -> str:
+    if typing.get_origin(hint) is Annotated:
+        return next((m.key for m in hint.__metadata__ if isinstance(m, Alias)), name)
+    return name
+
+
+def _model(model: type, value: Any, path: Path, problems: list[Problem]) -> Any:
+    if type(value) is not dict:
+        problems.append(Problem(path, "Input should be an object"))
+        return _BAD
+    values: dict[str, Any] = {}
+    ok = True
+    for field in _fields(model):
+        key = field.key if field.key in value else field.name if field.name in value else None
+        if key is None:
+            if field.required:
+                problems.append(Problem((*path, field.key), "Field required"))
+                ok = False
+            continue
+        checked = _check(field.hint, value[key], (*path, key), problems)
+        if checked is _BAD:
+            ok = False
+        else:
+            values[field.name] = checked
+    return model(**values) if ok else _BAD
+
+
+def _check(hint: Any, value: Any, path: Path, problems: list[Problem]) -> Any:
+    """`value` if it is a `hint` (a new object for a dataclass), else _BAD and the problems in it."""
+    origin = typing.get_origin(hint)
+    if origin is Annotated:
+        return _annotated(hint, value, path, problems)
+    if origin in (Union, types.UnionType):
+        # Only `X | None`: None is itself, anything else must be an X.
+        (inner,) = [arm for arm in typing.get_args(hint) if arm is not type(None)]
+        return None if value is None else _check(inner, value, path, problems)
+    if origin is Literal:
+        for allowed in typing.get_args(hint):
+            # JSON's 2.0 is the literal 2, as in pydantic; a bool never is.
+            if type(value) in (int, float) and type(allowed) is int and value == allowed:
+                return allowed
+            if type(value) is type(allowed) and value == allowed:
+                return allowed
+        expected = " or ".join(repr(allowed) for allowed in typing.get_args(hint))
+        problems.append(Problem(path, f"Input should be {expected}"))
+        return _BAD
+    if origin is list:
+        if type(value) is not list:
+            problems.append(Problem(path, "Input should be a valid array"))
+            return _BAD
+        (item,) = typing.get_args(hint)
+        items = [_check(item, v, (*path, i), problems) for i, v in enumerate(value)]
+        return _BAD if any(v is _BAD for v in items) else items
+    if origin is dict:
+        if type(value) is not dict:
+            problems.append(Problem(path, "Input should be an object"))
+            return _BAD
+        _key, item = typing.get_args(hint)  # JSON keys are always strings
+        entries = {k: _check(item, v, (*path, k), problems) for k, v in value.items()}
+        return _BAD if any(v is _BAD for v in entries.values()) else entries
+    if hint is str or hint is int:
+        if type(value) is not hint:  # so a bool is not an int
+            noun = "string" if hint is str else "integer"
+            problems.append(Problem(path, f"Input should be a valid {noun}"))
+            return _BAD
+        return value
+    if dataclasses.is_dataclass(hint):
+        return _model(typing.cast(type, hint), value, path, problems)
+    raise TypeError(f"no check for the type {hint!r}")
+
+
+def _annotated(hint: Any, value: Any, path: Path, problems: list[Problem]) -> Any:
+    checked = _check(hint.__origin__, value, path, problems)
+    for mark in hint.__metadata__:
+        if checked is _BAD or checked is None:
+            break
+        if isinstance(mark, AtLeast) and checked < mark.bound:
+            problems.append(Problem(path, f"Input should be greater than or equal to {mark.bound}"))
+            checked = _BAD
+        elif callable(mark):
+            checked = _run(mark, checked, path, problems)
+    return checked
+
+
+def _run(check: Callable[[Any], Any], value: Any, path: Path, problems: list[Problem]) -> Any:
+    try:
+        return check(value)
+    except ValueError as exc:  # its message is ours and names no value
+        problems.append(Problem(path, f"Value error, {exc}"))
+        return _BAD
