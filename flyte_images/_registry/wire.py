@@ -5,7 +5,8 @@ A registry (or whatever answers in its place) can send anything. Reading it into
 (strictly, by `shapes`) turns every wrong shape into one `shapes.Invalid`, which `parse` rewrites
 as a RegistryError naming the field's path, so the client never meets a KeyError or
 AttributeError half way through a check. Messages never carry the offending value: it may be a
-credential. (Not pydantic: importing it cost every process that talks to a registry ~70 ms.)
+credential. A validation library is not used here: importing one costs every process that talks
+to a registry about 70 ms at start-up.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def _helper(value: str) -> str:
 Digest = Annotated[str, _digest]
 HelperName = Annotated[str, _helper]
 
-# Each class is frozen and keyword-only, as the pydantic models were. `shapes` reads them
+# Each class is frozen and keyword-only. `shapes` reads them
 # strictly: a size of "12" or a platform of 5 is a wrong answer, not something to coerce.
 
 
