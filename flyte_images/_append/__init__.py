@@ -8,7 +8,6 @@ build that loads into the local engine must not pay for httpx, asyncio and the r
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -44,9 +43,6 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+    from .._lazy import attribute
+
+    return attribute(__name__, _LAZY, name, globals())
