@@ -3,6 +3,7 @@ engine and a loopback registry by pulling both and comparing what is inside and 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ from test_engine_multiarch import busybox_both, emulation, run_on  # noqa: F401 
 
 import flyte_images
 from flyte_images import Image
-from flyte_images._append import append, engine_part, file_part
+from flyte_images._append import append_async, engine_part, file_part
 from flyte_images._explain import history
 from flyte_images._plan import description_key, staged_plan
 from flyte_images.errors import ConfigError
@@ -86,7 +87,7 @@ def test_appended_file_part_equals_the_engine_build(tmp_path: Path, local_regist
     with staged_plan(image) as plan:
         assert plan.uri == full.uri
         part = file_part(plan, folders={"app": None})  # busybox has no /app
-        digest = append(
+        appending = append_async(
             base.uri,
             part.layers,
             target,
@@ -95,6 +96,7 @@ def test_appended_file_part_equals_the_engine_build(tmp_path: Path, local_regist
             labels=part.labels,
             history=part.history,
         )
+        digest = asyncio.run(appending)
     assert digest.startswith("sha256:")
 
     engine_built, appended = pulled(full.uri), pulled(target)
@@ -110,7 +112,7 @@ def test_appended_file_part_equals_the_engine_build(tmp_path: Path, local_regist
     edited = f"{local_registry}/fi-test-append:edited-{uuid.uuid4().hex[:8]}"
     with staged_plan(image) as plan:
         part = file_part(plan, folders={"app": None})
-        append(base.uri, part.layers, edited, env=part.env, workdir=part.workdir, labels=part.labels)
+        asyncio.run(append_async(base.uri, part.layers, edited, env=part.env, workdir=part.workdir, labels=part.labels))
         labels = dict(plan.labels)
     out = docker("run", "--rm", pulled(edited), "sh", "-c", "echo $GREETING; pwd; main.sh").stdout
     assert out.split("\n")[:3] == ["hello world", "/app", "edited"]

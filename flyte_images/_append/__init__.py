@@ -11,14 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .image import append, append_async, merge_env, new_config
+    from .image import append_async, merge_env, new_config
     from .split import FilePart, engine_part, file_part, file_part_start
     from .tarball import LayerBlob, layer_tar
 
 _LAZY = {
     "FilePart": ".split",
     "LayerBlob": ".tarball",
-    "append": ".image",
     "append_async": ".image",
     "engine_part": ".split",
     "file_part": ".split",
@@ -31,7 +30,6 @@ _LAZY = {
 __all__ = [
     "FilePart",
     "LayerBlob",
-    "append",
     "append_async",
     "engine_part",
     "file_part",

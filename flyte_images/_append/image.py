@@ -237,8 +237,10 @@ async def append_async(
     insecure: Sequence[str] = (),
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> str:
-    """Push `base_ref` + the same `layers` (+ the config changes) on every platform as
-    `target_ref`; return the digest the tag names. See `append`."""
+    """Append `layers` to the image `base_ref` and push it as `target_ref`; return the digest
+    the tag names. The layer blobs are uploaded unless the repository has them; each platform's
+    new config appends their diff_ids and history, merges `env` into Env as ENV would, sets
+    WorkingDir to `workdir` and adds `labels` (the identity label among them). No engine."""
     part = FilePart(list(layers), list(env), workdir, list(history), dict(labels or {}))
 
     async def same(_image: PlatformImage) -> FilePart:
@@ -246,34 +248,3 @@ async def append_async(
 
     async with Pusher(insecure=insecure, transport=transport) as pusher:
         return await append_parts(pusher, base_ref, target_ref, same)
-
-
-def append(
-    base_ref: str,
-    layers: Sequence[LayerBlob],
-    target_ref: str,
-    *,
-    env: Iterable[tuple[str, str]] = (),
-    workdir: str | None = None,
-    labels: Mapping[str, str] | None = None,
-    history: Sequence[str] = (),
-    insecure: Sequence[str] = (),
-) -> str:
-    """Append `layers` to the image `base_ref` and push it as `target_ref`.
-
-    The layer blobs are uploaded unless the repository has them; each platform's new config
-    appends their diff_ids and history, merges `env` into Env as ENV would, sets WorkingDir to
-    `workdir` and adds `labels` (the identity label among them); the manifest lists the base's
-    layers and these. Returns the digest the tag names. No build engine is involved."""
-    return asyncio.run(
-        append_async(
-            base_ref,
-            layers,
-            target_ref,
-            env=env,
-            workdir=workdir,
-            labels=labels,
-            history=history,
-            insecure=insecure,
-        )
-    )
