@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 CLI = [sys.executable, "-m", "flyte_images._cli"]
 BOTH = ("linux/amd64", "linux/arm64")
 BUILDKIT_ENV = Path("/var/lib/flyte-images-engine/buildkit/env")
@@ -41,10 +42,9 @@ def run(command: list[str], **kw: object) -> str:
 
 
 def project(root: Path, base: str, registry: str, name: str, platforms: tuple[str, ...]) -> Path:
-    src = root / "src"
-    src.mkdir(parents=True, exist_ok=True)
-    for i in range(300):
-        (src / f"m{i:03d}.py").write_text(f"VALUE = {i}\n" * 20)
+    from bench_build import source_tree  # the same 300-file folder as the build benchmark
+
+    source_tree(root)
     (root / "images.py").write_text(
         "from pathlib import Path\nfrom flyte_images import Image\n"
         f"app = (Image.from_base({base!r}).clone(name={name!r}, registry={registry!r}, platform={platforms!r})\n"

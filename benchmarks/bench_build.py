@@ -49,11 +49,16 @@ def run(command: list[str], **kw: object) -> str:
     return done.stdout  # type: ignore[no-any-return]
 
 
-def project(root: Path, apt: str, pip: str, name: str, bust: str = "") -> Path:
+def source_tree(root: Path) -> None:
+    """The 300-file source folder of the benchmark images, at root/src."""
     src = root / "src"
     src.mkdir(parents=True, exist_ok=True)
     for i in range(300):
         (src / f"m{i:03d}.py").write_text(f"VALUE = {i}\n" * 20)
+
+
+def project(root: Path, apt: str, pip: str, name: str, bust: str = "") -> Path:
+    source_tree(root)
     (root / "images.py").write_text(
         "from pathlib import Path\nfrom flyte_images import Image\n"
         f"app = (Image.from_debian_base(python_version=(3, 11), install_flyte=False, name={name!r})\n"

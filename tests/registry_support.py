@@ -19,6 +19,7 @@ import datetime
 import hashlib
 import http.server
 import json
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -94,9 +95,14 @@ def _issuer_material() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     return key, cert
 
 
-def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> tuple[http.server.ThreadingHTTPServer, int]:
+def _serve(
+    handler: type[http.server.BaseHTTPRequestHandler], tls: ssl.SSLContext | None = None
+) -> tuple[http.server.ThreadingHTTPServer, int]:
+    """`handler` served on 127.0.0.1 in a daemon thread (over TLS with `tls`); the server and port."""
     port = free_port()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, port
 

@@ -7,7 +7,6 @@ import datetime
 import http.server
 import ipaddress
 import ssl
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from registry_support import _serve
 
 from flyte_images._registry.session import new_client
 
@@ -56,28 +56,16 @@ def _certificate(folder: Path) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
-def _serve(tls: ssl.SSLContext | None) -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     cert, key = _certificate(tmp_path)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
-    plain, secure = _serve(None), _serve(tls)
-    yield next(plain), next(secure), cert
-    for gen in (plain, secure):
-        next(gen, None)
+    (plain, plain_port), (secure, secure_port) = _serve(_Hello), _serve(_Hello, tls)
+    yield f"http://127.0.0.1:{plain_port}/", f"https://127.0.0.1:{secure_port}/", cert
+    for server in (plain, secure):
+        server.shutdown()
+        server.server_close()
 
 
 def _get(url: str) -> tuple[int, bool]:
