@@ -343,12 +343,18 @@ def _caches(
 
 
 def _decide(planned: BuildPlan, pushing: bool, backend: Builder, strict: bool, quiet: bool) -> Decision:
-    decision = decide([Question(planned.uri, planned.platforms, pushing)], backend, strict=strict)[0]
-    if decision.failure:
-        raise RegistryError(decision.failure)
-    if decision.warning and not quiet:
-        print(decision.warning, file=sys.stderr)
-    return decision
+    return decide_all([Question(planned.uri, planned.platforms, pushing)], backend, strict, quiet)[0]
+
+
+def decide_all(questions: list[Question], backend: Builder | None, strict: bool, quiet: bool) -> list[Decision]:
+    """The skip rule for each question, asked at once; a failure raises, warnings go to stderr."""
+    decisions = decide(questions, backend, strict=strict)
+    for decision in decisions:
+        if decision.failure:
+            raise RegistryError(decision.failure)
+        if decision.warning and not quiet:
+            print(decision.warning, file=sys.stderr)
+    return decisions
 
 
 def _skipped(planned: BuildPlan, decision: Decision) -> ImageBuild:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ConfigError, RegistryError
+from .._errors import ConfigError
 from .._image import Image
 from .._plan import BuildPlan, plan, staged_plan
 from .._render import RenderOptions
@@ -137,16 +137,12 @@ def _append(
 
 def _decide(full: BuildPlan, engine: BuildPlan, strict: bool, quiet: bool) -> tuple[Decision, Decision]:
     """The skip rule for the image and its engine part, asked of the registry at once."""
-    from .._skip import Question, decide
+    from .._build import decide_all
+    from .._skip import Question
 
     questions = [Question(full.uri, full.platforms, True), Question(engine.uri, engine.platforms, True)]
-    decisions = decide(questions, None, strict=strict)
-    for decision in decisions:
-        if decision.failure:
-            raise RegistryError(decision.failure)
-        if decision.warning and not quiet:
-            print(decision.warning, file=sys.stderr)
-    return decisions[0], decisions[1]
+    image, part = decide_all(questions, None, strict, quiet)
+    return image, part
 
 
 @contextlib.contextmanager
