@@ -129,3 +129,43 @@ def test_an_edit_that_keeps_the_size_reaches_the_image(engine: None, tmp_path: P
     shown = subprocess.run(command, check=False, capture_output=True)
     assert shown.stdout == b"BBBB" and first.uri != second.uri
     _docker("image", "rm", "-f", first.uri, second.uri)
+
+
+def test_appended_builds_during_edits_agree_with_their_tags(engine: None, local_registry: str, tmp_path: Path) -> None:
+    """The append path under edits: every pushed uri names an image whose label and copied bytes
+    give that tag (the layer tarball is made from the staged bytes the identifier covers)."""
+    run = uuid.uuid4().hex[:8]
+    src = tmp_path / "src"
+    write_tree(src, {"main.py": (b"print(1)\n", 0o644), "churn.txt": (b"0\n", 0o644)})
+
+    def image(folder: Path) -> Image:
+        return (
+            Image.from_base(BUSYBOX)
+            .clone(name=f"churn-append-{run}", registry=local_registry)
+            .with_commands(["true"])
+            .with_source_folder(folder, dst="/app")
+        )
+
+    outcomes: list[str] = []
+    with Churn([src]):
+        for _ in range(10):
+            try:
+                result = flyte_images.build(image(src), quiet=True)
+            except SourceError as exc:
+                assert "transient.txt" in str(exc)
+                outcomes.append("refused")
+                continue
+            assert result.path == "append"
+            outcomes.append(result.uri)
+            time.sleep(0.03)
+    built = [uri for uri in outcomes if uri != "refused"]
+    assert len(outcomes) - len(built) <= len(outcomes) // 3, outcomes
+    assert len(set(built)) > 2  # the edits were really seen
+    for n, uri in enumerate(built):
+        _docker("pull", "-q", uri)
+        tag = uri.rsplit(":", 1)[1]
+        assert f'"{IDENTITY_LABEL}":"{tag}"' in _docker("image", "inspect", uri, "--format", "{{json .Config.Labels}}")
+        check = tmp_path / "check" / str(n)
+        _export(uri, "/app/src", check / "src")
+        assert image(check / "src").identifier == tag
+    _docker("image", "rm", "-f", *set(built))
