@@ -10,10 +10,11 @@ import io
 import json
 import os
 import tarfile
+import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from flyte_images import Image
@@ -22,6 +23,7 @@ from flyte_images._append.image import OCI_LAYER, OCI_MANIFEST
 from flyte_images._append.split import has_file_part
 from flyte_images._append.tarball import Folder
 from flyte_images._errors import BuildError, RegistryError
+from flyte_images._registry.transport import URL, Headers, HTTPTransport, Response
 from flyte_images._registry.wire import INDEX_TYPES
 
 
@@ -114,10 +116,12 @@ def test_split_keeps_runs_in_the_engine_part(tmp_path: Path) -> None:
     assert [layer.KIND for layer in engine_part(image)._layers] == ["source_folder", "commands"]
 
 
-class FakeRegistry:
-    """Just enough of the distribution API, in memory, to see what `append` sends."""
+class FakeRegistry(HTTPTransport):
+    """A fake registry: just enough of the distribution API, in memory, to see what `append`
+    sends (the real registry's behaviour is covered by the engine tests)."""
 
     def __init__(self) -> None:
+        super().__init__(timeout=5)
         self.blobs: dict[str, bytes] = {}
         self.manifests: dict[str, tuple[bytes, str]] = {}
         self.requests: list[str] = []
@@ -133,28 +137,32 @@ class FakeRegistry:
         self.blobs[digest] = content
         return digest
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        path, method = request.url.path, request.method
+    def send(self, method: str, url: URL, headers: Mapping[str, str], content: bytes | None = None) -> Response:
+        path, body = url.path, content or b""
         self.requests.append(f"{method} {path}")
         kind, _, name = path.removeprefix("/v2/app/").partition("/")
         if kind == "manifests" and method == "GET":
             if name not in self.manifests:
-                return httpx.Response(404)
+                return _answer(url, 404)
             content, media = self.manifests[name]
-            return httpx.Response(200, content=content, headers={"Content-Type": media})
+            return _answer(url, 200, content, {"Content-Type": media})
         if kind == "manifests" and method == "PUT":
-            digest = self.put_blob(request.content)
-            self.manifests[name] = (request.content, request.headers["Content-Type"])
-            return httpx.Response(201, headers={"Docker-Content-Digest": digest})
+            digest = self.put_blob(body)
+            self.manifests[name] = (body, headers["Content-Type"])
+            return _answer(url, 201, headers={"Docker-Content-Digest": digest})
         if kind == "blobs" and name == "uploads/" and method == "POST":
-            return httpx.Response(202, headers={"Location": "/v2/app/blobs/uploads/u1?state=x"})
+            return _answer(url, 202, headers={"Location": "/v2/app/blobs/uploads/u1?state=x"})
         if kind == "blobs" and name.startswith("uploads/") and method == "PUT":
-            digest = self.put_blob(request.content)
-            assert request.url.params["digest"] == digest
-            return httpx.Response(201)
+            digest = self.put_blob(body)
+            assert dict(urllib.parse.parse_qsl(url.query))["digest"] == digest
+            return _answer(url, 201)
         if kind == "blobs" and name in self.blobs:
-            return httpx.Response(200, content=self.blobs[name] if method == "GET" else b"")
-        return httpx.Response(404)
+            return _answer(url, 200, self.blobs[name] if method == "GET" else b"")
+        return _answer(url, 404)
+
+
+def _answer(url: URL, status: int, content: bytes = b"", headers: Mapping[str, str] | None = None) -> Response:
+    return Response(status, Headers((headers or {}).items()), url, content)
 
 
 def fake_base(reg: FakeRegistry, *, attested: bool) -> None:
@@ -189,7 +197,7 @@ def test_append_uploads_missing_blobs_once_and_writes_the_manifest(tmp_path: Pat
     reg = FakeRegistry()
     fake_base(reg, attested=attested)
     blob = layer_tar(make_folder(tmp_path), "/app")
-    transport = httpx.MockTransport(reg)
+    transport = reg
 
     def run(tag: str) -> str:
         work = append_async(
@@ -218,7 +226,7 @@ def test_append_uploads_missing_blobs_once_and_writes_the_manifest(tmp_path: Pat
 
 def test_append_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     reg = FakeRegistry()
-    transport = httpx.MockTransport(reg)
+    transport = reg
     with pytest.raises(RegistryError, match="has no app:base; push the base image there first"):
         asyncio.run(append_async("localhost:5000/app:base", [], "localhost:5000/app:new", transport=transport))
     with pytest.raises(RegistryError, match="not in the repository of"):
@@ -250,7 +258,7 @@ def test_append_to_a_multi_platform_index_writes_one_manifest_per_platform(tmp_p
         [blob],
         "localhost:5000/app:new",
         env=[("A", "1")],
-        transport=httpx.MockTransport(reg),
+        transport=reg,
     )
     digest = asyncio.run(work)
     content, media = reg.manifests["new"]

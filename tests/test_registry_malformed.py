@@ -127,7 +127,8 @@ def test_every_malformed_answer_is_its_own_unknown_and_the_rest_still_answer(rea
         results = check([*refs, f"{garbage.host}/x/y:1", real.reference], ["linux/amd64"], backoff=0.01)
     *broken, spoken, fine = results
     assert fine.state == "exists" and fine.digest == real.digest
-    assert spoken.state == "unknown" and "could not be reached: RemoteProtocolError" in spoken.reason
+    assert spoken.state == "unknown" and "could not be reached: the answer is not HTTP/1.1" in spoken.reason
+    assert "SSH" not in spoken.reason
     for (tag, (_route, expected)), result in zip(CASES.items(), broken, strict=True):
         assert result.state == "unknown", (tag, result)
         assert expected.format(host=bad.host) in result.reason, (tag, result.reason)

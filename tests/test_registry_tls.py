@@ -1,16 +1,16 @@
-"""The registry client sets up TLS only for https:// URLs, and then verifies certificates."""
+"""The registry transport: TLS set up only for https:// URLs (and then verified), kept-alive
+connections, chunked bodies, proxies from the environment."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import http.server
 import ipaddress
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
-import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -18,11 +18,23 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from registry_support import _serve
 
-from flyte_images._registry.session import new_client
+from flyte_images._registry.transport import URL, HTTPTransport, TransportError
 
 
 class _Hello(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # kept alive, as registries do
+    connections: ClassVar[set[int]] = set()
+
     def do_GET(self) -> None:
+        _Hello.connections.add(self.client_address[1])
+        if self.path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for piece in (b"hel", b"lo"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\n\r\n")
+            return
         self.send_response(200)
         self.send_header("Content-Length", "5")
         self.end_headers()
@@ -68,24 +80,64 @@ def servers(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         server.server_close()
 
 
-def _get(url: str) -> tuple[int, bool]:
-    async def run() -> tuple[int, bool]:
-        async with new_client(timeout=5) as client:
-            answer = await client.get(url)
-            secure = client._transport
-            return answer.status_code, getattr(secure, "_real", None) is not None
-
-    return asyncio.run(run())
+def _get(url: str, transport: HTTPTransport | None = None) -> tuple[int, bytes, bool]:
+    """GET through a transport: status, body, and whether TLS was set up."""
+    http = transport or HTTPTransport(timeout=5)
+    answer = http.send("GET", URL.parse(url), {})
+    body = b"".join(iter(answer.read, b""))
+    answer.close()
+    return answer.status, body, http._tls is not None
 
 
 def test_plain_http_never_sets_up_tls(servers: tuple[str, str, Path]) -> None:
     plain, _secure, _cert = servers
-    assert _get(plain) == (200, False)
+    assert _get(plain) == (200, b"hello", False)
 
 
 def test_https_verifies_the_certificate(servers: tuple[str, str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     _plain, secure, cert = servers
-    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+    with pytest.raises(TransportError, match=r"certificate not trusted.*SSL_CERT_FILE"):
         _get(secure)  # a certificate nobody vouches for is refused
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
-    assert _get(secure) == (200, True)
+    assert _get(secure) == (200, b"hello", True)
+
+
+def test_connections_are_kept_alive_and_chunked_bodies_read(servers: tuple[str, str, Path]) -> None:
+    plain, _secure, _cert = servers
+    transport = HTTPTransport(timeout=5)
+    _Hello.connections.clear()
+    for _ in range(3):
+        assert _get(plain, transport)[:2] == (200, b"hello")
+    assert _get(plain + "chunked", transport)[:2] == (200, b"hello")
+    assert len(_Hello.connections) == 1  # one connection (one client port) served all four
+
+
+def test_a_proxy_from_the_environment_is_used_and_no_proxy_honoured(
+    servers: tuple[str, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain, _secure, _cert = servers
+    seen: list[str] = []
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "7")
+            self.end_headers()
+            self.wfile.write(b"proxied")
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    proxy, port = _serve(Proxy)
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        target = plain.replace("127.0.0.1", "registry.test")
+        assert _get(target)[:2] == (200, b"proxied")
+        assert seen == [target]  # a plain-HTTP request through a proxy names the whole URL
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert _get(plain)[:2] == (200, b"hello")
+        assert seen == [target]
+    finally:
+        proxy.shutdown()
+        proxy.server_close()

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import RegistryError
-from .._http import httpx
 from .._registry import wire
 from .._registry.client import Reference, parse_reference
 from .._registry.push import Pusher
+from .._registry.transport import HTTPTransport
 from .split import FilePart
 from .tarball import LayerBlob
 
@@ -125,13 +125,18 @@ async def append_parts(pusher: Pusher, base_ref: str, target_ref: str, make: Mak
         raise RegistryError(f"{target_ref} names a digest; give a tag to push the appended image under")
     images, index = await read_base(pusher, base)
     parts = [await make(image) for image in images]
-    blobs = {layer.digest: layer for part in parts for layer in part.layers}
-    # Blobs in parallel, each once: HEADed first and only sent when the repository lacks it.
-    await asyncio.gather(*(pusher.push_blob(target, layer.data, layer.digest) for layer in blobs.values()))
+    configs = [_config_blob(image, part) for image, part in zip(images, parts, strict=True)]
+    blobs = {layer.digest: layer.data for part in parts for layer in part.layers}
+    blobs.update((digest, data) for data, digest in configs)
+    # Layers and configs in parallel, each once: HEADed first and only sent when missing.
+    await asyncio.gather(*(pusher.push_blob(target, data, digest) for digest, data in blobs.items()))
     if index is None:
-        return (await _push_one(pusher, images[0], parts[0], target, tagged=True))[0]
+        return (await _push_manifest(pusher, images[0], parts[0], configs[0], target, tagged=True))[0]
     pushed = await asyncio.gather(
-        *(_push_one(pusher, image, part, target, tagged=False) for image, part in zip(images, parts, strict=True))
+        *(
+            _push_manifest(pusher, image, part, config, target, tagged=False)
+            for image, part, config in zip(images, parts, configs, strict=True)
+        )
     )
     entries = []
     for image, (digest, size) in zip(images, pushed, strict=True):
@@ -141,17 +146,21 @@ async def append_parts(pusher: Pusher, base_ref: str, target_ref: str, make: Mak
     return await pusher.put_manifest(target, document, index[1])
 
 
-async def _push_one(
-    pusher: Pusher, image: PlatformImage, part: FilePart, target: Reference, *, tagged: bool
-) -> tuple[str, int]:
-    """Config and manifest of one platform, under `target`'s tag or (one of several platforms,
-    listed by an index) by digest only; returns the manifest's digest and size."""
+def _config_blob(image: PlatformImage, part: FilePart) -> tuple[bytes, str]:
+    """One platform's new image config, as bytes and digest."""
     config = new_config(
         image.config, part.layers, env=part.env, workdir=part.workdir, labels=part.labels, history=part.history
     )
-    config_bytes = _json(config)
-    config_digest = wire.sha256(config_bytes)
-    await pusher.push_blob(target, config_bytes, config_digest)
+    content = _json(config)
+    return content, wire.sha256(content)
+
+
+async def _push_manifest(
+    pusher: Pusher, image: PlatformImage, part: FilePart, config: tuple[bytes, str], target: Reference, *, tagged: bool
+) -> tuple[str, int]:
+    """The manifest of one platform (its blobs pushed), under `target`'s tag or (one of several
+    platforms, listed by an index) by digest only; returns the manifest's digest and size."""
+    config_bytes, config_digest = config
     layer_type = OCI_LAYER if image.media_type == OCI_MANIFEST else DOCKER_LAYER
     document = dict(image.manifest)
     config_desc = dict(document.get("config") or {})
@@ -235,7 +244,7 @@ async def append_async(
     labels: Mapping[str, str] | None = None,
     history: Sequence[str] = (),
     insecure: Sequence[str] = (),
-    transport: httpx.AsyncBaseTransport | None = None,
+    transport: HTTPTransport | None = None,
 ) -> str:
     """Append `layers` to the image `base_ref` and push it as `target_ref`; return the digest
     the tag names. The layer blobs are uploaded unless the repository has them; each platform's

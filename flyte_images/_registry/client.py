@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from .._errors import ConfigError, RegistryError
-from .._http import httpx
 from . import redact, wire
 from .index import INDEX_MEDIA_TYPE, PlatformImage, index_document, platform_tag
 from .record import PlatformCache
-from .session import Answer, Body, Session, describe, is_loopback, new_client
+from .session import Answer, Body, Session, describe, is_loopback
+from .transport import URL, HTTPTransport, InvalidURL, TransportError
 from .wire import ACCEPT, INDEX_TYPES, MANIFEST_TYPES, normalize_platform
 
 __all__ = [
@@ -153,25 +153,27 @@ class RegistryClient:
         retries: int = 4,
         backoff: float = 0.2,
         timeout: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: HTTPTransport | None = None,
         platform_cache: PlatformCache | None = None,
         deadline: float | None = None,
+        session: Session | None = None,
     ) -> None:
         self._deadline = deadline_seconds(deadline)
         self._platform_cache = platform_cache if platform_cache is not None else PlatformCache.default()
         self._limit = asyncio.Semaphore(concurrency)
-        self._redact = redact.Redactor()
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self._http = new_client(timeout=timeout, limits=limits, transport=transport)
-        self._session = Session(
-            self._http, insecure=set(insecure), retries=retries, backoff=backoff, redactor=self._redact
+        # A session handed in (shared with a Pusher) stays open: its owner closes it.
+        self._owns = session is None
+        self._session = session or Session(
+            insecure=insecure, retries=retries, backoff=backoff, timeout=timeout, keep=concurrency, transport=transport
         )
+        self._redact = self._session.redact
 
     async def __aenter__(self) -> RegistryClient:
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
-        await self._http.aclose()
+        if self._owns:
+            self._session.close()
         self._platform_cache.save()
 
     async def check(self, reference: str, platforms: Sequence[str] | None = None) -> Existence:
@@ -193,7 +195,7 @@ class RegistryClient:
                 return self._unknown(reference, f"{why}; set {DEADLINE_ENV} to allow longer")
             except RegistryError as exc:
                 return self._unknown(reference, str(exc))
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            except (TransportError, InvalidURL) as exc:
                 return self._unknown(reference, f"{ref.host} could not be asked about {ref}: {describe(exc)}")
             except Exception as exc:  # the contract is "unknown", never a crash of the whole batch
                 return self._unknown(reference, f"checking {ref} failed unexpectedly ({describe(exc)}); please report")
@@ -338,7 +340,7 @@ class RegistryClient:
             why = f"{ref.host} timed out after {self._deadline:g} s for {ref}; set {DEADLINE_ENV} to allow longer"
         except RegistryError as exc:
             why = str(exc)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        except (TransportError, InvalidURL) as exc:
             why = f"{ref.host} could not be reached for {ref}: {describe(exc)}"
         raise RegistryError(self._redact(why))
 
@@ -398,8 +400,8 @@ class RegistryClient:
         return digest
 
     def _failure(self, ref: Reference, answer: Answer) -> str:
-        if answer.url.netloc != httpx.URL(self._session.base(ref.host)).netloc:
-            return f"{answer.url.netloc.decode()}, where {ref.host} redirected, answered {answer.status} for {ref}"
+        if answer.url.netloc != URL.parse(self._session.base(ref.host)).netloc:
+            return f"{answer.url.netloc}, where {ref.host} redirected, answered {answer.status} for {ref}"
         if answer.status == 401:
             if not self._session.has_credentials(ref.host):
                 return f"{ref.host} needs credentials (401); log in with `docker login {ref.host}`"
@@ -426,7 +428,7 @@ async def check_many(
     *,
     insecure: Iterable[str] = (),
     concurrency: int = 16,
-    transport: httpx.AsyncBaseTransport | None = None,
+    transport: HTTPTransport | None = None,
     deadline: float | None = None,
     **options: Any,
 ) -> list[Existence]:

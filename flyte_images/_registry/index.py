@@ -18,10 +18,12 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._http import httpx
 from .wire import normalize_platform
+
+if TYPE_CHECKING:
+    from .transport import HTTPTransport
 
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 MAX_TAG = 128  # the distribution spec's limit on a tag's length
@@ -91,7 +93,7 @@ async def push_index(
     parts: Mapping[str, str],
     *,
     insecure: Sequence[str] = (),
-    transport: httpx.AsyncBaseTransport | None = None,
+    transport: HTTPTransport | None = None,
     deadline: float | None = None,
 ) -> str:
     """PUT an OCI image index under `reference` listing one pushed image per platform.

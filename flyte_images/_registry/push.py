@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import RegistryError
-from .._http import httpx
-from . import redact, wire
+from . import wire
 from .client import Reference, _said, deadline_seconds
-from .session import Answer, Body, Session, describe, new_client
+from .session import Answer, Body, Session, describe
+from .transport import HTTPTransport, InvalidURL, TransportError
 
 BLOB_TYPE = "application/octet-stream"
 VERIFIABLE = ("sha256", "sha512")
@@ -47,22 +47,25 @@ class Pusher:
         retries: int = 4,
         backoff: float = 0.2,
         timeout: float = 60.0,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: HTTPTransport | None = None,
         deadline: float | None = None,
+        session: Session | None = None,
     ) -> None:
         # Uploads take longer than existence checks: the deadline covers one request at most.
         self._deadline = max(deadline_seconds(deadline), timeout)
-        self._redact = redact.Redactor()
-        self._http = new_client(timeout=timeout, transport=transport)
-        self._session = Session(
-            self._http, insecure=set(insecure), retries=retries, backoff=backoff, redactor=self._redact
+        # A session handed in (shared with a RegistryClient) stays open: its owner closes it.
+        self._owns = session is None
+        self._session = session or Session(
+            insecure=insecure, retries=retries, backoff=backoff, timeout=timeout, transport=transport
         )
+        self._redact = self._session.redact
 
     async def __aenter__(self) -> Pusher:
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
-        await self._http.aclose()
+        if self._owns:
+            self._session.close()
 
     def _url(self, ref: Reference, kind: str, name: str) -> str:
         return f"{self._session.base(ref.host)}/{ref.repository}/{kind}/{name}"
@@ -87,7 +90,7 @@ class Pusher:
             why = f"{ref.host} did not answer {method} for {ref} within {self._deadline:g} s"
         except RegistryError as exc:
             why = str(exc)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        except (TransportError, InvalidURL) as exc:
             why = f"{ref.host} could not be reached for {ref}: {describe(exc)}"
         raise RegistryError(self._redact(why))
 
@@ -145,7 +148,7 @@ class Pusher:
                 if size is not None and seen > size:
                     raise RegistryError(f"{ref.host} sent more than the {size} bytes of {what} of {ref}")
                 yield chunk
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        except (TransportError, InvalidURL) as exc:
             raise RegistryError(self._redact(f"{ref.host} broke off {what} of {ref}: {describe(exc)}")) from None
         finally:
             await answer.stream.aclose()
@@ -169,15 +172,18 @@ class Pusher:
         location = answer.headers.get("Location")
         if answer.status != 202 or not location:
             raise self._refused(ref, "starting a blob upload", answer)
-        target = answer.url.join(location)
-        if (target.scheme, target.host, target.port) != (answer.url.scheme, answer.url.host, answer.url.port):
+        try:
+            target = answer.url.join(location)
+        except InvalidURL:
+            raise RegistryError(f"{ref.host} answered an upload location that is not a URL") from None
+        if target.origin != answer.url.origin:
             # The session sends the registry's Authorization to the URL it is given; an upload
             # location elsewhere (a bucket) must not receive it.
             raise RegistryError(
                 f"{ref.host} asked for the upload at another host ({target.host}); uploads outside the registry's "
                 "own address are not supported yet: build with the engine instead"
             )
-        put = target.copy_merge_params({"digest": digest})
+        put = target.with_params({"digest": digest})
         answer = await self._call(ref, "PUT", str(put), limit=wire.MAX_MANIFEST, body=Body(data, BLOB_TYPE))
         if answer.status not in (201, 204):
             raise self._refused(ref, f"the upload of {digest}", answer)

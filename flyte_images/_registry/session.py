@@ -16,15 +16,14 @@ import asyncio
 import email.utils
 import ipaddress
 import logging
-import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
 from .._errors import RegistryError
-from .._http import httpx
 from . import auth, wire
 from .redact import Redactor
+from .transport import CHUNK, URL, Headers, HTTPTransport, InvalidURL, Response, TransportError, in_thread
 
 log = logging.getLogger("flyte_images.registry")
 
@@ -41,14 +40,31 @@ class Answer:
     closes it)."""
 
     status: int
-    headers: httpx.Headers
+    headers: Headers
     content: bytes
-    url: httpx.URL
-    stream: httpx.Response | None = field(default=None, repr=False, compare=False)
+    url: URL
+    stream: Stream | None = field(default=None, repr=False, compare=False)
 
     @property
     def media_type(self) -> str:
         return str(self.headers.get("Content-Type", "")).split(";")[0].strip().lower()
+
+
+class Stream:
+    """The unread body of an answer, read on worker threads as it arrives."""
+
+    def __init__(self, response: Response) -> None:
+        self._response = response
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        while chunk := await in_thread(lambda: self._response.read(CHUNK)):
+            yield chunk
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._response.close()
 
 
 @dataclass(frozen=True)
@@ -69,7 +85,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def retry_after(headers: httpx.Headers) -> float | None:
+def retry_after(headers: Headers) -> float | None:
     value = headers.get("Retry-After", "").strip()
     if not value:
         return None
@@ -83,6 +99,8 @@ def retry_after(headers: httpx.Headers) -> float | None:
 
 
 def describe(exc: Exception) -> str:
+    if isinstance(exc, TransportError):
+        return str(exc)  # already says what went wrong, in words
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -95,8 +113,8 @@ class _Unreachable(Exception):
         self.where, self.why = where, why
 
 
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    return url.scheme, url.host, url.port
+def _origin(url: URL) -> tuple[str, str, int]:
+    return url.origin
 
 
 def _shown(value: str, limit: int = 60) -> str:
@@ -104,55 +122,31 @@ def _shown(value: str, limit: int = 60) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
-class _WhenFirstUsed(httpx.AsyncBaseTransport):
-    """A transport made on its first request. The TLS one loads the system's CA certificates
-    (about 20 ms): a process that only talks to a plain-HTTP registry on loopback never pays it."""
-
-    def __init__(self, make: Callable[[], httpx.AsyncBaseTransport]) -> None:
-        self._make = make
-        self._real: httpx.AsyncBaseTransport | None = None
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._real is None:
-            self._real = self._make()
-        return await self._real.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        if self._real is not None:
-            await self._real.aclose()
-
-
-def new_client(
-    *, timeout: float, limits: httpx.Limits | None = None, transport: httpx.AsyncBaseTransport | None = None
-) -> httpx.AsyncClient:
-    """The HTTP client of a session: TLS set up only when an https:// URL is first asked."""
-    pool = limits or httpx.Limits()
-    if transport is not None:
-        return httpx.AsyncClient(timeout=timeout, transport=transport, limits=pool)
-    secure = _WhenFirstUsed(lambda: httpx.AsyncHTTPTransport(limits=pool))
-    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
-        return httpx.AsyncClient(timeout=timeout, limits=pool)  # httpx routes through the proxy
-    plain = httpx.AsyncHTTPTransport(verify=False, limits=pool)  # only ever sees http:// URLs
-    return httpx.AsyncClient(timeout=timeout, transport=secure, mounts={"http://": plain})
-
-
-_PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
-
-
 class Session:
-    """Connections, credentials and tokens shared by every check of one client."""
+    """Connections, credentials and tokens shared by every request of one client: existence
+    checks, reads and pushes alike. `close()` it when done."""
 
     def __init__(
-        self, http: httpx.AsyncClient, *, insecure: set[str], retries: int, backoff: float, redactor: Redactor
+        self,
+        *,
+        insecure: Iterable[str] = (),
+        retries: int = 4,
+        backoff: float = 0.2,
+        timeout: float = 10.0,
+        keep: int = 16,
+        transport: HTTPTransport | None = None,
     ) -> None:
-        self._http = http
-        self._insecure = insecure
+        self._http = transport if transport is not None else HTTPTransport(timeout=timeout, keep=keep)
+        self._insecure = set(insecure)
         self._retries = max(1, retries)
         self._backoff = backoff
-        self._redact = redactor
+        self.redact = self._redact = Redactor()
         self._headers: dict[tuple[str, str], str] = {}  # (host, scope) -> Authorization value
         self._credentials: dict[str, auth.Credentials | None] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+
+    def close(self) -> None:
+        self._http.close()
 
     def base(self, host: str) -> str:
         scheme = "http" if host in self._insecure or is_loopback(host) else "https"
@@ -183,7 +177,7 @@ class Session:
         of a 200 answer unread in `Answer.stream` (a layer blob, too big to hold in memory):
         retries, challenges and redirects happen before it, as for any request."""
         scope = f"repository:{repository}:{'pull' if body is None and not push else 'pull,push'}"
-        start = httpx.URL(url)
+        start = URL.parse(url)
         authenticated = False
         attempt = 0
         while True:
@@ -220,7 +214,7 @@ class Session:
         self,
         host: str,
         method: str,
-        url: httpx.URL,
+        url: URL,
         headers: dict[str, str],
         limit: int,
         body: Body | None = None,
@@ -230,8 +224,8 @@ class Session:
         for _ in range(MAX_REDIRECTS + 1):
             try:
                 answer = await self.read(method, url, headers, limit, body.content if body else None, hold=hold)
-            except httpx.TransportError as exc:
-                where = host if _origin(url) == origin else f"{url.netloc.decode()} (where {host} redirected)"
+            except TransportError as exc:
+                where = host if _origin(url) == origin else f"{url.netloc} (where {host} redirected)"
                 raise _Unreachable(where, describe(exc)) from None
             location = answer.headers.get("Location")
             if answer.status not in REDIRECT_STATUS or not location:
@@ -243,22 +237,25 @@ class Session:
             log.debug("%s", self._redact(f"{host} redirected ({answer.status}) to {url}"))
         raise RegistryError(f"{host} redirected more than {MAX_REDIRECTS} times; is a proxy in a loop?")
 
-    def _redirect_target(self, host: str, current: httpx.URL, location: str) -> httpx.URL:
+    def _redirect_target(self, host: str, current: URL, location: str) -> URL:
+        import urllib.parse
+
+        scheme = urllib.parse.urlsplit(urllib.parse.urljoin(str(current), location)).scheme
+        if scheme not in ("http", "https"):
+            raise RegistryError(f"{host} redirected to {_shown(scheme)} address; only HTTP(S) is followed")
         try:
+            # Credentials written into a redirect address are not kept: not the registry's to hand out.
             target = current.join(location)
-        except (httpx.InvalidURL, ValueError):
+        except InvalidURL:
             raise RegistryError(f"{host} redirected to an address that is not a URL") from None
-        if target.scheme not in ("http", "https") or not target.host:
-            raise RegistryError(f"{host} redirected to {_shown(target.scheme)} address; only HTTP(S) is followed")
         if current.scheme == "https" and target.scheme == "http":
             raise RegistryError(f"{host} redirected from HTTPS to plain HTTP ({target.host}); refusing to downgrade")
-        # Credentials written into a redirect address are not the registry's to hand out.
-        return target.copy_with(userinfo=b"")
+        return target
 
     async def read(
         self,
         method: str,
-        url: httpx.URL,
+        url: URL,
         headers: dict[str, str],
         limit: int,
         content: bytes | None = None,
@@ -267,27 +264,19 @@ class Session:
     ) -> Answer:
         """One request; the body is read whole, but never more than `limit` bytes of it (with
         `hold`, a 200 answer's body is left to the caller, unread)."""
-        request = self._http.build_request(method, url, headers=headers, content=content)
-        response = await self._http.send(request, stream=True)
-        if hold and response.status_code == 200:
-            return Answer(response.status_code, response.headers, b"", url, stream=response)
-        where = url.netloc.decode()
-        too_big = f"{where} answered more than {limit // 1024} KiB for {url.path}, more than any registry answer"
-        try:
-            declared = response.headers.get("Content-Length", "")
-            if method != "HEAD" and declared.isdigit() and int(declared) > limit:
-                raise RegistryError(too_big)
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > limit:
-                    raise RegistryError(too_big)
-        except httpx.DecodingError as exc:
-            raise RegistryError(f"{where} answered a body that cannot be decoded ({describe(exc)})") from None
-        finally:
-            await response.aclose()
-        # The address asked, not response.url: a transport may rewrite the request it sends.
-        return Answer(response.status_code, response.headers, bytes(body), url)
+
+        def call() -> Answer:
+            response = self._http.send(method, url, headers, content)
+            if hold and response.status == 200:
+                return Answer(response.status, response.headers, b"", url, stream=Stream(response))
+            try:
+                body = _whole(method, response, limit)
+            finally:
+                response.close()
+            # The address asked, not the one sent to: a transport may rewrite the request.
+            return Answer(response.status, response.headers, body, url)
+
+        return await in_thread(call, unused=_close)
 
     async def _creds(self, host: str) -> auth.Credentials | None:
         lock = self._locks.setdefault(host, asyncio.Lock())
@@ -315,18 +304,20 @@ class Session:
         self._headers[(host, scope)] = f"Bearer {token}"
         return True
 
-    def _realm(self, host: str, realm: str, creds: auth.Credentials | None) -> httpx.URL:
+    def _realm(self, host: str, realm: str, creds: auth.Credentials | None) -> URL:
         try:
-            url = httpx.URL(realm)
-        except (httpx.InvalidURL, ValueError):
-            raise RegistryError(f"{host} named a token service whose address is not a URL") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise RegistryError(f"{host} named a token service whose address is not an HTTP(S) URL")
+            url = URL.parse(realm)
+        except InvalidURL:
+            import urllib.parse
+
+            if urllib.parse.urlsplit(realm).scheme in ("http", "https"):
+                raise RegistryError(f"{host} named a token service whose address is not a URL") from None
+            raise RegistryError(f"{host} named a token service whose address is not an HTTP(S) URL") from None
         if url.scheme == "http" and creds is not None and self.base(host).startswith("https"):
             raise RegistryError(
                 f"{host} named a token service on plain HTTP ({url.host}); refusing to send credentials unencrypted"
             )
-        return url.copy_with(userinfo=b"")
+        return url
 
     async def _token(self, host: str, scope: str, params: dict[str, str], creds: auth.Credentials | None) -> str:
         realm = self._realm(host, params["realm"], creds)
@@ -335,8 +326,8 @@ class Session:
             query["service"] = params["service"]
         headers = {"Authorization": creds.basic_header()} if creds else {}
         try:
-            answer = await self.read("GET", realm.copy_merge_params(query), headers, wire.MAX_TOKEN)
-        except httpx.TransportError as exc:
+            answer = await self.read("GET", realm.with_params(query), headers, wire.MAX_TOKEN)
+        except TransportError as exc:
             raise RegistryError(f"the token service of {host} could not be reached: {describe(exc)}") from None
         if answer.status != 200:
             who = "with the stored credentials" if creds else "anonymously"
@@ -349,3 +340,23 @@ class Session:
         if not token:
             raise RegistryError(f"the token service of {host} answered without a token")
         return token
+
+
+def _whole(method: str, response: Response, limit: int) -> bytes:
+    """The body of `response`, refused past `limit` bytes (blocking: on a worker thread)."""
+    where = response.url.netloc
+    too_big = f"{where} answered more than {limit // 1024} KiB for {response.url.path}, more than any registry answer"
+    declared = response.headers.get("Content-Length", "")
+    if method != "HEAD" and declared.isdigit() and int(declared) > limit:
+        raise RegistryError(too_big)
+    body = bytearray()
+    while chunk := response.read(CHUNK):
+        body += chunk
+        if len(body) > limit:
+            raise RegistryError(too_big)
+    return bytes(body)
+
+
+def _close(answer: Answer) -> None:
+    if answer.stream is not None:
+        answer.stream.close()
