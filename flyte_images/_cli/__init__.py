@@ -9,12 +9,16 @@ Exit codes (the same for every command):
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Sequence
 
-from .._errors import FlyteImagesError, LoadError
 from .._version import __version__
+
+# Not `typing.TYPE_CHECKING`: importing typing costs every command ~5 ms before it starts.
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -40,6 +44,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The command line's parser; with `only`, the parser of that command alone is set up (and
     only its module imported): `main` asks for that when the first argument names a command,
     since then no other command's arguments can be parsed and no message lists them."""
+    import argparse
     import importlib
 
     parser = argparse.ArgumentParser(
@@ -62,8 +67,18 @@ def _terminate(signum: int, _frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; without `argv` (as the `flyte-images` program), with `sys.argv`, run
+    by a warm worker when one can be had (see `flyte_images._warm`)."""
+    if argv is None:
+        from .. import _warm
+
+        served = _warm.run(sys.argv[1:])
+        if served is not None:
+            return served
     import signal
     import threading
+
+    from .._errors import FlyteImagesError, LoadError
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
