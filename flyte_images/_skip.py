@@ -34,6 +34,7 @@ class Question:
     uri: str
     platforms: tuple[str, ...]
     pushing: bool
+    hint: bool = True  # a missing image's reason may cost another request to be more precise
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def _ask_registries(questions: list[Question]) -> list[object]:
 
     async def ask() -> list[object]:
         async with RegistryClient(insecure=_config.insecure_registries()) as client:
-            return list(await asyncio.gather(*(client.check(q.uri, q.platforms) for q in questions)))
+            return list(await asyncio.gather(*(client.check(q.uri, q.platforms, hint=q.hint) for q in questions)))
 
     return run_coroutine(ask())
 

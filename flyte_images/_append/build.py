@@ -75,8 +75,9 @@ def same_engine_layers(staged: BuildPlan, engine: BuildPlan) -> bool:
 async def append_file_part(
     pusher: Pusher, staged: BuildPlan, engine_uri: str, say: Callable[[str], None]
 ) -> tuple[str, int]:
-    """Append the file part of `staged` (open) to the engine part `engine_uri` in the registry,
-    pushed as the plan's uri; returns the digest and the number of layers appended."""
+    """Append the file part of `staged` (open) to the engine part `engine_uri` (its tag, or its
+    repository @ the digest its tag names) in the registry, pushed as the plan's uri; returns
+    the digest and the number of layers appended."""
     from .image import append_parts
 
     made: dict[object, FilePart] = {}

@@ -112,6 +112,9 @@ class PlatformImage:
 MakePart = Callable[[PlatformImage], Awaitable[FilePart]]
 
 
+Base = tuple[list["PlatformImage"], tuple[dict[str, Any], str] | None]
+
+
 async def append_parts(pusher: Pusher, base_ref: str, target_ref: str, make: MakePart) -> str:
     """Push the base plus, per platform, the file part `make` returns for it, as `target_ref`;
     return the digest of what the tag names (the manifest, or the index of several)."""
@@ -126,10 +129,15 @@ async def append_parts(pusher: Pusher, base_ref: str, target_ref: str, make: Mak
     images, index = await read_base(pusher, base)
     parts = [await make(image) for image in images]
     configs = [_config_blob(image, part) for image, part in zip(images, parts, strict=True)]
-    blobs = {layer.digest: layer.data for part in parts for layer in part.layers}
-    blobs.update((digest, data) for data, digest in configs)
-    # Layers and configs in parallel, each once: HEADed first and only sent when missing.
-    await asyncio.gather(*(pusher.push_blob(target, data, digest) for digest, data in blobs.items()))
+    layers = {layer.digest: layer.data for part in parts for layer in part.layers}
+    # Every blob in parallel, each once. A layer is sent only when the repository lacks it. A
+    # config is sent without asking: it names this build's layers, so it is new unless those
+    # were all there already, and a few KiB sent again cost less than a request each time.
+    config_blobs = {digest: data for data, digest in configs}
+    await asyncio.gather(
+        *(pusher.push_blob(target, data, digest) for digest, data in layers.items()),
+        *(pusher.push_blob(target, data, digest, ask=False) for digest, data in config_blobs.items()),
+    )
     if index is None:
         return (await _push_manifest(pusher, images[0], parts[0], configs[0], target, tagged=True))[0]
     pushed = await asyncio.gather(
@@ -180,7 +188,7 @@ def _descriptors(layers: Sequence[LayerBlob], media_type: str) -> list[dict[str,
     return [{"mediaType": media_type, "digest": layer.digest, "size": layer.size} for layer in layers]
 
 
-async def read_base(pusher: Pusher, ref: Reference) -> tuple[list[PlatformImage], tuple[dict[str, Any], str] | None]:
+async def read_base(pusher: Pusher, ref: Reference) -> Base:
     """The base's image per platform, and its index document and media type when the result
     needs one (several real platforms)."""
     fetched = await pusher.manifest(ref)

@@ -121,12 +121,21 @@ def _append(
         step(sink, f"engine part {engine.uri}: in the registry ({part.reason})")
         how = f"file part appended to the engine part {engine.uri}, which was in the registry"
 
+    # The engine part by the digest the registry just answered for its tag: its manifests and
+    # configs are then read from disk when this machine read them before.
+    base = engine.uri
+    if not (part.build or force) and part.digest:
+        from .._registry.client import parse_reference
+
+        ref = parse_reference(engine.uri)
+        base = f"{ref.host}/{ref.repository}@{part.digest}"
+
     async def push() -> tuple[str, int]:
         from .. import _config
         from .._registry.push import Pusher
 
         async with Pusher(insecure=_config.insecure_registries()) as pusher:
-            return await append_file_part(pusher, staged, engine.uri, lambda text: step(sink, text))
+            return await append_file_part(pusher, staged, base, lambda text: step(sink, text))
 
     digest, count = run_coroutine(push())
     step(sink, f"pushed {staged.uri} ({count} layer(s) appended, {time.monotonic() - started:.2f} s)")
@@ -140,7 +149,8 @@ def _decide(full: BuildPlan, engine: BuildPlan, strict: bool, quiet: bool) -> tu
     from .._build import decide_all
     from .._skip import Question
 
-    questions = [Question(full.uri, full.platforms, True), Question(engine.uri, engine.platforms, True)]
+    # A missing image is appended (or its engine part built): the precise reason would cost a round.
+    questions = [Question(full.uri, full.platforms, True, hint=False), Question(engine.uri, engine.platforms, True)]
     image, part = decide_all(questions, None, strict, quiet)
     return image, part
 

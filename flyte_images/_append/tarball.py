@@ -31,13 +31,9 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .._errors import BuildError
 from .._stage import FIXED_MTIME
-
-if TYPE_CHECKING:
-    import tarfile  # loaded by the functions that write layers: choosing a path needs none of it
 
 GZIP_LEVEL = 1  # source files compress well even at 1; level 6 took twice as long for a 300-file folder
 
@@ -108,16 +104,15 @@ def layer_tar(
     if unknown:
         raise BuildError(f"{unknown[0]!r} is not {dst!r} or one of its parents; only those are written by the copy")
     import gzip
-    import tarfile
 
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in dst_folders(dst):
-            meta = given.get(path) or Folder(0o755, *owner)
-            tar.addfile(_dir_info(path, meta.mode, meta.mtime, (meta.uid, meta.gid)))
-        for rel in _walk(folder):
-            _add(tar, folder / rel, posixpath.join(root, rel) if root else rel, owner)
-    tar_bytes = raw.getvalue()
+    tar = _Tar()
+    for path in dst_folders(dst):
+        meta = given.get(path) or Folder(0o755, *owner)
+        tar.add(path, _DIR, meta.mode, meta.mtime, (meta.uid, meta.gid))
+    base = os.fspath(folder)
+    for rel in _walk(folder):
+        _add(tar, os.path.join(base, rel), posixpath.join(root, rel) if root else rel, owner)
+    tar_bytes = tar.finish()
     packed = io.BytesIO()
     # No file name and time 0 in the gzip header: the digest depends on the tar alone.
     with gzip.GzipFile(filename="", mode="wb", fileobj=packed, mtime=0, compresslevel=level) as gz:
@@ -159,38 +154,94 @@ def _unreadable(exc: OSError) -> None:
     raise BuildError(f"cannot read the staged folder {exc.filename}: {exc.strerror}; stage the image again") from exc
 
 
-def _dir_info(name: str, mode: int, mtime: int, owner: tuple[int, int]) -> tarfile.TarInfo:
-    import tarfile
-
-    info = _info(name, mode, mtime, owner)
-    info.type = tarfile.DIRTYPE
-    return info
+_FILE, _DIR, _LINK = b"0", b"5", b"2"
+_BLOCK, _RECORD = 512, 512 * 20
+_MAX_ID, _MAX_SIZE, _MAX_TIME = 8**7, 8**11, 8**11
 
 
-def _info(name: str, mode: int, mtime: int, owner: tuple[int, int]) -> tarfile.TarInfo:
+class _Tar:
+    """A POSIX tar archive in memory, as `tarfile` writes one in its PAX format: a ustar header
+    per entry (a pax extended header before it only for what ustar cannot hold), data padded to
+    512 bytes, two zero blocks and padding to a 10 KiB record at the end. Headers are made here
+    (tarfile for the rare pax ones): a source folder has hundreds of small files, and tarfile's
+    per-entry work cost more than reading them."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def add(
+        self, name: str, kind: bytes, mode: int, mtime: int, owner: tuple[int, int], data: bytes = b"", link: str = ""
+    ) -> None:
+        if kind == _DIR and not name.endswith("/"):
+            name += "/"
+        header = _ustar(name, kind, mode, mtime, owner, len(data), link) or _pax(
+            name, kind, mode, mtime, owner, len(data), link
+        )
+        self._put(header)
+        if data:
+            self._put(data)
+            if len(data) % _BLOCK:
+                self._put(bytes(_BLOCK - len(data) % _BLOCK))
+
+    def _put(self, chunk: bytes) -> None:
+        self._parts.append(chunk)
+        self._size += len(chunk)
+
+    def finish(self) -> bytes:
+        self._put(bytes(2 * _BLOCK))
+        if self._size % _RECORD:
+            self._put(bytes(_RECORD - self._size % _RECORD))
+        return b"".join(self._parts)
+
+
+def _ustar(name: str, kind: bytes, mode: int, mtime: int, owner: tuple[int, int], size: int, link: str) -> bytes | None:
+    """A ustar header block, or None when a field does not fit (pax then)."""
+    if not (name.isascii() and link.isascii() and len(name) <= 100 and len(link) <= 100):
+        return None
+    uid, gid = owner
+    if not (0 <= uid < _MAX_ID and 0 <= gid < _MAX_ID and 0 <= size < _MAX_SIZE and 0 <= mtime < _MAX_TIME):
+        return None
+    block = b"".join(
+        (
+            name.encode().ljust(100, b"\0"),
+            b"%07o\0" % (mode & 0o7777),
+            b"%07o\0" % uid,
+            b"%07o\0" % gid,
+            b"%011o\0" % size,
+            b"%011o\0" % mtime,
+            b"        ",  # the checksum, counted as spaces
+            kind,
+            link.encode().ljust(100, b"\0"),
+            b"ustar\x0000",
+            bytes(32 + 32 + 8 + 8 + 155),  # user and group names (empty), device numbers, prefix
+        )
+    ).ljust(_BLOCK, b"\0")
+    return block[:148] + b"%06o\0" % sum(block) + block[155:]
+
+
+def _pax(name: str, kind: bytes, mode: int, mtime: int, owner: tuple[int, int], size: int, link: str) -> bytes:
     import tarfile
 
     info = tarfile.TarInfo(name)
-    info.mode, info.mtime = mode, mtime
+    info.type, info.mode, info.mtime, info.size, info.linkname = kind, mode, mtime, size, link
     info.uid, info.gid = owner
     info.uname = info.gname = ""
-    return info
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
-def _add(tar: tarfile.TarFile, path: Path, name: str, owner: tuple[int, int]) -> None:
-    import tarfile
-
+def _add(tar: _Tar, path: str, name: str, owner: tuple[int, int]) -> None:
     st = os.lstat(path)
-    info = _info(name, stat.S_IMODE(st.st_mode), int(st.st_mtime), owner)
+    mode, mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
     if stat.S_ISDIR(st.st_mode):
-        info.type = tarfile.DIRTYPE
-        tar.addfile(info)
+        tar.add(name, _DIR, mode, mtime, owner)
     elif stat.S_ISLNK(st.st_mode):
-        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
-        tar.addfile(info)
+        tar.add(name, _LINK, mode, mtime, owner, link=os.readlink(path))
     elif stat.S_ISREG(st.st_mode):
-        info.size = st.st_size
         with open(path, "rb") as fh:
-            tar.addfile(info, fh)
+            data = fh.read()
+        if len(data) != st.st_size:
+            raise BuildError(f"{path} changed while its layer was made; stage the image again")
+        tar.add(name, _FILE, mode, mtime, owner, data)
     else:
         raise BuildError(f"{path} is neither a file, a folder nor a symlink; staging never makes one, so restage")

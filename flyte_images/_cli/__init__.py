@@ -40,6 +40,18 @@ exit codes: 0 success, 1 an image is invalid or a step failed, 2 usage error or 
 _COMMANDS = {"id": "_id", "dockerfile": "_dockerfile", "build": "_build", "exists": "_exists", "explain": "_explain"}
 
 
+_PARSERS: dict[str | None, argparse.ArgumentParser] = {}
+
+
+def parser_for(only: str | None = None) -> argparse.ArgumentParser:
+    """`build_parser(only)`, built once per process: the warm server builds them before it forks
+    (argparse looks for message translations on the disk for every help text it is given).
+    Nothing in them depends on the environment: defaults that do are read when a command runs."""
+    if only not in _PARSERS:
+        _PARSERS[only] = build_parser(only)
+    return _PARSERS[only]
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The command line's parser; with `only`, the parser of that command alone is set up (and
     only its module imported): `main` asks for that when the first argument names a command,
@@ -83,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     arguments = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(arguments[0] if arguments and arguments[0] in _COMMANDS else None)
+    parser = parser_for(arguments[0] if arguments and arguments[0] in _COMMANDS else None)
     args = parser.parse_args(arguments)
     if args.command is None:
         parser.print_help()

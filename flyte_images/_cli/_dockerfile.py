@@ -32,7 +32,7 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--ca-bundle",
         action="store_true",
-        default=bool(os.environ.get("FLYTE_IMAGES_CA_BUNDLE")),
+        default=None,  # read when the command runs: a parser may outlive the environment it was built in
         help="render the CA-bundle secret mounts (default: on when FLYTE_IMAGES_CA_BUNDLE is set)",
     )
     parser.set_defaults(run=run)
@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         raise LoadError(f"--context {args.context} is a file; give a new or empty folder")
     if args.context is not None and args.context.is_dir() and any(args.context.iterdir()):
         raise LoadError(f"--context {args.context} is not empty; give a new or empty folder")
-    options = RenderOptions(ca_bundle=args.ca_bundle)
+    ca_bundle = args.ca_bundle if args.ca_bundle is not None else bool(os.environ.get("FLYTE_IMAGES_CA_BUNDLE"))
+    options = RenderOptions(ca_bundle=ca_bundle)
     for name, image in images:
         if len(images) > 1:
             print(f"# ---- {name} ----")

@@ -176,8 +176,10 @@ class RegistryClient:
             self._session.close()
         self._platform_cache.save()
 
-    async def check(self, reference: str, platforms: Sequence[str] | None = None) -> Existence:
-        """Whether `reference` exists (with every platform in `platforms`, when given).
+    async def check(self, reference: str, platforms: Sequence[str] | None = None, *, hint: bool = True) -> Existence:
+        """Whether `reference` exists (with every platform in `platforms`, when given). With
+        `hint`, a missing multi-platform tag's reason says which platforms were pushed alone (one
+        more round of requests; a caller that builds it anyway has no use for it).
 
         Never raises for what a registry answers: anything that goes wrong is this reference's
         "unknown", with a reason, so the other checks of a batch carry on."""
@@ -188,7 +190,7 @@ class RegistryClient:
         async with self._limit:
             try:
                 until = asyncio.get_running_loop().time() + self._deadline
-                work = self._check(reference, ref, tuple(platforms or ()), until)
+                work = self._check(reference, ref, tuple(platforms or ()), until, hint)
                 return await asyncio.wait_for(work, self._deadline)
             except asyncio.TimeoutError:
                 why = f"{ref.host} timed out after {self._deadline:g} s for {ref}"
@@ -203,13 +205,15 @@ class RegistryClient:
     def _unknown(self, reference: str, reason: str) -> Existence:
         return Existence(redact.reference(self._redact(reference)), "unknown", reason=self._redact(reason))
 
-    async def _check(self, reference: str, ref: Reference, platforms: tuple[str, ...], until: float) -> Existence:
+    async def _check(
+        self, reference: str, ref: Reference, platforms: tuple[str, ...], until: float, hint: bool
+    ) -> Existence:
         url = f"{self._session.base(ref.host)}/{ref.repository}/manifests/{ref.tag}"
         method = "GET" if platforms else "HEAD"
         answer = await self._session.get(ref.host, ref.repository, method, url, limit=wire.MAX_MANIFEST)
         if answer.status == 404:
             reason = f"{ref.host} has no {ref.repository}:{ref.tag}"
-            if len(platforms) > 1 and not ref.by_digest:
+            if hint and len(platforms) > 1 and not ref.by_digest:
                 reason += await self._partial_hint(ref, platforms, until)
             return Existence(reference, "missing", reason=reason)
         if answer.status != 200:

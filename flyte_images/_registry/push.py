@@ -12,6 +12,7 @@ gigabytes, and a reader often needs only their first part.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from collections.abc import AsyncGenerator, Iterable
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import RegistryError
-from . import wire
+from . import documents, wire
 from .client import Reference, _said, deadline_seconds
 from .session import Answer, Body, Session, describe
 from .transport import HTTPTransport, InvalidURL, TransportError
@@ -106,7 +107,18 @@ class Pusher:
         )
 
     async def manifest(self, ref: Reference) -> Fetched:
-        """The manifest (or index) `ref` names, checked against its digest."""
+        """The manifest (or index) `ref` names, checked against its digest. One named by digest
+        is read from the registry once, then from disk (`documents`)."""
+        if ref.by_digest:
+            kept = documents.get(ref.tag)
+            if kept is not None:
+                return Fetched(kept[0], kept[1], ref.tag)
+        fetched = await self._fetch_manifest(ref)
+        if ref.by_digest:
+            documents.put(fetched.digest, fetched.content, fetched.media_type)
+        return fetched
+
+    async def _fetch_manifest(self, ref: Reference) -> Fetched:
         answer = await self._call(ref, "GET", self._url(ref, "manifests", ref.tag), limit=wire.MAX_MANIFEST)
         if answer.status == 404:
             raise RegistryError(f"{ref.host} has no {ref.repository}:{ref.tag}; push the base image there first")
@@ -120,12 +132,16 @@ class Pusher:
         return Fetched(answer.content, media, digest)
 
     async def blob(self, ref: Reference, digest: str) -> bytes:
-        """A small blob (an image config), checked against its digest."""
+        """A small blob (an image config), checked against its digest; read once, then kept."""
+        kept = documents.get(digest)
+        if kept is not None:
+            return kept[0]
         answer = await self._call(ref, "GET", self._url(ref, "blobs", digest), limit=wire.MAX_BLOB)
         if answer.status != 200:
             raise self._refused(ref, f"the blob {digest}", answer)
         if not wire.matches(digest, answer.content):
             raise RegistryError(f"the blob {digest} of {ref} does not match its digest")
+        documents.put(digest, answer.content, BLOB_TYPE)
         return answer.content
 
     async def blob_chunks(self, ref: Reference, digest: str, size: int | None = None) -> AsyncGenerator[bytes, None]:
@@ -163,12 +179,24 @@ class Pusher:
             return answer.status == 200
         raise self._refused(ref, f"the blob {digest}", answer)
 
-    async def push_blob(self, ref: Reference, data: bytes, digest: str) -> bool:
-        """Upload `data` as `digest` unless the repository has it; True when it was sent."""
-        if await self.has_blob(ref, digest):
-            return False
+    async def push_blob(self, ref: Reference, data: bytes, digest: str, *, ask: bool = True) -> bool:
+        """Upload `data` as `digest` unless the repository has it; True when it was sent.
+
+        The upload is started while the registry is asked whether it has the blob: an appended
+        layer or config is new nearly always, and this saves a round trip for it. When the blob
+        is there after all, the started upload is cancelled. `ask=False` sends it without
+        asking (a small blob that cannot be there yet: uploading one again is harmless)."""
         start = f"{self._session.base(ref.host)}/{ref.repository}/blobs/uploads/"
-        answer = await self._call(ref, "POST", start, limit=wire.MAX_MANIFEST, push=True)
+        starting = asyncio.ensure_future(self._call(ref, "POST", start, limit=wire.MAX_MANIFEST, push=True))
+        try:
+            there = await self.has_blob(ref, digest) if ask else False
+        except BaseException:
+            starting.cancel()
+            raise
+        if there:
+            await self._cancel_upload(ref, starting)
+            return False
+        answer = await starting
         location = answer.headers.get("Location")
         if answer.status != 202 or not location:
             raise self._refused(ref, "starting a blob upload", answer)
@@ -188,6 +216,17 @@ class Pusher:
         if answer.status not in (201, 204):
             raise self._refused(ref, f"the upload of {digest}", answer)
         return True
+
+    async def _cancel_upload(self, ref: Reference, starting: asyncio.Future[Answer]) -> None:
+        """Cancel an upload that turned out not to be needed (best effort: registries also
+        drop unfinished uploads after a while)."""
+        with contextlib.suppress(RegistryError, InvalidURL):
+            answer = await starting
+            location = answer.headers.get("Location")
+            if answer.status == 202 and location:
+                target = answer.url.join(location)
+                if target.origin == answer.url.origin:
+                    await self._call(ref, "DELETE", str(target), limit=wire.MAX_MANIFEST, push=True)
 
     async def put_manifest(self, ref: Reference, document: dict[str, Any] | bytes, media_type: str) -> str:
         """PUT a manifest under `ref`; return its digest (checked against what was stored)."""

@@ -63,6 +63,11 @@ def main(argv: list[str]) -> int:
     for name in PRELOAD:
         with contextlib.suppress(Exception):  # a module that cannot load here loads in the worker
             importlib.import_module(name)
+    with contextlib.suppress(Exception):
+        from .. import _cli
+
+        for command in (None, *_cli._COMMANDS):
+            _cli.parser_for(command)
     # Everything imported so far lives as long as the server: kept out of the collector, so a
     # worker's collections neither walk it nor copy its memory pages (copy-on-write).
     gc.freeze()
