@@ -91,7 +91,7 @@ def main(argv: list[str]) -> int:
         listener.listen(64)
         listener.settimeout(1.0)
         try:
-            _serve(listener, idle)
+            _serve(listener, idle, lock.fileno())
         finally:
             listener.close()
             with contextlib.suppress(FileNotFoundError):
@@ -106,7 +106,7 @@ def _idle_seconds() -> float:
         return DEFAULT_IDLE
 
 
-def _serve(listener: socket.socket, idle: float) -> None:
+def _serve(listener: socket.socket, idle: float, lock: int) -> None:
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
@@ -130,7 +130,10 @@ def _serve(listener: socket.socket, idle: float) -> None:
             except OSError:
                 continue  # the command sees the connection close before a pid: it runs itself
             if pid == 0:
+                # A worker holds neither the socket nor the lock: a server that ends while a
+                # long build still runs can be replaced at once.
                 listener.close()
+                os.close(lock)
                 _work(conn)  # never returns
             workers.add(pid)
 
