@@ -129,14 +129,15 @@ def edit_loop(root: Path, repeat: int) -> tuple[list[float], list[float]]:
         str(fixed),
     ]
     run(floor_cmd)
-    counter = iter(range(10**6))
 
+    # Contents never written before: an image of an earlier run's edit would be found, not built.
     def ours() -> None:
-        (root / "src" / "m007.py").write_text(f"VALUE = {next(counter)}\n")
-        run(build)
+        (root / "src" / "m007.py").write_text(f"VALUE = {uuid.uuid4().hex!r}\n")
+        out = run([*build, "--json"])
+        assert '"built"' in out, out
 
     def floor() -> None:
-        (fixed / "_fi" / "3" / "src" / "m007.py").write_text(f"VALUE = {next(counter)}\n")
+        (fixed / "_fi" / "3" / "src" / "m007.py").write_text(f"VALUE = {uuid.uuid4().hex!r}\n")
         run(floor_cmd)
 
     return timed(ours, repeat), timed(floor, repeat)

@@ -131,14 +131,17 @@ class DockerBuilder:
         return run_build(request, progress)
 
 
-def buildx_command(request: BuildRequest, metadata: Path) -> list[str]:
+def buildx_command(request: BuildRequest, metadata: Path, native: str | None = None) -> list[str]:
     """The `docker buildx build` command line for `request` (no secret value is ever on it:
-    secrets are named by environment variable or file)."""
+    secrets are named by environment variable or file). `native`: the platform the builder
+    builds when none is named (the engine's own, on the `docker` driver)."""
     command = ["docker", "buildx", "build", "--progress", "plain", "--file", str(request.dockerfile)]
     command += ["--metadata-file", str(metadata), "--push" if request.push else "--load"]
     for tag in request.tags:
         command += ["--tag", tag]
-    if request.platforms:
+    # Naming the engine's own platform builds the same image, but costs the docker driver
+    # ~50 ms a build (measured: `--platform linux/amd64` on an amd64 engine, 0.66 -> 0.71 s).
+    if request.platforms and request.platforms != (native,):
         command += ["--platform", ",".join(request.platforms)]
     for secret in request.secrets:
         command += ["--secret", secret.buildkit_spec()]
@@ -164,7 +167,9 @@ def run_build(request: BuildRequest, progress: Progress, runs: multiarch.Runs | 
     platform = request.platforms[0] if len(request.platforms) == 1 and runs is not None else None
     with tempfile.TemporaryDirectory(prefix="flyte-images-meta-") as meta_dir:
         metadata = Path(meta_dir) / "metadata.json"
-        returncode, tail = _stream(buildx_command(request, metadata), output, platform, runs)
+        facts = multiarch.engine_facts()
+        native = facts.platform if facts.driver == "docker" else None
+        returncode, tail = _stream(buildx_command(request, metadata, native), output, platform, runs)
         if returncode != 0:
             stopped = runs is not None and runs.stopped
             text = "build stopped: another platform's build failed" if stopped else "".join(tail)

@@ -327,3 +327,18 @@ def test_an_unknown_backend_names_the_available_ones() -> None:
         _builders.get_builder("podman")
     with pytest.raises(ConfigError, match="not an image builder"):
         _builders.get_builder(42)  # type: ignore[arg-type]
+
+
+def test_the_docker_backend_names_a_platform_only_when_it_is_not_the_engines(tmp_path: Path) -> None:
+    from flyte_images.builders.docker import buildx_command
+
+    def command(platforms: tuple[str, ...], native: str | None) -> list[str]:
+        request = BuildRequest(tmp_path, tmp_path / "Dockerfile", ("app:1",), platforms, push=False)
+        return buildx_command(request, tmp_path / "meta.json", native)
+
+    assert "--platform" not in command(("linux/amd64",), "linux/amd64")  # the engine's own: built by default
+    for platforms, native in ((("linux/arm64",), "linux/amd64"), (("linux/amd64",), None)):
+        built = command(platforms, native)
+        assert built[built.index("--platform") + 1] == platforms[0]
+    both = command(("linux/amd64", "linux/arm64"), "linux/amd64")
+    assert both[both.index("--platform") + 1] == "linux/amd64,linux/arm64"

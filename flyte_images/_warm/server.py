@@ -48,6 +48,8 @@ PRELOAD = (
     "flyte_images._append.image",
     "flyte_images._append.tarball",
     "flyte_images.builders.base",
+    "flyte_images.builders.docker",
+    "flyte_images.builders.buildkit",
     "tarfile",
     "gzip",
     "argparse",
