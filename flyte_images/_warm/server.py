@@ -161,12 +161,14 @@ def _work(conn: socket.socket) -> None:
     """Run one command in this forked worker and exit with its status."""
     code = 1
     finished: list[bool] = []
+    started = False  # until the command has its worker's pid, a failure makes it run itself
     try:
         for name in ("SIGTERM", "SIGHUP", "SIGCHLD", "SIGQUIT"):
             signal.signal(getattr(signal, name), signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         request = _receive(conn)
         conn.sendall(f"pid {os.getpid()}\n".encode())
+        started = True
         _watch(conn, finished)
         from .._cli import main
 
@@ -180,10 +182,11 @@ def _work(conn: socket.socket) -> None:
             print("interrupted", file=sys.stderr)
             code = 130
     except BaseException:
-        import traceback
+        if started:
+            import traceback
 
-        with contextlib.suppress(Exception):
-            traceback.print_exc()
+            with contextlib.suppress(Exception):
+                traceback.print_exc()
         code = 1
     finally:
         finished.append(True)
@@ -217,6 +220,7 @@ def _receive(conn: socket.socket) -> dict[str, Any]:
             raise ConnectionError("the command went away")
         body += more
     request: dict[str, Any] = marshal.loads(bytes(body))
+    os.chdir(request["cwd"])  # first: a folder that is gone leaves the command to run itself
     for fd in (0, 1, 2):  # one the command did not have stays the server's /dev/null
         if fd in which:
             os.dup2(fds[which.index(fd)], fd)
@@ -225,7 +229,6 @@ def _receive(conn: socket.socket) -> dict[str, Any]:
             os.close(received)
     os.environ.clear()
     os.environ.update(request["env"])
-    os.chdir(request["cwd"])
     os.umask(request["umask"])
     sys.argv = ["flyte-images", *request["argv"]]
     _streams(request["streams"], unbuffered=bool(request["env"].get("PYTHONUNBUFFERED")))
