@@ -121,6 +121,10 @@ class DockerBuilder:
 
     def build(self, request: BuildRequest, progress: Progress) -> BuildResult:
         check_engine()
+        if len(request.platforms) <= 1:
+            native = _native()
+            if native is not None and request.platforms in ((), (native,)):
+                return run_build(request, progress)  # the engine's own platform: nothing to decide
         facts = multiarch.engine_facts()
         if len(request.platforms) > 1 and not request.push and not facts.loads_several:
             request = multiarch.keep_one_platform(request, progress, facts)
@@ -129,6 +133,23 @@ class DockerBuilder:
             concurrency = multiarch.concurrency_setting(self._concurrency)
             return multiarch.build_split(request, progress, run_build, concurrency)
         return run_build(request, progress)
+
+
+_NATIVE: dict[str | None, str | None] = {}  # engine socket -> its platform, asked once per process
+
+
+def _native() -> str | None:
+    """The platform the builder builds when none is named: the engine's own, when buildx uses
+    the engine's builder (the `docker` driver); None when that is not known cheaply."""
+    if not _engine.default_builder():
+        return None
+    where = _engine.local_socket()
+    if where not in _NATIVE:
+        found = None
+        with contextlib.suppress(EngineUnavailableError):
+            found = _engine.engine_platform()
+        _NATIVE[where] = found
+    return _NATIVE[where]
 
 
 def buildx_command(request: BuildRequest, metadata: Path, native: str | None = None) -> list[str]:
@@ -167,9 +188,7 @@ def run_build(request: BuildRequest, progress: Progress, runs: multiarch.Runs | 
     platform = request.platforms[0] if len(request.platforms) == 1 and runs is not None else None
     with tempfile.TemporaryDirectory(prefix="flyte-images-meta-") as meta_dir:
         metadata = Path(meta_dir) / "metadata.json"
-        facts = multiarch.engine_facts()
-        native = facts.platform if facts.driver == "docker" else None
-        returncode, tail = _stream(buildx_command(request, metadata, native), output, platform, runs)
+        returncode, tail = _stream(buildx_command(request, metadata, _native()), output, platform, runs)
         if returncode != 0:
             stopped = runs is not None and runs.stopped
             text = "build stopped: another platform's build failed" if stopped else "".join(tail)

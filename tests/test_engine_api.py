@@ -18,7 +18,9 @@ from flyte_images.builders import _engine
 
 
 class FakeEngineAPI(BaseHTTPRequestHandler):
-    """A fake Docker engine API: /_ping, /info and /images/<ref>/json for one known image."""
+    """A fake Docker engine API: /_ping, /version, /info and /images/<ref>/json for one known image."""
+
+    arch = "arm64"
 
     def address_string(self) -> str:  # a unix socket has no client address
         return "fake"
@@ -26,6 +28,8 @@ class FakeEngineAPI(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/_ping":
             self._send(200, b"OK")
+        elif self.path == "/version":
+            self._send(200, json.dumps({"Os": "linux", "Arch": FakeEngineAPI.arch}).encode())
         elif self.path == "/info":
             self._send(200, json.dumps({"Architecture": "x86_64", "Name": "host"}).encode())
         elif self.path == "/images/known%3A1/json":
@@ -85,3 +89,9 @@ def test_permission_denied_on_the_socket_says_so(fake_engine: Path, monkeypatch:
     monkeypatch.setattr(socket.socket, "connect", refuse)
     with pytest.raises(EngineUnavailableError, match=r"permission denied on the Docker socket.*docker group"):
         _engine.api_get("/_ping")
+
+
+def test_the_engines_platform_comes_from_its_version(fake_engine: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _engine.engine_platform() == "linux/arm64"
+    monkeypatch.setattr(FakeEngineAPI, "arch", "arm")  # 32-bit ARM: the variant is not said, so not known
+    assert _engine.engine_platform() is None
