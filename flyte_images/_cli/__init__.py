@@ -33,6 +33,9 @@ examples:
 
 exit codes: 0 success, 1 an image is invalid or a step failed, 2 usage error or unloadable target
 (`exists`: 0 all exist, 1 some missing, 2 some could not be checked)
+
+outside CI, commands after the first run in a warm background server of this user (it exits
+after 15 idle minutes); FLYTE_IMAGES_SERVER=0 runs each command in its own process
 """
 
 

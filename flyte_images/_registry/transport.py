@@ -158,6 +158,7 @@ class _Pooled(Response):
         super().__init__(answer.status, Headers(answer.getheaders()), url, self._read_answer)
         self._transport, self._key, self._conn, self._answer = transport, key, conn, answer
         self._sock = sock
+        self._closed = False
 
     def _read_answer(self, amount: int) -> bytes:
         try:
@@ -171,6 +172,9 @@ class _Pooled(Response):
         return piece
 
     def close(self) -> None:
+        if self._closed:
+            return  # a connection goes back to the pool once
+        self._closed = True
         # Read to its end (http.client leaves a counted body "open" after its last byte), the
         # connection serves the next request, unless the server said it will close it.
         done = self._answer.isclosed() or self._answer.length == 0
