@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -103,6 +104,15 @@ class Pattern:
         return any(self.matches("/".join(parts[: i + 1])) for i in range(len(parts)))
 
 
+def _regex(source: str) -> re.Pattern[str]:
+    """The translated pattern compiled. Brackets pass through as Docker passes them to Go's
+    regexp, where a "[" inside a class is a literal, as it still is in Python; Python only warns
+    that it may one day read "[[" as a nested set, which is no news to the user."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return re.compile(source, re.DOTALL)
+
+
 def _compile(pattern: str) -> tuple[int, re.Pattern[str] | None]:
     """Translate like Docker's patternmatcher: same match type, same regular expression."""
     out = ["^"]
@@ -152,7 +162,7 @@ def _compile(pattern: str) -> tuple[int, re.Pattern[str] | None]:
     if kind != _REGEX:
         return kind, None
     try:
-        return kind, re.compile("".join(out) + "$", re.DOTALL)
+        return kind, _regex("".join(out) + "$")
     except re.error as exc:
         raise InvalidLayerArgument("dockerignore", f"invalid pattern {pattern!r}: {exc}") from exc
 
@@ -248,7 +258,7 @@ class IgnoreRules:
                 found = _always
             else:
                 combined = "|".join(p.regex_source() for p in self.patterns)
-                fullmatch = re.compile(combined, re.DOTALL).fullmatch
+                fullmatch = _regex(combined).fullmatch
                 found = lambda path: fullmatch(path) is not None  # noqa: E731
             self._checkers[parent] = found
         return found

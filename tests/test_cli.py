@@ -154,6 +154,15 @@ def test_build_reports_a_broken_image_and_exits_1(project: Path, capsys: pytest.
     assert captured.err.count("main.py does not exist") == 1 and captured.out == ""
 
 
+def test_an_output_file_that_cannot_be_written_fails_cleanly(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / ".cache.json.tmp").mkdir()  # where the file is written first, then renamed
+    assert main(["build", f"{project / 'images.py'}:app", "--dry-run", "--output", str(project / "cache.json")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot write it" in err and "Traceback" not in err and not (project / "cache.json").exists()
+    assert main(["build", f"{project / 'images.py'}:app", "--dry-run", "--output", "a\0b"]) == 2
+    assert "NUL" in capsys.readouterr().err
+
+
 def test_dockerfile_prints_and_writes_the_context(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     context = project / "ctx"
     assert main(["dockerfile", f"{project / 'images.py'}:app", "--context", str(context)]) == 0

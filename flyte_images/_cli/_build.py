@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
     from .._errors import InvalidImageError
     from .._validation import platforms
 
+    if args.output is not None and "\0" in str(args.output):
+        raise LoadError(f"--output {str(args.output)!r} holds a NUL character, which no file name can")
     if args.output is not None and not args.output.parent.is_dir():
         raise LoadError(f"--output {args.output}: the folder {args.output.parent} does not exist; create it first")
     if args.output is not None and args.output.is_dir():
@@ -189,6 +192,14 @@ def _report(cache: Any, as_json: bool, quiet: bool) -> None:
 
 
 def _write_atomically(path: Path, text: str) -> None:
+    from .._errors import FlyteImagesError
+
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        why = exc.strerror or str(exc)
+        raise FlyteImagesError(f"--output {path}: cannot write it ({why}); nothing else failed") from None
