@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import bcrypt
@@ -77,11 +78,12 @@ class TokenIssuer:
         return f"{signing_input}.{_b64url(signature)}"
 
 
-def _issuer_material() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fi-test-token-issuer")])
+def self_signed(key: Any, common_name: str, *extensions: tuple[x509.ExtensionType, bool]) -> x509.Certificate:
+    """A certificate `key` signs for itself, valid from a day ago for a day, with `extensions`
+    (each with whether it is critical)."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -89,10 +91,31 @@ def _issuer_material() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
     )
-    return key, cert
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(key, hashes.SHA256())
+
+
+def self_signed_files(
+    folder: Path, stem: str, common_name: str, *extensions: tuple[x509.ExtensionType, bool]
+) -> tuple[Path, Path]:
+    """A new EC key and its self-signed certificate as PEM files in `folder`: (certificate, key)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = self_signed(key, common_name, *extensions)
+    cert_path, key_path = folder / f"{stem}.pem", folder / f"{stem}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def _issuer_material() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key, self_signed(key, "fi-test-token-issuer", (x509.BasicConstraints(ca=True, path_length=None), True))
 
 
 def _serve(

@@ -3,7 +3,6 @@ connections, chunked bodies, proxies from the environment."""
 
 from __future__ import annotations
 
-import datetime
 import http.server
 import ipaddress
 import ssl
@@ -13,10 +12,7 @@ from typing import ClassVar
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from registry_support import _serve
+from registry_support import _serve, reply, self_signed_files
 
 from flyte_images._registry.transport import URL, HTTPTransport, TransportError
 
@@ -35,37 +31,17 @@ class _Hello(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
             self.wfile.write(b"0\r\n\r\n")
             return
-        self.send_response(200)
-        self.send_header("Content-Length", "5")
-        self.end_headers()
-        self.wfile.write(b"hello")
+        reply(self, 200, b"hello")
 
     def log_message(self, *_args: object) -> None:
         pass
 
 
 def _certificate(folder: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "registry.test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_file, key_file
+    """A certificate for 127.0.0.1 that no CA vouches for (it is its own)."""
+    address = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    ca = x509.BasicConstraints(ca=True, path_length=None)
+    return self_signed_files(folder, "registry", "registry.test", (address, False), (ca, True))
 
 
 @pytest.fixture
@@ -121,10 +97,7 @@ def test_a_proxy_from_the_environment_is_used_and_no_proxy_honoured(
     class Proxy(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             seen.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Length", "7")
-            self.end_headers()
-            self.wfile.write(b"proxied")
+            reply(self, 200, b"proxied")
 
         def log_message(self, *_args: object) -> None:
             pass

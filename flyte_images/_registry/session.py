@@ -140,7 +140,7 @@ class Session:
         self._insecure = set(insecure)
         self._retries = max(1, retries)
         self._backoff = backoff
-        self.redact = self._redact = Redactor()
+        self.redact = Redactor()  # the secrets met so far, kept out of every message
         self._headers: dict[tuple[str, str], str] = {}  # (host, scope) -> Authorization value
         self._credentials: dict[str, auth.Credentials | None] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -207,7 +207,7 @@ class Session:
 
     async def _pause(self, host: str, attempt: int, wait: float | None, why: str) -> None:
         delay = self._backoff * 2**attempt if wait is None else wait
-        log.debug("%s", self._redact(f"{host} {why}; retry {attempt} in {delay:.2f} s"))
+        log.debug("%s", self.redact(f"{host} {why}; retry {attempt} in {delay:.2f} s"))
         await asyncio.sleep(delay)
 
     async def _follow(
@@ -234,7 +234,7 @@ class Session:
             if _origin(url) != origin:
                 # The registry's credentials are for the registry; a CDN or bucket gets none.
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-            log.debug("%s", self._redact(f"{host} redirected ({answer.status}) to {url}"))
+            log.debug("%s", self.redact(f"{host} redirected ({answer.status}) to {url}"))
         raise RegistryError(f"{host} redirected more than {MAX_REDIRECTS} times; is a proxy in a loop?")
 
     def _redirect_target(self, host: str, current: URL, location: str) -> URL:
@@ -284,7 +284,7 @@ class Session:
             if host not in self._credentials:
                 found = await asyncio.to_thread(auth.credentials_for, host)
                 if found is not None:
-                    self._redact.add(*found.secrets())
+                    self.redact.add(*found.secrets())
                 self._credentials[host] = found
         return self._credentials[host]
 
@@ -300,7 +300,7 @@ class Session:
         if scheme != "bearer" or "realm" not in params:
             raise RegistryError(f"{host} asked for an unsupported authentication scheme {_shown(scheme)}")
         token = await self._token(host, scope, params, creds)
-        self._redact.add(token)
+        self.redact.add(token)
         self._headers[(host, scope)] = f"Bearer {token}"
         return True
 
