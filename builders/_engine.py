@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -126,17 +127,49 @@ def engine_platform() -> str | None:
     return f"{system}/{arch}"
 
 
-def buildx_installed() -> bool:
-    """Whether the buildx CLI plugin is where the docker CLI looks for it (no process started)."""
-    config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
-    folders = [
+def _plugin_folders(config: Path) -> list[Path]:
+    """Where the docker CLI looks for its plugins (Linux and macOS), in its order."""
+    return [
         config / "cli-plugins",
         Path("/usr/local/lib/docker/cli-plugins"),
         Path("/usr/local/libexec/docker/cli-plugins"),
         Path("/usr/lib/docker/cli-plugins"),
         Path("/usr/libexec/docker/cli-plugins"),
     ]
-    return any(os.access(folder / "docker-buildx", os.X_OK) for folder in folders)
+
+
+def _docker_config() -> Path:
+    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+
+
+def buildx_installed() -> bool:
+    """Whether the buildx CLI plugin is where the docker CLI looks for it (no process started)."""
+    return any(os.access(folder / "docker-buildx", os.X_OK) for folder in _plugin_folders(_docker_config()))
+
+
+def buildx_plugin() -> str | None:
+    """The buildx plugin that `docker buildx` runs, to be run by itself (buildx works standalone,
+    with the same config, contexts and builders): that skips the docker CLI's own start and its
+    plugin discovery, about 40 ms of every build (measured here: 0.73 -> 0.69 s for an
+    edit-one-file rebuild). None, and so `docker buildx`, when no docker CLI is on PATH (the
+    command then fails as the user would see it fail) or when its config adds plugin folders
+    (whose place in the search order differs between CLI versions)."""
+    if shutil.which("docker") is None:
+        return None
+    config = _docker_config()
+    try:
+        text = (config / "config.json").read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        text = ""
+    except OSError:
+        return None
+    if "cliPluginsExtraDirs" in text:
+        return None
+    for folder in _plugin_folders(config):
+        path = folder / "docker-buildx"
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+    return None
 
 
 def default_builder() -> bool:
@@ -144,8 +177,7 @@ def default_builder() -> bool:
     selected by BUILDX_BUILDER and none made current with `docker buildx use`."""
     if os.environ.get("BUILDX_BUILDER"):
         return False
-    docker_config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
-    current = Path(os.environ.get("BUILDX_CONFIG") or docker_config / "buildx") / "current"
+    current = Path(os.environ.get("BUILDX_CONFIG") or _docker_config() / "buildx") / "current"
     try:
         data = json.loads(current.read_text())
     except FileNotFoundError:

@@ -188,7 +188,11 @@ def run_build(request: BuildRequest, progress: Progress, runs: multiarch.Runs | 
     platform = request.platforms[0] if len(request.platforms) == 1 and runs is not None else None
     with tempfile.TemporaryDirectory(prefix="flyte-images-meta-") as meta_dir:
         metadata = Path(meta_dir) / "metadata.json"
-        returncode, tail = _stream(buildx_command(request, metadata, _native()), output, platform, runs)
+        command = buildx_command(request, metadata, _native())
+        plugin = _engine.buildx_plugin()
+        if plugin is not None:
+            command = [plugin, *command[2:]]  # `docker-buildx build ...` for `docker buildx build ...`
+        returncode, tail = _stream(command, output, platform, runs)
         if returncode != 0:
             stopped = runs is not None and runs.stopped
             text = "build stopped: another platform's build failed" if stopped else "".join(tail)

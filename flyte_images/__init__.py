@@ -123,6 +123,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> object:
+    if name not in _LAZY:  # e.g. `from . import _warm` asks before importing: no import here
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from ._lazy import attribute
 
     return attribute(__name__, _LAZY, name, globals())

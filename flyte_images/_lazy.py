@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~5 ms, and a first lazy name should not
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 
 def attribute(package: str, table: Mapping[str, str], name: str, namespace: dict[str, Any]) -> object:

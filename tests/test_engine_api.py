@@ -95,3 +95,28 @@ def test_the_engines_platform_comes_from_its_version(fake_engine: Path, monkeypa
     assert _engine.engine_platform() == "linux/arm64"
     monkeypatch.setattr(FakeEngineAPI, "arch", "arm")  # 32-bit ARM: the variant is not said, so not known
     assert _engine.engine_platform() is None
+
+
+def test_builds_run_the_buildx_plugin_the_docker_cli_would_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`docker buildx build` costs the docker CLI's start and plugin discovery; the plugin is run
+    by itself when it is where the CLI finds it first, and never when the CLI could look elsewhere."""
+    config, bin_dir = tmp_path / "config", tmp_path / "bin"
+    plugin = config / "cli-plugins" / "docker-buildx"
+    plugin.parent.mkdir(parents=True)
+    bin_dir.mkdir()
+    for path in (plugin, bin_dir / "docker"):
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert _engine.buildx_plugin() == str(plugin)
+    assert _engine.buildx_installed()
+    (config / "config.json").write_text(json.dumps({"cliPluginsExtraDirs": [str(tmp_path / "elsewhere")]}))
+    assert _engine.buildx_plugin() is None  # the CLI's search order then depends on its version
+    (config / "config.json").write_text("{}")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert _engine.buildx_plugin() is None  # no docker CLI: `docker buildx` fails as users see it
+    monkeypatch.setenv("PATH", str(bin_dir))
+    plugin.chmod(0o644)
+    found = _engine.buildx_plugin()
+    assert found != str(plugin) and (found is None or Path(found).name == "docker-buildx")

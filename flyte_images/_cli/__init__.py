@@ -76,6 +76,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _allow_forks() -> None:
+    """This process is the program's own (small: a fork takes ~1 ms), so large trees may be
+    checked by several processes at once (see `_treememo.FORKS`)."""
+    from .._treememo import FORKS
+
+    FORKS.allowed = True
+
+
 def _terminate(signum: int, _frame: object) -> None:
     """SIGTERM unwinds like Ctrl-C: locks are released and half-written files removed."""
     raise KeyboardInterrupt
@@ -89,7 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         served = _warm.run(sys.argv[1:])
         if served is not None:
-            return served
+            # The worker did the command: this process has nothing to clean up, and tearing
+            # the interpreter down would add ~3 ms to every command.
+            _warm.exit_now(served)
+        _allow_forks()
     import signal
     import threading
 

@@ -14,6 +14,7 @@ import gc
 import importlib
 import marshal
 import os
+import select
 import signal
 import socket
 import struct
@@ -70,6 +71,7 @@ def main(argv: list[str]) -> int:
 
         for command in (None, *_cli._COMMANDS):
             _cli.parser_for(command)
+        _cli._allow_forks()  # as in a command's own process: a worker is as small
     # Everything imported so far lives as long as the server: kept out of the collector, so a
     # worker's collections neither walk it nor copy its memory pages (copy-on-write).
     gc.freeze()
@@ -113,6 +115,12 @@ def _serve(listener: socket.socket, idle: float, lock: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Workers name the memo files they read or wrote on this pipe; the server reads them in
+    # between commands and keeps them unpacked for the next workers (`_treememo.KEPT`).
+    notes, tell = os.pipe()
+    os.set_blocking(notes, False)
+    os.set_blocking(tell, False)  # a worker never waits for the server to listen
+    pending = b""
     workers: set[int] = set()
     last = time.monotonic()
     while not stopping:
@@ -120,8 +128,16 @@ def _serve(listener: socket.socket, idle: float, lock: int) -> None:
         if not workers and time.monotonic() - last > idle:
             return
         try:
+            ready, _w, _x = select.select([listener.fileno(), notes], [], [], 1.0)
+        except InterruptedError:
+            continue
+        if notes in ready:
+            pending = _keep_memos(notes, pending)
+        if listener.fileno() not in ready:
+            continue
+        try:
             conn, _ = listener.accept()
-        except (TimeoutError, InterruptedError):
+        except (TimeoutError, InterruptedError, BlockingIOError):
             continue
         last = time.monotonic()
         with conn:
@@ -136,8 +152,25 @@ def _serve(listener: socket.socket, idle: float, lock: int) -> None:
                 # long build still runs can be replaced at once.
                 listener.close()
                 os.close(lock)
-                _work(conn)  # never returns
+                os.close(notes)
+                _work(conn, tell)  # never returns
             workers.add(pid)
+
+
+def _keep_memos(notes: int, pending: bytes) -> bytes:
+    """Read the memo files named on the pipe (whole lines) into `_treememo.KEPT`."""
+    from .._treememo import KEPT
+
+    with contextlib.suppress(BlockingIOError, InterruptedError):
+        while chunk := os.read(notes, 65536):
+            pending += chunk
+    *lines, pending = pending.split(b"\n")
+    for line in dict.fromkeys(lines):
+        with contextlib.suppress(Exception):
+            KEPT.keep(os.fsdecode(line))
+    if lines:
+        gc.freeze()  # as the imports: kept out of the collector, shared with workers as they are
+    return pending[-65536:]
 
 
 def _reap(workers: set[int]) -> None:
@@ -157,8 +190,9 @@ def _same_user(conn: socket.socket) -> bool:
     return bool(uid == os.getuid())
 
 
-def _work(conn: socket.socket) -> None:
-    """Run one command in this forked worker and exit with its status."""
+def _work(conn: socket.socket, tell: int) -> None:
+    """Run one command in this forked worker and exit with its status; `tell` is the pipe on
+    which the memo files it reads or writes are named to the server."""
     code = 1
     finished: list[bool] = []
     started = False  # until the command has its worker's pid, a failure makes it run itself
@@ -167,6 +201,7 @@ def _work(conn: socket.socket) -> None:
             signal.signal(getattr(signal, name), signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         request = _receive(conn)
+        _tell_memos(tell)
         conn.sendall(f"pid {os.getpid()}\n".encode())
         started = True
         _watch(conn, finished)
@@ -200,6 +235,18 @@ def _work(conn: socket.socket) -> None:
         with contextlib.suppress(OSError):
             conn.sendall(f"exit {code}\n".encode())
         os._exit(code)
+
+
+def _tell_memos(tell: int) -> None:
+    from .._treememo import KEPT
+
+    def name(path: str) -> None:
+        line = os.fsencode(path) + b"\n"
+        if len(line) <= select.PIPE_BUF:  # written whole or not at all
+            with contextlib.suppress(BlockingIOError):
+                os.write(tell, line)
+
+    KEPT.tell = name
 
 
 def _receive(conn: socket.socket) -> dict[str, Any]:
