@@ -16,7 +16,8 @@ from flyte_images._statcache import StatCache
 
 
 def _tree(root: Path, folders: int = 12, files: int = 30) -> None:
-    write_tree(root, {f"d{d:02d}/f{f:02d}.py": (f"{d}-{f}".encode(), 0o644) for d in range(folders) for f in range(files)})
+    names = [f"d{d:02d}/f{f:02d}.py" for d in range(folders) for f in range(files)]
+    write_tree(root, {name: (name.encode(), 0o644) for name in names})
 
 
 @pytest.fixture
@@ -72,7 +73,9 @@ def test_a_change_in_any_share_of_a_forked_check_is_seen(tmp_path: Path, forked:
     assert _no_children_left()
 
 
-def test_a_check_whose_fork_fails_is_made_here(tmp_path: Path, forked: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_check_whose_fork_fails_is_made_here(
+    tmp_path: Path, forked: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "src"
     _tree(root)
     cache = StatCache(None)
