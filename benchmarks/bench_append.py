@@ -32,7 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-CLI = [sys.executable, "-m", "flyte_images._cli"]
+# The `flyte-images` program users run (the console script beside this Python), else `-m`.
+_SCRIPT = Path(sys.executable).parent / "flyte-images"
+CLI = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "flyte_images._cli"]
 BOTH = ("linux/amd64", "linux/arm64")
 BUILDKIT_ENV = Path("/var/lib/flyte-images-engine/buildkit/env")
 

@@ -1,7 +1,8 @@
 """Build benchmark on the local engine: the edit-rebuild loop, cold builds and no-op builds.
 
 Image: from_debian_base + apt (curl) + pip (six) + a 300-file source folder. Each figure is the
-median of --repeat runs (min and max beside it); ratios are taken in the same run:
+median of --repeat runs (--id-repeat for the id rows), min and max beside it; ratios are taken
+in the same run:
   edit rebuild   edit one source file, `flyte-images build` in a new process
     floor        edit the same file in a fixed folder holding the same Dockerfile and context,
                  `docker buildx build --load` of it (what any tool must at least pay)
@@ -10,9 +11,9 @@ median of --repeat runs (min and max beside it); ratios are taken in the same ru
   no-op build    `flyte-images build` in a new process, the image already there
   id (warm)      `flyte-images id` of the 10k-file tree in a new process, stat cache warm
     stat floor   one stat per folder and file of that tree, in-process
-Commands run as users run them: with the warm server (flyte_images._warm, on by default outside
-CI), the first one starting it; the no-op and id rows are also measured with every command in
-its own process (FLYTE_IMAGES_SERVER=0).
+Commands run as users run them: the `flyte-images` program, with the warm server
+(flyte_images._warm, on by default outside CI), the first one starting it; the no-op and id
+rows are also measured with every command in its own process (FLYTE_IMAGES_SERVER=0).
 Needs the engine (fixtures/engine/setup.sh) and, behind a TLS-inspecting proxy, the host's CA
 bundle (FLYTE_IMAGES_CA_BUNDLE, default /etc/ssl/certs/ca-certificates.crt).
 """
@@ -35,7 +36,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CA = os.environ.get("FLYTE_IMAGES_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
-CLI = [sys.executable, "-m", "flyte_images._cli"]
+# The `flyte-images` program users run (the console script beside this Python), else `-m`.
+_SCRIPT = Path(sys.executable).parent / "flyte-images"
+CLI = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "flyte_images._cli"]
 
 
 def timed(fn: Callable[[], object], repeat: int) -> list[float]:
@@ -217,7 +220,8 @@ def line(label: str, times: list[float], floor: list[float] | None = None) -> st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=9, help="runs of each build figure")
+    parser.add_argument("--id-repeat", type=int, default=21, help="runs of each `id` figure (50 ms each)")
     parser.add_argument("--cold-repeat", type=int, default=2)
     args = parser.parse_args()
     os.environ.setdefault("FLYTE_IMAGES_CACHE_DIR", tempfile.mkdtemp(prefix="fi-bench-build-"))
@@ -225,10 +229,10 @@ def main() -> None:
     with serving(True):
         ours, floor = edit_loop(root, args.repeat)
         nop = noop(root, args.repeat)
-        ids, stat = warm_id(args.repeat)
+        ids, stat = warm_id(args.id_repeat)
     with serving(False):
         nop_alone = noop(root, args.repeat)
-        ids_alone, _stat = warm_id(args.repeat)
+        ids_alone, _stat = warm_id(args.id_repeat)
     cold_ours, cold_hand = cold(root, args.cold_repeat)
     print("build benchmark (median of runs; ratio to the line below it)")
     print("commands run with the warm server (the default outside CI); 'own process': FLYTE_IMAGES_SERVER=0")

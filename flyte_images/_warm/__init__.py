@@ -78,8 +78,6 @@ def fingerprint() -> str:
     """What a server must share with a command to serve it: the interpreter, its module search
     path (with the times each folder of it last changed: an install or uninstall changes them)
     and every file of this package (path, size, modification time)."""
-    import zlib
-
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     facts = [sys.executable, sys.version, repr(sys.path), repr(sys.flags)]
     for entry in sys.path:
@@ -98,7 +96,9 @@ def fingerprint() -> str:
                     info = item.stat()
                     facts.append(f"{item.path}:{info.st_size}:{info.st_mtime_ns}")
     data = "\0".join(sorted(facts)).encode("utf-8", "surrogateescape")
-    return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}{len(data) & 0xFFFF:04x}"
+    # Python's hash of an int is the same in every process and version (the int modulo the
+    # prime 2**61 - 1): a checksum without importing zlib, which every command would pay for.
+    return f"{hash(int.from_bytes(data, 'little')) & 0xFFFFFFFFFFFFFFFF:016x}{len(data) & 0xFFFF:04x}"
 
 
 def socket_path(private: str, print_: str) -> str | None:
