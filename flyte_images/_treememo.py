@@ -197,9 +197,10 @@ def _load_memo(folder: Path, memo_key: tuple[str, str, IgnoreRules]) -> _TreeMem
     except OSError:
         return None
     try:
-        file_key = _file_key(os.fstat(fd))
-        found = KEPT.get(name, file_key)
-        if found is None:
+        kept = KEPT.get(name, _file_key(os.fstat(fd)))
+        if kept is not None:
+            found = _parse_memo(memoryview(kept), checked=True)
+        else:
             found = _parse_memo(memoryview(_read_all(fd)))
             if found is not None:
                 KEPT.tell_used(name)
@@ -218,14 +219,17 @@ def _load_memo(folder: Path, memo_key: tuple[str, str, IgnoreRules]) -> _TreeMem
 _Parsed = tuple[str, int, str, list[tuple[str, bytes, str, bytes]], bytes]
 
 
-def _parse_memo(raw: memoryview) -> _Parsed | None:
+def _parse_memo(raw: memoryview, *, checked: bool = False) -> _Parsed | None:
     """(what it was written for, the tree's size and digest, the folders, the packed entries)
-    of a memo file's bytes; None unless they are exactly what `_save_memo` writes."""
+    of a memo file's bytes; None unless they are exactly what `_save_memo` writes. `checked`:
+    the bytes are ones whose checksum held before (kept by `KEPT`)."""
     start = len(_MEMO_FORMAT) + _MEMO_HEAD.size
     if len(raw) < start or raw[: len(_MEMO_FORMAT)] != _MEMO_FORMAT:
         return None
     checksum, size = _MEMO_HEAD.unpack(raw[len(_MEMO_FORMAT) : start])
-    if hashlib.sha256(raw[len(_MEMO_FORMAT) + 32 :]).digest() != checksum or size > len(raw) - start:
+    if size > len(raw) - start:
+        return None
+    if not checked and hashlib.sha256(raw[len(_MEMO_FORMAT) + 32 :]).digest() != checksum:
         return None
     try:  # marshal is not meant for damaged input: it only sees bytes whose checksum held
         written_for, count, digest, folders = marshal.loads(raw[start : start + size])
@@ -255,11 +259,13 @@ def _file_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
 
 
 class _Kept:
-    """Memo files a long-lived process (the warm server) has read and keeps unpacked, so that
-    the processes it forks find them for one stat: reading and unpacking one takes a few
-    milliseconds (10k files: ~3.5 ms of a 45 ms `flyte-images id`). A file is trusted in memory
-    while its stat key (inode, size, times) is the one it had when read: memo files are only
-    ever replaced whole, by a rename.
+    """Memo files a long-lived process (the warm server) has read and checked, kept as bytes, so
+    that the processes it forks find them for one stat: reading one and checking its SHA-256
+    takes a few milliseconds (10k files: ~3.5 ms of a 45 ms `flyte-images id`). The bytes are
+    trusted while the file's stat key (inode, size, times) is the one it had when read: memo
+    files are only ever replaced whole, by a rename. Bytes, not the unpacked memo: a forked
+    process that walked objects it shares with its parent would copy every page they are on
+    (each reference counted is a write).
 
     `tell` is set in a forked process: it passes the path of each memo file read or written
     there to the long-lived one, which keeps it (`keep`)."""
@@ -268,10 +274,10 @@ class _Kept:
     max_bytes = 64 << 20
 
     def __init__(self) -> None:
-        self.files: dict[str, tuple[tuple[int, int, int, int, int], _Parsed]] = {}
+        self.files: dict[str, tuple[tuple[int, int, int, int, int], bytes]] = {}
         self.tell: Callable[[str], None] | None = None
 
-    def get(self, name: str, file_key: tuple[int, int, int, int, int]) -> _Parsed | None:
+    def get(self, name: str, file_key: tuple[int, int, int, int, int]) -> bytes | None:
         found = self.files.get(name)
         return found[1] if found is not None and found[0] == file_key else None
 
@@ -287,16 +293,16 @@ class _Kept:
                 file_key = _file_key(os.fstat(handle.fileno()))
                 if self.get(name, file_key) is not None:
                     return
-                parsed = _parse_memo(memoryview(handle.read()))
+                raw = handle.read()
         except OSError:
             return
         self.files.pop(name, None)
-        if parsed is None:
+        if _parse_memo(memoryview(raw)) is None:
             return
-        self.files[name] = (file_key, parsed)
+        self.files[name] = (file_key, raw)
         total = 0
         for index, kept in enumerate(reversed(list(self.files))):  # the newest first
-            total += self.files[kept][0][2]
+            total += len(self.files[kept][1])
             if index and (index >= self.max_files or total > self.max_bytes):
                 del self.files[kept]
 

@@ -118,11 +118,11 @@ def test_a_kept_memo_answers_while_its_file_is_unchanged(tmp_path: Path, monkeyp
     kept.keep(str(memo))
     assert list(kept.files) == [str(memo)]
 
-    def unread(_raw: object) -> None:
+    def unread(_fd: int) -> bytes:
         raise AssertionError("the memo file was read again")
 
     with monkeypatch.context() as patch:
-        patch.setattr(_treememo, "_parse_memo", unread)
+        patch.setattr(_treememo, "_read_all", unread)
         assert collect_tree(root, rules, StatCache(None, memo_dir)) == first  # a new process's cache
     (root / "d01" / "f02.py").write_bytes(b"changed")
     changed = collect_tree(root, rules, StatCache(None, memo_dir))  # the memo file is replaced
