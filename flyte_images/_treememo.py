@@ -9,6 +9,7 @@ import hashlib
 import marshal
 import os
 import signal
+import stat
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -290,10 +291,13 @@ class _Kept:
         """Read the memo file `name` and keep it (the oldest kept ones go beyond the limits)."""
         try:
             with open(name, "rb") as handle:
-                file_key = _file_key(os.fstat(handle.fileno()))
+                st = os.fstat(handle.fileno())
+                if not stat.S_ISREG(st.st_mode) or st.st_size > self.max_bytes:
+                    return
+                file_key = _file_key(st)
                 if self.get(name, file_key) is not None:
                     return
-                raw = handle.read()
+                raw = handle.read(st.st_size + 1)
         except OSError:
             return
         self.files.pop(name, None)

@@ -152,7 +152,8 @@ def test_kept_memos_are_bounded_newest_first(tmp_path: Path, monkeypatch: pytest
     (memo_dir / "junk.bin").write_bytes(b"not a memo")
     kept.keep(str(memo_dir / "junk.bin"))
     kept.keep(str(memo_dir / "missing.bin"))
-    assert str(memo_dir / "junk.bin") not in kept.files
+    kept.keep("/dev/zero")  # endless: never read
+    assert str(memo_dir / "junk.bin") not in kept.files and "/dev/zero" not in kept.files
 
 
 def test_the_server_keeps_the_memos_its_workers_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -242,7 +242,7 @@ def _tell_memos(tell: int) -> None:
 
     def name(path: str) -> None:
         line = os.fsencode(path) + b"\n"
-        if len(line) <= select.PIPE_BUF:  # written whole or not at all
+        if len(line) <= select.PIPE_BUF and line.count(b"\n") == 1:  # written whole or not at all
             with contextlib.suppress(BlockingIOError):
                 os.write(tell, line)
 
