@@ -146,9 +146,12 @@ def test_kept_memos_are_bounded_newest_first(tmp_path: Path, monkeypatch: pytest
         names.append(newest)
         kept.keep(newest)
     assert list(kept.files) == names[-2:]
-    kept.max_files, kept.max_bytes = 10, 1
+    kept.max_files, kept.max_bytes = 10, Path(names[0]).stat().st_size + 1
     kept.keep(names[0])
-    assert list(kept.files) == names[:1]  # the newest stays whatever its size
+    assert list(kept.files) == names[:1]  # only the newest fits
+    kept.max_bytes = 1
+    kept.keep(names[1])
+    assert list(kept.files) == names[:1]  # a file over the limit is not read
     (memo_dir / "junk.bin").write_bytes(b"not a memo")
     kept.keep(str(memo_dir / "junk.bin"))
     kept.keep(str(memo_dir / "missing.bin"))
