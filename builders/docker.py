@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -24,6 +26,7 @@ from typing import ClassVar
 from flyte_images._errors import (
     BaseImageNotFoundError,
     BuildError,
+    ConfigError,
     EmulationUnavailableError,
     EngineUnavailableError,
     PushDeniedError,
@@ -175,6 +178,41 @@ def buildx_command(request: BuildRequest, metadata: Path, native: str | None = N
     return [*command, str(request.context)]
 
 
+EXTRA_ARGS_ENV = "FLYTE_DOCKER_BUILD_EXTRA_ARGS"
+# What this backend sets itself: changed, the build would report another image, place, digest
+# or progress than the one it made.
+_OWN_FLAGS = frozenset(
+    {
+        *("--tag", "--push", "--load", "--output", "--metadata-file", "--file", "--progress"),
+        *("--iidfile", "--platform", "--builder", "--quiet", "--call", "--check", "--print"),
+    }
+)
+_OWN_SHORT = "tofq"  # -t, -o, -f, -q
+
+
+def extra_args() -> list[str]:
+    """FLYTE_DOCKER_BUILD_EXTRA_ARGS as the Flyte SDK reads it: shell words added to `docker
+    buildx build` (e.g. `--network host --add-host mirror:10.0.0.5`). They are not part of the
+    identifier. Flags this backend sets itself are refused, naming the flag only (the value may
+    hold a secret)."""
+    text = os.environ.get(EXTRA_ARGS_ENV, "")
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise ConfigError(f"{EXTRA_ARGS_ENV} cannot be split into words ({exc}): quote it as a shell would") from None
+    for word in words:
+        flag = word.split("=", 1)[0]
+        own = flag in _OWN_FLAGS or (len(word) > 1 and word[0] == "-" and word[1] != "-" and word[1] in _OWN_SHORT)
+        if own:
+            raise ConfigError(
+                f"{EXTRA_ARGS_ENV} sets {flag[:2] if flag[1] != '-' else flag}, which flyte-images sets itself "
+                "from the Image and the build options (tags, output, platforms, progress): remove it"
+            )
+        if "\0" in word:
+            raise ConfigError(f"{EXTRA_ARGS_ENV} holds a NUL character: remove it")
+    return words
+
+
 def _spec_text(spec: dict[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in spec.items())
 
@@ -189,6 +227,7 @@ def run_build(request: BuildRequest, progress: Progress, runs: multiarch.Runs | 
     with tempfile.TemporaryDirectory(prefix="flyte-images-meta-") as meta_dir:
         metadata = Path(meta_dir) / "metadata.json"
         command = buildx_command(request, metadata, _native())
+        command[-1:-1] = extra_args()
         plugin = _engine.buildx_plugin()
         if plugin is not None:
             command = [plugin, *command[2:]]  # `docker-buildx build ...` for `docker buildx build ...`

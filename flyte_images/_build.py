@@ -324,7 +324,10 @@ def _caches(
     backend: Builder,
     given: tuple[tuple[str, ...], tuple[str, ...]],
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """cache_from/cache_to for the backend: the caller's, plus the registry cache when asked."""
+    """cache_from/cache_to for the backend: the caller's (else FLYTE_DOCKER_BUILDER_CACHE_FROM and
+    _TO, both set, as flyte 2.12 reads them), plus the registry cache when asked."""
+    if not any(given):
+        given = _config.flyte_builder_caches()
     mode = cache or _config.configured_cache()
     if mode not in (None, "none", "registry"):
         raise ConfigError(f"cache={mode!r} is not 'registry' or 'none'")

@@ -60,6 +60,9 @@ BUILDKIT_KEYS = ("buildkit_addr", "buildkit_ca", "buildkit_cert", "buildkit_key"
 _KEYS |= set(BUILDKIT_KEYS)
 _KEYS.add("cache")
 CACHE_ENV = "FLYTE_IMAGES_CACHE"
+# The Flyte SDK's docker builder takes a BuildKit cache from these two, only when both are set.
+FLYTE_CACHE_FROM_ENV = "FLYTE_DOCKER_BUILDER_CACHE_FROM"
+FLYTE_CACHE_TO_ENV = "FLYTE_DOCKER_BUILDER_CACHE_TO"
 DEFAULT_BUILDKIT_ADDR = "unix:///run/buildkit/buildkitd.sock"  # buildkitd's own default
 
 
@@ -224,6 +227,21 @@ def configured_cache() -> str | None:
     if value is not None and value not in ("registry", "none"):
         raise ConfigError(f"cache={value!r} (from {CACHE_ENV} or the config file) is not 'registry' or 'none'")
     return value
+
+
+def flyte_builder_caches() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(cache_from, cache_to) from FLYTE_DOCKER_BUILDER_CACHE_FROM and _TO, as the Flyte SDK reads
+    them: BuildKit cache specs (`type=registry,ref=...`), used only when both are set."""
+    cache_from = os.environ.get(FLYTE_CACHE_FROM_ENV, "").strip()
+    cache_to = os.environ.get(FLYTE_CACHE_TO_ENV, "").strip()
+    if not (cache_from and cache_to):
+        return (), ()
+    for name, value in ((FLYTE_CACHE_FROM_ENV, cache_from), (FLYTE_CACHE_TO_ENV, cache_to)):
+        if any(c in value for c in "\n\r\0"):
+            raise ConfigError(
+                f"{name} holds a line break or NUL: give one cache spec, e.g. type=registry,ref=REPO:cache"
+            )
+    return (cache_from,), (cache_to,)
 
 
 def configured_root_dir() -> str | None:
