@@ -40,12 +40,15 @@ def forked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return forks
 
 
-def _no_children_left() -> bool:
-    try:
-        os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return False
+def _all_reaped(pids: list[int]) -> bool:
+    """True when every one of `pids` has ended and been waited for (no zombie, no straggler)."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
+        return False
+    return True
 
 
 def test_shares_take_every_folder_once_in_order() -> None:
@@ -70,7 +73,7 @@ def test_a_change_in_any_share_of_a_forked_check_is_seen(tmp_path: Path, forked:
     (root / folder / "f17.py").write_bytes(b"changed")
     changed = collect_tree(root, rules, cache)
     assert changed is not first and changed == collect_tree(root, IgnoreRules.for_tree())
-    assert _no_children_left()
+    assert _all_reaped(forked)
 
 
 def test_a_check_whose_fork_fails_is_made_here(
