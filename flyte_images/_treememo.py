@@ -94,7 +94,9 @@ class _Forks:
     many GB, whose fork costs more than it saves, and may not expect children."""
 
     allowed = False
-    min_files = 4000  # a fork costs about as much as 400 stats: below this it saves too little
+    # Files each process checks at least: a fork costs about as much as 400 stats, so a smaller
+    # share saves less than it costs (a tree of 4,000 files is checked by two processes).
+    min_share = 2000
 
     def processes_for(self, folders: list[tuple[str, bytes, str, bytes]]) -> int:
         if not self.allowed or not hasattr(os, "fork"):
@@ -104,7 +106,7 @@ class _Forks:
         except (AttributeError, OSError):
             cores = os.cpu_count() or 1
         files = sum(len(keys) for _p, _k, _n, keys in folders) // _KEYS.size
-        return max(1, min(cores, 4, files // self.min_files))
+        return max(1, min(cores, 4, files // self.min_share))
 
 
 FORKS = _Forks()

@@ -25,7 +25,7 @@ def forked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Forked checks on, whatever the cores and however small the tree; the forks are counted."""
     monkeypatch.setattr(_statcache, "_RACY_NS", 0)  # ctime cannot be set back: trust fresh files here
     monkeypatch.setattr(_treememo.FORKS, "allowed", True)
-    monkeypatch.setattr(_treememo.FORKS, "min_files", 1)
+    monkeypatch.setattr(_treememo.FORKS, "min_share", 1)
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2}, raising=False)
     forks: list[int] = []
     real_fork = os.fork
@@ -99,9 +99,9 @@ def test_small_trees_and_library_callers_check_in_one_process(tmp_path: Path, fo
     _tree(root)
     cache = StatCache(None)
     collect_tree(root, IgnoreRules.for_tree(), cache)
-    _treememo.FORKS.min_files = 10_000
+    _treememo.FORKS.min_share = 10_000
     collect_tree(root, IgnoreRules.for_tree(), cache)
-    _treememo.FORKS.min_files, _treememo.FORKS.allowed = 1, False
+    _treememo.FORKS.min_share, _treememo.FORKS.allowed = 1, False
     collect_tree(root, IgnoreRules.for_tree(), cache)
     assert forked == []
 
