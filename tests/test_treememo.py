@@ -163,6 +163,8 @@ def test_kept_memos_are_bounded_newest_first(tmp_path: Path, monkeypatch: pytest
 
 
 def test_the_server_keeps_the_memos_its_workers_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
     from flyte_images._warm import server
 
     monkeypatch.setattr(_statcache, "_RACY_NS", 0)
@@ -173,12 +175,19 @@ def test_the_server_keeps_the_memos_its_workers_name(tmp_path: Path, monkeypatch
     collect_tree(root, IgnoreRules.for_tree(), StatCache(None, memo_dir))
     (memo,) = memo_dir.glob("*.bin")
     notes, tell = os.pipe()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         os.set_blocking(notes, False)
-        os.write(tell, f"{memo}\n{memo}\n{tmp_path}/par".encode())
-        pending = server._keep_memos(notes, b"")
-        assert list(kept.files) == [str(memo)] and pending == f"{tmp_path}/par".encode()
-        assert server._keep_memos(notes, pending) == pending  # nothing more to read yet
+        children = server._Server(listener, -1, (notes, tell, -1, -1))
+        children.spare = 4242
+        os.write(tell, f"memo {memo}\nmemo {memo}\ntook 4242\nmemo {tmp_path}/par".encode())
+        assert children.read_notes()  # a spare took a command
+        assert list(kept.files) == [str(memo)]
+        assert children.spare is None and children.workers == {4242}
+        os.write(tell, b"tial\n")
+        assert not children.read_notes()  # the rest of the line: a file that is no memo
+        assert list(kept.files) == [str(memo)]
     finally:
+        listener.close()
         os.close(notes)
         os.close(tell)

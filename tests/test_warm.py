@@ -159,8 +159,11 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    status = Path(f"/proc/{pid}/stat")
-    return not (status.exists() and status.read_text().split(") ")[-1].startswith("Z"))
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # gone between the two looks
+        return False
+    return not status.split(") ")[-1].startswith("Z")
 
 
 def test_an_idle_server_ends_and_removes_its_socket(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

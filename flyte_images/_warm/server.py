@@ -51,9 +51,11 @@ PRELOAD = (
     "flyte_images.builders.base",
     "flyte_images.builders.docker",
     "flyte_images.builders.buildkit",
+    "flyte_images._warm.spare",
     "tarfile",
     "gzip",
     "argparse",
+    "ctypes",
 )
 MAX_REQUEST = 64 * 1024 * 1024
 
@@ -115,62 +117,139 @@ def _serve(listener: socket.socket, idle: float, lock: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    # Workers name the memo files they read or wrote on this pipe; the server reads them in
-    # between commands and keeps them unpacked for the next workers (`_treememo.KEPT`).
+    # Workers write on this pipe the memo files they read or wrote (the server keeps them for
+    # the next workers, `_treememo.KEPT`) and, a spare, that it took a command.
     notes, tell = os.pipe()
-    os.set_blocking(notes, False)
-    os.set_blocking(tell, False)  # a worker never waits for the server to listen
-    pending = b""
-    workers: set[int] = set()
+    # A child that ends wakes the server (then a spare can be forked): SIGCHLD writes here.
+    wake, woken = os.pipe()
+    for fd in (notes, tell, wake, woken):
+        os.set_blocking(fd, False)  # a worker never waits for the server to listen
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(woken, warn_on_full_buffer=False)
+    server = _Server(listener, lock, (notes, tell, wake, woken))
     last = time.monotonic()
     while not stopping:
-        _reap(workers)
-        if not workers and time.monotonic() - last > idle:
-            return
+        if server.read_notes():
+            last = time.monotonic()
+        server.reap()
+        if not server.workers and time.monotonic() - last > idle:
+            return  # a spare sees the server gone within a second and exits
+        if server.spare is None and server.spares and not server.workers:
+            server.fork_spare()
+        watch = [notes, wake] + ([listener.fileno()] if server.spare is None else [])
         try:
-            ready, _w, _x = select.select([listener.fileno(), notes], [], [], 1.0)
+            ready, _w, _x = select.select(watch, [], [], 1.0)
         except InterruptedError:
             continue
-        if notes in ready:
-            pending = _keep_memos(notes, pending)
-        if listener.fileno() not in ready:
-            continue
-        try:
-            conn, _ = listener.accept()
-        except (TimeoutError, InterruptedError, BlockingIOError):
-            continue
-        last = time.monotonic()
+        if wake in ready:
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                while os.read(wake, 4096):
+                    pass
+        if listener.fileno() in ready and server.spare is None:
+            with contextlib.suppress(TimeoutError, InterruptedError, BlockingIOError):
+                conn, _ = listener.accept()
+                last = time.monotonic()
+                server.fork_worker(conn)
+
+
+class _Server:
+    """The server's children: workers running commands, and at most one spare (see `spare`)."""
+
+    def __init__(self, listener: socket.socket, lock: int, pipes: tuple[int, int, int, int]) -> None:
+        self.listener, self.lock, self.pipes = listener, lock, pipes
+        self.workers: set[int] = set()
+        self.spare: int | None = None
+        self.spares = True  # off for good once a spare ends without a command: no fork loop
+        self._pending = b""
+
+    def _child(self) -> None:
+        """What every child does first: drop what only the server needs."""
+        signal.set_wakeup_fd(-1)
+        os.close(self.lock)
+        notes, _tell, wake, woken = self.pipes
+        for fd in (notes, wake, woken):
+            os.close(fd)
+
+    def fork_worker(self, conn: socket.socket) -> None:
         with conn:
             if not _same_user(conn):
-                continue
+                return
             try:
                 pid = os.fork()
             except OSError:
-                continue  # the command sees the connection close before a pid: it runs itself
+                return  # the command sees the connection close before a pid: it runs itself
             if pid == 0:
                 # A worker holds neither the socket nor the lock: a server that ends while a
                 # long build still runs can be replaced at once.
-                listener.close()
-                os.close(lock)
-                os.close(notes)
-                _work(conn, tell)  # never returns
-            workers.add(pid)
+                self._child()
+                self.listener.close()
+                _work(conn, self.pipes[1])  # never returns
+            self.workers.add(pid)
 
+    def fork_spare(self) -> None:
+        server = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError:
+            self.spares = False
+            return
+        if pid == 0:
+            code = 1
+            try:
+                self._child()
+                for name in ("SIGTERM", "SIGINT", "SIGCHLD"):
+                    signal.signal(getattr(signal, name), signal.SIG_DFL)
+                from .spare import wait_for_command
 
-def _keep_memos(notes: int, pending: bytes) -> bytes:
-    """Read the memo files named on the pipe (whole lines) into `_treememo.KEPT`."""
-    from .._treememo import KEPT
+                conn = wait_for_command(self.listener, server)
+                if conn is None:
+                    code = 0
+                else:
+                    with contextlib.suppress(OSError):
+                        os.write(self.pipes[1], f"took {os.getpid()}\n".encode())
+                    self.listener.close()
+                    _work(conn, self.pipes[1])  # never returns
+            finally:
+                os._exit(code)
+        self.spare = pid
 
-    with contextlib.suppress(BlockingIOError, InterruptedError):
-        while chunk := os.read(notes, 65536):
-            pending += chunk
-    *lines, pending = pending.split(b"\n")
-    for line in dict.fromkeys(lines):
-        with contextlib.suppress(Exception):
-            KEPT.keep(os.fsdecode(line))
-    if lines:
-        gc.freeze()  # as the imports: kept out of the collector, shared with workers as they are
-    return pending[-65536:]
+    def read_notes(self) -> bool:
+        """Take in what the children wrote: memo files to keep, spares that took a command.
+        True when a command was taken."""
+        from .._treememo import KEPT
+
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while chunk := os.read(self.pipes[0], 65536):
+                self._pending += chunk
+        *lines, rest = self._pending.split(b"\n")
+        self._pending = rest[-65536:]
+        took = kept = False
+        for line in dict.fromkeys(lines):
+            kind, _, value = line.partition(b" ")
+            if kind == b"took" and value.isdigit():
+                pid = int(value)
+                self.workers.add(pid)
+                if pid == self.spare:
+                    self.spare = None
+                took = True
+            elif kind == b"memo":
+                with contextlib.suppress(Exception):
+                    KEPT.keep(os.fsdecode(value))
+                    kept = True
+        if kept:
+            gc.freeze()  # as the imports: kept out of the collector, shared with workers as they are
+        return took
+
+    def reap(self) -> None:
+        _reap(self.workers)
+        if self.spare is not None:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(self.spare, os.WNOHANG)[0] == 0:
+                    return
+            self.read_notes()  # a spare that took a command and is done already said so
+            if self.spare is not None:
+                self.spare = None
+                self.spares = False  # it ended without taking a command: the server accepts itself
 
 
 def _reap(workers: set[int]) -> None:
@@ -241,7 +320,7 @@ def _tell_memos(tell: int) -> None:
     from .._treememo import KEPT
 
     def name(path: str) -> None:
-        line = os.fsencode(path) + b"\n"
+        line = b"memo " + os.fsencode(path) + b"\n"
         if len(line) <= select.PIPE_BUF and line.count(b"\n") == 1:  # written whole or not at all
             with contextlib.suppress(BlockingIOError):
                 os.write(tell, line)
