@@ -224,3 +224,30 @@ def test_a_command_imports_next_to_nothing_before_it_is_handed_over() -> None:
         "flyte_images._version",
         "flyte_images._warm",
     ]
+
+
+def test_commands_are_taken_by_a_spare_worker_forked_ahead(project: Path) -> None:
+    """While nothing runs, the server keeps one worker forked and waiting on the socket; each
+    command is taken by such a worker, and another is forked once the command is done."""
+    runtime = Path(os.environ["XDG_RUNTIME_DIR"])
+    _run("id", "images.py:app")  # starts the server
+    _socket(runtime)
+
+    def spare() -> int | None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            found = _servers(runtime)
+            children = [p for p in found if int(Path(f"/proc/{p}/stat").read_text().split(") ")[1].split()[1]) in found]
+            if children:
+                return children[0]
+            time.sleep(0.05)
+        return None
+
+    first = spare()
+    assert first is not None
+    done, (worker, parent) = _run("id", "images.py:app")
+    assert done.returncode == 0 and worker == first and parent in _servers(runtime)
+    second = spare()
+    assert second is not None and second != first
+    done, (worker, _parent) = _run("id", "images.py:app")
+    assert done.returncode == 0 and worker == second
