@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._statcache import _key
+
 if TYPE_CHECKING:
     from ._files import Entry, Tree
     from ._ignore import IgnoreRules
@@ -200,7 +202,7 @@ def _load_memo(folder: Path, memo_key: tuple[str, str, IgnoreRules]) -> _TreeMem
     except OSError:
         return None
     try:
-        kept = KEPT.get(name, _file_key(os.fstat(fd)))
+        kept = KEPT.get(name, _key(os.fstat(fd)))
         if kept is not None:
             found = _parse_memo(memoryview(kept), checked=True)
         else:
@@ -257,10 +259,6 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _file_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 class _Kept:
     """Memo files a long-lived process (the warm server) has read and checked, kept as bytes, so
     that the processes it forks find them for one stat: reading one and checking its SHA-256
@@ -277,10 +275,10 @@ class _Kept:
     max_bytes = 64 << 20
 
     def __init__(self) -> None:
-        self.files: dict[str, tuple[tuple[int, int, int, int, int], bytes]] = {}
+        self.files: dict[str, tuple[StatKey, bytes]] = {}
         self.tell: Callable[[str], None] | None = None
 
-    def get(self, name: str, file_key: tuple[int, int, int, int, int]) -> bytes | None:
+    def get(self, name: str, file_key: StatKey) -> bytes | None:
         found = self.files.get(name)
         return found[1] if found is not None and found[0] == file_key else None
 
@@ -296,7 +294,7 @@ class _Kept:
                 st = os.fstat(handle.fileno())
                 if not stat.S_ISREG(st.st_mode) or st.st_size > self.max_bytes:
                     return
-                file_key = _file_key(st)
+                file_key = _key(st)
                 if self.get(name, file_key) is not None:
                     return
                 raw = handle.read(st.st_size + 1)

@@ -130,7 +130,7 @@ def test_a_kept_memo_answers_while_its_file_is_unchanged(tmp_path: Path, monkeyp
     (root / "d01" / "f02.py").write_bytes(b"changed")
     changed = collect_tree(root, rules, StatCache(None, memo_dir))  # the memo file is replaced
     assert changed != first and changed == collect_tree(root, IgnoreRules.for_tree())
-    assert kept.get(str(memo), _treememo._file_key(memo.stat())) is None  # kept no longer trusted
+    assert kept.get(str(memo), _statcache._key(memo.stat())) is None  # kept no longer trusted
     told.clear()
     assert collect_tree(root, rules, StatCache(None, memo_dir)) == changed
     assert told == [str(memo)]  # read from the file: named again, to be kept anew
