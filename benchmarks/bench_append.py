@@ -10,9 +10,7 @@ ratios are taken in the same run:
   two platforms    the same for linux/amd64 + linux/arm64
     floor          `docker buildx build --platform linux/amd64,linux/arm64 --push` of the fixed
                    folder through buildkitd (fixtures/engine/buildkit.sh), which builds both
-Ours runs as users run it: with the warm server (flyte_images._warm, on by default outside CI),
-started by the first build; each is also measured with every command in its own process
-(FLYTE_IMAGES_SERVER=0).
+Ours runs as users run it: the `flyte-images` program, each command in its own process.
 Needs the engine (fixtures/engine/setup.sh: dockerd, docker-registry, buildkitd, emulation).
 """
 
@@ -75,11 +73,8 @@ def timed(fn: object, repeat: int) -> list[float]:
 
 def measure(root: Path, floor_command: list[str], repeat: int) -> tuple[list[float], list[float]]:
     """Ours (edit, new process) and the floor (edit the fixed folder, buildx --push)."""
-    from bench_build import wait_for_server
-
     images = str(root / "images.py")
     run([*CLI, "build", images, "-q"])  # the engine part is built and pushed once
-    wait_for_server()
     fixed = root / "fixed"
     shutil.rmtree(fixed, ignore_errors=True)
     run([*CLI, "dockerfile", f"{images}:app", "--context", str(fixed)])
@@ -120,7 +115,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    from bench_build import serving
     from bench_multiarch import problem, push_base
     from engine_support import docker, registry
 
@@ -137,28 +131,20 @@ def main() -> None:
         tmp = Path(tempfile.mkdtemp(prefix="fi-bench-append-"))
         one = project(tmp / "one", single_base, reg.host, "bench-append", ("linux/amd64",))
         push = ["docker", "buildx", "build", "--push", "-q", "-t", f"{reg.host}/bench-append-floor:latest"]
-        with serving(True):
-            ours1, floor1 = measure(one, push, args.repeat)
-        with serving(False):
-            alone1, _floor = measure(one, push, args.repeat)
+        ours1, floor1 = measure(one, push, args.repeat)
         two = project(tmp / "two", both_base, reg.host, "bench-append-two", BOTH)
         push2 = [
             "docker", "buildx", "build", "--builder", buildkit_builder(), "--platform", ",".join(BOTH),
             "--output", "type=registry,oci-mediatypes=true", "--provenance=false", "-q",
             "-t", f"{reg.host}/bench-append-floor2:latest",
         ]  # fmt: skip
-        with serving(True):
-            ours2, floor2 = measure(two, push2, args.repeat)
-        with serving(False):
-            alone2, _floor = measure(two, push2, args.repeat)
+        ours2, floor2 = measure(two, push2, args.repeat)
         shutil.rmtree(tmp, ignore_errors=True)
     print("append benchmark: edit one file, build and push (median of runs; ratio to the floor)")
-    print("commands run with the warm server (the default outside CI); 'own process': FLYTE_IMAGES_SERVER=0")
+    print("every command in its own process")
     print(line("one platform", ours1, floor1))
-    print(line("  own process", alone1, floor1))
     print(line("  buildx --push", floor1))
     print(line("two platforms", ours2, floor2))
-    print(line("  own process", alone2, floor2))
     print(line("  buildkitd", floor2))
     goals = [
         ("one platform <= 0.3x", statistics.median(ours1) <= 0.3 * statistics.median(floor1)),

@@ -13,9 +13,7 @@ in the same run:
   id (warm)      `flyte-images id` of the 10k-file tree in a new process, stat cache warm
     stat floor   one stat per folder and file of that tree, in-process (ratio: the median
                  of five blocks' ratios, each block five runs of each)
-Commands run as users run them: the `flyte-images` program, with the warm server
-(flyte_images._warm, on by default outside CI), the first one starting it; the no-op and id
-rows are also measured with every command in its own process (FLYTE_IMAGES_SERVER=0).
+Commands run as users run them: the `flyte-images` program, each in its own process.
 Needs the engine (fixtures/engine/setup.sh) and, behind a TLS-inspecting proxy, the host's CA
 bundle (FLYTE_IMAGES_CA_BUNDLE, default /etc/ssl/certs/ca-certificates.crt).
 """
@@ -23,17 +21,15 @@ bundle (FLYTE_IMAGES_CA_BUNDLE, default /etc/ssl/certs/ca-certificates.crt).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -57,40 +53,6 @@ def run(command: list[str], **kw: object) -> str:
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return done.stdout  # type: ignore[no-any-return]
-
-
-@contextlib.contextmanager
-def serving(on: bool) -> Iterator[None]:
-    """Commands run with the warm server (`flyte_images._warm`, the default outside CI) or each
-    in its own process. The server gets a private folder and is stopped at the end; it is
-    started by the first command and waited for, so that runs measure it warm."""
-    runtime = tempfile.mkdtemp(prefix="fib-")
-    saved = {k: os.environ.get(k) for k in ("FLYTE_IMAGES_SERVER", "XDG_RUNTIME_DIR")}
-    os.environ.update(FLYTE_IMAGES_SERVER="1" if on else "0", XDG_RUNTIME_DIR=runtime)
-    try:
-        yield
-    finally:
-        found = subprocess.run(["pgrep", "-f", runtime], check=False, capture_output=True, text=True).stdout.split()
-        for pid in found:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGTERM)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        shutil.rmtree(runtime, ignore_errors=True)
-
-
-def wait_for_server(timeout: float = 30.0) -> None:
-    """Until the server that the last command started listens (no-op when it is off)."""
-    if os.environ.get("FLYTE_IMAGES_SERVER") != "1":
-        return
-    deadline = time.monotonic() + timeout
-    while not list(Path(os.environ["XDG_RUNTIME_DIR"]).glob("flyte-images-*/*.sock")):
-        if time.monotonic() > deadline:
-            raise SystemExit("the warm server did not start")
-        time.sleep(0.05)
 
 
 def source_tree(root: Path) -> None:
@@ -196,7 +158,6 @@ def cold(root: Path, repeat: int) -> tuple[list[float], list[float]]:
 def noop(root: Path, repeat: int) -> list[float]:
     build = [*CLI, "build", str(root / "images.py"), "--load", "-q", "--ca-bundle", CA]
     run(build)
-    wait_for_server()
     return timed(lambda: run(build), repeat)
 
 
@@ -218,7 +179,6 @@ def warm_id(repeat: int) -> tuple[list[float], list[float], float]:
     )
     env = {**os.environ, "FLYTE_IMAGES_STAT_CACHE": "1"}
     run([*CLI, "id", str(script)], env=env)  # fills the stat cache file
-    wait_for_server()
     floor = stat_floor(root)
     ids: list[float] = []
     floors: list[float] = []
@@ -248,24 +208,18 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("FLYTE_IMAGES_CACHE_DIR", tempfile.mkdtemp(prefix="fi-bench-build-"))
     root = project(Path(tempfile.mkdtemp(prefix="fi-bench-build-")), "curl", "six", "bench-loop")
-    with serving(True):
-        ours, floor = edit_loop(root, args.repeat)
-        nop = noop(root, args.repeat)
-        ids, stat, id_ratio = warm_id(args.id_repeat)
-    with serving(False):
-        nop_alone = noop(root, args.repeat)
-        ids_alone, _stat, alone_ratio = warm_id(args.id_repeat)
+    ours, floor = edit_loop(root, args.repeat)
+    nop = noop(root, args.repeat)
+    ids, stat, id_ratio = warm_id(args.id_repeat)
     cold_ours, cold_hand = cold(root, args.cold_repeat)
     print("build benchmark (median of runs; ratio to the line below it)")
-    print("commands run with the warm server (the default outside CI); 'own process': FLYTE_IMAGES_SERVER=0")
+    print("every command in its own process")
     print(line("edit rebuild", ours, floor))
     print(line("  floor", floor))
     print(line("cold build", cold_ours, cold_hand))
     print(line("  hand-written", cold_hand))
     print(line("no-op build", nop))
-    print(line("  own process", nop_alone))
     print(line("id (warm)", ids, stat, id_ratio))
-    print(line("  own process", ids_alone, stat, alone_ratio))
     print(line("  stat floor", stat))
     goals = [
         ("edit rebuild <= 1.2x floor", statistics.median(ours) <= 1.2 * statistics.median(floor)),

@@ -123,7 +123,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> object:
-    if name not in _LAZY:  # e.g. `from . import _warm` asks before importing: no import here
+    if name not in _LAZY:  # e.g. `from . import _cli` asks before importing: no import here
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from ._lazy import attribute
 

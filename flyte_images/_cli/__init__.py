@@ -33,26 +33,11 @@ examples:
 
 exit codes: 0 success, 1 an image is invalid or a step failed, 2 usage error or unloadable target
 (`exists`: 0 all exist, 1 some missing, 2 some could not be checked)
-
-outside CI, commands after the first run in a warm background server of this user (it exits
-after 15 idle minutes); FLYTE_IMAGES_SERVER=0 runs each command in its own process
 """
 
 
 # Every command, in the order --help lists them, and the module that defines it.
 _COMMANDS = {"id": "_id", "dockerfile": "_dockerfile", "build": "_build", "exists": "_exists", "explain": "_explain"}
-
-
-_PARSERS: dict[str | None, argparse.ArgumentParser] = {}
-
-
-def parser_for(only: str | None = None) -> argparse.ArgumentParser:
-    """`build_parser(only)`, built once per process: the warm server builds them before it forks
-    (argparse looks for message translations on the disk for every help text it is given).
-    Nothing in them depends on the environment: defaults that do are read when a command runs."""
-    if only not in _PARSERS:
-        _PARSERS[only] = build_parser(only)
-    return _PARSERS[only]
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -76,31 +61,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _allow_forks() -> None:
-    """This process is the program's own (small: a fork takes ~1 ms), so large trees may be
-    checked by several processes at once (see `_treememo.FORKS`)."""
-    from .._treememo import FORKS
-
-    FORKS.allowed = True
-
-
 def _terminate(signum: int, _frame: object) -> None:
     """SIGTERM unwinds like Ctrl-C: locks are released and half-written files removed."""
     raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; without `argv` (as the `flyte-images` program), with `sys.argv`, run
-    by a warm worker when one can be had (see `flyte_images._warm`)."""
-    if argv is None:
-        from .. import _warm
-
-        served = _warm.run(sys.argv[1:])
-        if served is not None:
-            # The worker did the command: this process has nothing to clean up, and tearing
-            # the interpreter down would add ~3 ms to every command.
-            _warm.exit_now(served)
-        _allow_forks()
+    """The command line; without `argv` (as the `flyte-images` program), with `sys.argv`."""
     import signal
     import threading
 
@@ -109,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     arguments = sys.argv[1:] if argv is None else list(argv)
-    parser = parser_for(arguments[0] if arguments and arguments[0] in _COMMANDS else None)
+    parser = build_parser(arguments[0] if arguments and arguments[0] in _COMMANDS else None)
     args = parser.parse_args(arguments)
     if args.command is None:
         parser.print_help()
