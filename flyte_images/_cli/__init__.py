@@ -9,6 +9,7 @@ Exit codes (the same for every command):
 
 from __future__ import annotations
 
+import errno
 import sys
 
 from .._version import __version__
@@ -61,6 +62,29 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# What a write to stdout fails with when its reader went away or its disk is full: the
+# command's result is lost, so the exit status must say it failed.
+_OUTPUT_ERRNOS = frozenset({errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+
+
+def _complain(message: str) -> None:
+    if sys.stderr is not None:
+        print(f"error: {message}", file=sys.stderr)
+
+
+def _detach_stdout() -> None:
+    """Point fd 1 at /dev/null, so that the interpreter's own flush at exit cannot fail again
+    and print a traceback of its own."""
+    import os
+
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError):
+        pass
+
+
 def _terminate(signum: int, _frame: object) -> None:
     """SIGTERM unwinds like Ctrl-C: locks are released and half-written files removed."""
     raise KeyboardInterrupt
@@ -81,9 +105,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if sys.stdout is None:  # started with stdout closed (`>&-`): nothing could be printed
+        _complain("standard output is closed; give the command somewhere to write (a file, a pipe or /dev/null)")
+        return EXIT_FAILED
     try:
         code: int = args.run(args)
+        sys.stdout.flush()  # a closed pipe or a full disk shows here, not at interpreter exit
         return code
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRNOS:
+            raise
+        _detach_stdout()
+        _complain(f"cannot write to standard output: {exc.strerror or exc}")
+        return EXIT_FAILED
     except LoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
