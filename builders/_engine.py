@@ -37,6 +37,13 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def host_setting() -> str:
+    """`DOCKER_HOST=...` when the environment sets where the engine is, for messages (a daemon
+    missing there is most often a wrong setting, not a stopped daemon); '' otherwise."""
+    host = os.environ.get("DOCKER_HOST", "")
+    return f"DOCKER_HOST={host}" if host else ""
+
+
 def local_socket() -> str | None:
     """The engine's unix socket when the CLI would use it too; None when a context, a TCP or
     SSH host, or a non-default config decides where the engine is (then ask the CLI)."""
@@ -77,13 +84,19 @@ def api_get(path: str) -> tuple[int, Any] | None:
             "(usermod -aG docker $USER, then log in again) or run as root"
         ) from exc
     except FileNotFoundError as exc:
+        if host_setting():
+            raise EngineUnavailableError(
+                f"no Docker daemon at {host_setting()} ({where} does not exist): fix DOCKER_HOST, or unset it to "
+                f"use the default socket {DEFAULT_SOCKET}"
+            ) from exc
         raise EngineUnavailableError(
             f"the Docker daemon is not running ({where} does not exist): start it (systemctl start docker, "
             "or as root without systemd: nohup dockerd >/var/log/dockerd.log 2>&1 &)"
         ) from exc
     except OSError as exc:
         raise EngineUnavailableError(
-            f"the Docker daemon does not answer on {where} ({exc.strerror or exc}): start it, or check DOCKER_HOST"
+            f"the Docker daemon does not answer on {where} ({exc.strerror or exc}): start it"
+            + (f", or fix {host_setting()}" if host_setting() else "")
         ) from exc
     finally:
         connection.close()

@@ -46,7 +46,7 @@ from typing import ClassVar
 from urllib.parse import urlsplit
 
 from flyte_images import _config
-from flyte_images._config import BuildkitSettings
+from flyte_images._config import BuildkitSettings, is_base_image_setting
 from flyte_images._errors import (
     BaseImageNotFoundError,
     BuildError,
@@ -409,8 +409,8 @@ def _explain(
         return BaseImageNotFoundError(
             f"base image {base.group(1)} cannot be pulled by {daemon} ({reason}). The daemon pulls base "
             "images itself and does not see this machine's Docker images: push the base to a registry the "
-            "daemon reaches (or configure one as a mirror in its buildkitd.toml), or point "
-            "FLYTE_IMAGES_BASE_IMAGE at such an image"
+            "daemon reaches (or configure one as a mirror in its buildkitd.toml)"
+            + (", or point FLYTE_IMAGES_BASE_IMAGE at such an image" if is_base_image_setting(base.group(1)) else "")
         )
     if "exec format error" in f"{output.tail()}\n{output.failed_error}":
         return _platform_error(output, request, daemon, builder)

@@ -32,6 +32,7 @@ from flyte_images._errors import (
     PushDeniedError,
     PushFailedError,
 )
+from flyte_images._config import is_base_image_setting
 from flyte_images.builders import _engine
 from flyte_images.builders import _multiarch as multiarch
 from flyte_images.builders.base import BuildRequest, BuildResult, Progress
@@ -83,6 +84,11 @@ def check_engine() -> None:
                 raise EngineUnavailableError(
                     "permission denied on the Docker socket: add your user to the docker group "
                     f"(usermod -aG docker $USER, then log in again) or run as root; docker said: {stderr[-300:]}"
+                )
+            if _engine.host_setting():
+                raise EngineUnavailableError(
+                    f"no Docker daemon answers at {_engine.host_setting()}: fix DOCKER_HOST, or unset it to use "
+                    f"the local engine; docker said: {stderr[-300:]}"
                 )
             raise EngineUnavailableError(
                 "the Docker daemon does not answer: start it (systemctl start docker, or as root without "
@@ -309,13 +315,20 @@ def _explain(stderr: str, output: BuildOutput, request: BuildRequest) -> BuildEr
     return output.step_failed(summary)
 
 
+def _other_base(reference: str) -> str:
+    """How to build on another base instead: FLYTE_IMAGES_BASE_IMAGE only sets the base of
+    `from_debian_base(install_flyte=False)`, not flyte's published image or a base named in code."""
+    if is_base_image_setting(reference):
+        return ", or point FLYTE_IMAGES_BASE_IMAGE at an image you have"
+    return ", or start the image from a base you have"
+
+
 def _base_missing(reference: str, platform: str | None, why: str) -> BaseImageNotFoundError:
     why = why.splitlines()[0]
     if platform is None:
         return BaseImageNotFoundError(
             f"base image {reference} is not in the local engine and cannot be pulled ({why}); load it "
-            "(docker load / docker pull where a registry is reachable), or point FLYTE_IMAGES_BASE_IMAGE at an "
-            "image you have"
+            f"(docker load / docker pull where a registry is reachable){_other_base(reference)}"
         )
     # One platform of several: a local base only serves the platform it was made for.
     return BaseImageNotFoundError(

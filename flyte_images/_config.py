@@ -277,6 +277,22 @@ def configured_base_image() -> str | None:
     return _pick("base_image", "FLYTE_IMAGES_BASE_IMAGE")
 
 
+DEFAULT_BASE_IMAGE = "python:{python_version}-slim-bookworm"
+
+
+def base_image_template() -> str:
+    """The base of a built `from_debian_base(install_flyte=False)`, `{python_version}` unfilled."""
+    return configured_base_image() or DEFAULT_BASE_IMAGE
+
+
+def is_base_image_setting(reference: str) -> bool:
+    """Whether `reference` (as the engine names it: docker.io/library/... for Docker Hub) is the
+    base that `base_image_template` gives for some Python version: a missing one of those can be
+    replaced through FLYTE_IMAGES_BASE_IMAGE, any other base cannot."""
+    pattern = re.escape(base_image_template()).replace(re.escape("{python_version}"), r"[0-9]+\.[0-9]+")
+    return re.fullmatch(f"(?:docker\\.io/(?:library/)?)?{pattern}", reference) is not None
+
+
 def configured_ca_bundle() -> str | None:
     return _pick("ca_bundle", "FLYTE_IMAGES_CA_BUNDLE")
 

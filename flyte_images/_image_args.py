@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 DEFAULT_IMAGE_NAME = "flyte"
 DEFAULT_FLYTE_VERSION = "2.12.1"
 DEFAULT_PLATFORMS: tuple[str, ...] = ("linux/amd64",)
-DEFAULT_BASE_IMAGE = "python:{python_version}-slim-bookworm"
+DEFAULT_BASE_IMAGE = _config.DEFAULT_BASE_IMAGE
 # Where the Flyte SDK publishes its default images, one per Python and flyte release:
 # ghcr.io/flyteorg/flyte:py3.12-v2.12.1 (flyte's `_BASE_REGISTRY/_DEFAULT_IMAGE_NAME`).
 PUBLISHED_REPOSITORY = "ghcr.io/flyteorg/flyte"
@@ -29,7 +29,7 @@ _RELEASE = re.compile(r"v?[0-9]+(?:\.[0-9]+)*")
 def default_base_image(python_version: tuple[int, int]) -> str:
     """The base of a built `from_debian_base`: the configured `base_image` (FLYTE_IMAGES_BASE_IMAGE
     or the config file; `{python_version}` is filled in), or the official slim bookworm image."""
-    template = _config.configured_base_image() or DEFAULT_BASE_IMAGE
+    template = _config.base_image_template()
     filled = template.replace("{python_version}", f"{python_version[0]}.{python_version[1]}")
     return check.image_reference("base_image (FLYTE_IMAGES_BASE_IMAGE or the config file)", filled)
 

@@ -75,11 +75,26 @@ def test_a_remote_host_or_a_context_is_left_to_the_cli(monkeypatch: pytest.Monke
     assert _engine.local_socket() is None
 
 
-def test_a_missing_socket_says_the_daemon_is_not_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_default_socket_says_the_daemon_is_not_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))  # no current context of the user's
+    monkeypatch.setattr(_engine, "DEFAULT_SOCKET", str(tmp_path / "gone.sock"))
+    with pytest.raises(EngineUnavailableError, match=r"not running.*start it") as info:
+        _engine.api_get("/_ping")
+    assert "DOCKER_HOST" not in str(info.value)
+
+
+def test_a_missing_socket_named_by_docker_host_names_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'gone.sock'}")
     monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
-    with pytest.raises(EngineUnavailableError, match=r"not running.*start it"):
+    with pytest.raises(EngineUnavailableError, match=r"DOCKER_HOST=unix://.*gone\.sock.*fix DOCKER_HOST") as info:
         _engine.api_get("/_ping")
+    assert "systemctl" not in str(info.value)
 
 
 def test_permission_denied_on_the_socket_says_so(fake_engine: Path, monkeypatch: pytest.MonkeyPatch) -> None:
