@@ -23,6 +23,7 @@ from collections import deque
 from pathlib import Path
 from typing import ClassVar
 
+from flyte_images._config import is_base_image_setting
 from flyte_images._errors import (
     BaseImageNotFoundError,
     BuildError,
@@ -32,7 +33,6 @@ from flyte_images._errors import (
     PushDeniedError,
     PushFailedError,
 )
-from flyte_images._config import is_base_image_setting
 from flyte_images.builders import _engine
 from flyte_images.builders import _multiarch as multiarch
 from flyte_images.builders.base import BuildRequest, BuildResult, Progress
