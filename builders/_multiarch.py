@@ -42,6 +42,7 @@ from flyte_images._errors import (
     EngineUnavailableError,
     PartialPushError,
 )
+from flyte_images._interrupt import run_coroutine
 from flyte_images.builders import _engine
 from flyte_images.builders.base import (
     IDENTITY_LABEL,
@@ -302,7 +303,6 @@ def _pushed_before(request: BuildRequest, parts: dict[str, dict[str, str]]) -> s
     identity = request.labels.get(IDENTITY_LABEL)
     if not identity:
         return set()
-    from flyte_images._build import run_coroutine
 
     pairs = [(p, refs[p]) for refs in parts.values() for p in request.platforms]
     answers = run_coroutine(_have_identity(pairs, identity))
@@ -331,7 +331,6 @@ async def _have_identity(pairs: list[tuple[str, str]], identity: str) -> list[bo
 
 def _write_index(tag: str, parts: dict[str, str]) -> str:
     from flyte_images import _config
-    from flyte_images._build import run_coroutine
     from flyte_images._errors import RegistryError
     from flyte_images._registry.index import push_index
 

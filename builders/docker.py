@@ -23,6 +23,7 @@ from collections import deque
 from pathlib import Path
 from typing import ClassVar
 
+from flyte_images import _interrupt
 from flyte_images._config import is_base_image_setting
 from flyte_images._errors import (
     BaseImageNotFoundError,
@@ -260,12 +261,13 @@ def _stream(
     if runs is not None:
         runs.add(process)
     try:
-        assert process.stdout is not None
-        for raw in process.stdout:
-            line = multiarch.platform_titles(raw, platform) if platform else raw
-            tail.append(line)
-            output.feed(line)
-        return process.wait(), tail
+        with _interrupt.tracked(process):
+            assert process.stdout is not None
+            for raw in process.stdout:
+                line = multiarch.platform_titles(raw, platform) if platform else raw
+                tail.append(line)
+                output.feed(line)
+            return process.wait(), tail
     except BaseException:
         process.terminate()  # Ctrl-C or a failing progress sink: no build left running
         raise

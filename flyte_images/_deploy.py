@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from . import _config
+from . import _config, _interrupt
 from ._build import build_image
 from ._errors import FlyteImagesError, ImagesFailedError
 from ._image import Image
@@ -277,38 +277,20 @@ def _build_all(jobs: list[_Job], concurrency: int, options: dict[str, Any], repo
 
 
 def _in_threads(fn: Callable[[_Job], None], jobs: list[_Job], workers: int) -> None:
-    """`list(ThreadPoolExecutor(workers).map(fn, jobs))`, without importing concurrent.futures
-    (with logging, ~5 ms of a no-op build): at most `workers` jobs run at once, started in order.
-    The first job, in order, that raised re-raises here, as does an interrupt of the waiting
-    thread; jobs not started by then never start, and the running ones are waited for."""
-    lock = threading.Lock()
-    waiting = list(enumerate(jobs))[::-1]
-    done = [threading.Event() for _ in jobs]
-    errors: dict[int, BaseException] = {}
+    """`fn` of every job, at most `workers` at once, started in order. The first job, in order,
+    that raised re-raises here; jobs not started by then never start and the running ones are
+    waited for. An interrupt of the waiting thread (Ctrl-C, SIGTERM) also stops the builds that
+    run: their processes are told to stop, so the wait is short."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    def work() -> None:
-        while True:
-            with lock:
-                if not waiting:
-                    return
-                index, job = waiting.pop()
-            try:
-                fn(job)
-            except BaseException as exc:  # handed to the waiting thread, as a future would
-                errors[index] = exc
-            finally:
-                done[index].set()
-
-    threads = [threading.Thread(target=work, name=f"flyte-images-build-{n}") for n in range(min(workers, len(jobs)))]
-    for thread in threads:
-        thread.start()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flyte-images-build")
     try:
-        for index, finished in enumerate(done):
-            finished.wait()
-            if index in errors:
-                raise errors[index]
+        for future in [pool.submit(fn, job) for job in jobs]:
+            future.result()
+    except BaseException as exc:
+        pool.shutdown(wait=False, cancel_futures=True)
+        if not isinstance(exc, Exception):
+            _interrupt.stop_all()
+        raise
     finally:
-        with lock:
-            waiting.clear()
-        for thread in threads:
-            thread.join()
+        pool.shutdown(wait=True)

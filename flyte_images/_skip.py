@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import _config
+from ._interrupt import run_coroutine
 
 if TYPE_CHECKING:
     from flyte_images.builders.base import Builder
@@ -72,7 +73,6 @@ def decide(questions: Sequence[Question], backend: Builder | None, *, strict: bo
 def _ask_registries(questions: list[Question]) -> list[object]:
     import asyncio
 
-    from ._build import run_coroutine
     from ._registry.client import RegistryClient
 
     async def ask() -> list[object]:

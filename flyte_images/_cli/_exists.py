@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from .._errors import FlyteImagesError
+from .._interrupt import run_coroutine
 from ._common import add_command
 
 EXIT_CANNOT_TELL = 2
@@ -37,7 +38,6 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._build import run_coroutine
     from .._config import insecure_registries
     from .._registry.client import check_many
     from .._registry.redact import by_shape, one_line
