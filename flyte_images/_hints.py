@@ -47,8 +47,10 @@ def hint_for(text: str) -> str | None:
 
 
 def add_hint(error: BuildError) -> None:
-    """Append the hint for `error` to its message, once."""
+    """Append the hint for `error` to its message, once. Only our own line counts as already
+    there: the failing tool may print a `hint:` of its own (uv does), which is kept, and ours
+    still follows it."""
     text = str(error)
     hint = hint_for(text)
-    if hint and "\nhint: " not in text:
+    if hint and f"\nhint: {hint}" not in text:
         error.args = (f"{text}\nhint: {hint}", *error.args[1:])

@@ -52,22 +52,24 @@ def wrong_type(parameter: str, expected: str, value: object) -> InvalidArgumentT
     return InvalidArgumentType(parameter, f"expected {expected}, got {type(value).__name__} {_show(value)}{hint}")
 
 
-def no_control(parameter: str, value: object, *, allow_newline: bool = False) -> str:
-    """A string without control characters (newlines only where a value may span lines)."""
+def no_control(parameter: str, value: object, *, allow_newline: bool = False, shown: str | None = None) -> str:
+    """A string without control characters (newlines only where a value may span lines).
+    `shown` is how messages show the value (a URL with its credentials masked)."""
     if not isinstance(value, str):
         raise wrong_type(parameter, "a string", value)
+    shown = _show(value) if shown is None else shown
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidLayerArgument(
-            parameter, f"{_show(value)} is not valid Unicode text (it holds a lone surrogate)"
+            parameter, f"{shown} is not valid Unicode text (it holds a lone surrogate)"
         ) from None
     pattern = _CONTROL_BUT_NEWLINE_TAB if allow_newline else _CONTROL
     found = pattern.search(value)
     if found:
         raise InvalidLayerArgument(
             parameter,
-            f"{_show(value)} contains the control character {found.group()!r}; remove it "
+            f"{shown} contains the control character {found.group()!r}; remove it "
             "(control characters such as newline, tab or NUL cannot be part of this value)",
         )
     return value
@@ -90,8 +92,8 @@ def image_reference(parameter: str, value: object) -> str:
     return text
 
 
-def nonempty(parameter: str, value: object, *, allow_newline: bool = False) -> str:
-    text = no_control(parameter, value, allow_newline=allow_newline)
+def nonempty(parameter: str, value: object, *, allow_newline: bool = False, shown: str | None = None) -> str:
+    text = no_control(parameter, value, allow_newline=allow_newline, shown=shown)
     if not text.strip():
         raise InvalidLayerArgument(parameter, f"must not be empty or blank, got {_show(value)}")
     return text
@@ -144,18 +146,44 @@ def env_name(value: object) -> str:
     return name
 
 
+def masked_url(text: str) -> str:
+    """A URL as messages show it: everything between the scheme and the last `@` (the user and
+    password, and whatever a password with an unescaped `/`, `?` or `#` spilled into) becomes
+    `***`, so no part of a credential is ever shown."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    return f"{scheme}{sep}{rest}"
+
+
 def url(parameter: str, value: object) -> str:
-    text = nonempty(parameter, value).strip()
+    """An http(s) or file URL that parses completely (host and port), e.g. an index URL. Messages
+    show it masked (`masked_url`): an index URL may carry a user and password."""
+    shown = _show(masked_url(value) if isinstance(value, str) else value)
+    text = nonempty(parameter, value, shown=shown).strip()
     if any(ch.isspace() for ch in text):
-        raise InvalidLayerArgument(parameter, f"{_show(value)} contains white space; a URL cannot")
+        raise InvalidLayerArgument(parameter, f"{shown} contains white space; a URL cannot")
+    unparsable = InvalidLayerArgument(
+        parameter,
+        f"{shown} is not a URL that can be parsed as scheme://[user:password@]host[:port]/path; a user or "
+        "password holding '/', '?', '#' or '@' must be percent-encoded "
+        "(e.g. '/' as %2F: urllib.parse.quote(token, safe=''))",
+    )
     try:
         parts = urlsplit(text)
-    except ValueError as exc:  # e.g. an unclosed '[' of an IPv6 host
-        raise InvalidLayerArgument(parameter, f"{_show(value)} is not a URL: {exc}") from None
+        parts.port  # noqa: B018 - the port is parsed on access; a bad one raises here, not in a build
+    except ValueError:
+        # urllib's own message quotes the bad part, which is a piece of the password when it
+        # holds an unescaped '/' (http://user:abc/def@host): never repeat it.
+        raise unparsable from None
+    if parts.scheme in ("http", "https") and "@" not in parts.netloc and "@" in text.partition(parts.netloc)[2]:
+        # `http://user:12/ab@host` parses as the host `user` with port 12: the credentials would
+        # be taken for a host and a path, and written into the Dockerfile as plain text.
+        raise unparsable
     if parts.scheme not in ("http", "https", "file") or not (parts.netloc or parts.scheme == "file"):
-        raise InvalidLayerArgument(
-            parameter, f"{_show(value)} is not an http(s) or file URL, e.g. https://pypi.org/simple"
-        )
+        raise InvalidLayerArgument(parameter, f"{shown} is not an http(s) or file URL, e.g. https://pypi.org/simple")
     return text
 
 

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from .._encoding import Encodable
+from .._errors import InvalidLayerArgument
 from .._files import DIR, Tree
 from .._secret import Secret
 from .._sources import Sources, Staged
+from .._validation import masked_url
 
 if TYPE_CHECKING:
     from .._render import Instructions
@@ -58,14 +60,45 @@ def secrets_identity(secrets: tuple[Secret, ...]) -> Encodable:
 
 
 def index_identity(url: str | None) -> str | None:
-    """An index URL without user:password: rotating a token must not change the image tag."""
+    """An index URL without user:password: rotating a token must not change the image tag.
+
+    Index URLs are checked when the layer is made (`_validation.url`), so they parse here; any
+    other text that does not (a URL-like field that `describe` shows) is shown masked, never
+    with a piece of a credential that urllib quotes in its error."""
     if url is None:
         return None
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return masked_url(url)
     host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    if port is not None:
+        host = f"{host}:{port}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+# BuildKit's Dockerfile parser reads each physical line into a buffer of bufio.MaxScanTokenSize
+# (64 KiB, the line ending included): a longer line fails the build, and only on the engine
+# route ("dockerfile line greater than max allowed size of 65535"). Layers whose arguments
+# render into one line of unbounded length check it when they are made, so every route refuses
+# the same image at the same place.
+MAX_LINE_BYTES = 65535
+
+
+def line_too_long(parameter: str, size: int, what: str, fix: str) -> InvalidLayerArgument:
+    """The error for a Dockerfile line of `size` bytes; `what` names the offending value by a
+    short prefix only (a long value may be a key or a certificate)."""
+    return InvalidLayerArgument(
+        parameter,
+        f"{what} would make a Dockerfile line of {size} bytes, over BuildKit's limit of {MAX_LINE_BYTES} bytes "
+        f"per line (the build would fail on the engine); {fix}",
+    )
+
+
+def prefix(value: str, length: int = 24) -> str:
+    """The start of a long value, for a message: enough to recognise it, never the whole."""
+    return repr(value[:length] + "...") if len(value) > length else repr(value)
 
 
 class Layer(ABC):

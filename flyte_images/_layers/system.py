@@ -10,7 +10,7 @@ from .. import _quote as q
 from .._encoding import Encodable
 from .._errors import LayerNotAllowedError
 from .._secret import Secret
-from .base import Inputs, Layer, secrets_identity
+from .base import MAX_LINE_BYTES, Inputs, Layer, line_too_long, prefix, secrets_identity
 
 if TYPE_CHECKING:
     from .._render import Instructions
@@ -78,17 +78,40 @@ class Env(Layer):
     KIND: ClassVar[str] = "env"
     env_vars: tuple[tuple[str, str], ...] = ()
 
+    def __post_init__(self) -> None:
+        line = self._line()
+        size = len(line.encode("utf-8"))
+        if size <= MAX_LINE_BYTES:
+            return
+        name, value = max(self.env_vars, key=lambda pair: len(pair[1].encode("utf-8")))
+        what = f"{name}={prefix(value)} ({len(value)} characters)"
+        if len(f"ENV {name}={q.dockerfile_dq(value)}".encode()) > MAX_LINE_BYTES:
+            fix = f"put a value that long in a file (with_source_file) and read it at run time instead of {name}"
+        else:
+            what = f"the {len(self.env_vars)} variables together (the longest {what})"
+            fix = "split them over several with_env_vars calls (each is one ENV line)"
+        raise line_too_long("env_vars", size, what, fix)
+
+    def _line(self) -> str:
+        return "ENV " + " ".join(f"{k}={q.dockerfile_dq(v)}" for k, v in self.env_vars)
+
     def identity(self, inputs: Inputs) -> Encodable:
         return (self.KIND, self.env_vars)
 
     def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
-        out.add("ENV " + " ".join(f"{k}={q.dockerfile_dq(v)}" for k, v in self.env_vars))
+        out.add(self._line())
 
 
 @dataclass(frozen=True)
 class WorkDir(Layer):
     KIND: ClassVar[str] = "workdir"
     workdir: str = "/"
+
+    def __post_init__(self) -> None:
+        size = len(f"WORKDIR {q.dockerfile_dq(self.workdir)}".encode())
+        if size > MAX_LINE_BYTES:
+            what = f"{prefix(self.workdir)} ({len(self.workdir)} characters)"
+            raise line_too_long("workdir", size, what, "give a shorter path")
 
     def identity(self, inputs: Inputs) -> Encodable:
         return (self.KIND, self.workdir)
@@ -102,6 +125,24 @@ class Commands(Layer):
     KIND: ClassVar[str] = "commands"
     commands: tuple[str, ...] = ()
     secret_mounts: tuple[Secret, ...] = ()
+
+    # What the renderer may add to a command's RUN line besides its JSON text: `RUN ` or the
+    # continuation indent, and the exports of the CA bundle (a build option, unknown here).
+    # Each secret read into a variable adds its own assignment, counted per secret below.
+    RUN_RESERVE: ClassVar[int] = 512
+
+    def __post_init__(self) -> None:
+        reserve = self.RUN_RESERVE + sum(
+            2 * len(f'{s.as_env_var or s.source_env_var}="$(cat /run/secrets/{s.build_id})" && export X && ')
+            + 2 * len(s.as_env_var or s.source_env_var)
+            for s in self.secret_mounts
+        )
+        for number, command in enumerate(self.commands, 1):
+            size = len(q.exec_form(command)) + reserve  # exec_form is ASCII: characters are bytes
+            if size > MAX_LINE_BYTES:
+                what = f"command {number} {prefix(command)} ({len(command)} characters)"
+                fix = "put a script that long in a file (with_source_file) and run the file"
+                raise line_too_long("commands", size, what, fix)
 
     def identity(self, inputs: Inputs) -> Encodable:
         return (self.KIND, self.commands, secrets_identity(self.secret_mounts))
