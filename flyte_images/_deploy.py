@@ -222,7 +222,7 @@ class Reporter(Protocol):
 
     def start(self, name: str, uri: str) -> Progress: ...
 
-    def finish(self, name: str, uri: str, state: str) -> None: ...
+    def finish(self, name: str, uri: str, state: str, took: float) -> None: ...
 
 
 class _Said:
@@ -234,8 +234,8 @@ class _Said:
         self._say(f"building {uri} for {name}")
         return lambda _event: None
 
-    def finish(self, name: str, uri: str, state: str) -> None:
-        self._say(f"{state} {uri} for {name}")
+    def finish(self, name: str, uri: str, state: str, took: float) -> None:
+        self._say(f"{state} {uri} for {name} in {took:.1f} s")
 
     def _say(self, line: str) -> None:
         with self._lock:
@@ -258,20 +258,25 @@ def _build_all(jobs: list[_Job], concurrency: int, options: dict[str, Any], repo
             for sink in sinks:
                 sink(event)
 
+        done = "failed"  # what happened, in the same words on the progress line and in the summary
         try:
             result = build_image(job.image, quiet=True, announce=announce, progress=progress, **options)
         except FlyteImagesError as exc:
             job.status, job.reason = "failed", str(exc)
         else:
             job.uri, job.digest = result.uri, result.digest
-            if result.built:
-                took = f"{time.monotonic() - started:.1f} s"
-                job.status = "built"
-                job.reason = f"appended in {took}: {result.reason}" if result.path == "append" else f"built in {took}"
-            else:
-                job.status, job.reason = "exists", result.reason
+            job.status = done = "built" if result.built else "exists"
+            if result.built and result.path == "append":
+                done = "appended"
+        took = time.monotonic() - started  # one figure for both
+        if done == "appended":
+            job.reason = f"appended in {took:.1f} s: {result.reason}"
+        elif done == "built":
+            job.reason = f"built in {took:.1f} s"
+        elif done == "exists":
+            job.reason = result.reason
         if report is not None and sinks:
-            report.finish(label, str(job.uri), job.status)
+            report.finish(label, str(job.uri), done, took)
 
     _in_threads(one, jobs, max(1, concurrency))
 

@@ -132,11 +132,11 @@ class Board:
 
         return sink
 
-    def finish(self, name: str, uri: str, state: str) -> None:
+    def finish(self, name: str, uri: str, state: str, took: float) -> None:
         with self._lock:
             row = self._rows.setdefault(name, _Row(state, time.monotonic()))
-            row.state, row.took = state, time.monotonic() - row.started
-        self._plain(f"[{name}] {state} in {row.took:.1f} s")
+            row.state, row.took = state, took
+        self._plain(f"[{name}] {state} in {took:.1f} s")
         self._refresh()
 
     def _plain(self, line: str) -> None:
@@ -159,7 +159,7 @@ class Board:
         now = time.monotonic()
         for name, row in self._rows.items():
             took = row.took if row.took is not None else now - row.started
-            style = {"built": "green", "exists": "green", "failed": "red"}.get(row.state, "yellow")
+            style = {"built": "green", "appended": "green", "exists": "green", "failed": "red"}.get(row.state, "yellow")
             step = Text(row.step, overflow="ellipsis", no_wrap=True)
             table.add_row(Text(row.state, style=style), Text(name, style="bold"), f"{took:5.1f}s", step)
             if row.state == "building":
