@@ -122,7 +122,12 @@ async def append_file_part(
             made[key] = file_part(staged, image.workdir, folders=base, owners=owners)
         return made[key]
 
-    digest = await append_parts(pusher, engine_uri, staged.uri, make)
+    try:
+        digest = await append_parts(pusher, engine_uri, staged.uri, make)
+    finally:
+        for part in made.values():
+            for layer in part.layers:
+                layer.close()  # a spooled layer's temporary file goes now, not when collected
     count = max((len(part.layers) for part in made.values()), default=0)
     return digest, count
 

@@ -129,13 +129,14 @@ async def append_parts(pusher: Pusher, base_ref: str, target_ref: str, make: Mak
     images, index = await read_base(pusher, base)
     parts = [await make(image) for image in images]
     configs = [_config_blob(image, part) for image, part in zip(images, parts, strict=True)]
-    layers = {layer.digest: layer.data for part in parts for layer in part.layers}
+    layers = {layer.digest: layer for part in parts for layer in part.layers}
     # Every blob in parallel, each once. A layer is sent only when the repository lacks it. A
     # config is sent without asking: it names this build's layers, so it is new unless those
     # were all there already, and a few KiB sent again cost less than a request each time.
     config_blobs = {digest: data for data, digest in configs}
+    spooled = asyncio.Lock()
     await asyncio.gather(
-        *(pusher.push_blob(target, data, digest) for digest, data in layers.items()),
+        *(push_layer(pusher, target, layer, spooled) for layer in layers.values()),
         *(pusher.push_blob(target, data, digest, ask=False) for digest, data in config_blobs.items()),
     )
     if index is None:
@@ -152,6 +153,24 @@ async def append_parts(pusher: Pusher, base_ref: str, target_ref: str, make: Mak
         entries.append({**image.entry, "digest": digest, "size": size})
     document = {**index[0], "manifests": entries}
     return await pusher.put_manifest(target, document, index[1])
+
+
+async def push_layer(pusher: Pusher, target: Reference, layer: LayerBlob, spooled: asyncio.Lock) -> None:
+    """Upload one layer unless the repository has it.
+
+    The registry upload takes a blob as bytes, so a spooled layer (see `tarball`) is read whole
+    for it: `spooled` lets one such layer be held at a time, after the registry said it lacks
+    it, and the route keeps the file part under FLYTE_IMAGES_APPEND_MAX_BYTES (`run`), which
+    bounds each layer's gzip stream too (gzip adds a few bytes per 16 KiB it cannot shrink). An
+    upload that sends a blob from its chunks (`layer.chunks()`) would lift that bound."""
+    if not layer.spooled:
+        await pusher.push_blob(target, layer.content(), layer.digest)
+        return
+    async with spooled:
+        if await pusher.has_blob(target, layer.digest):
+            return
+        content = await asyncio.to_thread(layer.content)
+        await pusher.push_blob(target, content, layer.digest, ask=False)
 
 
 def _config_blob(image: PlatformImage, part: FilePart) -> tuple[bytes, str]:

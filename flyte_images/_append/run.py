@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     from .._skip import Decision
 
 
-# Layer tarballs are made in memory and uploaded in one request: right for source code, wrong
-# for model files. A file part holding more than this is built by the engine (which streams).
+# Layer tarballs are made as streams (`tarball`), but the registry upload takes each one whole
+# (`image.push_layer`): right for source code, wrong for model files. A file part holding more
+# than this is built by the engine, which streams it.
 MAX_APPEND_BYTES = 256 * 1024 * 1024
 MAX_APPEND_ENV = "FLYTE_IMAGES_APPEND_MAX_BYTES"
 
@@ -45,6 +46,30 @@ def file_part_bytes(staged: BuildPlan) -> int:
     return sum(s.entry.size for inputs in staged.inputs[start:] for s in inputs.manifest())
 
 
+def too_big(planned: BuildPlan) -> str | None:
+    """Why the file part of `planned` goes to the engine (one line naming its size, its largest
+    file, the limit and how to change it), or None when it is appended."""
+    size, limit = file_part_bytes(planned), max_append_bytes()
+    if size <= limit:
+        return None
+    start = file_part_start(planned.image)
+    biggest, name, where = 0, "", ""
+    for layer, inputs in zip(planned.image._layers[start:], planned.inputs[start:], strict=True):
+        for staged in inputs.manifest():
+            if staged.entry.size > biggest:
+                biggest, where = staged.entry.size, str(getattr(layer, "dst", ""))
+                name = staged.dest.split("/", 2)[-1]  # "_fi/<n>/pkg/model.bin" -> "pkg/model.bin"
+    return (
+        f"{planned.uri}: its file layers hold {_mib(size)} (the largest, {name} copied to {where}, {_mib(biggest)}), "
+        f"over {MAX_APPEND_ENV} ({_mib(limit)}), and an appended layer is uploaded from memory: building the "
+        "whole image with the engine, which streams them (same image)"
+    )
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB" if size >= 2**20 else f"{size} bytes"
+
+
 def by_append(
     image: Image,
     options: RenderOptions,
@@ -58,8 +83,11 @@ def by_append(
     progress: Progress | None,
     engine_options: dict[str, Any],
 ) -> ImageBuild | None:
-    """The image built on the append path, or None when it must take the engine path (its file
-    part is too big to hold in memory; said on stderr)."""
+    """The image built on the append path, or None when it must take the engine path: its file
+    part is over FLYTE_IMAGES_APPEND_MAX_BYTES, which `builder="append"` cannot change either,
+    since the engine makes the same image (the notice goes to `progress`, else to stderr).
+    Refusing would fail a build over how it is made, not what it makes; a build loaded into
+    the local engine is refused (`build.choose`) because appending cannot make that at all."""
     from .._build import ImageBuild, _record, _skipped
 
     if dry_run:
@@ -68,6 +96,10 @@ def by_append(
         full, part = _decide(planned, engine, strict, quiet)
         if not force and not full.build:
             return _skipped(planned, full)
+        why = too_big(planned)
+        if why is not None:
+            _notice(why, progress, quiet)
+            return None
         how = "in the registry" if not part.build and not force else "after building it with the engine"
         layers = len(image._layers) - file_part_start(image)
         reason = f"dry run: would append {layers} file layer(s) to the engine part {engine.uri} ({how})"
@@ -79,14 +111,9 @@ def by_append(
         if not force and not full.build:
             _record(staged)
             return _skipped(staged, full)
-        size, limit = file_part_bytes(staged), max_append_bytes()
-        if size > limit:
-            if not quiet:
-                print(
-                    f"{staged.uri}: its file layers hold {size / 2**20:.0f} MiB (over {MAX_APPEND_ENV}, "
-                    f"{limit / 2**20:.0f} MiB): building the whole image with the engine, which streams them",
-                    file=sys.stderr,
-                )
+        why = too_big(staged)
+        if why is not None:
+            _notice(why, progress, quiet)
             return None
         if announce is not None:
             announce(staged.uri)
@@ -153,6 +180,15 @@ def _decide(full: BuildPlan, engine: BuildPlan, strict: bool, quiet: bool) -> tu
     questions = [Question(full.uri, full.platforms, True, hint=False), Question(engine.uri, engine.platforms, True)]
     image, part = decide_all(questions, None, strict, quiet)
     return image, part
+
+
+def _notice(text: str, progress: Progress | None, quiet: bool) -> None:
+    """A line the user should see whatever view shows the build: a step of its progress (the
+    CLI's board, `build_images`), else stderr unless quiet."""
+    if progress is not None:
+        step(progress, text)
+    elif not quiet:
+        print(text, file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -19,37 +19,102 @@ The bytes depend only on the staged folder: entries are sorted, user and group n
 empty, times are the staged ones in whole seconds (the staging sets them from the content,
 see `_stage.content_mtime_ns`), and the gzip stream has no name and time 0. The same folder
 therefore always gives the same digest, so an unchanged layer is never uploaded again.
+
+A layer is made as a stream, in constant memory whatever the size of its files: each file is
+read in chunks of CHUNK bytes, the tar goes through a SHA-256 (the diff_id) into gzip, and the
+gzip stream through a second SHA-256 (the digest) into a spool: memory while it stays under
+SPOOL_MEMORY (source code, nearly always), else an unnamed temporary file in the cache folder,
+which disappears with the process even when it is killed. Two passes (hash first, then stream
+again for the upload) would need no disk, but read and compress every file twice; and since
+the digest must be known before an upload starts, a single pass has to keep the stream
+somewhere. Feeding zlib in chunks gives the same bytes as feeding it the whole tar at once, so
+the digest of a layer does not depend on how it was made.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
-import io
 import os
 import posixpath
 import stat
-from collections.abc import Mapping
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Protocol
 
 from .._errors import BuildError
 from .._stage import FIXED_MTIME
+from .._statcache import cache_dir
 
 GZIP_LEVEL = 1  # source files compress well even at 1; level 6 took twice as long for a 300-file folder
+CHUNK = 1 << 20  # bytes of a file read (and of the tar handed to gzip) at a time
+SPOOL_MEMORY = 8 << 20  # a gzip stream up to this stays in memory; a longer one goes to a temporary file
+
+
+class Spool:
+    """A layer's gzip stream in an unnamed temporary file, read back in chunks."""
+
+    def __init__(self, file: IO[bytes], size: int) -> None:
+        self._file, self._size = file, size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
+        """The stream from its start, `size` bytes at a time (positional reads: several readers
+        may share the file)."""
+        fd, offset = self._file.fileno(), 0
+        while offset < self._size:
+            chunk = os.pread(fd, min(size, self._size - offset), offset)
+            if not chunk:
+                raise BuildError(f"the spooled layer ended after {offset} of {self._size} bytes; build again")
+            offset += len(chunk)
+            yield chunk
+
+    def read(self) -> bytes:
+        """The whole stream (for an upload that takes bytes)."""
+        return b"".join(self.chunks())
+
+    def close(self) -> None:
+        self._file.close()
 
 
 @dataclass(frozen=True)
 class LayerBlob:
-    """A gzipped layer tarball with its two digests."""
+    """A gzipped layer tarball with its two digests. `data` is the gzip stream itself, or for a
+    long one the Spool that holds it (see `content`, `chunks`)."""
 
-    data: bytes  # the gzip stream, as uploaded
+    data: bytes | Spool = field(compare=False)  # the digest stands for the content in comparisons
     diff_id: str  # sha256 of the uncompressed tar (the image config's rootfs.diff_ids)
-    digest: str  # sha256 of `data` (the manifest's layer descriptor)
+    digest: str  # sha256 of the gzip stream (the manifest's layer descriptor)
     created_by: str = ""  # the history entry's text
 
     @property
     def size(self) -> int:
         return len(self.data)
+
+    @property
+    def spooled(self) -> bool:
+        return isinstance(self.data, Spool)
+
+    def content(self) -> bytes:
+        """The whole gzip stream (read from its spool when there is one)."""
+        return self.data if isinstance(self.data, bytes) else self.data.read()
+
+    def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
+        """The gzip stream, `size` bytes at a time."""
+        if isinstance(self.data, Spool):
+            yield from self.data.chunks(size)
+        else:
+            for start in range(0, len(self.data), size):
+                yield self.data[start : start + size]
+
+    def close(self) -> None:
+        """Let go of the spool's temporary file (a layer in memory has nothing to let go of)."""
+        if isinstance(self.data, Spool):
+            self.data.close()
 
 
 def normalize_dst(dst: str) -> str:
@@ -105,25 +170,22 @@ def layer_tar(
         raise BuildError(f"{unknown[0]!r} is not {dst!r} or one of its parents; only those are written by the copy")
     import gzip
 
-    tar = _Tar()
-    for path in dst_folders(dst):
-        meta = given.get(path) or Folder(0o755, *owner)
-        tar.add(path, _DIR, meta.mode, meta.mtime, (meta.uid, meta.gid))
-    base = os.fspath(folder)
-    for rel in _walk(folder):
-        _add(tar, os.path.join(base, rel), posixpath.join(root, rel) if root else rel, owner)
-    tar_bytes = tar.finish()
-    packed = io.BytesIO()
-    # No file name and time 0 in the gzip header: the digest depends on the tar alone.
-    with gzip.GzipFile(filename="", mode="wb", fileobj=packed, mtime=0, compresslevel=level) as gz:
-        gz.write(tar_bytes)
-    data = packed.getvalue()
-    return LayerBlob(
-        data=data,
-        diff_id="sha256:" + hashlib.sha256(tar_bytes).hexdigest(),
-        digest="sha256:" + hashlib.sha256(data).hexdigest(),
-        created_by=created_by,
-    )
+    out = _Out()
+    try:
+        # No file name and time 0 in the gzip header: the digest depends on the tar alone.
+        with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=level) as gz:
+            tar = _Tar(gz)
+            for path in dst_folders(dst):
+                meta = given.get(path) or Folder(0o755, *owner)
+                tar.add(path, _DIR, meta.mode, meta.mtime, (meta.uid, meta.gid))
+            base = os.fspath(folder)
+            for rel in _walk(folder):
+                _add(tar, os.path.join(base, rel), posixpath.join(root, rel) if root else rel, owner)
+            tar.finish()
+    except BaseException:
+        out.discard()
+        raise
+    return LayerBlob(data=out.result(), diff_id=tar.digest, digest=out.digest, created_by=created_by)
 
 
 def staged_folders(folder: Path, dst: str, owner: tuple[int, int]) -> dict[str, Folder]:
@@ -159,40 +221,152 @@ _BLOCK, _RECORD = 512, 512 * 20
 _MAX_ID, _MAX_SIZE, _MAX_TIME = 8**7, 8**11, 8**11
 
 
-class _Tar:
-    """A POSIX tar archive in memory, as `tarfile` writes one in its PAX format: a ustar header
-    per entry (a pax extended header before it only for what ustar cannot hold), data padded to
-    512 bytes, two zero blocks and padding to a 10 KiB record at the end. Headers are made here
-    (tarfile for the rare pax ones): a source folder has hundreds of small files, and tarfile's
-    per-entry work cost more than reading them."""
+class _Out:
+    """Where the gzip stream goes: hashed (the layer's digest), then held in memory up to
+    SPOOL_MEMORY bytes and beyond that written to an unnamed temporary file."""
 
     def __init__(self) -> None:
-        self._parts: list[bytes] = []
+        self._hash = hashlib.sha256()
+        self._held: list[bytes] = []
+        self._file: IO[bytes] | None = None
         self._size = 0
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+    def write(self, data: bytes) -> int:
+        if not data:
+            return 0
+        self._hash.update(data)
+        self._size += len(data)
+        try:
+            if self._file is None and self._size > SPOOL_MEMORY:
+                self._file = _spool_file()
+                for held in self._held:
+                    self._file.write(held)
+                self._held = []
+            if self._file is None:
+                self._held.append(bytes(data))
+            else:
+                self._file.write(data)
+        except OSError as exc:
+            raise _spool_error(exc) from exc
+        return len(data)
+
+    def flush(self) -> None:
+        pass  # nothing is buffered here; the temporary file is flushed once, by `result`
+
+    def result(self) -> bytes | Spool:
+        if self._file is None:
+            return b"".join(self._held)
+        try:
+            self._file.flush()
+        except OSError as exc:
+            self.discard()
+            raise _spool_error(exc) from exc
+        return Spool(self._file, self._size)
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._held = []
+
+
+def _spool_file() -> IO[bytes]:
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryFile(dir=folder, prefix=".layer-")  # unnamed: gone with the process
+
+
+def _spool_error(exc: OSError) -> BuildError:
+    where = cache_dir()
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return BuildError(
+            f"no space left in {where} for a layer being appended ({exc.strerror}); free disk space, or point "
+            "FLYTE_IMAGES_CACHE_DIR at a folder on a bigger disk"
+        )
+    return BuildError(f"cannot write a layer being appended to {where}: {exc.strerror}")
+
+
+class _Writer(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
+class _Tar:
+    """A POSIX tar archive as `tarfile` writes one in its PAX format, streamed into `sink`: a
+    ustar header per entry (a pax extended header before it only for what ustar cannot hold),
+    data padded to 512 bytes, two zero blocks and padding to a 10 KiB record at the end.
+    Headers are made here (tarfile for the rare pax ones): a source folder has hundreds of
+    small files, and tarfile's per-entry work cost more than reading them. Small pieces are
+    gathered and handed on CHUNK bytes at a time, and `digest` is the SHA-256 of the whole."""
+
+    def __init__(self, sink: _Writer) -> None:
+        self._sink = sink
+        self._hash = hashlib.sha256()
+        self._parts: list[bytes] = []
+        self._pending = 0
+        self._size = 0
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
 
     def add(
         self, name: str, kind: bytes, mode: int, mtime: int, owner: tuple[int, int], data: bytes = b"", link: str = ""
     ) -> None:
-        if kind == _DIR and not name.endswith("/"):
-            name += "/"
-        header = _ustar(name, kind, mode, mtime, owner, len(data), link) or _pax(
-            name, kind, mode, mtime, owner, len(data), link
-        )
-        self._put(header)
+        self.header(name, kind, mode, mtime, owner, len(data), link)
         if data:
             self._put(data)
-            if len(data) % _BLOCK:
-                self._put(bytes(_BLOCK - len(data) % _BLOCK))
+            self.pad(len(data))
+
+    def header(
+        self, name: str, kind: bytes, mode: int, mtime: int, owner: tuple[int, int], size: int, link: str
+    ) -> None:
+        if kind == _DIR and not name.endswith("/"):
+            name += "/"
+        self._put(
+            _ustar(name, kind, mode, mtime, owner, size, link) or _pax(name, kind, mode, mtime, owner, size, link)
+        )
+
+    def add_file(self, name: str, mode: int, mtime: int, owner: tuple[int, int], path: str, size: int) -> None:
+        """A file's entry, its content read from `path` in chunks; the file must hold exactly
+        `size` bytes (its size when it was listed) from start to end."""
+        self.header(name, _FILE, mode, mtime, owner, size, "")
+        with open(path, "rb", buffering=0) as fh:
+            left = size
+            while left:
+                chunk = fh.read(min(CHUNK, left))
+                if not chunk:
+                    break
+                self._put(chunk)
+                left -= len(chunk)
+            if left or fh.read(1):
+                raise BuildError(f"{path} changed while its layer was made; stage the image again")
+        self.pad(size)
+
+    def pad(self, size: int) -> None:
+        if size % _BLOCK:
+            self._put(bytes(_BLOCK - size % _BLOCK))
 
     def _put(self, chunk: bytes) -> None:
         self._parts.append(chunk)
+        self._pending += len(chunk)
         self._size += len(chunk)
+        if self._pending >= CHUNK:
+            self._flush()
 
-    def finish(self) -> bytes:
+    def _flush(self) -> None:
+        data = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+        self._parts, self._pending = [], 0
+        self._hash.update(data)
+        self._sink.write(data)
+
+    def finish(self) -> None:
         self._put(bytes(2 * _BLOCK))
         if self._size % _RECORD:
             self._put(bytes(_RECORD - self._size % _RECORD))
-        return b"".join(self._parts)
+        self._flush()
 
 
 def _ustar(name: str, kind: bytes, mode: int, mtime: int, owner: tuple[int, int], size: int, link: str) -> bytes | None:
@@ -238,10 +412,6 @@ def _add(tar: _Tar, path: str, name: str, owner: tuple[int, int]) -> None:
     elif stat.S_ISLNK(st.st_mode):
         tar.add(name, _LINK, mode, mtime, owner, link=os.readlink(path))
     elif stat.S_ISREG(st.st_mode):
-        with open(path, "rb") as fh:
-            data = fh.read()
-        if len(data) != st.st_size:
-            raise BuildError(f"{path} changed while its layer was made; stage the image again")
-        tar.add(name, _FILE, mode, mtime, owner, data)
+        tar.add_file(name, mode, mtime, owner, path, st.st_size)
     else:
         raise BuildError(f"{path} is neither a file, a folder nor a symlink; staging never makes one, so restage")
