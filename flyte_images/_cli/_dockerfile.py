@@ -69,8 +69,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_context(staged: Path | None, dockerfile: str, target: Path) -> None:
+    """Copy the staged context to `target` as it is: symlinks as symlinks, modes and times
+    kept. Without recursion (a list of folders still to copy), so a context of any depth copies;
+    folders get their mode and times last, deepest first, since a read-only folder could not be
+    filled and filling one changes its time."""
     import shutil
 
     assert staged is not None
-    shutil.copytree(staged, target, symlinks=True, dirs_exist_ok=True)
+    target.mkdir(exist_ok=True)
+    folders = [(staged, target)]
+    pending = [(staged, target)]
+    while pending:
+        source, copy = pending.pop()
+        with os.scandir(source) as items:
+            for item in items:
+                into = copy / item.name
+                if item.is_dir(follow_symlinks=False):
+                    into.mkdir(0o700)
+                    folders.append((Path(item.path), into))
+                    pending.append((Path(item.path), into))
+                else:
+                    shutil.copy2(item.path, into, follow_symlinks=False)
+    for source, copy in reversed(folders):
+        shutil.copystat(source, copy)
     (target / "Dockerfile").write_text(dockerfile, encoding="utf-8")

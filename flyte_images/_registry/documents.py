@@ -3,7 +3,9 @@ a second time asks the registry nothing.
 
 A digest names exactly one content, so what is kept never goes stale; every read checks the
 content against its digest (a damaged or planted file is a miss, never an answer). Only small
-documents are kept (manifests, indexes, configs); the folder is trimmed, oldest first.
+documents are kept (manifests, indexes, configs); the folder is trimmed, oldest first. The
+folder is the tool's own: it is never used through a symlink, and trimming removes only names
+this module writes.
 """
 
 from __future__ import annotations
@@ -11,69 +13,101 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
+import time
 from pathlib import Path
 
-from .._statcache import cache_dir
+from .._statcache import (
+    DIR_NOFOLLOW,
+    cache_dir,
+    is_temporary_name,
+    open_cache_folder,
+    read_cache_file,
+    write_atomically,
+)
 
 MAX_DOCUMENT = 1024 * 1024
 MAX_FOLDER = 32 * 1024 * 1024
-_ALGORITHMS = ("sha256", "sha512")
+# A media type is a short ASCII name (the longest registered ones are under 100 characters).
+_MAX_MEDIA_TYPE = 255
+_ALGORITHMS = {"sha256": 64, "sha512": 128}  # algorithm: hex digits of its digests
 
 
-def _file(digest: str) -> Path | None:
+def _folder() -> Path:
+    return cache_dir() / "documents"
+
+
+def _name(digest: str) -> str | None:
     algorithm, _, value = digest.partition(":")
-    if algorithm not in _ALGORITHMS or not value or not all(c in "0123456789abcdef" for c in value):
+    if _ALGORITHMS.get(algorithm) != len(value) or not all(c in "0123456789abcdef" for c in value):
         return None
-    return cache_dir() / "documents" / f"{algorithm}-{value}"
+    return f"{algorithm}-{value}"
 
 
 def get(digest: str) -> tuple[bytes, str] | None:
     """The content named `digest` and the media type it was served with, when kept."""
-    path = _file(digest)
-    if path is None:
+    name = _name(digest)
+    if name is None:
         return None
     try:
-        data = path.read_bytes()
+        dfd = os.open(_folder(), DIR_NOFOLLOW)
     except OSError:
         return None
-    media, newline, content = data.partition(b"\n")
+    try:
+        data = read_cache_file(name, MAX_DOCUMENT + _MAX_MEDIA_TYPE + 1, dir_fd=dfd)
+    finally:
+        os.close(dfd)
+    if data is None:
+        return None
+    media, newline, content = bytes(data).partition(b"\n")
     algorithm, _, value = digest.partition(":")
-    if not newline or hashlib.new(algorithm, content).hexdigest() != value:
+    if not newline or len(media) > _MAX_MEDIA_TYPE or hashlib.new(algorithm, content).hexdigest() != value:
         return None
     return content, media.decode("ascii", "replace")
 
 
 def put(digest: str, content: bytes, media_type: str) -> None:
     """Keep `content` (already checked against `digest`) with its media type; best effort."""
-    path = _file(digest)
-    if path is None or len(content) > MAX_DOCUMENT or "\n" in media_type or not media_type.isascii():
+    name = _name(digest)
+    if name is None or len(content) > MAX_DOCUMENT or len(media_type) > _MAX_MEDIA_TYPE:
         return
-    temp = None
+    if "\n" in media_type or not media_type.isascii():
+        return
     with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=".doc-", dir=path.parent)
-        with os.fdopen(fd, "wb") as out:
-            out.write(media_type.encode() + b"\n" + content)
-        os.replace(temp, path)
-        temp = None
-        _trim(path.parent)
-    if temp is not None:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
+        dfd = open_cache_folder(_folder())
+        try:
+            write_atomically(dfd, name, media_type.encode() + b"\n" + content)
+            _trim(dfd)
+        finally:
+            os.close(dfd)
 
 
-def _trim(folder: Path) -> None:
+def _trim(dfd: int) -> None:
+    """Remove the oldest documents beyond MAX_FOLDER, and temporary files an hour old (left by
+    a process killed while writing); nothing else is ever removed."""
     entries = []
-    with os.scandir(folder) as found:
+    stale = time.time() - 3600
+    with os.scandir(dfd) as found:
         for entry in found:
             with contextlib.suppress(OSError):
-                info = entry.stat()
-                entries.append((info.st_mtime, info.st_size, entry.path))
-    total = sum(size for _t, size, _p in entries)
+                info = entry.stat(follow_symlinks=False)
+                if _is_document(entry.name):
+                    entries.append((info.st_mtime, info.st_size, entry.name))
+                elif _is_temporary(entry.name) and info.st_mtime < stale:
+                    os.unlink(entry.name, dir_fd=dfd)
+    total = sum(size for _t, size, _n in entries)
     for _time, size, old in sorted(entries):
         if total <= MAX_FOLDER:
             break
         with contextlib.suppress(OSError):
-            os.unlink(old)
+            os.unlink(old, dir_fd=dfd)
         total -= size
+
+
+def _is_document(name: str) -> bool:
+    algorithm, _, value = name.partition("-")
+    return _name(f"{algorithm}:{value}") == name
+
+
+def _is_temporary(name: str) -> bool:
+    written = name[1:].rpartition(".")[0].rpartition(".")[0]  # .<written>.<16 hex>.tmp
+    return _is_document(written) and is_temporary_name(name, written)

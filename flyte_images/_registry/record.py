@@ -3,7 +3,8 @@
 Registries can answer 404 for some seconds after a push (read-after-write lag). When the
 registry says "missing" for a reference pushed from here less than RECENT seconds ago, with the
 same platforms, the record is believed. It never turns "unknown" into "exists". Stored as JSON
-under the user cache folder, written atomically (temp file + rename) under a lock file.
+under the user cache folder, written atomically (temp file + rename) under a lock file, and read
+as every cache file is (`read_cache_file`: bounded, never through a symlink).
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .._statcache import cache_dir
+from .._statcache import cache_dir, open_cache_folder, read_cache_file, write_atomically
 
 RECENT = 300.0
 _MAX_ENTRIES = 2000
+# The largest record file written or read: an entry (a reference of at most ~400 characters, a
+# digest, a few platforms, a time) is well under 1 KB, so 2,000 of them stay far below this.
+_MAX_RECORD_BYTES = 8 << 20
+# Likewise for the platforms cache: 20,000 digests with their platforms.
+_MAX_PLATFORMS_BYTES = 32 << 20
 
 
 def _path() -> Path:
@@ -32,12 +37,31 @@ def _time(entry: dict[str, object]) -> float:
     return float(value) if isinstance(value, (int, float)) else 0.0
 
 
+def _load_json(path: Path, limit: int) -> object:
+    """The JSON value of a cache file, None when it is missing, too large or not JSON."""
+    raw = read_cache_file(path, limit)
+    try:
+        return None if raw is None else json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _write_json(path: Path, value: object, limit: int) -> None:
+    """Write `value` as the JSON file `path` in the cache folder (atomically); OSError when it
+    cannot be written. A file over `limit` is not written: it would be refused when read."""
+    data = json.dumps(value).encode()
+    if len(data) > limit:
+        return
+    dfd = open_cache_folder(path.parent, follow=True)  # the cache folder itself may be a link
+    try:
+        write_atomically(dfd, path.name, data)
+    finally:
+        os.close(dfd)
+
+
 def _entries(path: Path) -> dict[str, dict[str, object]]:
     """The record's entries; a damaged file or entry is dropped, never a crash of the build."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+    data = _load_json(path, _MAX_RECORD_BYTES)
     if not isinstance(data, dict):
         return {}
     return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, dict)}
@@ -47,15 +71,16 @@ def _entries(path: Path) -> dict[str, dict[str, object]]:
 def _locked() -> Iterator[dict[str, dict[str, object]]]:
     path = _path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
+    # O_NOFOLLOW: a link planted as the lock file is never opened (nor its target created).
+    lock = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = _entries(path)
         yield data
         newest = sorted(data.items(), key=lambda kv: _time(kv[1]), reverse=True)
-        fd, tmp = tempfile.mkstemp(prefix=".pushed-", dir=path.parent)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(dict(newest[:_MAX_ENTRIES]), handle)
-        Path(tmp).replace(path)
+        _write_json(path, dict(newest[:_MAX_ENTRIES]), _MAX_RECORD_BYTES)
+    finally:
+        os.close(lock)
 
 
 def remember_push(reference: str, digest: str | None, platforms: Sequence[str]) -> None:
@@ -85,10 +110,9 @@ class PlatformCache:
         self._data: dict[str, list[str]] = {}
         self._dirty = False
         if path is not None:
-            with contextlib.suppress(OSError, ValueError):
-                loaded = json.loads(path.read_text())
-                if isinstance(loaded, dict):
-                    self._data = loaded
+            loaded = _load_json(path, _MAX_PLATFORMS_BYTES)
+            if isinstance(loaded, dict):
+                self._data = loaded
 
     @classmethod
     def default(cls) -> PlatformCache:
@@ -109,10 +133,5 @@ class PlatformCache:
         if not self._dirty or self._path is None:
             return
         with contextlib.suppress(OSError):
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            items = list(self._data.items())[-self._MAX :]
-            fd, tmp = tempfile.mkstemp(prefix=".platforms-", dir=self._path.parent)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(dict(items), handle)
-            Path(tmp).replace(self._path)
+            _write_json(self._path, dict(list(self._data.items())[-self._MAX :]), _MAX_PLATFORMS_BYTES)
             self._dirty = False
