@@ -115,10 +115,18 @@ def repository_of(image: Image) -> str:
 
 
 def plan(
-    image: Image, options: RenderOptions | None = None, *, use_stat_cache: bool | None = None, uri: str | None = None
+    image: Image,
+    options: RenderOptions | None = None,
+    *,
+    use_stat_cache: bool | None = None,
+    uri: str | None = None,
+    check_locks: bool = False,
 ) -> BuildPlan:
     """The plan of `image` from one hashing read of its files (nothing is staged); `uri`
-    replaces repository:identifier as the uri it is tagged as."""
+    replaces repository:identifier as the uri it is tagged as. `check_locks` runs the checks a
+    build runs first (a uv.lock that no longer matches its pyproject.toml), for a dry run."""
+    if check_locks:
+        preflight(image)
     made = _make(image, options or RenderOptions(), shared_stat_cache(use_stat_cache), None)
     return replace(made, tag_uri=uri) if uri else made
 
@@ -126,9 +134,11 @@ def plan(
 @contextlib.contextmanager
 def staged_plan(image: Image, options: RenderOptions | None = None, *, uri: str | None = None) -> Iterator[BuildPlan]:
     """The plan of `image` made while staging its files; the staging folder stays locked (and
-    unchanged) until the block ends, so the backend sends exactly what the plan describes."""
+    unchanged) until the block ends, so the backend sends exactly what the plan describes.
+    The layers' checks (`preflight`) run first, before anything is staged."""
     from ._stage import snapshot
 
+    preflight(image)
     with snapshot(description_key(image)) as snap:
         made = _make(image, options or RenderOptions(), shared_stat_cache(), snap)
         dockerfile = made.dockerfile_path or snap.dockerfile
@@ -139,6 +149,16 @@ def staged_plan(image: Image, options: RenderOptions | None = None, *, uri: str 
         if cache is not None:
             cache.save()
         yield replace(made, context=snap.context, dockerfile_path=dockerfile, tag_uri=uri)
+
+
+def preflight(image: Image) -> None:
+    """The checks a layer makes with tools on this machine before a build stages anything (a
+    uv project: its uv.lock must match its pyproject.toml). They cost a process each, so the
+    identifier and the Dockerfile (`id`, `dockerfile`) never run them."""
+    for layer in image._layers:
+        check = getattr(layer, "preflight", None)
+        if check is not None:
+            check()
 
 
 def _make(image: Image, options: RenderOptions, cache: StatCache | None, snap: Snapshot | None) -> BuildPlan:

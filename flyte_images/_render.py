@@ -268,8 +268,11 @@ class Instructions:
     def bind(self, index: int, rw: bool = False) -> str:
         return f"--mount=type=bind,source=_fi/{index},target={self.WORK}/{index}" + (",rw" if rw else "")
 
-    def locked_export(self, index: int, command: str) -> str:
-        return f"cd {self.WORK}/{index} && {command} --output-file {self.WORK}/scratch/requirements.txt"
+    def locked_export(self, index: int, command: str, subdir: str = "") -> str:
+        """`command` run in the layer's bound folder (or its `subdir`: a project below the
+        folders of its path sources), writing the requirements the install step reads."""
+        folder = f"{self.WORK}/{index}" + (f"/{subdir}" if subdir else "")
+        return f"cd {q.shell_word(folder)} && {command} --output-file {self.WORK}/scratch/requirements.txt"
 
     def project_install(self, index: int, secrets: tuple[Secret, ...]) -> None:
         mount = f"--mount=type=bind,source=_fi/{index}p,target={self.WORK}/{index}p,rw"

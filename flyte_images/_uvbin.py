@@ -6,6 +6,9 @@ the user's pip configuration, mirrors and certificates apply), extracts the stat
 stages it into the build context as `_fi/uv/<TARGETARCH>/uv`. Binaries are cached under the
 user cache folder per version and architecture. The version is pinned (UV_VERSION, part of
 every identifier), so every machine puts the same uv into the same image.
+
+Before a build, the same uv (on a Linux host; elsewhere the `uv` on PATH) checks on the host
+that a project's uv.lock still matches its pyproject.toml (`check_lock`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from ._errors import BuildError, InvalidLayerArgument
+from ._errors import BuildError, InvalidLayerArgument, SourceError
 from ._statcache import cache_dir
 
 UV_VERSION = "0.13.9"
@@ -79,3 +82,71 @@ def uv_binary(platform: str, version: str = UV_VERSION) -> Path:
         with contextlib.suppress(FileExistsError):
             os.replace(extracted, target)
     return target
+
+
+# `platform.machine()` of a Linux host -> the Docker platform whose uv build runs on it.
+_HOST_PLATFORMS = {
+    "x86_64": "linux/amd64", "amd64": "linux/amd64", "aarch64": "linux/arm64", "arm64": "linux/arm64",
+    "armv7l": "linux/arm/v7", "i686": "linux/386", "i386": "linux/386", "ppc64le": "linux/ppc64le",
+    "s390x": "linux/s390x", "riscv64": "linux/riscv64",
+}  # fmt: skip
+
+
+def host_uv() -> Path | None:
+    """A uv this machine can run: on Linux the pinned one (the uv that reads the lock inside the
+    build, so both agree on it), elsewhere or when it cannot be fetched the `uv` on PATH."""
+    import platform
+    import shutil
+
+    target = _HOST_PLATFORMS.get(platform.machine().lower()) if sys.platform.startswith("linux") else None
+    if target is not None:
+        try:
+            return uv_binary(target)
+        except BuildError:
+            pass
+    found = shutil.which("uv")
+    return Path(found) if found else None
+
+
+def check_lock(pyproject: Path, lock: Path) -> None:
+    """Refuse a uv.lock that no longer matches its pyproject.toml, as `uv sync --locked` does.
+
+    `uv lock --locked --offline` in the project's folder: uv validates the lock against the
+    project (its configuration applies, as for the user's own uv), never writes it, and reads
+    nothing from the network. A lock that validates costs no resolution; one that does not is
+    resolved again from uv's cache alone, which either shows the lock changes ("needs to be
+    updated") or cannot succeed ("No solution found"): both exit 1. Anything else (no uv, a uv
+    too old for these flags, metadata that needs a build backend not in the cache) means the
+    lock could not be checked here: a warning, and the build goes on with the lock as it is."""
+    import subprocess
+    import warnings
+
+    folder = pyproject.parent
+    skipped = f"could not check that {lock} matches {pyproject}"
+    uv = host_uv()
+    if uv is None:
+        warnings.warn(f"{skipped}: no uv on this machine (install uv); building with the lock as it is", stacklevel=3)
+        return
+    command = [str(uv), "lock", "--locked", "--offline"]
+    env = {**os.environ, "NO_COLOR": "1"}
+    try:
+        result = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        warnings.warn(f"{skipped}: running {uv} failed ({exc}); building with the lock as it is", stacklevel=3)
+        return
+    if result.returncode == 0:
+        return
+    output = f"{result.stdout}\n{result.stderr}"
+    stale = "needs to be updated" in output or "No solution found when resolving dependencies" in output
+    if result.returncode == 1 and stale:
+        raise SourceError(
+            f"{lock} does not match {pyproject} (`uv sync --locked` refuses it too): the project's requirements "
+            f"changed since the lock was made, and the image would install what the old lock pins. "
+            f"Run `uv lock` in {folder} and build again"
+        )
+    lines = [line.strip() for line in output.splitlines() if line.strip().startswith(("error:", "cause:"))]
+    detail = " ".join(lines[:3]) or f"exit code {result.returncode}"
+    warnings.warn(
+        f"{skipped}: `uv lock --locked --offline` ({uv}) failed: {detail}; building with the lock as it is",
+        stacklevel=3,
+    )

@@ -4,7 +4,7 @@ uv scripts and local wheels. All install through uv (pinned, see `_uvbin`)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -149,42 +149,183 @@ def _project_identity(inputs: Inputs) -> Encodable:
 
 
 @dataclass(frozen=True)
+class _UVLayout:
+    """Where a uv project's files sit in its `_fi/<n>/` folder: the project folder at `project`
+    ("" : at the top) and each local path source at its own path relative to it ('/'-separated,
+    `../` allowed), so every relative path of pyproject.toml and uv.lock finds in the build the
+    files it names on the host."""
+
+    locked: bool
+    project: str = ""
+    sources: tuple[str, ...] = ()
+
+
+def _path_entries(data: bytes, origin: Path) -> list[str]:
+    """The `path` values of `[tool.uv.sources]` (a table per package, or a list of them with
+    markers). Only a text that mentions `sources` is parsed: a plain project costs no parse."""
+    if b"sources" not in data:
+        return []
+    from .._config import _tomllib
+
+    tomllib = _tomllib()
+    try:
+        parsed = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SourceError(f"{origin} is not valid TOML: {exc}") from exc
+    table = parsed.get("tool", {}).get("uv", {}).get("sources", {})
+    found = []
+    for spec in table.values() if isinstance(table, dict) else ():
+        for option in spec if isinstance(spec, list) else [spec]:
+            if isinstance(option, dict) and isinstance(option.get("path"), str):
+                found.append(option["path"])
+    return found
+
+
+def local_sources(pyproject: Path, data: bytes, reader: Sources) -> list[Path]:
+    """Every local path a uv project installs from: its `[tool.uv.sources]` paths, and theirs in
+    turn (uv honours the sources of a path dependency), as normalised absolute paths."""
+    found: dict[Path, None] = {}
+    pending = [(pyproject, data)]
+    while pending:
+        origin, text = pending.pop(0)
+        for given in _path_entries(text, origin):
+            if os.path.isabs(given):
+                raise SourceError(
+                    f"{origin} names the path source {given} by an absolute path, which does not exist inside the "
+                    f'build; write it relative to {origin.parent} (e.g. path = "../libs/dep")'
+                )
+            path = Path(os.path.normpath(os.path.join(os.path.abspath(origin.parent), given)))
+            if path in found:
+                continue
+            if not path.exists():
+                raise SourceNotFoundError(f"path source {given} of {origin} does not exist ({path})")
+            found[path] = None
+            if (path / "pyproject.toml").is_file():
+                _entry, more = reader.small_file(path / "pyproject.toml", "", f"pyproject file of path source {given}")
+                pending.append((path / "pyproject.toml", more))
+    return list(found)
+
+
+def _layout(pyproject: Path, paths: list[Path], locked: bool) -> tuple[_UVLayout, list[tuple[str, Path, str]]]:
+    """The layout of a project with these path sources, and for each source (in the layout's
+    order) its path relative to the project, its host path and its path below `_fi/<n>/`."""
+    project = Path(os.path.abspath(pyproject.parent))
+    ordered = sorted((Path(os.path.relpath(p, project)).as_posix(), p) for p in paths)
+    rels = [rel for rel, _path in ordered]
+    for rel in rels:
+        if set(rel.split("/")) <= {".", ".."}:
+            raise SourceError(
+                f"the path source {rel} of {pyproject} holds the project itself; a project cannot install "
+                "its own folder as a dependency (use project_install_mode='install_project')"
+            )
+    up = max((_ups(r) for r in rels), default=0)
+    root = project.parents[up - 1] if up else project
+    inside = project.relative_to(root).as_posix()
+    placed = [(rel, path, Path(os.path.relpath(path, root)).as_posix()) for rel, path in ordered]
+    return _UVLayout(locked, "" if inside == "." else inside, tuple(rels)), placed
+
+
+def _ups(rel: str) -> int:
+    parts = rel.split("/")
+    return next((i for i, part in enumerate(parts) if part != ".."), len(parts))
+
+
+@dataclass(frozen=True)
 class UVProject(_PythonInstall):
     """`uv export --frozen` of the lock (inside the build), then `uv pip install` of it; with
     install_project, the project itself after its dependencies. extra_args belong to `uv export`
     (like `uv sync` in the original: --extra, --group, ...). Without a uv.lock (none given and
     none beside the pyproject) the dependencies are resolved at build time: `uv lock` first,
-    as the original's `uv sync` does; the identifier then covers pyproject.toml alone."""
+    as the original's `uv sync` does; the identifier then covers pyproject.toml alone.
+
+    Local path sources (`[tool.uv.sources] dep = { path = "libs/dep" }`, editable or not, and
+    theirs in turn) are staged at the same paths relative to the project, with the ignore rules
+    of every layer's folder copy, and installed as regular packages (`--no-editable`): an
+    editable install would point at a folder that exists only while the step runs."""
 
     KIND: ClassVar[str] = "uv_project"
     pyproject: Path = Path("pyproject.toml")
     uvlock: Path | None = None
     project_install_mode: ProjectInstallMode = "dependencies_only"
 
+    def preflight(self) -> None:
+        """Before a build stages anything: refuse a uv.lock that does not match pyproject.toml.
+        uv checks the lock beside a project, so a lock given from another folder is not checked."""
+        lock = default_lock(self.pyproject, self.uvlock, "uv.lock")
+        own = self.pyproject.parent / "uv.lock"
+        if lock is None or not self.pyproject.is_file() or not own.is_file() or not os.path.samefile(own, lock):
+            return
+        from .._uvbin import check_lock
+
+        check_lock(self.pyproject, lock)
+
     def inputs(self, sources: Sources, index: int) -> Inputs:
         lock = default_lock(self.pyproject, self.uvlock, "uv.lock")
-        return _project_inputs(sources, index, self.pyproject, lock, "uv.lock", self.project_install_mode)
+        reader = Sources(cache=sources.cache)
+        entry, data = reader.small_file(self.pyproject, "", "pyproject file")
+        paths = local_sources(self.pyproject, data, reader)
+        if not paths:  # laid out as it always was: the identifier of a plain project stays
+            inputs = _project_inputs(sources, index, self.pyproject, lock, "uv.lock", self.project_install_mode)
+            return replace(inputs, data=_UVLayout(lock is not None))
+        layout, placed = _layout(self.pyproject, paths, lock is not None)
+        top = f"_fi/{index}"
+        here = f"{top}/{layout.project}" if layout.project else top
+        if sources.snap is not None:
+            sources.snap.put_bytes(f"{here}/pyproject.toml", data, entry.mode, entry.digest)
+        files: list[tuple[str, Staged]] = [("pyproject.toml", Staged(f"{here}/pyproject.toml", entry))]
+        if lock is not None:
+            files.append(("uv.lock", Staged(f"{here}/uv.lock", sources.file(lock, f"{here}/uv.lock", "uv.lock file"))))
+        trees: list[tuple[str, str, Tree]] = []
+        if self.project_install_mode == "install_project":
+            folder = self.pyproject.parent
+            tree = sources.tree(folder, f"{top}p", project=True, keep=(self.pyproject.name, "uv.lock"))
+            trees.append((f"{folder.name}/", f"{top}p", tree))
+        for rel, path, below in placed:
+            dest = f"{top}/{below}"
+            if path.is_dir():
+                trees.append((f"{rel}/", dest, sources.tree(path, dest, project=True, keep=("pyproject.toml",))))
+            else:
+                files.append((rel, Staged(dest, sources.file(path, dest, "path source"))))
+        return Inputs(files=tuple(files), trees=tuple(trees), data=layout)
 
     def identity(self, inputs: Inputs) -> Encodable:
-        return (self.KIND, self.project_install_mode, _project_identity(inputs), self._install_options())
+        layout: _UVLayout = inputs.data
+        if not layout.sources:
+            return (self.KIND, self.project_install_mode, _project_identity(inputs), self._install_options())
+        own_files = 2 if layout.locked else 1
+        own_trees = 1 if self.project_install_mode == "install_project" else 0
+        own = Inputs(files=inputs.files[:own_files], trees=inputs.trees[:own_trees])
+        found = {label: s.entry.identity()[1:] for label, s in inputs.files[own_files:]}
+        found.update({label: tree.identity() for label, _dest, tree in inputs.trees[own_trees:]})
+        local = tuple(sorted(found.items()))
+        return (
+            self.KIND,
+            self.project_install_mode,
+            _project_identity(own),
+            self._install_options(),
+            ("path_sources", layout.project, local),
+        )
 
     def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
         out.ensure_uv()
+        layout: _UVLayout = inputs.data
+        extra = out.split_args("extra_args", self.extra_args)
+        # Path sources are installed as regular packages, built from their staged folders
+        # (which a build backend may write into: the mount is then writable).
+        editable = ["--no-editable"] if layout.sources and "--no-editable" not in extra else []
         export = q.shell_join(
-            [
-                *("uv", "export", "--frozen", "--no-emit-project", "--format", "requirements-txt"),
-                *out.split_args("extra_args", self.extra_args),
-            ]
+            [*("uv", "export", "--frozen", "--no-emit-project", *editable, "--format", "requirements-txt"), *extra]
         )
         install = out.uv_install(self, ["-r", f"{out.WORK}/scratch/requirements.txt"], with_extra_args=False)
-        if inputs.data:  # a uv.lock: install exactly what it pins
-            script = f"{out.locked_export(index, export)} && {install}"
+        if layout.locked:  # a uv.lock: install exactly what it pins
+            script = f"{out.locked_export(index, export, layout.project)} && {install}"
         else:  # none: resolve now, into a lock that lives only in this step's writable mount
             downloads = () if out.venv else ("UV_PYTHON_DOWNLOADS=never",)
             lock = q.shell_join([*downloads, "uv", "lock", *out.index_args(self)])
-            script = f"{out.locked_export(index, f'{lock} && {export}')} && {install}"
-        out.run_step(script, [out.UV_CACHE, out.bind(index, rw=not inputs.data), out.SCRATCH], self.secret_mounts)
-        if inputs.trees:
+            script = f"{out.locked_export(index, f'{lock} && {export}', layout.project)} && {install}"
+        writable = not layout.locked or bool(layout.sources)
+        out.run_step(script, [out.UV_CACHE, out.bind(index, rw=writable), out.SCRATCH], self.secret_mounts)
+        if self.project_install_mode == "install_project":
             out.project_install(index, self.secret_mounts)
 
 
