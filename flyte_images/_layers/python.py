@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from .. import _quote as q
+from .._config import _tomllib
 from .._encoding import Encodable
 from .._errors import SourceError, SourceNotFoundError
 from .._files import Tree
@@ -165,14 +166,14 @@ def _path_entries(data: bytes, origin: Path) -> list[str]:
     markers). Only a text that mentions `sources` is parsed: a plain project costs no parse."""
     if b"sources" not in data:
         return []
-    from .._config import _tomllib
-
     tomllib = _tomllib()
     try:
         parsed = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise SourceError(f"{origin} is not valid TOML: {exc}") from exc
-    table = parsed.get("tool", {}).get("uv", {}).get("sources", {})
+        raise SourceError(f"{origin} is not valid TOML ({exc}); fix it (uv refuses it too)") from exc
+    table: object = parsed
+    for key in ("tool", "uv", "sources"):
+        table = table.get(key) if isinstance(table, dict) else None
     found = []
     for spec in table.values() if isinstance(table, dict) else ():
         for option in spec if isinstance(spec, list) else [spec]:
