@@ -17,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+from ._config import _tomllib
 from ._errors import BuildError, InvalidLayerArgument, SourceError
 from ._statcache import cache_dir
 
@@ -127,13 +128,23 @@ def check_lock(pyproject: Path, lock: Path) -> None:
     if uv is None:
         warnings.warn(f"{skipped}: no uv on this machine (install uv); building with the lock as it is", stacklevel=3)
         return
-    command = [str(uv), "lock", "--locked", "--offline"]
+    # This process's Python, when the project accepts it: otherwise uv searches PATH for one,
+    # and running the interpreters it finds there (shims) can cost more than the whole check.
+    # The lock is universal, so the interpreter does not change the answer; if uv refuses it
+    # (a workspace member may ask for a newer Python), uv is asked again to find its own.
+    attempts = [["--python", sys.executable], []] if _fits(pyproject) else [[]]
     env = {**os.environ, "NO_COLOR": "1"}
-    try:
-        result = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=120, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        warnings.warn(f"{skipped}: running {uv} failed ({exc}); building with the lock as it is", stacklevel=3)
-        return
+    for extra in attempts:
+        command = [str(uv), "lock", "--locked", "--offline", *extra]
+        try:
+            result = subprocess.run(
+                command, cwd=folder, env=env, capture_output=True, text=True, timeout=120, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            warnings.warn(f"{skipped}: running {uv} failed ({exc}); building with the lock as it is", stacklevel=3)
+            return
+        if result.returncode != 2:  # 2: uv could not do what was asked (1: it did, and the lock failed)
+            break
     if result.returncode == 0:
         return
     output = f"{result.stdout}\n{result.stderr}"
@@ -150,3 +161,18 @@ def check_lock(pyproject: Path, lock: Path) -> None:
         f"{skipped}: `uv lock --locked --offline` ({uv}) failed: {detail}; building with the lock as it is",
         stacklevel=3,
     )
+
+
+def _fits(pyproject: Path) -> bool:
+    """Whether this Python meets the project's `requires-python` (none: any does)."""
+    import platform
+
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    tomllib = _tomllib()
+    try:
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project")
+        wanted = project.get("requires-python") if isinstance(project, dict) else None
+        return wanted is None or SpecifierSet(str(wanted)).contains(platform.python_version(), prereleases=True)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, InvalidSpecifier):
+        return False
