@@ -14,7 +14,7 @@ import contextlib
 import os
 import shutil
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,12 +25,16 @@ from ._hints import add_hint
 from ._image import Image
 from ._plan import BuildPlan, plan, repository_of, staged_plan
 from ._render import CA_SECRET_ID, RenderOptions
+from ._secret import unusable_secrets
 from ._skip import Decision, Question, decide, strict_default
 from ._syncaio import syncaio
+from ._validation import image_reference
 from ._validation import platforms as check_platforms
 
 if TYPE_CHECKING:
     from flyte_images.builders.base import Builder, Progress, SecretSource
+
+    from ._builders import WholeImageBuilder
 
 CA_BUNDLE_ENV = "FLYTE_IMAGES_CA_BUNDLE"
 MIN_SECRET_LENGTH = 3
@@ -42,14 +46,16 @@ class ImageBuild(str):
 
     `uri` the image reference, `built` whether a build ran, `reason` why not (or how it was
     built), `digest` the pushed manifest digest or loaded image id when known, `dockerfile` the
-    rendered text, `path` "engine" or "append" for a build that ran (see `build`).
+    rendered text, `path` "engine" or "append" for a build that ran (see `build`), "builder" for
+    one a Flyte SDK image builder object made (`init(image_builder=obj)`).
     It also constructs and reads as the Flyte SDK's `ImageBuild(uri, remote_run, build_run)`:
     `remote_run` and `build_run` (a remote build's run) are None here, as for the SDK's local
-    builder. Builds here always finish before returning, so `uri` is always a str: an SDK-style
-    `uri=None` (a remote build still running) is kept as the empty string.
+    builder. Builds here always finish before returning, so a build's `uri` is always a str; an
+    `ImageBuild(uri=None)` made as in the SDK (a remote build still running) keeps `uri` None,
+    as the SDK's does, and reads as the empty string.
     """
 
-    uri: str
+    uri: str | None
     remote_run: object | None
     build_run: object | None
     built: bool
@@ -71,7 +77,7 @@ class ImageBuild(str):
         path: str = "",
     ) -> ImageBuild:
         value = super().__new__(cls, uri or "")
-        value.uri = uri or ""
+        value.uri = uri
         value.remote_run = remote_run
         value.build_run = build_run
         value.built = built
@@ -81,7 +87,7 @@ class ImageBuild(str):
         value.path = path
         return value
 
-    def __getnewargs__(self) -> tuple[str, object | None, object | None]:  # type: ignore[override]
+    def __getnewargs__(self) -> tuple[str | None, object | None, object | None]:  # type: ignore[override]
         # Copies and pickles keep the SDK's fields; the details are restored from __dict__.
         return (self.uri, self.remote_run, self.build_run)
 
@@ -126,6 +132,7 @@ def _secret_sources(built: BuildPlan, ca_bundle: Path | None, private: Path) -> 
 
     sources: list[SecretSource] = []
     values: list[str] = []
+    unusable_secrets(built.secrets)
     for secret in built.secrets:
         source, value = _secret_value(secret, secret.source_env_var)
         sources.append(source)
@@ -229,21 +236,19 @@ def build_image(
     given, is the reference the image is checked, tagged and pushed as instead of
     repository:identifier (for callers that own the tag, such as the flyte plugin); the identity
     label still carries our identifier."""
-    if uri is not None:
-        from ._validation import image_reference
-
-        uri = image_reference("uri", uri)
+    uri = None if uri is None else image_reference("uri", uri)
     if image.is_reference:
         return ImageBuild(image.uri, built=False, reason="an existing image, used as is")
+    if dry_run:  # a dry run stands for the build, which refuses these before anything runs
+        unusable_secrets(tuple(s for layer in image._layers for s in getattr(layer, "secret_mounts", ())))
     from ._append.build import APPEND, Choice, choose
-    from ._builders import get_builder
+    from ._builders import WholeImageBuilder, get_builder
 
     if platform is not None:
         image = image.clone(platform=check_platforms(platform))  # type: ignore[arg-type]
     pushing = bool(image.registry or _config.configured_registry()) if push is None else push
-    if builder is None and _config.configured_builder() == APPEND:
-        builder = APPEND  # FLYTE_IMAGES_BUILDER=append or image_builder = "append"
-    choice = choose(image, builder, pushing)
+    chosen = _chosen_builder(builder)
+    choice = choose(image, chosen, pushing)
     if choice.append and uri is not None and uri.rpartition(":")[0] != repository_of(image):
         choice = Choice(False, f"the tag {uri} is outside the image's repository {repository_of(image)}")
     ca_text = str(ca_bundle) if ca_bundle else _config.configured_ca_bundle()
@@ -254,7 +259,7 @@ def build_image(
         from ._append.run import by_append
 
         engine_options = {
-            "builder": None if builder == APPEND else builder,
+            "builder": None if chosen == APPEND else chosen,
             "cache_from": cache_from,
             "cache_to": cache_to,
             "ca_bundle": ca_bundle,
@@ -275,9 +280,11 @@ def build_image(
         )
         if appended is not None:
             return appended
-        builder = None if builder == APPEND else builder
+        chosen = None if chosen == APPEND else chosen
         choice = Choice(False, "its file layers are too big to append from memory")
-    backend = get_builder(builder)
+    backend = get_builder(chosen)
+    if isinstance(backend, WholeImageBuilder):
+        return _by_object(backend, image, plan(image, options, uri=uri), dry_run, force, (pushing, strict, quiet))
     if dry_run:
         planned = plan(image, options, uri=uri)
         decision = None if force else _decide(planned, pushing, backend, strict, quiet)
@@ -304,6 +311,65 @@ def build_image(
         remember_pushed(staged, result.digest)
     _record(staged, f"built by the engine ({getattr(backend, 'name', 'a backend')}): {choice.why}")
     return result
+
+
+def _chosen_builder(builder: str | Builder | None) -> object:
+    """The builder asked for: the one given, else an object given to `init(image_builder=...)`
+    (used as if given here), else "append" when that is the configured name
+    (FLYTE_IMAGES_BUILDER=append or image_builder = "append"), else None (the configured backend)."""
+    from ._append.build import APPEND
+    from ._builders import configured_object
+
+    chosen = configured_object() if builder is None else builder
+    if chosen is None and _config.configured_builder() == APPEND:
+        chosen = APPEND
+    return chosen
+
+
+def _by_object(
+    backend: WholeImageBuilder,
+    image: Image,
+    planned: BuildPlan,
+    dry_run: bool,
+    force: bool,
+    check: tuple[bool, bool, bool],
+) -> ImageBuild:
+    """Build with a Flyte SDK image builder object, as `_builders.WholeImageBuilder` describes:
+    our skip rule first, then the object's `build_image`; what it raises that is not one of our
+    errors becomes a BuildError naming it, as the SDK wraps a third-party builder's errors."""
+    import inspect
+
+    pushing, strict, quiet = check
+    if not force:
+        decision = _decide(planned, pushing, backend, strict, quiet)
+        if not decision.build:
+            return _skipped(planned, decision)
+    name = type(backend.target).__name__
+    try:
+        result = backend.target.build_image(image, dry_run=dry_run, wait=True, force=force)  # type: ignore[attr-defined]
+        if inspect.isawaitable(result):
+            result = run_coroutine(_awaited(result))
+    except FlyteImagesError:
+        raise
+    except Exception as exc:
+        raise BuildError(f"the image builder {name} failed to build {planned.uri}: {exc}") from exc
+    uri = getattr(result, "uri", result if isinstance(result, str) else None)
+    how = f"dry run by the image builder {name}" if dry_run else f"built by the image builder {name}"
+    if not dry_run:
+        _record(planned, how)
+    return ImageBuild(
+        uri if isinstance(uri, str) else None,
+        getattr(result, "remote_run", None),
+        getattr(result, "build_run", None),
+        built=not dry_run,
+        reason=how,
+        dockerfile=planned.dockerfile,
+        path="" if dry_run else "builder",
+    )
+
+
+async def _awaited(result: Awaitable[T]) -> T:
+    return await result
 
 
 def remember_pushed(staged: BuildPlan, digest: str | None) -> None:

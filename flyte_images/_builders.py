@@ -1,4 +1,5 @@
-"""Finding a build backend: by name, only through the `flyte_images.builders` entry points.
+"""Finding a build backend: by name, only through the `flyte_images.builders` entry points, or
+an object given to `init(image_builder=...)` or `build(..., builder=...)`.
 
 The built-in `docker` backend is registered in pyproject.toml exactly like a third-party one,
 so there is no table of built-ins here: what is installed is what can be chosen.
@@ -10,12 +11,12 @@ import os
 import re
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ._errors import ConfigError
+from ._errors import BuildError, ConfigError, InvalidBuilderError
 
 if TYPE_CHECKING:
-    from flyte_images.builders.base import Builder
+    from flyte_images.builders.base import Builder, BuildRequest, BuildResult, Progress
 
 ENTRY_POINT_GROUP = "flyte_images.builders"
 DEFAULT_BUILDER = "docker"
@@ -142,20 +143,83 @@ def _read_entry_points(path: str, group: str, found: list[EntryPoint]) -> bool:
     return True
 
 
-def get_builder(name_or_instance: str | Builder | None = None) -> Builder:
-    """The backend called `name_or_instance`, or that object itself when it already is one.
+class WholeImageBuilder:
+    """A Flyte SDK image builder object where a backend goes: anything with the SDK's
+    `ImageBuilder` method `build_image(image, dry_run, wait=True, force=False)` (a coroutine
+    function or a plain one) that returns the SDK's `ImageBuild` (its `uri`) or a uri.
 
-    No name: the configured one (FLYTE_IMAGES_BUILDER or the config file), else docker.
+    Such an object builds whole images, not staged contexts, so it takes the place of the whole
+    engine route, not of one step of it: flyte-images still computes the image's identifier and
+    applies its skip rule (the registry for a pushed image; unless `force`), then hands the object
+    the Image as the SDK does, with `wait=True` (our builds finish before returning), and reports
+    the uri the object returns. The object's `get_checkers()` are not asked (the registry is), and
+    an image built by it is never split for the append path. As a backend it cannot tell what a
+    local store holds (`local_exists` is None) and builds no staged context (`build` refuses)."""
+
+    name: ClassVar[str] = "image_builder"
+    exports_cache: ClassVar[bool] = False
+
+    def __init__(self, target: object) -> None:
+        self.target = target
+
+    def local_exists(self, reference: str) -> bool | None:
+        del reference
+        return None
+
+    def build(self, request: BuildRequest, progress: Progress) -> BuildResult:
+        del request, progress
+        raise BuildError(f"{type(self.target).__name__} builds whole images (build_image), not a staged context")
+
+    def __repr__(self) -> str:
+        return f"WholeImageBuilder({self.target!r})"
+
+
+def is_builder_object(value: object) -> bool:
+    """Whether `value` can be given as a builder: one of our backends or an SDK image builder."""
+    from flyte_images.builders.base import Builder
+
+    if isinstance(value, type):
+        return False
+    return isinstance(value, Builder) or callable(getattr(value, "build_image", None))
+
+
+def configured_object() -> object | None:
+    """The builder object given to `init(image_builder=...)`, if one was (a name is left to
+    `configured_builder`). `_config.reset()` forgets it with the other settings."""
+    from . import _config
+
+    value: object = _config._explicit.image_builder
+    return None if value is None or isinstance(value, str) else value
+
+
+def _not_a_builder(value: object) -> InvalidBuilderError:
+    kind = "a class" if isinstance(value, type) else type(value).__name__
+    return InvalidBuilderError(
+        f"{value!r} ({kind}) is not an image builder: give a builder's name, an instance with `name`, "
+        "`local_exists(reference)` and `build(request, progress)`, or a Flyte SDK image builder (an instance "
+        "with `build_image(image, dry_run, wait, force)`)"
+    )
+
+
+def get_builder(name_or_instance: str | object | None = None) -> Builder:
+    """The backend called `name_or_instance`, or that object itself when it already is one (a
+    Flyte SDK image builder object is wrapped in a `WholeImageBuilder`).
+
+    No name: the object given to init(image_builder=...), else the configured name
+    (FLYTE_IMAGES_BUILDER or the config file), else docker.
     """
     from flyte_images.builders.base import Builder
 
+    if name_or_instance is None:
+        name_or_instance = configured_object()
+    if isinstance(name_or_instance, WholeImageBuilder):
+        return name_or_instance
     if isinstance(name_or_instance, Builder) and not isinstance(name_or_instance, type):
         return name_or_instance
     if name_or_instance is not None and not isinstance(name_or_instance, str):
-        raise ConfigError(
-            f"{name_or_instance!r} is not an image builder: give a builder's name or an instance with "
-            "`name`, `local_exists(reference)` and `build(request, progress)`"
-        )
+        if not is_builder_object(name_or_instance):
+            raise _not_a_builder(name_or_instance)
+        return WholeImageBuilder(name_or_instance)
     from . import _config
 
     chosen = name_or_instance or _config.configured_builder() or DEFAULT_BUILDER
@@ -171,7 +235,7 @@ def get_builder(name_or_instance: str | Builder | None = None) -> Builder:
     plugins = available_builders()
     if chosen not in plugins:
         names = sorted({*plugins, *(alias for alias, target in _ALIASES.items() if target in plugins)})
-        raise ConfigError(
+        raise InvalidBuilderError(
             f"no image builder named {chosen!r}; available: {', '.join(names) or 'none'} "
             f"(backends register in the entry-point group {ENTRY_POINT_GROUP!r})"
         )
@@ -179,7 +243,7 @@ def get_builder(name_or_instance: str | Builder | None = None) -> Builder:
     # A class or a factory is called; an object that already is a backend is used as is.
     backend = loaded if isinstance(loaded, Builder) and not isinstance(loaded, type) else loaded()
     if not isinstance(backend, Builder):
-        raise ConfigError(
+        raise InvalidBuilderError(
             f"the image builder {chosen!r} ({plugins[chosen].value}) does not provide "
             "`name`, `local_exists(reference)` and `build(request, progress)`"
         )

@@ -11,6 +11,7 @@
     │   │   └── SourceNotFoundError (also FileNotFoundError)
     │   └── BuildError (below)
     ├── ConfigError                              no registry, unknown image ref, bad config file
+    │   └── InvalidBuilderError (also a ValueError)  no image builder of that name, or not one
     ├── RegistryError                            a registry could not be asked (never "exists")
     ├── BuildError (an ImageBuildError)          a build could not be prepared or failed
     │   ├── EngineUnavailableError               no Docker CLI, no daemon, no buildx
@@ -83,6 +84,11 @@ class SourceNotFoundError(SourceError, FileNotFoundError):
 
 class ConfigError(FlyteImagesError):
     """Configuration is missing or wrong: no registry, an unknown image ref, a bad config file."""
+
+
+class InvalidBuilderError(ConfigError, ValueError):
+    """The image builder named is not installed, or the object given is not a builder; a
+    ValueError, as the Flyte SDK raises for an unknown builder name, and still a ConfigError."""
 
 
 class RegistryError(FlyteImagesError):

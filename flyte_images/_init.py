@@ -1,10 +1,10 @@
 """`init(...)` and `init_from_config(...)` with the Flyte SDK's signatures.
 
-Only the settings the image engine uses take effect: `image_builder`, `images`,
-`image_registry`, `root_dir` (whose `.dockerignore` applies to every folder an image copies, as
-in the SDK; without it, the current folder's), and for `init_from_config` the config file
-itself. The remote-service parameters (endpoint, auth, storage, ...) are accepted so SDK code
-ports unchanged, and ignored.
+Only the settings the image engine uses take effect: `image_builder` (a name, or a builder
+object as the SDK takes one), `images`, `image_registry`, `root_dir` (whose `.dockerignore`
+applies to every folder an image copies, as in the SDK; without it, the current folder's), and
+for `init_from_config` the config file itself. The remote-service parameters (endpoint, auth,
+storage, ...) are accepted so SDK code ports unchanged, and ignored.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _config
-from ._errors import ConfigError
+from ._builders import is_builder_object
+from ._errors import ConfigError, InvalidBuilderError
 from ._syncaio import syncaio
 
 
@@ -22,7 +23,15 @@ def _root_dir(value: Path | str | None) -> str | None:
     return None if value is None else str(Path(value).absolute())
 
 
-def _builder(value: str | None) -> str | None:
+def _builder(value: object) -> object:
+    """The image_builder setting: a name, or an object used for every build as the SDK uses
+    it (see `_builders.WholeImageBuilder` for how an SDK image builder object builds); one that
+    can never build is refused here rather than at the first build."""
+    if value is not None and not isinstance(value, str) and not is_builder_object(value):
+        raise InvalidBuilderError(
+            f"image_builder={value!r} is not an image builder: give a builder's name (e.g. 'docker', "
+            "'buildkit'), one of our backends, or a Flyte SDK image builder (with build_image(...))"
+        )
     # The SDK's default is "local" (its Docker builder); leave the setting to env/config then.
     return None if value in (None, "local") else value
 
@@ -54,7 +63,7 @@ def init(
     disable_keyring: bool = False,
     storage: Any = None,
     batch_size: int = 1000,
-    image_builder: str = "local",
+    image_builder: str | object = "local",
     images: dict[str, str] | None = None,
     image_registry: str | None = None,
     source_config_path: Path | None = None,
@@ -93,7 +102,7 @@ def init_from_config(
     domain: str | None = None,
     storage: Any = None,
     batch_size: int = 1000,
-    image_builder: str | None = None,
+    image_builder: str | object | None = None,
     images: tuple[str, ...] | None = None,
     sync_local_sys_paths: bool = True,
 ) -> None:
