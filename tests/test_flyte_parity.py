@@ -154,3 +154,22 @@ def test_a_string_secret_that_could_break_its_mount_flag_stays_one_flag() -> Non
     image = BASE.with_commands(["true"], secret_mounts=["x,target=/etc/passwd"])
     mounts = [line for line in plan(image).dockerfile.splitlines() if "type=secret" in line]
     assert mounts and all("/etc/passwd" not in line for line in mounts)
+
+
+@pytest.mark.engine
+@pytest.mark.usefixtures("engine")
+def test_a_secret_keyed_by_a_path_reaches_its_step_on_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine_support import BUSYBOX, remove_image, run_in
+
+    monkeypatch.setenv("_TMP_SECRET1", "value-of-the-path-keyed-secret")
+    secret = Secret(key="/tmp/secret1", as_env_var="TOKEN")
+    image = (
+        Image.from_base(BUSYBOX)
+        .clone(name="fi-test-pathsecret")
+        .with_commands(['test "$TOKEN" = value-of-the-path-keyed-secret && echo ok > /seen'], secret_mounts=[secret])
+    )
+    result = flyte_images.build(image, force=True, quiet=True, push=False)
+    try:
+        assert result.built and run_in(result.uri, "cat /seen").strip() == "ok"
+    finally:
+        remove_image(result.uri)
