@@ -6,8 +6,8 @@
 - FlakyProxy, a fake that stands in front of a real registry only to answer 429 once, since a
   registry cannot be made to rate-limit on demand;
 - FakeServer, the base of the hand-written hostile fakes of the tests (redirecting fronts,
-  servers that drip bytes, answer garbage or serve malformed documents): no real registry
-  can be made to misbehave like that;
+  servers that drip bytes, answer garbage, serve malformed documents, stall uploads or close
+  connections without answering): no real registry can be made to misbehave like that;
 - seed_image, which puts a small image into a real registry over its HTTP API (no engine).
 """
 
@@ -296,20 +296,25 @@ class FakeServer:
     `answer(handler)` and records what it was asked (`seen`). Only for behaviour no real
     registry can be made to show; the tests say which fake stands for what."""
 
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, *, keep_alive: bool = False) -> None:
         self.seen: list[Seen] = []
+        self.connections: set[int] = set()  # the client ports that were served
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            # HTTP/1.0 closes each connection after its answer; 1.1 keeps it for the next request.
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def log_message(self, *_args: object) -> None:
                 pass
 
             def _answer(self) -> None:
                 fake.seen.append(Seen(self.command, self.path, dict(self.headers.items())))
+                fake.connections.add(self.client_address[1])
                 with contextlib.suppress(OSError):  # the client may hang up first (deadlines)
                     answer(self)
 
-            do_GET = do_HEAD = do_POST = _answer
+            do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _answer
 
         self.server, self.port = _serve(Handler)
 

@@ -10,11 +10,11 @@ import io
 import json
 import os
 import tarfile
-import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from flyte_images import Image
@@ -23,7 +23,6 @@ from flyte_images._append.image import OCI_LAYER, OCI_MANIFEST
 from flyte_images._append.split import has_file_part
 from flyte_images._append.tarball import Folder
 from flyte_images._errors import BuildError, RegistryError
-from flyte_images._registry.transport import URL, Headers, HTTPTransport, Response
 from flyte_images._registry.wire import INDEX_TYPES
 
 
@@ -147,12 +146,11 @@ def test_split_keeps_runs_in_the_engine_part(tmp_path: Path) -> None:
     assert [layer.KIND for layer in engine_part(image)._layers] == ["source_folder", "commands"]
 
 
-class FakeRegistry(HTTPTransport):
+class FakeRegistry(httpx.AsyncBaseTransport):
     """A fake registry: just enough of the distribution API, in memory, to see what `append`
     sends (the real registry's behaviour is covered by the engine tests)."""
 
     def __init__(self) -> None:
-        super().__init__(timeout=5)
         self.blobs: dict[str, bytes] = {}
         self.manifests: dict[str, tuple[bytes, str]] = {}
         self.requests: list[str] = []
@@ -169,34 +167,34 @@ class FakeRegistry(HTTPTransport):
         self.blobs[digest] = content
         return digest
 
-    def send(self, method: str, url: URL, headers: Mapping[str, str], content: bytes | None = None) -> Response:
-        path, body = url.path, content or b""
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        method, path, headers, body = request.method, request.url.path, request.headers, await request.aread()
         self.requests.append(f"{method} {path}")
         if method == "PUT" and "/blobs/uploads/" in path:
             self.sent.append(hashlib.sha256(body).hexdigest())
         kind, _, name = path.removeprefix("/v2/app/").partition("/")
         if kind == "manifests" and method == "GET":
             if name not in self.manifests:
-                return _answer(url, 404)
+                return _answer(404)
             content, media = self.manifests[name]
-            return _answer(url, 200, content, {"Content-Type": media})
+            return _answer(200, content, {"Content-Type": media})
         if kind == "manifests" and method == "PUT":
             digest = self.put_blob(body)
             self.manifests[name] = (body, headers["Content-Type"])
-            return _answer(url, 201, headers={"Docker-Content-Digest": digest})
+            return _answer(201, headers={"Docker-Content-Digest": digest})
         if kind == "blobs" and name == "uploads/" and method == "POST":
-            return _answer(url, 202, headers={"Location": "/v2/app/blobs/uploads/u1?state=x"})
+            return _answer(202, headers={"Location": "/v2/app/blobs/uploads/u1?state=x"})
         if kind == "blobs" and name.startswith("uploads/") and method == "PUT":
             digest = self.put_blob(body)
-            assert dict(urllib.parse.parse_qsl(url.query))["digest"] == digest
-            return _answer(url, 201)
+            assert request.url.params["digest"] == digest
+            return _answer(201)
         if kind == "blobs" and name in self.blobs:
-            return _answer(url, 200, self.blobs[name] if method == "GET" else b"")
-        return _answer(url, 404)
+            return _answer(200, self.blobs[name] if method == "GET" else b"")
+        return _answer(404)
 
 
-def _answer(url: URL, status: int, content: bytes = b"", headers: Mapping[str, str] | None = None) -> Response:
-    return Response(status, Headers((headers or {}).items()), url, content)
+def _answer(status: int, content: bytes = b"", headers: Mapping[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, content=content, headers=headers)
 
 
 def fake_base(reg: FakeRegistry, *, attested: bool) -> None:

@@ -24,7 +24,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -35,7 +34,6 @@ import flyte_images
 from flyte_images import Image
 from flyte_images._registry.client import check_many
 from flyte_images._registry.index import platform_reference, push_index
-from flyte_images._registry.transport import URL, Headers, HTTPTransport, Response
 from flyte_images.builders import _multiarch as multiarch
 from flyte_images.builders import docker as docker_backend
 from flyte_images.builders.base import BuildRequest, BuildResult, Progress
@@ -176,15 +174,14 @@ def failing_index_put(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every index PUT is answered 503 (as by a registry going away) until the patch is undone."""
     real = push_index
 
-    class Refuse(HTTPTransport):
-        def send(self, method: str, url: URL, headers: Mapping[str, str], content: bytes | None = None) -> Response:
-            if method == "PUT" and "/manifests/" in url.path:
-                said = json.dumps({"errors": [{"code": "UNAVAILABLE", "message": "simulated outage"}]}).encode()
-                return Response(503, Headers([("Content-Type", "application/json")]), url, said)
-            return super().send(method, url, headers, content)
+    class Refuse(httpx.AsyncHTTPTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "PUT" and "/manifests/" in request.url.path:
+                return httpx.Response(503, json={"errors": [{"code": "UNAVAILABLE", "message": "simulated outage"}]})
+            return await super().handle_async_request(request)
 
     async def refused(reference: str, parts: dict[str, str], **options: object) -> str:
-        return await real(reference, parts, transport=Refuse(timeout=10), **options)  # type: ignore[arg-type]
+        return await real(reference, parts, transport=Refuse(), **options)  # type: ignore[arg-type]
 
     monkeypatch.setattr(flyte_images._registry.index, "push_index", refused)
 

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import hashlib
 import json
 import os
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -37,7 +34,6 @@ from flyte_images import Image, RegistryError
 from flyte_images._cli import main
 from flyte_images._registry.auth import credentials_for, ecr_credentials
 from flyte_images._registry.client import ACCEPT, check_many, parse_reference
-from flyte_images._registry.transport import URL, HTTPTransport
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 
@@ -221,15 +217,14 @@ def test_ecr_hosts_use_the_same_check_path_as_any_registry(
             )
             push_busybox(reg.host, "ecr/app", "v1", login)
 
-            class ToLoopback(HTTPTransport):
-                def send(self, method: str, url: URL, headers: Mapping[str, str], content: bytes | None = None) -> Any:
-                    if url.host == host:
-                        url = dataclasses.replace(
-                            url, scheme="http", host="127.0.0.1", port=int(reg.host.split(":")[1])
-                        )
-                    return super().send(method, url, headers, content)
+            class ToLoopback(httpx.AsyncHTTPTransport):
+                async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+                    if request.url.host == host:
+                        port = int(reg.host.split(":")[1])
+                        request.url = request.url.copy_with(scheme="http", host="127.0.0.1", port=port)
+                    return await super().handle_async_request(request)
 
-            (found,) = check([f"{host}/ecr/app:v1"], transport=ToLoopback(timeout=10))
+            (found,) = check([f"{host}/ecr/app:v1"], transport=ToLoopback())
             assert found.state == "exists"
 
 
@@ -298,17 +293,17 @@ def test_platforms_are_remembered_by_digest_so_a_repeat_check_is_one_request(
 
     paths: list[str] = []
 
-    class Counting(HTTPTransport):
-        def send(self, method: str, url: URL, headers: Mapping[str, str], content: bytes | None = None) -> Any:
-            paths.append(url.path)
-            return super().send(method, url, headers, content)
+    class Counting(httpx.AsyncHTTPTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            paths.append(request.url.path)
+            return await super().handle_async_request(request)
 
     ref = f"{local_registry}/team/app:v1"
-    (first,) = check([ref], ["linux/amd64"], transport=Counting(timeout=10))
+    (first,) = check([ref], ["linux/amd64"], transport=Counting())
     assert first.exists and [p.split("/")[-2] for p in paths] == ["manifests", "blobs"]
     assert PlatformCache.default().get(seeded["digest"]) == ("linux/amd64",)
     paths.clear()
-    (again,) = check([ref], ["linux/amd64"], transport=Counting(timeout=10))
+    (again,) = check([ref], ["linux/amd64"], transport=Counting())
     assert again.exists and again.platforms == ("linux/amd64",) and len(paths) == 1
 
 

@@ -1,11 +1,18 @@
-"""The registry transport: TLS set up only for https:// URLs (and then verified), kept-alive
-connections, chunked bodies, proxies from the environment."""
+"""Registry HTTP: TLS verified against the system's store (SSL_CERT_FILE and SSL_CERT_DIR
+honoured), kept-alive connections, chunked bodies, proxies from the environment with NO_PROXY.
+
+The servers are loopback fakes (one plain, one TLS with a certificate no CA vouches for); the
+requests go through the registry session the checks and pushes use.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import ipaddress
+import os
 import ssl
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -14,7 +21,8 @@ import pytest
 from cryptography import x509
 from registry_support import _serve, reply, self_signed_files
 
-from flyte_images._registry.transport import URL, HTTPTransport, TransportError
+from flyte_images._registry.session import Session
+from flyte_images._registry.transport import URL, TransportError
 
 
 class _Hello(http.server.BaseHTTPRequestHandler):
@@ -45,7 +53,10 @@ def _certificate(folder: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def servers(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+def servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str, Path]]:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
     cert, key = _certificate(tmp_path)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
@@ -56,18 +67,24 @@ def servers(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         server.server_close()
 
 
-def _get(url: str, transport: HTTPTransport | None = None) -> tuple[int, bytes, bool]:
-    """GET through a transport: status, body, and whether TLS was set up."""
-    http = transport or HTTPTransport(timeout=5)
-    answer = http.send("GET", URL.parse(url), {})
-    body = b"".join(iter(answer.read, b""))
-    answer.close()
-    return answer.status, body, http._tls is not None
+def _get(*urls: str) -> list[tuple[int, bytes]]:
+    """GET each URL in turn through one registry session: status and body of each."""
+
+    async def run() -> list[tuple[int, bytes]]:
+        session = Session()
+        try:
+            answers = [await session.read("GET", URL.parse(url), {}, 1 << 20) for url in urls]
+        finally:
+            await session.aclose()
+        return [(answer.status, answer.content) for answer in answers]
+
+    return asyncio.run(run())
 
 
-def test_plain_http_never_sets_up_tls(servers: tuple[str, str, Path]) -> None:
+def test_plain_http_needs_no_certificates(servers: tuple[str, str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     plain, _secure, _cert = servers
-    assert _get(plain) == (200, b"hello", False)
+    monkeypatch.setenv("SSL_CERT_FILE", "/nonexistent/bundle.pem")
+    assert _get(plain) == [(200, b"hello")]
 
 
 def test_https_verifies_the_certificate(servers: tuple[str, str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,16 +92,28 @@ def test_https_verifies_the_certificate(servers: tuple[str, str, Path], monkeypa
     with pytest.raises(TransportError, match=r"certificate not trusted.*SSL_CERT_FILE"):
         _get(secure)  # a certificate nobody vouches for is refused
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
-    assert _get(secure) == (200, b"hello", True)
+    assert _get(secure) == [(200, b"hello")]
+
+
+def test_https_trusts_a_certificate_folder(
+    servers: tuple[str, str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _plain, secure, cert = servers
+    folder = tmp_path / "certs"
+    folder.mkdir()
+    # OpenSSL finds a CA in a folder by the hash of its subject name, as `c_rehash` names them.
+    subject_hash = subprocess.run(
+        ["openssl", "x509", "-hash", "-noout", "-in", str(cert)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    os.symlink(cert, folder / f"{subject_hash}.0")
+    monkeypatch.setenv("SSL_CERT_DIR", str(folder))
+    assert _get(secure) == [(200, b"hello")]
 
 
 def test_connections_are_kept_alive_and_chunked_bodies_read(servers: tuple[str, str, Path]) -> None:
     plain, _secure, _cert = servers
-    transport = HTTPTransport(timeout=5)
     _Hello.connections.clear()
-    for _ in range(3):
-        assert _get(plain, transport)[:2] == (200, b"hello")
-    assert _get(plain + "chunked", transport)[:2] == (200, b"hello")
+    assert _get(plain, plain, plain, plain + "chunked") == [(200, b"hello")] * 4
     assert len(_Hello.connections) == 1  # one connection (one client port) served all four
 
 
@@ -106,10 +135,10 @@ def test_a_proxy_from_the_environment_is_used_and_no_proxy_honoured(
     try:
         monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
         target = plain.replace("127.0.0.1", "registry.test")
-        assert _get(target)[:2] == (200, b"proxied")
+        assert _get(target) == [(200, b"proxied")]
         assert seen == [target]  # a plain-HTTP request through a proxy names the whole URL
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-        assert _get(plain)[:2] == (200, b"hello")
+        assert _get(plain) == [(200, b"hello")]
         assert seen == [target]
     finally:
         proxy.shutdown()

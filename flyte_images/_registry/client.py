@@ -12,8 +12,8 @@ index media type yields "exists":
   as "exists". One image's unknown never stops the check of the others.
 
 Every check has an overall deadline (`deadline=`, else FLYTE_IMAGES_REGISTRY_TIMEOUT, else
-20 s), on top of the per-read timeout, so a server that drips bytes cannot hold a build. It runs
-from when the check starts, not while it waits behind `concurrency` others.
+20 s; transport.py says how it applies), so a server that drips bytes cannot hold a build. It
+runs from when the check starts, not while it waits behind `concurrency` others.
 Plain HTTP is used only for hosts configured as insecure (`insecure_registries`,
 FLYTE_IMAGES_INSECURE_REGISTRIES) and for loopback hosts, which Docker also treats as insecure;
 HTTPS everywhere else. Credentials never appear in reasons, logs or errors (see redact.py).
@@ -23,24 +23,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
-import os
 import re
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from .._errors import ConfigError, RegistryError
+from .._errors import RegistryError
 from . import redact, wire
 from .index import INDEX_MEDIA_TYPE, PlatformImage, index_document, platform_tag
 from .record import PlatformCache
 from .session import Answer, Body, Session, describe, is_loopback
-from .transport import URL, HTTPTransport, InvalidURL, TransportError
+from .transport import (
+    DEADLINE_ENV,
+    DEFAULT_DEADLINE,
+    URL,
+    HTTPTransport,
+    InvalidURL,
+    TransportError,
+    deadline_seconds,
+)
 from .wire import ACCEPT, INDEX_TYPES, MANIFEST_TYPES, normalize_platform
 
 __all__ = [
     "ACCEPT",
     "DEADLINE_ENV",
+    "DEFAULT_DEADLINE",
     "INDEX_TYPES",
     "MANIFEST_TYPES",
     "Existence",
@@ -52,8 +59,6 @@ __all__ = [
     "to_json",
 ]
 
-DEADLINE_ENV = "FLYTE_IMAGES_REGISTRY_TIMEOUT"
-DEFAULT_DEADLINE = 20.0
 HINT_SECONDS = 5.0  # at most this long spent finding out why a multi-platform tag is missing
 HINT_MARGIN = 1.0  # and it ends this long before the check's deadline
 _DIGEST_REF = re.compile(r"[a-z0-9]+:[0-9a-f]{32,}")
@@ -119,26 +124,6 @@ class Existence:
         }
 
 
-def deadline_seconds(deadline: float | None) -> float:
-    """The deadline of one check: the argument, else the environment, else the default."""
-    if deadline is not None:
-        source, raw = "deadline", str(deadline)
-    else:
-        source, raw = DEADLINE_ENV, os.environ.get(DEADLINE_ENV, "").strip()
-        if not raw:
-            return DEFAULT_DEADLINE
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(
-            f"{source}={raw!r} is not a number of seconds above 0; give one like {source}=30, or leave it "
-            f"unset for the default of {DEFAULT_DEADLINE:g} s"
-        )
-    return value
-
-
 T = TypeVar("T")
 
 
@@ -152,7 +137,6 @@ class RegistryClient:
         concurrency: int = 16,
         retries: int = 4,
         backoff: float = 0.2,
-        timeout: float = 10.0,
         transport: HTTPTransport | None = None,
         platform_cache: PlatformCache | None = None,
         deadline: float | None = None,
@@ -164,7 +148,12 @@ class RegistryClient:
         # A session handed in (shared with a Pusher) stays open: its owner closes it.
         self._owns = session is None
         self._session = session or Session(
-            insecure=insecure, retries=retries, backoff=backoff, timeout=timeout, keep=concurrency, transport=transport
+            insecure=insecure,
+            retries=retries,
+            backoff=backoff,
+            timeout=self._deadline,
+            keep=concurrency,
+            transport=transport,
         )
         self._redact = self._session.redact
 
@@ -173,7 +162,7 @@ class RegistryClient:
 
     async def __aexit__(self, *_exc: object) -> None:
         if self._owns:
-            self._session.close()
+            await self._session.aclose()
         self._platform_cache.save()
 
     async def check(self, reference: str, platforms: Sequence[str] | None = None, *, hint: bool = True) -> Existence:

@@ -21,9 +21,9 @@ from typing import Any
 
 from .._errors import RegistryError
 from . import documents, wire
-from .client import Reference, _said, deadline_seconds
+from .client import Reference, _said
 from .session import Answer, Body, Session, describe
-from .transport import HTTPTransport, InvalidURL, TransportError
+from .transport import DEADLINE_ENV, HTTPTransport, InvalidURL, TransportError, deadline_seconds
 
 BLOB_TYPE = "application/octet-stream"
 VERIFIABLE = ("sha256", "sha512")
@@ -47,17 +47,16 @@ class Pusher:
         insecure: Iterable[str] = (),
         retries: int = 4,
         backoff: float = 0.2,
-        timeout: float = 60.0,
         transport: HTTPTransport | None = None,
         deadline: float | None = None,
         session: Session | None = None,
     ) -> None:
-        # Uploads take longer than existence checks: the deadline covers one request at most.
-        self._deadline = max(deadline_seconds(deadline), timeout)
+        # One request at most, except a blob upload or a streamed blob's body (transport.py).
+        self._deadline = deadline_seconds(deadline)
         # A session handed in (shared with a RegistryClient) stays open: its owner closes it.
         self._owns = session is None
         self._session = session or Session(
-            insecure=insecure, retries=retries, backoff=backoff, timeout=timeout, transport=transport
+            insecure=insecure, retries=retries, backoff=backoff, timeout=self._deadline, transport=transport
         )
         self._redact = self._session.redact
 
@@ -66,7 +65,7 @@ class Pusher:
 
     async def __aexit__(self, *_exc: object) -> None:
         if self._owns:
-            self._session.close()
+            await self._session.aclose()
 
     def _url(self, ref: Reference, kind: str, name: str) -> str:
         return f"{self._session.base(ref.host)}/{ref.repository}/{kind}/{name}"
@@ -81,14 +80,20 @@ class Pusher:
         body: Body | None = None,
         push: bool = False,
         hold: bool = False,
+        moving: bool = False,
     ) -> Answer:
         """One request within the deadline, every failure a RegistryError free of secrets. With
-        `hold`, the deadline covers the answer's start, not the reading of its body."""
+        `hold`, the deadline covers the answer's start, not the reading of its body; with
+        `moving` (a blob upload), there is no deadline in all, only the per-phase limits: an
+        upload fails when it stalls, never for its length."""
         work = self._session.send(ref.host, ref.repository, method, url, limit=limit, body=body, push=push, hold=hold)
         try:
-            return await asyncio.wait_for(work, self._deadline)
+            return await (work if moving else asyncio.wait_for(work, self._deadline))
         except asyncio.TimeoutError:
-            why = f"{ref.host} did not answer {method} for {ref} within {self._deadline:g} s"
+            why = (
+                f"{ref.host} did not answer {method} for {ref} within {self._deadline:g} s; set {DEADLINE_ENV} "
+                "to allow longer"
+            )
         except RegistryError as exc:
             why = str(exc)
         except (TransportError, InvalidURL) as exc:
@@ -212,7 +217,8 @@ class Pusher:
                 "own address are not supported yet: build with the engine instead"
             )
         put = target.with_params({"digest": digest})
-        answer = await self._call(ref, "PUT", str(put), limit=wire.MAX_MANIFEST, body=Body(data, BLOB_TYPE))
+        body = Body(data, BLOB_TYPE)
+        answer = await self._call(ref, "PUT", str(put), limit=wire.MAX_MANIFEST, body=body, moving=True)
         if answer.status not in (201, 204):
             raise self._refused(ref, f"the upload of {digest}", answer)
         return True

@@ -1,8 +1,10 @@
 """HTTP to registries for one RegistryClient: retries, the 401 challenge flows, redirects and
 size-limited bodies.
 
-Retries: 429 and 5xx answers and connection errors are retried with exponential backoff (a
-`Retry-After` header is honoured, up to 30 s; a garbled one is ignored).
+Retries: 429 and 5xx answers are retried with exponential backoff (a `Retry-After` header is
+honoured, up to 30 s; a garbled one is ignored), and so are connection failures, but only of a
+request that cannot have reached the server (no connection) or of a GET or HEAD: a POST or PUT
+whose connection broke after it was sent is never sent again.
 
 Redirects are followed, since blobs on Docker Hub, GHCR and ECR sit behind a 307 to a CDN or S3.
 The registry's Authorization header goes only to the registry's own origin (scheme, host and
@@ -20,10 +22,23 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
+import httpx
+
 from .._errors import RegistryError
 from . import auth, wire
 from .redact import Redactor
-from .transport import CHUNK, URL, Headers, HTTPTransport, InvalidURL, Response, TransportError, in_thread
+from .transport import (
+    DEFAULT_DEADLINE,
+    URL,
+    Headers,
+    HTTPTransport,
+    InvalidURL,
+    TimedOut,
+    TransportError,
+    failure,
+    open_client,
+    request_body,
+)
 
 log = logging.getLogger("flyte_images.registry")
 
@@ -51,20 +66,22 @@ class Answer:
 
 
 class Stream:
-    """The unread body of an answer, read on worker threads as it arrives."""
+    """The unread body of an answer, read as it arrives."""
 
-    def __init__(self, response: Response) -> None:
-        self._response = response
+    def __init__(self, response: httpx.Response, timeout: float) -> None:
+        self._response, self._timeout = response, timeout
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        while chunk := await in_thread(lambda: self._response.read(CHUNK)):
-            yield chunk
+        """The body's bytes as sent (never decoded); TransportError when the connection breaks
+        or stalls before its end."""
+        try:
+            async for chunk in _raw(self._response):
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise failure(exc, self._timeout) from None
 
     async def aclose(self) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._response.close()
+        await self._response.aclose()
 
 
 @dataclass(frozen=True)
@@ -105,12 +122,19 @@ def describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class _Unreachable(Exception):
-    """A connection-level failure, worth a retry; `where` names the host that failed."""
+# A request whose connection failed after it was sent may have been carried out: only these
+# are sent again then (a POST that started an upload must not start a second one).
+IDEMPOTENT = frozenset({"GET", "HEAD"})
 
-    def __init__(self, where: str, why: str) -> None:
-        super().__init__(f"{where}: {why}")
-        self.where, self.why = where, why
+
+class _Unreachable(Exception):
+    """A connection-level failure; `where` names the host that failed, `again` whether the
+    request may be sent once more (it never reached the server, or it is a GET or HEAD)."""
+
+    def __init__(self, where: str, exc: TransportError, *, again: bool) -> None:
+        super().__init__(f"{where}: {exc}")
+        self.where, self.why, self.again = where, describe(exc), again
+        self.failed = "stopped responding" if isinstance(exc, TimedOut) and exc.sent else "could not be reached"
 
 
 def _origin(url: URL) -> tuple[str, str, int]:
@@ -132,11 +156,13 @@ class Session:
         insecure: Iterable[str] = (),
         retries: int = 4,
         backoff: float = 0.2,
-        timeout: float = 10.0,
+        timeout: float = DEFAULT_DEADLINE,
         keep: int = 16,
         transport: HTTPTransport | None = None,
     ) -> None:
-        self._http = transport if transport is not None else HTTPTransport(timeout=timeout, keep=keep)
+        # `timeout`: the per-phase limits of every request (transport.py's docstring).
+        self._timeout, self._keep, self._transport = timeout, keep, transport
+        self._client: httpx.AsyncClient | None = None
         self._insecure = set(insecure)
         self._retries = max(1, retries)
         self._backoff = backoff
@@ -145,8 +171,16 @@ class Session:
         self._credentials: dict[str, auth.Credentials | None] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def close(self) -> None:
-        self._http.close()
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    def _http(self) -> httpx.AsyncClient:
+        # Opened on the first request: a session that sends none costs nothing, and a proxy
+        # variable that cannot be used fails that request (a RegistryError), not the caller's set-up.
+        if self._client is None:
+            self._client = open_client(timeout=self._timeout, keep=self._keep, transport=self._transport)
+        return self._client
 
     def base(self, host: str) -> str:
         scheme = "http" if host in self._insecure or is_loopback(host) else "https"
@@ -189,8 +223,8 @@ class Session:
             try:
                 answer = await self._follow(host, method, start, headers, limit, body, hold)
             except _Unreachable as exc:
-                if attempt >= self._retries - 1:
-                    raise RegistryError(f"{exc.where} could not be reached: {exc.why}") from None
+                if attempt >= self._retries - 1 or not exc.again:
+                    raise RegistryError(f"{exc.where} {exc.failed}: {exc.why}") from None
                 attempt += 1
                 await self._pause(exc.where, attempt, None, exc.why)
                 continue
@@ -226,7 +260,7 @@ class Session:
                 answer = await self.read(method, url, headers, limit, body.content if body else None, hold=hold)
             except TransportError as exc:
                 where = host if _origin(url) == origin else f"{url.netloc} (where {host} redirected)"
-                raise _Unreachable(where, describe(exc)) from None
+                raise _Unreachable(where, exc, again=not exc.sent or method in IDEMPOTENT) from None
             location = answer.headers.get("Location")
             if answer.status not in REDIRECT_STATUS or not location:
                 return answer
@@ -263,20 +297,26 @@ class Session:
         hold: bool = False,
     ) -> Answer:
         """One request; the body is read whole, but never more than `limit` bytes of it (with
-        `hold`, a 200 answer's body is left to the caller, unread)."""
-
-        def call() -> Answer:
-            response = self._http.send(method, url, headers, content)
-            if hold and response.status == 200:
-                return Answer(response.status, response.headers, b"", url, stream=Stream(response))
-            try:
-                body = _whole(method, response, limit)
-            finally:
-                response.close()
-            # The address asked, not the one sent to: a transport may rewrite the request.
-            return Answer(response.status, response.headers, body, url)
-
-        return await in_thread(call, unused=_close)
+        `hold`, a 200 answer's body is left to the caller, unread). Raises TransportError."""
+        client = self._http()
+        sent_headers = dict(headers)
+        body = request_body(content)
+        if content is not None and not isinstance(body, bytes):
+            sent_headers["Content-Length"] = str(len(content))  # counted, not chunked
+        try:
+            request = client.build_request(method, str(url), headers=sent_headers, content=body)
+            response = await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise failure(exc, self._timeout) from None
+        # The address asked, not the one sent to: a transport may rewrite the request.
+        answer_headers = Headers(response.headers.multi_items())
+        if hold and response.status_code == 200:
+            return Answer(200, answer_headers, b"", url, stream=Stream(response, self._timeout))
+        try:
+            whole = await _whole(method, response, url, answer_headers, limit, self._timeout)
+        finally:
+            await response.aclose()
+        return Answer(response.status_code, answer_headers, whole, url)
 
     async def _creds(self, host: str) -> auth.Credentials | None:
         lock = self._locks.setdefault(host, asyncio.Lock())
@@ -342,21 +382,30 @@ class Session:
         return token
 
 
-def _whole(method: str, response: Response, limit: int) -> bytes:
-    """The body of `response`, refused past `limit` bytes (blocking: on a worker thread)."""
-    where = response.url.netloc
-    too_big = f"{where} answered more than {limit // 1024} KiB for {response.url.path}, more than any registry answer"
-    declared = response.headers.get("Content-Length", "")
+async def _whole(
+    method: str, response: httpx.Response, url: URL, headers: Headers, limit: int, timeout: float
+) -> bytes:
+    """The body of `response` as sent, refused past `limit` bytes."""
+    too_big = f"{url.netloc} answered more than {limit // 1024} KiB for {url.path}, more than any registry answer"
+    declared = headers.get("Content-Length", "")
     if method != "HEAD" and declared.isdigit() and int(declared) > limit:
         raise RegistryError(too_big)
     body = bytearray()
-    while chunk := response.read(CHUNK):
-        body += chunk
-        if len(body) > limit:
-            raise RegistryError(too_big)
+    try:
+        async for chunk in _raw(response):
+            body += chunk
+            if len(body) > limit:
+                raise RegistryError(too_big)
+    except httpx.HTTPError as exc:
+        raise failure(exc, timeout) from None
     return bytes(body)
 
 
-def _close(answer: Answer) -> None:
-    if answer.stream is not None:
-        answer.stream.close()
+async def _raw(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body's bytes as sent, never decoded: a blob is checked against its digest. An answer
+    made whole in memory (by a transport handed in) is read already: its bytes as they are."""
+    if response.is_stream_consumed:
+        yield response.content
+        return
+    async for chunk in response.aiter_raw():
+        yield chunk

@@ -1,51 +1,93 @@
-"""HTTP/1.1 to registries on the standard library (`http.client`), for `Session`.
+"""The HTTP client of registry requests (httpx), its one deadline setting, and the values `Session`
+passes around (URL, Headers) and its errors (TransportError, InvalidURL).
 
-A registry conversation is a handful of small requests (existence checks, manifests, a few
-blob uploads) plus, now and then, one long streamed layer. `http.client` does all of it: kept-
-alive connections, chunked bodies, TLS with the system's certificate store (which honours
-SSL_CERT_FILE and SSL_CERT_DIR), CONNECT tunnels for proxies. It costs a few milliseconds to
-import where a general-purpose async HTTP stack costs tens, and every build that talks to a
-registry pays that at start-up.
+httpx does the HTTP: kept-alive connections (one whose server closed it, or sent anything while
+it sat idle, is never reused), chunked and counted bodies, TLS, and proxies from the environment
+as httpx reads them (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY, in either case): an https://
+proxy is spoken to over TLS before anything, its credentials included, is sent to it; a socks5://
+or socks5h:// proxy needs the `socks` extra, and without it every request fails with a
+RegistryError naming the variable (it is never bypassed). httpx never sends a request twice; a
+request is sent again only by `Session`, and only when the server cannot have received it or
+when it is a GET or HEAD.
 
-Requests block, so `Session` runs each one on a worker thread (`in_thread`) and awaits it: the
-event loop keeps many checks in flight, the threads do the waiting. Workers are daemon threads,
-so a registry that never answers cannot hold the process at exit; they are reused, so a batch
-of checks starts one thread per concurrent request, not one per request.
+TLS is verified against the system's certificate store (OpenSSL's default locations, which honour
+SSL_CERT_FILE and SSL_CERT_DIR), read on the first https:// connection of a client.
 
-Proxies follow the usual variables (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY, in either
-case); they are read only when one is set.
+The deadline, `deadline=` else FLYTE_IMAGES_REGISTRY_TIMEOUT else 20 s, is one number of seconds,
+T, applied as follows:
+
+- every request, checks and pushes alike: connecting (the TLS handshake and a proxy's tunnel
+  included) takes at most T; the next bytes of an answer come within T of the last ones; each
+  piece of a request body (64 KiB) is taken by the connection within T. So a request that stalls
+  (nothing moves for T) fails, while one that keeps moving, such as a long upload or download on
+  a slow link, is never cut off for its length alone;
+- an existence check (and reading the platforms of, or writing, a multi-platform index) also
+  ends within T in all, its retries, redirects and token requests included, so a server that
+  drips bytes cannot hold a build;
+- a read or write of an image's parts (`Pusher`) ends within T in all too, except a blob upload
+  (PUT of a layer or config) and the reading of a streamed blob, which are bounded only by the
+  per-phase limits above (the start of a streamed blob's answer is within T in all).
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import contextlib
-import http.client
+import math
 import os
-import queue
-import socket
 import ssl
-import threading
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
+import httpx
+
+from .._errors import ConfigError, RegistryError
 from .._version import __version__
 
 USER_AGENT = f"flyte-images/{__version__}"
-CHUNK = 1 << 20
-_PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
-# A kept-alive connection the server closed meanwhile fails on its next use with one of these,
-# before any answer: such a request is sent once more on a new connection.
-_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+DEADLINE_ENV = "FLYTE_IMAGES_REGISTRY_TIMEOUT"
+DEFAULT_DEADLINE = 20.0
+PIECE = 1 << 16  # a request body is handed to the connection in pieces this big (see the write limit)
+_PROXY_NAMES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
 
-T = TypeVar("T")
+# The injection point of `Session(transport=...)`: a fake registry, or a wrapper around
+# httpx.AsyncHTTPTransport. A transport handed in replaces the network and the proxy settings.
+HTTPTransport = httpx.AsyncBaseTransport
+
+
+def deadline_seconds(deadline: float | None) -> float:
+    """The deadline T (see the module's docstring): the argument, else the environment, else the
+    default of 20 s. Raises ConfigError naming a value that is not a number of seconds above 0."""
+    if deadline is not None:
+        source, raw = "deadline", str(deadline)
+    else:
+        source, raw = DEADLINE_ENV, os.environ.get(DEADLINE_ENV, "").strip()
+        if not raw:
+            return DEFAULT_DEADLINE
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(
+            f"{source}={raw!r} is not a number of seconds above 0; give one like {source}=30, or leave it "
+            f"unset for the default of {DEFAULT_DEADLINE:g} s"
+        )
+    return value
 
 
 class TransportError(Exception):
-    """The request got no answer: no connection, a broken one, TLS refused or a timeout."""
+    """The request got no answer: no connection, a broken one, TLS refused or a timeout.
+    `sent` says whether the server may have received the request (then only a GET or HEAD may
+    be sent again)."""
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class TimedOut(TransportError):
+    """Nothing moved for the deadline's length: no connection, no byte of the answer, or the
+    connection took no byte of the request."""
 
 
 class InvalidURL(ValueError):
@@ -124,260 +166,154 @@ class Headers(Mapping[str, str]):
         return f"Headers({sorted(self._values)})"
 
 
-class Response:
-    """An answer whose body is still to read (blocking reads: call them on a worker thread)."""
+class _SystemStore(ssl.SSLContext):
+    """Verification against the system's certificate store, read when the first TLS connection
+    is set up: reading it takes about 20 ms, which a client that only speaks plain HTTP (to a
+    loopback registry) never pays. Were it never read, every certificate would be refused."""
 
-    def __init__(self, status: int, headers: Headers, url: URL, body: Callable[[int], bytes] | bytes = b"") -> None:
-        self.status, self.headers, self.url = status, headers, url
-        self._read = body if callable(body) else _reader(body)
+    _loaded = False
 
-    def read(self, amount: int = CHUNK) -> bytes:
-        """Up to `amount` bytes of the body as they arrive; b"" at its end."""
-        return self._read(amount)
-
-    def close(self) -> None:
-        """Done with it: a connection read to the end goes back to the pool."""
-
-
-def _reader(data: bytes) -> Callable[[int], bytes]:
-    view = memoryview(data)
-    position = 0
-
-    def read(amount: int) -> bytes:
-        nonlocal position
-        piece = bytes(view[position : position + amount])
-        position += len(piece)
-        return piece
-
-    return read
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        if not self._loaded:
+            self.load_default_certs()
+            self._loaded = True
+        return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
 
 
-class _Pooled(Response):
-    def __init__(self, transport: HTTPTransport, key: tuple[Any, ...], conn: http.client.HTTPConnection,
-                 sock: socket.socket | None, answer: http.client.HTTPResponse, url: URL) -> None:  # fmt: skip
-        super().__init__(answer.status, Headers(answer.getheaders()), url, self._read_answer)
-        self._transport, self._key, self._conn, self._answer = transport, key, conn, answer
-        self._sock = sock
-        self._closed = False
-
-    def _read_answer(self, amount: int) -> bytes:
-        try:
-            piece = self._answer.read1(amount) if amount else b""
-        except (OSError, http.client.HTTPException) as exc:
-            self._conn.close()
-            raise TransportError(_describe(exc)) from None
-        if not piece and amount and self._answer.length:
-            self._conn.close()  # read1 reports a cut-off body as its end; it is not
-            raise TransportError(f"the connection closed {self._answer.length} bytes before the end of the answer")
-        return piece
-
-    def close(self) -> None:
-        if self._closed:
-            return  # a connection goes back to the pool once
-        self._closed = True
-        # Read to its end (http.client leaves a counted body "open" after its last byte), the
-        # connection serves the next request, unless the server said it will close it.
-        done = self._answer.isclosed() or self._answer.length == 0
-        if done and not self._answer.will_close:
-            self._answer.close()
-            self._transport._give_back(self._key, self._conn)
-            return
-        # Given up half way (a deadline passed): a worker thread may be blocked reading this
-        # answer. Shutting the socket down ends that read at once; the close then follows it.
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
-        self._answer.close()
-        self._conn.close()
+def open_client(*, timeout: float, keep: int, transport: HTTPTransport | None = None) -> httpx.AsyncClient:
+    """The client of one session: the per-phase limits of `timeout` seconds (module docstring),
+    `keep` idle connections kept alive, any number open (callers bound their concurrency, and a
+    request never waits for another's connection). Raises RegistryError for a proxy variable
+    that cannot be used."""
+    try:
+        return httpx.AsyncClient(
+            transport=transport,
+            verify=_SystemStore(ssl.PROTOCOL_TLS_CLIENT),
+            trust_env=True,
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=keep),
+            # Bodies are read as sent, never decoded: blobs are checked against their digests.
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+        )
+    except ImportError:  # httpx's only one here: a SOCKS proxy without the `socks` extra
+        found = _proxy_setting(lambda value: _scheme(value).startswith("socks"))
+        if found is None:
+            raise
+        name, shown = found
+        raise RegistryError(
+            f"{name} names a SOCKS proxy ({shown}), which registry requests can use only with the socks extra: "
+            f"pip install 'flyte-images[socks]' (or list the registry in NO_PROXY, or unset {name})"
+        ) from None
+    except (ValueError, TypeError, httpx.InvalidURL):
+        name, shown = _proxy_setting(lambda value: not _usable(value)) or ("NO_PROXY", "its value")
+        raise RegistryError(
+            f"{name} ({shown}) cannot be used as a proxy setting; give a proxy address like "
+            f"http://proxy.example:3128 (http, https, socks5 or socks5h), or unset {name}"
+        ) from None
 
 
-class HTTPTransport:
-    """Kept-alive connections by origin, shared by the threads of one session."""
-
-    def __init__(self, *, timeout: float, keep: int = 16) -> None:
-        self._timeout = timeout
-        self._keep = keep
-        self._idle: dict[tuple[Any, ...], list[http.client.HTTPConnection]] = {}
-        self._lock = threading.Lock()
-        self._tls: ssl.SSLContext | None = None
-        self._proxies = _proxies_from_env() if any(os.environ.get(v) for v in _PROXY_VARIABLES) else {}
-
-    def send(self, method: str, url: URL, headers: Mapping[str, str], content: bytes | None = None) -> Response:
-        """Send one request and return the answer with its body unread. Raises TransportError."""
-        key = self._route(url)
-        for attempt in (1, 2):
-            conn, reused = self._connection(key)
-            try:
-                conn.request(method, self._target(key, url), body=content, headers=self._headers(key, headers))
-                sock = conn.sock  # getresponse forgets it when the server will close the connection
-                answer = conn.getresponse()
-            except _STALE as exc:
-                conn.close()
-                if reused and attempt == 1:
-                    continue
-                raise TransportError(_describe(exc)) from None
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
-                raise TransportError(_describe(exc)) from None
-            return _Pooled(self, key, conn, sock, answer, url)
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, {}
-        for conns in idle.values():
-            for conn in conns:
-                conn.close()
-
-    def _give_back(self, key: tuple[Any, ...], conn: http.client.HTTPConnection) -> None:
-        with self._lock:
-            conns = self._idle.setdefault(key, [])
-            if len(conns) < self._keep:
-                conns.append(conn)
-                return
-        conn.close()
-
-    def _connection(self, key: tuple[Any, ...]) -> tuple[http.client.HTTPConnection, bool]:
-        with self._lock:
-            conns = self._idle.get(key)
-            if conns:
-                return conns.pop(), True
-        scheme, host, port, proxy = key
-        if proxy is None:
-            if scheme == "https":
-                return http.client.HTTPSConnection(host, port, timeout=self._timeout, context=self._context()), False
-            return http.client.HTTPConnection(host, port, timeout=self._timeout), False
-        via = URL.parse(proxy)
-        auth = _proxy_auth(proxy)
-        if scheme == "https":
-            conn = http.client.HTTPSConnection(via.host, via.origin[2], timeout=self._timeout, context=self._context())
-            conn.set_tunnel(host, port, headers=auth)
-            return conn, False
-        return http.client.HTTPConnection(via.host, via.origin[2], timeout=self._timeout), False
-
-    def _context(self) -> ssl.SSLContext:
-        # Made on the first https:// request only: loading the certificate store takes ~20 ms.
-        with self._lock:
-            if self._tls is None:
-                self._tls = ssl.create_default_context()
-            return self._tls
-
-    def _route(self, url: URL) -> tuple[Any, ...]:
-        scheme, host, port = url.origin
-        return (scheme, host, port, self._proxy_for(url))
-
-    def _proxy_for(self, url: URL) -> str | None:
-        if not self._proxies:
-            return None
-        import urllib.request  # only when a proxy variable is set
-
-        if urllib.request.proxy_bypass_environment(url.host, self._proxies):  # type: ignore[attr-defined]
-            return None
-        return self._proxies.get(url.scheme) or self._proxies.get("all")
-
-    @staticmethod
-    def _target(key: tuple[Any, ...], url: URL) -> str:
-        scheme, _host, _port, proxy = key
-        # A plain-HTTP request through a proxy names the whole URL; a tunnel carries the path.
-        return str(url) if proxy is not None and scheme == "http" else url.target
-
-    @staticmethod
-    def _headers(key: tuple[Any, ...], headers: Mapping[str, str]) -> dict[str, str]:
-        sent = {"User-Agent": USER_AGENT, **headers}
-        scheme, _host, _port, proxy = key
-        if proxy is not None and scheme == "http":
-            sent.update(_proxy_auth(proxy))
-        return sent
+def _proxy_setting(faulty: Callable[[str], bool]) -> tuple[str, str] | None:
+    """The first proxy variable whose value is `faulty`, and that value as it may be shown: its
+    scheme, host and port, never its credentials."""
+    for upper in _PROXY_NAMES:
+        for name in (upper.lower(), upper):
+            value = os.environ.get(name, "").strip()
+            if value and faulty(value):
+                parts = urllib.parse.urlsplit(value if "://" in value else f"http://{value}")
+                try:
+                    port = f":{parts.port}" if parts.port else ""
+                except ValueError:
+                    port = ""
+                return name, repr(f"{parts.scheme}://{parts.hostname or ''}{port}"[:80])
+    return None
 
 
-def _proxies_from_env() -> dict[str, str]:
-    import urllib.request
-
-    found = {}
-    for scheme, value in urllib.request.getproxies_environment().items():
-        address = value if scheme == "no" or "://" in value else f"http://{value}"
-        try:
-            if scheme != "no":
-                URL.parse(address)
-        except InvalidURL:
-            continue  # an unusable setting is no proxy, as for other HTTP clients
-        found[scheme] = address
-    return found
+def _scheme(value: str) -> str:
+    return value.partition("://")[0].lower() if "://" in value else "http"
 
 
-def _proxy_auth(proxy: str) -> dict[str, str]:
-    parts = urllib.parse.urlsplit(proxy)
-    if not parts.username:
-        return {}
-    pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-    return {"Proxy-Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+def _usable(value: str) -> bool:
+    try:
+        httpx.Proxy(value if "://" in value else f"http://{value}")
+    except (ValueError, TypeError, httpx.InvalidURL):
+        return False
+    return True
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, socket.timeout | TimeoutError):
-        return "timed out"
-    if isinstance(exc, http.client.HTTPException) and not isinstance(exc, http.client.RemoteDisconnected):
+def request_body(content: bytes | None) -> bytes | AsyncIterator[bytes] | None:
+    """`content` as httpx is to send it: in pieces when it is longer than one, so the write limit
+    applies to each piece (a long upload that keeps moving never trips it)."""
+    if content is None or len(content) <= PIECE:
+        return content
+
+    async def pieces() -> AsyncIterator[bytes]:
+        view = memoryview(content)
+        for start in range(0, len(view), PIECE):
+            yield bytes(view[start : start + PIECE])
+
+    return pieces()
+
+
+def failure(exc: Exception, timeout: float) -> TransportError | InvalidURL:
+    """What went wrong, in words, for an exception httpx raised; never the server's own bytes."""
+    if isinstance(exc, httpx.TimeoutException):
+        phase = {
+            httpx.ConnectTimeout: "connecting",
+            httpx.ReadTimeout: "waiting for the answer",
+            httpx.WriteTimeout: "sending the request",
+            httpx.PoolTimeout: "waiting for a connection",
+        }.get(type(exc), "waiting")
+        return TimedOut(
+            f"nothing moved for {timeout:g} s while {phase} (the limit is {DEADLINE_ENV}; set it higher to "
+            "wait longer)",
+            sent=not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout),
+        )
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return InvalidURL(f"not an http(s) URL ({type(exc).__name__})")
+    if isinstance(exc, httpx.ProxyError):
+        # The proxy's refusal is its status line: cut short, as any server-chosen text.
+        return TransportError(f"the proxy refused the connection ({str(exc)[:60]!r})", sent=False)
+    if isinstance(exc, httpx.ConnectError):
+        verify = _cause(exc, ssl.SSLCertVerificationError)
+        if verify is not None:
+            return TransportError(
+                f"TLS certificate not trusted ({verify.verify_message}); add its CA to the system store or "
+                "SSL_CERT_FILE",
+                sent=False,
+            )
+        return TransportError(f"the connection failed ({_cause_text(exc)})", sent=False)
+    if isinstance(exc, httpx.RemoteProtocolError):
+        text = str(exc)
+        if text.startswith("Server disconnected"):
+            return TransportError("the connection closed before an answer came", sent=True)
+        if text.startswith("peer closed connection"):
+            return TransportError("the connection closed before the end of the answer", sent=True)
         # What the server sent is not repeated: it may be anything (a banner, a credential).
-        return f"the answer is not HTTP/1.1 ({type(exc).__name__})"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate not trusted ({exc.verify_message}); add its CA to the system store or SSL_CERT_FILE"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        return TransportError("the answer is not HTTP/1.1 (RemoteProtocolError)", sent=True)
+    return TransportError(f"the connection broke ({_cause_text(exc)})", sent=True)
 
 
-class _Workers:
-    """Daemon threads that run blocking calls; one is started whenever none is free."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._free = 0
-        self._lock = threading.Lock()
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._lock:
-            start = self._free == 0
-            if not start:
-                self._free -= 1
-        if start:
-            threading.Thread(target=self._work, name="flyte-images-http", daemon=True).start()
-        self._jobs.put(job)
-
-    def _work(self) -> None:
-        while True:
-            self._jobs.get()()
-            with self._lock:
-                self._free += 1
+def _cause(exc: BaseException, kind: type[ssl.SSLCertVerificationError]) -> ssl.SSLCertVerificationError | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
-_WORKERS = _Workers()
-
-
-def in_thread(call: Callable[[], T], *, unused: Callable[[T], None] | None = None) -> asyncio.Future[T]:
-    """`call()` on a worker thread, as a future of the running loop. When the future was
-    cancelled (a deadline passed) before the call returned, `unused` gets what it returned."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(ok: bool, value: Any) -> None:
-        if future.cancelled():
-            if ok and unused is not None:
-                unused(value)
-        elif ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
-
-    def job() -> None:
-        try:
-            value: Any = call()
-            ok = True
-        except BaseException as exc:  # handed to the awaiting task, whatever it is
-            value, ok = exc, False
-        try:
-            loop.call_soon_threadsafe(settle, ok, value)
-        except RuntimeError:  # the loop is closed: nobody waits for it any more
-            if ok and unused is not None:
-                unused(value)
-
-    _WORKERS.submit(job)
-    return future
+def _cause_text(exc: BaseException) -> str:
+    """The operating system's words for a failed connection (`[Errno 111] Connection refused`)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and str(seen):
+            return str(seen)[:200]
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
