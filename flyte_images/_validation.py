@@ -39,6 +39,10 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _show(value: object) -> str:
+    """A value as messages show it: quoted, shortened, and a URL's credentials masked (any
+    text may hold one: an index URL, a requirement `pkg @ https://user:token@host/...`)."""
+    if isinstance(value, str) and "://" in value and "@" in value:
+        value = masked_url(value)
     text = repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
 
@@ -52,24 +56,22 @@ def wrong_type(parameter: str, expected: str, value: object) -> InvalidArgumentT
     return InvalidArgumentType(parameter, f"expected {expected}, got {type(value).__name__} {_show(value)}{hint}")
 
 
-def no_control(parameter: str, value: object, *, allow_newline: bool = False, shown: str | None = None) -> str:
-    """A string without control characters (newlines only where a value may span lines).
-    `shown` is how messages show the value (a URL with its credentials masked)."""
+def no_control(parameter: str, value: object, *, allow_newline: bool = False) -> str:
+    """A string without control characters (newlines only where a value may span lines)."""
     if not isinstance(value, str):
         raise wrong_type(parameter, "a string", value)
-    shown = _show(value) if shown is None else shown
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidLayerArgument(
-            parameter, f"{shown} is not valid Unicode text (it holds a lone surrogate)"
+            parameter, f"{_show(value)} is not valid Unicode text (it holds a lone surrogate)"
         ) from None
     pattern = _CONTROL_BUT_NEWLINE_TAB if allow_newline else _CONTROL
     found = pattern.search(value)
     if found:
         raise InvalidLayerArgument(
             parameter,
-            f"{shown} contains the control character {found.group()!r}; remove it "
+            f"{_show(value)} contains the control character {found.group()!r}; remove it "
             "(control characters such as newline, tab or NUL cannot be part of this value)",
         )
     return value
@@ -92,8 +94,8 @@ def image_reference(parameter: str, value: object) -> str:
     return text
 
 
-def nonempty(parameter: str, value: object, *, allow_newline: bool = False, shown: str | None = None) -> str:
-    text = no_control(parameter, value, allow_newline=allow_newline, shown=shown)
+def nonempty(parameter: str, value: object, *, allow_newline: bool = False) -> str:
+    text = no_control(parameter, value, allow_newline=allow_newline)
     if not text.strip():
         raise InvalidLayerArgument(parameter, f"must not be empty or blank, got {_show(value)}")
     return text
@@ -161,8 +163,8 @@ def masked_url(text: str) -> str:
 def url(parameter: str, value: object) -> str:
     """An http(s) or file URL that parses completely (host and port), e.g. an index URL. Messages
     show it masked (`masked_url`): an index URL may carry a user and password."""
-    shown = _show(masked_url(value) if isinstance(value, str) else value)
-    text = nonempty(parameter, value, shown=shown).strip()
+    shown = _show(value)
+    text = nonempty(parameter, value).strip()
     if any(ch.isspace() for ch in text):
         raise InvalidLayerArgument(parameter, f"{shown} contains white space; a URL cannot")
     unparsable = InvalidLayerArgument(

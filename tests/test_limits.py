@@ -55,6 +55,15 @@ def test_every_message_about_an_index_url_masks_its_credentials() -> None:
         with pytest.raises(InvalidLayerArgument) as caught:
             BASE.with_pip_packages("requests", index_url=bad)
         assert "s3cr3t" not in str(caught.value) and "***@host" in str(caught.value)
+    # Other values may hold a URL with credentials too: a requirement, extra_args.
+    for make in (
+        lambda: BASE.with_pip_packages("pkg @ https://user:s3cr3t@host/pkg.whl\0"),
+        lambda: BASE.with_pip_packages("-i https://user:s3cr3t@host/simple"),
+        lambda: BASE.with_pip_packages("x", extra_args="--index-url https://user:s3cr3t@host/simple\n"),
+    ):
+        with pytest.raises(InvalidLayerArgument) as caught:
+            make()
+        assert "s3cr3t" not in str(caught.value) and "***@host" in str(caught.value)
 
 
 @pytest.mark.parametrize("command", [["id"], ["dockerfile"], ["build", "--dry-run"]])
