@@ -14,6 +14,7 @@ that a project's uv.lock still matches its pyproject.toml (`check_lock`).
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -109,6 +110,9 @@ def host_uv() -> Path | None:
     return Path(found) if found else None
 
 
+_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)\S*@")
+
+
 def check_lock(pyproject: Path, lock: Path) -> None:
     """Refuse a uv.lock that no longer matches its pyproject.toml, as `uv sync --locked` does.
 
@@ -156,7 +160,8 @@ def check_lock(pyproject: Path, lock: Path) -> None:
             f"Run `uv lock` in {folder} and build again"
         )
     lines = [line.strip() for line in output.splitlines() if line.strip().startswith(("error:", "cause:"))]
-    detail = " ".join(lines[:3]) or f"exit code {result.returncode}"
+    # uv may name an index URL from the user's configuration: never show its user:password.
+    detail = _CREDENTIALS.sub(r"\1***@", " ".join(lines[:3])) or f"exit code {result.returncode}"
     warnings.warn(
         f"{skipped}: `uv lock --locked --offline` ({uv}) failed: {detail}; building with the lock as it is",
         stacklevel=3,

@@ -123,7 +123,10 @@ def test_without_a_lock_there_is_nothing_to_check(project: Path) -> None:
 
 
 def test_a_uv_that_cannot_check_warns_and_the_build_goes_on(project: Path, pinned_uv: Path) -> None:
-    pinned_uv.write_text("#!/bin/sh\necho \"error: unexpected argument '--locked' found\" >&2\nexit 2\n")
+    pinned_uv.write_text(
+        "#!/bin/sh\necho \"error: unexpected argument '--locked' found\" >&2\n"
+        "echo 'cause: while reading https://me:s3cret-token@private.example/simple' >&2\nexit 2\n"
+    )
     (project / "pyproject.toml").write_text(PYPROJECT.format(deps='"helper", "other"'))
     fake = FakeBuilder()
     with warnings.catch_warnings(record=True) as caught:
@@ -132,3 +135,4 @@ def test_a_uv_that_cannot_check_warns_and_the_build_goes_on(project: Path, pinne
     (warning,) = [w for w in caught if "could not check" in str(w.message)]
     assert "unexpected argument '--locked'" in str(warning.message)
     assert str(project / "uv.lock") in str(warning.message)
+    assert "s3cret" not in str(warning.message) and "https://***@private.example/simple" in str(warning.message)
