@@ -286,7 +286,7 @@ def build_image(
     if isinstance(backend, WholeImageBuilder):
         return _by_object(backend, image, plan(image, options, uri=uri), dry_run, force, (pushing, strict, quiet))
     if dry_run:
-        planned = plan(image, options, uri=uri)
+        planned = plan(image, options, uri=uri, check_locks=True)
         decision = None if force else _decide(planned, pushing, backend, strict, quiet)
         if decision is not None and not decision.build:
             return _skipped(planned, decision)

@@ -190,7 +190,7 @@ def _plan_all(jobs: list[_Job], options: dict[str, Any]) -> None:
     planned: list[tuple[_Job, BuildPlan, bool]] = []
     for job in jobs:
         try:
-            made = plan(job.image)
+            made = plan(job.image, check_locks=True)
         except FlyteImagesError as exc:
             job.status, job.reason = "failed", str(exc)
             continue

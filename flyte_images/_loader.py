@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from ._errors import LoadError
+from ._errors import InvalidImageError, LoadError
 
 if TYPE_CHECKING:
     from ._environment import Environment
@@ -52,8 +52,12 @@ def load_module(where: str) -> ModuleType:
     try:
         with _stdout_to_stderr():
             return importlib.import_module(where)
+    except InvalidImageError as exc:
+        raise InvalidImageError(f"importing {where} failed: {exc}") from exc
     except ImportError as exc:
         raise LoadError(f"cannot import module {where!r}: {exc}") from exc
+    except Exception as exc:
+        raise LoadError(f"importing {where} failed: {type(exc).__name__}: {exc}") from exc
 
 
 @contextlib.contextmanager
@@ -86,6 +90,8 @@ def _load_file(path: Path) -> ModuleType:
             spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(name, None)
+        if isinstance(exc, InvalidImageError):  # the file loads; an image in it is wrong (exit 1, not 2)
+            raise InvalidImageError(f"running {path} failed: {exc}") from exc
         raise LoadError(f"running {path} failed: {type(exc).__name__}: {exc}") from exc
     return module
 

@@ -156,9 +156,7 @@ def preflight(image: Image) -> None:
     uv project: its uv.lock must match its pyproject.toml). They cost a process each, so the
     identifier and the Dockerfile (`id`, `dockerfile`) never run them."""
     for layer in image._layers:
-        check = getattr(layer, "preflight", None)
-        if check is not None:
-            check()
+        layer.preflight()
 
 
 def _make(image: Image, options: RenderOptions, cache: StatCache | None, snap: Snapshot | None) -> BuildPlan:

@@ -101,6 +101,25 @@ def template_instructions() -> tuple[tuple[str, ...], ...]:
     return tuple(instructions)
 
 
+# BuildKit's Dockerfile parser refuses a longer line (checked on the engine: 65535 builds, one more fails).
+MAX_LINE_BYTES = 65535
+
+
+def line_too_long(parameter: str, size: int, what: str, fix: str) -> InvalidLayerArgument:
+    """The error for a Dockerfile line of `size` bytes; `what` names the offending value by a
+    short prefix only (a long value may be a key or a certificate)."""
+    return InvalidLayerArgument(
+        parameter,
+        f"{what} would make a Dockerfile line of {size} bytes, over BuildKit's limit of {MAX_LINE_BYTES} bytes "
+        f"per line (the build would fail on the engine); {fix}",
+    )
+
+
+def prefix(value: str, length: int = 24) -> str:
+    """The start of a long value, for a message: enough to recognise it, never the whole."""
+    return repr(value[:length] + "...") if len(value) > length else repr(value)
+
+
 def line_safe(parameter: str, value: str) -> str:
     """`value` if it can be part of one Dockerfile line; else InvalidLayerArgument."""
     found = re.search(r"[\r\n]", value)
@@ -111,6 +130,11 @@ def line_safe(parameter: str, value: str) -> str:
     if value.rstrip().endswith("\\"):
         raise InvalidLayerArgument(
             parameter, f"{value!r} ends with a backslash, which would join the next instruction; remove it"
+        )
+    size = len(value.encode("utf-8", "surrogateescape"))
+    if size > MAX_LINE_BYTES:
+        raise line_too_long(
+            parameter, size, f"{prefix(value)} ({len(value)} characters)", "split it over several layers"
         )
     return value
 

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from .._encoding import Encodable
-from .._errors import InvalidLayerArgument
 from .._files import DIR, Tree
 from .._secret import Secret
 from .._sources import Sources, Staged
@@ -83,28 +82,13 @@ def index_identity(url: str | None) -> str | None:
 # route ("dockerfile line greater than max allowed size of 65535"). Layers whose arguments
 # render into one line of unbounded length check it when they are made, so every route refuses
 # the same image at the same place.
-MAX_LINE_BYTES = 65535
-
-
-def line_too_long(parameter: str, size: int, what: str, fix: str) -> InvalidLayerArgument:
-    """The error for a Dockerfile line of `size` bytes; `what` names the offending value by a
-    short prefix only (a long value may be a key or a certificate)."""
-    return InvalidLayerArgument(
-        parameter,
-        f"{what} would make a Dockerfile line of {size} bytes, over BuildKit's limit of {MAX_LINE_BYTES} bytes "
-        f"per line (the build would fail on the engine); {fix}",
-    )
-
-
-def prefix(value: str, length: int = 24) -> str:
-    """The start of a long value, for a message: enough to recognise it, never the whole."""
-    return repr(value[:length] + "...") if len(value) > length else repr(value)
-
-
 class Layer(ABC):
     """Base of every layer kind."""
 
     KIND: ClassVar[str] = "layer"
+
+    def preflight(self) -> None:  # noqa: B027 - most layers check nothing: not abstract
+        """Checks with tools on this machine before a build stages anything (none by default)."""
 
     def inputs(self, sources: Sources, index: int) -> Inputs:
         """Read the files this layer uses (none by default)."""

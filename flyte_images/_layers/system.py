@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, ClassVar
 from .. import _quote as q
 from .._encoding import Encodable
 from .._errors import LayerNotAllowedError
+from .._render import MAX_LINE_BYTES, line_too_long, prefix
 from .._secret import Secret
-from .base import MAX_LINE_BYTES, Inputs, Layer, line_too_long, prefix, secrets_identity
+from .base import Inputs, Layer, secrets_identity
 
 if TYPE_CHECKING:
     from .._render import Instructions
