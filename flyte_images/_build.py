@@ -14,15 +14,16 @@ import contextlib
 import os
 import shutil
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from . import _config
 from ._errors import BuildError, ConfigError, FlyteImagesError, RegistryError, SecretNotFoundError
 from ._hints import add_hint
 from ._image import Image
+from ._interrupt import run_coroutine
 from ._plan import BuildPlan, plan, repository_of, staged_plan
 from ._render import CA_SECRET_ID, RenderOptions
 from ._secret import unusable_secrets
@@ -441,19 +442,6 @@ def _record(planned: BuildPlan, how: str = "") -> None:
 
     with contextlib.suppress(OSError, FlyteImagesError):
         save_record(description_key(planned.image), replace(breakdown(planned), how=how))
-
-
-def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run, also from a thread that already runs an event loop (a notebook)."""
-    import asyncio  # here, not at import time: `import flyte_images` stays cheap
-    import concurrent.futures
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _run_backend(
