@@ -319,9 +319,8 @@ def _chosen_builder(builder: str | Builder | None) -> object:
     (used as if given here), else "append" when that is the configured name
     (FLYTE_IMAGES_BUILDER=append or image_builder = "append"), else None (the configured backend)."""
     from ._append.build import APPEND
-    from ._builders import configured_object
 
-    chosen = configured_object() if builder is None else builder
+    chosen = _config.configured_builder_object() if builder is None else builder
     if chosen is None and _config.configured_builder() == APPEND:
         chosen = APPEND
     return chosen

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ._config import configured_builder_object
 from ._errors import BuildError, ConfigError, InvalidBuilderError
 
 if TYPE_CHECKING:
@@ -183,15 +184,6 @@ def is_builder_object(value: object) -> bool:
     return isinstance(value, Builder) or callable(getattr(value, "build_image", None))
 
 
-def configured_object() -> object | None:
-    """The builder object given to `init(image_builder=...)`, if one was (a name is left to
-    `configured_builder`). `_config.reset()` forgets it with the other settings."""
-    from . import _config
-
-    value: object = _config._explicit.image_builder
-    return None if value is None or isinstance(value, str) else value
-
-
 def _not_a_builder(value: object) -> InvalidBuilderError:
     kind = "a class" if isinstance(value, type) else type(value).__name__
     return InvalidBuilderError(
@@ -211,7 +203,7 @@ def get_builder(name_or_instance: str | object | None = None) -> Builder:
     from flyte_images.builders.base import Builder
 
     if name_or_instance is None:
-        name_or_instance = configured_object()
+        name_or_instance = configured_builder_object()
     if isinstance(name_or_instance, WholeImageBuilder):
         return name_or_instance
     if isinstance(name_or_instance, Builder) and not isinstance(name_or_instance, type):

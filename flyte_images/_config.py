@@ -69,7 +69,7 @@ DEFAULT_BUILDKIT_ADDR = "unix:///run/buildkit/buildkitd.sock"  # buildkitd's own
 @dataclass(frozen=True)
 class Settings:
     registry: str | None = None
-    image_builder: str | None = None
+    image_builder: str | object | None = None  # a name, or a builder object from init(image_builder=obj)
     base_image: str | None = None
     ca_bundle: str | None = None
     images: dict[str, str] = field(default_factory=dict)
@@ -218,7 +218,17 @@ def configured_registry() -> str | None:
 
 
 def configured_builder() -> str | None:
+    """The builder's name from init(...), the environment or the config file; None when
+    init(...) was given a builder object (see `configured_builder_object`)."""
+    if configured_builder_object() is not None:
+        return None
     return _pick("image_builder", BUILDER_ENV, FLYTE_BUILDER_ENV)
+
+
+def configured_builder_object() -> object | None:
+    """The builder object given to init(image_builder=...), if one was (not a name)."""
+    value = _explicit.image_builder
+    return None if value is None or isinstance(value, str) else value
 
 
 def configured_cache() -> str | None:
