@@ -70,7 +70,9 @@ _RECORD_FORMAT = b"flyte-images-staging-1\n"
 # is copied again each build). A larger file is not one we wrote.
 _RECORD_MAX_BYTES = 64 << 20
 _MAX_AGE_S = 14 * 24 * 3600
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+# O_NONBLOCK: a FIFO put where a file was (the walk skips them, a single file may be one) is
+# opened at once and refused as not a regular file, instead of waiting for a writer forever.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # Temporary files, in the image's folder (one build at a time holds it: fixed names suffice).
 _COPYING, _RECORD_TMP, _DOCKERFILE_TMP = ".copying.tmp", ".record.tmp", ".Dockerfile.tmp"
@@ -218,7 +220,7 @@ class Snapshot:
 
     def _copy(self, dfd: int | None, name: str, target: Path, what: str) -> tuple[os.stat_result, str]:
         try:
-            src = os.open(name, _OPEN_FLAGS if dfd is not None else os.O_RDONLY | os.O_CLOEXEC, dir_fd=dfd)
+            src = os.open(name, _OPEN_FLAGS if dfd is not None else _OPEN_FLAGS & ~os.O_NOFOLLOW, dir_fd=dfd)
         except FileNotFoundError as exc:
             raise SourceNotFoundError(f"{what} {name} disappeared while it was staged; run again") from exc
         except PermissionError as exc:

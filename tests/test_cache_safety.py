@@ -23,7 +23,7 @@ import pytest
 from conftest import write_tree
 
 import flyte_images
-from flyte_images import BuildError, ConfigError, Image, _statcache, _treememo
+from flyte_images import BuildError, ConfigError, Image, SourceError, _statcache, _treememo
 from flyte_images._cli import main
 from flyte_images._files import collect_tree
 from flyte_images._identity import image_digest
@@ -339,6 +339,15 @@ def test_a_staging_record_that_is_a_fifo_is_ignored(tmp_path: Path) -> None:
         result = flyte_images.build(_image(src), builder=fake, quiet=True)
     assert fake.store[result.uri].files == {"/app/src/a.py": b"edited"}
     assert (folder / "record").is_file()
+
+
+def test_a_fifo_staged_as_a_single_file_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """A single file (a source file, the uv binary kept in the cache folder) is opened without
+    waiting: a FIFO in its place is one error."""
+    os.mkfifo(tmp_path / "pipe")
+    image = Image.from_base(BASE).clone(name="cache-safety").with_source_file(tmp_path / "pipe", dst="/app")
+    with _no_hang(), pytest.raises(SourceError, match=f"{tmp_path / 'pipe'} is not a regular file"):
+        flyte_images.build(image, builder=FakeBuilder(), quiet=True)
 
 
 # ----- names, depth and unwritable cache folders ----------------------------------------------
