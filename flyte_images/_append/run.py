@@ -82,12 +82,17 @@ def by_append(
     announce: Callable[[str], None] | None,
     progress: Progress | None,
     engine_options: dict[str, Any],
+    on_fallback: Callable[[str], None] | None = None,
 ) -> ImageBuild | None:
     """The image built on the append path, or None when it must take the engine path: its file
     part is over FLYTE_IMAGES_APPEND_MAX_BYTES, which `builder="append"` cannot change either,
-    since the engine makes the same image (the notice goes to `progress`, else to stderr).
-    Refusing would fail a build over how it is made, not what it makes; a build loaded into
-    the local engine is refused (`build.choose`) because appending cannot make that at all."""
+    since the engine makes the same image. Refusing would fail a build over how it is made, not
+    what it makes; a build loaded into the local engine is refused (`build.choose`) because
+    appending cannot make that at all.
+
+    The one-line reason for the engine path goes to `on_fallback` when given (for a caller that
+    says it once it has announced the build: a progress view may show nothing before that),
+    else to `progress` as a step, else to stderr unless quiet."""
     from .._build import ImageBuild, _record, _skipped
 
     if dry_run:
@@ -98,7 +103,7 @@ def by_append(
             return _skipped(planned, full)
         why = too_big(planned)
         if why is not None:
-            _notice(why, progress, quiet)
+            _notice(why, progress, quiet, on_fallback)
             return None
         how = "in the registry" if not part.build and not force else "after building it with the engine"
         layers = len(image._layers) - file_part_start(image)
@@ -113,7 +118,7 @@ def by_append(
             return _skipped(staged, full)
         why = too_big(staged)
         if why is not None:
-            _notice(why, progress, quiet)
+            _notice(why, progress, quiet, on_fallback)
             return None
         if announce is not None:
             announce(staged.uri)
@@ -182,10 +187,10 @@ def _decide(full: BuildPlan, engine: BuildPlan, strict: bool, quiet: bool) -> tu
     return image, part
 
 
-def _notice(text: str, progress: Progress | None, quiet: bool) -> None:
-    """A line the user should see whatever view shows the build: a step of its progress (the
-    CLI's board, `build_images`), else stderr unless quiet."""
-    if progress is not None:
+def _notice(text: str, progress: Progress | None, quiet: bool, on_fallback: Callable[[str], None] | None) -> None:
+    if on_fallback is not None:
+        on_fallback(text)
+    elif progress is not None:
         step(progress, text)
     elif not quiet:
         print(text, file=sys.stderr)
