@@ -103,7 +103,7 @@ def by_append(
             return _skipped(planned, full)
         why = too_big(planned)
         if why is not None:
-            _notice(why, progress, quiet, on_fallback)
+            _fall_back(why, progress, quiet, on_fallback)
             return None
         how = "in the registry" if not part.build and not force else "after building it with the engine"
         layers = len(image._layers) - file_part_start(image)
@@ -118,7 +118,7 @@ def by_append(
             return _skipped(staged, full)
         why = too_big(staged)
         if why is not None:
-            _notice(why, progress, quiet, on_fallback)
+            _fall_back(why, progress, quiet, on_fallback)
             return None
         if announce is not None:
             announce(staged.uri)
@@ -187,10 +187,17 @@ def _decide(full: BuildPlan, engine: BuildPlan, strict: bool, quiet: bool) -> tu
     return image, part
 
 
-def _notice(text: str, progress: Progress | None, quiet: bool, on_fallback: Callable[[str], None] | None) -> None:
+def _fall_back(text: str, progress: Progress | None, quiet: bool, on_fallback: Callable[[str], None] | None) -> None:
     if on_fallback is not None:
         on_fallback(text)
-    elif progress is not None:
+    else:
+        notice(text, progress, quiet)
+
+
+def notice(text: str, progress: Progress | None, quiet: bool) -> None:
+    """A line the user should see whatever view shows the build: a step of `progress` when
+    there is one, else stderr unless quiet."""
+    if progress is not None:
         step(progress, text)
     elif not quiet:
         print(text, file=sys.stderr)
