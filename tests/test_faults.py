@@ -30,7 +30,7 @@ def small_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     """A 2 MiB tmpfs as the cache folder (needs root; skipped with the reason otherwise)."""
     mount = tmp_path / "small"
     mount.mkdir()
-    command = ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)]
+    command = ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)]
     done = subprocess.run(command, check=False, capture_output=True)
     if done.returncode != 0:
         if os.environ.get("CI"):
