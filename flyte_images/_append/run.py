@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError
 from .._image import Image
+from .._interrupt import run_coroutine
 from .._plan import BuildPlan, plan, staged_plan
 from .._render import RenderOptions
 from .build import append_file_part, check_engine_part, engine_plan, step
@@ -135,7 +136,7 @@ def _append(
     sink: Progress,
     engine_options: dict[str, Any],
 ) -> ImageBuild:
-    from .._build import ImageBuild, _record, build_image, remember_pushed, run_coroutine
+    from .._build import ImageBuild, _record, build_image, remember_pushed
     from .._builders import get_builder
 
     started = time.monotonic()
