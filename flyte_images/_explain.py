@@ -16,14 +16,13 @@ import contextlib
 import dataclasses
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._plan import BuildPlan
-from ._statcache import cache_dir
+from ._statcache import cache_dir, open_cache_folder, read_cache_file, write_atomically
 
 Files = dict[str, tuple[int, str]]
 
@@ -72,6 +71,10 @@ def breakdown(plan: BuildPlan) -> Breakdown:
 HISTORY = 10  # builds remembered per image
 
 
+# A record file holds at most HISTORY builds of one image: far below this, whatever the image.
+_RECORD_LIMIT = 4 << 20
+
+
 def _history_path(key: str) -> Path:
     return cache_dir() / "records" / f"{key}.json"
 
@@ -79,8 +82,11 @@ def _history_path(key: str) -> Path:
 def history(key: str) -> list[Breakdown]:
     """The recorded builds of the image described by `key` (`_plan.description_key`), oldest
     first; an unreadable record file is no history."""
+    raw = read_cache_file(_history_path(key), _RECORD_LIMIT, b"[")
+    if raw is None:
+        return []
     try:
-        data = json.loads(_history_path(key).read_text())
+        data = json.loads(raw)
         return [Breakdown.from_dict(item) for item in data]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return []
@@ -97,13 +103,16 @@ def save_record(key: str, record: Breakdown) -> None:
     else:
         builds.append(record)
     path = _history_path(key)
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".record-", dir=path.parent)
-        with os.fdopen(fd, "w") as handle:
-            # One line, no sorting: the file is read back by `history`, not by people.
-            handle.write(json.dumps([b.to_dict() for b in builds[-HISTORY:]], separators=(",", ":")))
-        Path(tmp).replace(path)
+    # One line, no sorting: the file is read back by `history`, not by people.
+    text = json.dumps([b.to_dict() for b in builds[-HISTORY:]], separators=(",", ":")).encode()
+    if len(text) > _RECORD_LIMIT:
+        return
+    with contextlib.suppress(OSError):  # a record only explains later builds: a build goes on
+        folder = open_cache_folder(path.parent)
+        try:
+            write_atomically(folder, path.name, text)
+        finally:
+            os.close(folder)
 
 
 def previous_build(key: str, current: Breakdown) -> tuple[Breakdown | None, Breakdown | None]:

@@ -53,7 +53,7 @@ def uv_binary(platform: str, version: str = UV_VERSION) -> Path:
     arch = target_arch(platform)
     tag = _WHEEL_PLATFORMS[platform][1]
     target = cache_dir() / "uv" / version / arch / "uv"
-    if target.is_file():
+    if target.is_file() and not target.is_symlink():  # never a link: staging copies it into images
         return target
     import contextlib  # here: a plan whose uv is cached (every one but the first) never needs these
     import shutil
@@ -61,7 +61,15 @@ def uv_binary(platform: str, version: str = UV_VERSION) -> Path:
     import tempfile
     import zipfile
 
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if any(p.is_symlink() for p in (target.parent, target.parent.parent, target.parent.parent.parent)):
+            raise BuildError(f"{target.parent} goes through a symlink; remove it (the tool makes it again)")
+    except OSError as exc:
+        raise BuildError(
+            f"cannot write the uv cache in {target.parent} ({exc.strerror}); make the cache folder writable, "
+            "or point FLYTE_IMAGES_CACHE_DIR at a folder that is"
+        ) from exc
     with tempfile.TemporaryDirectory(prefix="fi-uv-", dir=target.parent) as tmp:
         command = [
             sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",

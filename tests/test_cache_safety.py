@@ -423,3 +423,25 @@ def test_a_cache_folder_that_cannot_be_written_is_one_clear_error(
         assert main(["dockerfile", f"{images}:img", "--context", str(tmp_path / "ctx")]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err and str(folder) in err
+
+
+def test_build_records_are_read_bounded_and_never_written_through_a_symlink(tmp_path: Path) -> None:
+    from flyte_images._explain import breakdown, history, save_record
+    from flyte_images._plan import plan
+
+    records = cache_dir() / "records"
+    records.mkdir(parents=True)
+    os.mkfifo(records / "k1.json")  # a FIFO would block a plain read forever
+    assert history("k1") == []
+    (records / "k2.json").write_bytes(b"[" + b" " * (5 << 20) + b"]")  # over the bound: not read
+    assert history("k2") == []
+
+    image = Image.from_debian_base(python_version=(3, 12), install_flyte=False, name="rec").with_env_vars({"A": "1"})
+    save_record("k3", breakdown(plan(image)))
+    assert len(history("k3")) == 1  # the record itself works
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    records.rename(tmp_path / "moved")
+    records.symlink_to(victim)
+    save_record("k4", breakdown(plan(image)))
+    assert list(victim.iterdir()) == []
