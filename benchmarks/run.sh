@@ -22,6 +22,8 @@ unset PYTHONDONTWRITEBYTECODE
 if [ "$(id -u)" = 0 ]; then
   bash fixtures/engine/setup.sh >/dev/null 2>&1 || echo "engine not available: the registry benchmark will say why" >&2
 fi
+.bench/venv/bin/python benchmarks/bench_startup.py
+echo
 .bench/venv/bin/python benchmarks/bench_identifier.py "$@"
 echo
 .bench/venv/bin/python benchmarks/bench_large.py
