@@ -197,6 +197,9 @@ class Pusher:
             there = await self.has_blob(ref, digest) if ask else False
         except BaseException:
             starting.cancel()
+            # It may end in a failure all the same (of the same registry, already being
+            # reported): taken when it ends, or the event loop would log it when it is collected.
+            starting.add_done_callback(_taken)
             raise
         if there:
             await self._cancel_upload(ref, starting)
@@ -247,6 +250,11 @@ class Pusher:
         if stored is not None and stored != digest:
             raise RegistryError(f"{ref.host} stored the manifest of {ref} as {stored[:80]!r}, not as {digest}")
         return digest
+
+
+def _taken(task: asyncio.Future[Answer]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _json(document: dict[str, Any]) -> bytes:

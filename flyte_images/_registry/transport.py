@@ -6,7 +6,7 @@ it sat idle, is never reused), chunked and counted bodies, TLS, and proxies from
 as httpx reads them (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY, in either case): an https://
 proxy is spoken to over TLS before anything, its credentials included, is sent to it; a socks5://
 or socks5h:// proxy needs the `socks` extra, and without it every request fails with a
-RegistryError naming the variable (it is never bypassed). httpx never sends a request twice; a
+RegistryError naming the variable and the fix (the proxy is never bypassed). httpx never sends a request twice; a
 request is sent again only by `Session`, and only when the server cannot have received it or
 when it is a GET or HEAD.
 
@@ -17,10 +17,12 @@ The deadline, `deadline=` else FLYTE_IMAGES_REGISTRY_TIMEOUT else 20 s, is one n
 T, applied as follows:
 
 - every request, checks and pushes alike: connecting (the TLS handshake and a proxy's tunnel
-  included) takes at most T; the next bytes of an answer come within T of the last ones; each
-  piece of a request body (64 KiB) is taken by the connection within T. So a request that stalls
-  (nothing moves for T) fails, while one that keeps moving, such as a long upload or download on
-  a slow link, is never cut off for its length alone;
+  included) takes at most T; each piece of a request body (64 KiB) is taken by the connection
+  within T; the answer starts within T of the request's last piece, and each next bytes of it
+  come within T of the ones before. So a request that stalls (nothing moves for T) fails, while
+  one that keeps moving, such as a long upload or download on a slow link, is never cut off for
+  its length alone. A request whose connection broke after it was sent is sent again only when
+  it is a GET or HEAD (see session.py);
 - an existence check (and reading the platforms of, or writing, a multi-platform index) also
   ends within T in all, its retries, redirects and token requests included, so a server that
   drips bytes cannot hold a build;
@@ -209,7 +211,7 @@ def open_client(*, timeout: float, keep: int, transport: HTTPTransport | None = 
         name, shown = found
         raise RegistryError(
             f"{name} names a SOCKS proxy ({shown}), which registry requests can use only with the socks extra: "
-            f"pip install 'flyte-images[socks]' (or list the registry in NO_PROXY, or unset {name})"
+            f"pip install 'flyte-images[socks]', or unset {name}"
         ) from None
     except (ValueError, TypeError, httpx.InvalidURL):
         name, shown = _proxy_setting(lambda value: not _usable(value)) or ("NO_PROXY", "its value")
