@@ -148,7 +148,7 @@ def _shown(value: str, limit: int = 60) -> str:
 
 class Session:
     """Connections, credentials and tokens shared by every request of one client: existence
-    checks, reads and pushes alike. `close()` it when done."""
+    checks, reads and pushes alike. `aclose()` it when done."""
 
     def __init__(
         self,
@@ -308,7 +308,7 @@ class Session:
             response = await client.send(request, stream=True)
         except httpx.HTTPError as exc:
             raise failure(exc, self._timeout) from None
-        # The address asked, not the one sent to: a transport may rewrite the request.
+        # Answers carry the address asked, not the one sent to: a transport may rewrite it.
         answer_headers = Headers(response.headers.multi_items())
         if hold and response.status_code == 200:
             return Answer(200, answer_headers, b"", url, stream=Stream(response, self._timeout))
