@@ -4,10 +4,14 @@ A backend owns everything that talks to an engine: whether an image is in the en
 store (`local_exists`), and building one staged context for some platforms, then pushing it or
 loading it (`build`). It reports progress as `ProgressEvent`s made by the shared
 `builders.output.BuildOutput` helper, which also redacts secret values and remembers what a
-failed step printed. Built-in backends and third-party ones are found the same way, by name in
-the entry-point group `flyte_images.builders`; nothing else in flyte-images knows which one runs.
+failed step printed. What a backend can do beyond that, it declares (`exports_cache`,
+`multi_platform`, `loads`): the core reads those, and never which backend runs. The built-in
+backends are found by name (docker, buildkit), any other through the entry-point group
+`flyte_images.builders`.
 
-Every backend passes one conformance suite (tests/test_conformance.py).
+A backend imports only its sibling modules here, the error tree, the config and the shared
+output and process helpers. Every backend passes one conformance suite, which ships with the
+package (`flyte_images.testing.conformance`), beside an in-memory fake (`flyte_images.testing`).
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal, Protocol, runtime_checkable
+from typing import ClassVar, Literal, Protocol, TypeGuard, runtime_checkable
+
+from flyte_images._errors import ConfigError
 
 IDENTITY_LABEL = "dev.flyte-images.identifier"
+CACHE_TAG = "buildcache"
 
 
 @dataclass(frozen=True)
@@ -77,9 +84,30 @@ Progress = Callable[[ProgressEvent], None]
 
 @runtime_checkable
 class Builder(Protocol):
-    """A build backend."""
+    """A build backend.
+
+    The three capabilities are read-only and may be plain class attributes or properties (a
+    property may ask the engine, once, when read). `is_backend` checks an object without reading
+    them; `isinstance(x, Builder)` reads them on Python before 3.12.
+    """
 
     name: ClassVar[str]
+
+    @property
+    def exports_cache(self) -> bool:
+        """Whether `BuildRequest.cache_to` is written (a registry layer cache), not only `cache_from` read."""
+        ...
+
+    @property
+    def multi_platform(self) -> bool:
+        """Whether several platforms are built in one build and pushed as one image index by that
+        build; without it, each platform is built and pushed on its own, then joined by an index."""
+        ...
+
+    @property
+    def loads(self) -> bool:
+        """Whether a build with `push=False` loads the image into a local store `local_exists` asks."""
+        ...
 
     def local_exists(self, reference: str) -> bool | None:
         """Whether `reference` is in the engine's local image store; None when it cannot tell."""
@@ -88,6 +116,42 @@ class Builder(Protocol):
     def build(self, request: BuildRequest, progress: Progress) -> BuildResult:
         """Build, then push (request.push) or load into the local store; raise a BuildError."""
         ...
+
+
+CAPABILITIES = ("exports_cache", "multi_platform", "loads")
+_MEMBERS = ("name", *CAPABILITIES, "local_exists", "build")
+
+
+def missing_members(value: object) -> list[str]:
+    """The members of `Builder` that `value` does not declare, looked up in its class and its own
+    attributes without reading them (a capability may be a property that asks the engine)."""
+    own = getattr(value, "__dict__", {})
+    # Builder's own stubs answer None: a class that names it as a base still declares each member.
+    declared = [vars(klass) for klass in type(value).__mro__ if klass is not Builder]
+    return [name for name in _MEMBERS if name not in own and not any(name in names for names in declared)]
+
+
+def is_backend(value: object) -> TypeGuard[Builder]:
+    """Whether `value` is a backend instance (not a class): it declares every member of `Builder`."""
+    return not isinstance(value, type) and not missing_members(value)
+
+
+def registry_cache_specs(repository: str, tag: str = CACHE_TAG) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(cache_from, cache_to) for a BuildKit registry layer cache kept at `repository:tag`; every
+    backend reads `cache_from`, one that `exports_cache` writes `cache_to`.
+
+    mode=max exports every intermediate layer (the dependency steps, not only the final
+    image's), so a fresh runner with an empty daemon re-runs only what changed; image-manifest
+    stores the cache as a plain OCI image manifest, which every registry accepts (ECR included).
+    """
+    last = repository.rsplit("/", 1)[-1]
+    if not repository or ":" in last or "@" in repository or repository != repository.strip():
+        raise ConfigError(
+            f"registry cache: {repository!r} is not a repository; give one without tag or digest, "
+            "e.g. ghcr.io/acme/trainer (the cache goes to ghcr.io/acme/trainer:buildcache)"
+        )
+    ref = f"{repository}:{tag}"
+    return (f"type=registry,ref={ref}",), (f"type=registry,ref={ref},mode=max,image-manifest=true,oci-mediatypes=true",)
 
 
 def load_one_platform(request: BuildRequest, progress: Progress, host: str) -> BuildRequest:

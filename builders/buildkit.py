@@ -24,8 +24,9 @@ Several platforms are built natively in one solve by the daemon (QEMU through bi
 daemon's host for foreign ones) and pushed as one index; they cannot be loaded into the local
 engine at once (its image store keeps one platform per tag), which is a BuildError.
 
-For ephemeral runners, `registry_cache_specs(repository)` gives the cache_from/cache_to of a
-registry layer cache (`REPOSITORY:buildcache`, mode=max), which BuildRequest passes to buildx.
+For ephemeral runners, `base.registry_cache_specs(repository)` gives the cache_from/cache_to of
+a registry layer cache (`REPOSITORY:buildcache`, mode=max), which BuildRequest passes to buildx;
+this backend writes it (`exports_cache`).
 """
 
 from __future__ import annotations
@@ -56,11 +57,30 @@ from flyte_images._errors import (
     PlatformNotSupportedError,
     PushDeniedError,
 )
-from flyte_images.builders.base import BuildRequest, BuildResult, Progress, load_one_platform
+from flyte_images.builders.base import (
+    CACHE_TAG,
+    BuildRequest,
+    BuildResult,
+    Progress,
+    load_one_platform,
+    registry_cache_specs,
+)
 from flyte_images.builders.docker import DockerBuilder, cache_spec, check_engine
 from flyte_images.builders.output import BuildOutput
 
-CACHE_TAG = "buildcache"
+# The registry cache's names are the base's (every backend reads such a cache); named here too.
+__all__ = [
+    "CACHE_TAG",
+    "PROBE_TIMEOUT",
+    "BuildkitBuilder",
+    "builder_name",
+    "check_client",
+    "check_settings",
+    "daemon_platforms",
+    "ensure_builder",
+    "probe",
+    "registry_cache_specs",
+]
 PROBE_TIMEOUT = 10.0  # seconds to connect and shake hands; buildx itself waits 20 s, silently
 # An HTTP/2 client preface and an empty SETTINGS frame: what a gRPC client sends first. A daemon
 # that refuses our client certificate says so only once data flows (TLS 1.3 sends it late).
@@ -83,28 +103,13 @@ _created: set[tuple[str, str]] = set()  # (builder name, DOCKER_CONFIG) made by 
 _lock = threading.Lock()
 
 
-def registry_cache_specs(repository: str, tag: str = CACHE_TAG) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(cache_from, cache_to) for a BuildKit registry layer cache kept at `repository:tag`.
-
-    mode=max exports every intermediate layer (the dependency steps, not only the final
-    image's), so a fresh runner with an empty daemon re-runs only what changed; image-manifest
-    stores the cache as a plain OCI image manifest, which every registry accepts (ECR included).
-    """
-    last = repository.rsplit("/", 1)[-1]
-    if not repository or ":" in last or "@" in repository or repository != repository.strip():
-        raise ConfigError(
-            f"registry cache: {repository!r} is not a repository; give one without tag or digest, "
-            "e.g. ghcr.io/acme/trainer (the cache goes to ghcr.io/acme/trainer:buildcache)"
-        )
-    ref = f"{repository}:{tag}"
-    return (f"type=registry,ref={ref}",), (f"type=registry,ref={ref},mode=max,image-manifest=true,oci-mediatypes=true",)
-
-
 class BuildkitBuilder:
     """Build on a BuildKit daemon at FLYTE_IMAGES_BUILDKIT_ADDR (`docker buildx`, remote driver)."""
 
     name: ClassVar[str] = "buildkit"
     exports_cache: ClassVar[bool] = True  # a registry cache can be written, not only read
+    multi_platform: ClassVar[bool] = True  # one solve for every platform, pushed as one index
+    loads: ClassVar[bool] = True  # through the local Docker engine
 
     def __init__(self, settings: BuildkitSettings | None = None) -> None:
         """`settings`: the daemon's address and TLS files; None reads them at each build (the

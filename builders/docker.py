@@ -109,9 +109,18 @@ class DockerBuilder:
     """
 
     name: ClassVar[str] = "docker"
+    exports_cache: ClassVar[bool] = False  # buildx's `docker` driver imports a registry cache, never writes one
+    loads: ClassVar[bool] = True
 
     def __init__(self, platform_concurrency: int | None = None) -> None:
         self._concurrency = platform_concurrency
+
+    @property
+    def multi_platform(self) -> bool:
+        """What the engine's builder can do (asked once per engine and builder): another buildx
+        driver than `docker`, or Docker's containerd image store. Otherwise `build` builds and
+        pushes each platform on its own and writes the index itself."""
+        return multiarch.engine_facts().builds_several
 
     def local_exists(self, reference: str) -> bool | None:
         with contextlib.suppress(EngineUnavailableError):
@@ -139,7 +148,7 @@ class DockerBuilder:
         if len(request.platforms) > 1 and not request.push and not facts.loads_several:
             request = multiarch.keep_one_platform(request, progress, facts)
         multiarch.check_emulation(request, facts)
-        if len(request.platforms) > 1 and request.push and not facts.builds_several:
+        if len(request.platforms) > 1 and request.push and not self.multi_platform:
             concurrency = multiarch.concurrency_setting(self._concurrency)
             return multiarch.build_split(request, progress, run_build, concurrency)
         return run_build(request, progress)

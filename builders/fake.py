@@ -83,6 +83,9 @@ class FakeBuilder:
     """A fake in-memory backend for tests: interprets the Dockerfile, executes nothing."""
 
     name: ClassVar[str] = "fake"
+    exports_cache: ClassVar[bool] = False  # cache specs are recorded in `requests`, never written
+    multi_platform: ClassVar[bool] = True  # every platform of a push in one build (`pushed_platforms`)
+    loads: ClassVar[bool] = True  # into `store`
 
     def __init__(self, bases: Iterable[str] | None = None) -> None:
         """`bases`: the base images it "has" (None: every base)."""

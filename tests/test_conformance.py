@@ -227,97 +227,84 @@ def test_local_exists(backend: Backend) -> None:
 # ----- finding a backend -----------------------------------------------------------------------
 
 
-def test_backends_are_found_by_name_through_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
-    from importlib.metadata import EntryPoint
-
+def test_built_in_backends_are_found_without_reading_package_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
     from flyte_images import _builders
+    from flyte_images.builders.buildkit import BuildkitBuilder
     from flyte_images.builders.docker import DockerBuilder
     from flyte_images.builders.fake import FakeBuilder
 
+    def no_metadata(group: str) -> list[object]:
+        raise AssertionError(f"entry points of {group} read for a built-in backend")
+
+    monkeypatch.setattr(_builders, "entry_points", no_metadata)
     assert isinstance(_builders.get_builder(), DockerBuilder)
+    assert isinstance(_builders.get_builder("docker"), DockerBuilder)
     assert isinstance(_builders.get_builder("local"), DockerBuilder)
+    assert isinstance(_builders.get_builder("buildkit"), BuildkitBuilder)
     monkeypatch.setenv("FLYTE_IMAGES_BUILDER", "local")
     assert isinstance(_builders.get_builder(), DockerBuilder)
     fake = FakeBuilder()
     assert _builders.get_builder(fake) is fake
 
-    # Only what is registered can be chosen: there is no built-in table behind the entry points.
-    only_fake = [EntryPoint("fake", "flyte_images.builders.fake:FakeBuilder", _builders.ENTRY_POINT_GROUP)]
-    monkeypatch.setattr(_builders, "entry_points", lambda group: only_fake)
-    assert isinstance(_builders.get_builder("fake"), FakeBuilder)
-    with pytest.raises(ConfigError, match=r"no image builder named 'docker'; available: fake"):
-        _builders.get_builder("docker")
 
-
-def test_entry_points_are_read_as_importlib_metadata_reads_them(
+def test_other_backends_are_found_through_installed_entry_points(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The direct reading of entry_points.txt files (importlib.metadata costs ~15 ms to import)
-    finds the same entry points in the same order, for every group, and leaves any layout it
-    does not read itself to importlib.metadata."""
-    import importlib.metadata
-    import sys
-
-    from flyte_images import _builders
-
-    def both(group: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]] | None]:
-        found = _builders._scan(group)
-        expected = [(e.name, e.value, e.group) for e in importlib.metadata.entry_points(group=group)]
-        return expected, None if found is None else [(e.name, e.value, e.group) for e in found]
-
-    # Two distributions of one name (the first on sys.path counts), odd spacing, comments, a
-    # section that is not ours, an egg-info, a folder without entry points.
-    for folder, dist, text in [
-        ("first", "fi_twin-1.0.dist-info", "[flyte_images.builders]\n  twin = pkg.first:A  \n# x\n"),
-        ("second", "FI.Twin-2.0.dist-info", "[flyte_images.builders]\ntwin = pkg.second:B\n"),
-        ("second", "fi_other.egg-info", "[other]\nx=y\n[flyte_images.builders]\nother=pkg.other:C [extra]\n"),
-        ("second", "fi_empty-1.0.dist-info", None),
-    ]:
-        info = tmp_path / folder / dist
-        info.mkdir(parents=True)
-        if text is not None:
-            (info / "entry_points.txt").write_text(text)
-    monkeypatch.syspath_prepend(str(tmp_path / "second"))
-    monkeypatch.syspath_prepend(str(tmp_path / "first"))
-    groups = set(importlib.metadata.entry_points().groups) | {"no-such-group"}
-    for group in sorted(groups):
-        expected, found = both(group)
-        assert found == expected, group
-    assert [n for n, _v, _g in both(_builders.ENTRY_POINT_GROUP)[1] or []][:2] == ["twin", "other"]
-    assert _builders.available_builders()["twin"].value == "pkg.first:A"
-
-    # A line importlib.metadata refuses, a distribution named only in its metadata, another
-    # distribution finder: importlib.metadata decides.
-    (tmp_path / "first" / "fi_twin-1.0.dist-info" / "entry_points.txt").write_text("[flyte_images.builders]\nbad\n")
-    assert _builders._scan(_builders.ENTRY_POINT_GROUP) is None
-    (tmp_path / "first" / "fi_twin-1.0.dist-info" / "entry_points.txt").write_text("")
-    (tmp_path / "first" / "-1.0.dist-info").mkdir()
-    assert _builders._scan(_builders.ENTRY_POINT_GROUP) is None
-    (tmp_path / "first" / "-1.0.dist-info").rmdir()
-
-    class Finder:
-        @staticmethod
-        def find_distributions(context: object = None) -> list[object]:
-            return []
-
-    monkeypatch.setattr(sys, "meta_path", [*sys.meta_path, Finder])
-    assert _builders._scan(_builders.ENTRY_POINT_GROUP) is None
-    assert "docker" in _builders.available_builders()  # through importlib.metadata
-
-
-def test_an_entry_point_loads_as_importlib_metadata_loads_it() -> None:
-    import importlib.metadata
-
+    """A package that registers a backend, as pip installs one (a dist-info folder on sys.path);
+    an installed package cannot take a built-in name."""
     from flyte_images import _builders
     from flyte_images.builders.docker import DockerBuilder
+    from flyte_images.builders.fake import FakeBuilder
 
-    for value in ("flyte_images.builders.docker:DockerBuilder", "flyte_images.builders.docker : DockerBuilder [x]"):
-        ours = _builders.EntryPoint("docker", value, _builders.ENTRY_POINT_GROUP)
-        theirs = importlib.metadata.EntryPoint("docker", value, _builders.ENTRY_POINT_GROUP)
-        assert ours.load() is theirs.load() is DockerBuilder
-    module = _builders.EntryPoint("m", "flyte_images.builders.docker", "g").load()
-    assert module is importlib.metadata.EntryPoint("m", "flyte_images.builders.docker", "g").load()
-    assert _builders.EntryPoint("m", "flyte_images._builders:EntryPoint.load", "g").load() is _builders.EntryPoint.load
+    info = tmp_path / "fi_third_party-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fi-third-party\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[flyte_images.builders]\n"
+        "in-memory = flyte_images.builders.fake:FakeBuilder\n"
+        "docker = flyte_images.builders.fake:FakeBuilder\n"
+        "not-one = builtins:object\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    assert isinstance(_builders.get_builder("in-memory"), FakeBuilder)
+    assert isinstance(_builders.get_builder("docker"), DockerBuilder)
+    assert _builders.available_builders()["in-memory"] == "flyte_images.builders.fake:FakeBuilder"
+    assert _builders.available_builders()["docker"] == "built in"
+    with pytest.raises(ConfigError, match=r"no image builder named 'podman'; available: .*in-memory"):
+        _builders.get_builder("podman")
+    with pytest.raises(ConfigError, match=r"'not-one' \(builtins:object\) does not declare name, exports_cache"):
+        _builders.get_builder("not-one")
+
+
+def test_a_backend_declares_what_it_can_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Capabilities are declared, never assumed: an object that lacks one is refused, naming it,
+    and declaring them runs no engine probe (the docker backend asks its engine when read)."""
+    from flyte_images import _builders
+    from flyte_images.builders import _multiarch
+    from flyte_images.builders.base import CAPABILITIES, is_backend
+    from flyte_images.builders.docker import DockerBuilder
+
+    class Undeclared:
+        name = "undeclared"
+
+        def local_exists(self, reference: str) -> bool | None:
+            return None
+
+        def build(self, request: BuildRequest, progress: object) -> object:
+            raise AssertionError("never built")
+
+    with pytest.raises(ConfigError, match=r"does not declare exports_cache, multi_platform, loads"):
+        _builders.get_builder(Undeclared())
+
+    def probed() -> object:
+        raise AssertionError("the engine was asked to tell a backend from another object")
+
+    monkeypatch.setattr(_multiarch, "engine_facts", probed)
+    docker = DockerBuilder()
+    assert is_backend(docker) and _builders.get_builder(docker) is docker
+    for backend in (_builders.get_builder("buildkit"), _builders.WholeImageBuilder(object())):
+        assert all(isinstance(getattr(backend, name), bool) for name in CAPABILITIES)
 
 
 def test_an_unknown_backend_names_the_available_ones() -> None:

@@ -39,8 +39,15 @@ from flyte_images._errors import (
     PlatformNotSupportedError,
     PushDeniedError,
 )
-from flyte_images.builders.base import Builder, BuildRequest, BuildResult, Progress, ProgressEvent
-from flyte_images.builders.buildkit import BuildkitBuilder, builder_name, check_settings, registry_cache_specs
+from flyte_images.builders.base import (
+    Builder,
+    BuildRequest,
+    BuildResult,
+    Progress,
+    ProgressEvent,
+    registry_cache_specs,
+)
+from flyte_images.builders.buildkit import BuildkitBuilder, builder_name, check_settings
 from flyte_images.builders.fake import FakeBuilder
 
 pytestmark = pytest.mark.engine
@@ -62,6 +69,9 @@ class Recording:
     def __init__(self, inner: Builder) -> None:
         self.inner = inner
         self.events: list[ProgressEvent] = []
+        self.exports_cache = inner.exports_cache
+        self.multi_platform = inner.multi_platform
+        self.loads = inner.loads
 
     def local_exists(self, reference: str) -> bool | None:
         return self.inner.local_exists(reference)
