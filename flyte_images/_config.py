@@ -42,10 +42,11 @@ import os
 import re
 import sys
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from . import _shapes
 from ._errors import ConfigError
 
 REGISTRY_ENV = "FLYTE_IMAGES_REGISTRY"
@@ -54,16 +55,35 @@ BUILDER_ENV = "FLYTE_IMAGES_BUILDER"
 FLYTE_BUILDER_ENV = "FLYTE_IMAGE_BUILDER"  # the Flyte SDK's name, read after ours
 REF_ENV_PREFIX = "FLYTE_IMAGES_REF_"
 CONFIG_ENV = "FLYTE_IMAGES_CONFIG"
-_KEYS = {"registry", "image_builder", "base_image", "ca_bundle", "images", "insecure_registries"}
-# The buildkit backend's daemon address and client TLS files (strings, like the keys above).
+# The buildkit backend's daemon address and client TLS files.
 BUILDKIT_KEYS = ("buildkit_addr", "buildkit_ca", "buildkit_cert", "buildkit_key", "buildkit_server_name")
-_KEYS |= set(BUILDKIT_KEYS)
-_KEYS.add("cache")
 CACHE_ENV = "FLYTE_IMAGES_CACHE"
 # The Flyte SDK's docker builder takes a BuildKit cache from these two, only when both are set.
 FLYTE_CACHE_FROM_ENV = "FLYTE_DOCKER_BUILDER_CACHE_FROM"
 FLYTE_CACHE_TO_ENV = "FLYTE_DOCKER_BUILDER_CACHE_TO"
 DEFAULT_BUILDKIT_ADDR = "unix:///run/buildkit/buildkitd.sock"  # buildkitd's own default
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileShape:
+    """The config file's settings as `_shapes` reads them: every key a string, but `images` (a
+    table of strings) and `insecure_registries` (a list of strings)."""
+
+    registry: str | None = None
+    image_builder: str | None = None
+    base_image: str | None = None
+    ca_bundle: str | None = None
+    images: dict[str, str] | None = None
+    insecure_registries: list[str] | None = None
+    buildkit_addr: str | None = None
+    buildkit_ca: str | None = None
+    buildkit_cert: str | None = None
+    buildkit_key: str | None = None
+    buildkit_server_name: str | None = None
+    cache: str | None = None
+
+
+_KEYS = frozenset(f.name for f in fields(FileShape))
 
 
 @dataclass(frozen=True)
@@ -142,29 +162,37 @@ def read_config_file(path: Path) -> Settings:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
     if path.name == "pyproject.toml":
-        data = data.get("tool", {}).get("flyte-images", {})
+        tool = data.get("tool")
+        data = tool.get("flyte-images", {}) if isinstance(tool, dict) else {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: [tool.flyte-images] must be a table of settings")
     unknown = sorted(set(data) - _KEYS)
     if unknown:
         raise ConfigError(f"{path}: unknown settings {unknown}; known: {sorted(_KEYS)}")
-    insecure = data.get("insecure_registries", [])
-    if not isinstance(insecure, list) or not all(isinstance(h, str) for h in insecure):
-        raise ConfigError(f"{path}: insecure_registries must be a list of host[:port] strings")
-    for key in _KEYS - {"images", "insecure_registries"}:
-        if key in data and not isinstance(data[key], str):
-            raise ConfigError(f"{path}: {key} must be a string, got {data[key]!r}")
-    images = data.get("images", {})
-    if not isinstance(images, dict) or not all(isinstance(v, str) for v in images.values()):
-        raise ConfigError(f"{path}: [images] must map names to image references (strings)")
+    try:
+        shape = _shapes.check(FileShape, data)
+    except _shapes.Invalid as exc:
+        raise ConfigError(f"{path}: {_wrong(exc.problems[0], data)}") from None
     return Settings(
-        registry=data.get("registry"),
-        image_builder=data.get("image_builder"),
-        base_image=data.get("base_image"),
-        ca_bundle=data.get("ca_bundle"),
-        images=dict(images),
-        insecure_registries=tuple(insecure),
-        **{key: data.get(key) for key in BUILDKIT_KEYS},
+        registry=shape.registry,
+        image_builder=shape.image_builder,
+        base_image=shape.base_image,
+        ca_bundle=shape.ca_bundle,
+        images=dict(shape.images or {}),
+        insecure_registries=tuple(shape.insecure_registries or ()),
+        **{key: getattr(shape, key) for key in BUILDKIT_KEYS},
         source=str(path),
     )
+
+
+def _wrong(problem: _shapes.Problem, data: dict[str, Any]) -> str:
+    """What is wrong with the setting a problem is in, and what it should be."""
+    key = str(problem.path[0])
+    if key == "images":
+        return "[images] must map names to image references (strings)"
+    if key == "insecure_registries":
+        return "insecure_registries must be a list of host[:port] strings"
+    return f"{key} must be a string, got {data[key]!r}"
 
 
 def _from_file() -> Settings:

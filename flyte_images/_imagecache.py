@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import gzip
 import json
+import reprlib
 import zlib
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from . import _shapes
 from ._errors import ImageCacheError
-
-if TYPE_CHECKING:
-    from pydantic import BaseModel, ValidationError
 
 # Far above any real deploy (a few KB per environment), far below what hurts a process.
 MAX_TRANSPORT_JSON_BYTES = 64 * 1024 * 1024
@@ -87,43 +85,65 @@ class ImageCache:
 
     @classmethod
     def _parse(cls, text: str | bytearray, what: str) -> ImageCache:
-        from pydantic import ValidationError
-
         try:
-            checked = _schema().model_validate_json(text)
-        except ValidationError as exc:
-            raise ImageCacheError(f"{what} is invalid: {_describe(exc)}; {_JSON_HINT}") from None
-        return cls(**checked.model_dump())
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
+            problem = _not_json(exc, text)
+        else:
+            try:
+                checked = _shapes.check(_Shape, data)
+            except _shapes.Invalid as exc:
+                problem = _describe(exc.problems, data)
+            else:
+                return cls(**asdict(checked))
+        # Raised here, not in an except block: a JSONDecodeError holds the whole input.
+        raise ImageCacheError(f"{what} is invalid: {problem}; {_JSON_HINT}")
 
 
-@functools.cache
-def _schema() -> type[BaseModel]:
-    """The pydantic model of the JSON form, built on first use: importing pydantic costs ~50 ms,
-    which `import flyte_images` (and every CLI call) should not pay when no cache is read."""
-    from pydantic import BaseModel, ConfigDict, Field
+@dataclass(frozen=True, kw_only=True)
+class _Shape:
+    """The JSON form, read strictly (`_shapes`): a number where a uri belongs is an error, never
+    turned into a string. Unknown keys are ignored, so a cache written by a newer version reads."""
 
-    class ImageCacheJSON(BaseModel):
-        # strict: a number where a uri belongs is an error, not silently turned into a string.
-        # Unknown keys are ignored, so a cache written by a newer version still reads.
-        model_config = ConfigDict(strict=True, frozen=True)
-
-        image_lookup: dict[str, str] = Field(default_factory=dict)
-        identifiers: dict[str, str | None] = Field(default_factory=dict)
-        digests: dict[str, str | None] = Field(default_factory=dict)
-        status: dict[str, str] = Field(default_factory=dict)
-        reasons: dict[str, str] = Field(default_factory=dict)
-        build_run_ids: dict[str, dict[str, str]] = Field(default_factory=dict)
-
-    return ImageCacheJSON
+    image_lookup: dict[str, str] = field(default_factory=dict)
+    identifiers: dict[str, str | None] = field(default_factory=dict)
+    digests: dict[str, str | None] = field(default_factory=dict)
+    status: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    build_run_ids: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-def _describe(exc: ValidationError) -> str:
+def _not_json(exc: BaseException, text: str | bytearray) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        why = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    elif isinstance(exc, UnicodeDecodeError):
+        why = f"not UTF-8 at byte {exc.start}"
+    elif isinstance(exc, RecursionError):
+        why = "nested too deep"
+    else:
+        why = type(exc).__name__
+    shown = text if isinstance(text, str) else bytes(text[:_SHOWN_INPUT_CHARS]).decode("utf-8", "replace")
+    return f"top level: Invalid JSON: {why} (got {_shorten(shown)})"
+
+
+def _describe(problems: list[_shapes.Problem], data: Any) -> str:
     """The first few problems, each as `field.path: what is wrong (got value)`."""
-    errors = exc.errors(include_url=False)
-    parts = [_describe_one(error["loc"], error["msg"], error["input"]) for error in errors[:_SHOWN_ERRORS]]
-    if len(errors) > _SHOWN_ERRORS:
-        parts.append(f"and {len(errors) - _SHOWN_ERRORS} more")
+    parts = [_describe_one(p.path, p.message, _at(data, p.path)) for p in problems[:_SHOWN_ERRORS]]
+    if len(problems) > _SHOWN_ERRORS:
+        parts.append(f"and {len(problems) - _SHOWN_ERRORS} more")
     return "; ".join(parts)
+
+
+def _at(data: Any, path: _shapes.Path) -> Any:
+    """The value at `path` in the decoded JSON (the problem's own, or the object it is missing from)."""
+    for part in path:
+        if not isinstance(data, dict | list):
+            break
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            break
+    return data
 
 
 def _describe_one(loc: tuple[int | str, ...], msg: str, value: Any) -> str:
@@ -132,7 +152,9 @@ def _describe_one(loc: tuple[int | str, ...], msg: str, value: Any) -> str:
 
 
 def _shorten(value: Any) -> str:
-    shown = repr(value)
+    if isinstance(value, str):
+        value = value[:_SHOWN_INPUT_CHARS]  # cut before repr: it may be megabytes long
+    shown = reprlib.repr(value) if isinstance(value, dict | list) else repr(value)
     return shown if len(shown) <= _SHOWN_INPUT_CHARS else shown[: _SHOWN_INPUT_CHARS - 3] + "..."
 
 
@@ -180,4 +202,4 @@ def _gunzip_bounded(compressed: bytes) -> bytearray:
             f"ImageCache transport has {len(inflater.unused_data)} bytes after the end of its gzip data; "
             f"{_TRANSPORT_HINT}"
         )
-    return out  # not copied to bytes: pydantic reads a bytearray as it is
+    return out  # not copied to bytes: json reads a bytearray as it is

@@ -82,6 +82,22 @@ def test_bad_config_files_are_named(tmp_path: Path, text: str, message: str) -> 
     assert str(path) in str(info.value)
 
 
+def test_a_pyproject_whose_settings_are_not_a_table_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found (it mentions [tool.flyte-images]), but its settings are a number.
+    (tmp_path / "pyproject.toml").write_text('# [tool.flyte-images]\n[project]\nname = "x"\n[tool]\nflyte-images = 5\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"\[tool\.flyte-images\] must be a table of settings") as info:
+        _ = BASE.with_apt_packages("git").uri
+    assert str(tmp_path / "pyproject.toml") in str(info.value)
+
+
+def test_a_pyproject_whose_tool_is_not_a_table_has_no_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found (it mentions [tool.flyte-images]), but holds no such table: the defaults apply.
+    (tmp_path / "pyproject.toml").write_text('tool = "x"\n# [tool.flyte-images]\n[project]\nname = "x"\n')
+    monkeypatch.chdir(tmp_path)
+    assert BASE.with_apt_packages("git").uri.startswith("flyte:")
+
+
 def test_bad_image_pairs_and_missing_files_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="name=registry/repo:tag"):
         flyte_images.init_from_config(images=("=ghcr.io/acme/nameless:1",))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import gzip
+import subprocess
+import sys
 import tracemalloc
 import zlib
 
@@ -59,6 +61,16 @@ def test_from_json_names_the_problem_and_the_expected_shape(text: str, where: st
     assert where in message
     assert "ImageCache.to_json()" in message and '"image_lookup"' in message
     assert isinstance(info.value, FlyteImagesError) and isinstance(info.value, ValueError)
+
+
+def test_reading_a_cache_loads_no_validation_library() -> None:
+    """A task that reads the cache it was handed pays no import for checking it."""
+    code = (
+        "import sys; from flyte_images._imagecache import ImageCache; "
+        f"ImageCache.from_transport({sample().to_transport!r}); print('pydantic' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_existing_value_error_handlers_still_catch_it() -> None:

@@ -2,11 +2,10 @@
 answers, Docker's config.json and credential-helper output.
 
 A registry (or whatever answers in its place) can send anything. Reading it into these classes
-(strictly, by `shapes`) turns every wrong shape into one `shapes.Invalid`, which `parse` rewrites
+(strictly, by `_shapes`) turns every wrong shape into one `_shapes.Invalid`, which `parse` rewrites
 as a RegistryError naming the field's path, so the client never meets a KeyError or
 AttributeError half way through a check. Messages never carry the offending value: it may be a
-credential. A validation library is not used here: importing one costs every process that talks
-to a registry about 70 ms at start-up.
+credential.
 """
 
 from __future__ import annotations
@@ -16,9 +15,9 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Literal, TypeVar
 
+from .. import _shapes
 from .._errors import RegistryError
-from . import shapes
-from .shapes import Alias, AtLeast
+from .._shapes import Alias, AtLeast
 
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -59,7 +58,7 @@ def _helper(value: str) -> str:
 Digest = Annotated[str, _digest]
 HelperName = Annotated[str, _helper]
 
-# Each class is frozen and keyword-only. `shapes` reads them
+# Each class is frozen and keyword-only. `_shapes` reads them
 # strictly: a size of "12" or a platform of 5 is a wrong answer, not something to coerce.
 
 
@@ -171,7 +170,7 @@ class HelperAnswer:
 M = TypeVar("M")
 
 
-def describe(exc: shapes.Invalid) -> str:
+def describe(exc: _shapes.Invalid) -> str:
     """`is not JSON` or `has the wrong shape at a.0.b: <what was expected>`, without the value."""
     if not exc.problems:
         return "is not JSON"
@@ -185,8 +184,8 @@ def describe(exc: shapes.Invalid) -> str:
 def parse(model: type[M], content: bytes, what: str, fix: str = "") -> M:
     """`content` as a `model`; a RegistryError `<what> <describe>[; <fix>]` when it is not one."""
     try:
-        return shapes.load(model, content)
-    except shapes.Invalid as exc:
+        return _shapes.load(model, content)
+    except _shapes.Invalid as exc:
         problem = describe(exc)
     # Raised here, not in the except block: nothing of the input may ride along as __context__
     # into a traceback or a log (it may be a password).

@@ -1,4 +1,7 @@
-"""A small strict reader of JSON into frozen dataclasses, for what crosses the registry boundary.
+"""The one reader of what comes from outside the process into frozen dataclasses: registry
+answers and Docker's config.json (`_registry.wire`), the config file (`_config`) and ImageCache
+JSON (`_imagecache`). It is small and strict, and costs a few milliseconds to import: a
+validation library would cost every process that reads one of these tens of milliseconds.
 
 A dataclass's type hints are its schema: `str`, `int` (never a bool), `Literal[...]`,
 `list[X]`, `dict[str, X]`, `X | None` and other such dataclasses, with `Annotated` adding an
@@ -62,7 +65,7 @@ _FIELDS: dict[type, tuple[_Field, ...]] = {}
 
 
 def load(model: type[T], content: bytes | str) -> T:
-    """`content` as a `model`, or Invalid with every problem found."""
+    """`content` (JSON) as a `model`, or Invalid with every problem found."""
     try:
         data = json.loads(content.decode() if isinstance(content, bytes) else content)
         decoded = True
@@ -71,6 +74,11 @@ def load(model: type[T], content: bytes | str) -> T:
     if not decoded:
         # Raised here, not in the except block: a JSONDecodeError holds the whole input.
         raise Invalid([])
+    return check(model, data)
+
+
+def check(model: type[T], data: Any) -> T:
+    """`data`, already decoded (JSON, TOML), as a `model`, or Invalid with every problem found."""
     problems: list[Problem] = []
     value = _model(model, data, (), problems)
     if problems:
