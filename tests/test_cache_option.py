@@ -9,7 +9,7 @@ import pytest
 
 import flyte_images
 from flyte_images import ConfigError, Image
-from flyte_images.builders.fake import FakeBuilder
+from flyte_images.testing import FakeBuilder
 
 
 class ExportingFake(FakeBuilder):

@@ -30,7 +30,7 @@ from flyte_images._identity import image_digest
 from flyte_images._ignore import IgnoreRules
 from flyte_images._registry import documents, record
 from flyte_images._statcache import StatCache, cache_dir
-from flyte_images.builders.fake import FakeBuilder
+from flyte_images.testing import FakeBuilder
 
 BASE = "flyte-images/busybox:test"
 OLD = time.time() - 30 * 24 * 3600  # older than any clean-up's age limit

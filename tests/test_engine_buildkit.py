@@ -48,7 +48,7 @@ from flyte_images.builders.base import (
     registry_cache_specs,
 )
 from flyte_images.builders.buildkit import BuildkitBuilder, builder_name, check_settings
-from flyte_images.builders.fake import FakeBuilder
+from flyte_images.testing import FakeBuilder
 
 pytestmark = pytest.mark.engine
 _OUTPUT = re.compile(r"^#\d+ \d+\.\d+ ")  # "#9 0.217 text": a line a step's command printed
@@ -452,7 +452,7 @@ def test_the_buildkit_backend_is_chosen_by_name(monkeypatch: pytest.MonkeyPatch)
 
 
 PLUGIN = '''
-from flyte_images.builders.fake import FakeBuilder
+from flyte_images.testing import FakeBuilder
 
 
 class PluginBuilder(FakeBuilder):

@@ -14,7 +14,7 @@ from flyte_images import Image
 from flyte_images._cli import main
 from flyte_images._explain import breakdown, compare, history, previous_build
 from flyte_images._plan import description_key, plan
-from flyte_images.builders.fake import FakeBuilder
+from flyte_images.testing import FakeBuilder
 
 
 def _image(root: Path) -> Image:

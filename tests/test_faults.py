@@ -16,7 +16,7 @@ from conftest import write_tree
 import flyte_images
 from flyte_images import BuildError, Image
 from flyte_images import _stage as stage_module
-from flyte_images.builders.fake import FakeBuilder
+from flyte_images.testing import FakeBuilder
 
 BASE = "flyte-images/busybox:test"
 

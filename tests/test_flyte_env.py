@@ -13,7 +13,7 @@ import pytest
 import flyte_images
 from flyte_images import ConfigError, Image
 from flyte_images.builders.docker import extra_args
-from flyte_images.builders.fake import FakeBuilder
+from flyte_images.testing import FakeBuilder
 
 FROM_ENV, TO_ENV, EXTRA_ENV = (
     "FLYTE_DOCKER_BUILDER_CACHE_FROM",

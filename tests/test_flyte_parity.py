@@ -15,8 +15,8 @@ from flyte._internal.imagebuild.image_builder import ImageBuildEngine
 
 import flyte_images
 from flyte_images import Image, ImageBuild, Secret
-from flyte_images.builders.fake import FakeBuilder
 from flyte_images.errors import BuildError, ConfigError, ImageBuildError, InvalidBuilderError, InvalidLayerArgument
+from flyte_images.testing import FakeBuilder
 
 BASE = Image.from_debian_base(python_version=(3, 12), install_flyte=False, name="app")
 

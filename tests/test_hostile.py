@@ -20,7 +20,7 @@ import flyte_images
 from flyte_images import Image, SourceError
 from flyte_images import _stage as stage_module
 from flyte_images._cli import main
-from flyte_images.builders.fake import FakeBuilder
+from flyte_images.testing import FakeBuilder
 
 BASE = "flyte-images/busybox:test"
 GLOB_NAMES = ["a[1].py", "*.py", "q?.txt", "d\\e.py", "sp ace.txt", "$HOME.txt", "quo\"te'.txt", "é.txt"]
@@ -118,7 +118,7 @@ import sys, time
 from pathlib import Path
 import flyte_images
 from flyte_images import Image, _stage
-from flyte_images.builders.fake import FakeBuilder
+from flyte_images.testing import FakeBuilder
 
 real = _stage.Snapshot._copy
 def slow(self, dfd, name, target, what):

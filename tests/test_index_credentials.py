@@ -24,7 +24,7 @@ import flyte_images
 from flyte_images import Image
 from flyte_images._explain import breakdown
 from flyte_images._plan import plan
-from flyte_images.builders.fake import FakeBuilder
+from flyte_images.testing import FakeBuilder
 
 TOKEN = "hunter2-" + uuid.uuid4().hex[:6]
 DEBIAN = Image.from_debian_base(python_version=(3, 11), install_flyte=False, name="fi-index-creds")

@@ -19,7 +19,7 @@ from flyte_images import Image, SourceError
 from flyte_images._plan import plan
 from flyte_images._statcache import cache_dir
 from flyte_images._uvbin import _HOST_PLATFORMS, UV_VERSION, target_arch
-from flyte_images.builders.fake import FakeBuilder
+from flyte_images.testing import FakeBuilder
 
 if not sys.platform.startswith("linux"):
     pytest.skip("the pinned uv runs on Linux hosts", allow_module_level=True)

@@ -2,7 +2,8 @@
 
 `FakeBuilder` is not a real backend and is not registered as an entry point: tests pass an
 instance to whatever takes a builder. It interprets the small Dockerfile subset flyte-images
-renders, well enough to check what a build received, and keeps the results in memory:
+renders (read as BuildKit reads it, `_dockerfile`), well enough to check what a build
+received, and keeps the results in memory:
 
 - FROM: a base it was not told about raises BaseImageNotFoundError (by default it knows every
   base); an image it built itself, or an earlier stage (`FROM x AS name`), is built upon.
@@ -25,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform as host
 import re
 import threading
 from collections.abc import Iterable, Mapping
@@ -37,13 +37,13 @@ from flyte_images._errors import BaseImageNotFoundError, BuildError
 from flyte_images.builders.base import BuildRequest, BuildResult, Progress, SecretSource, load_one_platform
 from flyte_images.builders.output import BuildOutput
 
-_PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT", "BUILDPLATFORM", "BUILDARCH")
+from . import _dockerfile
+
 _STEPS = {"FROM", "COPY", "ADD", "RUN", "WORKDIR"}  # the instructions BuildKit numbers [i/n]
 _IGNORED = {"USER", "CMD", "ENTRYPOINT", "EXPOSE", "VOLUME", "STOPSIGNAL", "HEALTHCHECK", "SHELL", "ONBUILD"}
 _EXIT = re.compile(r"^exit\s+(\d+)$")
 _CAT = re.compile(r"^cat\s+(\S+)$")
 _ASSIGN = re.compile(r"""^([A-Za-z_]\w*)="?\$\(cat\s+([^)\s]+)\)"?""")
-_VAR = re.compile(r"\$(?:\{([A-Za-z_]\w*)\}|([A-Za-z_]\w*))")
 # One COPY source: its name, whether it is a folder, and relative path -> (bytes, mode).
 _Source = tuple[str, bool, dict[str, tuple[bytes, int]]]
 _Secrets = Mapping[str, str | None]  # secret id -> value (None: not available here)
@@ -78,6 +78,16 @@ class _Stage:
     def variables(self) -> dict[str, str]:
         return {**self.args, **self.env}  # ENV wins over ARG, as in BuildKit
 
+    def declare(self, rest: str, plat: str | None = None) -> None:
+        """ARG: a platform ARG takes the platform's value, others their default (or "")."""
+        name, has_default, default = rest.strip().partition("=")
+        if plat is not None and name in _dockerfile.PLATFORM_ARGS:
+            self.args[name] = _dockerfile.platform_arg(name, plat)
+        elif has_default:
+            self.args[name] = _dockerfile.word(default, self.variables())
+        else:
+            self.args.setdefault(name, "")
+
 
 class FakeBuilder:
     """A fake in-memory backend for tests: interprets the Dockerfile, executes nothing."""
@@ -104,11 +114,11 @@ class FakeBuilder:
         with self._lock:
             self.requests.append(request)
         if len(request.platforms) > 1 and not request.push:
-            request = load_one_platform(request, progress, _host_platform())
+            request = load_one_platform(request, progress, _dockerfile.host_platform())
         output = BuildOutput(request.redact, progress)
         text = request.dockerfile.read_text(encoding="utf-8")
         secrets = {s.id: _secret_value(s) for s in request.secrets}
-        platforms = request.platforms or (_host_platform(),)
+        platforms = request.platforms or (_dockerfile.host_platform(),)
         run = _Run(self, request, output, secrets)
         built = {}
         for plat in platforms:
@@ -166,7 +176,7 @@ class _Run:
         self.plat, self.prefix, self.stages = plat, prefix, {}
         self.start(f"[internal] load build definition from {self.request.dockerfile.name}")
         self.say("DONE 0.0s")
-        instructions = _instructions(text)
+        instructions = _dockerfile.instructions(text)
         total = sum(1 for keyword, _ in instructions if keyword in _STEPS)
         stage, global_args, index = _Stage(), _Stage(), 0
         for keyword, rest in instructions:
@@ -177,12 +187,12 @@ class _Run:
             if keyword == "FROM":
                 stage = self.from_(rest, global_args, f"[{self.prefix}{index}/{total}] FROM")
             elif keyword == "ARG":
-                _declare(stage if self.stages else global_args, rest, self.plat)
+                (stage if self.stages else global_args).declare(rest, self.plat)
             elif keyword in {"ENV", "LABEL"}:
-                pairs = _pairs(rest, stage.variables())
+                pairs = _dockerfile.pairs(rest, stage.variables())
                 (stage.env if keyword == "ENV" else stage.labels).update(pairs)
             elif keyword == "WORKDIR":
-                stage.workdir = _join(stage.workdir, _word(rest.strip(), stage.variables()))
+                stage.workdir = _join(stage.workdir, _dockerfile.word(rest.strip(), stage.variables()))
             elif keyword in {"COPY", "ADD"}:
                 self.copy(stage, rest)
             elif keyword == "RUN":
@@ -194,7 +204,7 @@ class _Run:
         return stage
 
     def from_(self, rest: str, global_args: _Stage, title: str) -> _Stage:
-        words = [w for w in _words(rest, global_args.args) if not w.startswith("--")]
+        words = [w for w in _dockerfile.words(rest, global_args.args) if not w.startswith("--")]
         base = words[0] if words else ""
         self.start(f"[internal] load metadata for {base}")
         if base in self.stages:
@@ -219,10 +229,13 @@ class _Run:
         return stage
 
     def copy(self, stage: _Stage, rest: str) -> None:
-        flags, args = _flags(rest)
+        flags, args = _dockerfile.flags(rest)
         variables = stage.variables()
         json_form = args.startswith("[")
-        words = [_word(w, variables) for w in json.loads(args)] if json_form else _words(args, variables)
+        if json_form:
+            words = [_dockerfile.word(w, variables) for w in json.loads(args)]
+        else:
+            words = _dockerfile.words(args, variables)
         if len(words) < 2:
             self.fail(f"COPY needs a source and a destination: {rest}")
         *sources, written = words
@@ -267,8 +280,8 @@ class _Run:
         return found
 
     def run(self, stage: _Stage, rest: str) -> None:
-        flags, command = _run_flags(rest)
-        script = _script(command)
+        flags, command = _dockerfile.run_flags(rest)
+        script = _dockerfile.script(command)
         targets: dict[str, str] = {}  # path in the step -> secret id
         bound: dict[str, str] = {}  # environment variable in the step -> secret id
         for mount in flags:
@@ -287,7 +300,7 @@ class _Run:
                     self.print(value)
             elif line == "echo" or line.startswith("echo "):
                 secrets = {name: self.secrets.get(i) or "" for name, i in bound.items()}
-                self.print(" ".join(_words(line[4:], {**stage.variables(), **secrets})))
+                self.print(" ".join(_dockerfile.words(line[4:], {**stage.variables(), **secrets})))
             elif exit_code := _EXIT.match(line):
                 if int(exit_code.group(1)) != 0:
                     self.fail(
@@ -295,138 +308,6 @@ class _Run:
                         f"exit code: {exit_code.group(1)}"
                     )
                 return
-
-
-# ----- Dockerfile text -------------------------------------------------------------------------
-
-
-def _instructions(text: str) -> list[tuple[str, str]]:
-    """(KEYWORD, rest) per instruction, with `\\` continuations joined and comments dropped."""
-    found: list[tuple[str, str]] = []
-    pending = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):  # comments and blank lines, even inside a continuation
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1].rstrip() + " "
-            continue
-        full, pending = pending + line, ""
-        keyword, _, rest = full.partition(" ")
-        found.append((keyword.upper(), rest.strip()))
-    if pending.strip():
-        keyword, _, rest = pending.strip().partition(" ")
-        found.append((keyword.upper(), rest.strip()))
-    return found
-
-
-def _words(text: str, variables: Mapping[str, str], split: bool = True) -> list[str]:
-    """BuildKit's word processing: quotes, backslash escapes, `$VAR` and `${VAR}` expansion."""
-    words: list[str] = []
-    current: list[str] = []
-    started, i = False, 0
-    while i < len(text):
-        ch = text[i]
-        if split and ch.isspace():
-            if started:
-                words.append("".join(current))
-                current, started = [], False
-            i += 1
-            continue
-        started = True
-        if ch == "\\" and i + 1 < len(text):
-            current.append(text[i + 1])
-            i += 2
-        elif ch == "'":
-            end = text.find("'", i + 1)
-            end = len(text) if end < 0 else end
-            current.append(text[i + 1 : end])
-            i = end + 1
-        elif ch == '"':
-            i = _double_quoted(text, i + 1, variables, current)
-        elif ch == "$" and (var := _VAR.match(text, i)):
-            current.append(variables.get(var.group(1) or var.group(2), ""))
-            i = var.end()
-        else:
-            current.append(ch)
-            i += 1
-    if started:
-        words.append("".join(current))
-    return words
-
-
-def _double_quoted(text: str, i: int, variables: Mapping[str, str], out: list[str]) -> int:
-    """Consume a double-quoted part starting after the quote; return the index after it."""
-    while i < len(text) and text[i] != '"':
-        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in '\\"$':
-            out.append(text[i + 1])
-            i += 2
-        elif text[i] == "$" and (var := _VAR.match(text, i)):
-            out.append(variables.get(var.group(1) or var.group(2), ""))
-            i = var.end()
-        else:
-            out.append(text[i])
-            i += 1
-    return i + 1
-
-
-def _word(text: str, variables: Mapping[str, str]) -> str:
-    return "".join(_words(text, variables, split=False))
-
-
-def _pairs(rest: str, variables: Mapping[str, str]) -> dict[str, str]:
-    """ENV / LABEL: `K=V K2="v 2"`, or the old `K value with spaces`."""
-    words = _words(rest, variables)
-    if words and "=" not in words[0]:
-        key, _, value = rest.partition(" ")
-        return {key: _word(value.strip(), variables)}
-    return dict(word.partition("=")[::2] for word in words)
-
-
-def _declare(stage: _Stage, rest: str, plat: str | None = None) -> None:
-    name, has_default, default = rest.strip().partition("=")
-    if plat is not None and name in _PLATFORM_ARGS:
-        stage.args[name] = _platform_arg(name, plat)
-    elif has_default:
-        stage.args[name] = _word(default, stage.variables())
-    else:
-        stage.args.setdefault(name, "")
-
-
-def _flags(rest: str) -> tuple[dict[str, str], str]:
-    """Leading `--name=value` flags of COPY, and what follows them."""
-    flags: dict[str, str] = {}
-    while rest.startswith("--"):
-        flag, _, rest = rest.partition(" ")
-        key, _, value = flag[2:].partition("=")
-        flags[key] = value
-        rest = rest.lstrip()
-    return flags, rest
-
-
-def _run_flags(rest: str) -> tuple[list[dict[str, str]], str]:
-    """RUN's `--mount=k=v,...` flags (as mappings; other flags dropped) and its command."""
-    mounts: list[dict[str, str]] = []
-    while rest.startswith("--"):
-        flag, _, rest = rest.partition(" ")
-        rest = rest.lstrip()
-        if flag.startswith("--mount="):
-            options = (part.partition("=") for part in flag[len("--mount=") :].split(","))
-            mounts.append({key: value for key, _, value in options})
-    return mounts, rest
-
-
-def _script(command: str) -> str:
-    """The shell script of a RUN: exec form `["/bin/sh", "-c", SCRIPT]`, other exec forms, or plain."""
-    if command.startswith("["):
-        try:
-            argv = json.loads(command)
-        except json.JSONDecodeError:
-            return command  # not JSON: BuildKit runs it as a shell command
-        if len(argv) >= 3 and str(argv[0]).endswith("sh") and argv[1] == "-c":
-            return str(argv[2])
-        return " ".join(map(str, argv))
-    return command
 
 
 # ----- files, secrets, results -----------------------------------------------------------------
@@ -474,18 +355,6 @@ def _secret_value(source: SecretSource) -> str | None:
     if source.file is not None and Path(source.file).is_file():
         return Path(source.file).read_text(encoding="utf-8", errors="replace")
     return None
-
-
-def _host_platform() -> str:
-    machine = host.machine().lower()
-    return "linux/" + {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
-
-
-def _platform_arg(name: str, plat: str) -> str:
-    os_name, _, rest = plat.partition("/")
-    arch, _, variant = rest.partition("/")
-    values = {"TARGETPLATFORM": plat, "TARGETOS": os_name, "TARGETARCH": arch, "TARGETVARIANT": variant}
-    return values.get(name, _host_platform() if name == "BUILDPLATFORM" else _host_platform().split("/")[1])
 
 
 def _normalize(reference: str) -> str:
