@@ -1,6 +1,6 @@
 """The build plan: one read of every file, and a tag that always names the bytes that were built.
 
-These run on the fake backend (builders/fake.py), which records exactly what it was sent; the
+These run on the fake backend (flyte_images.testing), which records exactly what it was sent; the
 same invariant is checked on the real engine, under churn, in test_engine_churn.py.
 """
 
@@ -17,7 +17,7 @@ from flyte_images import Image, SourceNotFoundError
 from flyte_images import _plan as plan_module
 from flyte_images import _stage as stage_module
 from flyte_images.builders.base import IDENTITY_LABEL
-from flyte_images.builders.fake import FakeBuilder, FakeImage
+from flyte_images.testing import FakeBuilder, FakeImage
 
 BASE = "flyte-images/busybox:test"
 
