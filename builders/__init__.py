@@ -1,1 +1,2 @@
-"""Build backends. Each backend implements the small protocol in `flyte_images.builders.base`."""
+"""Build backends behind the protocol in `flyte_images.builders.base`: each declares what it can
+do there, and imports only its siblings, the error tree, the config and the shared helpers."""
