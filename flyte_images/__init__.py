@@ -11,10 +11,10 @@ path of an image through the package, in the order data flows:
     _plan              one BuildPlan per image (identifier, Dockerfile, manifest), from one read
                        of its files (_sources, _files, _ignore, _identity, _render)
     _stage             the staged context: the snapshot the identifier was computed from
-    _skip              one rule: is the image already there?
+    _build/            build() and build_images(): route, skip rule, engine and append routes
     builders/          backends (docker, ...) behind one protocol, found by entry point
-    _registry/         existence checks that never guess, push records
-    _build, _deploy    build() and build_images(): the steps above, for one image or many
+    _registry/         existence checks that never guess, pushes, records
+    _append/           the file part of an image, appended in a registry without an engine
     _cli/              the flyte-images command
 """
 
@@ -25,7 +25,7 @@ TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from ._build import ImageBuild, build
-    from ._deploy import build_images
+    from ._build.deploy import build_images
     from ._environment import Environment, TaskEnvironment
     from ._errors import (
         BaseImageNotFoundError,
@@ -115,7 +115,7 @@ _LAZY = {
     "Timeout": "._policies",
     "Trigger": "._policies",
     "build": "._build",
-    "build_images": "._deploy",
+    "build_images": "._build.deploy",
     "from_flyte": "._flyte",
     "init": "._init",
     "init_from_config": "._init",

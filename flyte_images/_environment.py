@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
+from . import _config
 from ._image import Image
 from ._policies import Cache, PodTemplate, RetryStrategy, ReusePolicy, Timeout, Trigger
 from ._resources import Resources
@@ -239,3 +240,39 @@ class TaskTemplate:
     @property
     def name(self) -> str:
         return f"{self.environment.name}.{self.func.__name__}"
+
+
+def environment_closure(envs: tuple[Environment, ...]) -> list[Environment]:
+    """The environments and everything they depend on, each once, in a stable order."""
+    seen: dict[str, Environment] = {}
+
+    def visit(env: Environment) -> None:
+        if not isinstance(env, Environment):
+            raise TypeError(f"build_images takes environments, got {type(env).__name__}")
+        known = seen.get(env.name)
+        if known is env:
+            return
+        if known is not None:
+            raise ValueError(f"two different environments are named {env.name!r}; environment names must be unique")
+        seen[env.name] = env
+        for dependency in env.depends_on:
+            visit(dependency)
+
+    for env in envs:
+        visit(env)
+    return list(seen.values())
+
+
+def default_image() -> Image:
+    """What image="auto" means: the `default` reference when configured, else the Debian base."""
+    if "default" in _config.known_refs():
+        return Image.from_ref_name("default")
+    return Image.from_debian_base()
+
+
+def image_of(env: Environment) -> Image | str:
+    if isinstance(env.image, Image):
+        return env.image
+    if env.image in (None, "auto"):
+        return default_image()
+    return str(env.image)

@@ -35,6 +35,7 @@ digits is also the length users know from the original tool's MD5 tags.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 
 from ._encoding import Encodable, encode
 
@@ -53,14 +54,41 @@ def renderer_identity() -> Encodable:
     return (RENDERER_REVISION, hashlib.sha256(template_bytes()).hexdigest(), UV_VERSION, POETRY_VERSION)
 
 
-def image_identity(
-    base: Encodable,
-    python_version: tuple[int, int] | None,
-    platforms: tuple[str, ...],
-    layers: tuple[Encodable, ...],
-) -> Encodable:
-    """The value whose encoding is hashed; `explain` compares these part by part."""
-    return ("flyte-images/image", IDENTIFIER_FORMAT, renderer_identity(), base, python_version, platforms, layers)
+@dataclass(frozen=True)
+class Identity:
+    """What an image's identifier covers, by name; `encodable()` is the value hashed (the same
+    bytes as ever: every tag depends on them). `explain` compares these part by part."""
+
+    base: Encodable
+    python_version: tuple[int, int] | None
+    platforms: tuple[str, ...]
+    layers: tuple[Encodable, ...]
+    renderer: Encodable = field(default_factory=renderer_identity)
+
+    def encodable(self) -> Encodable:
+        return (
+            "flyte-images/image",
+            IDENTIFIER_FORMAT,
+            self.renderer,
+            self.base,
+            self.python_version,
+            self.platforms,
+            self.layers,
+        )
+
+    @property
+    def digest(self) -> str:
+        return digest_of(self.encodable())
+
+    def target(self) -> Encodable:
+        """The part that is neither the base nor a layer: format, renderer, Python, platforms."""
+        return (IDENTIFIER_FORMAT, self.renderer, self.python_version, self.platforms)
+
+    def with_layers(self, kept: tuple[int, ...]) -> Identity:
+        """The identity of the same image with only the layers at positions `kept`, in that order."""
+        return Identity(
+            self.base, self.python_version, self.platforms, tuple(self.layers[i] for i in kept), self.renderer
+        )
 
 
 def digest_of(identity: Encodable) -> str:

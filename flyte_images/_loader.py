@@ -183,7 +183,7 @@ def images_of(target: str) -> list[tuple[str, Any]]:
     envs, images = definitions_of(target)
     named: list[tuple[str, Any]] = list(images)
     for _var, env in envs:
-        from ._deploy import image_of
+        from ._environment import image_of
 
         image = image_of(env)
         named.append((env.name, image if isinstance(image, Image) else Image.from_base(image)))

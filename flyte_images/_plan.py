@@ -26,7 +26,7 @@ from . import _config
 from ._encoding import Encodable
 from ._errors import LayerNotAllowedError, MissingNameError
 from ._files import FILE, Entry
-from ._identity import TAG_HEX_DIGITS, digest_of, image_identity
+from ._identity import TAG_HEX_DIGITS, Identity, digest_of
 from ._image import Image
 from ._layers import DockerIgnore, Files, Inputs
 from ._render import Instructions, RenderOptions
@@ -53,7 +53,7 @@ class Part:
 @dataclass(frozen=True)
 class BuildPlan:
     image: Image
-    identity: Encodable
+    identity: Identity
     digest: str  # SHA-256 hex of the identity's encoding
     repository: str  # registry/name, or name
     dockerfile: str
@@ -69,6 +69,7 @@ class BuildPlan:
     # The uri to tag and push as when a caller owns the tag (the flyte plugin: flyte computes its
     # own). The identity label and the records still carry our identifier.
     tag_uri: str | None = None
+    options: RenderOptions = field(default_factory=RenderOptions)
 
     @property
     def identifier(self) -> str:
@@ -93,14 +94,11 @@ class BuildPlan:
         """The identifier's parts for `explain`."""
         if self.base_part is not None:
             return (self.base_part, _target(self.image, self.identity))
-        assert isinstance(self.identity, tuple)
-        base = Part("base", str(self.image.resolved_base_image()), digest_of(self.identity[3]))
+        base = Part("base", str(self.image.resolved_base_image()), digest_of(self.identity.base))
         parts = [base, _target(self.image, self.identity)]
-        layer_identities = self.identity[6]
-        assert isinstance(layer_identities, tuple)
         for index, (layer, inputs) in enumerate(zip(self.image._layers, self.inputs, strict=True)):
             summary, files = layer.describe(), inputs.explain_files()
-            parts.append(Part(f"{index + 1} {layer.KIND}", summary, digest_of(layer_identities[index]), files))
+            parts.append(Part(f"{index + 1} {layer.KIND}", summary, digest_of(self.identity.layers[index]), files))
         return tuple(parts)
 
 
@@ -177,28 +175,78 @@ def _make(image: Image, options: RenderOptions, cache: StatCache | None, snap: S
     for index, layer in enumerate(layers):
         if index not in inputs:
             inputs[index] = layer.inputs(sources, index)
+    read = tuple(inputs[i] for i in range(len(layers)))
+    base: Encodable = ("image", image.resolved_base_image())
+    identities = tuple(layer.identity(inputs[i]) for i, layer in enumerate(layers))
+    identity = Identity(base, image.python_version, image.platform, identities)
+    out = _render(image, read, options)
+    extra = tuple(_uv_binaries(image.platform, sources)) if out.has_uv else ()
+    return _assembled(image, identity, repository, read, out, extra, options)
+
+
+def _render(image: Image, inputs: tuple[Inputs, ...], options: RenderOptions) -> Instructions:
+    """The Dockerfile of `image` from what its layers read: a pure function of both."""
     out = Instructions(image.python_version, image.resolved_base_image() or "", image.platform, options)
+    layers = image._layers
     if not (layers and layers[0].KIND == "debian_base"):
         out.from_base()
     for index, layer in enumerate(layers):
         layer.render(out, inputs[index], index)
-    extra = tuple(_uv_binaries(image.platform, sources)) if out.has_uv else ()
-    base: Encodable = ("image", image.resolved_base_image())
-    identities = tuple(layer.identity(inputs[i]) for i, layer in enumerate(layers))
-    identity = image_identity(base, image.python_version, image.platform, identities)
+    return out
+
+
+def _assembled(
+    image: Image,
+    identity: Identity,
+    repository: str,
+    inputs: tuple[Inputs, ...],
+    out: Instructions,
+    extra: tuple[Staged, ...],
+    options: RenderOptions,
+) -> BuildPlan:
     return BuildPlan(
         image=image,
         identity=identity,
-        digest=digest_of(identity),
+        digest=identity.digest,
         repository=repository,
         dockerfile=out.text(),
         instructions=tuple(out.instructions),
         secrets=tuple(out.secrets),
         url_secrets=tuple(out.url_secrets),
         platforms=image.platform,
-        inputs=tuple(inputs[i] for i in range(len(layers))),
+        inputs=inputs,
         extra=extra,
+        options=options,
     )
+
+
+def subplan(planned: BuildPlan, kept: tuple[int, ...]) -> BuildPlan:
+    """The plan of the same image with only the layers at positions `kept` (in order), made from
+    what `planned` already read: no file is read again, so both describe the same bytes. Of a
+    staged plan, the subplan uses the same staged context (its Dockerfile names only its own
+    layers' files) with its own Dockerfile beside it.
+
+    Layers render by their position (`_fi/<n>/`), so a kept layer must keep its position:
+    `kept` may drop layers at the end, and layers that render nothing anywhere (ignore rules)."""
+    image = planned.image._replace(_layers=tuple(planned.image._layers[i] for i in kept))
+    inputs = tuple(planned.inputs[i] for i in kept)
+    out = _render(image, inputs, planned.options)
+    made = _assembled(
+        image,
+        planned.identity.with_layers(kept),
+        planned.repository,
+        inputs,
+        out,
+        planned.extra if out.has_uv else (),
+        planned.options,
+    )
+    if planned.context is None:
+        return made
+    path = planned.context.parent / f"{made.identifier}.Dockerfile"
+    tmp = path.with_name(".subplan.Dockerfile.tmp")
+    tmp.write_text(made.dockerfile, encoding="utf-8")
+    tmp.replace(path)
+    return replace(made, context=planned.context, dockerfile_path=path)
 
 
 def _uv_binaries(platforms: tuple[str, ...], sources: Sources) -> list[Staged]:
@@ -239,13 +287,13 @@ def _from_dockerfile(image: Image, repository: str, sources: Sources) -> BuildPl
         entry, data = Sources(cache=sources.cache).small_file(dockerfile, "", "Dockerfile")
         text = data.decode("utf-8")
     base: Encodable = ("dockerfile", entry.identity()[1:], tree.identity())
-    identity = image_identity(base, image.python_version, image.platform, ())
+    identity = Identity(base, image.python_version, image.platform, ())
     context = Inputs(trees=(("", "", tree),))
     files = {dockerfile.name: (entry.mode, entry.digest), **context.explain_files()}
     return BuildPlan(
         image=image,
         identity=identity,
-        digest=digest_of(identity),
+        digest=identity.digest,
         repository=repository,
         dockerfile=text,
         secrets=(),
@@ -256,10 +304,9 @@ def _from_dockerfile(image: Image, repository: str, sources: Sources) -> BuildPl
     )
 
 
-def _target(image: Image, identity: Encodable) -> Part:
+def _target(image: Image, identity: Identity) -> Part:
     version = "from the base image" if image.python_version is None else "{}.{}".format(*image.python_version)
-    assert isinstance(identity, tuple)
-    return Part("target", f"python {version}, {', '.join(image.platform)}", digest_of(identity[1:3] + identity[4:6]))
+    return Part("target", f"python {version}, {', '.join(image.platform)}", digest_of(identity.target()))
 
 
 def description_key(image: Image) -> str:

@@ -28,7 +28,7 @@ from flyte_images import Image
 from flyte_images._append import engine_part, layer_tar
 from flyte_images._append import tarball as tarball_module
 from flyte_images._append.tarball import Folder
-from flyte_images._build import build_image
+from flyte_images._build import BuildOptions, build_image
 from flyte_images._plan import plan
 
 TIME = 946_684_800
@@ -231,7 +231,8 @@ def test_a_file_part_over_the_limit_goes_to_the_engine_and_says_why(
 
     # A build that reports to a progress view (quiet otherwise) gets the reason as a step.
     steps: list[str] = []
-    built = build_image(image, builder="append", quiet=True, progress=lambda event: steps.append(event.step))
+    options = BuildOptions.of(builder="append", quiet=True)
+    built = build_image(image, options, progress=lambda event: steps.append(event.step))
     assert built.built and built.path != "append" and built.uri == planned.uri
     notice = [step for step in steps if "over FLYTE_IMAGES_APPEND_MAX_BYTES" in step]
     assert len(notice) == 1 and "5000 bytes" in notice[0] and "building the whole image with the engine" in notice[0]

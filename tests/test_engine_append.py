@@ -123,10 +123,10 @@ def test_appended_file_part_equals_the_engine_build(tmp_path: Path, local_regist
 
 def _events(image: Image, **options: Any) -> tuple[flyte_images.ImageBuild, list[str]]:
     """build_image with its progress steps collected."""
-    from flyte_images._build import build_image
+    from flyte_images._build import BuildOptions, build_image
 
     steps: list[str] = []
-    result = build_image(image, quiet=True, progress=lambda event: steps.append(event.text), **options)
+    result = build_image(image, BuildOptions.of(quiet=True, **options), progress=lambda event: steps.append(event.text))
     return result, steps
 
 

@@ -169,3 +169,49 @@ def test_appended_builds_during_edits_agree_with_their_tags(engine: None, local_
         _export(uri, "/app/src", check / "src")
         assert image(check / "src").identifier == tag
     _docker("image", "rm", "-f", *set(built))
+
+
+def test_appended_builds_with_a_missing_engine_part_during_edits_agree_with_their_tags(
+    engine: None, local_registry: str, tmp_path: Path
+) -> None:
+    """The append route when every edit also changes the engine part (a folder copied before a
+    RUN): the engine part is built from the same staged plan as the file part, so no build is
+    refused for files that changed between two reads, and every pushed uri names an image whose
+    label, engine-part bytes and file-part bytes give that tag."""
+    run = uuid.uuid4().hex[:8]
+    early, late = tmp_path / "early", tmp_path / "late"
+    write_tree(early, {"lib.py": (b"x = 1\n", 0o644), "churn.txt": (b"0\n", 0o644)})
+    write_tree(late, {"main.py": (b"print(1)\n", 0o644), "churn.txt": (b"0\n", 0o644)})
+
+    def image(first: Path, second: Path) -> Image:
+        return (
+            Image.from_base(BUSYBOX)
+            .clone(name=f"churn-engine-part-{run}", registry=local_registry)
+            .with_source_folder(first, dst="/early")
+            .with_commands(["true"])
+            .with_source_folder(second, dst="/app")
+        )
+
+    outcomes: list[str] = []
+    with Churn([early, late]):
+        for _ in range(6):
+            try:
+                result = flyte_images.build(image(early, late), quiet=True)
+            except SourceError as exc:
+                assert "transient.txt" in str(exc)
+                outcomes.append("refused")
+                continue
+            assert result.path == "append"
+            outcomes.append(result.uri)
+    built = [uri for uri in outcomes if uri != "refused"]
+    assert len(outcomes) - len(built) <= len(outcomes) // 2, outcomes
+    assert len(set(built)) > 1  # the edits were really seen
+    for n, uri in enumerate(built):
+        _docker("pull", "-q", uri)
+        tag = uri.rsplit(":", 1)[1]
+        assert f'"{IDENTITY_LABEL}":"{tag}"' in _docker("image", "inspect", uri, "--format", "{{json .Config.Labels}}")
+        check = tmp_path / "check" / str(n)
+        _export(uri, "/early/early", check / "early")
+        _export(uri, "/app/late", check / "late")
+        assert image(check / "early", check / "late").identifier == tag
+    _docker("image", "rm", "-f", *set(built))

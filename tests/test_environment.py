@@ -26,7 +26,7 @@ from flyte_images import (
     Timeout,
     Trigger,
 )
-from flyte_images._deploy import environment_closure, image_of
+from flyte_images._environment import environment_closure, image_of
 
 
 def test_task_decorator_records_tasks_and_returns_a_callable() -> None:
@@ -182,14 +182,13 @@ def test_image_cache_json_and_transport_round_trip_deterministically() -> None:
     assert isinstance(Environment(name="plain"), Environment)
 
 
-def test_images_build_in_threads_as_a_thread_pool_would_run_them() -> None:
-    """`_deploy._in_threads` is `ThreadPoolExecutor(workers).map` without importing it: at most
-    `workers` at once, started in order; the first failure in order is raised once the running
-    jobs are done, and the jobs not started by then never start."""
+def test_images_build_in_threads_at_most_so_many_at_once() -> None:
+    """A deploy's builds: at most `workers` at once, started in order; the first failure in
+    order is raised once the running jobs are done, and the jobs not started by then never start."""
     import threading
     import time
 
-    from flyte_images import _deploy
+    from flyte_images._build import deploy as _deploy
 
     lock = threading.Lock()
     running, most, started = [0], [0], []

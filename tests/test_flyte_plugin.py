@@ -547,7 +547,8 @@ def test_the_plugin_builds_at_flyte_s_uri(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_build_image_refuses_a_uri_that_is_not_an_image_reference() -> None:
     with pytest.raises(flyte_images.InvalidLayerArgument, match="uri"):
-        flyte_images._build.build_image(Image.from_base("x:1").clone(name="x"), dry_run=True, uri="two words:1")
+        image = Image.from_base("x:1").clone(name="x")
+        flyte_images._build.build_image(image, flyte_images._build.BuildOptions(dry_run=True), uri="two words:1")
 
 
 # ----- the checker -----------------------------------------------------------------------------

@@ -148,8 +148,8 @@ def test_a_build_reads_each_source_file_once_and_computes_the_identity_once(
         return fd
 
     identities = []
-    real_identity = plan_module.image_identity
-    monkeypatch.setattr(plan_module, "image_identity", lambda *a: identities.append(1) or real_identity(*a))
+    real_identity = plan_module.Identity
+    monkeypatch.setattr(plan_module, "Identity", lambda *a: identities.append(1) or real_identity(*a))
     monkeypatch.setattr(os, "open", counting_open)
     flyte_images.build(image, builder=FakeBuilder(), quiet=True)
     monkeypatch.setattr(os, "open", real_open)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .._errors import BuildError
 from .._image import Image
-from .._layers import DockerIgnore, Env, Layer, SourceFile, SourceFolder, WorkDir
+from .._layers import DockerIgnore, Env, SourceFile, SourceFolder, WorkDir
 from .._plan import BuildPlan
 from .tarball import Folder, LayerBlob, dst_folders, layer_tar, staged_folders
 
@@ -59,13 +59,17 @@ def file_part_start(image: Image) -> int:
     return start
 
 
-def engine_part(image: Image) -> Image:
-    """The image without its file part. Ignore rules of the file part stay: they render nothing
-    but shape the engine part's own copies."""
+def engine_layers(image: Image) -> tuple[int, ...]:
+    """The positions of the engine part's layers: every layer before the file part, then the
+    file part's ignore rules (they render nothing but shape the engine part's own copies)."""
     start = file_part_start(image)
-    kept: list[Layer] = list(image._layers[:start])
-    kept += [layer for layer in image._layers[start:] if isinstance(layer, DockerIgnore)]
-    return image._replace(_layers=tuple(kept))
+    later = (i for i in range(start, len(image._layers)) if isinstance(image._layers[i], DockerIgnore))
+    return (*range(start), *later)
+
+
+def engine_part(image: Image) -> Image:
+    """The image without its file part (see `engine_layers`)."""
+    return image._replace(_layers=tuple(image._layers[i] for i in engine_layers(image)))
 
 
 def has_file_part(image: Image) -> bool:

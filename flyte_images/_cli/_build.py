@@ -77,7 +77,9 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from .._deploy import build_named, environment_closure
+    from .._build import BuildOptions
+    from .._build.deploy import build_named
+    from .._environment import environment_closure
     from .._errors import ImagesFailedError
     from .._progress import Board
 
@@ -87,13 +89,18 @@ def run(args: argparse.Namespace) -> int:
     targets = _selected(args.targets)
     envs = environment_closure(tuple(t for _n, t in targets if not _is_image(t)))
     named = [(env.name, env) for env in envs] + [(n, t) for n, t in targets if _is_image(t)]
-    options = {"force": args.force, "push": args.push, "builder": args.builder, "require_check": args.require_check}
-    if args.cache:
-        options["cache"] = args.cache
-    platform = tuple(args.platform) if args.platform else None
+    options = BuildOptions.of(
+        dry_run=args.dry_run,
+        force=args.force,
+        platform=tuple(args.platform) if args.platform else None,
+        builder=args.builder,
+        push=args.push,
+        require_check=args.require_check,
+        cache=args.cache or None,
+    )
     try:
         with Board(sys.stderr, quiet=args.quiet or args.json) as board:
-            cache = build_named(named, None, args.concurrency, args.dry_run, platform, options, board)
+            cache = build_named(named, None, args.concurrency, options, board)
         code = 0
     except ImagesFailedError as exc:
         cache, code = exc.cache, 1
@@ -114,7 +121,7 @@ def _selected(target_args: list[str]) -> list[tuple[str, Any]]:
     """What `build` builds: every environment a target defines, and every Image no environment
     uses, except an Image that only serves as the start of another one (a shared base) unless
     the target names it. Environments are named by their name, Images by their variable."""
-    from .._deploy import image_of
+    from .._environment import image_of
     from .._loader import definitions_of, split_target
 
     selected: list[tuple[str, Any]] = []

@@ -29,7 +29,7 @@ decision is flyte's, and it is logged by flyte ("All checkers failed ...").
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from .._errors import RegistryError
 from ._compat import require_supported_flyte
@@ -39,8 +39,6 @@ if TYPE_CHECKING:
     import flyte
     from flyte._image import Architecture
     from flyte.extend import ImageChecker
-
-    from flyte_images.builders.base import BuildRequest, BuildResult, Progress
 
 
 class FlyteImagesBuilder:
@@ -71,7 +69,10 @@ class FlyteImagesBuilder:
         del wait
         ours = from_flyte(image)
         result = await asyncio.to_thread(
-            _build.build_image, ours, dry_run=dry_run, force=force, push=bool(image.registry), uri=image.uri
+            _build.build_image,
+            ours,
+            _build.BuildOptions(dry_run=dry_run, force=force, push=bool(image.registry)),
+            uri=image.uri,
         )
         return ImageBuild(uri=result.uri, remote_run=None)
 
@@ -92,7 +93,7 @@ def exists(uri: str, platforms: tuple[str, ...]) -> str | None:
     """The checker's answer for one uri. A uri naming a registry is asked there (with the rule
     our builds use, including the window after a push from this machine); one without a registry
     is what our build loads into the local engine, so the engine is asked."""
-    from .._skip import Question, decide
+    from .._build.decide import Question, decide
 
     if not _names_registry(uri):
         from .._builders import get_builder
@@ -101,7 +102,7 @@ def exists(uri: str, platforms: tuple[str, ...]) -> str | None:
         if found is None:
             raise RegistryError(f"cannot tell whether {uri} is in the local engine; the engine did not answer")
         return uri if found else None
-    decision = decide([Question(uri, platforms, pushing=True)], _RegistryOnly(), strict=True)[0]
+    decision = decide([Question(uri, platforms, pushing=True)], None, strict=True)[0]
     if decision.failure:
         raise RegistryError(decision.reason)
     return None if decision.build else uri
@@ -112,16 +113,3 @@ def _names_registry(uri: str) -> bool:
     or is 'localhost'."""
     first, slash, _rest = uri.partition("/")
     return bool(slash) and ("." in first or ":" in first or first == "localhost")
-
-
-class _RegistryOnly:
-    """The backend `decide` is given for questions that are all about registries: it asks a
-    backend only about images that are loaded locally, so this one is never called."""
-
-    name: ClassVar[str] = "registry-only"
-
-    def local_exists(self, reference: str) -> bool | None:
-        raise AssertionError(f"{reference} is checked in its registry, not in a local engine")
-
-    def build(self, request: BuildRequest, progress: Progress) -> BuildResult:
-        raise AssertionError("the checker never builds")

@@ -3,10 +3,12 @@
 Walks `depends_on`, resolves each environment's image ("auto" is the default image: the
 `default` image reference when one is configured, else `Image.from_debian_base()`; another
 string is an existing image used as is), deduplicates by uri (the identifier within one
-repository), checks the registry (or the local engine) for all of them at once, and builds the
-missing ones concurrently. The result is an `ImageCache`: environment name -> uri, with
-identifiers, digests and what happened to each. A failed image does not lose the others: the
-ImagesFailedError raised at the end carries the cache of everything else.
+repository), plans every image and asks the registry (or the local engine) about all of them at
+once, through one session, before any build starts; then builds the missing ones concurrently,
+each by the one route of `build()`. An image whose tag exists is never staged. The result is an
+`ImageCache`: environment name -> uri, with identifiers, digests and what happened to each. A
+failed image does not lose the others: the ImagesFailedError raised at the end carries the cache
+of everything else.
 """
 
 from __future__ import annotations
@@ -15,58 +17,23 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Protocol
 
-from . import _config, _interrupt
-from ._build import build_image
-from ._errors import FlyteImagesError, ImagesFailedError
-from ._image import Image
-from ._imagecache import ImageCache
-from ._loader import is_environment
-from ._syncaio import syncaio
+from .. import _config, _interrupt
+from .._environment import Environment, environment_closure, image_of
+from .._errors import FlyteImagesError, ImagesFailedError
+from .._image import Image
+from .._imagecache import ImageCache
+from .._plan import plan
+from .._syncaio import syncaio
+from .decide import Decision, Question, decide
+from .options import BuildOptions
+from .route import Route, build_image, questions, route_of
 
 if TYPE_CHECKING:
     from flyte_images.builders.base import Progress, ProgressEvent
-
-    from ._environment import Environment
-
-
-def environment_closure(envs: tuple[Environment, ...]) -> list[Environment]:
-    """The environments and everything they depend on, each once, in a stable order."""
-    seen: dict[str, Environment] = {}
-
-    def visit(env: Environment) -> None:
-        if not is_environment(env):
-            raise TypeError(f"build_images takes environments, got {type(env).__name__}")
-        known = seen.get(env.name)
-        if known is env:
-            return
-        if known is not None:
-            raise ValueError(f"two different environments are named {env.name!r}; environment names must be unique")
-        seen[env.name] = env
-        for dependency in env.depends_on:
-            visit(dependency)
-
-    for env in envs:
-        visit(env)
-    return list(seen.values())
-
-
-def default_image() -> Image:
-    """What image="auto" means: the `default` reference when configured, else the Debian base."""
-    if "default" in _config.known_refs():
-        return Image.from_ref_name("default")
-    return Image.from_debian_base()
-
-
-def image_of(env: Environment) -> Image | str:
-    if isinstance(env.image, Image):
-        return env.image
-    if env.image in (None, "auto"):
-        return default_image()
-    return str(env.image)
 
 
 @dataclass
@@ -77,6 +44,7 @@ class _Job:
     status: str = "planned"
     digest: str | None = None
     reason: str = ""
+    known: dict[str, Decision] | None = None  # the skip rule's answers, asked with every other image's
 
 
 @syncaio
@@ -107,22 +75,22 @@ def build_images(
         cache = flyte_images.build_images(train_env, serve_env)
         cache.image_lookup["train"]
     """
-    options = {"force": force, "push": push, "builder": builder, "require_check": require_check}
+    options = BuildOptions.of(
+        dry_run=dry_run, force=force, platform=platform, builder=builder, push=push, require_check=require_check
+    )
     named: list[tuple[str, Environment | Image]] = []
     for env in environment_closure(envs):
         image = image_of(env)
         # Code bundles: the code travels with the deploy unless copy_style is "none", as in flyte.
         named.append((env.name, _with_code(image, copy_style) if isinstance(image, Image) else env))
-    return build_named(named, seed_cache, concurrency or 2, dry_run, platform, options, None if quiet else _Said())
+    return build_named(named, seed_cache, concurrency or 2, options, None if quiet else _Said())
 
 
 def build_named(
     targets: Sequence[tuple[str, Environment | Image]],
     seed_cache: ImageCache | None,
     concurrency: int,
-    dry_run: bool,
-    platform: str | tuple[str, ...] | None,
-    options: dict[str, Any],
+    options: BuildOptions,
     report: Reporter | None,
 ) -> ImageCache:
     """Build the images of named environments and images (the CLI names plain Images by their
@@ -135,23 +103,23 @@ def build_named(
             _record_seed(cache, name, seed_cache)
             continue
         try:
-            image = image_of(target) if is_environment(target) else cast(Image, target)
+            image = image_of(target) if isinstance(target, Environment) else target
             if isinstance(image, str) or image.is_reference:
                 uri = image if isinstance(image, str) else image.uri
                 cache.image_lookup[name], cache.identifiers[name] = uri, None
                 cache.status[name], cache.reasons[name] = "reference", "an existing image, used as is"
                 cache.digests[name] = None
                 continue
-            if platform is not None:
-                image = image.clone(platform=platform)  # type: ignore[arg-type]
+            if options.platform is not None:
+                image = image.clone(platform=options.platform)  # type: ignore[arg-type]
         except FlyteImagesError as exc:
             cache.status[name], cache.reasons[name] = "failed", str(exc)
             continue
         jobs.setdefault(image, _Job(image, [])).envs.append(name)
-    if dry_run:
-        _plan_all(list(jobs.values()), options)
-    else:
-        _build_all(list(jobs.values()), concurrency, options, report)
+    _decide_all(list(jobs.values()), options)
+    if not options.dry_run:
+        waiting = [job for job in jobs.values() if job.status == "planned"]
+        _build_all(waiting, concurrency, replace(options, platform=None), report)
     uris: dict[str, str] = {}
     for job in jobs.values():
         for name in job.envs:
@@ -169,7 +137,7 @@ def build_named(
 
 
 def _with_code(image: Image, copy_style: str) -> Image:
-    from ._layers.code import resolve_code_bundle_layer
+    from .._layers.code import resolve_code_bundle_layer
 
     return resolve_code_bundle_layer(image, copy_style, Path(_config.configured_root_dir() or Path.cwd()))
 
@@ -181,40 +149,41 @@ def _record_seed(cache: ImageCache, name: str, seed: ImageCache) -> None:
     cache.status[name], cache.reasons[name] = "exists", "from the seed cache"
 
 
-def _plan_all(jobs: list[_Job], options: dict[str, Any]) -> None:
-    """Dry run: plan every image and apply the skip rule to all of them at once."""
-    from ._builders import get_builder
-    from ._plan import BuildPlan, plan
-    from ._skip import Question, decide, strict_default
-
-    planned: list[tuple[_Job, BuildPlan, bool]] = []
+def _decide_all(jobs: list[_Job], options: BuildOptions) -> None:
+    """Plan every image (hashing its files, staging nothing) and apply the skip rule to all of
+    them at once: one registry session for every check. An image found is done; one that must
+    be built keeps its answers, so its build does not ask again."""
+    planned: list[tuple[_Job, Route, tuple[Question, ...]]] = []
     for job in jobs:
         try:
-            made = plan(job.image, check_locks=True)
+            route = route_of(job.image, options)
+            made = plan(route.image, route.render, check_locks=options.dry_run)
+            asked = questions(route, made)
         except FlyteImagesError as exc:
             job.status, job.reason = "failed", str(exc)
             continue
         job.uri = made.uri
-        pushing = (
-            bool(job.image.registry or _config.configured_registry()) if options["push"] is None else options["push"]
-        )
-        planned.append((job, made, pushing))
-    if options["force"]:
-        for job, made, _pushing in planned:
-            job.reason = f"forced: would build {made.uri}"
+        planned.append((job, route, asked))
+    if options.force:
+        for job, _route, _asked in planned:
+            job.reason = f"forced: would build {job.uri}"
         return
-    questions = [Question(made.uri, made.platforms, pushing) for _job, made, pushing in planned]
-    # The backend answers for loaded images only; "append" names a path whose engine part is
-    # built by the default backend.
-    backend = get_builder(None if options["builder"] == "append" else options["builder"])
-    decisions = decide(questions, backend, strict=strict_default(options["require_check"]))
-    for (job, made, _pushing), decision in zip(planned, decisions, strict=True):
-        if decision.failure:
-            job.status, job.reason = "failed", decision.failure
-        elif decision.build:
-            job.reason = f"would build {made.uri} ({decision.reason})"
-        else:
-            job.status, job.reason, job.digest = "exists", decision.reason, decision.digest
+    everything = [q for _job, _route, asked in planned for q in asked]
+    local = next((route for _job, route, asked in planned if not asked[0].pushing), None)
+    # The backend answers for loaded images only.
+    decisions = iter(decide(everything, local.backend.get() if local else None, strict=options.strict))
+    for job, _route, asked in planned:
+        answers = [next(decisions) for _q in asked]
+        job.known = {q.uri: d for q, d in zip(asked, answers, strict=True)}
+        found = answers[0]
+        if found.failure:
+            job.status, job.reason = "failed", found.failure
+        elif not found.build:
+            job.status, job.reason, job.digest = "exists", found.reason, found.digest
+        elif options.dry_run:
+            job.reason = f"would build {job.uri} ({found.reason})"
+        elif found.warning and not options.quiet:
+            print(found.warning, file=sys.stderr)
 
 
 class Reporter(Protocol):
@@ -243,7 +212,9 @@ class _Said:
             sys.stderr.flush()
 
 
-def _build_all(jobs: list[_Job], concurrency: int, options: dict[str, Any], report: Reporter | None) -> None:
+def _build_all(jobs: list[_Job], concurrency: int, options: BuildOptions, report: Reporter | None) -> None:
+    quiet = replace(options, quiet=True)
+
     def one(job: _Job) -> None:
         started = time.monotonic()
         label = ", ".join(job.envs)
@@ -260,7 +231,7 @@ def _build_all(jobs: list[_Job], concurrency: int, options: dict[str, Any], repo
 
         done = "failed"  # what happened, in the same words on the progress line and in the summary
         try:
-            result = build_image(job.image, quiet=True, announce=announce, progress=progress, **options)
+            result = build_image(job.image, quiet, announce=announce, progress=progress, known=job.known)
         except FlyteImagesError as exc:
             job.status, job.reason = "failed", str(exc)
         else:

@@ -1,4 +1,4 @@
-"""Whether an image must be built: one rule, used by `build()`, `build_images()` and the CLI.
+"""Whether an image must be built: one rule, used by every route, `build_images()` and the CLI.
 
 For an image that is pushed (it has a registry):
 - the registry has the tag with every requested platform: skip it;
@@ -18,13 +18,15 @@ has the uri; yes skips, no or "cannot tell" builds.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import _config
-from ._interrupt import run_coroutine
+from .. import _config
+from .._errors import RegistryError
+from .._interrupt import run_coroutine
 
 if TYPE_CHECKING:
     from flyte_images.builders.base import Builder
@@ -73,7 +75,7 @@ def decide(questions: Sequence[Question], backend: Builder | None, *, strict: bo
 def _ask_registries(questions: list[Question]) -> list[object]:
     import asyncio
 
-    from ._registry.client import RegistryClient
+    from .._registry.client import RegistryClient
 
     async def ask() -> list[object]:
         async with RegistryClient(insecure=_config.insecure_registries()) as client:
@@ -83,8 +85,8 @@ def _ask_registries(questions: list[Question]) -> list[object]:
 
 
 def _remote(question: Question, answer: object, strict: bool) -> Decision:
-    from ._registry.client import Existence
-    from ._registry.record import recent_push
+    from .._registry.client import Existence
+    from .._registry.record import recent_push
 
     assert isinstance(answer, Existence)
     if answer.exists:
@@ -110,3 +112,14 @@ def _remote(question: Question, answer: object, strict: bool) -> Decision:
             failure=f"{why}; fix that, or pass require_check=False (CLI: --no-require-check) to build without knowing",
         )
     return Decision(True, f"building: {why}", warning=f"warning: {why}; building it")
+
+
+def decide_all(questions: list[Question], backend: Builder | None, strict: bool, quiet: bool) -> list[Decision]:
+    """The skip rule for each question, asked at once; a failure raises, warnings go to stderr."""
+    decisions = decide(questions, backend, strict=strict)
+    for decision in decisions:
+        if decision.failure:
+            raise RegistryError(decision.failure)
+        if decision.warning and not quiet:
+            print(decision.warning, file=sys.stderr)
+    return decisions

@@ -1,17 +1,15 @@
-"""The append path of `build`: the engine part built by the engine only when the registry lacks
-it, the file part appended in the registry. Chosen by `build_image` (see `choose`)."""
+"""The file part of a staged plan appended in the registry to its engine part: what each
+platform's engine part holds is read (folders, users), the layers made, the image pushed."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .._errors import BuildError, ConfigError
-from .._image import Image
+from .._errors import BuildError
 from .._plan import BuildPlan
-from .split import copy_destinations, copy_owner, engine_part, file_part, file_part_start, has_file_part
+from .split import copy_destinations, copy_owner, file_part
 from .tarball import Folder, dst_folders
 
 if TYPE_CHECKING:
@@ -20,56 +18,6 @@ if TYPE_CHECKING:
     from .._registry.push import Pusher
     from .image import PlatformImage
     from .split import FilePart
-
-APPEND = "append"  # the `builder` name that forces this path
-
-
-@dataclass(frozen=True)
-class Choice:
-    """Which path a build takes and why (said in progress, the result and `explain`)."""
-
-    append: bool
-    why: str
-
-
-def choose(image: Image, builder: object, pushing: bool) -> Choice:
-    """The append path when the image is pushed and ends in file layers, unless `builder` names
-    an engine backend; `builder="append"` insists (and says why when it cannot)."""
-    forced = builder == APPEND
-    if builder is not None and not forced:
-        return Choice(False, f"the builder {getattr(builder, 'name', builder)!s} was asked for")
-    if image.is_reference:
-        return Choice(False, "an existing image")
-    if not pushing:
-        if forced:
-            raise ConfigError(
-                "builder='append' writes the image into a registry, but this build loads it into the local "
-                "engine: give the image a registry (or --push), or build with an engine builder"
-            )
-        return Choice(False, "loaded into the local engine")
-    if not has_file_part(image):
-        return Choice(False, "no trailing file layers (source files and folders, env vars, workdir) to append")
-    return Choice(True, "pushed, and it ends in file layers")
-
-
-def engine_plan(staged: BuildPlan) -> BuildPlan:
-    """The engine part's plan (hash only, through the stat cache). Render options such as the CA
-    bundle change the Dockerfile, never the identifier, so the defaults do here."""
-    from .._plan import plan
-
-    return plan(engine_part(staged.image))
-
-
-def same_engine_layers(staged: BuildPlan, engine: BuildPlan) -> bool:
-    """Whether the engine part's plan hashed the same inputs as the full plan for its layers (a
-    file edited between the two reads would make the appended image differ from its tag)."""
-    start = file_part_start(staged.image)
-    full, part = staged.identity, engine.identity
-    if not (isinstance(full, tuple) and isinstance(part, tuple) and len(full) > 6 and len(part) > 6):
-        return True
-    full_layers, part_layers = full[6], part[6]
-    assert isinstance(full_layers, tuple) and isinstance(part_layers, tuple)
-    return full[:6] == part[:6] and full_layers[:start] == part_layers[:start]
 
 
 async def append_file_part(
@@ -140,10 +88,3 @@ def step(progress: Progress, text: str) -> None:
 
 def elapsed(started: float) -> str:
     return f"{time.monotonic() - started:.2f} s"
-
-
-def check_engine_part(staged: BuildPlan, engine: BuildPlan, built_uri: str | None = None) -> None:
-    if not same_engine_layers(staged, engine) or (built_uri is not None and built_uri != engine.uri):
-        raise BuildError(
-            f"the files of {staged.uri}'s engine part changed while it was built; build again once edits settle"
-        )

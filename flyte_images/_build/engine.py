@@ -1,0 +1,105 @@
+"""The engine route: a staged plan built by a backend (Docker's BuildKit, a BuildKit daemon, a
+third-party backend), which receives exactly the staged context and the plan's Dockerfile."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from flyte_images.builders.base import BuildRequest, registry_cache_specs
+
+from .. import _config
+from .._errors import BuildError, ConfigError
+from .._hints import add_hint
+from .._plan import BuildPlan
+from .._progress import progress_sink
+from .options import BuildOptions
+from .records import remember_pushed
+from .result import ImageBuild
+from .secrets import Secrets, secret_sources
+
+if TYPE_CHECKING:
+    from flyte_images.builders.base import Builder, Progress
+
+
+def build_by_engine(
+    backend: Builder,
+    staged: BuildPlan,
+    options: BuildOptions,
+    pushing: bool,
+    progress: Progress | None,
+    announce: Callable[[str], None] | None = None,
+) -> ImageBuild:
+    """Build `staged` (open: its context folder is locked) with `backend`; push it or load it.
+    Secrets are written for the build only (a private folder beside the context)."""
+    assert staged.context is not None
+    private = staged.context.parent / "secrets"
+    try:
+        secrets = secret_sources(staged, options.ca_bundle, private)
+        if announce is not None:
+            announce(staged.uri)
+        caches = cache_specs(options, staged, pushing, backend)
+        result = _run_backend(backend, staged, secrets, pushing, caches, options.quiet, progress)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    if pushing:
+        remember_pushed(staged, result.digest)
+    return result
+
+
+def cache_specs(
+    options: BuildOptions, staged: BuildPlan, pushing: bool, backend: Builder
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """cache_from/cache_to for the backend: the caller's (else FLYTE_DOCKER_BUILDER_CACHE_FROM and
+    _TO, both set, as flyte 2.12 reads them), plus the registry cache when asked."""
+    given = (options.cache_from, options.cache_to)
+    if not any(given):
+        given = _config.flyte_builder_caches()
+    mode = options.cache or _config.configured_cache()
+    if mode not in (None, "none", "registry"):
+        raise ConfigError(f"cache={mode!r} is not 'registry' or 'none'")
+    if mode != "registry":
+        return given
+    if not pushing:
+        raise ConfigError(
+            f"cache='registry' keeps the layer cache in the image's registry, but {staged.uri} is not pushed: "
+            "give the image a registry, or build without cache='registry'"
+        )
+    cache_from, cache_to = registry_cache_specs(staged.repository)
+    # A backend that cannot export a cache (buildx's docker driver) still imports one.
+    return (*cache_from, *given[0]), given[1] or (cache_to if backend.exports_cache else ())
+
+
+def _run_backend(
+    backend: Builder,
+    staged: BuildPlan,
+    secrets: Secrets,
+    pushing: bool,
+    caches: tuple[tuple[str, ...], tuple[str, ...]],
+    quiet: bool,
+    progress: Progress | None,
+) -> ImageBuild:
+    assert staged.context is not None and staged.dockerfile_path is not None
+    request = BuildRequest(
+        context=staged.context,
+        dockerfile=staged.dockerfile_path,
+        tags=(staged.uri,),
+        platforms=staged.platforms,
+        push=pushing,
+        secrets=secrets.sources,
+        cache_from=tuple(caches[0]),
+        cache_to=tuple(caches[1]),
+        labels=dict(staged.labels),
+        redact=secrets.values,
+    )
+    try:
+        if progress is not None:
+            result = backend.build(request, progress)
+        else:
+            with progress_sink(quiet, title=staged.uri) as sink:
+                result = backend.build(request, sink)
+    except BuildError as exc:
+        add_hint(exc)
+        raise
+    return ImageBuild(staged.uri, built=True, digest=result.digest, dockerfile=staged.dockerfile, path="engine")

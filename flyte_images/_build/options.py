@@ -1,0 +1,78 @@
+"""How to build: one frozen value from `build()`, `build_images()` and the CLI down to the routes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import _config
+from .._validation import platforms as check_platforms
+
+if TYPE_CHECKING:
+    from flyte_images.builders.base import Builder
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """The choices of one build (or of every image of a deploy), as `build()` takes them.
+
+    `builder` is a backend's name, a backend, "append", or None for the configured one; `push`
+    None pushes exactly the images that have a registry; `require_check` None is strict in CI."""
+
+    dry_run: bool = False
+    force: bool = False
+    platform: tuple[str, ...] | None = None
+    builder: str | Builder | object | None = None
+    push: bool | None = None
+    cache_from: tuple[str, ...] = ()
+    cache_to: tuple[str, ...] = ()
+    ca_bundle: Path | None = None
+    quiet: bool = False
+    require_check: bool | None = None
+    cache: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        dry_run: bool = False,
+        force: bool = False,
+        platform: str | tuple[str, ...] | None = None,
+        builder: object = None,
+        push: bool | None = None,
+        cache_from: tuple[str, ...] | list[str] = (),
+        cache_to: tuple[str, ...] | list[str] = (),
+        ca_bundle: Path | str | None = None,
+        quiet: bool = False,
+        require_check: bool | None = None,
+        cache: str | None = None,
+    ) -> BuildOptions:
+        """The options from `build()`'s arguments, normalised once (platforms checked, the CA
+        bundle from the argument or the configuration)."""
+        ca_text = str(ca_bundle) if ca_bundle else _config.configured_ca_bundle()
+        return cls(
+            dry_run=dry_run,
+            force=force,
+            platform=None if platform is None else check_platforms(platform),
+            builder=builder,
+            push=push,
+            cache_from=tuple(cache_from),
+            cache_to=tuple(cache_to),
+            ca_bundle=Path(ca_text) if ca_text else None,
+            quiet=quiet,
+            require_check=require_check,
+            cache=cache,
+        )
+
+    def pushing(self, registry: str | None) -> bool:
+        """Whether an image with `registry` (None: none of its own) is pushed."""
+        if self.push is not None:
+            return self.push
+        return bool(registry or _config.configured_registry())
+
+    @property
+    def strict(self) -> bool:
+        """Fail (not build anyway) when a registry cannot say whether an image exists."""
+        return bool(os.environ.get("CI")) if self.require_check is None else self.require_check

@@ -1,0 +1,54 @@
+"""What a build returns: the image's uri as a `str`, with how it came to be."""
+
+from __future__ import annotations
+
+
+class ImageBuild(str):
+    """The uri of a built (or already existing) image; a `str`, with details as attributes.
+
+    `uri` the image reference, `built` whether a build ran, `reason` why not (or how it was
+    built), `digest` the pushed manifest digest or loaded image id when known, `dockerfile` the
+    rendered text, `path` "engine" or "append" for a build that ran (see `build`), "builder" for
+    one a Flyte SDK image builder object made (`init(image_builder=obj)`).
+    It also constructs and reads as the Flyte SDK's `ImageBuild(uri, remote_run, build_run)`:
+    `remote_run` and `build_run` (a remote build's run) are None here, as for the SDK's local
+    builder. Builds here always finish before returning, so a build's `uri` is always a str; an
+    `ImageBuild(uri=None)` made as in the SDK (a remote build still running) keeps `uri` None,
+    as the SDK's does, and reads as the empty string.
+    """
+
+    uri: str | None
+    remote_run: object | None
+    build_run: object | None
+    built: bool
+    reason: str
+    digest: str | None
+    dockerfile: str
+    path: str
+
+    def __new__(
+        cls,
+        uri: str | None,
+        remote_run: object | None = None,
+        build_run: object | None = None,
+        *,
+        built: bool = False,
+        reason: str = "",
+        digest: str | None = None,
+        dockerfile: str = "",
+        path: str = "",
+    ) -> ImageBuild:
+        value = super().__new__(cls, uri or "")
+        value.uri = uri
+        value.remote_run = remote_run
+        value.build_run = build_run
+        value.built = built
+        value.reason = reason
+        value.digest = digest
+        value.dockerfile = dockerfile
+        value.path = path
+        return value
+
+    def __getnewargs__(self) -> tuple[str | None, object | None, object | None]:  # type: ignore[override]
+        # Copies and pickles keep the SDK's fields; the details are restored from __dict__.
+        return (self.uri, self.remote_run, self.build_run)
