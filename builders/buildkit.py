@@ -57,30 +57,10 @@ from flyte_images._errors import (
     PlatformNotSupportedError,
     PushDeniedError,
 )
-from flyte_images.builders.base import (
-    CACHE_TAG,
-    BuildRequest,
-    BuildResult,
-    Progress,
-    load_one_platform,
-    registry_cache_specs,
-)
+from flyte_images.builders.base import BuildRequest, BuildResult, Progress, load_one_platform
 from flyte_images.builders.docker import DockerBuilder, cache_spec, check_engine
 from flyte_images.builders.output import BuildOutput
 
-# The registry cache's names are the base's (every backend reads such a cache); named here too.
-__all__ = [
-    "CACHE_TAG",
-    "PROBE_TIMEOUT",
-    "BuildkitBuilder",
-    "builder_name",
-    "check_client",
-    "check_settings",
-    "daemon_platforms",
-    "ensure_builder",
-    "probe",
-    "registry_cache_specs",
-]
 PROBE_TIMEOUT = 10.0  # seconds to connect and shake hands; buildx itself waits 20 s, silently
 # An HTTP/2 client preface and an empty SETTINGS frame: what a gRPC client sends first. A daemon
 # that refuses our client certificate says so only once data flows (TLS 1.3 sends it late).
