@@ -525,24 +525,25 @@ def test_the_plan_takes_flyte_s_uri_and_keeps_our_identifier_in_the_label() -> N
 def test_the_plugin_builds_at_flyte_s_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     from flyte_images import _build
 
-    calls: list[tuple[Image, dict[str, object]]] = []
+    calls: list[tuple[Image, _build.BuildOptions, str]] = []
 
-    def fake_build_image(image: Image, **kw: object) -> flyte_images.ImageBuild:
-        calls.append((image, kw))
-        return flyte_images.ImageBuild(str(kw["uri"]), built=True)
+    def fake_build_image(image: Image, options: _build.BuildOptions, *, uri: str) -> flyte_images.ImageBuild:
+        calls.append((image, options, uri))
+        return flyte_images.ImageBuild(uri, built=True)
 
     monkeypatch.setattr(_build, "build_image", fake_build_image)
     image = app().with_pip_packages("six")
     result = asyncio.run(FlyteImagesBuilder().build_image(image, dry_run=False, force=True))
     assert isinstance(result, flyte.ImageBuild)
     assert result.uri == image.uri and result.remote_run is None
-    ((ours, kw),) = calls
+    ((ours, options, uri),) = calls
     assert ours == from_flyte(image)
-    assert kw == {"dry_run": False, "force": True, "push": True, "uri": image.uri}
+    assert (options.dry_run, options.force, options.push, uri) == (False, True, True, image.uri)
     local = fl.Image.from_base("python:3.11-slim-bookworm").clone(name="local", extendable=True)
     local = local.with_env_vars({"A": "1"})
     asyncio.run(FlyteImagesBuilder().build_image(local, dry_run=True))
-    assert calls[-1][1] == {"dry_run": True, "force": False, "push": False, "uri": local.uri}  # no registry: load
+    _image, options, uri = calls[-1]
+    assert (options.dry_run, options.force, options.push, uri) == (True, False, False, local.uri)  # no registry: load
 
 
 def test_build_image_refuses_a_uri_that_is_not_an_image_reference() -> None:
