@@ -95,6 +95,7 @@ def test_a_cache_folder_others_can_write_is_refused_in_one_line(
     shared.mkdir()
     shared.chmod(mode)
     monkeypatch.setenv("FLYTE_IMAGES_CACHE_DIR", str(shared))
+    monkeypatch.setenv("FLYTE_IMAGES_STAT_CACHE", "1")  # `id` uses the cache folder (not by default in CI)
     src = tmp_path / "src"
     write_tree(src, {"a.py": (b"a", 0o644)})
     assert main(["id", str(_images_file(tmp_path, src))]) == 1
