@@ -34,6 +34,11 @@ def build_by_engine(
     """Build `staged` (open: its context folder is locked) with `backend`; push it or load it.
     Secrets are written for the build only (a private folder beside the context)."""
     assert staged.context is not None
+    if not pushing and not backend.loads:
+        raise ConfigError(
+            f"the {backend.name} backend cannot load images into a local engine, and {staged.uri} has no "
+            "registry: give the image a registry (or push=True), or build with a backend that loads"
+        )
     private = staged.context.parent / "secrets"
     try:
         secrets = secret_sources(staged, options.ca_bundle, private)

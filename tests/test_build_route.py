@@ -1,0 +1,93 @@
+"""The build route: one staged plan, the engine part a subplan of it, options as one value, and
+a deploy that asks about every image before it builds any."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from conftest import write_tree
+
+import flyte_images
+from flyte_images import ConfigError, Image
+from flyte_images._append import engine_part
+from flyte_images._build import BuildOptions, decide
+from flyte_images._build.append import engine_subplan
+from flyte_images._build.deploy import build_named
+from flyte_images._plan import plan, staged_plan
+from flyte_images._statcache import cache_dir
+from flyte_images.testing.fake import FakeBuilder
+
+
+def _image(src: Path, name: str = "route") -> Image:
+    return (
+        Image.from_base("busybox:1")
+        .clone(name=name, registry="registry.example:5000/team")
+        .with_commands(["echo engine part"])
+        .with_source_folder(src, dst="/app")
+        .with_env_vars({"A": "1"})
+    )
+
+
+def test_the_engine_part_is_a_subplan_of_the_staged_plan(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_tree(src, {"a.py": (b"print(1)\n", 0o644), "pkg/b.txt": (b"b", 0o600)})
+    image = _image(src)
+    alone = plan(engine_part(image))
+    with staged_plan(image) as staged:
+        engine = engine_subplan(staged)
+        assert engine.identifier == alone.identifier  # the same tag as planning it on its own
+        assert engine.dockerfile == alone.dockerfile
+        assert engine.context == staged.context  # nothing staged again
+        assert engine.dockerfile_path is not None
+        assert engine.dockerfile_path.read_text() == alone.dockerfile
+        assert engine.identifier != staged.identifier
+    assert len(list((cache_dir() / "staging").iterdir())) == 1  # one staging folder, not two
+
+
+class _PushOnly(FakeBuilder):
+    name: ClassVar[str] = "push-only"
+    loads: ClassVar[bool] = False
+
+
+def test_a_backend_that_cannot_load_is_refused_for_a_local_build(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_tree(src, {"a.py": (b"1", 0o644)})
+    image = Image.from_base("busybox:1").clone(name="local-only").with_source_folder(src)
+    with pytest.raises(ConfigError, match=r"push-only backend cannot load images"):
+        flyte_images.build(image, builder=_PushOnly(), quiet=True)
+
+
+def test_build_options_are_one_checked_value() -> None:
+    options = BuildOptions.of(platform="linux/arm64", cache_from=["a"], ca_bundle="/etc/ssl/x.pem")
+    assert options.platform == ("linux/arm64",) and options.cache_from == ("a",)
+    assert options.ca_bundle == Path("/etc/ssl/x.pem")
+    with pytest.raises(flyte_images.InvalidLayerArgument, match="platform"):
+        BuildOptions.of(platform="linux/m68k")
+    with pytest.raises(AttributeError):
+        options.force = True  # type: ignore[misc]
+
+
+def test_a_deploy_asks_about_every_image_at_once_and_stages_none_that_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flyte_images._registry import Existence
+
+    asked: list[list[str]] = []
+
+    def registry(questions: list[decide.Question]) -> list[object]:
+        asked.append([q.uri for q in questions])
+        return [Existence(q.uri, "exists", "sha256:" + "0" * 64, q.platforms) for q in questions]
+
+    monkeypatch.setattr(decide, "_ask_registries", registry)
+    images = []
+    for n in range(3):
+        src = tmp_path / f"src{n}"
+        write_tree(src, {"a.py": (f"print({n})\n".encode(), 0o644)})
+        images.append((f"env{n}", _image(src, f"app{n}")))
+    cache = build_named(images, None, 2, BuildOptions(), None)
+    assert len(asked) == 1  # one round for the whole deploy
+    assert len(asked[0]) == 6  # each image and its engine part (the append route)
+    assert set(cache.status.values()) == {"exists"}
+    assert not (cache_dir() / "staging").exists()  # nothing staged for images that exist
