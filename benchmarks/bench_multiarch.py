@@ -56,7 +56,7 @@ def push_base(registry: str, kind: str) -> str:
     """The amd64 and arm64 bases of `kind` as one index in the registry; its reference."""
     from engine_support import docker
 
-    from flyte_images._registry.index import push_index
+    from flyte_images._registry import push_index
 
     parts = {}
     for platform, local in (("linux/amd64", AMD64_BASES[kind]), ("linux/arm64", ARM64_BASES[kind])):

@@ -37,7 +37,7 @@ def main() -> None:
     problem = engine_problem()
     if problem:
         sys.exit(f"registry benchmark needs the engine: {problem} (run fixtures/engine/setup.sh)")
-    from flyte_images._registry.client import check_many
+    from flyte_images._registry import check_many
 
     with registry() as reg:
         refs = seed(reg.host, args.images)
@@ -61,7 +61,7 @@ def main() -> None:
             that asks the registry can cost (the same accept header, concurrently)."""
             import httpx
 
-            from flyte_images._registry.client import ACCEPT
+            from flyte_images._registry.wire import ACCEPT
 
             async def run() -> None:
                 limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)

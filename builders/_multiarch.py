@@ -242,7 +242,7 @@ def concurrency_setting(value: int | None = None) -> int:
 def build_split(request: BuildRequest, progress: Progress, run: Run, concurrency: int) -> BuildResult:
     """Build and push each platform on its own, then write the index under every tag."""
     from flyte_images._errors import RegistryError
-    from flyte_images._registry.index import platform_reference
+    from flyte_images._registry import platform_reference
 
     try:
         parts = {tag: {p: platform_reference(tag, p) for p in request.platforms} for tag in request.tags}
@@ -313,13 +313,13 @@ def _pushed_before(request: BuildRequest, parts: dict[str, dict[str, str]]) -> s
 async def _have_identity(pairs: list[tuple[str, str]], identity: str) -> list[bool]:
     from flyte_images import _config
     from flyte_images._errors import RegistryError
-    from flyte_images._registry.client import RegistryClient
+    from flyte_images._registry import Registry
 
-    async with RegistryClient(insecure=_config.insecure_registries()) as client:
+    async with Registry(insecure=_config.insecure_registries()) as registry:
 
         async def there(platform: str, reference: str) -> bool:
             try:
-                found = await client.platform_image(reference, platform)
+                found = await registry.platform_image(reference, platform)
             except RegistryError:
                 return False
             return found is not None and found.labels.get(IDENTITY_LABEL) == identity
@@ -332,7 +332,7 @@ async def _have_identity(pairs: list[tuple[str, str]], identity: str) -> list[bo
 def _write_index(tag: str, parts: dict[str, str]) -> str:
     from flyte_images import _config
     from flyte_images._errors import RegistryError
-    from flyte_images._registry.index import push_index
+    from flyte_images._registry import push_index
 
     try:
         return run_coroutine(push_index(tag, parts, insecure=tuple(_config.insecure_registries())))

@@ -137,11 +137,11 @@ def _describe(problems: list[_shapes.Problem], data: Any) -> str:
 def _at(data: Any, path: _shapes.Path) -> Any:
     """The value at `path` in the decoded JSON (the problem's own, or the object it is missing from)."""
     for part in path:
-        if not isinstance(data, dict | list):
-            break
-        try:
+        if isinstance(data, dict) and part in data:
             data = data[part]
-        except (KeyError, IndexError, TypeError):
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
             break
     return data
 

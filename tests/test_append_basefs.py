@@ -30,8 +30,7 @@ from registry_support import FakeServer, forward, reply
 
 from flyte_images._append.basefs import Entry, read_entries, user_ids
 from flyte_images._errors import BuildError, RegistryError
-from flyte_images._registry.client import Reference
-from flyte_images._registry.push import Pusher
+from flyte_images._registry import Reference, Registry
 
 OCI_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 DOCKER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -92,10 +91,10 @@ async def _push(host: str, repository: str, layers: list[Layer]) -> list[dict[st
     registry's manifest lists them."""
     ref = Reference(host, repository, "v1")
     config = json.dumps({"os": "linux", "architecture": "amd64", "rootfs": {"type": "layers", "diff_ids": []}})
-    async with Pusher() as pusher:
+    async with Registry() as registry:
         for item in layers:
-            await pusher.push_blob(ref, item.data, digest_of(item.data))
-        await pusher.push_blob(ref, config.encode(), digest_of(config.encode()))
+            await registry.push_blob(ref, item.data, digest_of(item.data))
+        await registry.push_blob(ref, config.encode(), digest_of(config.encode()))
         manifest = {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
@@ -103,8 +102,8 @@ async def _push(host: str, repository: str, layers: list[Layer]) -> list[dict[st
                        "size": len(config)},
             "layers": [item.descriptor for item in layers],
         }  # fmt: skip
-        await pusher.put_manifest(ref, manifest, OCI_MANIFEST)
-        fetched = await pusher.manifest(ref)
+        await registry.put_manifest(ref, manifest, OCI_MANIFEST)
+        fetched = await registry.manifest(ref)
     return list(json.loads(fetched.content)["layers"])
 
 
@@ -116,8 +115,8 @@ def read(
     host: str, repository: str, descriptors: list[dict[str, Any]], paths: list[str], contents: Sequence[str] = ()
 ) -> dict[str, Entry | None]:
     async def go() -> dict[str, Entry | None]:
-        async with Pusher() as pusher:
-            return await read_entries(pusher, Reference(host, repository, "v1"), descriptors, paths, contents)
+        async with Registry() as registry:
+            return await read_entries(registry, Reference(host, repository, "v1"), descriptors, paths, contents)
 
     return asyncio.run(go())
 
@@ -364,8 +363,8 @@ def test_a_lookup_cancelled_in_the_middle_of_a_layer_ends_cleanly(upstream: str)
         time.sleep(3)
 
     async def go(host: str) -> None:
-        async with Pusher() as pusher:
-            lookup = read_entries(pusher, Reference(host, "slow/blob", "v1"), layers, ["nothing"])
+        async with Registry() as registry:
+            lookup = read_entries(registry, Reference(host, "slow/blob", "v1"), layers, ["nothing"])
             await asyncio.wait_for(lookup, 0.5)
 
     with FakeServer(drip) as fake:

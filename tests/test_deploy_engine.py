@@ -9,7 +9,7 @@ from engine_support import BUSYBOX
 
 import flyte_images
 from flyte_images import Image, ImageCache, ImagesFailedError, TaskEnvironment
-from flyte_images._registry.client import check_many
+from flyte_images._registry import check_many
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 

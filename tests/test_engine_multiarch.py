@@ -32,8 +32,7 @@ from engine_support import BASE_IMAGE, BUSYBOX, docker
 
 import flyte_images
 from flyte_images import Image
-from flyte_images._registry.client import check_many
-from flyte_images._registry.index import platform_reference, push_index
+from flyte_images._registry import Existence, check_many, platform_reference, push_index
 from flyte_images.builders import _multiarch as multiarch
 from flyte_images.builders import docker as docker_backend
 from flyte_images.builders.base import BuildRequest, BuildResult, Progress
@@ -118,7 +117,7 @@ def busybox_image(base: str, registry: str, tmp_path: Path, name: str, *commands
     )
 
 
-def check_both(uri: str) -> flyte_images._registry.client.Existence:
+def check_both(uri: str) -> Existence:
     (found,) = asyncio.run(check_many([uri], BOTH))
     return found
 
@@ -183,7 +182,7 @@ def failing_index_put(monkeypatch: pytest.MonkeyPatch) -> None:
     async def refused(reference: str, parts: dict[str, str], **options: object) -> str:
         return await real(reference, parts, transport=Refuse(), **options)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(flyte_images._registry.index, "push_index", refused)
+    monkeypatch.setattr(flyte_images._registry, "push_index", refused)
 
 
 def test_a_failed_index_put_is_missing_then_completed_without_rebuilding(

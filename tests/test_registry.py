@@ -32,8 +32,9 @@ from registry_support import (
 import flyte_images
 from flyte_images import Image, RegistryError
 from flyte_images._cli import main
+from flyte_images._registry import check_many, parse_reference
 from flyte_images._registry.auth import credentials_for, ecr_credentials
-from flyte_images._registry.client import ACCEPT, check_many, parse_reference
+from flyte_images._registry.wire import ACCEPT
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 

@@ -17,7 +17,7 @@ from registry_support import MANIFEST_TYPE, FakeServer, Seeded, seeded_registry
 
 from flyte_images import _errors
 from flyte_images._cli import main
-from flyte_images._registry.client import Existence, RegistryClient, check_many
+from flyte_images._registry import Existence, Registry, check_many
 from flyte_images._registry.record import PlatformCache
 
 DRIP_EVERY = 2.0
@@ -76,7 +76,7 @@ def test_the_deadline_comes_from_the_environment(real: Seeded, monkeypatch: pyte
 
 
 def test_the_default_deadline_is_well_under_a_minute() -> None:
-    from flyte_images._registry.client import DEFAULT_DEADLINE
+    from flyte_images._registry.transport import DEFAULT_DEADLINE
 
     assert DEFAULT_DEADLINE <= 30
 
@@ -87,10 +87,10 @@ def test_a_bad_deadline_setting_names_the_value_and_the_fix(
 ) -> None:
     monkeypatch.setenv("FLYTE_IMAGES_REGISTRY_TIMEOUT", value)
     with pytest.raises(_errors.ConfigError, match=rf"FLYTE_IMAGES_REGISTRY_TIMEOUT='{value}' is not a number"):
-        RegistryClient()
+        Registry()
     assert main(["exists", "127.0.0.1:1/team/app:v1"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and err.startswith("error: FLYTE_IMAGES_REGISTRY_TIMEOUT=")
     monkeypatch.delenv("FLYTE_IMAGES_REGISTRY_TIMEOUT")
     with pytest.raises(_errors.ConfigError, match=r"deadline='-1\.0' is not a number of seconds above 0"):
-        RegistryClient(deadline=-1.0)
+        Registry(deadline=-1.0)

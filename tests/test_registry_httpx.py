@@ -32,8 +32,7 @@ from cryptography import x509
 from registry_support import MANIFEST_TYPE, FakeServer, Seeded, reply, seeded_registry, self_signed_files, sha256
 
 from flyte_images import RegistryError
-from flyte_images._registry.client import Existence, Reference, RegistryClient, check_many
-from flyte_images._registry.push import Pusher
+from flyte_images._registry import Existence, Reference, Registry, check_many
 from flyte_images._registry.record import PlatformCache
 
 SECRET = "proxy-pw-4b9e1"
@@ -48,8 +47,8 @@ def push(host: str, data: bytes, **options: object) -> bool:
     """Upload `data` as a blob of host/team/app, as the append path does."""
 
     async def run() -> bool:
-        async with Pusher(**options) as pusher:  # type: ignore[arg-type]
-            return await pusher.push_blob(Reference(host, "team/app", "v1"), data, sha256(data))
+        async with Registry(**options) as registry:  # type: ignore[arg-type]
+            return await registry.push_blob(Reference(host, "team/app", "v1"), data, sha256(data))
 
     return asyncio.run(run())
 
@@ -252,18 +251,18 @@ def test_a_post_is_never_sent_again_while_a_head_is_retried() -> None:
     def hang_up(handler: http.server.BaseHTTPRequestHandler) -> None:
         handler.close_connection = True
 
-    async def start_upload(pusher: Pusher, ref: Reference) -> None:
-        await pusher.push_blob(ref, b"layer", sha256(b"layer"), ask=False)  # the POST that starts it
+    async def start_upload(registry: Registry, ref: Reference) -> None:
+        await registry.push_blob(ref, b"layer", sha256(b"layer"), ask=False)  # the POST that starts it
 
-    async def ask(pusher: Pusher, ref: Reference) -> None:
-        await pusher.has_blob(ref, sha256(b"layer"))  # a HEAD
+    async def ask(registry: Registry, ref: Reference) -> None:
+        await registry.has_blob(ref, sha256(b"layer"))  # a HEAD
 
     with FakeServer(hang_up) as fake:
         for work, method, attempts in ((start_upload, "POST", 1), (ask, "HEAD", 4)):
 
-            async def run(work: Callable[[Pusher, Reference], Awaitable[None]] = work) -> None:
-                async with Pusher(backoff=0.01) as pusher:
-                    await work(pusher, Reference(fake.host, "team/app", "v1"))
+            async def run(work: Callable[[Registry, Reference], Awaitable[None]] = work) -> None:
+                async with Registry(backoff=0.01) as registry:
+                    await work(registry, Reference(fake.host, "team/app", "v1"))
 
             fake.seen.clear()
             with pytest.raises(RegistryError, match=f"{fake.host} could not be reached"):
@@ -295,7 +294,7 @@ def test_bytes_on_an_idle_kept_alive_connection_are_not_the_next_answer() -> Non
         threading.Timer(0.2, unasked).start()
 
     async def run(host: str) -> tuple[Existence, Existence]:
-        async with RegistryClient(platform_cache=PlatformCache(None)) as client:
+        async with Registry(platform_cache=PlatformCache(None)) as client:
             here = await client.check(f"{host}/team/app:here")
             await asyncio.sleep(1.0)  # the stray answer arrives meanwhile
             return here, await client.check(f"{host}/team/app:gone")

@@ -33,7 +33,7 @@ from registry_support import (
 )
 
 from flyte_images._cli import main
-from flyte_images._registry.client import Existence, check_many
+from flyte_images._registry import Existence, check_many
 from flyte_images._registry.record import PlatformCache
 
 AMD64 = {"os": "linux", "architecture": "amd64"}

@@ -29,7 +29,7 @@ from registry_support import (
     seed_image,
 )
 
-from flyte_images._registry.client import Existence, check_many
+from flyte_images._registry import Existence, check_many
 from flyte_images._registry.record import PlatformCache
 
 

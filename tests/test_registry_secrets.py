@@ -31,8 +31,8 @@ from registry_support import (
 
 from flyte_images import RegistryError
 from flyte_images._cli import main
+from flyte_images._registry import Existence, check_many
 from flyte_images._registry.auth import credentials_for
-from flyte_images._registry.client import Existence, check_many
 from flyte_images._registry.record import PlatformCache
 
 SECRET = "tok-5e3c9a-SECRET"

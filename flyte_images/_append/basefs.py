@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import BuildError, RegistryError
-from .._registry.client import Reference
-from .._registry.push import Pusher
+from .._registry import Reference, Registry
 from .._statcache import cache_dir
 from .layerscan import KINDS, MAX_CONTENT, Entry, Seen, normalize, scan_layer
 
@@ -45,7 +44,7 @@ CACHE_BYTES = 16 * 1024 * 1024  # the oldest answers go when the folder grows pa
 
 
 async def read_entries(
-    pusher: Pusher,
+    registry: Registry,
     ref: Reference,
     layers: Sequence[Mapping[str, Any]],
     paths: Iterable[str],
@@ -64,7 +63,7 @@ async def read_entries(
             found[path] = entry
     missing = set(asked.values()) - set(found)
     if missing:
-        looked_up = await _lookup(pusher, ref, layers, missing, wanted & missing, 0)
+        looked_up = await _lookup(registry, ref, layers, missing, wanted & missing, 0)
         for path, entry in looked_up.items():
             _cache_put(_cache_file(layers_key, path, path in wanted), path, entry)
         found.update(looked_up)
@@ -72,7 +71,12 @@ async def read_entries(
 
 
 async def _lookup(
-    pusher: Pusher, ref: Reference, layers: Sequence[Mapping[str, Any]], paths: set[str], wanted: set[str], depth: int
+    registry: Registry,
+    ref: Reference,
+    layers: Sequence[Mapping[str, Any]],
+    paths: set[str],
+    wanted: set[str],
+    depth: int,
 ) -> dict[str, Entry | None]:
     decided: dict[str, Entry | None] = {}
     undecided = set(paths)
@@ -80,14 +84,14 @@ async def _lookup(
         if not undecided:
             break  # nothing below can change an answer: the lower layers are never downloaded
         interest = frozenset({"", *undecided, *(a for path in undecided for a in _ancestors(path))})
-        seen = await scan_layer(pusher, ref, layers[index], interest, frozenset(wanted & undecided))
+        seen = await scan_layer(registry, ref, layers[index], interest, frozenset(wanted & undecided))
         for path in sorted(undecided):
             final, entry = _decide(seen, path)
             if not final:
                 continue
             undecided.discard(path)
             if entry is not None and path in seen.links and path in wanted:
-                entry = await _through_link(pusher, ref, layers[: index + 1], entry, seen.links[path], depth)
+                entry = await _through_link(registry, ref, layers[: index + 1], entry, seen.links[path], depth)
             decided[path] = entry
     return {path: decided.get(path) for path in paths}
 
@@ -110,13 +114,13 @@ def _decide(seen: Seen, path: str) -> tuple[bool, Entry | None]:
 
 
 async def _through_link(
-    pusher: Pusher, ref: Reference, layers: Sequence[Mapping[str, Any]], link: Entry, target: str, depth: int
+    registry: Registry, ref: Reference, layers: Sequence[Mapping[str, Any]], link: Entry, target: str, depth: int
 ) -> Entry:
     """A hard link's entry with its target's content: the link's own header gives the metadata
     (containerd applies it to the shared inode), the target (in this layer or below) the bytes."""
     if depth >= MAX_LINKS or not target:
         raise RegistryError(f"/{link.path} in the layers of {ref} is a hard link that does not end in a file")
-    found = (await _lookup(pusher, ref, layers, {target}, {target}, depth + 1))[target]
+    found = (await _lookup(registry, ref, layers, {target}, {target}, depth + 1))[target]
     if found is None:
         raise RegistryError(f"/{link.path} in the layers of {ref} is a hard link to /{target}, which they do not have")
     if found.kind != "file":

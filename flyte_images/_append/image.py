@@ -22,9 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import RegistryError
-from .._registry import wire
-from .._registry.client import Reference, parse_reference
-from .._registry.push import Pusher
+from .._registry import Reference, Registry, parse_reference, wire
 from .._registry.transport import HTTPTransport
 from .split import FilePart
 from .tarball import LayerBlob
@@ -115,7 +113,7 @@ MakePart = Callable[[PlatformImage], Awaitable[FilePart]]
 Base = tuple[list["PlatformImage"], tuple[dict[str, Any], str] | None]
 
 
-async def append_parts(pusher: Pusher, base_ref: str, target_ref: str, make: MakePart) -> str:
+async def append_parts(registry: Registry, base_ref: str, target_ref: str, make: MakePart) -> str:
     """Push the base plus, per platform, the file part `make` returns for it, as `target_ref`;
     return the digest of what the tag names (the manifest, or the index of several)."""
     base, target = parse_reference(base_ref), parse_reference(target_ref)
@@ -126,7 +124,7 @@ async def append_parts(pusher: Pusher, base_ref: str, target_ref: str, make: Mak
         )
     if target.by_digest:
         raise RegistryError(f"{target_ref} names a digest; give a tag to push the appended image under")
-    images, index = await read_base(pusher, base)
+    images, index = await read_base(registry, base)
     parts = [await make(image) for image in images]
     configs = [_config_blob(image, part) for image, part in zip(images, parts, strict=True)]
     layers = {layer.digest: layer for part in parts for layer in part.layers}
@@ -134,16 +132,15 @@ async def append_parts(pusher: Pusher, base_ref: str, target_ref: str, make: Mak
     # config is sent without asking: it names this build's layers, so it is new unless those
     # were all there already, and a few KiB sent again cost less than a request each time.
     config_blobs = {digest: data for data, digest in configs}
-    spooled = asyncio.Lock()
     await asyncio.gather(
-        *(push_layer(pusher, target, layer, spooled) for layer in layers.values()),
-        *(pusher.push_blob(target, data, digest, ask=False) for digest, data in config_blobs.items()),
+        *(push_layer(registry, target, layer) for layer in layers.values()),
+        *(registry.push_blob(target, data, digest, ask=False) for digest, data in config_blobs.items()),
     )
     if index is None:
-        return (await _push_manifest(pusher, images[0], parts[0], configs[0], target, tagged=True))[0]
+        return (await _push_manifest(registry, images[0], parts[0], configs[0], target, tagged=True))[0]
     pushed = await asyncio.gather(
         *(
-            _push_manifest(pusher, image, part, config, target, tagged=False)
+            _push_manifest(registry, image, part, config, target, tagged=False)
             for image, part, config in zip(images, parts, configs, strict=True)
         )
     )
@@ -152,25 +149,14 @@ async def append_parts(pusher: Pusher, base_ref: str, target_ref: str, make: Mak
         assert image.entry is not None
         entries.append({**image.entry, "digest": digest, "size": size})
     document = {**index[0], "manifests": entries}
-    return await pusher.put_manifest(target, document, index[1])
+    return await registry.put_manifest(target, document, index[1])
 
 
-async def push_layer(pusher: Pusher, target: Reference, layer: LayerBlob, spooled: asyncio.Lock) -> None:
-    """Upload one layer unless the repository has it.
-
-    The registry upload takes a blob as bytes, so a spooled layer (see `tarball`) is read whole
-    for it: `spooled` lets one such layer be held at a time, after the registry said it lacks
-    it, and the route keeps the file part under FLYTE_IMAGES_APPEND_MAX_BYTES (`run`), which
-    bounds each layer's gzip stream too (gzip adds a few bytes per 16 KiB it cannot shrink). An
-    upload that sends a blob from its chunks (`layer.chunks()`) would lift that bound."""
-    if not layer.spooled:
-        await pusher.push_blob(target, layer.content(), layer.digest)
-        return
-    async with spooled:
-        if await pusher.has_blob(target, layer.digest):
-            return
-        content = await asyncio.to_thread(layer.content)
-        await pusher.push_blob(target, content, layer.digest, ask=False)
+async def push_layer(registry: Registry, target: Reference, layer: LayerBlob) -> None:
+    """Upload one layer unless the repository has it. A spooled layer (see `tarball`) is sent
+    from its temporary file a chunk at a time, so a layer of any size costs the memory of a
+    chunk, and several may be sent at once."""
+    await registry.push_blob(target, layer if layer.spooled else layer.content(), layer.digest)
 
 
 def _config_blob(image: PlatformImage, part: FilePart) -> tuple[bytes, str]:
@@ -183,7 +169,13 @@ def _config_blob(image: PlatformImage, part: FilePart) -> tuple[bytes, str]:
 
 
 async def _push_manifest(
-    pusher: Pusher, image: PlatformImage, part: FilePart, config: tuple[bytes, str], target: Reference, *, tagged: bool
+    registry: Registry,
+    image: PlatformImage,
+    part: FilePart,
+    config: tuple[bytes, str],
+    target: Reference,
+    *,
+    tagged: bool,
 ) -> tuple[str, int]:
     """The manifest of one platform (its blobs pushed), under `target`'s tag or (one of several
     platforms, listed by an index) by digest only; returns the manifest's digest and size."""
@@ -196,7 +188,7 @@ async def _push_manifest(
     content = _json(document)
     digest = wire.sha256(content)
     where = target if tagged else Reference(target.host, target.repository, digest)
-    return await pusher.put_manifest(where, content, image.media_type), len(content)
+    return await registry.put_manifest(where, content, image.media_type), len(content)
 
 
 def _json(document: Mapping[str, Any]) -> bytes:
@@ -207,10 +199,10 @@ def _descriptors(layers: Sequence[LayerBlob], media_type: str) -> list[dict[str,
     return [{"mediaType": media_type, "digest": layer.digest, "size": layer.size} for layer in layers]
 
 
-async def read_base(pusher: Pusher, ref: Reference) -> Base:
+async def read_base(registry: Registry, ref: Reference) -> Base:
     """The base's image per platform, and its index document and media type when the result
     needs one (several real platforms)."""
-    fetched = await pusher.manifest(ref)
+    fetched = await registry.manifest(ref)
     if fetched.media_type in wire.INDEX_TYPES:
         document = _object(fetched.content, f"the index of {ref}")
         wire.parse(wire.Index, fetched.content, f"the index of {ref}")
@@ -221,24 +213,26 @@ async def read_base(pusher: Pusher, ref: Reference) -> Base:
         ]
         if not entries:
             raise RegistryError(f"the index of {ref} lists no image for any platform; build the base again")
-        images = await asyncio.gather(*(_image(pusher, ref, e) for e in entries))
+        images = await asyncio.gather(*(_image(registry, ref, e) for e in entries))
         if len(images) == 1:
             return [images[0]], None
         return list(images), (document, fetched.media_type)
-    return [await _image(pusher, ref, None, fetched)], None
+    return [await _image(registry, ref, None, fetched)], None
 
 
-async def _image(pusher: Pusher, ref: Reference, entry: dict[str, Any] | None, fetched: Any = None) -> PlatformImage:
+async def _image(
+    registry: Registry, ref: Reference, entry: dict[str, Any] | None, fetched: Any = None
+) -> PlatformImage:
     if fetched is None:
         assert entry is not None
-        fetched = await pusher.manifest(Reference(ref.host, ref.repository, str(entry.get("digest"))))
+        fetched = await registry.manifest(Reference(ref.host, ref.repository, str(entry.get("digest"))))
     if fetched.media_type not in wire.MANIFEST_TYPES:
         raise RegistryError(f"{ref} is a {fetched.media_type[:60]!r}, not an image manifest to append to")
     manifest = _object(fetched.content, f"the manifest of {ref}")
     config_digest = (manifest.get("config") or {}).get("digest")
     if not isinstance(config_digest, str) or not wire.is_digest(config_digest):
         raise RegistryError(f"the manifest of {ref} has no config digest; is it an image manifest?")
-    config = _object(await pusher.blob(ref, config_digest), f"the config blob of {ref}")
+    config = _object(await registry.blob(ref, config_digest), f"the config blob of {ref}")
     platform = _platform_text(entry.get("platform") if entry else None) or _platform_text(config)
     here = Reference(ref.host, ref.repository, fetched.digest)
     return PlatformImage(here, platform, manifest, fetched.media_type, config, entry)
@@ -282,5 +276,5 @@ async def append_async(
     async def same(_image: PlatformImage) -> FilePart:
         return part
 
-    async with Pusher(insecure=insecure, transport=transport) as pusher:
-        return await append_parts(pusher, base_ref, target_ref, same)
+    async with Registry(insecure=insecure, transport=transport) as registry:
+        return await append_parts(registry, base_ref, target_ref, same)

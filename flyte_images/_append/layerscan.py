@@ -2,7 +2,7 @@
 (`basefs` merges what the layers say).
 
 A layer can be gigabytes, so it is never held: the blob's chunks arrive on the event loop
-(`Pusher.blob_chunks`, which checks the digest at the end), and `tarfile`, which reads
+(`Registry.blob_chunks`, which checks the digest at the end), and `tarfile`, which reads
 synchronously, runs in a worker thread that pulls them one at a time. Only the members asked
 about are kept, and only the content of files asked with their content (up to MAX_CONTENT).
 The layer is read to its end, so its digest is always checked.
@@ -23,9 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import BuildError, RegistryError
-from .._registry import wire
-from .._registry.client import Reference
-from .._registry.push import Pusher
+from .._registry import Reference, Registry, wire
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -70,7 +68,7 @@ def normalize(name: str) -> str:
 
 
 async def scan_layer(
-    pusher: Pusher, ref: Reference, layer: Mapping[str, Any], interest: frozenset[str], wanted: frozenset[str]
+    registry: Registry, ref: Reference, layer: Mapping[str, Any], interest: frozenset[str], wanted: frozenset[str]
 ) -> Seen:
     """What the layer with descriptor `layer` says about the paths in `interest`, with the
     content of the files in `wanted`."""
@@ -81,7 +79,7 @@ async def scan_layer(
     unpack = unpacker(media, what)
     loop = asyncio.get_running_loop()
     known = size if isinstance(size, int) and not isinstance(size, bool) else None
-    async with contextlib.aclosing(pusher.blob_chunks(ref, digest, known)) as chunks:
+    async with contextlib.aclosing(registry.blob_chunks(ref, digest, known)) as chunks:
         feed = _Chunks(chunks, loop)
         try:
             return await asyncio.to_thread(_scan, io.BufferedReader(feed, CHUNK), unpack, interest, wanted, what)

@@ -67,14 +67,19 @@ class Spool:
         may share the file)."""
         fd, offset = self._file.fileno(), 0
         while offset < self._size:
-            chunk = os.pread(fd, min(size, self._size - offset), offset)
+            try:
+                chunk = os.pread(fd, min(size, self._size - offset), offset)
+            except OSError as exc:
+                raise BuildError(
+                    f"cannot read back the spooled layer in {cache_dir()}: {exc.strerror}; build again"
+                ) from None
             if not chunk:
                 raise BuildError(f"the spooled layer ended after {offset} of {self._size} bytes; build again")
             offset += len(chunk)
             yield chunk
 
     def read(self) -> bytes:
-        """The whole stream (for an upload that takes bytes)."""
+        """The whole stream."""
         return b"".join(self.chunks())
 
     def close(self) -> None:

@@ -39,7 +39,7 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .._config import insecure_registries
-    from .._registry.client import check_many
+    from .._registry import check_many
     from .._registry.redact import by_shape, one_line
 
     try:

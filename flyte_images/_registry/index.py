@@ -1,4 +1,5 @@
-"""One multi-platform image from per-platform pushes: an OCI image index PUT under the tag.
+"""One multi-platform image from per-platform pushes: an OCI image index PUT under the tag
+(`Registry.push_index`, or `registry.push_index` with a registry of its own).
 
 Engines that cannot build several platforms in one build (Docker's classic image store with
 buildx's default `docker` driver) build and push each platform on its own, under a tag of its
@@ -16,14 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .reference import parse_reference
 from .wire import normalize_platform
-
-if TYPE_CHECKING:
-    from .transport import HTTPTransport
 
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 MAX_TAG = 128  # the distribution spec's limit on a tag's length
@@ -49,8 +48,6 @@ def platform_tag(tag: str, platform: str) -> str:
 def platform_reference(reference: str, platform: str) -> str:
     """`host/repo:tag` -> `host/repo:<platform_tag(tag, platform)>` (the same repository, since an
     index can only list manifests of its own repository)."""
-    from .client import parse_reference
-
     ref = parse_reference(reference)
     if ref.by_digest:
         raise ValueError(f"{reference} names a digest; a multi-platform image needs a tag to push its index under")
@@ -86,23 +83,3 @@ def index_document(images: Iterable[PlatformImage]) -> bytes:
         "manifests": [image.descriptor() for image in ordered],
     }
     return json.dumps(document, indent=2).encode()
-
-
-async def push_index(
-    reference: str,
-    parts: Mapping[str, str],
-    *,
-    insecure: Sequence[str] = (),
-    transport: HTTPTransport | None = None,
-    deadline: float | None = None,
-) -> str:
-    """PUT an OCI image index under `reference` listing one pushed image per platform.
-
-    `parts` maps each platform ("linux/arm64") to the reference its image was pushed as (a tag
-    or digest in the same repository). Credentials are found exactly as for the existence
-    checks. Returns the index's digest; raises RegistryError saying what is wrong otherwise.
-    """
-    from .client import RegistryClient
-
-    async with RegistryClient(insecure=insecure, transport=transport, deadline=deadline) as client:
-        return await client.push_index(reference, parts)

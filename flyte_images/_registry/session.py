@@ -1,4 +1,4 @@
-"""HTTP to registries for one RegistryClient: retries, the 401 challenge flows, redirects and
+"""HTTP to registries for one `Registry`: retries, the 401 challenge flows, redirects and
 size-limited bodies.
 
 Retries: 429 and 5xx answers are retried with exponential backoff (a `Retry-After` header is
@@ -30,11 +30,13 @@ from .redact import Redactor
 from .transport import (
     DEFAULT_DEADLINE,
     URL,
+    Chunked,
     Headers,
     HTTPTransport,
     InvalidURL,
     TimedOut,
     TransportError,
+    body_size,
     failure,
     open_client,
     request_body,
@@ -86,9 +88,10 @@ class Stream:
 
 @dataclass(frozen=True)
 class Body:
-    """A document sent to a registry (a manifest or index) with its media type."""
+    """What a request sends, with its media type: a document (a manifest or index) or a blob,
+    as bytes or from a `Chunked` source, read again from its start each time it is sent."""
 
-    content: bytes
+    content: bytes | Chunked
     media_type: str
 
 
@@ -292,7 +295,7 @@ class Session:
         url: URL,
         headers: dict[str, str],
         limit: int,
-        content: bytes | None = None,
+        content: bytes | Chunked | None = None,
         *,
         hold: bool = False,
     ) -> Answer:
@@ -302,7 +305,7 @@ class Session:
         sent_headers = dict(headers)
         body = request_body(content)
         if content is not None and not isinstance(body, bytes):
-            sent_headers["Content-Length"] = str(len(content))  # counted, not chunked
+            sent_headers["Content-Length"] = str(body_size(content))  # counted, not chunked
         try:
             request = client.build_request(method, str(url), headers=sent_headers, content=body)
             response = await client.send(request, stream=True)

@@ -26,19 +26,23 @@ T, applied as follows:
 - an existence check (and reading the platforms of, or writing, a multi-platform index) also
   ends within T in all, its retries, redirects and token requests included, so a server that
   drips bytes cannot hold a build;
-- a read or write of an image's parts (`Pusher`) ends within T in all too, except a blob upload
-  (PUT of a layer or config) and the reading of a streamed blob, which are bounded only by the
-  per-phase limits above (the start of a streamed blob's answer is within T in all).
+- a read or write of an image's parts (`Registry.manifest`, `put_manifest`...) ends within T in
+  all too, except a blob upload (PUT of a layer or config, whatever its size) and the reading of
+  a streamed blob, which are bounded only by the per-phase limits above (the start of a streamed
+  blob's answer is within T in all).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import os
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 
@@ -249,18 +253,62 @@ def _usable(value: str) -> bool:
     return True
 
 
-def request_body(content: bytes | None) -> bytes | AsyncIterator[bytes] | None:
+class Chunked(Protocol):
+    """A request body too big to hold: `size` bytes, read from the start by each call of
+    `chunks` (a request sent again, after a redirect or a challenge, reads it again)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def chunks(self) -> Iterator[bytes]: ...
+
+
+def body_size(content: bytes | Chunked) -> int:
+    return len(content) if isinstance(content, bytes) else content.size
+
+
+def request_body(content: bytes | Chunked | None) -> bytes | AsyncIterator[bytes] | None:
     """`content` as httpx is to send it: in pieces when it is longer than one, so the write limit
     applies to each piece (a long upload that keeps moving never trips it)."""
-    if content is None or len(content) <= PIECE:
-        return content
+    if isinstance(content, bytes):
+        return content if len(content) <= PIECE else _pieces([content])
+    if content is None:
+        return None
+    return _read(content)
 
-    async def pieces() -> AsyncIterator[bytes]:
-        view = memoryview(content)
+
+async def _pieces(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        if len(chunk) <= PIECE:
+            yield chunk
+            continue
+        view = memoryview(chunk)
         for start in range(0, len(view), PIECE):
             yield bytes(view[start : start + PIECE])
 
-    return pieces()
+
+async def _read(source: Chunked) -> AsyncIterator[bytes]:
+    """The chunks of `source` as they are sent, each read in a worker thread (they come from a
+    file: the event loop never waits for the disk). Exactly `size` bytes, or a RegistryError
+    before any byte more is sent: the request says its length before its body."""
+    chunks, sent = source.chunks(), 0
+    try:
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            sent += len(chunk)
+            if sent > source.size:
+                break
+            async for piece in _pieces([chunk]):
+                yield piece
+    finally:
+        # Cancelled while a worker reads the next chunk, the source is still running there: it
+        # is then left to finish on its own (closing it would raise).
+        with contextlib.suppress(ValueError):
+            getattr(chunks, "close", lambda: None)()
+    if sent != source.size:
+        raise RegistryError(
+            f"a blob being uploaded gave {'more' if sent > source.size else f'only {sent}'} of the {source.size} "
+            "bytes it was said to hold; it changed while it was sent: build again"
+        )
 
 
 def failure(exc: Exception, timeout: float) -> TransportError | InvalidURL:

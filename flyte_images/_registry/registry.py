@@ -1,0 +1,62 @@
+"""`Registry`: the one way to any OCI distribution registry, over HTTP/1.1 with kept-alive
+connections. One object checks images (`check`, checks.py), reads their parts and writes new
+ones (`manifest`, `blob`, `blob_chunks`, `push_blob`, `put_manifest`, uploads.py) and writes
+multi-platform indexes (`platform_image`, `push_index`), all over one session: the checks of a
+build and its push share connections, credentials and tokens.
+
+Every operation has one deadline and one error path (connection.py): a check answers
+"unknown" with a reason, any other operation raises a RegistryError. Plain HTTP is used only for
+hosts configured as insecure (`insecure_registries`, FLYTE_IMAGES_INSECURE_REGISTRIES) and for
+loopback hosts, which Docker also treats as insecure; HTTPS everywhere else. Credentials never
+appear in reasons, logs or errors (see redact.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .checks import Checks, Existence
+from .transport import HTTPTransport
+from .uploads import Uploads
+
+
+class Registry(Checks, Uploads):
+    """Checks, reads and writes, sharing connections, credentials and tokens; `async with` it.
+    The options are `Connection`'s."""
+
+
+async def check_many(
+    references: Sequence[str],
+    platforms: Sequence[str] | None = None,
+    *,
+    insecure: Iterable[str] = (),
+    concurrency: int = 16,
+    transport: HTTPTransport | None = None,
+    deadline: float | None = None,
+    **options: Any,
+) -> list[Existence]:
+    """Check every reference concurrently; results in the same order, one per reference."""
+    async with Registry(
+        insecure=insecure, concurrency=concurrency, transport=transport, deadline=deadline, **options
+    ) as registry:
+        return list(await asyncio.gather(*(registry.check(r, platforms) for r in references)))
+
+
+async def push_index(
+    reference: str,
+    parts: Mapping[str, str],
+    *,
+    insecure: Sequence[str] = (),
+    transport: HTTPTransport | None = None,
+    deadline: float | None = None,
+) -> str:
+    """PUT an OCI image index under `reference` listing one pushed image per platform.
+
+    `parts` maps each platform ("linux/arm64") to the reference its image was pushed as (a tag
+    or digest in the same repository). Credentials are found exactly as for the existence
+    checks. Returns the index's digest; raises RegistryError saying what is wrong otherwise.
+    """
+    async with Registry(insecure=insecure, transport=transport, deadline=deadline) as registry:
+        return await registry.push_index(reference, parts)
