@@ -1,6 +1,7 @@
 """Large files on the append path: layer tarballs are made as streams in constant memory (the
-same bytes as ever), an 8 GiB file is appended by a process that stays under 300 MB, and a file
-part over FLYTE_IMAGES_APPEND_MAX_BYTES goes to the engine with a notice every view shows."""
+same bytes as ever), an 8 GiB file is appended by a process that stays under 300 MB, a layer of
+320 MiB is uploaded from its spool by a process that stays under half of it, and a file part
+over FLYTE_IMAGES_APPEND_MAX_BYTES goes to the engine with a notice every view shows."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ from flyte_images._plan import plan
 TIME = 946_684_800
 GIB = 2**30
 MAX_RSS = 300 * 2**20
+STREAMED = 320 * 2**20  # a file of random bytes: its layer, spooled to disk, is as big
+STREAMED_MAX_RSS = STREAMED // 2  # a process that held the layer (once, let alone copied) would be over
 ACCEPT = ", ".join(
     (
         "application/vnd.oci.image.manifest.v1+json",
@@ -176,6 +179,19 @@ def _layer_start(registry: str, uri: str) -> tuple[int, dict[str, tarfile.TarInf
     return int(top["size"]), _members(tar)
 
 
+def _build_in_child(tmp_path: Path, file: Path) -> tuple[int, dict[str, str]]:
+    """The build of `file`'s image in a process of its own: its peak memory (bytes) and result."""
+    with open(tmp_path / "out", "wb") as out, open(tmp_path / "err", "wb") as err:
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(file)], stdout=out, stderr=err)
+        # The usage of this child alone (RUSAGE_CHILDREN would add every process this test
+        # session ran before, docker's among them); ru_maxrss is in KiB on Linux.
+        _pid, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    assert child.returncode == 0, (tmp_path / "err").read_text()[-3000:]
+    result: dict[str, str] = json.loads((tmp_path / "out").read_text())
+    return usage.ru_maxrss * 1024, result
+
+
 @pytest.mark.engine
 @pytest.mark.usefixtures("engine")
 def test_an_8_gib_file_is_appended_by_a_process_under_300_mb(
@@ -191,15 +207,7 @@ def test_an_8_gib_file_is_appended_by_a_process_under_300_mb(
             os.truncate(out.fileno(), 8 * GIB)  # sparse: no disk for the source itself
         # A limit above the file: the append path makes and uploads its layer itself.
         monkeypatch.setenv("FLYTE_IMAGES_APPEND_MAX_BYTES", str(16 * GIB))
-        with open(tmp_path / "out", "wb") as out, open(tmp_path / "err", "wb") as err:
-            child = subprocess.Popen([sys.executable, "-c", CHILD, str(file)], stdout=out, stderr=err)
-            # The usage of this child alone (RUSAGE_CHILDREN would add every process this test
-            # session ran before, docker's among them); ru_maxrss is in KiB on Linux.
-            _pid, status, usage = os.wait4(child.pid, 0)
-            child.returncode = os.waitstatus_to_exitcode(status)
-        assert child.returncode == 0, (tmp_path / "err").read_text()[-3000:]
-        peak = usage.ru_maxrss * 1024
-        result = json.loads((tmp_path / "out").read_text())
+        peak, result = _build_in_child(tmp_path, file)
         assert result["path"] == "append", result
         assert peak < MAX_RSS, f"the append build peaked at {peak / 2**20:.0f} MiB"
         # The registry checked the upload against its digest; the layer lists the whole file.
@@ -210,6 +218,33 @@ def test_an_8_gib_file_is_appended_by_a_process_under_300_mb(
     finally:
         (src / "model.bin").unlink(missing_ok=True)
         shutil.rmtree(cache / "staging", ignore_errors=True)  # the staged copy is not sparse
+        remove_image(engine_uri)
+
+
+@pytest.mark.engine
+@pytest.mark.usefixtures("engine")
+def test_a_layer_of_hundreds_of_mib_is_uploaded_by_a_process_that_never_holds_it(
+    tmp_path: Path, local_registry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, file, image = _project(tmp_path, local_registry, "fi-test-append-stream")
+    engine_uri = plan(engine_part(image)).uri
+    cache = Path(os.environ["FLYTE_IMAGES_CACHE_DIR"])
+    try:
+        first = flyte_images.build(image, builder="append", quiet=True)  # the engine part, built once
+        assert first.path == "append"
+        with open(src / "weights.bin", "wb") as out:
+            for _ in range(STREAMED // 2**20):
+                out.write(os.urandom(2**20))  # random: the layer is as big as the file
+        monkeypatch.setenv("FLYTE_IMAGES_APPEND_MAX_BYTES", str(GIB))  # over the append path's default limit
+        peak, result = _build_in_child(tmp_path, file)
+        assert result["path"] == "append", result
+        assert peak < STREAMED_MAX_RSS, f"the append build peaked at {peak / 2**20:.0f} MiB"
+        # The registry checked the upload against its digest; the layer lists the whole file.
+        size, listed = _layer_start(local_registry, result["uri"])
+        assert size > STREAMED and listed["app/proj/weights.bin"].size == STREAMED
+    finally:
+        (src / "weights.bin").unlink(missing_ok=True)
+        shutil.rmtree(cache / "staging", ignore_errors=True)
         remove_image(engine_uri)
 
 
