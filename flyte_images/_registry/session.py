@@ -19,6 +19,7 @@ import email.utils
 import ipaddress
 import logging
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
@@ -275,8 +276,6 @@ class Session:
         raise RegistryError(f"{host} redirected more than {MAX_REDIRECTS} times; is a proxy in a loop?")
 
     def _redirect_target(self, host: str, current: URL, location: str) -> URL:
-        import urllib.parse
-
         scheme = urllib.parse.urlsplit(urllib.parse.urljoin(str(current), location)).scheme
         if scheme not in ("http", "https"):
             raise RegistryError(f"{host} redirected to {_shown(scheme)} address; only HTTP(S) is followed")
@@ -351,8 +350,6 @@ class Session:
         try:
             url = URL.parse(realm)
         except InvalidURL:
-            import urllib.parse
-
             if urllib.parse.urlsplit(realm).scheme in ("http", "https"):
                 raise RegistryError(f"{host} named a token service whose address is not a URL") from None
             raise RegistryError(f"{host} named a token service whose address is not an HTTP(S) URL") from None
