@@ -137,12 +137,12 @@ def _describe(problems: list[_shapes.Problem], data: Any) -> str:
 def _at(data: Any, path: _shapes.Path) -> Any:
     """The value at `path` in the decoded JSON (the problem's own, or the object it is missing from)."""
     for part in path:
-        if isinstance(data, dict) and part in data:
+        if isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
             data = data[part]
-        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
-            data = data[part]
-        else:
+            continue
+        if not (isinstance(data, dict) and part in data):
             break
+        data = data[part]
     return data
 
 
