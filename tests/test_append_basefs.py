@@ -91,10 +91,10 @@ async def _push(host: str, repository: str, layers: list[Layer]) -> list[dict[st
     registry's manifest lists them."""
     ref = Reference(host, repository, "v1")
     config = json.dumps({"os": "linux", "architecture": "amd64", "rootfs": {"type": "layers", "diff_ids": []}})
-    async with Registry() as registry:
+    async with Registry() as reg:
         for item in layers:
-            await registry.push_blob(ref, item.data, digest_of(item.data))
-        await registry.push_blob(ref, config.encode(), digest_of(config.encode()))
+            await reg.push_blob(ref, item.data, digest_of(item.data))
+        await reg.push_blob(ref, config.encode(), digest_of(config.encode()))
         manifest = {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
@@ -102,8 +102,8 @@ async def _push(host: str, repository: str, layers: list[Layer]) -> list[dict[st
                        "size": len(config)},
             "layers": [item.descriptor for item in layers],
         }  # fmt: skip
-        await registry.put_manifest(ref, manifest, OCI_MANIFEST)
-        fetched = await registry.manifest(ref)
+        await reg.put_manifest(ref, manifest, OCI_MANIFEST)
+        fetched = await reg.manifest(ref)
     return list(json.loads(fetched.content)["layers"])
 
 
@@ -115,8 +115,8 @@ def read(
     host: str, repository: str, descriptors: list[dict[str, Any]], paths: list[str], contents: Sequence[str] = ()
 ) -> dict[str, Entry | None]:
     async def go() -> dict[str, Entry | None]:
-        async with Registry() as registry:
-            return await read_entries(registry, Reference(host, repository, "v1"), descriptors, paths, contents)
+        async with Registry() as reg:
+            return await read_entries(reg, Reference(host, repository, "v1"), descriptors, paths, contents)
 
     return asyncio.run(go())
 
@@ -363,8 +363,8 @@ def test_a_lookup_cancelled_in_the_middle_of_a_layer_ends_cleanly(upstream: str)
         time.sleep(3)
 
     async def go(host: str) -> None:
-        async with Registry() as registry:
-            lookup = read_entries(registry, Reference(host, "slow/blob", "v1"), layers, ["nothing"])
+        async with Registry() as reg:
+            lookup = read_entries(reg, Reference(host, "slow/blob", "v1"), layers, ["nothing"])
             await asyncio.wait_for(lookup, 0.5)
 
     with FakeServer(drip) as fake:
