@@ -13,7 +13,7 @@ path of an image through the package, in the order data flows:
     _stage             the staged context: the snapshot the identifier was computed from
     _build/            build() and build_images(): route, skip rule, engine and append routes
     builders/          backends (docker, ...) behind one protocol, found by entry point
-    _registry/         existence checks that never guess, pushes, records
+    _registry/         one Registry: checks that never guess, reads, pushes; push records
     _append/           the file part of an image, appended in a registry without an engine
     _cli/              the flyte-images command
 """

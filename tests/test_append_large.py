@@ -1,7 +1,7 @@
 """Large files on the append path: layer tarballs are made as streams in constant memory (the
 same bytes as ever), an 8 GiB file is appended by a process that stays under 300 MB, a layer of
-320 MiB is uploaded from its spool by a process that stays under half of it, and a file part
-over FLYTE_IMAGES_APPEND_MAX_BYTES goes to the engine with a notice every view shows."""
+320 MiB is uploaded from its spool by a process that stays under half of it: a file part of any
+size is appended, never sent to the engine for its size."""
 
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ from flyte_images import Image
 from flyte_images._append import engine_part, layer_tar
 from flyte_images._append import tarball as tarball_module
 from flyte_images._append.tarball import Folder
-from flyte_images._build import BuildOptions, build_image
 from flyte_images._plan import plan
 
 TIME = 946_684_800
@@ -205,8 +204,6 @@ def test_an_8_gib_file_is_appended_by_a_process_under_300_mb(
         assert first.path == "append"
         with open(src / "model.bin", "wb") as out:
             os.truncate(out.fileno(), 8 * GIB)  # sparse: no disk for the source itself
-        # A limit above the file: the append path makes and uploads its layer itself.
-        monkeypatch.setenv("FLYTE_IMAGES_APPEND_MAX_BYTES", str(16 * GIB))
         peak, result = _build_in_child(tmp_path, file)
         assert result["path"] == "append", result
         assert peak < MAX_RSS, f"the append build peaked at {peak / 2**20:.0f} MiB"
@@ -235,7 +232,6 @@ def test_a_layer_of_hundreds_of_mib_is_uploaded_by_a_process_that_never_holds_it
         with open(src / "weights.bin", "wb") as out:
             for _ in range(STREAMED // 2**20):
                 out.write(os.urandom(2**20))  # random: the layer is as big as the file
-        monkeypatch.setenv("FLYTE_IMAGES_APPEND_MAX_BYTES", str(GIB))  # over the append path's default limit
         peak, result = _build_in_child(tmp_path, file)
         assert result["path"] == "append", result
         assert peak < STREAMED_MAX_RSS, f"the append build peaked at {peak / 2**20:.0f} MiB"
@@ -246,30 +242,3 @@ def test_a_layer_of_hundreds_of_mib_is_uploaded_by_a_process_that_never_holds_it
         (src / "weights.bin").unlink(missing_ok=True)
         shutil.rmtree(cache / "staging", ignore_errors=True)
         remove_image(engine_uri)
-
-
-@pytest.mark.engine
-@pytest.mark.usefixtures("engine")
-def test_a_file_part_over_the_limit_goes_to_the_engine_and_says_why(
-    tmp_path: Path, local_registry: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    src, _file, image = _project(tmp_path, local_registry, "fi-test-append-over")
-    (src / "model.bin").write_bytes(b"m" * 5000)
-    monkeypatch.setenv("FLYTE_IMAGES_APPEND_MAX_BYTES", "1000")
-    capsys.readouterr()
-
-    # A dry run says what the build would do: the engine, not an append.
-    planned = flyte_images.build(image, dry_run=True, builder="append")
-    assert planned.path != "append" and planned.reason == "dry run: would build"
-    said = capsys.readouterr().err
-    assert "over FLYTE_IMAGES_APPEND_MAX_BYTES (1000 bytes)" in said and "model.bin copied to /app" in said
-
-    # A build that reports to a progress view (quiet otherwise) gets the reason as a step.
-    steps: list[str] = []
-    options = BuildOptions.of(builder="append", quiet=True)
-    built = build_image(image, options, progress=lambda event: steps.append(event.step))
-    assert built.built and built.path != "append" and built.uri == planned.uri
-    notice = [step for step in steps if "over FLYTE_IMAGES_APPEND_MAX_BYTES" in step]
-    assert len(notice) == 1 and "5000 bytes" in notice[0] and "building the whole image with the engine" in notice[0]
-    assert capsys.readouterr().err == ""  # quiet: nothing besides the view
-    remove_image(built.uri)

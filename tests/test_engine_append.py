@@ -189,11 +189,6 @@ def test_builder_names_force_either_path(
     with pytest.raises(ConfigError, match="writes the image into a registry"):
         flyte_images.build(local, builder="append", push=False)
     assert flyte_images.build(local, push=False, quiet=True).path == "engine"  # loaded: the engine
-    # File layers too big to hold in memory go to the engine, which streams them; it says so.
-    monkeypatch.setenv("FLYTE_IMAGES_APPEND_MAX_BYTES", "1000")
-    big = flyte_images.build(image, force=True)
-    assert big.path == "engine" and big.uri == engine.uri
-    assert "over FLYTE_IMAGES_APPEND_MAX_BYTES" in capsys.readouterr().err
     remove_image(engine.uri)
 
 

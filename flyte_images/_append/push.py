@@ -15,13 +15,13 @@ from .tarball import Folder, dst_folders
 if TYPE_CHECKING:
     from flyte_images.builders.base import Progress
 
-    from .._registry.push import Pusher
+    from .._registry import Registry
     from .image import PlatformImage
     from .split import FilePart
 
 
 async def append_file_part(
-    pusher: Pusher, staged: BuildPlan, engine_uri: str, say: Callable[[str], None]
+    pusher: Registry, staged: BuildPlan, engine_uri: str, say: Callable[[str], None]
 ) -> tuple[str, int]:
     """Append the file part of `staged` (open) to the engine part `engine_uri` (its tag, or its
     repository @ the digest its tag names) in the registry, pushed as the plan's uri; returns

@@ -75,17 +75,17 @@ def decide(questions: Sequence[Question], backend: Builder | None, *, strict: bo
 def _ask_registries(questions: list[Question]) -> list[object]:
     import asyncio
 
-    from .._registry.client import RegistryClient
+    from .._registry import Registry
 
     async def ask() -> list[object]:
-        async with RegistryClient(insecure=_config.insecure_registries()) as client:
+        async with Registry(insecure=_config.insecure_registries()) as client:
             return list(await asyncio.gather(*(client.check(q.uri, q.platforms, hint=q.hint) for q in questions)))
 
     return run_coroutine(ask())
 
 
 def _remote(question: Question, answer: object, strict: bool) -> Decision:
-    from .._registry.client import Existence
+    from .._registry import Existence
     from .._registry.record import recent_push
 
     assert isinstance(answer, Existence)

@@ -32,7 +32,7 @@ from .._render import RenderOptions
 from .._secret import unusable_secrets
 from .._syncaio import syncaio
 from .._validation import image_reference
-from .append import APPEND, Choice, append_to, choose, engine_subplan, notice, too_big
+from .append import APPEND, Choice, append_to, choose, engine_subplan
 from .decide import Decision, Question, decide_all
 from .engine import build_by_engine
 from .options import BuildOptions
@@ -132,7 +132,7 @@ def build_image(
         return _by_object(whole, route.image, planned, options.dry_run, options.force, checks)
     if options.dry_run:
         planned = plan(route.image, route.render, uri=route.uri, check_locks=True)
-        return _dry_run(route, planned, options, progress, known)
+        return _dry_run(route, planned, options, known)
     with staged_plan(route.image, route.render, uri=route.uri) as staged:
         return _execute(route, staged, options, announce, progress, known)
 
@@ -173,9 +173,8 @@ def questions(route: Route, planned: BuildPlan) -> tuple[Question, ...]:
 
 
 def _engine_of(route: Route, planned: BuildPlan) -> BuildPlan | None:
-    """The engine part of a plan on the append route; None on the engine route (or when the
-    file part is too big to append)."""
-    return engine_subplan(planned) if route.choice.append and too_big(planned) is None else None
+    """The engine part of a plan on the append route; None on the engine route."""
+    return engine_subplan(planned) if route.choice.append else None
 
 
 def _asked(route: Route, planned: BuildPlan, engine: BuildPlan | None) -> tuple[Question, ...]:
@@ -245,18 +244,9 @@ def _execute(
             result = _append(staged, engine, decisions[1], route.backend, options, sink)
         record(staged, result.reason)
         return result
-    fallback = too_big(staged) if route.choice.append else None
-
-    def announced(uri: str) -> None:
-        if announce is not None:
-            announce(uri)
-        if fallback is not None:  # after `announce`: a progress view may show nothing before it
-            notice(fallback, progress, options.quiet)
-
     backend = route.backend.get()
-    result = build_by_engine(backend, staged, options, route.pushing, progress, announced)
-    why = "its file layers are too big to append from memory" if fallback else route.choice.why
-    record(staged, f"built by the engine ({getattr(backend, 'name', 'a backend')}): {why}")
+    result = build_by_engine(backend, staged, options, route.pushing, progress, announce)
+    record(staged, f"built by the engine ({getattr(backend, 'name', 'a backend')}): {route.choice.why}")
     return result
 
 
@@ -280,11 +270,7 @@ def _append(
 
 
 def _dry_run(
-    route: Route,
-    planned: BuildPlan,
-    options: BuildOptions,
-    progress: Progress | None,
-    known: Mapping[str, Decision] | None,
+    route: Route, planned: BuildPlan, options: BuildOptions, known: Mapping[str, Decision] | None
 ) -> ImageBuild:
     """What a build would do, from a plan that staged nothing."""
     engine = _engine_of(route, planned)
@@ -298,9 +284,6 @@ def _dry_run(
         layers = len(planned.image._layers) - file_part_start(planned.image)
         reason = f"dry run: would append {layers} file layer(s) to the engine part {asked[1].uri} ({how})"
         return ImageBuild(planned.uri, built=False, reason=reason, dockerfile=planned.dockerfile, path="append")
-    fallback = too_big(planned) if route.choice.append else None
-    if fallback is not None:
-        notice(fallback, progress, options.quiet)
     return ImageBuild(planned.uri, built=False, reason="dry run: would build", dockerfile=planned.dockerfile)
 
 
