@@ -26,7 +26,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._build import ImageBuild, build
     from ._build.deploy import build_images
-    from ._environment import Environment, TaskEnvironment
     from ._errors import (
         BaseImageNotFoundError,
         BuildError,
@@ -55,36 +54,37 @@ if TYPE_CHECKING:
         StepFailedError,
     )
     from ._flyte import from_flyte
-    from ._image import Image
+    from ._image.environment import Environment, TaskEnvironment
+    from ._image.image import Image
+    from ._image.policies import Cache, Cron, FixedRate, PodTemplate, RetryStrategy, ReusePolicy, Timeout, Trigger
+    from ._image.resources import AMD_GPU, GPU, HABANA_GAUDI, TPU, Device, Neuron, Resources
+    from ._image.secret import Secret, SecretRequest
+    from ._image.validation import Architecture
     from ._imagecache import ImageCache
     from ._init import init, init_from_config
-    from ._policies import Cache, Cron, FixedRate, PodTemplate, RetryStrategy, ReusePolicy, Timeout, Trigger
-    from ._resources import AMD_GPU, GPU, HABANA_GAUDI, TPU, Device, Neuron, Resources
-    from ._secret import Secret, SecretRequest
-    from ._validation import Architecture
 
 # Names are imported when first used (PEP 562): `import flyte_images` stays cheap, and a
 # program that only builds never loads the environment model, and the other way round.
 _LAZY = {
-    "AMD_GPU": "._resources",
-    "Architecture": "._validation",
+    "AMD_GPU": "._image.resources",
+    "Architecture": "._image.validation",
     "BaseImageNotFoundError": "._errors",
     "BuildError": "._errors",
     "PlatformNotSupportedError": "._errors",
     "PartialPushError": "._errors",
     "EmulationUnavailableError": "._errors",
     "BuilderTLSError": "._errors",
-    "Cache": "._policies",
+    "Cache": "._image.policies",
     "ConfigError": "._errors",
-    "Cron": "._policies",
-    "Device": "._resources",
+    "Cron": "._image.policies",
+    "Device": "._image.resources",
     "EngineUnavailableError": "._errors",
-    "Environment": "._environment",
-    "FixedRate": "._policies",
+    "Environment": "._image.environment",
+    "FixedRate": "._image.policies",
     "FlyteImagesError": "._errors",
-    "GPU": "._resources",
-    "HABANA_GAUDI": "._resources",
-    "Image": "._image",
+    "GPU": "._image.resources",
+    "HABANA_GAUDI": "._image.resources",
+    "Image": "._image.image",
     "ImageBuild": "._build",
     "ImageBuildError": "._errors",
     "ImageCache": "._imagecache",
@@ -96,24 +96,24 @@ _LAZY = {
     "LayerNotAllowedError": "._errors",
     "LoadError": "._errors",
     "MissingNameError": "._errors",
-    "Neuron": "._resources",
-    "PodTemplate": "._policies",
+    "Neuron": "._image.resources",
+    "PodTemplate": "._image.policies",
     "PushDeniedError": "._errors",
     "PushFailedError": "._errors",
     "RegistryError": "._errors",
-    "Resources": "._resources",
-    "RetryStrategy": "._policies",
-    "ReusePolicy": "._policies",
-    "Secret": "._secret",
+    "Resources": "._image.resources",
+    "RetryStrategy": "._image.policies",
+    "ReusePolicy": "._image.policies",
+    "Secret": "._image.secret",
     "SecretNotFoundError": "._errors",
-    "SecretRequest": "._secret",
+    "SecretRequest": "._image.secret",
     "SourceError": "._errors",
     "SourceNotFoundError": "._errors",
     "StepFailedError": "._errors",
-    "TPU": "._resources",
-    "TaskEnvironment": "._environment",
-    "Timeout": "._policies",
-    "Trigger": "._policies",
+    "TPU": "._image.resources",
+    "TaskEnvironment": "._image.environment",
+    "Timeout": "._image.policies",
+    "Trigger": "._image.policies",
     "build": "._build",
     "build_images": "._build.deploy",
     "from_flyte": "._flyte",

@@ -46,8 +46,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from . import _shapes
 from ._errors import ConfigError
+from ._formats import shapes as _shapes
 
 REGISTRY_ENV = "FLYTE_IMAGES_REGISTRY"
 FLYTE_REGISTRY_ENV = "FLYTE_IMAGE_REGISTRY"  # the Flyte SDK's name, read after ours
@@ -228,7 +228,7 @@ def _pick(name: str, *envs: str) -> str | None:
 def configured_registry() -> str | None:
     """The registry from init(...), FLYTE_IMAGES_REGISTRY or the config file, checked like an argument."""
     from ._errors import InvalidLayerArgument
-    from ._validation import registry as check_registry
+    from ._image.validation import registry as check_registry
 
     value = _pick("registry", REGISTRY_ENV, FLYTE_REGISTRY_ENV)
     if value is None:

@@ -17,8 +17,8 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import _shapes
 from ._errors import ImageCacheError
+from ._formats import shapes as _shapes
 
 # Far above any real deploy (a few KB per environment), far below what hurts a process.
 MAX_TRANSPORT_JSON_BYTES = 64 * 1024 * 1024

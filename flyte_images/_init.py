@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _config
-from ._builders import is_builder_object
+from ._build.backends import is_builder_object
 from ._errors import ConfigError, InvalidBuilderError
 from ._syncaio import syncaio
 

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from ._errors import InvalidImageError, LoadError
 
 if TYPE_CHECKING:
-    from ._environment import Environment
+    from ._image.environment import Environment
 
-_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 
 def split_target(target: str) -> tuple[str, str | None]:
@@ -99,15 +99,15 @@ def _load_file(path: Path) -> ModuleType:
 def _model_types() -> tuple[type, ...]:
     """Image, and Environment when its module is loaded: no value can be an Environment before
     that, and a file defining only Images then never loads the environment model."""
-    from ._image import Image
+    from ._image.image import Image
 
-    environment = sys.modules.get("flyte_images._environment")
+    environment = sys.modules.get("flyte_images._image.environment")
     return (Image,) if environment is None else (environment.Environment, Image)
 
 
 def is_environment(value: object) -> TypeGuard[Environment]:
     """isinstance(value, Environment), without loading the environment model to say no."""
-    environment = sys.modules.get("flyte_images._environment")
+    environment = sys.modules.get("flyte_images._image.environment")
     return environment is not None and isinstance(value, environment.Environment)
 
 
@@ -178,12 +178,12 @@ def definitions_of(target: str) -> tuple[list[tuple[str, Any]], list[tuple[str, 
 def images_of(target: str) -> list[tuple[str, Any]]:
     """(name, Image) for every Image a target defines and every Environment's image (named by
     the environment; a string image becomes a reference image)."""
-    from ._image import Image
+    from ._image.image import Image
 
     envs, images = definitions_of(target)
     named: list[tuple[str, Any]] = list(images)
     for _var, env in envs:
-        from ._environment import image_of
+        from ._image.environment import image_of
 
         image = image_of(env)
         named.append((env.name, image if isinstance(image, Image) else Image.from_base(image)))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from flyte_images import _config
-from flyte_images._statcache import reset_shared_stat_cache
+from flyte_images._files.statcache import reset_shared_stat_cache
 
 
 @pytest.fixture(autouse=True)

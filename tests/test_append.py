@@ -323,7 +323,7 @@ def test_a_workdir_no_copy_made_ends_the_engine_part(tmp_path: Path) -> None:
 
 def test_the_path_is_chosen_by_push_file_layers_and_builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from flyte_images._build.append import choose
-    from flyte_images._builders import get_builder
+    from flyte_images._build.backends import get_builder
     from flyte_images.errors import ConfigError
 
     base = Image.from_base("busybox:latest").clone(name="x", registry="localhost:5000").with_commands(["true"])

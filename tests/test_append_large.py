@@ -29,7 +29,7 @@ from flyte_images import Image
 from flyte_images._append import engine_part, layer_tar
 from flyte_images._append import tarball as tarball_module
 from flyte_images._append.tarball import Folder
-from flyte_images._plan import plan
+from flyte_images._plan.plan import plan
 
 TIME = 946_684_800
 GIB = 2**30

@@ -15,8 +15,8 @@ from flyte_images._append import engine_part
 from flyte_images._build import BuildOptions, decide
 from flyte_images._build.append import engine_subplan
 from flyte_images._build.deploy import build_named
-from flyte_images._plan import plan, staged_plan
-from flyte_images._statcache import cache_dir
+from flyte_images._files.statcache import cache_dir
+from flyte_images._plan.plan import plan, staged_plan
 from flyte_images.testing.fake import FakeBuilder
 
 

@@ -23,13 +23,15 @@ import pytest
 from conftest import write_tree
 
 import flyte_images
-from flyte_images import BuildError, ConfigError, Image, SourceError, _statcache, _treememo
+from flyte_images import BuildError, ConfigError, Image, SourceError
 from flyte_images._cli import main
-from flyte_images._files import collect_tree
-from flyte_images._identity import image_digest
-from flyte_images._ignore import IgnoreRules
+from flyte_images._files import statcache as _statcache
+from flyte_images._files import treememo as _treememo
+from flyte_images._files.ignore import IgnoreRules
+from flyte_images._files.statcache import StatCache, cache_dir
+from flyte_images._files.tree import collect_tree
+from flyte_images._plan.identity import image_digest
 from flyte_images._registry import documents, record
-from flyte_images._statcache import StatCache, cache_dir
 from flyte_images.testing import FakeBuilder
 
 BASE = "flyte-images/busybox:test"
@@ -427,8 +429,8 @@ def test_a_cache_folder_that_cannot_be_written_is_one_clear_error(
 
 
 def test_build_records_are_read_bounded_and_never_written_through_a_symlink(tmp_path: Path) -> None:
-    from flyte_images._explain import breakdown, history, save_record
-    from flyte_images._plan import plan
+    from flyte_images._plan.explain import breakdown, history, save_record
+    from flyte_images._plan.plan import plan
 
     records = cache_dir() / "records"
     records.mkdir(parents=True)

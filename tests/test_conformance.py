@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from backend_support import require_buildkit
 
-from flyte_images import _builders
+from flyte_images._build import backends as _builders
 from flyte_images._errors import ConfigError
 from flyte_images.builders import _multiarch
 from flyte_images.builders.base import CAPABILITIES, BuildRequest, is_backend

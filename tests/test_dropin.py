@@ -20,7 +20,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 import flyte_images
 from flyte_images import Image, ImageBuild, ImageCache
 from flyte_images._cli import main
-from flyte_images._plan import plan, staged_plan
+from flyte_images._plan.plan import plan, staged_plan
 
 BASE = Image.from_debian_base(python_version=(3, 11), install_flyte=False)
 
@@ -43,7 +43,7 @@ def pixi_project(tmp_path: Path) -> Path:
 
 
 def test_pixi_project_locked_install_becomes_the_environment(pixi_project: Path) -> None:
-    from flyte_images._layers import PixiProject
+    from flyte_images._image.layers import PixiProject
 
     image = BASE.with_pixi_project(pixi_project / "pixi.toml", environment="gpu").with_pip_packages("six")
     assert isinstance(image._layers[1], PixiProject)
@@ -114,7 +114,7 @@ print("code")
 
 
 def test_pixi_script_lowers_its_block_to_a_manifest(tmp_path: Path) -> None:
-    from flyte_images._layers import PixiScript
+    from flyte_images._image.layers import PixiScript
 
     script = tmp_path / "gdal_task.py"
     script.write_text(PIXI_SCRIPT)
@@ -169,8 +169,8 @@ def code_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_code_bundle_is_deferred_until_a_deploy_resolves_it(code_root: Path) -> None:
-    from flyte_images._image import resolve_code_bundle_layer
-    from flyte_images._layers import CodeBundle
+    from flyte_images._image.image import resolve_code_bundle_layer
+    from flyte_images._image.layers import CodeBundle
 
     image = BASE.with_code_bundle()
     layer = image._layers[-1]
@@ -188,7 +188,7 @@ def test_code_bundle_is_deferred_until_a_deploy_resolves_it(code_root: Path) -> 
 
 
 def test_code_bundle_all_copies_the_root_and_loaded_modules_only_imported_files(code_root: Path) -> None:
-    from flyte_images._image import resolve_code_bundle_layer
+    from flyte_images._image.image import resolve_code_bundle_layer
 
     every = resolve_code_bundle_layer(BASE.with_code_bundle(copy_style="all", dst="/app"), "none", code_root)
     assert 'COPY --chown=flyte:flyte ["_fi/1/", "/app/"]' in plan(every).dockerfile
@@ -435,7 +435,7 @@ def test_build_images_resolves_code_bundles_by_copy_style(tmp_path: Path, monkey
 
 def test_clone_with_a_layer_needs_an_extendable_image_as_in_flyte() -> None:
     from flyte_images import LayerNotAllowedError
-    from flyte_images._layers import Env
+    from flyte_images._image.layers import Env
 
     base = Image.from_base("python:3.12-slim").clone(name="app")
     with pytest.raises(LayerNotAllowedError, match="extendable=True"):

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flyte_images._encoding import encode, sha256_hex
+from flyte_images._formats.encoding import encode, sha256_hex
 
 _LEN = struct.Struct(">Q")
 

@@ -19,8 +19,8 @@ from test_engine_multiarch import busybox_both, emulation, run_on  # noqa: F401 
 import flyte_images
 from flyte_images import Image
 from flyte_images._append import append_async, engine_part, file_part
-from flyte_images._explain import history
-from flyte_images._plan import description_key, staged_plan
+from flyte_images._plan.explain import history
+from flyte_images._plan.plan import description_key, staged_plan
 from flyte_images.errors import ConfigError
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]

@@ -30,7 +30,8 @@ from engine_support import BASE_IMAGE, BUSYBOX, docker, free_port, remove_image
 from registry_support import basic_registry
 
 import flyte_images
-from flyte_images import _builders, _config
+from flyte_images import _config
+from flyte_images._build import backends as _builders
 from flyte_images._errors import (
     BaseImageNotFoundError,
     BuilderTLSError,
@@ -39,14 +40,7 @@ from flyte_images._errors import (
     PlatformNotSupportedError,
     PushDeniedError,
 )
-from flyte_images.builders.base import (
-    Builder,
-    BuildRequest,
-    BuildResult,
-    Progress,
-    ProgressEvent,
-    registry_cache_specs,
-)
+from flyte_images.builders.base import Builder, BuildRequest, BuildResult, Progress, ProgressEvent, registry_cache_specs
 from flyte_images.builders.buildkit import BuildkitBuilder, builder_name, check_settings
 from flyte_images.testing import FakeBuilder
 

@@ -20,8 +20,8 @@ from test_render_fuzz import instructions, read_copy_word, read_double_quoted
 
 import flyte_images
 from flyte_images import Image
-from flyte_images._ignore import DEFAULT_EXCLUDES
-from flyte_images._plan import plan as render
+from flyte_images._files.ignore import DEFAULT_EXCLUDES
+from flyte_images._plan.plan import plan as render
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 

@@ -21,7 +21,7 @@ from engine_support import docker, run_in
 
 import flyte_images
 from flyte_images import Image
-from flyte_images._layers import PythonWheels
+from flyte_images._image.layers import PythonWheels
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 STANDIN = "ghcr.io/flyteorg/flyte:py3.11-v2.12.1"

@@ -15,8 +15,8 @@ from engine_support import BUSYBOX
 
 import flyte_images
 from flyte_images import Image, Secret, StepFailedError, TaskEnvironment
-from flyte_images._explain import breakdown
-from flyte_images._plan import plan
+from flyte_images._plan.explain import breakdown
+from flyte_images._plan.plan import plan
 
 pytestmark = pytest.mark.engine
 
@@ -67,7 +67,7 @@ def test_ten_images_with_secrets_leak_nothing(
     envs = [TaskEnvironment(f"s{i}", image=_image(run, i)) for i in range(10)]
     tags_before = [plan(env.image).identifier for env in envs]  # type: ignore[arg-type]
 
-    from flyte_images import _progress
+    from flyte_images._build import progress as _progress
 
     log = io.StringIO()
     real = _progress.progress_sink

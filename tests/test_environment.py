@@ -26,7 +26,7 @@ from flyte_images import (
     Timeout,
     Trigger,
 )
-from flyte_images._environment import environment_closure, image_of
+from flyte_images._image.environment import environment_closure, image_of
 
 
 def test_task_decorator_records_tasks_and_returns_a_callable() -> None:

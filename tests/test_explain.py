@@ -12,8 +12,8 @@ import pytest
 import flyte_images
 from flyte_images import Image
 from flyte_images._cli import main
-from flyte_images._explain import breakdown, compare, history, previous_build
-from flyte_images._plan import description_key, plan
+from flyte_images._plan.explain import breakdown, compare, history, previous_build
+from flyte_images._plan.plan import description_key, plan
 from flyte_images.testing import FakeBuilder
 
 

@@ -15,7 +15,7 @@ from conftest import write_tree
 
 import flyte_images
 from flyte_images import BuildError, Image
-from flyte_images import _stage as stage_module
+from flyte_images._files import staging as stage_module
 from flyte_images.testing import FakeBuilder
 
 BASE = "flyte-images/busybox:test"
@@ -77,7 +77,7 @@ def test_a_non_utf8_file_name_copies(tmp_path: Path) -> None:
     src.mkdir()
     name = os.fsdecode(b"caf\xe9.txt")  # Latin-1 bytes, not UTF-8
     (src / name).write_bytes(b"latin")
-    made = flyte_images._plan.plan(_image(src))  # type: ignore[attr-defined]
+    made = flyte_images._plan.plan.plan(_image(src))  # type: ignore[attr-defined]
     assert [s.entry.path for s in made.manifest] == [name]
     assert len(made.identifier) == 32
 

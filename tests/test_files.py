@@ -11,11 +11,11 @@ import pytest
 from conftest import write_tree
 
 from flyte_images import SourceError, SourceNotFoundError
-from flyte_images import _statcache as files_module
-from flyte_images._encoding import encode
-from flyte_images._files import DIR, FILE, LINK, collect_tree, encode_entries
-from flyte_images._ignore import IgnoreRules
-from flyte_images._statcache import StatCache
+from flyte_images._files import statcache as files_module
+from flyte_images._files.ignore import IgnoreRules
+from flyte_images._files.statcache import StatCache
+from flyte_images._files.tree import DIR, FILE, LINK, collect_tree, encode_entries
+from flyte_images._formats.encoding import encode
 
 
 def paths(root: Path, patterns: list[str] = (), **kw: object) -> list[str]:  # type: ignore[assignment]
@@ -137,7 +137,7 @@ def test_dirs_kind(tmp_path: Path) -> None:
 def test_large_files_hashed_on_other_cores_get_their_own_digests(tmp_path: Path) -> None:
     import hashlib
 
-    from flyte_images import _files
+    from flyte_images._files import tree as _files
 
     blobs = {f"big{i}.bin": os.urandom(_files._PARALLEL_MIN + i) for i in range(3)}
     files = {name: (data, 0o644) for name, data in blobs.items()}
@@ -155,7 +155,7 @@ def test_large_files_hashed_on_other_cores_get_their_own_digests(tmp_path: Path)
 
 def _no_walk(monkeypatch: pytest.MonkeyPatch) -> None:
     """From here on, a folder that is walked fails the test: the memo file must answer."""
-    from flyte_images import _files
+    from flyte_images._files import tree as _files
 
     def walked(*_args: object) -> None:
         raise AssertionError("the folder was walked")
@@ -202,7 +202,7 @@ def test_a_new_process_reuses_the_tree_memo_file_only_while_nothing_changed(
 
 
 def test_the_shared_cache_keeps_tree_memos_beside_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flyte_images._statcache import cache_dir, reset_shared_stat_cache, shared_stat_cache
+    from flyte_images._files.statcache import cache_dir, reset_shared_stat_cache, shared_stat_cache
 
     monkeypatch.setattr(files_module, "_RACY_NS", 0)
     write_tree(tmp_path / "src", {"a.py": (b"x", 0o644)})
@@ -243,7 +243,7 @@ def test_a_damaged_tree_memo_file_is_ignored_whatever_byte_changed(
 
 
 def test_only_the_most_recent_tree_memo_files_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flyte_images import _treememo
+    from flyte_images._files import treememo as _treememo
 
     monkeypatch.setattr(files_module, "_RACY_NS", 0)
     monkeypatch.setattr(_treememo, "_MEMO_KEEP", 3)
@@ -264,10 +264,10 @@ def test_only_the_most_recent_tree_memo_files_are_kept(tmp_path: Path, monkeypat
 def test_a_staged_walk_remembers_only_the_digests_it_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Unchanged staged files are not read again, and their digests were learnt when they were
     copied: a no-op build neither reads nor rewrites the stat cache file."""
-    from flyte_images._stage import snapshot
+    from flyte_images._files.staging import snapshot
 
     monkeypatch.setattr(files_module, "_RACY_NS", 0)
-    monkeypatch.setattr("flyte_images._stage._racy", lambda key, now: False)
+    monkeypatch.setattr("flyte_images._files.staging._racy", lambda key, now: False)
     write_tree(tmp_path / "src", {"a.txt": (b"one", 0o644), "b.txt": (b"two", 0o644)})
     store = tmp_path / "stat-cache.bin"
     with snapshot("k") as snap:

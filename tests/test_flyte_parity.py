@@ -149,7 +149,7 @@ def test_a_secret_keyed_by_a_path_is_refused_or_taken_as_flyte_does() -> None:
 
 
 def test_a_string_secret_that_could_break_its_mount_flag_stays_one_flag() -> None:
-    from flyte_images._plan import plan
+    from flyte_images._plan.plan import plan
 
     image = BASE.with_commands(["true"], secret_mounts=["x,target=/etc/passwd"])
     mounts = [line for line in plan(image).dockerfile.splitlines() if "type=secret" in line]

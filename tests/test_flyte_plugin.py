@@ -32,8 +32,16 @@ from flyte_images import Image, InvalidImageError, RegistryError, Secret, from_f
 from flyte_images._flyte import FlyteConversionError, UnsupportedFlyteError, UntranslatableLayerError
 from flyte_images._flyte.convert import _translators
 from flyte_images._flyte.plugin import FlyteImagesBuilder, FlyteImagesChecker, _names_registry
-from flyte_images._layers import CodeBundle, DebianBase, PipPackages, PythonWheels, SourceFile, SourceFolder, UVScript
-from flyte_images._plan import plan
+from flyte_images._image.layers import (
+    CodeBundle,
+    DebianBase,
+    PipPackages,
+    PythonWheels,
+    SourceFile,
+    SourceFolder,
+    UVScript,
+)
+from flyte_images._plan.plan import plan
 
 PROJECTS = Path(__file__).resolve().parent.parent / "fixtures" / "projects"
 TRANSLATED = {
@@ -570,7 +578,7 @@ def test_a_registry_that_cannot_be_reached_is_cannot_tell_never_exists(monkeypat
 
 
 def test_an_image_without_registry_is_asked_of_the_local_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    from flyte_images import _builders
+    from flyte_images._build import backends as _builders
 
     class Engine:
         name = "stub"

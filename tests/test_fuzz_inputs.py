@@ -19,7 +19,7 @@ from test_render_fuzz import instructions as parse_instructions
 
 from flyte_images import FlyteImagesError, Image, _config
 from flyte_images._cli import main
-from flyte_images._plan import plan
+from flyte_images._plan.plan import plan
 
 BUDGET = settings(
     max_examples=max(150, int(os.environ.get("FUZZ_EXAMPLES", "0")) // 50),

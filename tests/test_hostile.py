@@ -18,8 +18,8 @@ from conftest import write_tree
 
 import flyte_images
 from flyte_images import Image, SourceError
-from flyte_images import _stage as stage_module
 from flyte_images._cli import main
+from flyte_images._files import staging as stage_module
 from flyte_images.testing import FakeBuilder
 
 BASE = "flyte-images/busybox:test"
@@ -117,7 +117,8 @@ _SLOW_BUILD = """
 import sys, time
 from pathlib import Path
 import flyte_images
-from flyte_images import Image, _stage
+from flyte_images import Image
+from flyte_images._files import staging as _stage
 from flyte_images.testing import FakeBuilder
 
 real = _stage.Snapshot._copy

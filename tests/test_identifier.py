@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flyte_images import Image, SourceNotFoundError
-from flyte_images._identity import TAG_HEX_DIGITS, image_digest
+from flyte_images._plan.identity import TAG_HEX_DIGITS, image_digest
 
 segment = st.text(alphabet="abc.-_", min_size=1, max_size=3).filter(lambda s: s not in (".", ".."))
 rel_paths = st.lists(segment, min_size=1, max_size=3).map("/".join)
@@ -269,7 +269,7 @@ def test_a_missing_file_is_a_typed_error_naming_it(tmp_path: Path) -> None:
 
 
 def test_stat_cache_sees_changes_and_ci_turns_it_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flyte_images import _statcache as _files
+    from flyte_images._files import statcache as _files
 
     monkeypatch.setattr(_files, "_RACY_NS", 0)  # ctime cannot be set back: trust fresh files here
     root = tmp_path / "src"
@@ -283,7 +283,7 @@ def test_stat_cache_sees_changes_and_ci_turns_it_off(tmp_path: Path, monkeypatch
     (root / "a.py").chmod(0o600)  # a mode change moves ctime
     assert tag(image, cache=True) == tag(image, cache=False)
     monkeypatch.setenv("CI", "true")
-    from flyte_images._statcache import shared_stat_cache
+    from flyte_images._files.statcache import shared_stat_cache
 
     assert shared_stat_cache() is None
     monkeypatch.setenv("FLYTE_IMAGES_STAT_CACHE", "1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flyte_images import InvalidLayerArgument
-from flyte_images._ignore import IgnoreRules, parse_dockerignore
+from flyte_images._files.ignore import IgnoreRules, parse_dockerignore
 
 
 def excluded(patterns: list[str], path: str) -> bool:

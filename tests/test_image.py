@@ -18,8 +18,8 @@ from flyte_images import (
     SourceError,
     SourceNotFoundError,
 )
-from flyte_images._layers import SourceFolder, UVProject
-from flyte_images._plan import plan
+from flyte_images._image.layers import SourceFolder, UVProject
+from flyte_images._plan.plan import plan
 
 BASE = Image.from_debian_base(python_version=(3, 12), install_flyte=False)
 

@@ -22,8 +22,8 @@ import pytest
 
 import flyte_images
 from flyte_images import Image
-from flyte_images._explain import breakdown
-from flyte_images._plan import plan
+from flyte_images._plan.explain import breakdown
+from flyte_images._plan.plan import plan
 from flyte_images.testing import FakeBuilder
 
 TOKEN = "hunter2-" + uuid.uuid4().hex[:6]
@@ -156,7 +156,7 @@ def test_a_real_build_installs_from_a_private_index_and_the_token_is_nowhere(
     image = DEBIAN.clone(name=f"fi-index-{uuid.uuid4().hex[:8]}").with_pip_packages(
         f"fi-probe=={version}", index_url=url
     )
-    from flyte_images import _progress
+    from flyte_images._build import progress as _progress
 
     out = io.StringIO()
     real_sink = _progress.progress_sink

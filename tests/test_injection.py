@@ -13,7 +13,7 @@ from test_render import CASES, project  # noqa: F401 - the fixture
 from test_render_fuzz import instructions as parse_instructions
 
 from flyte_images import Image, InvalidLayerArgument, _config
-from flyte_images._plan import plan
+from flyte_images._plan.plan import plan
 
 LINE_BREAKS = ["\n", "\r", "\r\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
 DEBIAN = Image.from_debian_base(python_version=(3, 12), install_flyte=False)

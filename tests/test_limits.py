@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from flyte_images import Image, Secret
+from flyte_images._build.hints import add_hint
 from flyte_images._cli import main
 from flyte_images._errors import InvalidLayerArgument, StepFailedError
-from flyte_images._hints import add_hint
-from flyte_images._plan import plan
-from flyte_images._render import MAX_LINE_BYTES, RenderOptions
+from flyte_images._formats.dockerfile import MAX_LINE_BYTES, RenderOptions
+from flyte_images._plan.plan import plan
 
 BASE = Image.from_debian_base(python_version=(3, 12), install_flyte=False, name="app")
 # A pasted base64 token holds '/' and '+': unescaped, the '/' ends the host part of the URL.
@@ -153,3 +153,15 @@ def test_any_rendered_line_over_the_limit_is_refused_before_a_build() -> None:
     with pytest.raises(InvalidLayerArgument, match=r"over BuildKit's limit of 65535 bytes") as caught:
         plan(image)
     assert len(str(caught.value)) < 400  # a prefix of the line, not the line
+
+
+def test_a_trailing_line_break_is_no_part_of_a_valid_name() -> None:
+    """`$` in a pattern also matches before a final newline: names are checked to their end."""
+    for make in (
+        lambda: Secret(key="token\n"),
+        lambda: Secret(key="/tmp/secret\n", as_env_var="TOKEN"),
+        lambda: BASE.with_env_vars({"A\n": "1"}),
+        lambda: BASE.with_apt_packages("git\n"),
+    ):
+        with pytest.raises(InvalidLayerArgument):
+            make()

@@ -14,8 +14,8 @@ from conftest import write_tree
 
 import flyte_images
 from flyte_images import Image, SourceNotFoundError
-from flyte_images import _plan as plan_module
-from flyte_images import _stage as stage_module
+from flyte_images._files import staging as stage_module
+from flyte_images._plan import plan as plan_module
 from flyte_images.builders.base import IDENTITY_LABEL
 from flyte_images.testing import FakeBuilder, FakeImage
 

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from flyte_images._progress import progress_sink
+from flyte_images._build.progress import progress_sink
 from flyte_images.builders.base import ProgressEvent
 
 EVENTS = [

@@ -50,12 +50,12 @@ def test_flyte_images_id_loads_only_what_it_needs(tmp_path: Path) -> None:
         "print(','.join(sorted(sys.modules)))"
     )
     loaded = set(_run(sys.executable, "-c", code, tmp_path / "images.py").stdout.strip().splitlines()[-1].split(","))
-    assert "flyte_images._plan" in loaded  # the identifier was computed
+    assert "flyte_images._plan.plan" in loaded  # the identifier was computed
     for unneeded in (
         "asyncio", "concurrent.futures", "email", "httpx", "importlib.metadata", "importlib.resources", "pydantic",
         "rich", "subprocess", "tempfile", "tomllib", "zipfile", "flyte_images._build", "flyte_images._deploy",
-        "flyte_images._environment", "flyte_images._layers.pixi", "flyte_images._layers.python",
-        "flyte_images._stage", "flyte_images.builders",
+        "flyte_images._image.environment", "flyte_images._image.layers.pixi", "flyte_images._image.layers.python",
+        "flyte_images._files.staging", "flyte_images.builders",
     ):  # fmt: skip
         assert unneeded not in loaded, f"flyte-images id loads {unneeded}"
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from flyte_images import Image, LayerNotAllowedError, Secret
-from flyte_images._identity import RENDERER_REVISION
-from flyte_images._image import resolve_code_bundle_layer
-from flyte_images._plan import plan as render
-from flyte_images._render import RenderOptions, is_heavy
+from flyte_images._formats.dockerfile import RenderOptions, is_heavy
+from flyte_images._image.image import resolve_code_bundle_layer
+from flyte_images._plan.identity import RENDERER_REVISION
+from flyte_images._plan.plan import plan as render
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 

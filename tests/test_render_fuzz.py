@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from flyte_images import Image, InvalidLayerArgument, Secret
-from flyte_images._plan import plan as render
+from flyte_images._plan.plan import plan as render
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10000"))
 BASE = Image.from_debian_base(python_version=(3, 11), install_flyte=False)

@@ -11,11 +11,11 @@ import pytest
 from conftest import write_tree
 
 from flyte_images import Image
-from flyte_images import _statcache as statcache
-from flyte_images._files import collect_tree
-from flyte_images._identity import image_digest
-from flyte_images._ignore import IgnoreRules
-from flyte_images._statcache import StatCache, StatKey, cache_dir, reset_shared_stat_cache
+from flyte_images._files import statcache
+from flyte_images._files.ignore import IgnoreRules
+from flyte_images._files.statcache import StatCache, StatKey, cache_dir, reset_shared_stat_cache
+from flyte_images._files.tree import collect_tree
+from flyte_images._plan.identity import image_digest
 
 CONTENT = b"print('hello')\n"
 REAL_DIGEST = hashlib.sha256(CONTENT).hexdigest()

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import write_tree
 
-from flyte_images import _statcache
-from flyte_images._files import collect_tree
-from flyte_images._ignore import IgnoreRules
-from flyte_images._statcache import StatCache
+from flyte_images._files import statcache as _statcache
+from flyte_images._files.ignore import IgnoreRules
+from flyte_images._files.statcache import StatCache
+from flyte_images._files.tree import collect_tree
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flyte_images import Image, SourceError, SourceNotFoundError
-from flyte_images._plan import plan
+from flyte_images._plan.plan import plan
 
 BASE = Image.from_debian_base(python_version=(3, 11), install_flyte=False, name="mono")
 APP = """\

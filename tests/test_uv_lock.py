@@ -16,9 +16,9 @@ import pytest
 
 import flyte_images
 from flyte_images import Image, SourceError
-from flyte_images._plan import plan
-from flyte_images._statcache import cache_dir
-from flyte_images._uvbin import _HOST_PLATFORMS, UV_VERSION, target_arch
+from flyte_images._files.statcache import cache_dir
+from flyte_images._files.uvbin import _HOST_PLATFORMS, UV_VERSION, target_arch
+from flyte_images._plan.plan import plan
 from flyte_images.testing import FakeBuilder
 
 if not sys.platform.startswith("linux"):

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import BuildError, RegistryError
+from .._files.statcache import cache_dir
 from .._registry import Reference, Registry
-from .._statcache import cache_dir
 from .layerscan import KINDS, MAX_CONTENT, Entry, Seen, normalize, scan_layer
 
 __all__ = ["Entry", "read_entries", "user_ids"]

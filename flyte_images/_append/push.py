@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .._errors import BuildError
-from .._plan import BuildPlan
+from .._plan.plan import BuildPlan
 from .split import copy_destinations, copy_owner, file_part
 from .tarball import Folder, dst_folders
 

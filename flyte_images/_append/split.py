@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .._errors import BuildError
-from .._image import Image
-from .._layers import DockerIgnore, Env, SourceFile, SourceFolder, WorkDir
-from .._plan import BuildPlan
+from .._image.image import Image
+from .._image.layers import DockerIgnore, Env, SourceFile, SourceFolder, WorkDir
+from .._plan.plan import BuildPlan
 from .tarball import Folder, LayerBlob, dst_folders, layer_tar, staged_folders
 
 FILE_PART_KINDS = (SourceFile, SourceFolder, Env, WorkDir, DockerIgnore)

@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from .._errors import BuildError
-from .._stage import FIXED_MTIME
-from .._statcache import cache_dir
+from .._files.staging import FIXED_MTIME
+from .._files.statcache import cache_dir
 
 GZIP_LEVEL = 1  # source files compress well even at 1; level 6 took twice as long for a 300-file folder
 CHUNK = 1 << 20  # bytes of a file read (and of the tar handed to gzip) at a time

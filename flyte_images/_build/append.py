@@ -17,9 +17,9 @@ from .. import _config
 from .._append.push import append_file_part, step
 from .._append.split import engine_layers, has_file_part
 from .._errors import ConfigError
-from .._image import Image
+from .._image.image import Image
 from .._interrupt import run_coroutine
-from .._plan import BuildPlan, subplan
+from .._plan.plan import BuildPlan, subplan
 from .records import remember_pushed
 from .result import ImageBuild
 

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from .. import _config, _interrupt
-from .._environment import Environment, environment_closure, image_of
+from .._image.environment import Environment, environment_closure, image_of
 from .._errors import FlyteImagesError, ImagesFailedError
-from .._image import Image
+from .._image.image import Image
 from .._imagecache import ImageCache
-from .._plan import plan
+from .._plan.plan import plan
 from .._syncaio import syncaio
 from .decide import Decision, Question, decide
 from .options import BuildOptions
@@ -137,7 +137,7 @@ def build_named(
 
 
 def _with_code(image: Image, copy_style: str) -> Image:
-    from .._layers.code import resolve_code_bundle_layer
+    from .._image.layers.code import resolve_code_bundle_layer
 
     return resolve_code_bundle_layer(image, copy_style, Path(_config.configured_root_dir() or Path.cwd()))
 

@@ -11,9 +11,9 @@ from flyte_images.builders.base import BuildRequest, registry_cache_specs
 
 from .. import _config
 from .._errors import BuildError, ConfigError
-from .._hints import add_hint
-from .._plan import BuildPlan
-from .._progress import progress_sink
+from .hints import add_hint
+from .._plan.plan import BuildPlan
+from .progress import progress_sink
 from .options import BuildOptions
 from .records import remember_pushed
 from .result import ImageBuild

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import _config
-from .._validation import platforms as check_platforms
+from .._image.validation import platforms as check_platforms
 
 if TYPE_CHECKING:
     from flyte_images.builders.base import Builder

@@ -7,8 +7,8 @@ import contextlib
 from dataclasses import replace
 
 from .._errors import FlyteImagesError
-from .._explain import breakdown, save_record
-from .._plan import BuildPlan, description_key
+from .._plan.explain import breakdown, save_record
+from .._plan.plan import BuildPlan, description_key
 
 
 def remember_pushed(staged: BuildPlan, digest: str | None) -> None:

@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, TypeVar
 from .. import _config
 from .._append.push import step
 from .._append.split import file_part_start
-from .._builders import WholeImageBuilder, get_builder
+from .backends import WholeImageBuilder, get_builder
 from .._errors import BuildError, FlyteImagesError, RegistryError
-from .._image import Image
+from .._image.image import Image
 from .._interrupt import run_coroutine
-from .._plan import BuildPlan, plan, repository_of, staged_plan
-from .._render import RenderOptions
-from .._secret import unusable_secrets
+from .._plan.plan import BuildPlan, plan, repository_of, staged_plan
+from .._formats.dockerfile import RenderOptions
+from .._image.secret import unusable_secrets
 from .._syncaio import syncaio
-from .._validation import image_reference
+from .._image.validation import image_reference
 from .append import APPEND, Choice, append_to, choose, engine_subplan
 from .decide import Decision, Question, decide_all
 from .engine import build_by_engine
@@ -298,7 +298,7 @@ def _sink(progress: Progress | None, quiet: bool, title: str) -> Iterator[Progre
     if progress is not None:
         yield progress
         return
-    from .._progress import progress_sink
+    from .progress import progress_sink
 
     with progress_sink(quiet, title=title) as sink:
         yield sink

@@ -79,9 +79,9 @@ def run(args: argparse.Namespace) -> int:
 
     from .._build import BuildOptions
     from .._build.deploy import build_named
-    from .._environment import environment_closure
+    from .._build.progress import Board
     from .._errors import ImagesFailedError
-    from .._progress import Board
+    from .._image.environment import environment_closure
 
     _check_arguments(args)
     if args.ca_bundle:
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _is_image(value: object) -> bool:
-    from .._image import Image
+    from .._image.image import Image
 
     return isinstance(value, Image)
 
@@ -121,7 +121,7 @@ def _selected(target_args: list[str]) -> list[tuple[str, Any]]:
     """What `build` builds: every environment a target defines, and every Image no environment
     uses, except an Image that only serves as the start of another one (a shared base) unless
     the target names it. Environments are named by their name, Images by their variable."""
-    from .._environment import image_of
+    from .._image.environment import image_of
     from .._loader import definitions_of, split_target
 
     selected: list[tuple[str, Any]] = []
@@ -142,7 +142,7 @@ def _selected(target_args: list[str]) -> list[tuple[str, Any]]:
 
 def _extends(image: object, base: object) -> bool:
     """Whether `image` is `base` with more layers added (so `base` is only its starting point)."""
-    from .._image import Image
+    from .._image.image import Image
 
     if not (isinstance(image, Image) and isinstance(base, Image)) or image == base:
         return False
@@ -163,7 +163,7 @@ def _failures(exc: Any) -> None:
 def _check_arguments(args: argparse.Namespace) -> None:
     """Refuse what cannot work before anything is loaded or built (usage errors, exit 2)."""
     from .._errors import InvalidImageError
-    from .._validation import platforms
+    from .._image.validation import platforms
 
     if args.output is not None and "\0" in str(args.output):
         raise LoadError(f"--output {str(args.output)!r} holds a NUL character, which no file name can")

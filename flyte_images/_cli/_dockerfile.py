@@ -39,9 +39,9 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._formats.dockerfile import RenderOptions
     from .._loader import images_of
-    from .._plan import plan, staged_plan
-    from .._render import RenderOptions
+    from .._plan.plan import plan, staged_plan
 
     images = [(n, i) for n, i in images_of(args.target) if not i.is_reference]
     if not images:

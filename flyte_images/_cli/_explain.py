@@ -30,10 +30,10 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .._append.split import file_part_start, has_file_part
-    from .._explain import breakdown, compare, previous_build
-    from .._image import Image
+    from .._image.image import Image
     from .._loader import images_of
-    from .._plan import description_key, plan
+    from .._plan.explain import breakdown, compare, previous_build
+    from .._plan.plan import description_key, plan
 
     reports: list[dict[str, Any]] = []
     for target in args.targets:

@@ -10,7 +10,7 @@ from .._errors import FlyteImagesError
 from ._common import add_command
 
 if TYPE_CHECKING:
-    from .._image import Image
+    from .._image.image import Image
 
 _HELP = """\
 Print the content-hashed identifier and the uri of each Image a target defines.
@@ -43,7 +43,7 @@ def _describe(name: str, image: Image, use_cache: bool | None) -> dict[str, Any]
         if image.is_reference:
             row.update(identifier=None, uri=image.uri)
         else:
-            from .._plan import plan
+            from .._plan.plan import plan
 
             planned = plan(image, use_stat_cache=use_cache)
             row.update(identifier=planned.identifier, uri=planned.uri)

@@ -32,13 +32,13 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import _image_args as args
-from .. import _validation as check
 from .._errors import InvalidImageError, SourceError
-from .._image import Image
-from .._layers import CodeBundle, DebianBase, PythonWheels
-from .._secret import Secret
-from .._validation import Architecture
+from .._image import args
+from .._image import validation as check
+from .._image.image import Image
+from .._image.layers import CodeBundle, DebianBase, PythonWheels
+from .._image.secret import Secret
+from .._image.validation import Architecture
 from ._compat import FlyteConversionError, UntranslatableLayerError, require_supported_flyte
 
 if TYPE_CHECKING:
@@ -292,7 +292,7 @@ def _pixi_script(ours: Image, layer: fl.PixiScript) -> Image:
 
 
 def _refuse_local_script_dependencies(script: Path) -> None:
-    from .._uvscript import read_script_metadata
+    from .._image.uvscript import read_script_metadata
 
     try:
         metadata = read_script_metadata(script)

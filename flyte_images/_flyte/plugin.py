@@ -96,7 +96,7 @@ def exists(uri: str, platforms: tuple[str, ...]) -> str | None:
     from .._build.decide import Question, decide
 
     if not _names_registry(uri):
-        from .._builders import get_builder
+        from .._build.backends import get_builder
 
         found = get_builder().local_exists(uri)
         if found is None:

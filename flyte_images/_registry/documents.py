@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from .._statcache import (
+from .._files.statcache import (
     DIR_NOFOLLOW,
     cache_dir,
     is_temporary_name,

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .._statcache import cache_dir, open_cache_folder, read_cache_file, write_atomically
+from .._files.statcache import cache_dir, open_cache_folder, read_cache_file, write_atomically
 
 RECENT = 300.0
 _MAX_ENTRIES = 2000

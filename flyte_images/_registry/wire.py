@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Literal, TypeVar
 
-from .. import _shapes
 from .._errors import RegistryError
-from .._shapes import Alias, AtLeast
+from .._formats import shapes as _shapes
+from .._formats.shapes import Alias, AtLeast
 
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",

@@ -1,0 +1,287 @@
+""".dockerignore rules, matched the way Docker and BuildKit match them.
+
+Reading a file (Docker's ignorefile reader): a UTF-8 byte-order mark is dropped; lines starting
+with `#` are comments; each line is stripped of surrounding white space; a leading `!` marks an
+exception (re-include); the rest is cleaned like Go's `filepath.Clean` and a leading `/` is
+removed, so `/build`, `build/` and `./build` are the same pattern.
+
+Matching (Docker's pattern matcher): `*` matches any run of characters except `/`, `?` one such
+character, `[...]` a class, `\\` escapes the next character, and `**` any number of path
+segments (also none). A path is excluded when the last pattern that matches it, or matches one
+of its parent folders, is not an exception. The root of the context itself is never excluded.
+
+The same `IgnoreRules` value decides what a layer's identifier covers and what is staged into
+the build context, so the tag and the image always come from one file list.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from .._errors import InvalidLayerArgument
+
+# Applied before any user pattern, so a user's `!pattern` can bring a path back. They keep
+# version-control data, virtual environments and caches out of images and out of tags: the
+# original tool copied `.venv/` and `.git/` into images when no .dockerignore existed.
+DEFAULT_EXCLUDES: tuple[str, ...] = (
+    ".git",
+    ".hg",
+    ".svn",
+    ".venv",
+    "**/__pycache__",
+    "**/*.py[co]",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".tox",
+    ".nox",
+    "**/.DS_Store",
+)
+
+_EXACT, _PREFIX, _SUFFIX, _REGEX = range(4)
+_ESCAPED = set(".+()|{}$")
+
+
+def _go_clean(path: str) -> str:
+    """Go's filepath.Clean for slash-separated paths ('' -> '.', keeps a leading '/')."""
+    if not path:
+        return "."
+    cleaned = posixpath.normpath(path)
+    # posixpath keeps a leading '//' (POSIX allows it to be special); Go folds it to '/'.
+    if cleaned.startswith("//"):
+        cleaned = "/" + cleaned.lstrip("/")
+    return cleaned
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """One cleaned pattern, compiled once to the cheapest test that is exact."""
+
+    text: str
+    exception: bool
+    kind: int = field(init=False)
+    regex: re.Pattern[str] | None = field(init=False, default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        kind, regex = _compile(self.text)
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "regex", regex)
+
+    def matches(self, path: str) -> bool:
+        if self.kind == _EXACT:
+            return path == self.text
+        if self.kind == _PREFIX:
+            return path.startswith(self.text[:-2])
+        if self.kind == _SUFFIX:
+            suffix = self.text[2:]
+            return path.endswith(suffix) or (suffix.startswith("/") and path == suffix[1:])
+        assert self.regex is not None
+        return self.regex.match(path) is not None
+
+    def regex_source(self) -> str:
+        """A regular expression that full-matches exactly the paths `matches` accepts."""
+        if self.kind == _EXACT:
+            return re.escape(self.text)
+        if self.kind == _PREFIX:
+            return re.escape(self.text[:-2]) + ".*"
+        if self.kind == _SUFFIX:
+            suffix = self.text[2:]
+            alone = "|" + re.escape(suffix[1:]) if suffix.startswith("/") else ""
+            return f"(?:.*{re.escape(suffix)}{alone})"
+        assert self.regex is not None
+        return f"(?:{self.regex.pattern[1:-1]})"
+
+    def matches_or_parent(self, path: str) -> bool:
+        if self.matches(path):
+            return True
+        parts = path.split("/")[:-1]
+        return any(self.matches("/".join(parts[: i + 1])) for i in range(len(parts)))
+
+
+def _regex(source: str) -> re.Pattern[str]:
+    """The translated pattern compiled. Brackets pass through as Docker passes them to Go's
+    regexp, where a "[" inside a class is a literal, as it still is in Python; Python only warns
+    that it may one day read "[[" as a nested set, which is no news to the user."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return re.compile(source, re.DOTALL)
+
+
+def _compile(pattern: str) -> tuple[int, re.Pattern[str] | None]:
+    """Translate like Docker's patternmatcher: same match type, same regular expression."""
+    out = ["^"]
+    kind = _EXACT
+    i, n = 0, len(pattern)
+    first = True
+    while i < n:
+        ch = pattern[i]
+        i += 1
+        if ch == "*":
+            if i < n and pattern[i] == "*":
+                i += 1
+                if i < n and pattern[i] == "/":
+                    i += 1
+                if i >= n:
+                    if kind == _EXACT:
+                        kind = _PREFIX
+                    else:
+                        out.append(".*")
+                        kind = _REGEX
+                else:
+                    out.append("(.*/)?")
+                    kind = _REGEX
+                if first:
+                    kind = _SUFFIX
+            else:
+                out.append("[^/]*")
+                kind = _REGEX
+        elif ch == "?":
+            out.append("[^/]")
+            kind = _REGEX
+        elif ch in _ESCAPED:
+            out.append("\\" + ch)
+        elif ch == "\\":
+            if i < n:
+                out.append("\\" + pattern[i])
+                i += 1
+                kind = _REGEX
+            else:
+                out.append("\\\\")
+        elif ch in "[]":
+            out.append(ch)
+            kind = _REGEX
+        else:
+            out.append(ch)
+        first = False
+    if kind != _REGEX:
+        return kind, None
+    try:
+        return kind, _regex("".join(out) + "$")
+    except re.error as exc:
+        raise InvalidLayerArgument("dockerignore", f"invalid pattern {pattern!r}: {exc}") from exc
+
+
+def parse_dockerignore(text: str) -> tuple[str, ...]:
+    """Return the patterns of a .dockerignore text, cleaned, `!` kept as a prefix."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    patterns: list[str] = []
+    for raw in text.splitlines():
+        if raw.startswith("#"):
+            continue
+        line = raw.strip()
+        if not line:
+            continue
+        exception = line.startswith("!")
+        if exception:
+            line = line[1:].strip()
+        if line:
+            line = _go_clean(line)
+            if len(line) > 1 and line.startswith("/"):
+                line = line[1:]
+        if exception:
+            if not line:
+                raise InvalidLayerArgument("dockerignore", 'illegal exception pattern "!"')
+            line = "!" + line
+        patterns.append(line)
+    return tuple(patterns)
+
+
+@dataclass(frozen=True)
+class IgnoreRules:
+    """An ordered list of patterns; the last one that matches a path decides."""
+
+    patterns: tuple[Pattern, ...]
+    _checkers: dict[tuple[bool, ...], Callable[[str], bool]] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
+
+    @classmethod
+    def from_lines(cls, lines: Iterable[str]) -> IgnoreRules:
+        compiled = []
+        for line in lines:
+            exception = line.startswith("!")
+            text = _go_clean(line[1:] if exception else line)
+            if len(text) > 1 and text.startswith("/"):
+                text = text[1:]
+            compiled.append(Pattern(text, exception))
+        return cls(tuple(compiled))
+
+    @classmethod
+    def for_tree(cls, user_patterns: Sequence[str] = (), *, defaults: bool = True) -> IgnoreRules:
+        return cls.from_lines([*(DEFAULT_EXCLUDES if defaults else ()), *user_patterns])
+
+    @property
+    def has_exceptions(self) -> bool:
+        return any(p.exception for p in self.patterns)
+
+    def excluded(self, path: str) -> bool:
+        """Whether `path` (relative, '/'-separated) is excluded, parents taken into account."""
+        if path in ("", "."):
+            return False
+        matched = False
+        for pattern in self.patterns:
+            if pattern.exception != matched:
+                continue
+            if pattern.matches_or_parent(path):
+                matched = not pattern.exception
+        return matched
+
+    def state_for_dir(self, parent: tuple[bool, ...] | None, path: str) -> tuple[bool, ...]:
+        """Per pattern, whether it matches `path` or a parent: what the walk carries downward."""
+        if parent is None:
+            if path in ("", "."):
+                return (False,) * len(self.patterns)
+            return tuple(p.matches_or_parent(path) for p in self.patterns)
+        return tuple(was or p.matches(path) for was, p in zip(parent, self.patterns, strict=True))
+
+    def checker(self, parent: tuple[bool, ...]) -> Callable[[str], bool]:
+        """`excluded_with(parent, path)` as a function of `path`, built once per parent state.
+
+        Without exception patterns a path is excluded exactly when some pattern matches it or a
+        parent; the walk only enters folders no pattern matched, so one combined regular
+        expression answers for every entry of such a folder.
+        """
+        found = self._checkers.get(parent)
+        if found is None:
+            if not self.patterns:
+                found = _never
+            elif self.has_exceptions:
+                found = partial(self.excluded_with, parent)
+            elif any(parent):
+                found = _always
+            else:
+                combined = "|".join(p.regex_source() for p in self.patterns)
+                fullmatch = _regex(combined).fullmatch
+                found = lambda path: fullmatch(path) is not None  # noqa: E731
+            self._checkers[parent] = found
+        return found
+
+    def excluded_with(self, parent: tuple[bool, ...], path: str) -> bool:
+        """`excluded(path)`, reusing the per-pattern results of the parent folder."""
+        matched = False
+        for was, pattern in zip(parent, self.patterns, strict=True):
+            if pattern.exception != matched:
+                continue
+            if was or pattern.matches(path):
+                matched = not pattern.exception
+        return matched
+
+
+def _never(_path: str) -> bool:
+    return False
+
+
+def _always(_path: str) -> bool:
+    return True
+
+
+def read_dockerignore(path: Path) -> tuple[str, ...]:
+    """Patterns of the .dockerignore file at `path` (which must exist)."""
+    return parse_dockerignore(path.read_text(encoding="utf-8", errors="surrogateescape"))

@@ -1,0 +1,425 @@
+"""The files an image reads: one walk gives the list that is both hashed and staged.
+
+`collect_tree(root, rules)` walks a folder with entries sorted by name at every level, applies
+the ignore rules, and returns a `Tree` of `Entry` values: the relative POSIX path, the kind
+(file, folder, symlink), the permission bits, and for files the SHA-256 of the bytes (for
+symlinks the link text). Absolute paths, owners and times never leave this module.
+
+Speed (measured by `just bench`): files are opened relative to their folder's descriptor, and
+a file that must be hashed is opened once and `fstat`ed through that descriptor, so a cold walk
+costs one open, one fstat and the reads per file. Digests are kept in a stat cache keyed on
+(device, inode, size, mtime_ns, ctime_ns); a whole tree is also remembered with the stat keys of
+its folders and files, in memory and in a memo file (see `_load_memo`), so a repeated identifier
+of an unchanged tree, in the same process or a new one, costs one `stat` per file and folder
+and nothing else. Both live under the user cache folder; they are off when `CI` is set (fresh
+checkouts gain nothing from them) and when `FLYTE_IMAGES_STAT_CACHE=0`;
+`FLYTE_IMAGES_STAT_CACHE=1` forces them on. Nothing whose times are within two seconds of the
+moment it was read is remembered: a file written again within the same timestamp tick could
+otherwise keep a stale digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import os
+import stat
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .._errors import SourceError, SourceNotFoundError
+from .ignore import IgnoreRules
+from .statcache import StatCache, StatKey, _key, _racy
+from .treememo import _load_memo, _memo_of, _memo_valid, _save_memo
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from .staging import Snapshot
+
+FILE, DIR, LINK = "file", "dir", "symlink"
+_CHUNK = 1 << 20
+# Files at least this large are hashed on a pool of one thread per core while the walk goes
+# on; smaller ones are hashed at once (a pool's per-file cost would exceed their hashing).
+_PARALLEL_MIN = 4 << 20
+_CORES = os.cpu_count() or 1
+_MAX_PENDING = 64
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One path of a copied tree, relative to the tree's root, '/'-separated."""
+
+    path: str
+    kind: str
+    mode: int
+    digest: str = ""  # sha256 hex of a file's bytes; a symlink's target; "" for a folder
+    size: int = 0
+
+    def identity(self) -> tuple[str, str, int, str]:
+        return (self.path, self.kind, self.mode, self.digest)
+
+
+_LEN = struct.Struct(">Q")
+_ENTRY_HEAD = b"L" + _LEN.pack(4)
+
+
+def _text(value: str) -> bytes:
+    data = value.encode("utf-8", "surrogatepass")
+    return b"S" + _LEN.pack(len(data)) + data
+
+
+def encode_entries(entries: tuple[Entry, ...]) -> bytes:
+    """Exactly `_encoding.encode(tuple(e.identity() for e in entries))`, written out directly
+    because it runs once per file of every copied tree."""
+    parts = [b"L", _LEN.pack(len(entries))]
+    append = parts.append
+    kinds = {FILE: _text(FILE), DIR: _text(DIR), LINK: _text(LINK)}
+    for e in entries:
+        mode = str(e.mode).encode("ascii")
+        append(_ENTRY_HEAD)
+        append(_text(e.path))
+        append(kinds[e.kind])
+        append(b"I" + _LEN.pack(len(mode)) + mode)
+        append(_text(e.digest))
+    return b"".join(parts)
+
+
+@dataclass(frozen=True)
+class Tree:
+    """The kept entries of one folder walk."""
+
+    entries: tuple[Entry, ...]
+
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 of the canonical encoding of the entries (what an identifier covers)."""
+        return hashlib.sha256(encode_entries(self.entries)).hexdigest()
+
+    def identity(self) -> tuple[str, int, str]:
+        count = self.__dict__.get("_count")
+        return ("tree", len(self.entries) if count is None else count, self.digest)
+
+    @classmethod
+    def _stored(cls, count: int, digest: str, packed: bytes, origin: Path) -> Tree:
+        """A tree read back from a memo file (see `_load_memo`): its size and digest are known,
+        its entries are unpacked from `packed` only when first asked for (an identifier never
+        needs them)."""
+        tree = cls.__new__(cls)
+        object.__setattr__(tree, "_count", count)
+        object.__setattr__(tree, "digest", digest)
+        object.__setattr__(tree, "_packed", (packed, origin))
+        return tree
+
+    if not TYPE_CHECKING:  # only a stored tree lacks `entries` until they are unpacked
+
+        def __getattr__(self, name: str) -> object:
+            packed = self.__dict__.get("_packed") if name == "entries" else None
+            if packed is None:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            entries = _unpack_entries(*packed, self.digest)
+            object.__setattr__(self, "entries", entries)
+            return entries
+
+
+def _unpack_entries(packed: bytes, origin: Path, digest: str) -> tuple[Entry, ...]:
+    """The entries of a memo file (whose checksum held when it was read), checked against the
+    tree's digest all the same: they can only ever be the entries that digest describes."""
+    try:
+        entries = tuple(Entry(*fields) for fields in marshal.loads(packed))
+    except (ValueError, EOFError, TypeError):
+        entries = None
+    if entries is None or hashlib.sha256(encode_entries(entries)).hexdigest() != digest:
+        raise SourceError(f"the remembered file list {origin} does not match its digest; delete it and run again")
+    return entries
+
+
+def _hash_fd(fd: int) -> str:
+    digest = hashlib.sha256()
+    while chunk := os.read(fd, _CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hash_file(path: str) -> str:
+    """SHA-256 hex of a file's bytes."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        return _hash_fd(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Frame:
+    """A folder being listed; its descriptor is closed while a subfolder is walked."""
+
+    rel: str
+    path: str
+    items: list[tuple[str, str | None]]
+    match_rel: str
+    state: tuple[bool, ...]
+    mark: int  # index of the folder's own entry, -1 for the root
+    drop: bool  # excluded itself: kept only as the parent of re-included paths
+    files: list[tuple[str, StatKey]]
+    excluded: Callable[[str], bool]
+    pos: int = 0
+    dfd: int | None = None
+
+
+class _Walk:
+    """One walk of one folder; `entries` in sorted depth-first order. Iterative, so any depth
+    works; at most one folder descriptor is open at a time.
+
+    With a `Snapshot`, every kept path is also staged at `dest` + its path, and the digest of a
+    file is that of the staged copy (see `_stage`)."""
+
+    def __init__(
+        self, root: str, rules: IgnoreRules, cache: StatCache | None, prefix: str, snap: Snapshot | None, dest: str
+    ) -> None:
+        self.root = root
+        self.rules = rules
+        self.cache = cache
+        self.prefix = prefix
+        self.snap = snap
+        self.dest = dest
+        self.entries: list[Entry] = []
+        self.listed: list[tuple[str, StatKey, list[tuple[str, StatKey]]]] = []  # for `_TreeMemo`
+        self.hashed: list[tuple[StatKey, str]] = []
+        self.deferred: list[tuple[int, Future[str], os.stat_result]] = []  # (entry index, digest, stat)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def hash_large(self, fd: int, st: os.stat_result) -> str | None:
+        """Hash a large file on another core (hashlib releases the GIL while it hashes): the
+        digest is filled in by `finish`. None for a small file, which is hashed at once."""
+        if st.st_size < _PARALLEL_MIN or _CORES < 2:
+            return None
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor  # here: `import flyte_images` stays cheap
+
+            self._pool = ThreadPoolExecutor(max_workers=_CORES, thread_name_prefix="flyte-images-hash")
+        if len(self.deferred) >= _MAX_PENDING:  # bound open descriptors
+            self.deferred[-_MAX_PENDING][1].result()
+        self.deferred.append((len(self.entries), self._pool.submit(_hash_and_close, fd), st))
+        return ""
+
+    def finish(self, complete: bool = True) -> None:
+        """Wait for the large files' digests and put them into their entries."""
+        try:
+            for index, future, st in self.deferred if complete else ():
+                digest = future.result()
+                entry = self.entries[index]
+                self.entries[index] = Entry(entry.path, FILE, entry.mode, digest, entry.size)
+                self.hashed.append((_key(st), digest))
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+
+    def run(self, state: tuple[bool, ...]) -> None:
+        stack = [self._frame("", state, -1, False)]
+        while stack:
+            frame = stack[-1]
+            if frame.pos == len(frame.items):
+                stack.pop()
+                if frame.dfd is not None:
+                    os.close(frame.dfd)
+                if frame.drop and len(self.entries) == frame.mark + 1:
+                    self._unstage(self.entries.pop())
+                continue
+            name, kind = frame.items[frame.pos]
+            frame.pos += 1
+            if kind is None:
+                continue  # sockets, fifos, devices: Docker does not copy them either
+            child = f"{frame.rel}/{name}" if frame.rel else name
+            match_child = f"{frame.match_rel}/{name}" if frame.match_rel else name
+            drop = frame.excluded(match_child)
+            dfd = frame.dfd if frame.dfd is not None else self._dfd(frame)
+            if kind == DIR:
+                if not drop or self.rules.has_exceptions:
+                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                    self._add(Entry(child, DIR, stat.S_IMODE(st.st_mode)))
+                    os.close(dfd)
+                    frame.dfd = None
+                    state = self.rules.state_for_dir(frame.state, match_child)
+                    stack.append(self._frame(child, state, len(self.entries) - 1, drop))
+            elif not drop:
+                self.entries.append(self._leaf(dfd, name, child, kind, frame.files))
+
+    def _frame(self, rel: str, state: tuple[bool, ...], mark: int, drop: bool) -> _Frame:
+        path = f"{self.root}/{rel}" if rel else self.root
+        try:
+            dfd = os.open(path, _DIR_FLAGS)
+        except PermissionError as exc:
+            raise SourceError(f"cannot list {path}: permission denied; fix its permissions") from exc
+        files: list[tuple[str, StatKey]] = []
+        self.listed.append((path, _key(os.fstat(dfd)), files))
+        with os.scandir(dfd) as it:
+            listing = sorted((item.name, _kind(item)) for item in it)
+        match_rel = self.prefix + rel if rel else self.prefix.rstrip("/")
+        return _Frame(rel, path, listing, match_rel, state, mark, drop, files, self.rules.checker(state), dfd=dfd)
+
+    @staticmethod
+    def _dfd(frame: _Frame) -> int:
+        if frame.dfd is None:
+            frame.dfd = os.open(frame.path, _DIR_FLAGS)
+        return frame.dfd
+
+    def _add(self, entry: Entry) -> None:
+        self.entries.append(entry)
+        if self.snap is not None:
+            self.snap.folder(self.dest + entry.path, entry.mode)
+
+    def _unstage(self, entry: Entry) -> None:
+        if self.snap is not None:
+            self.snap.seen.discard(self.dest + entry.path)
+            self.snap.folders.pop(self.dest + entry.path, None)
+
+    def _leaf(self, dfd: int, name: str, child: str, kind: str, files: list[tuple[str, StatKey]]) -> Entry:
+        if kind == LINK:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            files.append((name, _key(st)))
+            entry = Entry(child, LINK, stat.S_IMODE(st.st_mode), os.readlink(name, dir_fd=dfd))
+            if self.snap is not None:
+                self.snap.link(self.dest + child, entry.digest)
+            return entry
+        if self.snap is not None:
+            copies = self.snap.copied
+            st, copied = self.snap.copy_file(dfd, name, self.dest + child, f"{child} in {self.root}:")
+            if self.snap.copied != copies:  # read now; an unchanged file's digest was learnt when it was copied
+                self.hashed.append((_key(st), copied))
+            return Entry(child, FILE, stat.S_IMODE(st.st_mode), copied, st.st_size)
+        digest: str | None = None
+        if self.cache is not None:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            digest = self.cache.get(_key(st))
+        if digest is None:
+            try:
+                fd = os.open(name, _OPEN_FLAGS, dir_fd=dfd)
+            except PermissionError as exc:
+                raise SourceError(f"cannot read {child} in {self.root}: permission denied") from exc
+            except OSError as exc:
+                raise SourceError(f"{child} in {self.root} changed while being read ({exc.strerror})") from exc
+            st = os.fstat(fd)
+            digest = self.hash_large(fd, st) if st.st_size >= _PARALLEL_MIN else None  # the pool closes fd
+            if digest is None:
+                try:
+                    digest = _hash_fd(fd)
+                finally:
+                    os.close(fd)
+                key = _key(st)
+                self.hashed.append((key, digest))
+                files.append((name, key))
+                return Entry(child, FILE, stat.S_IMODE(st.st_mode), digest, st.st_size)
+        files.append((name, _key(st)))
+        return Entry(child, FILE, stat.S_IMODE(st.st_mode), digest, st.st_size)
+
+
+def _hash_and_close(fd: int) -> str:
+    try:
+        return _hash_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def _kind(item: os.DirEntry[str]) -> str | None:
+    if item.is_symlink():
+        return LINK
+    if item.is_dir(follow_symlinks=False):
+        return DIR
+    if item.is_file(follow_symlinks=False):
+        return FILE
+    return None
+
+
+def collect_tree(
+    root: Path,
+    rules: IgnoreRules,
+    cache: StatCache | None = None,
+    match_prefix: str = "",
+    snap: Snapshot | None = None,
+    dest: str = "",
+) -> Tree:
+    """Every path below `root` that the rules keep, with digests, sorted at every level.
+
+    A folder is listed when it is kept, or when something below it is kept (an excluded folder
+    with a re-included file is created as that file's parent, as Docker does). `match_prefix`
+    ("sub/dir/") is the position of `root` below the folder whose .dockerignore the rules are:
+    patterns are matched against that longer path; entries keep paths relative to `root`.
+    With `snap`, the tree is staged at `dest` (a folder of mode 755) while it is read.
+    """
+    if not root.is_dir():
+        if root.exists():
+            raise SourceError(f"{root} is not a folder: pass a folder, or use with_source_file for a file")
+        raise SourceNotFoundError(f"folder {root} does not exist")
+    if snap is not None:
+        snap.folder(dest, 0o755)
+    memo_key = (str(root), match_prefix, rules)
+    if cache is not None and snap is None:
+        memo = cache.trees.get(memo_key)
+        if memo is None and cache.memo_dir is not None:
+            memo = _load_memo(cache.memo_dir, memo_key)
+            if memo is not None:
+                cache.trees[memo_key] = memo
+        if memo is not None and _memo_valid(memo):
+            return memo.tree
+    start = rules.state_for_dir(None, match_prefix.rstrip("/"))
+    if match_prefix and rules.excluded(match_prefix.rstrip("/")) and not rules.has_exceptions:
+        return Tree(())
+    walk = _Walk(str(root), rules, cache, match_prefix, snap, f"{dest}/" if dest else "")
+    try:
+        walk.run(start)
+    except BaseException:
+        walk.finish(complete=False)
+        raise
+    walk.finish()
+    tree = Tree(tuple(walk.entries))
+    if cache is not None:
+        now = time.time_ns()
+        for key, digest in walk.hashed:
+            cache.put(key, digest, now)
+        cache.save()
+        keys = [k for _p, k, files in walk.listed for k in (k, *(fk for _n, fk in files))]
+        memo = _memo_of(tree, walk.listed) if snap is None and not any(_racy(k, now) for k in keys) else None
+        if memo is not None:
+            cache.trees[memo_key] = memo
+            if cache.memo_dir is not None:
+                _save_memo(cache.memo_dir, memo_key, memo)
+    return tree
+
+
+def file_entry(path: Path, cache: StatCache | None = None, snap: Snapshot | None = None, dest: str = "") -> Entry:
+    """The Entry of one file (followed if it is a symlink, as COPY of a single file does).
+
+    With `snap`, the file is staged at `dest` and the digest is that of the staged copy."""
+    if snap is not None:
+        copies = snap.copied
+        st, copied = snap.copy_file(None, str(path), dest, "file")
+        if cache is not None and snap.copied != copies:  # see _Walk._leaf
+            cache.put(_key(st), copied, time.time_ns())
+        return Entry(path.name, FILE, stat.S_IMODE(st.st_mode), copied, st.st_size)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as exc:
+        raise SourceNotFoundError(f"file {path} does not exist") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise SourceError(f"{path} is not a regular file")
+    key = _key(st)
+    digest: str | None = cache.get(key) if cache is not None else None
+    if digest is None:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            st = os.fstat(fd)  # the digest and the mode come from the same open file
+            digest = _hash_fd(fd)
+        finally:
+            os.close(fd)
+        if cache is not None:
+            cache.put(_key(st), digest, time.time_ns())
+            cache.save()
+    return Entry(path.name, FILE, stat.S_IMODE(st.st_mode), digest, st.st_size)

@@ -1,0 +1,314 @@
+"""Dockerfile rendering: a list of instructions, built one by one. Pure: no Docker, no network.
+
+Each layer appends its own instruction(s) through `Instructions` (see `_layers`). Nothing is
+ever rendered by splitting text: the base template is parsed once into instructions, and every
+instruction passes one check (`Instructions.add`) that refuses any line terminator Docker knows
+(`\\n`, `\\r`) and a trailing backslash, wherever its text came from (an argument, the
+environment, the config file or the template). So the parsed instruction count of a rendered
+Dockerfile is exactly `len(instructions)`.
+
+Files a layer needs are under `_fi/<n>/` in the context (n = the layer's position). Package
+installs run through uv with a shared cache mount, apt with locked cache mounts for its
+archives and lists; requirement files, lock files and wheels are bind-mounted for the one RUN
+that reads them, so they are not left in the image. Secrets are mounted only into the RUN of
+the layer that asks for them. With `RenderOptions(ca_bundle=True)` every RUN that may download
+gets the build secret `flyte-images-ca` mounted and uv, pip, curl, requests and apt pointed at
+it; it is never copied into the image. The renderer emits no `# syntax=` line (it would pull a
+frontend image) and only Dockerfile features of BuildKit's built-in frontend.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from functools import cache
+from urllib.parse import urlsplit
+
+from .._errors import InvalidLayerArgument
+from .._image.secret import Secret
+from . import quote as q
+
+CA_SECRET_ID = "flyte-images-ca"
+TEMPLATE = "debian-base.Dockerfile"
+FLYTE_USER_FOOTER = "USER flyte"
+
+HEAVY_NAMES = frozenset(
+    {
+        "torch", "torchvision", "torchaudio", "tensorflow", "tensorflow-cpu", "tensorflow-gpu",
+        "tf-nightly", "jax", "jaxlib", "triton", "xformers", "flash-attn", "vllm", "cupy",
+        "paddlepaddle", "paddlepaddle-gpu", "mxnet", "onnxruntime-gpu", "deepspeed", "tensorrt",
+    }
+)  # fmt: skip
+HEAVY_PREFIXES = ("nvidia-", "cupy-cuda", "jax-cuda", "tensorrt-")
+_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+_CONTINUATION = " \\\n    "
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Build-time choices that change the Dockerfile but not the image's contents or tag."""
+
+    ca_bundle: bool = False
+
+
+def is_heavy(requirement: str) -> bool:
+    """Whether a requirement names a heavy ML package (by its normalised project name)."""
+    if "://" in requirement.split("@", 1)[0]:
+        return False
+    match = _NAME.match(requirement)
+    if not match:
+        return False
+    name = re.sub(r"[-_.]+", "-", match.group(1)).lower()
+    return name in HEAVY_NAMES or name.startswith(HEAVY_PREFIXES)
+
+
+def has_credentials(url: str) -> bool:
+    """Whether a URL carries a literal user or password (not a `$NAME` reference to a secret)."""
+    userinfo, at, _host = urlsplit(url).netloc.rpartition("@")
+    return bool(at) and "$" not in userinfo
+
+
+def template_bytes() -> bytes:
+    """The base template's bytes, read through the package's loader as `pkgutil.get_data` does
+    (importlib.resources, whose import costs more than the read, only for a loader without
+    `get_data`)."""
+    import flyte_images
+
+    get_data = getattr(flyte_images.__spec__.loader, "get_data", None)
+    if get_data is not None and flyte_images.__file__:
+        data: bytes = get_data(os.path.join(os.path.dirname(flyte_images.__file__), "dockerfiles", TEMPLATE))
+        return data
+    from importlib import resources
+
+    return (resources.files("flyte_images") / "dockerfiles" / TEMPLATE).read_bytes()
+
+
+@cache
+def template_instructions() -> tuple[tuple[str, ...], ...]:
+    """The base template as instructions, each a tuple of its physical lines (comments and
+    blank lines dropped; a line ending in a backslash continues the instruction)."""
+    instructions: list[tuple[str, ...]] = []
+    current: list[str] = []
+    for line in template_bytes().decode("utf-8").split("\n"):
+        if not current and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        current.append(line)
+        if not line.endswith("\\"):
+            instructions.append(tuple(current))
+            current = []
+    return tuple(instructions)
+
+
+# BuildKit's Dockerfile parser refuses a longer line (checked on the engine: 65535 builds, one more fails).
+MAX_LINE_BYTES = 65535
+
+
+def line_too_long(parameter: str, size: int, what: str, fix: str) -> InvalidLayerArgument:
+    """The error for a Dockerfile line of `size` bytes; `what` names the offending value by a
+    short prefix only (a long value may be a key or a certificate)."""
+    return InvalidLayerArgument(
+        parameter,
+        f"{what} would make a Dockerfile line of {size} bytes, over BuildKit's limit of {MAX_LINE_BYTES} bytes "
+        f"per line (the build would fail on the engine); {fix}",
+    )
+
+
+def prefix(value: str, length: int = 24) -> str:
+    """The start of a long value, for a message: enough to recognise it, never the whole."""
+    return repr(value[:length] + "...") if len(value) > length else repr(value)
+
+
+def line_safe(parameter: str, value: str) -> str:
+    """`value` if it can be part of one Dockerfile line; else InvalidLayerArgument."""
+    found = re.search(r"[\r\n]", value)
+    if found:
+        raise InvalidLayerArgument(
+            parameter, f"{value!r} contains a line break ({found.group()!r}); it would start another instruction"
+        )
+    if value.rstrip().endswith("\\"):
+        raise InvalidLayerArgument(
+            parameter, f"{value!r} ends with a backslash, which would join the next instruction; remove it"
+        )
+    size = len(value.encode("utf-8", "surrogateescape"))
+    if size > MAX_LINE_BYTES:
+        raise line_too_long(
+            parameter, size, f"{prefix(value)} ({len(value)} characters)", "split it over several layers"
+        )
+    return value
+
+
+def base_reference(parameter: str, value: str | None) -> str:
+    """A base image reference fit for `FROM` (see `_validation.image_reference`)."""
+    from .._image.validation import image_reference
+
+    return line_safe(parameter, image_reference(parameter, value))
+
+
+@dataclass
+class Instructions:
+    """The Dockerfile being rendered, and the helpers layers render with."""
+
+    python_version: tuple[int, int] | None
+    base_image: str
+    platforms: tuple[str, ...]
+    options: RenderOptions
+    instructions: list[str] = field(default_factory=list)
+    secrets: list[Secret] = field(default_factory=list)
+    has_uv: bool = False
+    venv: bool = False
+    flyte_user: bool = False  # the base made the `flyte` user: copies are owned by it
+    url_secrets: list[tuple[str, str]] = field(default_factory=list)  # (secret id, index URL)
+    _pending_mounts: list[str] = field(default_factory=list)
+    # Instructions that stay last whatever layers follow (`USER flyte`: the layers' steps run as
+    # root, the container as the base's user). Kept inside `instructions`, so the list is always
+    # the whole Dockerfile in order.
+    _footer: int = 0
+
+    CA_PATH = f"/run/secrets/{CA_SECRET_ID}"
+    WORK = "/tmp/flyte-images"  # bind mounts and scratch space, never part of an image layer
+    UV_CACHE = "--mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv"
+    POETRY_CACHE = "--mount=type=cache,target=/root/.cache/pypoetry,id=flyte-images-poetry"
+    APT_CACHE = (
+        "--mount=type=cache,target=/var/cache/apt,sharing=locked,id=flyte-images-apt-archives",
+        "--mount=type=cache,target=/var/lib/apt/lists,sharing=locked,id=flyte-images-apt-lists",
+    )
+    SCRATCH = f"--mount=type=tmpfs,target={WORK}/scratch"
+
+    def add(self, *lines: str) -> None:
+        """One instruction of one or more physical lines; every line passes `line_safe`."""
+        for line in lines:
+            line_safe("Dockerfile line", line)
+        self._append(_CONTINUATION.join(lines))
+
+    def _append(self, instruction: str) -> None:
+        self.instructions.insert(len(self.instructions) - self._footer, instruction)
+
+    def set_footer(self, *instructions: str) -> None:
+        """Instructions that end the Dockerfile, after every later layer's."""
+        for text in instructions:
+            line_safe("Dockerfile line", text)
+        del self.instructions[len(self.instructions) - self._footer :]
+        self.instructions.extend(instructions)
+        self._footer = len(instructions)
+
+    def text(self) -> str:
+        return "\n".join(self.instructions) + "\n"
+
+    def base_environment(self) -> None:
+        """The base template (`from_debian_base`), with its placeholders filled in."""
+        assert self.python_version is not None
+        version = f"{self.python_version[0]}.{self.python_version[1]}"
+        base = base_reference("base_image", self.base_image)
+        for lines in template_instructions():
+            filled = [line.replace("{base_image}", base).replace("{python_version}", version) for line in lines]
+            line_safe("Dockerfile line", filled[-1])  # earlier lines end in the template's own `\\`
+            self._append("\n".join(filled))
+        self.has_uv = self.venv = self.flyte_user = True
+        self.set_footer(FLYTE_USER_FOOTER)
+
+    def published_base(self) -> None:
+        """Flyte's published default image as the base: its /opt/venv (VIRTUAL_ENV) receives
+        the installs, the layers' steps run as root, and the container runs as `flyte` again."""
+        self.from_base()
+        self.add("USER root")
+        self.venv = self.flyte_user = True
+        self.set_footer(FLYTE_USER_FOOTER)
+
+    def from_base(self) -> None:
+        self.add(f"FROM {base_reference('base_image', self.base_image)}")
+        self.add("ARG TARGETARCH")
+
+    def copy(self, source: str, dest: str) -> None:
+        """COPY of a staged folder; owned by the `flyte` user where the base has made it."""
+        chown = "--chown=flyte:flyte " if self.flyte_user else ""
+        self.add(f"COPY {chown}{q.json_words([source, dest])}")
+
+    def run_step(
+        self, script: str, mounts: list[str], secrets: tuple[Secret, ...] = (), downloads: bool = True
+    ) -> None:
+        prelude: list[str] = []
+        if downloads and self.options.ca_bundle:
+            mounts = [*mounts, f"--mount=type=secret,id={CA_SECRET_ID},target={self.CA_PATH}"]
+            ca = self.CA_PATH
+            prelude.append(f"export SSL_CERT_FILE={ca} REQUESTS_CA_BUNDLE={ca} PIP_CERT={ca} CURL_CA_BUNDLE={ca}")
+        mounts = [*mounts, *self._pending_mounts]
+        self._pending_mounts.clear()
+        for secret in secrets:
+            if secret not in self.secrets:
+                self.secrets.append(secret)
+            target = secret.mount.as_posix() if secret.mount else f"/run/secrets/{secret.build_id}"
+            mounts = [*mounts, f"--mount=type=secret,id={secret.build_id},target={target}"]
+            if secret.mount is None:
+                name = secret.as_env_var or secret.source_env_var
+                # A plain assignment has the status of its command substitution; `export` has not.
+                prelude.append(f'{name}="$(cat {target})" && export {name}')
+        # The prelude stops the step if it fails; the script then runs exactly as written.
+        full = f"{' && '.join(prelude)} || exit 1\n{script}" if prelude else script
+        lines = [*mounts, q.exec_form(full)]
+        self.add(f"RUN {lines[0]}", *lines[1:])
+
+    def ensure_uv(self) -> None:
+        if not self.has_uv:
+            self.add('COPY ["_fi/uv/${TARGETARCH}/uv", "/usr/local/bin/uv"]')
+            self.has_uv = True
+
+    def uv_install(self, layer: object | None, args: list[str], *, with_extra_args: bool = True) -> str:
+        """`uv pip install` into the image's environment with the layer's index options."""
+        words = ["uv", "pip", "install"]
+        if not self.venv:
+            words = ["UV_LINK_MODE=copy", "UV_PYTHON_DOWNLOADS=never", *words, "--system", "--break-system-packages"]
+        words += self.index_args(layer)
+        if with_extra_args:
+            words += self.split_args("extra_args", getattr(layer, "extra_args", None))
+        return q.shell_join([*words, *args])
+
+    def index_args(self, layer: object | None) -> list[str]:
+        """The layer's index options (index URLs, pre-releases) as uv arguments."""
+        words: list[str] = []
+        index_url = getattr(layer, "index_url", None)
+        if index_url:
+            words += ["--index-url", self.index_word(index_url)]
+        for url in getattr(layer, "extra_index_urls", ()):
+            words += ["--extra-index-url", self.index_word(url)]
+        if getattr(layer, "pre", False):
+            words.append("--prerelease=allow")
+        return words
+
+    def index_word(self, url: str) -> str:
+        """An index URL for the shell. One with a literal user:password goes to the build as a
+        secret (read from a mounted file in the RUN that needs it), so the credentials are never
+        instruction text: not in the Dockerfile, the image history, or the build log."""
+        if not has_credentials(url):
+            return q.shell_expanding(url)
+        known = dict((value, key) for key, value in self.url_secrets)
+        secret_id = known.get(url) or f"flyte-images-index-{len(self.url_secrets)}"
+        if url not in known:
+            self.url_secrets.append((secret_id, url))
+        self._pending_mounts.append(f"--mount=type=secret,id={secret_id},target=/run/secrets/{secret_id}")
+        return f'"$(cat /run/secrets/{secret_id})"'
+
+    def bind(self, index: int, rw: bool = False) -> str:
+        return f"--mount=type=bind,source=_fi/{index},target={self.WORK}/{index}" + (",rw" if rw else "")
+
+    def locked_export(self, index: int, command: str, subdir: str = "") -> str:
+        """`command` run in the layer's bound folder (or its `subdir`: a project below the
+        folders of its path sources), writing the requirements the install step reads."""
+        folder = f"{self.WORK}/{index}" + (f"/{subdir}" if subdir else "")
+        return f"cd {q.shell_word(folder)} && {command} --output-file {self.WORK}/scratch/requirements.txt"
+
+    def project_install(self, index: int, secrets: tuple[Secret, ...]) -> None:
+        mount = f"--mount=type=bind,source=_fi/{index}p,target={self.WORK}/{index}p,rw"
+        script = self.uv_install(None, ["--no-deps", f"{self.WORK}/{index}p"])
+        self.run_step(script, [self.UV_CACHE, mount], secrets)
+
+    @staticmethod
+    def split_args(parameter: str, text: str | None) -> list[str]:
+        """Split user arguments like a shell would, and quote each so none can run a command."""
+        if not text:
+            return []
+        try:
+            return [q.shell_word(arg) for arg in shlex.split(text)]
+        except ValueError as exc:
+            raise InvalidLayerArgument(parameter, f"{text!r} cannot be split into arguments: {exc}") from exc

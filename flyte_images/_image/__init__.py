@@ -1,0 +1,8 @@
+"""The model: an Image is a base and a chain of frozen layer values; environments name images.
+
+image, packages, args   Image and its `with_*` methods, the defaults they fill in
+layers/                 one frozen value per layer kind: what it reads, hashes, renders
+validation, secret      argument checks; secrets as values (never their contents)
+environment, policies, resources   TaskEnvironment and the values it carries
+uvscript                a uv script's header, read for from_uv_script
+"""

@@ -1,0 +1,106 @@
+"""Argument helpers of `Image`'s constructors and `with_*` methods: the defaults they fill in
+(base images, the published Flyte image) and the normalising of shared options."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from .. import _config
+from .._errors import InvalidLayerArgument
+from . import validation as check
+from .secret import Secret, SecretRequest, normalize_secrets
+
+if TYPE_CHECKING:
+    from .layers.code import CopyStyle
+    from .layers.python import ProjectInstallMode
+
+DEFAULT_IMAGE_NAME = "flyte"
+DEFAULT_FLYTE_VERSION = "2.12.1"
+DEFAULT_PLATFORMS: tuple[str, ...] = ("linux/amd64",)
+DEFAULT_BASE_IMAGE = _config.DEFAULT_BASE_IMAGE
+# Where the Flyte SDK publishes its default images, one per Python and flyte release:
+# ghcr.io/flyteorg/flyte:py3.12-v2.12.1 (flyte's `_BASE_REGISTRY/_DEFAULT_IMAGE_NAME`).
+PUBLISHED_REPOSITORY = "ghcr.io/flyteorg/flyte"
+_INSTALL_MODES = ("dependencies_only", "install_project")
+_RELEASE = re.compile(r"v?[0-9]+(?:\.[0-9]+)*")
+
+
+def default_base_image(python_version: tuple[int, int]) -> str:
+    """The base of a built `from_debian_base`: the configured `base_image` (FLYTE_IMAGES_BASE_IMAGE
+    or the config file; `{python_version}` is filled in), or the official slim bookworm image."""
+    template = _config.base_image_template()
+    filled = template.replace("{python_version}", f"{python_version[0]}.{python_version[1]}")
+    return check.image_reference("base_image (FLYTE_IMAGES_BASE_IMAGE or the config file)", filled)
+
+
+def is_released(flyte_version: str) -> bool:
+    """Whether a flyte version is a final release (one the SDK publishes a default image of):
+    2.12.1 or v2.12.1, not 2.13.0b1, 2.13.0.dev3 or 2.12.1+local."""
+    return _RELEASE.fullmatch(flyte_version) is not None
+
+
+def published_image(python_version: tuple[int, int], flyte_version: str) -> str:
+    """The SDK's published default image of this Python and flyte release (its own naming:
+    `py{major}.{minor}-v{version}`, a leading `v` of the version kept as is)."""
+    suffix = flyte_version if flyte_version.startswith("v") else f"v{flyte_version}"
+    return f"{PUBLISHED_REPOSITORY}:py{python_version[0]}.{python_version[1]}-{suffix}"
+
+
+def optional_text(parameter: str, value: str | None) -> str | None:
+    return None if value is None else check.nonempty(parameter, value).strip()
+
+
+def optional_registry(value: str | None) -> str | None:
+    return check.registry("registry", value) if value else None
+
+
+def registry_secret(value: str | Secret | None) -> Secret | None:
+    if value is None:
+        return None
+    return normalize_secrets(value)[0]
+
+
+def install_mode(value: object) -> ProjectInstallMode:
+    if value not in _INSTALL_MODES:
+        raise InvalidLayerArgument(
+            "project_install_mode", f"{value!r} is not one of {', '.join(map(repr, _INSTALL_MODES))}"
+        )
+    return value  # type: ignore[return-value]
+
+
+def copy_style(value: object) -> CopyStyle:
+    from .layers.code import COPY_STYLES
+
+    if value not in COPY_STYLES:
+        raise InvalidLayerArgument("copy_style", f"{value!r} is not one of {', '.join(map(repr, COPY_STYLES))}")
+    return value  # type: ignore[return-value]
+
+
+def install_options(
+    index_url: str | None,
+    extra_index_urls: object,
+    pre: bool,
+    extra_args: str | None,
+    secret_mounts: SecretRequest | None,
+) -> dict[str, Any]:
+    return {
+        "index_url": None if index_url is None else check.url("index_url", index_url),
+        "extra_index_urls": check.urls("extra_index_urls", extra_index_urls),
+        "pre": bool(pre),
+        "extra_args": optional_text("extra_args", extra_args),
+        "secret_mounts": normalize_secrets(secret_mounts),
+    }
+
+
+def pip_packages(packages: tuple[object, ...]) -> tuple[str, ...]:
+    """Requirement strings, sorted and unique. A tuple among them is taken item by item (the
+    SDK stores what it is given and accepts `with_pip_packages(("a", "b"))`); a list is a
+    TypeError with the fix, as in the SDK."""
+    flat: list[object] = []
+    for item in packages:
+        flat.extend(item if isinstance(item, tuple) else (item,))
+    names = tuple(sorted({check.pip_requirement(p) for p in flat}))
+    if not names:
+        raise InvalidLayerArgument("packages", "name at least one package")
+    return names

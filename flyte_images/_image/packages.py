@@ -1,0 +1,216 @@
+"""The `Image` methods that install a Python environment from a project's own files:
+requirements files, uv, poetry and pixi projects, uv and pixi scripts. A mixin of `Image`, kept
+apart so each module stays readable; every method returns a new `Image` as the others do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+from .._errors import InvalidLayerArgument
+from . import validation as check
+from .args import install_mode, install_options, optional_text
+from .secret import Secret, SecretRequest, normalize_secrets
+from .validation import Architecture
+
+if TYPE_CHECKING:
+    from .image import Image
+    from .layers.base import Layer
+    from .layers.python import ProjectInstallMode
+
+
+def _image() -> type[Image]:
+    from .image import Image
+
+    return Image
+
+
+class PackageMethods:
+    """with_requirements, with_uv_project, with_poetry_project, with_pixi_project,
+    from_uv_script and from_pixi_script of `Image`."""
+
+    def _add(self, layer: Layer) -> Image:
+        image = cast("Image", self)
+        return image._with_layer(layer)
+
+    @classmethod
+    def from_uv_script(
+        cls,
+        script: Path | str,
+        *,
+        name: str,
+        registry: str | None = None,
+        registry_secret: str | Secret | None = None,
+        python_version: tuple[int, int] | None = None,
+        index_url: str | None = None,
+        extra_index_urls: str | list[str] | tuple[str, ...] | None = None,
+        pre: bool = False,
+        extra_args: str | None = None,
+        platform: tuple[Architecture, ...] | None = None,
+        secret_mounts: SecretRequest | None = None,
+    ) -> Image:
+        """An image with the dependencies of a uv script (its `# /// script` header) installed
+        and the script copied in. The whole script counts for the tag, not only its header.
+
+        Example:
+            Image.from_uv_script("tool.py", name="tool", python_version=(3, 12))
+        """
+        from .layers.python import UVScript
+
+        layer = UVScript(
+            script=check.local_path("script", script),
+            **install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts),
+        )
+        base = _image().from_debian_base(
+            python_version=python_version,
+            install_flyte=False,
+            registry=registry,
+            registry_secret=registry_secret,
+            name=check.repository_name("name", name),
+            platform=platform,
+        )
+        return base._with_layer(layer)
+
+    @classmethod
+    def from_pixi_script(
+        cls,
+        script: Path | str,
+        *,
+        name: str,
+        registry: str | None = None,
+        registry_secret: str | Secret | None = None,
+        environment: str = "default",
+        extra_args: str | None = None,
+        platform: tuple[Architecture, ...] | None = None,
+        secret_mounts: SecretRequest | None = None,
+    ) -> Image:
+        """An image with the pixi environment (conda and PyPI packages) that a pixi script's
+        `# /// script` block declares (`[tool.pixi.*]` tables); a `<script>.pixi.lock` beside it
+        is used with --locked. List `flyte` in its dependencies: it is not installed for you.
+        Building needs conda channels and pixi's image (ghcr.io/prefix-dev/pixi).
+
+        Example:
+            Image.from_pixi_script("gdal_task.py", name="gdal")
+        """
+        from .layers.pixi import PixiScript, conda_subdirs, environment_name
+
+        base = _image().from_debian_base(
+            install_flyte=False, registry=registry, registry_secret=registry_secret, name=name, platform=platform
+        )
+        layer = PixiScript(
+            script=check.local_path("script", script),
+            platforms=conda_subdirs(base.platform),
+            environment=environment_name(environment),
+            extra_args=optional_text("extra_args", extra_args),
+            secret_mounts=normalize_secrets(secret_mounts),
+        )
+        return base._with_layer(layer)
+
+    def with_requirements(
+        self,
+        file: str | Path,
+        index_url: str | None = None,
+        extra_index_urls: str | list[str] | tuple[str, ...] | None = None,
+        pre: bool = False,
+        extra_args: str | None = None,
+        secret_mounts: SecretRequest | None = None,
+    ) -> Image:
+        """Install a requirements .txt file with uv. Files it includes with -r/-c count too.
+
+        Example: `image.with_requirements("requirements.txt")`
+        """
+        path = check.local_path("file", file)
+        if path.suffix != ".txt":
+            raise InvalidLayerArgument("file", f"{str(file)!r} is not a .txt requirements file")
+        from .layers.python import Requirements
+
+        options = install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts)
+        return self._add(Requirements(file=path, **options))
+
+    def with_uv_project(
+        self,
+        pyproject_file: str | Path,
+        uvlock: Path | None = None,
+        index_url: str | None = None,
+        extra_index_urls: list[str] | tuple[str, ...] | None = None,
+        pre: bool = False,
+        extra_args: str | None = None,
+        secret_mounts: SecretRequest | None = None,
+        project_install_mode: ProjectInstallMode = "dependencies_only",
+    ) -> Image:
+        """Install a uv project's locked dependencies (pyproject.toml + uv.lock beside it).
+
+        With project_install_mode="install_project" the project folder is copied and installed too.
+        Example: `image.with_uv_project("pyproject.toml")`
+        """
+        from .layers.python import UVProject
+
+        pyproject = check.local_path("pyproject_file", pyproject_file)
+        # No uvlock: the uv.lock beside the pyproject if there is one when the image is planned,
+        # else the dependencies are resolved at build time (as the SDK's `uv sync` does).
+        lock = check.local_path("uvlock", uvlock) if uvlock is not None else None
+        options = install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts)
+        layer = UVProject(
+            pyproject=pyproject,
+            uvlock=lock,
+            project_install_mode=install_mode(project_install_mode),
+            **options,
+        )
+        return self._add(layer)
+
+    def with_poetry_project(
+        self,
+        pyproject_file: str | Path,
+        poetry_lock: Path | None = None,
+        extra_args: str | None = None,
+        secret_mounts: SecretRequest | None = None,
+        project_install_mode: ProjectInstallMode = "dependencies_only",
+    ) -> Image:
+        """Install a poetry project's locked dependencies (pyproject.toml + poetry.lock beside it).
+
+        Example: `image.with_poetry_project("pyproject.toml", extra_args="--only main")`
+        """
+        from .layers.python import PoetryProject
+
+        pyproject = check.local_path("pyproject_file", pyproject_file)
+        lock = (
+            check.local_path("poetry_lock", poetry_lock)
+            if poetry_lock is not None
+            else pyproject.parent / "poetry.lock"
+        )
+        layer = PoetryProject(
+            pyproject=pyproject,
+            poetry_lock=lock,
+            extra_args=optional_text("extra_args", extra_args),
+            secret_mounts=normalize_secrets(secret_mounts),
+            project_install_mode=install_mode(project_install_mode),
+        )
+        return self._add(layer)
+
+    def with_pixi_project(
+        self,
+        manifest_file: str | Path,
+        pixi_lock: Path | None = None,
+        environment: str = "default",
+        extra_args: str | None = None,
+        secret_mounts: SecretRequest | None = None,
+        project_install_mode: ProjectInstallMode = "dependencies_only",
+    ) -> Image:
+        """Install a pixi project's environment (conda and PyPI packages) and make it the image's
+        environment (later pip layers install into it). `manifest_file` is a pixi.toml, a
+        pyproject.toml with [tool.pixi], or the project folder; the pixi.lock beside it (or
+        `pixi_lock`) is used with --locked. Building needs conda channels and pixi's image.
+
+        Example: `image.with_pixi_project("pixi.toml", environment="gpu")`
+        """
+        from .layers.pixi import PixiProject, environment_name
+
+        layer = PixiProject(
+            manifest=check.local_path("manifest_file", manifest_file),
+            pixi_lock=check.local_path("pixi_lock", pixi_lock) if pixi_lock is not None else None,
+            environment=environment_name(environment),
+            extra_args=optional_text("extra_args", extra_args),
+            secret_mounts=normalize_secrets(secret_mounts),
+            project_install_mode=install_mode(project_install_mode),
+        )
+        return self._add(layer)

@@ -1,0 +1,316 @@
+"""The build plan: one immutable value per image per build, made from one read of its sources.
+
+    Image --plan--> BuildPlan --stage--> context folder --backend--> image --record--> records
+
+`plan(image)` reads every file the image names once (through `Sources`: hashed with the stat
+cache) and returns the identifier and uri, the Dockerfile text, the context manifest (every
+staged path with its size, mode and digest), the labels, the secrets it needs, its platforms
+and the per-part breakdown `explain` shows. `staged_plan(image)` does the same while copying
+every file into the image's staging folder (`_stage`), so the digests, and the identifier, are
+those of the bytes that are sent. Everything after it reads this value and nothing reads the
+sources again: the skip decision, the backend call, the identity label, the push record, the
+ImageCache entry, explain's record and what the CLI prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import _config
+from .._errors import LayerNotAllowedError, MissingNameError
+from .._files.sources import Sources, Staged
+from .._files.statcache import StatCache, shared_stat_cache
+from .._files.tree import FILE, Entry
+from .._formats.dockerfile import Instructions, RenderOptions
+from .._formats.encoding import Encodable
+from .._image.image import Image
+from .._image.layers import DockerIgnore, Files, Inputs
+from .._image.secret import Secret
+from .identity import TAG_HEX_DIGITS, Identity, digest_of
+
+if TYPE_CHECKING:
+    from .._files.staging import Snapshot
+
+IDENTITY_LABEL = "dev.flyte-images.identifier"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of the identifier, as `explain` shows it."""
+
+    name: str  # "base", "target", or "<n> <kind>"
+    summary: str
+    digest: str
+    files: Files = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    image: Image
+    identity: Identity
+    digest: str  # SHA-256 hex of the identity's encoding
+    repository: str  # registry/name, or name
+    dockerfile: str
+    secrets: tuple[Secret, ...]
+    platforms: tuple[str, ...]
+    inputs: tuple[Inputs, ...]  # what each layer read (a Dockerfile image: its context)
+    extra: tuple[Staged, ...] = ()  # staged besides the layers' files (uv)
+    base_part: Part | None = None  # a Dockerfile image's base part, with its files
+    instructions: tuple[str, ...] = ()  # what was rendered, one item per Dockerfile instruction
+    url_secrets: tuple[tuple[str, str], ...] = ()  # (build secret id, index URL with credentials)
+    context: Path | None = None  # the staged context folder, while it is locked
+    dockerfile_path: Path | None = None
+    # The uri to tag and push as when a caller owns the tag (the flyte plugin: flyte computes its
+    # own). The identity label and the records still carry our identifier.
+    tag_uri: str | None = None
+    options: RenderOptions = field(default_factory=RenderOptions)
+
+    @property
+    def identifier(self) -> str:
+        return self.digest[:TAG_HEX_DIGITS]
+
+    @property
+    def uri(self) -> str:
+        return self.tag_uri or f"{self.repository}:{self.identifier}"
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return {IDENTITY_LABEL: self.identifier}
+
+    @cached_property
+    def manifest(self) -> tuple[Staged, ...]:
+        """Every staged path with its size, mode and digest (made when first asked for: a plan
+        for `id` or a skipped build never needs it)."""
+        return tuple(s for inputs in self.inputs for s in inputs.manifest()) + self.extra
+
+    @cached_property
+    def parts(self) -> tuple[Part, ...]:
+        """The identifier's parts for `explain`."""
+        if self.base_part is not None:
+            return (self.base_part, _target(self.image, self.identity))
+        base = Part("base", str(self.image.resolved_base_image()), digest_of(self.identity.base))
+        parts = [base, _target(self.image, self.identity)]
+        for index, (layer, inputs) in enumerate(zip(self.image._layers, self.inputs, strict=True)):
+            summary, files = layer.describe(), inputs.explain_files()
+            parts.append(Part(f"{index + 1} {layer.KIND}", summary, digest_of(self.identity.layers[index]), files))
+        return tuple(parts)
+
+
+def repository_of(image: Image) -> str:
+    if not image.name:
+        raise MissingNameError(
+            f"this image (based on {image.resolved_base_image()!r}) is built, so it needs a repository "
+            "name for its uri; add one with .clone(name='my-image')"
+        )
+    registry = image.registry or _config.configured_registry()
+    return f"{registry.rstrip('/')}/{image.name}" if registry else image.name
+
+
+def plan(
+    image: Image,
+    options: RenderOptions | None = None,
+    *,
+    use_stat_cache: bool | None = None,
+    uri: str | None = None,
+    check_locks: bool = False,
+) -> BuildPlan:
+    """The plan of `image` from one hashing read of its files (nothing is staged); `uri`
+    replaces repository:identifier as the uri it is tagged as. `check_locks` runs the checks a
+    build runs first (a uv.lock that no longer matches its pyproject.toml), for a dry run."""
+    if check_locks:
+        preflight(image)
+    made = _make(image, options or RenderOptions(), shared_stat_cache(use_stat_cache), None)
+    return replace(made, tag_uri=uri) if uri else made
+
+
+@contextlib.contextmanager
+def staged_plan(image: Image, options: RenderOptions | None = None, *, uri: str | None = None) -> Iterator[BuildPlan]:
+    """The plan of `image` made while staging its files; the staging folder stays locked (and
+    unchanged) until the block ends, so the backend sends exactly what the plan describes.
+    The layers' checks (`preflight`) run first, before anything is staged."""
+    from .._files.staging import snapshot
+
+    preflight(image)
+    with snapshot(description_key(image)) as snap:
+        made = _make(image, options or RenderOptions(), shared_stat_cache(), snap)
+        dockerfile = made.dockerfile_path or snap.dockerfile
+        if made.dockerfile_path is None:
+            snap.write_dockerfile(made.dockerfile)
+        snap.finish()
+        cache = shared_stat_cache()
+        if cache is not None:
+            cache.save()
+        yield replace(made, context=snap.context, dockerfile_path=dockerfile, tag_uri=uri)
+
+
+def preflight(image: Image) -> None:
+    """The checks a layer makes with tools on this machine before a build stages anything (a
+    uv project: its uv.lock must match its pyproject.toml). They cost a process each, so the
+    identifier and the Dockerfile (`id`, `dockerfile`) never run them."""
+    for layer in image._layers:
+        layer.preflight()
+
+
+def _make(image: Image, options: RenderOptions, cache: StatCache | None, snap: Snapshot | None) -> BuildPlan:
+    if image.is_reference:
+        raise LayerNotAllowedError(
+            f"{image.uri} is an existing image used as is; there is nothing to build "
+            "(add a layer or clone(name=...) to build on top of it)"
+        )
+    repository = repository_of(image)
+    sources = Sources(cache=cache, snap=snap)
+    if image.dockerfile is not None:
+        return _from_dockerfile(image, repository, sources)
+    layers = image._layers
+    inputs: dict[int, Inputs] = {}
+    for index, layer in enumerate(layers):  # ignore rules first: they shape every copy
+        if isinstance(layer, DockerIgnore):
+            inputs[index] = layer.inputs(sources, index)
+    for index, layer in enumerate(layers):
+        if index not in inputs:
+            inputs[index] = layer.inputs(sources, index)
+    read = tuple(inputs[i] for i in range(len(layers)))
+    base: Encodable = ("image", image.resolved_base_image())
+    identities = tuple(layer.identity(inputs[i]) for i, layer in enumerate(layers))
+    identity = Identity(base, image.python_version, image.platform, identities)
+    out = _render(image, read, options)
+    extra = tuple(_uv_binaries(image.platform, sources)) if out.has_uv else ()
+    return _assembled(image, identity, repository, read, out, extra, options)
+
+
+def _render(image: Image, inputs: tuple[Inputs, ...], options: RenderOptions) -> Instructions:
+    """The Dockerfile of `image` from what its layers read: a pure function of both."""
+    out = Instructions(image.python_version, image.resolved_base_image() or "", image.platform, options)
+    layers = image._layers
+    if not (layers and layers[0].KIND == "debian_base"):
+        out.from_base()
+    for index, layer in enumerate(layers):
+        layer.render(out, inputs[index], index)
+    return out
+
+
+def _assembled(
+    image: Image,
+    identity: Identity,
+    repository: str,
+    inputs: tuple[Inputs, ...],
+    out: Instructions,
+    extra: tuple[Staged, ...],
+    options: RenderOptions,
+) -> BuildPlan:
+    return BuildPlan(
+        image=image,
+        identity=identity,
+        digest=identity.digest,
+        repository=repository,
+        dockerfile=out.text(),
+        instructions=tuple(out.instructions),
+        secrets=tuple(out.secrets),
+        url_secrets=tuple(out.url_secrets),
+        platforms=image.platform,
+        inputs=inputs,
+        extra=extra,
+        options=options,
+    )
+
+
+def subplan(planned: BuildPlan, kept: tuple[int, ...]) -> BuildPlan:
+    """The plan of the same image with only the layers at positions `kept` (in order), made from
+    what `planned` already read: no file is read again, so both describe the same bytes. Of a
+    staged plan, the subplan uses the same staged context (its Dockerfile names only its own
+    layers' files) with its own Dockerfile beside it.
+
+    Layers render by their position (`_fi/<n>/`), so a kept layer must keep its position:
+    `kept` may drop layers at the end, and layers that render nothing anywhere (ignore rules)."""
+    image = planned.image._replace(_layers=tuple(planned.image._layers[i] for i in kept))
+    inputs = tuple(planned.inputs[i] for i in kept)
+    out = _render(image, inputs, planned.options)
+    made = _assembled(
+        image,
+        planned.identity.with_layers(kept),
+        planned.repository,
+        inputs,
+        out,
+        planned.extra if out.has_uv else (),
+        planned.options,
+    )
+    if planned.context is None:
+        return made
+    path = planned.context.parent / f"{made.identifier}.Dockerfile"
+    tmp = path.with_name(".subplan.Dockerfile.tmp")
+    tmp.write_text(made.dockerfile, encoding="utf-8")
+    tmp.replace(path)
+    return replace(made, context=planned.context, dockerfile_path=path)
+
+
+def _uv_binaries(platforms: tuple[str, ...], sources: Sources) -> list[Staged]:
+    """uv for every target platform (its version is in the identifier, not its bytes); staged
+    only when building, since fetching it may need the network."""
+    from .._files.uvbin import target_arch, uv_binary
+
+    staged = []
+    for platform in platforms:
+        dest = f"_fi/uv/{target_arch(platform)}/uv"
+        if sources.snap is None:
+            staged.append(Staged(dest, Entry("uv", FILE, 0o755)))
+        else:
+            staged.append(Staged(dest, sources.file(uv_binary(platform), dest, "uv binary")))
+    return staged
+
+
+def _from_dockerfile(image: Image, repository: str, sources: Sources) -> BuildPlan:
+    """The user's own Dockerfile: its folder is the context, staged like any copied folder
+    (its .dockerignore applied, the ignore files themselves not sent)."""
+    assert image.dockerfile is not None
+    dockerfile = image.dockerfile
+    folder = dockerfile.parent
+    own = folder / f"{dockerfile.name}.dockerignore"
+    ignore = own if own.is_file() else folder / ".dockerignore"
+    ctx = Sources(cache=sources.cache, snap=sources.snap, dockerignore=ignore if ignore.is_file() else None)
+    if not dockerfile.is_file():
+        ctx.small_file(dockerfile, "", "Dockerfile")  # raises the right error
+    tree = ctx.tree(folder, "", defaults=False, extra=(".dockerignore", f"{dockerfile.name}.dockerignore"))
+    in_context = {e.path: e for e in tree.entries}.get(dockerfile.name)
+    path = None
+    if in_context is not None and in_context.kind == FILE:
+        entry = in_context
+        source = sources.snap.context / dockerfile.name if sources.snap is not None else dockerfile
+        text = source.read_text(encoding="utf-8")
+        path = source if sources.snap is not None else None
+    else:
+        entry, data = Sources(cache=sources.cache).small_file(dockerfile, "", "Dockerfile")
+        text = data.decode("utf-8")
+    base: Encodable = ("dockerfile", entry.identity()[1:], tree.identity())
+    identity = Identity(base, image.python_version, image.platform, ())
+    context = Inputs(trees=(("", "", tree),))
+    files = {dockerfile.name: (entry.mode, entry.digest), **context.explain_files()}
+    return BuildPlan(
+        image=image,
+        identity=identity,
+        digest=identity.digest,
+        repository=repository,
+        dockerfile=text,
+        secrets=(),
+        platforms=image.platform,
+        inputs=(context,),
+        base_part=Part("base", str(dockerfile), digest_of(base), files),
+        dockerfile_path=path,
+    )
+
+
+def _target(image: Image, identity: Identity) -> Part:
+    version = "from the base image" if image.python_version is None else "{}.{}".format(*image.python_version)
+    return Part("target", f"python {version}, {', '.join(image.platform)}", digest_of(identity.target()))
+
+
+def description_key(image: Image) -> str:
+    """What stays the same while files are edited: the image as described (its layers, their
+    arguments and absolute paths), not the files' contents. It names the image's staging folder
+    and its history of builds for `explain`."""
+    return hashlib.sha256(repr(image).encode()).hexdigest()[:24]
