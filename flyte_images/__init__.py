@@ -36,7 +36,6 @@ if TYPE_CHECKING:
         FlyteImagesError,
         ImageBuildError,
         ImageCacheError,
-        ImagesFailedError,
         InvalidArgumentType,
         InvalidImageError,
         InvalidLayerArgument,
@@ -60,7 +59,7 @@ if TYPE_CHECKING:
     from ._image.resources import AMD_GPU, GPU, HABANA_GAUDI, TPU, Device, Neuron, Resources
     from ._image.secret import Secret, SecretRequest
     from ._image.validation import Architecture
-    from ._imagecache import ImageCache
+    from ._imagecache import ImageCache, ImagesFailedError
     from ._init import init, init_from_config
 
 # Names are imported when first used (PEP 562): `import flyte_images` stays cheap, and a
@@ -89,7 +88,7 @@ _LAZY = {
     "ImageBuildError": "._errors",
     "ImageCache": "._imagecache",
     "ImageCacheError": "._errors",
-    "ImagesFailedError": "._errors",
+    "ImagesFailedError": "._imagecache",
     "InvalidArgumentType": "._errors",
     "InvalidImageError": "._errors",
     "InvalidLayerArgument": "._errors",

@@ -22,7 +22,8 @@
     │   │   └── PlatformNotSupportedError        the builder cannot run programs of a platform
     │   ├── PushFailedError                      built, but the push failed
     │   │   └── PushDeniedError                  the registry refused the push
-    │   └── ImagesFailedError                    some images of build_images failed (.cache has all)
+    │   └── ImagesFailedError                    some images of build_images failed (.cache has all;
+    │                                            defined beside ImageCache, in `_imagecache`)
     ├── LoadError                                a Python file given to the CLI cannot be loaded
     └── ImageCacheError (also a ValueError)      an ImageCache JSON or transport string is malformed
 
@@ -33,10 +34,6 @@ secrets are referred to by their key only.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._imagecache import ImageCache
 
 
 class FlyteImagesError(Exception):
@@ -161,14 +158,3 @@ class LoadError(FlyteImagesError):
 
 class ImageCacheError(FlyteImagesError, ValueError):
     """An ImageCache JSON or transport string is malformed, truncated, or too large to accept."""
-
-
-class ImagesFailedError(BuildError):
-    """Some images of a deploy failed; `cache` (an ImageCache) holds the results of all of them."""
-
-    def __init__(self, cache: ImageCache, uris: dict[str, str] | None = None) -> None:
-        self.cache = cache
-        self.uris = uris or {}
-        failed = [f"  {env}{f' ({self.uris[env]})' if env in self.uris else ''}: {cache.reasons[env]}"
-                  for env in sorted(cache.status) if cache.status[env] == "failed"]  # fmt: skip
-        super().__init__(f"{len(failed)} image(s) failed:\n" + "\n".join(failed))

@@ -17,7 +17,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ._errors import ImageCacheError
+from ._errors import BuildError, ImageCacheError
 from ._formats import shapes as _shapes
 
 # Far above any real deploy (a few KB per environment), far below what hurts a process.
@@ -203,3 +203,14 @@ def _gunzip_bounded(compressed: bytes) -> bytearray:
             f"{_TRANSPORT_HINT}"
         )
     return out  # not copied to bytes: json reads a bytearray as it is
+
+
+class ImagesFailedError(BuildError):
+    """Some images of a deploy failed; `cache` (an ImageCache) holds the results of all of them."""
+
+    def __init__(self, cache: ImageCache, uris: dict[str, str] | None = None) -> None:
+        self.cache = cache
+        self.uris = uris or {}
+        failed = [f"  {env}{f' ({self.uris[env]})' if env in self.uris else ''}: {cache.reasons[env]}"
+                  for env in sorted(cache.status) if cache.status[env] == "failed"]  # fmt: skip
+        super().__init__(f"{len(failed)} image(s) failed:\n" + "\n".join(failed))

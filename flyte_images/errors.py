@@ -17,7 +17,6 @@ from ._errors import (
     FlyteImagesError,
     ImageBuildError,
     ImageCacheError,
-    ImagesFailedError,
     InvalidArgumentType,
     InvalidBuilderError,
     InvalidImageError,
@@ -32,6 +31,7 @@ from ._errors import (
     SourceNotFoundError,
     StepFailedError,
 )
+from ._imagecache import ImagesFailedError
 
 __all__ = [
     "BaseImageNotFoundError",

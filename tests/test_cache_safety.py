@@ -30,7 +30,7 @@ from flyte_images._files import treememo as _treememo
 from flyte_images._files.ignore import IgnoreRules
 from flyte_images._files.statcache import StatCache, cache_dir
 from flyte_images._files.tree import collect_tree
-from flyte_images._plan.identity import image_digest
+from flyte_images._plan.plan import image_digest
 from flyte_images._registry import documents, record
 from flyte_images.testing import FakeBuilder
 

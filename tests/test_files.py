@@ -12,9 +12,10 @@ from conftest import write_tree
 
 from flyte_images import SourceError, SourceNotFoundError
 from flyte_images._files import statcache as files_module
+from flyte_images._files.entries import DIR, FILE, LINK, encode_entries
 from flyte_images._files.ignore import IgnoreRules
 from flyte_images._files.statcache import StatCache
-from flyte_images._files.tree import DIR, FILE, LINK, collect_tree, encode_entries
+from flyte_images._files.tree import collect_tree
 from flyte_images._formats.encoding import encode
 
 

@@ -15,7 +15,7 @@ from flyte_images._files import statcache
 from flyte_images._files.ignore import IgnoreRules
 from flyte_images._files.statcache import StatCache, StatKey, cache_dir, reset_shared_stat_cache
 from flyte_images._files.tree import collect_tree
-from flyte_images._plan.identity import image_digest
+from flyte_images._plan.plan import image_digest
 
 CONTENT = b"print('hello')\n"
 REAL_DIGEST = hashlib.sha256(CONTENT).hexdigest()

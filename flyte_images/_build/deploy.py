@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from .. import _config, _interrupt
 from .._image.environment import Environment, environment_closure, image_of
-from .._errors import FlyteImagesError, ImagesFailedError
+from .._errors import FlyteImagesError
 from .._image.image import Image
-from .._imagecache import ImageCache
+from .._imagecache import ImageCache, ImagesFailedError
 from .._plan.plan import plan
 from .._syncaio import syncaio
 from .decide import Decision, Question, decide

@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
     from .._build import BuildOptions
     from .._build.deploy import build_named
     from .._build.progress import Board
-    from .._errors import ImagesFailedError
     from .._image.environment import environment_closure
+    from .._imagecache import ImagesFailedError
 
     _check_arguments(args)
     if args.ca_bundle:

@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._errors import SourceError, SourceNotFoundError
+from .entries import FILE, Entry, Tree
 from .ignore import DEFAULT_EXCLUDES, IgnoreRules, parse_dockerignore, read_dockerignore
 from .statcache import StatCache
-from .tree import FILE, Entry, Tree, collect_tree, file_entry
+from .tree import collect_tree, file_entry
 
 if TYPE_CHECKING:
     from .staging import Snapshot

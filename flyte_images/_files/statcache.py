@@ -35,7 +35,6 @@ from .._errors import ConfigError
 
 if TYPE_CHECKING:
     from .ignore import IgnoreRules
-    from .treememo import _TreeMemo
 
 _RACY_NS = 2_000_000_000
 # Version 2 added the checksum; the file name carries the version too, so a version-1 file (no
@@ -269,7 +268,8 @@ class StatCache:
         self._digests: dict[StatKey, str] | None = None
         self._dirty = False
         self._lock = threading.Lock()
-        self.trees: dict[tuple[str, str, IgnoreRules], _TreeMemo] = {}
+        # The walks' memos (`treememo`), kept for the process; a walk checks what it finds here.
+        self.trees: dict[tuple[str, str, IgnoreRules], object] = {}
 
     def _load(self) -> dict[StatKey, str]:
         digests = self._digests

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .entries import Tree
 from .statcache import DIR_NOFOLLOW, is_temporary_name, open_cache_folder, read_cache_file, write_atomically
 
 if TYPE_CHECKING:
+    from .entries import Entry
     from .ignore import IgnoreRules
     from .statcache import StatKey
-    from .tree import Entry, Tree
 
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -137,7 +138,6 @@ def _load_memo(folder: Path, memo_key: tuple[str, str, IgnoreRules]) -> _TreeMem
     if found is None or found[0] != ident:
         return None
     _ident, count, digest, folders, packed = found
-    from .tree import Tree
 
     return _TreeMemo(Tree._stored(count, digest, packed, folder / name), folders)
 

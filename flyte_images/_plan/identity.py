@@ -93,12 +93,3 @@ class Identity:
 
 def digest_of(identity: Encodable) -> str:
     return hashlib.sha256(encode(identity)).hexdigest()
-
-
-def image_digest(image: object, *, use_stat_cache: bool | None = None) -> str:
-    """Full SHA-256 hex of an image's identity (see `_plan.plan`)."""
-    from .._image.image import Image
-    from .plan import plan
-
-    assert isinstance(image, Image)
-    return plan(image, use_stat_cache=use_stat_cache).digest

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 
 from .. import _config
 from .._errors import LayerNotAllowedError, MissingNameError
+from .._files.entries import FILE, Entry
 from .._files.sources import Sources, Staged
 from .._files.statcache import StatCache, shared_stat_cache
-from .._files.tree import FILE, Entry
 from .._formats.dockerfile import Instructions, RenderOptions
 from .._formats.encoding import Encodable
 from .._image.image import Image
@@ -314,3 +314,8 @@ def description_key(image: Image) -> str:
     arguments and absolute paths), not the files' contents. It names the image's staging folder
     and its history of builds for `explain`."""
     return hashlib.sha256(repr(image).encode()).hexdigest()[:24]
+
+
+def image_digest(image: Image, *, use_stat_cache: bool | None = None) -> str:
+    """Full SHA-256 hex of an image's identity."""
+    return plan(image, use_stat_cache=use_stat_cache).digest

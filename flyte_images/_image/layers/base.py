@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
+from ..._files.entries import DIR, Tree
 from ..._files.sources import Sources, Staged
-from ..._files.tree import DIR, Tree
 from ..._formats.encoding import Encodable
 from ..secret import Secret
 from ..validation import masked_url

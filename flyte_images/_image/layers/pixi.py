@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..._errors import InvalidLayerArgument, SourceError
+from ..._files.entries import FILE, Entry, Tree
 from ..._files.sources import Sources, Staged
-from ..._files.tree import FILE, Entry, Tree
 from ..._formats import quote as q
 from ..._formats.encoding import Encodable
 from ..secret import Secret

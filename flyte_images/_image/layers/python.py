@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from ..._config import _tomllib
 from ..._errors import SourceError, SourceNotFoundError
+from ..._files.entries import Tree
 from ..._files.sources import Sources, Staged, includes, relative_to_first
-from ..._files.tree import Tree
 from ..._formats import quote as q
 from ..._formats.encoding import Encodable
 from ..secret import Secret
