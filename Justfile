@@ -30,11 +30,12 @@ test-fast *ARGS:
 fuzz:
     FUZZ_EXAMPLES=100000 python -m pytest -q tests/test_render_fuzz.py tests/test_injection.py tests/test_fuzz_inputs.py
 
-# Lint, format check and strict type check.
+# Lint, format check, strict type check, and the package's shape (imports go down).
 lint:
     ruff check .
     ruff format --check .
     mypy
+    python -m pytest -q tests/test_structure.py
 
 # Reformat the code.
 fmt:
