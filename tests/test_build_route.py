@@ -91,3 +91,13 @@ def test_a_deploy_asks_about_every_image_at_once_and_stages_none_that_exist(
     assert len(asked[0]) == 6  # each image and its engine part (the append route)
     assert set(cache.status.values()) == {"exists"}
     assert not (cache_dir() / "staging").exists()  # nothing staged for images that exist
+
+
+def test_the_configured_ca_bundle_applies_to_options_made_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Options made by a caller (the flyte plugin, a deploy) without a CA bundle still mount the
+    configured one, read when the build runs."""
+    monkeypatch.setenv("FLYTE_IMAGES_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    assert BuildOptions().ca_bundle_path() == Path("/etc/ssl/certs/ca-certificates.crt")
+    assert BuildOptions.of(ca_bundle="/other.pem").ca_bundle_path() == Path("/other.pem")
+    monkeypatch.delenv("FLYTE_IMAGES_CA_BUNDLE")
+    assert BuildOptions().ca_bundle_path() is None

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from .. import _config, _interrupt
-from .._image.environment import Environment, environment_closure, image_of
 from .._errors import FlyteImagesError
+from .._image.environment import Environment, environment_closure, image_of
 from .._image.image import Image
 from .._imagecache import ImageCache, ImagesFailedError
 from .._plan.plan import plan

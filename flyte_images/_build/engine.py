@@ -11,9 +11,9 @@ from flyte_images.builders.base import BuildRequest, registry_cache_specs
 
 from .. import _config
 from .._errors import BuildError, ConfigError
-from .hints import add_hint
 from .._plan.plan import BuildPlan
-from .progress import progress_sink
+from . import progress as progress_view
+from .hints import add_hint
 from .options import BuildOptions
 from .records import remember_pushed
 from .result import ImageBuild
@@ -41,7 +41,7 @@ def build_by_engine(
         )
     private = staged.context.parent / "secrets"
     try:
-        secrets = secret_sources(staged, options.ca_bundle, private)
+        secrets = secret_sources(staged, options.ca_bundle_path(), private)
         if announce is not None:
             announce(staged.uri)
         caches = cache_specs(options, staged, pushing, backend)
@@ -102,7 +102,7 @@ def _run_backend(
         if progress is not None:
             result = backend.build(request, progress)
         else:
-            with progress_sink(quiet, title=staged.uri) as sink:
+            with progress_view.progress_sink(quiet, title=staged.uri) as sink:
                 result = backend.build(request, sink)
     except BuildError as exc:
         add_hint(exc)

@@ -49,9 +49,7 @@ class BuildOptions:
         require_check: bool | None = None,
         cache: str | None = None,
     ) -> BuildOptions:
-        """The options from `build()`'s arguments, normalised once (platforms checked, the CA
-        bundle from the argument or the configuration)."""
-        ca_text = str(ca_bundle) if ca_bundle else _config.configured_ca_bundle()
+        """The options from `build()`'s arguments, normalised once (platforms checked)."""
         return cls(
             dry_run=dry_run,
             force=force,
@@ -60,11 +58,19 @@ class BuildOptions:
             push=push,
             cache_from=tuple(cache_from),
             cache_to=tuple(cache_to),
-            ca_bundle=Path(ca_text) if ca_text else None,
+            ca_bundle=Path(ca_bundle) if ca_bundle else None,
             quiet=quiet,
             require_check=require_check,
             cache=cache,
         )
+
+    def ca_bundle_path(self) -> Path | None:
+        """The CA bundle mounted into downloading steps: the one given, else the configured one
+        (FLYTE_IMAGES_CA_BUNDLE or the config file), read when a build runs."""
+        if self.ca_bundle is not None:
+            return self.ca_bundle
+        configured = _config.configured_ca_bundle()
+        return Path(configured) if configured else None
 
     def pushing(self, registry: str | None) -> bool:
         """Whether an image with `registry` (None: none of its own) is pushed."""

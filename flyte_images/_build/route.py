@@ -23,16 +23,17 @@ from typing import TYPE_CHECKING, TypeVar
 from .. import _config
 from .._append.push import step
 from .._append.split import file_part_start
-from .backends import WholeImageBuilder, get_builder
 from .._errors import BuildError, FlyteImagesError, RegistryError
+from .._formats.dockerfile import RenderOptions
 from .._image.image import Image
+from .._image.secret import unusable_secrets
+from .._image.validation import image_reference
 from .._interrupt import run_coroutine
 from .._plan.plan import BuildPlan, plan, repository_of, staged_plan
-from .._formats.dockerfile import RenderOptions
-from .._image.secret import unusable_secrets
 from .._syncaio import syncaio
-from .._image.validation import image_reference
+from . import progress as progress_view
 from .append import APPEND, Choice, append_to, choose, engine_subplan
+from .backends import WholeImageBuilder, get_builder
 from .decide import Decision, Question, decide_all
 from .engine import build_by_engine
 from .options import BuildOptions
@@ -163,7 +164,7 @@ def route_of(image: Image, options: BuildOptions, uri: str | None = None) -> Rou
     if choice.append and uri is not None and uri.rpartition(":")[0] != repository_of(image):
         choice = Choice(False, f"the tag {uri} is outside the image's repository {repository_of(image)}")
     backend = _Backend(None if chosen == APPEND else chosen, whole_allowed=not choice.append)
-    return Route(image, pushing, choice, backend, RenderOptions(ca_bundle=options.ca_bundle is not None), uri)
+    return Route(image, pushing, choice, backend, RenderOptions(ca_bundle=options.ca_bundle_path() is not None), uri)
 
 
 def questions(route: Route, planned: BuildPlan) -> tuple[Question, ...]:
@@ -298,9 +299,7 @@ def _sink(progress: Progress | None, quiet: bool, title: str) -> Iterator[Progre
     if progress is not None:
         yield progress
         return
-    from .progress import progress_sink
-
-    with progress_sink(quiet, title=title) as sink:
+    with progress_view.progress_sink(quiet, title=title) as sink:
         yield sink
 
 

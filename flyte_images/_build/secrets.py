@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._errors import BuildError, SecretNotFoundError
-from .._plan.plan import BuildPlan
 from .._formats.dockerfile import CA_SECRET_ID
 from .._image.secret import unusable_secrets
+from .._plan.plan import BuildPlan
 
 if TYPE_CHECKING:
     from flyte_images.builders.base import SecretSource
