@@ -89,7 +89,7 @@ _WARM_PROC = """
 import sys, time
 from pathlib import Path
 from flyte_images import Image
-from flyte_images._plan.identity import image_digest
+from flyte_images._plan.plan import image_digest
 base = Image.from_debian_base(python_version=(3, 12), install_flyte=False)
 image = base.with_source_folder(Path(sys.argv[1]))
 start = time.perf_counter()
@@ -112,7 +112,7 @@ def main() -> None:
     print(f"tree: {args.files} files, {size / 1e6:.1f} MB in {root}")
 
     from flyte_images._files.statcache import reset_shared_stat_cache
-    from flyte_images._plan.identity import image_digest
+    from flyte_images._plan.plan import image_digest
 
     os.environ["FLYTE_IMAGES_CACHE_DIR"] = tempfile.mkdtemp(prefix="fi-bench-cache-")
     results: dict[str, float] = {}

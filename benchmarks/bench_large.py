@@ -25,7 +25,7 @@ _PROC = """
 import resource, sys
 from pathlib import Path
 from flyte_images import Image
-from flyte_images._plan.identity import image_digest
+from flyte_images._plan.plan import image_digest
 image = Image.from_debian_base(python_version=(3, 12), install_flyte=False).with_source_folder(Path(sys.argv[1]))
 image_digest(image, use_stat_cache=False)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
@@ -64,7 +64,7 @@ def main() -> None:
     make_tree(root, args.files, args.mbytes_each << 20)
     os.environ["FLYTE_IMAGES_CACHE_DIR"] = tempfile.mkdtemp(prefix="fi-bench-cache-")
     from flyte_images import Image
-    from flyte_images._plan.identity import image_digest
+    from flyte_images._plan.plan import image_digest
 
     image = Image.from_debian_base(python_version=(3, 12), install_flyte=False).with_source_folder(root)
     floor(root)  # into the page cache
