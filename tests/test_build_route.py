@@ -101,3 +101,35 @@ def test_the_configured_ca_bundle_applies_to_options_made_anywhere(monkeypatch: 
     assert BuildOptions.of(ca_bundle="/other.pem").ca_bundle_path() == Path("/other.pem")
     monkeypatch.delenv("FLYTE_IMAGES_CA_BUNDLE")
     assert BuildOptions().ca_bundle_path() is None
+
+
+@pytest.mark.engine
+@pytest.mark.usefixtures("engine")
+def test_an_append_checks_and_pushes_over_one_registry_session(
+    tmp_path: Path, local_registry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine_support import BUSYBOX
+
+    from flyte_images import _registry
+
+    src = tmp_path / "src"
+    write_tree(src, {"a.txt": (b"first\n", 0o644)})
+    image = (
+        Image.from_base(BUSYBOX)
+        .clone(name="fi-test-one-session", registry=local_registry)
+        .with_commands(["echo engine part > /part"])
+        .with_source_folder(src, dst="/app")
+    )
+    assert flyte_images.build(image, quiet=True).path == "append"  # the engine part, built once
+    (src / "a.txt").write_text("edited\n")
+    opened = []
+    real_init = _registry.Registry.__init__
+
+    def counting(self: _registry.Registry, *args: object, **kwargs: object) -> None:
+        opened.append(self)
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_registry.Registry, "__init__", counting)
+    result = flyte_images.build(image, quiet=True)
+    assert result.built and result.path == "append" and "which was in the registry" in result.reason
+    assert len(opened) == 1  # the checks of the image and its engine part, and the push

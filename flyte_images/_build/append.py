@@ -13,18 +13,18 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .. import _config
 from .._append.push import append_file_part, step
 from .._append.split import engine_layers, has_file_part
 from .._errors import ConfigError
 from .._image.image import Image
-from .._interrupt import run_coroutine
 from .._plan.plan import BuildPlan, subplan
 from .records import remember_pushed
 from .result import ImageBuild
 
 if TYPE_CHECKING:
     from flyte_images.builders.base import Progress
+
+    from .._registry import Registry
 
 APPEND = "append"  # the `builder` name that insists on this route
 
@@ -62,25 +62,20 @@ def engine_subplan(planned: BuildPlan) -> BuildPlan:
     return subplan(planned, engine_layers(planned.image))
 
 
-def append_to(staged: BuildPlan, engine: BuildPlan, digest: str | None, sink: Progress, how: str) -> ImageBuild:
+async def append_to(
+    registry: Registry, staged: BuildPlan, engine: BuildPlan, digest: str | None, sink: Progress, how: str
+) -> ImageBuild:
     """Append the file part of `staged` (open) to the engine part `engine`, which is in the
     registry: named by `digest` when the check just answered it (its manifests and configs are
     then read from disk when this machine read them before), else by its tag."""
     started = time.monotonic()
     base = engine.uri
     if digest:
-        from .._registry import parse_reference
+        from .._registry import parse_reference  # here: the registry client loads httpx
 
         ref = parse_reference(engine.uri)
         base = f"{ref.host}/{ref.repository}@{digest}"
-
-    async def push() -> tuple[str, int]:
-        from .._registry import Registry
-
-        async with Registry(insecure=_config.insecure_registries()) as registry:
-            return await append_file_part(registry, staged, base, lambda text: step(sink, text))
-
-    pushed, count = run_coroutine(push())
+    pushed, count = await append_file_part(registry, staged, base, lambda text: step(sink, text))
     step(sink, f"pushed {staged.uri} ({count} layer(s) appended, {time.monotonic() - started:.2f} s)")
     remember_pushed(staged, pushed)
     return ImageBuild(staged.uri, built=True, digest=pushed, dockerfile=staged.dockerfile, reason=how, path="append")

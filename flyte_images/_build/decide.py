@@ -57,11 +57,19 @@ def decide(questions: Sequence[Question], backend: Builder | None, *, strict: bo
     """One decision per question, in order; registries are asked concurrently. `backend` answers
     for images loaded into the local engine (not needed when every image is pushed)."""
     remote = [q for q in questions if q.pushing]
-    answers = dict(zip((id(q) for q in remote), _ask_registries(remote), strict=True)) if remote else {}
+    return decide_from(questions, _ask_registries(remote) if remote else [], backend, strict=strict)
+
+
+def decide_from(
+    questions: Sequence[Question], answers: Sequence[object], backend: Builder | None, *, strict: bool
+) -> list[Decision]:
+    """`decide` with the registries' answers to the pushed questions already asked (in order)."""
+    remote = [q for q in questions if q.pushing]
+    by_question = dict(zip((id(q) for q in remote), answers, strict=True))
     decisions = []
     for question in questions:
         if question.pushing:
-            decisions.append(_remote(question, answers[id(question)], strict))
+            decisions.append(_remote(question, by_question[id(question)], strict))
         else:
             if backend is None:
                 raise ValueError(f"{question.uri} is loaded locally: decide() needs the backend to ask")
@@ -116,7 +124,11 @@ def _remote(question: Question, answer: object, strict: bool) -> Decision:
 
 def decide_all(questions: list[Question], backend: Builder | None, strict: bool, quiet: bool) -> list[Decision]:
     """The skip rule for each question, asked at once; a failure raises, warnings go to stderr."""
-    decisions = decide(questions, backend, strict=strict)
+    return said(decide(questions, backend, strict=strict), quiet)
+
+
+def said(decisions: list[Decision], quiet: bool) -> list[Decision]:
+    """`decisions`, once a failure among them has raised and their warnings gone to stderr."""
     for decision in decisions:
         if decision.failure:
             raise RegistryError(decision.failure)

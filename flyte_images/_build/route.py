@@ -34,7 +34,7 @@ from .._syncaio import syncaio
 from . import progress as progress_view
 from .append import APPEND, Choice, append_to, choose, engine_subplan
 from .backends import WholeImageBuilder, get_builder
-from .decide import Decision, Question, decide_all
+from .decide import Decision, Question, decide_all, decide_from, said
 from .engine import build_by_engine
 from .options import BuildOptions
 from .records import record
@@ -233,41 +233,67 @@ def _execute(
 ) -> ImageBuild:
     """Decide and build a staged plan (open) by its route; record what was done."""
     engine = _engine_of(route, staged)
-    asked = _asked(route, staged, engine)
-    decisions = _decisions(asked, route, options, known) if not options.force or engine else []
-    if not options.force and not decisions[0].build:
-        record(staged)
-        return skipped(staged, decisions[0])
     if engine is not None:
-        if announce is not None:
-            announce(staged.uri)
-        with _sink(progress, options.quiet, staged.uri) as sink:
-            result = _append(staged, engine, decisions[1], route.backend, options, sink)
-        record(staged, result.reason)
-        return result
+        return run_coroutine(_by_append(route, staged, engine, options, announce, progress, known))
+    asked = _asked(route, staged, None)
+    if not options.force:
+        decision = _decisions(asked, route, options, known)[0]
+        if not decision.build:
+            record(staged)
+            return skipped(staged, decision)
     backend = route.backend.get()
     result = build_by_engine(backend, staged, options, route.pushing, progress, announce)
     record(staged, f"built by the engine ({getattr(backend, 'name', 'a backend')}): {route.choice.why}")
     return result
 
 
-def _append(
-    staged: BuildPlan, engine: BuildPlan, part: Decision, backend: _Backend, options: BuildOptions, sink: Progress
+async def _by_append(
+    route: Route,
+    staged: BuildPlan,
+    engine: BuildPlan,
+    options: BuildOptions,
+    announce: Callable[[str], None] | None,
+    progress: Progress | None,
+    known: Mapping[str, Decision] | None,
 ) -> ImageBuild:
-    """The append route: the engine part built by the engine route when missing (or forced),
-    then the file part appended to it."""
-    if part.build or options.force:
-        why = "forced" if options.force else part.reason
-        step(sink, f"engine part {engine.uri}: {why}; building it with the engine")
-        engine_backend = backend.get()
-        build_by_engine(engine_backend, engine, options, True, sink)
-        name = getattr(engine_backend, "name", "a backend")
-        record(engine, f"built by the engine ({name}) as the engine part of {staged.uri}")
-        how = f"engine part {engine.uri} built by the engine ({name}), file part appended"
-        return append_to(staged, engine, None, sink, how)
-    step(sink, f"engine part {engine.uri}: in the registry ({part.reason})")
-    how = f"file part appended to the engine part {engine.uri}, which was in the registry"
-    return append_to(staged, engine, part.digest, sink, how)
+    """The append route over one registry session: the image and its engine part checked in
+    one round, the engine part built by the engine route when missing (or forced), then the
+    file part appended to it."""
+    import asyncio
+
+    from .._registry import Registry  # here: it loads httpx, which the engine route never needs
+
+    asked = _asked(route, staged, engine)
+    async with Registry(insecure=_config.insecure_registries()) as registry:
+        missing = [q for q in asked if q.uri not in (known or {})]
+        answers = await asyncio.gather(*(registry.check(q.uri, q.platforms, hint=q.hint) for q in missing))
+        fresh = said(decide_from(missing, answers, None, strict=options.strict), options.quiet)
+        found = dict(known or {}) | {q.uri: d for q, d in zip(missing, fresh, strict=True)}
+        full, part = (found[q.uri] for q in asked)
+        for decision in (full, part):
+            if decision.failure:
+                raise RegistryError(decision.failure)
+        if not options.force and not full.build:
+            record(staged)
+            return skipped(staged, full)
+        if announce is not None:
+            announce(staged.uri)
+        with _sink(progress, options.quiet, staged.uri) as sink:
+            if part.build or options.force:
+                why = "forced" if options.force else part.reason
+                step(sink, f"engine part {engine.uri}: {why}; building it with the engine")
+                backend = route.backend.get()
+                await asyncio.to_thread(build_by_engine, backend, engine, options, True, sink)
+                name = getattr(backend, "name", "a backend")
+                record(engine, f"built by the engine ({name}) as the engine part of {staged.uri}")
+                how = f"engine part {engine.uri} built by the engine ({name}), file part appended"
+                result = await append_to(registry, staged, engine, None, sink, how)
+            else:
+                step(sink, f"engine part {engine.uri}: in the registry ({part.reason})")
+                how = f"file part appended to the engine part {engine.uri}, which was in the registry"
+                result = await append_to(registry, staged, engine, part.digest, sink, how)
+    record(staged, result.reason)
+    return result
 
 
 def _dry_run(
