@@ -31,6 +31,8 @@ from .._interrupt import run_coroutine
 if TYPE_CHECKING:
     from flyte_images.builders.base import Builder
 
+    from .._registry import Registry
+
 
 @dataclass(frozen=True)
 class Question:
@@ -81,15 +83,20 @@ def decide_from(
 
 
 def _ask_registries(questions: list[Question]) -> list[object]:
-    import asyncio
-
     from .._registry import Registry
 
     async def ask() -> list[object]:
-        async with Registry(insecure=_config.insecure_registries()) as client:
-            return list(await asyncio.gather(*(client.check(q.uri, q.platforms, hint=q.hint) for q in questions)))
+        async with Registry(insecure=_config.insecure_registries()) as registry:
+            return await ask_registry(registry, questions)
 
     return run_coroutine(ask())
+
+
+async def ask_registry(registry: Registry, questions: Sequence[Question]) -> list[object]:
+    """The registry's answers to pushed `questions`, asked at once over `registry`'s session."""
+    import asyncio
+
+    return list(await asyncio.gather(*(registry.check(q.uri, q.platforms, hint=q.hint) for q in questions)))
 
 
 def _remote(question: Question, answer: object, strict: bool) -> Decision:

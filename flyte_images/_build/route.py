@@ -34,7 +34,7 @@ from .._syncaio import syncaio
 from . import progress as progress_view
 from .append import APPEND, Choice, append_to, choose, engine_subplan
 from .backends import WholeImageBuilder, get_builder
-from .decide import Decision, Question, decide_all, decide_from, said
+from .decide import Decision, Question, ask_registry, decide_all, decide_from, said
 from .engine import build_by_engine
 from .options import BuildOptions
 from .records import record
@@ -266,7 +266,7 @@ async def _by_append(
     asked = _asked(route, staged, engine)
     async with Registry(insecure=_config.insecure_registries()) as registry:
         missing = [q for q in asked if q.uri not in (known or {})]
-        answers = await asyncio.gather(*(registry.check(q.uri, q.platforms, hint=q.hint) for q in missing))
+        answers = await ask_registry(registry, missing)
         fresh = said(decide_from(missing, answers, None, strict=options.strict), options.quiet)
         found = dict(known or {}) | {q.uri: d for q, d in zip(missing, fresh, strict=True)}
         full, part = (found[q.uri] for q in asked)
