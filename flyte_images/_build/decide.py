@@ -17,7 +17,6 @@ has the uri; yes skips, no or "cannot tell" builds.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -49,10 +48,6 @@ class Decision:
     digest: str | None = None
     failure: str | None = None  # set when the image must fail instead (strict, registry unknown)
     warning: str | None = None  # building without knowing: say so
-
-
-def strict_default(require_check: bool | None) -> bool:
-    return bool(os.environ.get("CI")) if require_check is None else require_check
 
 
 def decide(questions: Sequence[Question], backend: Builder | None, *, strict: bool) -> list[Decision]:
