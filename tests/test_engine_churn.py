@@ -70,6 +70,17 @@ def _export(uri: str, path: str, dest: Path) -> None:
         _docker("rm", container)
 
 
+def _pulled_and_labelled(uri: str, exports: dict[str, Path]) -> list[Path]:
+    """Pull `uri` from its registry, check that its identity label is its tag, and copy the
+    folders `exports` names out of it; the copies, in order."""
+    _docker("pull", "-q", uri)
+    tag = uri.rsplit(":", 1)[1]
+    assert f'"{IDENTITY_LABEL}":"{tag}"' in _docker("image", "inspect", uri, "--format", "{{json .Config.Labels}}")
+    for path, dest in exports.items():
+        _export(uri, path, dest)
+    return list(exports.values())
+
+
 def test_builds_during_edits_report_only_images_whose_tag_label_and_bytes_agree(engine: None, tmp_path: Path) -> None:
     run = uuid.uuid4().hex[:8]
     src = tmp_path / "src"
@@ -162,12 +173,8 @@ def test_appended_builds_during_edits_agree_with_their_tags(engine: None, local_
     assert len(outcomes) - len(built) <= len(outcomes) // 3, outcomes
     assert len(set(built)) > 2  # the edits were really seen
     for n, uri in enumerate(built):
-        _docker("pull", "-q", uri)
-        tag = uri.rsplit(":", 1)[1]
-        assert f'"{IDENTITY_LABEL}":"{tag}"' in _docker("image", "inspect", uri, "--format", "{{json .Config.Labels}}")
-        check = tmp_path / "check" / str(n)
-        _export(uri, "/app/src", check / "src")
-        assert image(check / "src").identifier == tag
+        (src_copy,) = _pulled_and_labelled(uri, {"/app/src": tmp_path / "check" / str(n) / "src"})
+        assert image(src_copy).identifier == uri.rsplit(":", 1)[1]
     _docker("image", "rm", "-f", *set(built))
 
 
@@ -207,11 +214,7 @@ def test_appended_builds_with_a_missing_engine_part_during_edits_agree_with_thei
     assert len(outcomes) - len(built) <= len(outcomes) // 2, outcomes
     assert len(set(built)) > 1  # the edits were really seen
     for n, uri in enumerate(built):
-        _docker("pull", "-q", uri)
-        tag = uri.rsplit(":", 1)[1]
-        assert f'"{IDENTITY_LABEL}":"{tag}"' in _docker("image", "inspect", uri, "--format", "{{json .Config.Labels}}")
         check = tmp_path / "check" / str(n)
-        _export(uri, "/early/early", check / "early")
-        _export(uri, "/app/late", check / "late")
-        assert image(check / "early", check / "late").identifier == tag
+        copies = _pulled_and_labelled(uri, {"/early/early": check / "early", "/app/late": check / "late"})
+        assert image(*copies).identifier == uri.rsplit(":", 1)[1]
     _docker("image", "rm", "-f", *set(built))
