@@ -218,7 +218,9 @@ def test_an_8_gib_file_is_appended_by_a_process_under_300_mb(tmp_path: Path, loc
 
 @pytest.mark.engine
 @pytest.mark.usefixtures("engine")
-def test_a_layer_of_hundreds_of_mib_is_uploaded_by_a_process_that_never_holds_it(tmp_path: Path, local_registry: str) -> None:
+def test_a_layer_of_hundreds_of_mib_is_uploaded_by_a_process_that_never_holds_it(
+    tmp_path: Path, local_registry: str
+) -> None:
     src, file, image = _project(tmp_path, local_registry, "fi-test-append-stream")
     engine_uri = plan(engine_part(image)).uri
     cache = Path(os.environ["FLYTE_IMAGES_CACHE_DIR"])
