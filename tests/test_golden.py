@@ -15,7 +15,7 @@ import pytest
 from conftest import write_tree
 
 from flyte_images import Image, Secret
-from flyte_images._plan.identity import IDENTIFIER_FORMAT, RENDERER_REVISION
+from flyte_images._image.identity import IDENTIFIER_FORMAT, RENDERER_REVISION
 
 
 def _files(root: Path) -> Path:

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flyte_images import Image, SourceNotFoundError
-from flyte_images._plan.identity import TAG_HEX_DIGITS
+from flyte_images._image.identity import TAG_HEX_DIGITS
 from flyte_images._plan.plan import image_digest
 
 segment = st.text(alphabet="abc.-_", min_size=1, max_size=3).filter(lambda s: s not in (".", ".."))

@@ -15,6 +15,7 @@ from conftest import write_tree
 import flyte_images
 from flyte_images import Image, SourceNotFoundError
 from flyte_images._files import staging as stage_module
+from flyte_images._image import identity as identity_module
 from flyte_images._plan import plan as plan_module
 from flyte_images.builders.base import IDENTITY_LABEL
 from flyte_images.testing import FakeBuilder, FakeImage
@@ -148,8 +149,8 @@ def test_a_build_reads_each_source_file_once_and_computes_the_identity_once(
         return fd
 
     identities = []
-    real_identity = plan_module.Identity
-    monkeypatch.setattr(plan_module, "Identity", lambda *a: identities.append(1) or real_identity(*a))
+    real_identity = identity_module.Identity
+    monkeypatch.setattr(identity_module, "Identity", lambda *a: identities.append(1) or real_identity(*a))
     monkeypatch.setattr(os, "open", counting_open)
     flyte_images.build(image, builder=FakeBuilder(), quiet=True)
     monkeypatch.setattr(os, "open", real_open)

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "flyte_images"
 BACKENDS = PACKAGE.parent / "builders"
 
 # Image.identifier and Image.uri plan the image (the model asks the planner for its own tag).
-KNOWN_CIRCLES = {frozenset({"_image.image", "_image.packages", "_plan.plan"})}
+KNOWN_CIRCLES: set[frozenset[str]] = set()
 # What a backend may import besides its siblings: the error tree, the config, the shared
 # interrupt helper. The docker backend's per-platform builds still assemble their index through
 # the registry client.

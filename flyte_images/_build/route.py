@@ -29,7 +29,7 @@ from .._image.image import Image
 from .._image.secret import unusable_secrets
 from .._image.validation import image_reference
 from .._interrupt import run_coroutine
-from .._plan.plan import BuildPlan, plan, repository_of, staged_plan
+from .._plan.plan import BuildPlan, plan, staged_plan
 from .._syncaio import syncaio
 from . import progress as progress_view
 from .append import APPEND, Choice, append_to, choose, engine_subplan
@@ -161,8 +161,8 @@ def route_of(image: Image, options: BuildOptions, uri: str | None = None) -> Rou
     pushing = options.pushing(image.registry)
     chosen = _chosen_builder(options.builder)
     choice = choose(image, chosen, pushing)
-    if choice.append and uri is not None and uri.rpartition(":")[0] != repository_of(image):
-        choice = Choice(False, f"the tag {uri} is outside the image's repository {repository_of(image)}")
+    if choice.append and uri is not None and uri.rpartition(":")[0] != image._repository():
+        choice = Choice(False, f"the tag {uri} is outside the image's repository {image._repository()}")
     backend = _Backend(None if chosen == APPEND else chosen, whole_allowed=not choice.append)
     return Route(image, pushing, choice, backend, RenderOptions(ca_bundle=options.ca_bundle_path() is not None), uri)
 

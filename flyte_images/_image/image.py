@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _config
 from .._errors import InvalidLayerArgument, LayerNotAllowedError, SourceNotFoundError
+from .._files.sources import Sources
+from .._files.statcache import shared_stat_cache
 from . import args
 from . import validation as check
 from .args import (
@@ -34,6 +36,7 @@ from .args import (
     install_options,
     optional_registry,
 )
+from .identity import Identified, identify, identify_dockerfile, repository_of
 from .layers.base import Layer
 from .layers.files import DockerIgnore, SourceFile, SourceFolder
 from .layers.system import AptPackages, Commands, DebianBase, Env, WorkDir
@@ -235,6 +238,19 @@ class Image(PackageMethods):
         image = self._replace(**changes)
         return image._with_layer(addl_layer) if addl_layer is not None else image
 
+    @classmethod
+    def _script_base(
+        cls,
+        name: str,
+        registry: str | None,
+        registry_secret: str | Secret | None,
+        platform: tuple[Architecture, ...] | None,
+        python_version: tuple[int, int] | None = None,
+    ) -> Image:
+        return cls.from_debian_base(
+            python_version, None, False, registry, registry_secret, name=name, platform=platform
+        )
+
     def _with_layer(self, layer: Layer) -> Image:
         if not isinstance(layer, Layer):
             raise check.wrong_type("addl_layer", "a layer", layer)
@@ -390,9 +406,7 @@ class Image(PackageMethods):
         Computed afresh on every access (cheap with the stat cache): an edited file gives a new
         tag at once, even in a long-lived notebook.
         """
-        from .._plan.plan import plan
-
-        return plan(self).identifier
+        return self._identified(Sources(cache=shared_stat_cache())).identifier
 
     @property
     def uri(self) -> str:
@@ -402,9 +416,21 @@ class Image(PackageMethods):
             resolved = self.resolved_base_image()
             assert resolved is not None
             return resolved
-        from .._plan.plan import plan
+        return f"{self._repository()}:{self.identifier}"
 
-        return plan(self).uri
+    def _repository(self) -> str:
+        return repository_of(self.name, self.registry, self.resolved_base_image())
+
+    def _identified(self, sources: Sources) -> Identified:
+        """The identity of this image (not a reference) from one read of its files."""
+        if self.is_reference:
+            raise LayerNotAllowedError(
+                f"{self.uri} is an existing image used as is; there is nothing to build "
+                "(add a layer or clone(name=...) to build on top of it)"
+            )
+        if self.dockerfile is not None:
+            return identify_dockerfile(self.dockerfile, self.python_version, self.platform, sources)
+        return identify(self.resolved_base_image(), self.python_version, self.platform, self._layers, sources)
 
 
 def __getattr__(name: str) -> object:

@@ -5,7 +5,7 @@ apart so each module stays readable; every method returns a new `Image` as the o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypeVar
 
 from .._errors import InvalidLayerArgument
 from . import validation as check
@@ -14,28 +14,36 @@ from .secret import Secret, SecretRequest, normalize_secrets
 from .validation import Architecture
 
 if TYPE_CHECKING:
-    from .image import Image
     from .layers.base import Layer
     from .layers.python import ProjectInstallMode
 
-
-def _image() -> type[Image]:
-    from .image import Image
-
-    return Image
+_Self = TypeVar("_Self", bound="PackageMethods")
 
 
 class PackageMethods:
     """with_requirements, with_uv_project, with_poetry_project, with_pixi_project,
     from_uv_script and from_pixi_script of `Image`."""
 
-    def _add(self, layer: Layer) -> Image:
-        image = cast("Image", self)
-        return image._with_layer(layer)
+    platform: tuple[Architecture, ...]
+
+    def _with_layer(self: _Self, layer: Layer) -> _Self:
+        raise NotImplementedError
+
+    @classmethod
+    def _script_base(
+        cls: type[_Self],
+        name: str,
+        registry: str | None,
+        registry_secret: str | Secret | None,
+        platform: tuple[Architecture, ...] | None,
+        python_version: tuple[int, int] | None = None,
+    ) -> _Self:
+        """The base of an image made from a script: Debian and Python, without flyte."""
+        raise NotImplementedError
 
     @classmethod
     def from_uv_script(
-        cls,
+        cls: type[_Self],
         script: Path | str,
         *,
         name: str,
@@ -48,7 +56,7 @@ class PackageMethods:
         extra_args: str | None = None,
         platform: tuple[Architecture, ...] | None = None,
         secret_mounts: SecretRequest | None = None,
-    ) -> Image:
+    ) -> _Self:
         """An image with the dependencies of a uv script (its `# /// script` header) installed
         and the script copied in. The whole script counts for the tag, not only its header.
 
@@ -61,19 +69,14 @@ class PackageMethods:
             script=check.local_path("script", script),
             **install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts),
         )
-        base = _image().from_debian_base(
-            python_version=python_version,
-            install_flyte=False,
-            registry=registry,
-            registry_secret=registry_secret,
-            name=check.repository_name("name", name),
-            platform=platform,
+        base = cls._script_base(
+            check.repository_name("name", name), registry, registry_secret, platform, python_version
         )
         return base._with_layer(layer)
 
     @classmethod
     def from_pixi_script(
-        cls,
+        cls: type[_Self],
         script: Path | str,
         *,
         name: str,
@@ -83,7 +86,7 @@ class PackageMethods:
         extra_args: str | None = None,
         platform: tuple[Architecture, ...] | None = None,
         secret_mounts: SecretRequest | None = None,
-    ) -> Image:
+    ) -> _Self:
         """An image with the pixi environment (conda and PyPI packages) that a pixi script's
         `# /// script` block declares (`[tool.pixi.*]` tables); a `<script>.pixi.lock` beside it
         is used with --locked. List `flyte` in its dependencies: it is not installed for you.
@@ -94,9 +97,7 @@ class PackageMethods:
         """
         from .layers.pixi import PixiScript, conda_subdirs, environment_name
 
-        base = _image().from_debian_base(
-            install_flyte=False, registry=registry, registry_secret=registry_secret, name=name, platform=platform
-        )
+        base = cls._script_base(name, registry, registry_secret, platform)
         layer = PixiScript(
             script=check.local_path("script", script),
             platforms=conda_subdirs(base.platform),
@@ -107,14 +108,14 @@ class PackageMethods:
         return base._with_layer(layer)
 
     def with_requirements(
-        self,
+        self: _Self,
         file: str | Path,
         index_url: str | None = None,
         extra_index_urls: str | list[str] | tuple[str, ...] | None = None,
         pre: bool = False,
         extra_args: str | None = None,
         secret_mounts: SecretRequest | None = None,
-    ) -> Image:
+    ) -> _Self:
         """Install a requirements .txt file with uv. Files it includes with -r/-c count too.
 
         Example: `image.with_requirements("requirements.txt")`
@@ -125,10 +126,10 @@ class PackageMethods:
         from .layers.python import Requirements
 
         options = install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts)
-        return self._add(Requirements(file=path, **options))
+        return self._with_layer(Requirements(file=path, **options))
 
     def with_uv_project(
-        self,
+        self: _Self,
         pyproject_file: str | Path,
         uvlock: Path | None = None,
         index_url: str | None = None,
@@ -137,7 +138,7 @@ class PackageMethods:
         extra_args: str | None = None,
         secret_mounts: SecretRequest | None = None,
         project_install_mode: ProjectInstallMode = "dependencies_only",
-    ) -> Image:
+    ) -> _Self:
         """Install a uv project's locked dependencies (pyproject.toml + uv.lock beside it).
 
         With project_install_mode="install_project" the project folder is copied and installed too.
@@ -156,16 +157,16 @@ class PackageMethods:
             project_install_mode=install_mode(project_install_mode),
             **options,
         )
-        return self._add(layer)
+        return self._with_layer(layer)
 
     def with_poetry_project(
-        self,
+        self: _Self,
         pyproject_file: str | Path,
         poetry_lock: Path | None = None,
         extra_args: str | None = None,
         secret_mounts: SecretRequest | None = None,
         project_install_mode: ProjectInstallMode = "dependencies_only",
-    ) -> Image:
+    ) -> _Self:
         """Install a poetry project's locked dependencies (pyproject.toml + poetry.lock beside it).
 
         Example: `image.with_poetry_project("pyproject.toml", extra_args="--only main")`
@@ -185,17 +186,17 @@ class PackageMethods:
             secret_mounts=normalize_secrets(secret_mounts),
             project_install_mode=install_mode(project_install_mode),
         )
-        return self._add(layer)
+        return self._with_layer(layer)
 
     def with_pixi_project(
-        self,
+        self: _Self,
         manifest_file: str | Path,
         pixi_lock: Path | None = None,
         environment: str = "default",
         extra_args: str | None = None,
         secret_mounts: SecretRequest | None = None,
         project_install_mode: ProjectInstallMode = "dependencies_only",
-    ) -> Image:
+    ) -> _Self:
         """Install a pixi project's environment (conda and PyPI packages) and make it the image's
         environment (later pip layers install into it). `manifest_file` is a pixi.toml, a
         pyproject.toml with [tool.pixi], or the project folder; the pixi.lock beside it (or
@@ -213,4 +214,4 @@ class PackageMethods:
             secret_mounts=normalize_secrets(secret_mounts),
             project_install_mode=install_mode(project_install_mode),
         )
-        return self._add(layer)
+        return self._with_layer(layer)

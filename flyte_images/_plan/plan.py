@@ -22,17 +22,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import _config
-from .._errors import LayerNotAllowedError, MissingNameError
 from .._files.entries import FILE, Entry
 from .._files.sources import Sources, Staged
 from .._files.statcache import StatCache, shared_stat_cache
 from .._formats.dockerfile import Instructions, RenderOptions
-from .._formats.encoding import Encodable
+from .._image.identity import TAG_HEX_DIGITS, Identified, Identity, digest_of
 from .._image.image import Image
-from .._image.layers import DockerIgnore, Files, Inputs
+from .._image.layers import Files, Inputs
 from .._image.secret import Secret
-from .identity import TAG_HEX_DIGITS, Identity, digest_of
 
 if TYPE_CHECKING:
     from .._files.staging import Snapshot
@@ -102,16 +99,6 @@ class BuildPlan:
         return tuple(parts)
 
 
-def repository_of(image: Image) -> str:
-    if not image.name:
-        raise MissingNameError(
-            f"this image (based on {image.resolved_base_image()!r}) is built, so it needs a repository "
-            "name for its uri; add one with .clone(name='my-image')"
-        )
-    registry = image.registry or _config.configured_registry()
-    return f"{registry.rstrip('/')}/{image.name}" if registry else image.name
-
-
 def plan(
     image: Image,
     options: RenderOptions | None = None,
@@ -158,30 +145,14 @@ def preflight(image: Image) -> None:
 
 
 def _make(image: Image, options: RenderOptions, cache: StatCache | None, snap: Snapshot | None) -> BuildPlan:
-    if image.is_reference:
-        raise LayerNotAllowedError(
-            f"{image.uri} is an existing image used as is; there is nothing to build "
-            "(add a layer or clone(name=...) to build on top of it)"
-        )
-    repository = repository_of(image)
     sources = Sources(cache=cache, snap=snap)
-    if image.dockerfile is not None:
-        return _from_dockerfile(image, repository, sources)
-    layers = image._layers
-    inputs: dict[int, Inputs] = {}
-    for index, layer in enumerate(layers):  # ignore rules first: they shape every copy
-        if isinstance(layer, DockerIgnore):
-            inputs[index] = layer.inputs(sources, index)
-    for index, layer in enumerate(layers):
-        if index not in inputs:
-            inputs[index] = layer.inputs(sources, index)
-    read = tuple(inputs[i] for i in range(len(layers)))
-    base: Encodable = ("image", image.resolved_base_image())
-    identities = tuple(layer.identity(inputs[i]) for i, layer in enumerate(layers))
-    identity = Identity(base, image.python_version, image.platform, identities)
-    out = _render(image, read, options)
+    made = image._identified(sources)
+    repository = image._repository()
+    if made.dockerfile is not None:
+        return _from_dockerfile(image, repository, made, made.dockerfile)
+    out = _render(image, made.inputs, options)
     extra = tuple(_uv_binaries(image.platform, sources)) if out.has_uv else ()
-    return _assembled(image, identity, repository, read, out, extra, options)
+    return _assembled(image, made.identity, repository, made.inputs, out, extra, options)
 
 
 def _render(image: Image, inputs: tuple[Inputs, ...], options: RenderOptions) -> Instructions:
@@ -264,43 +235,24 @@ def _uv_binaries(platforms: tuple[str, ...], sources: Sources) -> list[Staged]:
     return staged
 
 
-def _from_dockerfile(image: Image, repository: str, sources: Sources) -> BuildPlan:
-    """The user's own Dockerfile: its folder is the context, staged like any copied folder
-    (its .dockerignore applied, the ignore files themselves not sent)."""
+def _from_dockerfile(
+    image: Image, repository: str, made: Identified, dockerfile: tuple[Entry, str, Path | None]
+) -> BuildPlan:
+    """The user's own Dockerfile, used as written; its folder is the context."""
+    entry, text, staged = dockerfile
     assert image.dockerfile is not None
-    dockerfile = image.dockerfile
-    folder = dockerfile.parent
-    own = folder / f"{dockerfile.name}.dockerignore"
-    ignore = own if own.is_file() else folder / ".dockerignore"
-    ctx = Sources(cache=sources.cache, snap=sources.snap, dockerignore=ignore if ignore.is_file() else None)
-    if not dockerfile.is_file():
-        ctx.small_file(dockerfile, "", "Dockerfile")  # raises the right error
-    tree = ctx.tree(folder, "", defaults=False, extra=(".dockerignore", f"{dockerfile.name}.dockerignore"))
-    in_context = {e.path: e for e in tree.entries}.get(dockerfile.name)
-    path = None
-    if in_context is not None and in_context.kind == FILE:
-        entry = in_context
-        source = sources.snap.context / dockerfile.name if sources.snap is not None else dockerfile
-        text = source.read_text(encoding="utf-8")
-        path = source if sources.snap is not None else None
-    else:
-        entry, data = Sources(cache=sources.cache).small_file(dockerfile, "", "Dockerfile")
-        text = data.decode("utf-8")
-    base: Encodable = ("dockerfile", entry.identity()[1:], tree.identity())
-    identity = Identity(base, image.python_version, image.platform, ())
-    context = Inputs(trees=(("", "", tree),))
-    files = {dockerfile.name: (entry.mode, entry.digest), **context.explain_files()}
+    files = {image.dockerfile.name: (entry.mode, entry.digest), **made.inputs[0].explain_files()}
     return BuildPlan(
         image=image,
-        identity=identity,
-        digest=identity.digest,
+        identity=made.identity,
+        digest=made.identity.digest,
         repository=repository,
         dockerfile=text,
         secrets=(),
         platforms=image.platform,
-        inputs=(context,),
-        base_part=Part("base", str(dockerfile), digest_of(base), files),
-        dockerfile_path=path,
+        inputs=made.inputs,
+        base_part=Part("base", str(image.dockerfile), digest_of(made.identity.base), files),
+        dockerfile_path=staged,
     )
 
 
