@@ -14,12 +14,16 @@ default:
 setup:
     bash fixtures/dev.sh --version >/dev/null
 
-# Run the whole test suite (what CI runs): prepares the Docker engine first when it can.
-test *ARGS: engine
+# Run the whole test suite (what CI runs): prepares what the engine tests use first when it can.
+test *ARGS: test-engine
     python -m pytest {{ARGS}}
 
-# Prepare the Docker engine, buildx, local base images and docker-registry (root, Debian).
+# What the demo needs: dockerd, buildx and the local Debian python base (root, Debian; about a minute).
 engine:
+    bash fixtures/engine/setup.sh --demo
+
+# The engine as above plus what the tests use: docker-registry, test bases, BuildKit daemon, arm64.
+test-engine:
     bash fixtures/engine/setup.sh || echo "engine: not available here; engine tests will be skipped (and fail under CI=true)" >&2
 
 # Only the fast tests (no wheel build, no engine).
