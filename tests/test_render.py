@@ -14,8 +14,8 @@ import pytest
 
 from flyte_images import Image, LayerNotAllowedError, Secret
 from flyte_images._formats.dockerfile import RenderOptions, is_heavy
-from flyte_images._image.image import resolve_code_bundle_layer
 from flyte_images._image.identity import RENDERER_REVISION
+from flyte_images._image.image import resolve_code_bundle_layer
 from flyte_images._plan.plan import plan as render
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
