@@ -1,34 +1,24 @@
 """Staging: the snapshot of an image's files that is both hashed and sent to the engine.
 
-A build copies every file an image reads into a staging folder and hashes the bytes while it
-copies them; the identifier is computed from those digests. What the engine receives is
-therefore exactly what the tag describes, even when an editor (or a test run writing
-`__pycache__`) changes a source file during the build: the build then succeeds, tagged for the
-bytes it holds. A file that vanishes or cannot be read while it is copied stops the build with
-an error naming it.
+Every file an image reads is copied into a staging folder and hashed while it is copied; the
+identifier is made of those digests, so the engine receives exactly the bytes the tag
+describes, even when a source changes during the build (the build is then tagged for the bytes
+it holds). A file that vanishes or cannot be read meanwhile stops the build with an error naming it.
 
-Each image description (its layers, paths and the working folder) has one stable staging
-folder under the cache folder, `staging/<key>/`:
+Each image description has one folder, `staging/<key>/`: `lock` (flock()ed from the snapshot to
+the end of the build: builds of one image wait for each other, others run in parallel),
+`record` (per staged path: the source's stat key, the copy's digest and mode), `Dockerfile`
+(outside the context: not sent as a file) and `context/` (exactly the manifest). It is updated
+in place: a file whose source has the recorded stat key is not read again, changed files are
+copied afresh, paths no longer in the manifest are removed, so BuildKit sends only what
+changed. A folder unused for `_MAX_AGE_S` is removed by a later build; one left by a killed
+process is reused.
 
-    lock            flock()ed from the snapshot to the end of the build; builds of the same
-                    image wait for each other, other images build in parallel
-    record          per staged path: the source's stat key, the digest and mode of the copy
-    Dockerfile      the rendered Dockerfile (outside the context: it is not sent as a file)
-    context/        exactly the manifest: `_fi/<layer>/...` and the uv binaries
-
-It is updated in place: a file whose source has the same stat key as when it was copied is
-not read again (its recorded digest describes the copy, which is what is sent), changed files
-are copied afresh, and paths no longer in the manifest are removed. Because the folder is the
-same between edits, BuildKit sends only what changed. Times are fixed (2000-01-01) on every
-staged path, so COPY layers are the same on every machine. A staging folder unused for
-`_MAX_AGE_S` is removed by a later build; one left by a killed process is simply reused.
-
-Nothing is ever removed through a symlink: `staging` and the image folders are refused when
-they are links, a folder is emptied through descriptors opened with O_NOFOLLOW (a link inside
-it is removed as a link), and the clean-up of old folders removes only names a build makes
-(`_is_key`). A file is written to a temporary file of a short fixed name in the image's folder
-(not beside it in the context: a name derived from the staged one could be too long or clash
-with a staged file) and renamed into place.
+Nothing is ever removed through a symlink: `staging` and the image folders are refused when they
+are links, folders are emptied through O_NOFOLLOW descriptors (`remove_at`), and clean-up removes
+only names a build makes (`_is_key`). Files are written to a temporary file of a short fixed
+name in the image's folder (a name derived from the staged one could be too long or clash with
+a staged file) and renamed into place.
 """
 
 from __future__ import annotations
@@ -42,14 +32,27 @@ import marshal
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from .._errors import BuildError, ConfigError, FlyteImagesError, SourceError, SourceNotFoundError
-from .statcache import DIR_NOFOLLOW, StatKey, _key, _racy, cache_dir, read_cache_file, remove_at
+from .statcache import (
+    DIR_NOFOLLOW,
+    StatKey,
+    _key,
+    _racy,
+    cache_dir,
+    read_cache_file,
+    remove_at,
+    seal,
+    unmarshal,
+    unseal,
+    well_formed,
+)
 
+# Times are fixed on every staged path, so COPY layers are the same on every machine.
 FIXED_MTIME = 946_684_800  # 2000-01-01T00:00:00Z
 FIXED_NS = FIXED_MTIME * 1_000_000_000
 
@@ -74,6 +77,7 @@ _MAX_AGE_S = 14 * 24 * 3600
 # opened at once and refused as not a regular file, instead of waiting for a writer forever.
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 # Temporary files, in the image's folder (one build at a time holds it: fixed names suffice).
 _COPYING, _RECORD_TMP, _DOCKERFILE_TMP = ".copying.tmp", ".record.tmp", ".Dockerfile.tmp"
 
@@ -116,13 +120,9 @@ class Snapshot:
     record: Record = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
     folders: dict[str, int] = field(default_factory=dict)
-    copied: int = 0  # files read and copied by this snapshot (the others were unchanged)
     # Staged paths that may be symlinks when `finish` runs: only `link` and `put_bytes` can
     # leave one (a copied file and a folder always replace whatever was there).
     maybe_links: set[str] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        self._context = str(self.root / "context")
 
     @property
     def context(self) -> Path:
@@ -132,36 +132,30 @@ class Snapshot:
     def dockerfile(self) -> Path:
         return self.root / "Dockerfile"
 
-    # ----- what the walk calls ---------------------------------------------------------------
-
     @_staging
-    def copy_file(self, dfd: int | None, name: str, dest: str, what: str) -> tuple[os.stat_result, str]:
-        """Stage the file `name` (relative to `dfd`, or a path) at `dest`; (its stat, digest).
-
-        The digest is of the bytes written to the staged copy, whatever the source holds later.
-        """
+    def copy_file(self, dfd: int | None, name: str, dest: str, what: str) -> tuple[os.stat_result, str, bool]:
+        """Stage the file `name` (relative to `dfd`, or a path) at `dest`: its stat, the digest of
+        the bytes written to the staged copy (whatever the source holds later), and whether it
+        was read now (False: unchanged since the recorded copy)."""
         self._parents(dest)
         self.seen.add(dest)
         try:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=dfd is None)
-        except FileNotFoundError as exc:
-            raise SourceNotFoundError(f"{what} {name} disappeared while it was staged; run again") from exc
         except OSError as exc:
-            raise SourceError(f"cannot read {what} {name} ({exc.strerror}); fix it and run again") from exc
+            raise _unreadable(exc, what, name) from exc
         known = self.record.get(dest)
         if known is not None and known[0] == _key(st) and known[2] == stat.S_IMODE(st.st_mode):
             with contextlib.suppress(FileNotFoundError):
-                staged = os.lstat(f"{self._context}/{dest}")
+                staged = os.lstat(self.context / dest)
                 if stat.S_ISREG(staged.st_mode) and staged.st_size == st.st_size:
-                    return st, known[1]
+                    return st, known[1], False
         st, digest = self._copy(dfd, name, self.context / dest, what)
         key = _key(st)
         if _racy(key, time.time_ns()):
             self.record.pop(dest, None)  # written moments ago: copy it again next time
         else:
             self.record[dest] = (key, digest, stat.S_IMODE(st.st_mode))
-        self.copied += 1
-        return st, digest
+        return st, digest, True
 
     @_staging
     def put_bytes(self, dest: str, data: bytes, mode: int, digest: str) -> None:
@@ -174,15 +168,13 @@ class Snapshot:
         if known is not None and known[1] == digest and known[2] == mode and target.is_file():
             return
         tmp = self.root / _COPYING
-        _write_new(tmp, data)
-        os.chmod(tmp, mode)
+        _write_new(tmp, (data,), mode)
         os.utime(tmp, ns=(FIXED_NS, content_mtime_ns(digest)))
         with contextlib.suppress(FileNotFoundError):
             if target.is_dir() and not target.is_symlink():
                 _remove(target)
         os.replace(tmp, target)
         self.record[dest] = ((0, 0, 0, 0, 0), digest, mode)
-        self.copied += 1
 
     @_staging
     def link(self, dest: str, target_text: str) -> None:
@@ -207,26 +199,23 @@ class Snapshot:
         os.chmod(path, mode | stat.S_IRWXU)  # writable while staging; `finish` sets the real mode
         self.folders[dest] = mode
 
-    # ----- helpers ---------------------------------------------------------------------------
+    def unstage(self, dest: str) -> None:
+        """Forget the folder `dest`: the walk kept it for nothing (see `_files.tree`)."""
+        self.seen.discard(dest)
+        self.folders.pop(dest, None)
 
     def _parents(self, dest: str) -> None:
-        parent = dest.rpartition("/")[0]
-        if parent and parent not in self.folders:
-            chain = parent.split("/")
-            for depth in range(1, len(chain) + 1):
-                sub = "/".join(chain[:depth])
-                if sub not in self.folders:
-                    self.folder(sub, 0o755)
+        chain = dest.split("/")[:-1]
+        for depth in range(1, len(chain) + 1):
+            sub = "/".join(chain[:depth])
+            if sub not in self.folders:
+                self.folder(sub, 0o755)
 
     def _copy(self, dfd: int | None, name: str, target: Path, what: str) -> tuple[os.stat_result, str]:
         try:
             src = os.open(name, _OPEN_FLAGS if dfd is not None else _OPEN_FLAGS & ~os.O_NOFOLLOW, dir_fd=dfd)
-        except FileNotFoundError as exc:
-            raise SourceNotFoundError(f"{what} {name} disappeared while it was staged; run again") from exc
-        except PermissionError as exc:
-            raise SourceError(f"cannot read {what} {name}: permission denied; fix its permissions") from exc
         except OSError as exc:
-            raise SourceError(f"cannot read {what} {name} ({exc.strerror}); it changed while it was staged") from exc
+            raise _unreadable(exc, what, name) from exc
         hasher = hashlib.sha256()
         tmp = self.root / _COPYING
         try:
@@ -235,11 +224,7 @@ class Snapshot:
                 raise SourceError(f"{what} {name} is not a regular file")
             with contextlib.suppress(FileNotFoundError):
                 _remove(target)
-            try:
-                _write_hashed(src, tmp, hasher, stat.S_IMODE(st.st_mode))
-            except OSError as exc:
-                tmp.unlink(missing_ok=True)
-                raise _staging_error(exc, self.root) from exc
+            _write_new(tmp, _chunks(src, hasher), stat.S_IMODE(st.st_mode))
         finally:
             os.close(src)
         digest = hasher.hexdigest()
@@ -250,27 +235,13 @@ class Snapshot:
     @_staging
     def write_dockerfile(self, text: str) -> None:
         tmp = self.root / _DOCKERFILE_TMP
-        _write_new(tmp, text.encode("utf-8"))
+        _write_new(tmp, (text.encode("utf-8"),))
         tmp.replace(self.dockerfile)
 
     @_staging
     def finish(self) -> None:
         """Remove what the manifest no longer has; set folder modes and the fixed times."""
-        self._prune(self.context, "")
-        for dest in sorted(self.folders, key=lambda d: d.count("/"), reverse=True):
-            path = self.context / dest
-            os.chmod(path, self.folders[dest])
-            os.utime(path, (FIXED_MTIME, FIXED_MTIME))
-        for dest in self.maybe_links:
-            path = self.context / dest
-            if path.is_symlink():
-                with contextlib.suppress(FileNotFoundError, NotImplementedError):
-                    os.utime(path, (FIXED_MTIME, FIXED_MTIME), follow_symlinks=False)
-        os.utime(self.context, (FIXED_MTIME, FIXED_MTIME))
-        self._save_record()
-
-    def _prune(self, folder: Path, rel: str) -> None:
-        stack = [(folder, rel)]
+        stack = [(self.context, "")]
         while stack:
             path, prefix = stack.pop()
             for item in os.scandir(path):
@@ -280,78 +251,81 @@ class Snapshot:
                     self.record.pop(dest, None)
                 elif item.is_dir(follow_symlinks=False):
                     stack.append((Path(item.path), dest + "/"))
-
-    def _load_record(self) -> None:
-        """The record of the last build, when it is exactly what `_save_record` wrote (bounded,
-        checksummed, every entry of the right shape); otherwise none: every file is copied."""
-        raw = read_cache_file(self.root / "record", _RECORD_MAX_BYTES, _RECORD_FORMAT)
-        head = len(_RECORD_FORMAT)
-        if raw is None or raw[head : head + 32] != hashlib.sha256(memoryview(raw)[head + 32 :]).digest():
-            return
-        try:
-            loaded = marshal.loads(memoryview(raw)[head + 32 :])
-        except (ValueError, EOFError, TypeError):
-            return
-        if _record_well_formed(loaded):
-            self.record = loaded
-
-    def _save_record(self) -> None:
+        for dest in sorted(self.folders, key=lambda d: d.count("/"), reverse=True):
+            os.chmod(self.context / dest, self.folders[dest])
+            os.utime(self.context / dest, (FIXED_MTIME, FIXED_MTIME))
+        for dest in self.maybe_links:
+            path = self.context / dest
+            if path.is_symlink():
+                with contextlib.suppress(FileNotFoundError, NotImplementedError):
+                    os.utime(path, (FIXED_MTIME, FIXED_MTIME), follow_symlinks=False)
+        os.utime(self.context, (FIXED_MTIME, FIXED_MTIME))
         payload = marshal.dumps(self.record)
         if len(_RECORD_FORMAT) + 32 + len(payload) > _RECORD_MAX_BYTES:
             return  # it would be refused when read back
         tmp = self.root / _RECORD_TMP
         try:
-            _write_new(tmp, _RECORD_FORMAT + hashlib.sha256(payload).digest() + payload)
+            _write_new(tmp, (seal(_RECORD_FORMAT, payload),))
             tmp.replace(self.root / "record")
         except OSError:
             tmp.unlink(missing_ok=True)  # the record only saves work next time: a build goes on
 
+    def _load_record(self) -> None:
+        """The record of the last build, when it is exactly what `finish` wrote (bounded,
+        checksummed, every entry of the right shape); otherwise none: every file is copied."""
+        raw = read_cache_file(self.root / "record", _RECORD_MAX_BYTES, _RECORD_FORMAT)
+        loaded = unmarshal(unseal(raw, _RECORD_FORMAT))
+        if _record_well_formed(loaded):
+            self.record = loaded
 
-def _record_well_formed(loaded: object) -> bool:
+
+def _record_well_formed(loaded: Any) -> bool:
     """True for {staged path: (stat key, 64 lowercase hex digits, mode)}: a recorded digest
     goes into the identifier when the source is unchanged, so nothing else is ever believed."""
-    return type(loaded) is dict and all(
-        type(dest) is str
-        and type(entry) is tuple
-        and len(entry) == 3
-        and type(entry[0]) is tuple
-        and len(entry[0]) == 5
-        and all(type(n) is int for n in entry[0])
-        and type(entry[1]) is str
-        and len(entry[1]) == 64
-        and all(c in "0123456789abcdef" for c in entry[1])
-        and type(entry[2]) is int
-        for dest, entry in loaded.items()
+    if type(loaded) is not dict:
+        return False
+    entries = list(loaded.values())
+    return (
+        all(type(dest) is str for dest in loaded)
+        and all(type(e) is tuple and len(e) == 3 and type(e[2]) is int for e in entries)
+        and well_formed([e[0] for e in entries], [e[1] for e in entries])
     )
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    """Write `data` to a new file `path`: whatever is there (a file left by a killed build, a
-    symlink) is removed first, never followed; on failure nothing is left."""
+def _chunks(src: int, hasher: hashlib._Hash) -> Iterator[bytes]:
+    while chunk := os.read(src, _CHUNK):
+        hasher.update(chunk)
+        yield chunk
+
+
+def _write_new(path: Path, chunks: Iterable[bytes], mode: int = 0o600) -> None:
+    """Write a new file `path` of mode `mode`: whatever is there (a file left by a killed build,
+    a symlink) is removed first, never followed; on failure nothing is left."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     fd = os.open(path, _NEW_FILE, 0o600)
     try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:  # a write may take only part of the chunk
+                    view = view[os.write(fd, view) :]
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
 
 
-def _write_hashed(src: int, tmp: Path, hasher: hashlib._Hash, mode: int) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    out = os.open(tmp, _NEW_FILE, 0o600)
-    try:
-        while chunk := os.read(src, _CHUNK):
-            hasher.update(chunk)
-            view = memoryview(chunk)
-            while view:  # a write may take only part of the chunk
-                view = view[os.write(out, view) :]
-        os.fchmod(out, mode)
-    finally:
-        os.close(out)
+def _unreadable(exc: OSError, what: str, name: str) -> SourceError:
+    if isinstance(exc, FileNotFoundError):
+        return SourceNotFoundError(f"{what} {name} disappeared while it was staged; run again")
+    if isinstance(exc, PermissionError):
+        return SourceError(f"cannot read {what} {name}: permission denied; fix its permissions")
+    return SourceError(
+        f"cannot read {what} {name} ({exc.strerror}); it may have changed while it was staged: run again"
+    )
 
 
 def _staging_error(exc: OSError, root: Path) -> BuildError:
@@ -401,7 +375,7 @@ def snapshot(key: str) -> Iterator[Snapshot]:
         parent.parent.mkdir(0o700, parents=True, exist_ok=True)
         _own_folder(parent)
         _own_folder(root)
-        lock = os.open(root / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        lock = os.open(root / "lock", _LOCK_FLAGS, 0o600)
     except OSError as exc:
         raise _staging_error(exc, root) from exc
     try:
@@ -414,13 +388,12 @@ def snapshot(key: str) -> Iterator[Snapshot]:
                     os.unlink(root / leftover)
             snap = Snapshot(root)
             snap._load_record()
-            context = snap.context
             with contextlib.suppress(FileNotFoundError):
-                if not stat.S_ISDIR(os.lstat(context).st_mode):
-                    os.unlink(context)  # a file or a link where the context folder belongs
+                if not stat.S_ISDIR(os.lstat(snap.context).st_mode):
+                    os.unlink(snap.context)  # a file or a link where the context folder belongs
             with contextlib.suppress(FileExistsError):
-                os.mkdir(context, 0o755)
-            os.chmod(context, 0o755)
+                os.mkdir(snap.context, 0o755)
+            os.chmod(snap.context, 0o755)
         except OSError as exc:
             raise _staging_error(exc, root) from exc
         yield snap
@@ -429,7 +402,7 @@ def snapshot(key: str) -> Iterator[Snapshot]:
 
 
 def _reclaim_old(parent: Path, keep: str) -> None:
-    """Remove staging folders nobody used for two weeks (skipping any that is locked). Only
+    """Remove staging folders nobody used for two weeks, skipping any that is locked. Only
     folders named as a build names them, and never through a symlink: `parent` is opened with
     O_NOFOLLOW and everything in it relative to that descriptor."""
     now = time.time()
@@ -442,19 +415,15 @@ def _reclaim_old(parent: Path, keep: str) -> None:
                        and now - item.stat(follow_symlinks=False).st_mtime >= _MAX_AGE_S]  # fmt: skip
             for name in old:
                 with contextlib.suppress(OSError):
-                    _reclaim(pfd, name)
+                    folder = os.open(name, DIR_NOFOLLOW, dir_fd=pfd)
+                    try:
+                        lock = os.open("lock", _LOCK_FLAGS, 0o600, dir_fd=folder)
+                    finally:
+                        os.close(folder)
+                    try:
+                        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        remove_at(pfd, name)
+                    finally:
+                        os.close(lock)
         finally:
             os.close(pfd)
-
-
-def _reclaim(parent: int, name: str) -> None:
-    folder = os.open(name, DIR_NOFOLLOW, dir_fd=parent)
-    try:
-        lock = os.open("lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder)
-    finally:
-        os.close(folder)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        remove_at(parent, name)
-    finally:
-        os.close(lock)

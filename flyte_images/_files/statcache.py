@@ -1,21 +1,16 @@
 """The stat cache: a file's SHA-256 remembered under its stat key, so an unchanged file is not read.
 
-Keyed on (device, inode, size, mtime_ns, ctime_ns). It lives in memory and in one file under the
-user cache folder; it is off when `CI` is set (fresh checkouts gain nothing from it) and when
-`FLYTE_IMAGES_STAT_CACHE=0`; `FLYTE_IMAGES_STAT_CACHE=1` forces it on. Nothing whose times are
+Keyed on (device, inode, size, mtime_ns, ctime_ns), in memory and in one file under the user
+cache folder; off when `CI` is set (fresh checkouts gain nothing from it) or
+`FLYTE_IMAGES_STAT_CACHE=0`, forced on by `FLYTE_IMAGES_STAT_CACHE=1`. Nothing whose times are
 within two seconds of the moment it was read is remembered: a file written again within the
 same timestamp tick could otherwise keep a stale digest.
 
-A remembered digest goes straight into an identifier, so the file must never be trusted unless it
-is exactly what we wrote: it is a format line, the SHA-256 of the payload, then the payload (the
-marshalled dict). A file whose format line, checksum or shape is wrong (a flipped bit, a torn
-write, another version's file) is ignored as a whole: the cache starts empty, files are hashed
-again, and the next save replaces it.
-
-The cache folder is trusted with identifiers and is cleaned up by the tool, so `cache_dir`
-refuses one that another user could write (see `_check_cache_dir`). Every cache file is read by
-`read_cache_file`: never through a symlink, never from anything but a regular file, never more
-than a bound; a file that fails any of this is treated as absent and replaced by the next write.
+Also the rules of every cache file, since what one holds can go straight into an identifier:
+`cache_dir` refuses a folder another user could write; a file is `seal`ed (a format line, the
+SHA-256 of the payload, the payload) and trusted only when exactly that; `read_cache_file`
+reads it bounded, never through a symlink, never from anything but a regular file. A file that
+fails any of this is ignored as a whole and replaced by the next write.
 """
 
 from __future__ import annotations
@@ -29,7 +24,7 @@ import os
 import stat
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeGuard
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError
 
@@ -41,23 +36,13 @@ _RACY_NS = 2_000_000_000
 # checksum) is never even read.
 _CACHE_FORMAT = b"flyte-images-stat-cache-2\n"
 _CACHE_FILE_NAME = "stat-cache-v2.bin"
-_MEMO_DIR_NAME = "tree-memo-v1"  # the walks' memo files (see `_files`), beside the cache file
-_CHECKSUM_BYTES = hashlib.sha256().digest_size
+_MEMO_DIR_NAME = "tree-memo-v1"  # the walks' memo files (see `treememo`), beside the cache file
 _CACHE_MAX_ENTRIES = 1_000_000
 # The largest cache file we write: an entry is at most ~145 bytes marshalled (five 64-bit ints
 # and a 64-character digest), so 1,000,000 entries stay below this. A larger file is not ours.
 _CACHE_MAX_BYTES = _CACHE_MAX_ENTRIES * 150 + 4096
-_DIGEST_HEX_CHARS = 64
-_KEY_FIELDS = 5  # the length of a StatKey
 
 StatKey = tuple[int, int, int, int, int]
-
-
-def stat_cache_enabled() -> bool:
-    forced = os.environ.get("FLYTE_IMAGES_STAT_CACHE")
-    if forced is not None:
-        return forced.strip().lower() not in ("0", "false", "no", "off", "")
-    return not os.environ.get("CI")
 
 
 # Cache folders checked by this process (`cache_dir`): the check costs a stat, once.
@@ -91,12 +76,10 @@ def cache_dir() -> Path:
 
 def _check_cache_dir(path: Path) -> None:
     """Make the cache folder (0700) when it is missing; refuse it when it is not the user's own
-    or when group or others may write it (a sticky bit does not help: a file planted there
-    still changes identifiers, and a planted symlink still steers writes).
-
-    The folder itself may be a symlink (a cache kept on another disk): what it points to is
-    what is checked. A folder that cannot be made or reached is not refused here: reading it
-    finds nothing, and what must write to it (staging) says so when it tries."""
+    or group or others may write it (a sticky bit does not help: a planted file still changes
+    identifiers). The folder may be a symlink (a cache on another disk): what it points to is
+    checked. One that cannot be made or reached is not refused here: reading it finds nothing,
+    and what must write to it (staging) says so when it tries."""
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         os.mkdir(path, 0o700)  # 0700 whatever the umask allows: only the user enters it
@@ -164,6 +147,43 @@ def read_cache_file(path: str | Path, limit: int, head: bytes = b"", *, dir_fd: 
         return None
     del data[got:]
     return data
+
+
+def seal(head: bytes, payload: bytes) -> bytes:
+    """A cache file's bytes: the format line `head`, the SHA-256 of `payload`, then `payload`."""
+    return head + hashlib.sha256(payload).digest() + payload
+
+
+def unseal(raw: bytes | bytearray | None, head: bytes) -> memoryview | None:
+    """The payload of what `seal` made, or None unless its format line and checksum hold."""
+    start = len(head) + 32
+    if raw is None or len(raw) < start or not raw.startswith(head):
+        return None
+    payload = memoryview(raw)[start:]
+    return payload if hashlib.sha256(payload).digest() == raw[len(head) : start] else None
+
+
+def unmarshal(payload: memoryview | None) -> Any:
+    """The value marshalled in `payload`, or None. Marshal is not meant for damaged input: it
+    only ever sees a payload whose checksum held."""
+    try:
+        return None if payload is None else marshal.loads(payload)
+    except (ValueError, EOFError, TypeError):
+        return None
+
+
+def well_formed(keys: list[Any], digests: list[Any]) -> bool:
+    """True when every key is a StatKey and every digest 64 lowercase hex digits: all that is
+    ever believed of a remembered digest. set(map(...)) runs the loops in C: ~10k entries take
+    a few ms, where a Python loop would cost more than the load itself."""
+    return (
+        set(map(type, keys)) <= {tuple}
+        and set(map(len, keys)) <= {5}
+        and set(map(type, itertools.chain.from_iterable(keys))) <= {int}
+        and set(map(type, digests)) <= {str}
+        and set(map(len, digests)) <= {64}
+        and _lowercase_hex("".join(digests))
+    )
 
 
 def write_atomically(dir_fd: int, name: str, data: bytes) -> None:
@@ -259,7 +279,7 @@ def _empty_but_folders(fd: int) -> list[str]:
 class StatCache:
     """Digest per stat key, in memory, loaded from and saved to one file (atomically).
 
-    `trees` remembers whole walks (see `_files`); with `memo_dir` they are kept between
+    `trees` remembers whole walks (see `treememo`); with `memo_dir` they are kept between
     processes too, one file per walk in that folder."""
 
     def __init__(self, path: Path | None, memo_dir: Path | None = None) -> None:
@@ -277,8 +297,10 @@ class StatCache:
             return digests
         with self._lock:  # walks run in threads: load once, so no put lands in a dict then replaced
             if self._digests is None:
-                loaded = _read_cache_file(self._path) if self._path is not None else {}
-                # An unusable file is replaced at the next save even if nothing new is learnt.
+                path = self._path
+                raw = None if path is None else read_cache_file(path, _CACHE_MAX_BYTES, _CACHE_FORMAT)
+                # None: a file that is there but unusable, replaced at the next save even if nothing new is learnt.
+                loaded = _decode(raw) if raw is not None else None if path and os.path.lexists(path) else {}
                 self._dirty = loaded is None
                 self._digests = loaded or {}
             return self._digests
@@ -305,7 +327,7 @@ class StatCache:
         with self._lock:
             payload = marshal.dumps(self._digests)
             self._dirty = False
-        data = _CACHE_FORMAT + hashlib.sha256(payload).digest() + payload
+        data = seal(_CACHE_FORMAT, payload)
         if len(data) > _CACHE_MAX_BYTES:
             return  # it would be refused when read back
         try:
@@ -319,51 +341,10 @@ class StatCache:
             self._dirty = True  # not written (read-only or full disk): try again at the next save
 
 
-def _read_cache_file(path: Path) -> dict[StatKey, str] | None:
-    """The entries of the cache file: {} when there is none, None when it is not intact."""
-    raw = read_cache_file(path, _CACHE_MAX_BYTES, _CACHE_FORMAT)
-    if raw is None:
-        return None if os.path.lexists(path) else {}
-    return _decode(raw)
-
-
 def _decode(raw: bytes | bytearray) -> dict[StatKey, str] | None:
-    """The entries of a cache file's bytes, or None unless format line, checksum and shape hold.
-
-    The checksum is checked before marshal sees a byte: marshal is not meant for damaged input.
-    """
-    start = len(_CACHE_FORMAT) + _CHECKSUM_BYTES
-    if len(raw) < start or not raw.startswith(_CACHE_FORMAT):
-        return None
-    payload = memoryview(raw)[start:]
-    if hashlib.sha256(payload).digest() != raw[len(_CACHE_FORMAT) : start]:
-        return None
-    try:
-        loaded = marshal.loads(payload)
-    except (ValueError, EOFError, TypeError):
-        return None
-    return loaded if _well_formed(loaded) else None
-
-
-def _well_formed(loaded: object) -> TypeGuard[dict[StatKey, str]]:
-    """True for a dict of 5-int tuples to lowercase 64-hex-digit strings.
-
-    Every entry is checked once, here, with set(map(...)) so that the loops run in C: ~10k
-    entries take a few ms, where a Python loop over them would cost more than the load itself.
-    """
-    if type(loaded) is not dict:
-        return False
-    if not loaded:
-        return True
-    keys, digests = loaded.keys(), loaded.values()
-    return (
-        set(map(type, keys)) == {tuple}
-        and set(map(len, keys)) == {_KEY_FIELDS}
-        and set(map(type, itertools.chain.from_iterable(keys))) == {int}
-        and set(map(type, digests)) == {str}
-        and set(map(len, digests)) == {_DIGEST_HEX_CHARS}
-        and _lowercase_hex("".join(digests))
-    )
+    """The entries of a cache file's bytes, or None unless format line, checksum and shape hold."""
+    loaded = unmarshal(unseal(raw, _CACHE_FORMAT))
+    return loaded if type(loaded) is dict and well_formed(list(loaded), list(loaded.values())) else None
 
 
 def _lowercase_hex(text: str) -> bool:
@@ -382,7 +363,10 @@ _shared_cache: StatCache | None = None
 def shared_stat_cache(enabled: bool | None = None) -> StatCache | None:
     """The process-wide stat cache, or None when it is off (`enabled` overrides the environment)."""
     global _shared_cache  # noqa: PLW0603 - one cache per process is the point
-    if not (stat_cache_enabled() if enabled is None else enabled):
+    forced = os.environ.get("FLYTE_IMAGES_STAT_CACHE")
+    if enabled is None:
+        enabled = forced.strip().lower() not in ("0", "false", "no", "off", "") if forced else not os.environ.get("CI")
+    if not enabled:
         return None
     if _shared_cache is None:
         folder = cache_dir()

@@ -5,17 +5,11 @@ the ignore rules, and returns a `Tree` of `Entry` values: the relative POSIX pat
 (file, folder, symlink), the permission bits, and for files the SHA-256 of the bytes (for
 symlinks the link text). Absolute paths, owners and times never leave this module.
 
-Speed (measured by `just bench`): files are opened relative to their folder's descriptor, and
-a file that must be hashed is opened once and `fstat`ed through that descriptor, so a cold walk
-costs one open, one fstat and the reads per file. Digests are kept in a stat cache keyed on
-(device, inode, size, mtime_ns, ctime_ns); a whole tree is also remembered with the stat keys of
-its folders and files, in memory and in a memo file (see `_load_memo`), so a repeated identifier
-of an unchanged tree, in the same process or a new one, costs one `stat` per file and folder
-and nothing else. Both live under the user cache folder; they are off when `CI` is set (fresh
-checkouts gain nothing from them) and when `FLYTE_IMAGES_STAT_CACHE=0`;
-`FLYTE_IMAGES_STAT_CACHE=1` forces them on. Nothing whose times are within two seconds of the
-moment it was read is remembered: a file written again within the same timestamp tick could
-otherwise keep a stale digest.
+Speed (measured by `just bench`): files are opened relative to their folder's descriptor and a
+file that must be hashed is opened once and `fstat`ed through that descriptor, so a cold walk
+costs one open, one fstat and the reads per file. Digests are kept in the stat cache
+(`statcache`) and whole trees in memos (`treememo`), so a repeated identifier of an unchanged
+tree, in the same process or a new one, costs one `stat` per file and folder.
 """
 
 from __future__ import annotations
@@ -32,8 +26,8 @@ from typing import TYPE_CHECKING
 from .._errors import SourceError, SourceNotFoundError
 from .entries import DIR, FILE, LINK, Entry, Tree
 from .ignore import IgnoreRules
-from .statcache import StatCache, StatKey, _key, _racy
-from .treememo import _load_memo, _memo_of, _memo_valid, _save_memo, _TreeMemo
+from .statcache import StatCache, StatKey, _key
+from .treememo import Listed, recall, remember
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,22 +40,16 @@ _CHUNK = 1 << 20
 _PARALLEL_MIN = 4 << 20
 _CORES = os.cpu_count() or 1
 _MAX_PENDING = 64
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
-def _hash_fd(fd: int) -> str:
-    digest = hashlib.sha256()
-    while chunk := os.read(fd, _CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def hash_file(path: str) -> str:
-    """SHA-256 hex of a file's bytes."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+def _hash_and_close(fd: int) -> str:
     try:
-        return _hash_fd(fd)
+        digest = hashlib.sha256()
+        while chunk := os.read(fd, _CHUNK):
+            digest.update(chunk)
+        return digest.hexdigest()
     finally:
         os.close(fd)
 
@@ -79,8 +67,8 @@ class _Frame:
     drop: bool  # excluded itself: kept only as the parent of re-included paths
     files: list[tuple[str, StatKey]]
     excluded: Callable[[str], bool]
+    dfd: int | None
     pos: int = 0
-    dfd: int | None = None
 
 
 class _Walk:
@@ -88,7 +76,7 @@ class _Walk:
     works; at most one folder descriptor is open at a time.
 
     With a `Snapshot`, every kept path is also staged at `dest` + its path, and the digest of a
-    file is that of the staged copy (see `_stage`)."""
+    file is that of the staged copy (see `Snapshot.copy_file`)."""
 
     def __init__(
         self, root: str, rules: IgnoreRules, cache: StatCache | None, prefix: str, snap: Snapshot | None, dest: str
@@ -100,16 +88,14 @@ class _Walk:
         self.snap = snap
         self.dest = dest
         self.entries: list[Entry] = []
-        self.listed: list[tuple[str, StatKey, list[tuple[str, StatKey]]]] = []  # for `_TreeMemo`
+        self.listed: Listed = []
         self.hashed: list[tuple[StatKey, str]] = []
         self.deferred: list[tuple[int, Future[str], os.stat_result]] = []  # (entry index, digest, stat)
         self._pool: ThreadPoolExecutor | None = None
 
-    def hash_large(self, fd: int, st: os.stat_result) -> str | None:
-        """Hash a large file on another core (hashlib releases the GIL while it hashes): the
-        digest is filled in by `finish`. None for a small file, which is hashed at once."""
-        if st.st_size < _PARALLEL_MIN or _CORES < 2:
-            return None
+    def _hash_later(self, fd: int, st: os.stat_result) -> str:
+        """Hash a large file on another core (hashlib releases the GIL while it hashes); `finish`
+        puts the digest into its entry."""
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor  # here: `import flyte_images` stays cheap
 
@@ -140,7 +126,9 @@ class _Walk:
                 if frame.dfd is not None:
                     os.close(frame.dfd)
                 if frame.drop and len(self.entries) == frame.mark + 1:
-                    self._unstage(self.entries.pop())
+                    dropped = self.entries.pop()  # an excluded folder nothing below was kept in
+                    if self.snap is not None:
+                        self.snap.unstage(self.dest + dropped.path)
                 continue
             name, kind = frame.items[frame.pos]
             frame.pos += 1
@@ -149,11 +137,15 @@ class _Walk:
             child = f"{frame.rel}/{name}" if frame.rel else name
             match_child = f"{frame.match_rel}/{name}" if frame.match_rel else name
             drop = frame.excluded(match_child)
-            dfd = frame.dfd if frame.dfd is not None else self._dfd(frame)
+            dfd = frame.dfd
+            if dfd is None:
+                dfd = frame.dfd = os.open(frame.path, _DIR_FLAGS)
             if kind == DIR:
                 if not drop or self.rules.has_exceptions:
-                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                    self._add(Entry(child, DIR, stat.S_IMODE(st.st_mode)))
+                    mode = stat.S_IMODE(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode)
+                    self.entries.append(Entry(child, DIR, mode))
+                    if self.snap is not None:
+                        self.snap.folder(self.dest + child, mode)
                     os.close(dfd)
                     frame.dfd = None
                     state = self.rules.state_for_dir(frame.state, match_child)
@@ -172,23 +164,7 @@ class _Walk:
         with os.scandir(dfd) as it:
             listing = sorted((item.name, _kind(item)) for item in it)
         match_rel = self.prefix + rel if rel else self.prefix.rstrip("/")
-        return _Frame(rel, path, listing, match_rel, state, mark, drop, files, self.rules.checker(state), dfd=dfd)
-
-    @staticmethod
-    def _dfd(frame: _Frame) -> int:
-        if frame.dfd is None:
-            frame.dfd = os.open(frame.path, _DIR_FLAGS)
-        return frame.dfd
-
-    def _add(self, entry: Entry) -> None:
-        self.entries.append(entry)
-        if self.snap is not None:
-            self.snap.folder(self.dest + entry.path, entry.mode)
-
-    def _unstage(self, entry: Entry) -> None:
-        if self.snap is not None:
-            self.snap.seen.discard(self.dest + entry.path)
-            self.snap.folders.pop(self.dest + entry.path, None)
+        return _Frame(rel, path, listing, match_rel, state, mark, drop, files, self.rules.checker(state), dfd)
 
     def _leaf(self, dfd: int, name: str, child: str, kind: str, files: list[tuple[str, StatKey]]) -> Entry:
         if kind == LINK:
@@ -199,16 +175,15 @@ class _Walk:
                 self.snap.link(self.dest + child, entry.digest)
             return entry
         if self.snap is not None:
-            copies = self.snap.copied
-            st, copied = self.snap.copy_file(dfd, name, self.dest + child, f"{child} in {self.root}:")
-            if self.snap.copied != copies:  # read now; an unchanged file's digest was learnt when it was copied
-                self.hashed.append((_key(st), copied))
-            return Entry(child, FILE, stat.S_IMODE(st.st_mode), copied, st.st_size)
-        digest: str | None = None
+            st, digest, read = self.snap.copy_file(dfd, name, self.dest + child, f"{child} in {self.root}:")
+            if read:  # an unchanged file's digest was learnt when it was copied
+                self.hashed.append((_key(st), digest))
+            return Entry(child, FILE, stat.S_IMODE(st.st_mode), digest, st.st_size)
+        cached: str | None = None
         if self.cache is not None:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-            digest = self.cache.get(_key(st))
-        if digest is None:
+            cached = self.cache.get(_key(st))
+        if cached is None:
             try:
                 fd = os.open(name, _OPEN_FLAGS, dir_fd=dfd)
             except PermissionError as exc:
@@ -216,25 +191,13 @@ class _Walk:
             except OSError as exc:
                 raise SourceError(f"{child} in {self.root} changed while being read ({exc.strerror})") from exc
             st = os.fstat(fd)
-            digest = self.hash_large(fd, st) if st.st_size >= _PARALLEL_MIN else None  # the pool closes fd
-            if digest is None:
-                try:
-                    digest = _hash_fd(fd)
-                finally:
-                    os.close(fd)
-                key = _key(st)
-                self.hashed.append((key, digest))
-                files.append((name, key))
-                return Entry(child, FILE, stat.S_IMODE(st.st_mode), digest, st.st_size)
+            if st.st_size >= _PARALLEL_MIN and _CORES > 1:
+                cached = self._hash_later(fd, st)  # the pool closes fd
+            else:
+                cached = _hash_and_close(fd)
+                self.hashed.append((_key(st), cached))
         files.append((name, _key(st)))
-        return Entry(child, FILE, stat.S_IMODE(st.st_mode), digest, st.st_size)
-
-
-def _hash_and_close(fd: int) -> str:
-    try:
-        return _hash_fd(fd)
-    finally:
-        os.close(fd)
+        return Entry(child, FILE, stat.S_IMODE(st.st_mode), cached, st.st_size)
 
 
 def _kind(item: os.DirEntry[str]) -> str | None:
@@ -270,21 +233,13 @@ def collect_tree(
     if snap is not None:
         snap.folder(dest, 0o755)
     memo_key = (str(root), match_prefix, rules)
-    if cache is not None and snap is None:
-        kept = cache.trees.get(memo_key)
-        memo = kept if isinstance(kept, _TreeMemo) else None
-        if memo is None and cache.memo_dir is not None:
-            memo = _load_memo(cache.memo_dir, memo_key)
-            if memo is not None:
-                cache.trees[memo_key] = memo
-        if memo is not None and _memo_valid(memo):
-            return memo.tree
-    start = rules.state_for_dir(None, match_prefix.rstrip("/"))
+    if cache is not None and snap is None and (remembered := recall(cache, memo_key)) is not None:
+        return remembered
     if match_prefix and rules.excluded(match_prefix.rstrip("/")) and not rules.has_exceptions:
         return Tree(())
     walk = _Walk(str(root), rules, cache, match_prefix, snap, f"{dest}/" if dest else "")
     try:
-        walk.run(start)
+        walk.run(rules.state_for_dir(None, match_prefix.rstrip("/")))
     except BaseException:
         walk.finish(complete=False)
         raise
@@ -295,12 +250,8 @@ def collect_tree(
         for key, digest in walk.hashed:
             cache.put(key, digest, now)
         cache.save()
-        keys = [k for _p, k, files in walk.listed for k in (k, *(fk for _n, fk in files))]
-        memo = _memo_of(tree, walk.listed) if snap is None and not any(_racy(k, now) for k in keys) else None
-        if memo is not None:
-            cache.trees[memo_key] = memo
-            if cache.memo_dir is not None:
-                _save_memo(cache.memo_dir, memo_key, memo)
+        if snap is None:
+            remember(cache, memo_key, tree, walk.listed, now)
     return tree
 
 
@@ -309,27 +260,22 @@ def file_entry(path: Path, cache: StatCache | None = None, snap: Snapshot | None
 
     With `snap`, the file is staged at `dest` and the digest is that of the staged copy."""
     if snap is not None:
-        copies = snap.copied
-        st, copied = snap.copy_file(None, str(path), dest, "file")
-        if cache is not None and snap.copied != copies:  # see _Walk._leaf
-            cache.put(_key(st), copied, time.time_ns())
-        return Entry(path.name, FILE, stat.S_IMODE(st.st_mode), copied, st.st_size)
+        st, digest, read = snap.copy_file(None, str(path), dest, "file")
+        if cache is not None and read:  # see _Walk._leaf
+            cache.put(_key(st), digest, time.time_ns())
+        return Entry(path.name, FILE, stat.S_IMODE(st.st_mode), digest, st.st_size)
     try:
         st = os.stat(path)
     except FileNotFoundError as exc:
         raise SourceNotFoundError(f"file {path} does not exist") from exc
     if not stat.S_ISREG(st.st_mode):
         raise SourceError(f"{path} is not a regular file")
-    key = _key(st)
-    digest: str | None = cache.get(key) if cache is not None else None
-    if digest is None:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        try:
-            st = os.fstat(fd)  # the digest and the mode come from the same open file
-            digest = _hash_fd(fd)
-        finally:
-            os.close(fd)
+    found = cache.get(_key(st)) if cache is not None else None
+    if found is None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        st = os.fstat(fd)  # the digest and the mode come from the same open file
+        found = _hash_and_close(fd)
         if cache is not None:
-            cache.put(_key(st), digest, time.time_ns())
+            cache.put(_key(st), found, time.time_ns())
             cache.save()
-    return Entry(path.name, FILE, stat.S_IMODE(st.st_mode), digest, st.st_size)
+    return Entry(path.name, FILE, stat.S_IMODE(st.st_mode), found, st.st_size)

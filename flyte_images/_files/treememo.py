@@ -1,5 +1,12 @@
 """A walk's result kept with the stat key of everything it looked at, in memory and in memo
-files between processes: while no key changed, the walk's tree is reused (`_files.collect_tree`).
+files between processes: while no key changed, the walk's tree is reused (`tree.collect_tree`).
+
+One memo file per (folder, match prefix, rules) in the stat cache's folder, written after a
+walk whose keys are all older than the racy window, exactly when the in-memory memo is kept: a
+new process that finds every key unchanged gets the tree with one stat per folder and file,
+without listing a folder or reading the stat cache. It is `seal`ed (see `statcache`); the
+payload is the length of the head, the head (marshal: the key it was written for, the tree's
+size and digest, the folders) and the entries (marshal, unpacked only when asked for).
 """
 
 from __future__ import annotations
@@ -11,89 +18,32 @@ import os
 import stat
 import struct
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .entries import Tree
-from .statcache import DIR_NOFOLLOW, is_temporary_name, open_cache_folder, read_cache_file, write_atomically
+from .statcache import (
+    DIR_NOFOLLOW,
+    _key,
+    _racy,
+    is_temporary_name,
+    open_cache_folder,
+    read_cache_file,
+    seal,
+    unmarshal,
+    unseal,
+    write_atomically,
+)
 
 if TYPE_CHECKING:
-    from .entries import Entry
     from .ignore import IgnoreRules
-    from .statcache import StatKey
+    from .statcache import StatCache, StatKey
 
-_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
-
-
-@dataclass
-class _TreeMemo:
-    """A walk's result with the stat key of every folder it listed and every file it kept:
-    (folder path, its key, the names of its kept files and symlinks joined by NUL, their keys),
-    keys packed by `_KEYS`. While none of these keys changed, the walk returns the same tree."""
-
-    tree: Tree
-    folders: list[tuple[str, bytes, str, bytes]] = field(default_factory=list)
-
-
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _KEYS = struct.Struct("<QQqqq")  # a StatKey, packed: device and inode unsigned, times signed
-
-
-def _pack_keys(keys: Iterable[StatKey]) -> bytes:
-    """Stat keys as bytes; struct.error for a value beyond 64 bits (then nothing is remembered)."""
-    return b"".join([_KEYS.pack(*key) for key in keys])
-
-
-def _memo_of(tree: Tree, listed: list[tuple[str, StatKey, list[tuple[str, StatKey]]]]) -> _TreeMemo | None:
-    try:
-        folders = [(path, _KEYS.pack(*key), "\0".join(n for n, _k in files), _pack_keys(k for _n, k in files))
-                   for path, key, files in listed]  # fmt: skip
-    except struct.error:
-        return None
-    return _TreeMemo(tree, folders)
-
-
-def _memo_valid(memo: _TreeMemo) -> bool:
-    """True when no folder or file of the remembered walk changed (one stat each)."""
-    return _keys_unchanged(memo.folders)
-
-
-def _keys_unchanged(folders: list[tuple[str, bytes, str, bytes]]) -> bool:
-    stat_at = os.stat
-    for path, key, names, keys in folders:
-        try:
-            dfd = os.open(path, _DIR_FLAGS)
-        except (OSError, ValueError):
-            return False
-        try:
-            st = os.fstat(dfd)
-            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) != _KEYS.unpack(key):
-                return False
-            for name, file_key in zip(names.split("\0") if names else (), _KEYS.iter_unpack(keys), strict=True):
-                st = stat_at(name, dir_fd=dfd, follow_symlinks=False)
-                if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) != file_key:
-                    return False
-        except (OSError, ValueError):
-            return False
-        finally:
-            os.close(dfd)
-    return True
-
-
-# ----- memo files: a tree's memo kept between processes --------------------------------------
-#
-# One file per (folder, match prefix, rules) in the stat cache's folder, written after a walk
-# whose keys are all older than the racy window, exactly when the in-memory memo is kept. A new
-# process that finds every key unchanged gets the tree without listing a folder or reading the
-# stat cache: one stat per folder and file. The file is the format line, the SHA-256 of the
-# rest, then the length of the head, the head (marshal: the key it was written for, the tree's
-# size and digest, the folders) and the entries (marshal, unpacked only when asked for). As the
-# stat cache file, it is trusted only when it is exactly what we wrote; anything else is ignored
-# and replaced by the next walk.
-
+_SIZE = struct.Struct(">Q")
 _MEMO_FORMAT = b"flyte-images-tree-memo-1\n"  # change it whenever Entry, the keys or the layout change
-_MEMO_HEAD = struct.Struct(">32sQ")  # SHA-256 of the rest, length of the head
 # Memo files kept, the most recently written first: at most this many, of at most this many
 # bytes in all (the newest is always kept); the others are removed when one is written.
 _MEMO_KEEP = 256
@@ -103,6 +53,65 @@ _MEMO_KEEP_BYTES = 256 << 20
 # (its stat cache still spares the hashing). A larger file is not one we wrote.
 _MEMO_MAX_BYTES = 64 << 20
 _NAME_HEX = 32  # a memo file is named by this many hex digits of its key's SHA-256, then ".bin"
+
+Listed = list[tuple[str, "StatKey", list[tuple[str, "StatKey"]]]]  # (folder, its key, its kept files' names and keys)
+
+
+@dataclass
+class _TreeMemo:
+    """A walk's result with the stat key of every folder it listed and every file it kept:
+    (folder path, its key, the names of its kept files and symlinks joined by NUL, their keys),
+    keys packed by `_KEYS`. While none of these keys changed, the walk returns the same tree."""
+
+    tree: Tree
+    folders: list[tuple[str, bytes, str, bytes]]
+
+
+def recall(cache: StatCache, memo_key: tuple[str, str, IgnoreRules]) -> Tree | None:
+    """The tree remembered for `memo_key` (in memory, else in its memo file) while nothing it
+    covers changed."""
+    memo = cache.trees.get(memo_key)
+    if not isinstance(memo, _TreeMemo) and cache.memo_dir is not None:
+        memo = _load_memo(cache.memo_dir, memo_key)
+        if memo is not None:
+            cache.trees[memo_key] = memo
+    return memo.tree if isinstance(memo, _TreeMemo) and _memo_valid(memo) else None
+
+
+def remember(cache: StatCache, memo_key: tuple[str, str, IgnoreRules], tree: Tree, listed: Listed, now: int) -> None:
+    """Keep `tree` for `memo_key` unless a key it covers is too recent (at `now`) to be trusted
+    or does not fit 64 bits."""
+    if any(_racy(key, now) for _p, key, files in listed for key in (key, *(k for _n, k in files))):
+        return
+    try:
+        pack = _KEYS.pack
+        folders = [(path, pack(*key), "\0".join(n for n, _k in files), b"".join(pack(*k) for _n, k in files))
+                   for path, key, files in listed]  # fmt: skip
+    except struct.error:
+        return
+    memo = cache.trees[memo_key] = _TreeMemo(tree, folders)
+    if cache.memo_dir is not None:
+        _save_memo(cache.memo_dir, memo_key, memo)
+
+
+def _memo_valid(memo: _TreeMemo) -> bool:
+    """True when no folder or file of the remembered walk changed (one stat each)."""
+    for path, key, names, keys in memo.folders:
+        try:
+            dfd = os.open(path, _DIR_FLAGS)
+        except (OSError, ValueError):
+            return False
+        try:
+            if _key(os.fstat(dfd)) != _KEYS.unpack(key):
+                return False
+            for name, file_key in zip(names.split("\0") if names else (), _KEYS.iter_unpack(keys), strict=True):
+                if _key(os.stat(name, dir_fd=dfd, follow_symlinks=False)) != file_key:
+                    return False
+        except (OSError, ValueError):
+            return False
+        finally:
+            os.close(dfd)
+    return True
 
 
 def _memo_name(memo_key: tuple[str, str, IgnoreRules]) -> tuple[str, str]:
@@ -116,12 +125,6 @@ def _is_memo_name(name: str) -> bool:
     return len(name) == _NAME_HEX + 4 and name.endswith(".bin") and all(c in "0123456789abcdef" for c in name[:-4])
 
 
-def _is_memo_temporary(name: str) -> bool:
-    """A name `write_atomically` gives a memo file while writing it."""
-    written = name[1 : _NAME_HEX + 5]
-    return _is_memo_name(written) and is_temporary_name(name, written)
-
-
 def _load_memo(folder: Path, memo_key: tuple[str, str, IgnoreRules]) -> _TreeMemo | None:
     """The memo file of `memo_key` in `folder`, when it is exactly one `_save_memo` wrote for it
     (read as `read_cache_file` reads: bounded, never through a symlink, the folder included)."""
@@ -131,59 +134,36 @@ def _load_memo(folder: Path, memo_key: tuple[str, str, IgnoreRules]) -> _TreeMem
     except (OSError, ValueError):
         return None
     try:
-        raw = read_cache_file(name, _MEMO_MAX_BYTES, _MEMO_FORMAT, dir_fd=dfd)
+        payload = unseal(read_cache_file(name, _MEMO_MAX_BYTES, _MEMO_FORMAT, dir_fd=dfd), _MEMO_FORMAT)
     finally:
         os.close(dfd)
-    found = None if raw is None else _parse_memo(memoryview(raw), memo_key[0])
-    if found is None or found[0] != ident:
+    if payload is None or len(payload) < _SIZE.size:
         return None
-    _ident, count, digest, folders, packed = found
-
-    return _TreeMemo(Tree._stored(count, digest, packed, folder / name), folders)
-
-
-_Parsed = tuple[str, int, str, list[tuple[str, bytes, str, bytes]], bytes]
-
-
-def _parse_memo(raw: memoryview, root: str) -> _Parsed | None:
-    """(what it was written for, the tree's size and digest, the folders, the packed entries)
-    of a memo file's bytes; None unless they are exactly what `_save_memo` writes for a walk of
-    `root`."""
-    start = len(_MEMO_FORMAT) + _MEMO_HEAD.size
-    if len(raw) < start or raw[: len(_MEMO_FORMAT)] != _MEMO_FORMAT:
+    (size,) = _SIZE.unpack(payload[: _SIZE.size])
+    start = _SIZE.size + size
+    head = unmarshal(payload[_SIZE.size : start]) if start <= len(payload) else None
+    if not (type(head) is tuple and len(head) == 4 and head[0] == ident):
         return None
-    checksum, size = _MEMO_HEAD.unpack(raw[len(_MEMO_FORMAT) : start])
-    if size > len(raw) - start:
-        return None
-    if hashlib.sha256(raw[len(_MEMO_FORMAT) + 32 :]).digest() != checksum:
-        return None
-    try:  # marshal is not meant for damaged input: it only sees bytes whose checksum held
-        written_for, count, digest, folders = marshal.loads(raw[start : start + size])
-    except (ValueError, EOFError, TypeError):
-        return None
+    _ident, count, digest, folders = head
     if not (
-        type(written_for) is str
-        and type(count) is int
+        type(count) is int
         and count >= 0
         and type(digest) is str
         and len(digest) == 64
-        and _folders_well_formed(folders, root)
+        and _folders_well_formed(folders, memo_key[0])
     ):
         return None
-    return written_for, count, digest, folders, bytes(raw[start + size :])
+    return _TreeMemo(Tree._stored(count, digest, bytes(payload[start:]), folder / name), folders)
 
 
-def _folders_well_formed(folders: object, root: str) -> bool:
+def _folders_well_formed(folders: Any, root: str) -> bool:
     """True for the folder list of a walk of `root`: the root first (a walk always lists it, and
     a list without it, even an empty one, would check nothing and so pass as unchanged for
     ever), then (path, packed key, NUL-joined names, one packed key per name) for each folder."""
-    if type(folders) is not list or not folders:
-        return False
-    first = folders[0]
-    if type(first) is not tuple or not first or first[0] != root:
+    if type(folders) is not list or not folders or type(folders[0]) is not tuple or not folders[0]:
         return False
     size = _KEYS.size
-    return all(
+    return folders[0][0] == root and all(
         type(f) is tuple
         and len(f) == 4
         and type(f[0]) is str
@@ -203,20 +183,17 @@ def _save_memo(folder: Path, memo_key: tuple[str, str, IgnoreRules], memo: _Tree
     name, ident = _memo_name(memo_key)
     tree = memo.tree
     head = marshal.dumps((ident, len(tree.entries), tree.digest, memo.folders))
-    rest = struct.pack(">Q", len(head)) + head + marshal.dumps(tuple(_entry_fields(e) for e in tree.entries))
-    if len(_MEMO_FORMAT) + 32 + len(rest) > _MEMO_MAX_BYTES:
+    entries = marshal.dumps(tuple((e.path, e.kind, e.mode, e.digest, e.size) for e in tree.entries))
+    data = seal(_MEMO_FORMAT, _SIZE.pack(len(head)) + head + entries)
+    if len(data) > _MEMO_MAX_BYTES:
         return  # it would be refused when read back
-    try:
+    with contextlib.suppress(OSError, ValueError):
         dfd = open_cache_folder(folder)
-    except (OSError, ValueError):
-        return
-    try:
-        write_atomically(dfd, name, _MEMO_FORMAT + hashlib.sha256(rest).digest() + rest)
-        _prune(dfd)
-    except OSError:
-        return
-    finally:
-        os.close(dfd)
+        try:
+            write_atomically(dfd, name, data)
+            _prune(dfd)
+        finally:
+            os.close(dfd)
 
 
 def _prune(dfd: int) -> None:
@@ -231,7 +208,11 @@ def _prune(dfd: int) -> None:
                     st = item.stat(follow_symlinks=False)
                     if stat.S_ISREG(st.st_mode):
                         found.append((st.st_mtime_ns, st.st_size, item.name))
-                elif _is_memo_temporary(item.name) and item.stat(follow_symlinks=False).st_mtime < stale:
+                elif (
+                    _is_memo_name(item.name[1 : _NAME_HEX + 5])
+                    and is_temporary_name(item.name, item.name[1 : _NAME_HEX + 5])
+                    and item.stat(follow_symlinks=False).st_mtime < stale
+                ):
                     os.unlink(item.name, dir_fd=dfd)
     found.sort(reverse=True)
     total = 0
@@ -240,7 +221,3 @@ def _prune(dfd: int) -> None:
         if index and (index >= _MEMO_KEEP or total > _MEMO_KEEP_BYTES):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(old, dir_fd=dfd)
-
-
-def _entry_fields(entry: Entry) -> tuple[str, str, int, str, int]:
-    return (entry.path, entry.kind, entry.mode, entry.digest, entry.size)
