@@ -22,7 +22,7 @@ from cryptography import x509
 from registry_support import _serve, reply, self_signed_files
 
 from flyte_images._registry.session import Session
-from flyte_images._registry.transport import URL, TransportError
+from flyte_images._registry.transport import TransportError, parse_url
 
 
 class _Hello(http.server.BaseHTTPRequestHandler):
@@ -71,11 +71,8 @@ def _get(*urls: str) -> list[tuple[int, bytes]]:
     """GET each URL in turn through one registry session: status and body of each."""
 
     async def run() -> list[tuple[int, bytes]]:
-        session = Session()
-        try:
-            answers = [await session.read("GET", URL.parse(url), {}, 1 << 20) for url in urls]
-        finally:
-            await session.aclose()
+        async with Session() as session:
+            answers = [await session.read("GET", parse_url(url), {}, 1 << 20) for url in urls]
         return [(answer.status, answer.content) for answer in answers]
 
     return asyncio.run(run())

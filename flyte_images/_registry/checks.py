@@ -23,10 +23,10 @@ from typing import Any, Literal
 
 from .._errors import RegistryError
 from . import redact, wire
-from .connection import Connection
 from .index import INDEX_MEDIA_TYPE, PlatformImage, index_document, platform_tag
 from .reference import Reference, parse_reference
-from .session import Answer, Body, describe
+from .session import Answer, describe
+from .uploads import Uploads
 from .wire import INDEX_TYPES, MANIFEST_TYPES, normalize_platform
 
 HINT_SECONDS = 5.0  # at most this long spent finding out why a multi-platform tag is missing
@@ -55,7 +55,7 @@ class Existence:
         }
 
 
-class Checks(Connection):
+class Checks(Uploads):
     """Whether images exist, with which platforms; per-platform images made one by an index."""
 
     async def check(self, reference: str, platforms: Sequence[str] | None = None, *, hint: bool = True) -> Existence:
@@ -112,42 +112,10 @@ class Checks(Connection):
             return Existence(reference, "missing", digest=digest, platforms=found, reason=reason)
         return Existence(reference, "exists", digest=digest, platforms=found)
 
-    async def _read_manifest(self, ref: Reference, method: str) -> Answer | None:
-        """The registry's 200 answer for `ref`'s manifest (or index), None for 404; a
-        RegistryError for any other answer, and for a 200 that is not a manifest or index."""
-        answer = await self._session.get(
-            ref.host, ref.repository, method, self._url(ref, "manifests", ref.tag), limit=wire.MAX_MANIFEST
-        )
-        if answer.status == 404:
-            return None
-        if answer.status != 200:
-            raise self._refused(ref, answer)
-        if answer.media_type not in wire.ACCEPTED_TYPES:
-            shown = answer.media_type or "none"
-            raise RegistryError(
-                f"{ref.host} answered 200 for {ref} with Content-Type {shown!r}, not an image manifest or "
-                f"index; check that {ref.host} is a registry and not a login page or proxy"
-            )
-        return answer
-
-    def _digest(self, ref: Reference, answer: Answer) -> str | None:
-        """The manifest's digest, checked against the body when there is one (a GET): the
-        platform cache is keyed by it and must never hold another document's platforms."""
-        header = answer.headers.get("Docker-Content-Digest")
-        if header is not None and not wire.is_digest(header):
-            raise RegistryError(f"{ref.host} answered a Docker-Content-Digest that is not a digest for {ref}")
-        expected = header or (ref.tag if ref.by_digest else None)
-        if answer.content and expected and not wire.matches(expected, answer.content):
-            raise RegistryError(
-                f"the manifest {ref.host} answered for {ref} does not match its digest {expected}; a proxy on the "
-                "way may have changed it"
-            )
-        return expected
-
     async def _platforms(self, ref: Reference, answer: Answer) -> tuple[tuple[str, ...], int]:
         """The platforms a manifest or index names, and how many index entries name none."""
         what = f"the manifest of {ref}"
-        media = wire.parse(wire.Envelope, answer.content, what).media_type or answer.media_type
+        media = self._media(ref, answer)
         if media in INDEX_TYPES:
             index = wire.parse(wire.Index, answer.content, what)
             named = sorted({str(m.platform) for m in index.manifests if m.platform is not None})
@@ -155,17 +123,8 @@ class Checks(Connection):
         if media not in MANIFEST_TYPES:
             raise RegistryError(f"{what} says its mediaType is {media[:60]!r}, not an image manifest or index")
         manifest = wire.parse(wire.Manifest, answer.content, what)
-        blob = await self._config_blob(ref, manifest.config)
+        blob = await self._small_blob(ref, manifest.config.digest, "the config blob")
         return (wire.parse(wire.ImageConfig, blob, f"the config blob of {ref}").platform,), 0
-
-    async def _config_blob(self, ref: Reference, config: wire.Descriptor) -> bytes:
-        url = self._url(ref, "blobs", config.digest)
-        blob = await self._session.get(ref.host, ref.repository, "GET", url, limit=wire.MAX_BLOB)
-        if blob.status != 200:
-            raise self._refused(ref, blob, "the config blob")
-        if not wire.matches(config.digest, blob.content):
-            raise RegistryError(f"the config blob of {ref} does not match its digest {config.digest}")
-        return blob.content
 
     async def _partial_hint(self, ref: Reference, platforms: tuple[str, ...], until: float) -> str:
         """Why a multi-platform tag is missing when its per-platform images are there: a build
@@ -178,8 +137,7 @@ class Checks(Connection):
 
         async def pushed(platform: str) -> bool:
             url = self._url(ref, "manifests", platform_tag(ref.tag, platform))
-            answer = await self._session.get(ref.host, ref.repository, "HEAD", url, limit=wire.MAX_MANIFEST)
-            return answer.status == 200
+            return (await self.send(ref, "HEAD", url, limit=wire.MAX_MANIFEST)).status == 200
 
         try:
             found = await asyncio.wait_for(asyncio.gather(*(pushed(p) for p in platforms)), budget)
@@ -224,27 +182,25 @@ class Checks(Connection):
             return None
         digest = self._digest(ref, answer) or wire.sha256(answer.content)
         what = f"the manifest of {ref}"
-        media = wire.parse(wire.Envelope, answer.content, what).media_type or answer.media_type
+        media = self._media(ref, answer)
         if media in INDEX_TYPES and not nested:
             # One platform pushed as an index (BuildKit adds attestations that way): its entry.
-            entry = self._entry_for(ref, wire.parse(wire.Index, answer.content, what), platform)
-            return await self._platform_image(Reference(ref.host, ref.repository, entry), platform, nested=True)
+            wanted = normalize_platform(platform)
+            index = wire.parse(wire.Index, answer.content, what)
+            for entry in index.manifests:
+                if entry.platform is not None and normalize_platform(str(entry.platform)) == wanted:
+                    return await self._platform_image(
+                        Reference(ref.host, ref.repository, entry.digest), platform, nested=True
+                    )
+            raise RegistryError(f"{ref} is an index without {platform}")
         if media not in MANIFEST_TYPES:
             raise RegistryError(f"{what} is a {media[:60]!r}, not an image manifest for {platform}")
         manifest = wire.parse(wire.Manifest, answer.content, what)
-        blob = await self._config_blob(ref, manifest.config)
+        blob = await self._small_blob(ref, manifest.config.digest, "the config blob")
         config = wire.parse(wire.LabelledConfig, blob, f"the config blob of {ref}")
         if normalize_platform(config.platform) != normalize_platform(platform):
             raise RegistryError(f"{ref} is an image for {config.platform}, not for {platform}; it cannot stand for it")
         return PlatformImage(str(ref), platform, media, digest, len(answer.content), config.labels)
-
-    @staticmethod
-    def _entry_for(ref: Reference, index: wire.Index, platform: str) -> str:
-        wanted = normalize_platform(platform)
-        for entry in index.manifests:
-            if entry.platform is not None and normalize_platform(str(entry.platform)) == wanted:
-                return entry.digest
-        raise RegistryError(f"{ref} is an index without {platform}")
 
     async def _push_index(self, ref: Reference, children: Mapping[str, Reference]) -> str:
         async def read(platform: str, child: Reference) -> PlatformImage:
@@ -254,18 +210,6 @@ class Checks(Connection):
             return found
 
         images = await asyncio.gather(*(read(p, c) for p, c in children.items()))
-        document = index_document(images)
-        url = self._url(ref, "manifests", ref.tag)
-        body = Body(document, INDEX_MEDIA_TYPE)
-        answer = await self._session.send(ref.host, ref.repository, "PUT", url, limit=wire.MAX_MANIFEST, body=body)
-        if answer.status not in (200, 201):
-            raise self._refused(ref, answer, "the index", push=True)
-        digest = wire.sha256(document)
-        stored = answer.headers.get("Docker-Content-Digest")
-        if stored is not None and stored != digest:
-            raise RegistryError(
-                f"{ref.host} stored the index of {ref} as {stored[:80]!r}, not as the {digest} it was sent; "
-                "a proxy on the way may have changed it"
-            )
+        digest = await self.put_manifest(ref, index_document(images), INDEX_MEDIA_TYPE)
         self._platform_cache.put(digest, sorted(image.platform for image in images))
         return digest

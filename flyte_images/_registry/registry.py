@@ -4,7 +4,7 @@ ones (`manifest`, `blob`, `blob_chunks`, `push_blob`, `put_manifest`, uploads.py
 multi-platform indexes (`platform_image`, `push_index`), all over one session: the checks of a
 build and its push share connections, credentials and tokens.
 
-Every operation has one deadline and one error path (connection.py): a check answers
+Every operation has one deadline and one error path (session.py): a check answers
 "unknown" with a reason, any other operation raises a RegistryError. Plain HTTP is used only for
 hosts configured as insecure (`insecure_registries`, FLYTE_IMAGES_INSECURE_REGISTRIES) and for
 loopback hosts, which Docker also treats as insecure; HTTPS everywhere else. Credentials never
@@ -19,12 +19,11 @@ from typing import Any
 
 from .checks import Checks, Existence
 from .transport import HTTPTransport
-from .uploads import Uploads
 
 
-class Registry(Checks, Uploads):
+class Registry(Checks):
     """Checks, reads and writes, sharing connections, credentials and tokens; `async with` it.
-    The options are `Connection`'s."""
+    The options are `Session`'s."""
 
 
 async def check_many(

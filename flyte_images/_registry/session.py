@@ -1,15 +1,21 @@
-"""HTTP to registries for one `Registry`: retries, the 401 challenge flows, redirects and
-size-limited bodies.
+"""What every operation of `Registry` shares: its options, connections, credentials and tokens;
+retries, the 401 challenge flows, redirects and size-limited bodies; the deadline of each
+operation and its one way of turning a failure into a RegistryError.
 
 Retries: 429 and 5xx answers are retried with exponential backoff (a `Retry-After` header is
 honoured, up to 30 s; a garbled one is ignored), and so are connection failures, but only of a
-request that cannot have reached the server (no connection) or of a GET or HEAD: a POST or PUT
-whose connection broke after it was sent is never sent again.
+request that cannot have reached the server or of a GET or HEAD: a POST or PUT whose connection
+broke after it was sent is never sent again.
 
-Redirects are followed, since blobs on Docker Hub, GHCR and ECR sit behind a 307 to a CDN or S3.
-The registry's Authorization header goes only to the registry's own origin (scheme, host and
-port): a redirect elsewhere is followed without it, a 401 from elsewhere is never answered with
-credentials, and HTTPS is never followed down to plain HTTP.
+Redirects are followed (blobs on Docker Hub, GHCR and ECR sit behind a 307 to a CDN or S3). The
+registry's Authorization goes only to its own origin: a redirect elsewhere is followed without
+it, a 401 from elsewhere is never answered with credentials, and HTTPS is never followed down to
+plain HTTP.
+
+The deadline T bounds each operation as a whole: an existence check with its redirects, token
+requests and retries; a read or a write of one document. A blob upload and the reading of a
+streamed blob are bounded only by the per-phase limits of transport.py. Every failure is a
+RegistryError holding no secret the session has met nor anything shaped like one.
 """
 
 from __future__ import annotations
@@ -17,38 +23,49 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import ipaddress
+import json
 import logging
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httpx
 
 from .._errors import RegistryError
-from . import auth, wire
-from .redact import Redactor
+from . import auth, redact, wire
+from .record import PlatformCache
+from .reference import Reference
 from .transport import (
-    DEFAULT_DEADLINE,
-    URL,
+    DEADLINE_ENV,
     Chunked,
-    Headers,
     HTTPTransport,
     InvalidURL,
     TimedOut,
     TransportError,
-    body_size,
+    deadline_seconds,
     failure,
+    join,
+    netloc,
     open_client,
+    origin,
+    parse_url,
     request_body,
 )
 
 log = logging.getLogger("flyte_images.registry")
 
+T = TypeVar("T")
+S = TypeVar("S", bound="Session")
+
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
 MAX_RETRY_AFTER = 30.0
+# A request whose connection failed after it was sent may have been carried out: only these
+# are sent again then (a POST that started an upload must not start a second one).
+IDEMPOTENT = frozenset({"GET", "HEAD"})
 
 
 @dataclass(frozen=True)
@@ -58,39 +75,20 @@ class Answer:
     closes it)."""
 
     status: int
-    headers: Headers
+    headers: httpx.Headers
     content: bytes
-    url: URL
-    stream: Stream | None = field(default=None, repr=False, compare=False)
+    url: httpx.URL  # the address asked, not the one sent to: a transport may rewrite it
+    stream: httpx.Response | None = field(default=None, repr=False, compare=False)
 
     @property
     def media_type(self) -> str:
         return str(self.headers.get("Content-Type", "")).split(";")[0].strip().lower()
 
 
-class Stream:
-    """The unread body of an answer, read as it arrives."""
-
-    def __init__(self, response: httpx.Response, timeout: float) -> None:
-        self._response, self._timeout = response, timeout
-
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        """The body's bytes as sent (never decoded); TransportError when the connection breaks
-        or stalls before its end."""
-        try:
-            async for chunk in _raw(self._response):
-                yield chunk
-        except httpx.HTTPError as exc:
-            raise failure(exc, self._timeout) from None
-
-    async def aclose(self) -> None:
-        await self._response.aclose()
-
-
 @dataclass(frozen=True)
 class Body:
-    """What a request sends, with its media type: a document (a manifest or index) or a blob,
-    as bytes or from a `Chunked` source, read again from its start each time it is sent."""
+    """What a request sends, with its media type: bytes, or a `Chunked` source read again from
+    its start each time the request is sent."""
 
     content: bytes | Chunked
     media_type: str
@@ -106,7 +104,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def retry_after(headers: Headers) -> float | None:
+def retry_after(headers: httpx.Headers) -> float | None:
     value = headers.get("Retry-After", "").strip()
     if not value:
         return None
@@ -126,11 +124,6 @@ def describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-# A request whose connection failed after it was sent may have been carried out: only these
-# are sent again then (a POST that started an upload must not start a second one).
-IDEMPOTENT = frozenset({"GET", "HEAD"})
-
-
 class _Unreachable(Exception):
     """A connection-level failure; `where` names the host that failed, `again` whether the
     request may be sent once more (it never reached the server, or it is a GET or HEAD)."""
@@ -141,66 +134,104 @@ class _Unreachable(Exception):
         self.failed = "stopped responding" if isinstance(exc, TimedOut) and exc.sent else "could not be reached"
 
 
-def _origin(url: URL) -> tuple[str, str, int]:
-    return url.origin
-
-
 def _shown(value: str, limit: int = 60) -> str:
     """A server-chosen value as it may appear in a reason: quoted and cut short."""
     return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 class Session:
-    """Connections, credentials and tokens shared by every request of one client: existence
-    checks, reads and pushes alike. `aclose()` it when done."""
+    """Connections, credentials and tokens shared by every operation of one `Registry`;
+    `async with` closes it."""
 
     def __init__(
         self,
         *,
         insecure: Iterable[str] = (),
+        concurrency: int = 16,
         retries: int = 4,
         backoff: float = 0.2,
-        timeout: float = DEFAULT_DEADLINE,
-        keep: int = 16,
         transport: HTTPTransport | None = None,
+        platform_cache: PlatformCache | None = None,
+        deadline: float | None = None,
     ) -> None:
-        # `timeout`: the per-phase limits of every request (transport.py's docstring).
-        self._timeout, self._keep, self._transport = timeout, keep, transport
+        """`insecure`: hosts spoken to over plain HTTP (loopback hosts always are);
+        `concurrency`: existence checks in flight at once (the others wait, their deadline not
+        yet started); `retries` and `backoff`: attempts of a request that may be sent again,
+        and the first pause between them (doubled each time); `transport`: an httpx transport
+        in place of the network (a test's fake registry); `platform_cache`: the platforms of
+        manifests by digest (default: the one in the cache folder, read when first needed);
+        `deadline`: T, above. Raises ConfigError for a deadline that is not a number of seconds."""
+        self._deadline = deadline_seconds(deadline)
+        self._limit = asyncio.Semaphore(concurrency)
+        self._platforms_known = platform_cache
+        self._keep, self._transport = concurrency, transport
         self._client: httpx.AsyncClient | None = None
         self._insecure = set(insecure)
         self._retries = max(1, retries)
         self._backoff = backoff
-        self.redact = Redactor()  # the secrets met so far, kept out of every message
+        self._redact = redact.Redactor()  # the secrets met so far, kept out of every message
         self._headers: dict[tuple[str, str], str] = {}  # (host, scope) -> Authorization value
         self._credentials: dict[str, auth.Credentials | None] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def aclose(self) -> None:
+    async def __aenter__(self: S) -> S:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
         if self._client is not None:
             await self._client.aclose()
+        if self._platforms_known is not None:
+            self._platforms_known.save()
 
-    def _http(self) -> httpx.AsyncClient:
-        # Opened on the first request: a session that sends none costs nothing, and a proxy
-        # variable that cannot be used fails that request (a RegistryError), not the caller's set-up.
-        if self._client is None:
-            self._client = open_client(timeout=self._timeout, keep=self._keep, transport=self._transport)
-        return self._client
+    @property
+    def _platform_cache(self) -> PlatformCache:
+        # Read on first use: a registry used only to push never reads the file.
+        if self._platforms_known is None:
+            self._platforms_known = PlatformCache.default()
+        return self._platforms_known
 
     def base(self, host: str) -> str:
         scheme = "http" if host in self._insecure or is_loopback(host) else "https"
         return f"{scheme}://{host}/v2"
 
-    def has_credentials(self, host: str) -> bool:
-        return self._credentials.get(host) is not None
+    def _url(self, ref: Reference, kind: str, name: str) -> str:
+        """`<base>/<repository>/<kind>/<name>`: kind is manifests or blobs."""
+        return f"{self.base(ref.host)}/{ref.repository}/{kind}/{name}"
 
-    async def get(self, host: str, repository: str, method: str, url: str, *, limit: int) -> Answer:
-        """`method url` on `host`, answering its challenge and retrying what is worth retrying."""
-        return await self.send(host, repository, method, url, limit=limit)
+    async def _guarded(self, ref: Reference, work: Awaitable[T], *, bounded: bool = True) -> T:
+        """`work` within the deadline (unless not `bounded`), every failure a RegistryError free
+        of secrets: the one error path of every operation."""
+        try:
+            return await (asyncio.wait_for(work, self._deadline) if bounded else work)
+        except asyncio.TimeoutError:
+            why = f"{ref.host} timed out after {self._deadline:g} s for {ref}; set {DEADLINE_ENV} to allow longer"
+        except RegistryError as exc:
+            why = str(exc)
+        except (TransportError, InvalidURL) as exc:
+            why = f"{ref.host} could not be reached for {ref}: {describe(exc)}"
+        raise RegistryError(self._redact(why))
+
+    def _refused(self, ref: Reference, answer: Answer, what: str = "", *, push: bool = False) -> RegistryError:
+        """The error for an answer that is not the one asked for: who answered what for `what`
+        (the manifest, a blob...) of `ref`, the registry's own words, and the fix."""
+        of, fix = f"{what} of {ref}" if what else str(ref), ""
+        if netloc(answer.url) != netloc(parse_url(self.base(ref.host))):
+            head = f"{netloc(answer.url)}, where {ref.host} redirected, answered {answer.status} for {of}"
+        elif answer.status == 401 and self._credentials.get(ref.host) is None:
+            head, fix = f"{ref.host} needs credentials for {of} (401)", f"log in with `docker login {ref.host}`"
+        elif answer.status == 401:
+            head = f"{ref.host} rejected the credentials for {of} (401)"
+            fix = f"log in again with `docker login {ref.host}`"
+        elif answer.status == 403:
+            head = f"{ref.host} refused access to {of} (403)"
+            fix = f"check that the credentials may {'push to' if push else 'pull from'} {ref.repository}"
+        else:
+            head = f"{ref.host} answered {answer.status} for {of}"
+        return RegistryError(self._redact(head + _said(answer) + (f"; {fix}" if fix else "")))
 
     async def send(
         self,
-        host: str,
-        repository: str,
+        ref: Reference,
         method: str,
         url: str,
         *,
@@ -208,14 +239,23 @@ class Session:
         body: Body | None = None,
         push: bool = False,
         hold: bool = False,
+        bounded: bool = True,
     ) -> Answer:
-        """`get`, with a document to send (a PUT of a manifest): the token asked for then also
-        allows pushing, since registries scope tokens to the actions they allow. `push` asks for
-        that scope without a body (the POST that starts a blob upload). `hold` leaves the body
-        of a 200 answer unread in `Answer.stream` (a layer blob, too big to hold in memory):
-        retries, challenges and redirects happen before it, as for any request."""
-        scope = f"repository:{repository}:{'pull' if body is None and not push else 'pull,push'}"
-        start = URL.parse(url)
+        """`method url` in `ref`'s repository as an operation of its own (`_guarded`), answering
+        its challenge and retrying what is worth retrying. With a `body` (a PUT) or `push` (the
+        POST that starts a blob upload) the token asked for also allows pushing, since registries
+        scope tokens to the actions they allow. `hold` leaves the body of a 200 answer unread in
+        `Answer.stream` (a layer blob, too big to hold in memory): retries, challenges and
+        redirects happen before it, as for any request."""
+        scope = f"repository:{ref.repository}:{'pull' if body is None and not push else 'pull,push'}"
+        return await self._guarded(
+            ref, self._attempts(ref.host, scope, method, url, limit, body, hold), bounded=bounded
+        )
+
+    async def _attempts(
+        self, host: str, scope: str, method: str, url: str, limit: int, body: Body | None, hold: bool
+    ) -> Answer:
+        start = parse_url(url)
         authenticated = False
         attempt = 0
         while True:
@@ -232,7 +272,7 @@ class Session:
                 attempt += 1
                 await self._pause(exc.where, attempt, None, exc.why)
                 continue
-            if answer.status == 401 and not authenticated and _origin(answer.url) == _origin(start):
+            if answer.status == 401 and not authenticated and origin(answer.url) == origin(start):
                 authenticated = True
                 if await self._authenticate(host, scope, answer):
                     continue
@@ -245,43 +285,35 @@ class Session:
 
     async def _pause(self, host: str, attempt: int, wait: float | None, why: str) -> None:
         delay = self._backoff * 2**attempt if wait is None else wait
-        log.debug("%s", self.redact(f"{host} {why}; retry {attempt} in {delay:.2f} s"))
+        log.debug("%s", self._redact(f"{host} {why}; retry {attempt} in {delay:.2f} s"))
         await asyncio.sleep(delay)
 
     async def _follow(
-        self,
-        host: str,
-        method: str,
-        url: URL,
-        headers: dict[str, str],
-        limit: int,
-        body: Body | None = None,
-        hold: bool = False,
+        self, host: str, method: str, url: httpx.URL, headers: dict[str, str], limit: int, body: Body | None, hold: bool
     ) -> Answer:
-        origin = _origin(url)
+        home = origin(url)
         for _ in range(MAX_REDIRECTS + 1):
             try:
                 answer = await self.read(method, url, headers, limit, body.content if body else None, hold=hold)
             except TransportError as exc:
-                where = host if _origin(url) == origin else f"{url.netloc} (where {host} redirected)"
+                where = host if origin(url) == home else f"{netloc(url)} (where {host} redirected)"
                 raise _Unreachable(where, exc, again=not exc.sent or method in IDEMPOTENT) from None
             location = answer.headers.get("Location")
             if answer.status not in REDIRECT_STATUS or not location:
                 return answer
             url = self._redirect_target(host, url, location)
-            if _origin(url) != origin:
+            if origin(url) != home:
                 # The registry's credentials are for the registry; a CDN or bucket gets none.
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-            log.debug("%s", self.redact(f"{host} redirected ({answer.status}) to {url}"))
+            log.debug("%s", self._redact(f"{host} redirected ({answer.status}) to {url}"))
         raise RegistryError(f"{host} redirected more than {MAX_REDIRECTS} times; is a proxy in a loop?")
 
-    def _redirect_target(self, host: str, current: URL, location: str) -> URL:
+    def _redirect_target(self, host: str, current: httpx.URL, location: str) -> httpx.URL:
         scheme = urllib.parse.urlsplit(urllib.parse.urljoin(str(current), location)).scheme
         if scheme not in ("http", "https"):
             raise RegistryError(f"{host} redirected to {_shown(scheme)} address; only HTTP(S) is followed")
         try:
-            # Credentials written into a redirect address are not kept: not the registry's to hand out.
-            target = current.join(location)
+            target = join(current, location)
         except InvalidURL:
             raise RegistryError(f"{host} redirected to an address that is not a URL") from None
         if current.scheme == "https" and target.scheme == "http":
@@ -291,7 +323,7 @@ class Session:
     async def read(
         self,
         method: str,
-        url: URL,
+        url: httpx.URL,
         headers: dict[str, str],
         limit: int,
         content: bytes | Chunked | None = None,
@@ -300,33 +332,33 @@ class Session:
     ) -> Answer:
         """One request; the body is read whole, but never more than `limit` bytes of it (with
         `hold`, a 200 answer's body is left to the caller, unread). Raises TransportError."""
-        client = self._http()
+        if self._client is None:
+            # Opened on the first request: a session that sends none costs nothing, and a proxy
+            # variable that cannot be used fails that request, not the caller's set-up.
+            self._client = open_client(timeout=self._deadline, keep=self._keep, transport=self._transport)
         sent_headers = dict(headers)
         body = request_body(content)
         if content is not None and not isinstance(body, bytes):
-            sent_headers["Content-Length"] = str(body_size(content))  # counted, not chunked
+            sent_headers["Content-Length"] = str(len(content) if isinstance(content, bytes) else content.size)
         try:
-            request = client.build_request(method, str(url), headers=sent_headers, content=body)
-            response = await client.send(request, stream=True)
+            request = self._client.build_request(method, url, headers=sent_headers, content=body)
+            response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise failure(exc, self._timeout) from None
-        # Answers carry the address asked, not the one sent to: a transport may rewrite it.
-        answer_headers = Headers(response.headers.multi_items())
+            raise failure(exc, self._deadline) from None
         if hold and response.status_code == 200:
-            return Answer(200, answer_headers, b"", url, stream=Stream(response, self._timeout))
+            return Answer(200, response.headers, b"", url, stream=response)
         try:
-            whole = await _whole(method, response, url, answer_headers, limit, self._timeout)
+            whole = await _whole(method, response, url, limit, self._deadline)
         finally:
             await response.aclose()
-        return Answer(response.status_code, answer_headers, whole, url)
+        return Answer(response.status_code, response.headers, whole, url)
 
     async def _creds(self, host: str) -> auth.Credentials | None:
-        lock = self._locks.setdefault(host, asyncio.Lock())
-        async with lock:
+        async with self._locks.setdefault(host, asyncio.Lock()):
             if host not in self._credentials:
                 found = await asyncio.to_thread(auth.credentials_for, host)
                 if found is not None:
-                    self.redact.add(*found.secrets())
+                    self._redact.add(*found.secrets())
                 self._credentials[host] = found
         return self._credentials[host]
 
@@ -342,31 +374,26 @@ class Session:
         if scheme != "bearer" or "realm" not in params:
             raise RegistryError(f"{host} asked for an unsupported authentication scheme {_shown(scheme)}")
         token = await self._token(host, scope, params, creds)
-        self.redact.add(token)
+        self._redact.add(token)
         self._headers[(host, scope)] = f"Bearer {token}"
         return True
 
-    def _realm(self, host: str, realm: str, creds: auth.Credentials | None) -> URL:
-        try:
-            url = URL.parse(realm)
-        except InvalidURL:
-            if urllib.parse.urlsplit(realm).scheme in ("http", "https"):
-                raise RegistryError(f"{host} named a token service whose address is not a URL") from None
-            raise RegistryError(f"{host} named a token service whose address is not an HTTP(S) URL") from None
-        if url.scheme == "http" and creds is not None and self.base(host).startswith("https"):
-            raise RegistryError(
-                f"{host} named a token service on plain HTTP ({url.host}); refusing to send credentials unencrypted"
-            )
-        return url
-
     async def _token(self, host: str, scope: str, params: dict[str, str], creds: auth.Credentials | None) -> str:
-        realm = self._realm(host, params["realm"], creds)
+        try:
+            realm = parse_url(params["realm"])
+        except InvalidURL:
+            kind = "a URL" if urllib.parse.urlsplit(params["realm"]).scheme in ("http", "https") else "an HTTP(S) URL"
+            raise RegistryError(f"{host} named a token service whose address is not {kind}") from None
+        if realm.scheme == "http" and creds is not None and self.base(host).startswith("https"):
+            raise RegistryError(
+                f"{host} named a token service on plain HTTP ({realm.host}); refusing to send credentials unencrypted"
+            )
         query = {"scope": params.get("scope", scope)}
         if "service" in params:
             query["service"] = params["service"]
         headers = {"Authorization": creds.basic_header()} if creds else {}
         try:
-            answer = await self.read("GET", realm.with_params(query), headers, wire.MAX_TOKEN)
+            answer = await self.read("GET", realm.copy_merge_params(query), headers, wire.MAX_TOKEN)
         except TransportError as exc:
             raise RegistryError(f"the token service of {host} could not be reached: {describe(exc)}") from None
         if answer.status != 200:
@@ -382,30 +409,40 @@ class Session:
         return token
 
 
-async def _whole(
-    method: str, response: httpx.Response, url: URL, headers: Headers, limit: int, timeout: float
-) -> bytes:
+async def _whole(method: str, response: httpx.Response, url: httpx.URL, limit: int, timeout: float) -> bytes:
     """The body of `response` as sent, refused past `limit` bytes."""
-    too_big = f"{url.netloc} answered more than {limit // 1024} KiB for {url.path}, more than any registry answer"
-    declared = headers.get("Content-Length", "")
+    too_big = f"{netloc(url)} answered more than {limit // 1024} KiB for {url.path}, more than any registry answer"
+    declared = response.headers.get("Content-Length", "")
     if method != "HEAD" and declared.isdigit() and int(declared) > limit:
         raise RegistryError(too_big)
     body = bytearray()
-    try:
-        async for chunk in _raw(response):
-            body += chunk
-            if len(body) > limit:
-                raise RegistryError(too_big)
-    except httpx.HTTPError as exc:
-        raise failure(exc, timeout) from None
+    async for chunk in raw_chunks(response, timeout):
+        body += chunk
+        if len(body) > limit:
+            raise RegistryError(too_big)
     return bytes(body)
 
 
-async def _raw(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The body's bytes as sent, never decoded: a blob is checked against its digest. An answer
-    made whole in memory (by a transport handed in) is read already: its bytes as they are."""
-    if response.is_stream_consumed:
-        yield response.content
-        return
-    async for chunk in response.aiter_raw():
-        yield chunk
+async def raw_chunks(response: httpx.Response, timeout: float) -> AsyncIterator[bytes]:
+    """The body's bytes as sent, never decoded (a blob is checked against its digest); a
+    TransportError when the connection breaks or stalls before its end. An answer made whole in
+    memory (by a transport handed in) is read already: its bytes as they are."""
+    try:
+        if response.is_stream_consumed:
+            yield response.content
+            return
+        async for chunk in response.aiter_raw():
+            yield chunk
+    except httpx.HTTPError as exc:
+        raise failure(exc, timeout) from None
+
+
+def _said(answer: Answer) -> str:
+    """What a registry said about a refused request (its first error code and message), cut short."""
+    try:
+        errors = json.loads(answer.content).get("errors") or []
+        first = errors[0]
+        text = f"{first.get('code', '')}: {first.get('message', '')}".strip(": ")
+    except (ValueError, AttributeError, IndexError, TypeError):
+        return ""
+    return f" ({redact.one_line(text)[:200]})" if text else ""

@@ -1,35 +1,16 @@
-"""The HTTP client of registry requests (httpx), its one deadline setting, and the values `Session`
-passes around (URL, Headers) and its errors (TransportError, InvalidURL).
+"""The HTTP client of registry requests (httpx), its deadline, request bodies and errors.
 
-httpx does the HTTP: kept-alive connections (one whose server closed it, or sent anything while
-it sat idle, is never reused), chunked and counted bodies, TLS, and proxies from the environment
-as httpx reads them (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY, in either case): an https://
-proxy is spoken to over TLS before anything, its credentials included, is sent to it; a socks5://
-or socks5h:// proxy needs the `socks` extra, and without it every request fails with a
-RegistryError naming the variable and the fix (the proxy is never bypassed). httpx never sends a request twice; a
-request is sent again only by `Session`, and only when the server cannot have received it or
-when it is a GET or HEAD.
+httpx does the HTTP: kept-alive connections, chunked and counted bodies, TLS verified against the
+system's store (SSL_CERT_FILE and SSL_CERT_DIR honoured) and proxies from the environment as
+httpx reads them; a SOCKS proxy without the `socks` extra fails every request with a
+RegistryError naming the variable (the proxy is never bypassed). httpx never sends a request
+twice: only `Session` does, and only when the server cannot have received it or for a GET or HEAD.
 
-TLS is verified against the system's certificate store (OpenSSL's default locations, which honour
-SSL_CERT_FILE and SSL_CERT_DIR), read on the first https:// connection of a client.
-
-The deadline, `deadline=` else FLYTE_IMAGES_REGISTRY_TIMEOUT else 20 s, is one number of seconds,
-T, applied as follows:
-
-- every request, checks and pushes alike: connecting (the TLS handshake and a proxy's tunnel
-  included) takes at most T; each piece of a request body (64 KiB) is taken by the connection
-  within T; the answer starts within T of the request's last piece, and each next bytes of it
-  come within T of the ones before. So a request that stalls (nothing moves for T) fails, while
-  one that keeps moving, such as a long upload or download on a slow link, is never cut off for
-  its length alone. A request whose connection broke after it was sent is sent again only when
-  it is a GET or HEAD (see session.py);
-- an existence check (and reading the platforms of, or writing, a multi-platform index) also
-  ends within T in all, its retries, redirects and token requests included, so a server that
-  drips bytes cannot hold a build;
-- a read or write of an image's parts (`Registry.manifest`, `put_manifest`...) ends within T in
-  all too, except a blob upload (PUT of a layer or config, whatever its size) and the reading of
-  a streamed blob, which are bounded only by the per-phase limits above (the start of a streamed
-  blob's answer is within T in all).
+The deadline T (`deadline=`, else FLYTE_IMAGES_REGISTRY_TIMEOUT, else 20 s) bounds each phase of
+every request: connecting (TLS and a proxy's tunnel included), each 64 KiB piece of a body being
+taken, the start of the answer and each next bytes of it. A request fails once nothing moves for
+T, never for its length alone. `Session` also bounds each operation as a whole by T (README:
+"Registries").
 """
 
 from __future__ import annotations
@@ -40,8 +21,7 @@ import math
 import os
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Protocol
 
 import httpx
@@ -49,20 +29,19 @@ import httpx
 from .._errors import ConfigError, RegistryError
 from .._version import __version__
 
-USER_AGENT = f"flyte-images/{__version__}"
 DEADLINE_ENV = "FLYTE_IMAGES_REGISTRY_TIMEOUT"
 DEFAULT_DEADLINE = 20.0
 PIECE = 1 << 16  # a request body is handed to the connection in pieces this big (see the write limit)
 _PROXY_NAMES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
 
-# The injection point of `Session(transport=...)`: a fake registry, or a wrapper around
+# The injection point of `Registry(transport=...)`: a fake registry, or a wrapper around
 # httpx.AsyncHTTPTransport. A transport handed in replaces the network and the proxy settings.
 HTTPTransport = httpx.AsyncBaseTransport
 
 
 def deadline_seconds(deadline: float | None) -> float:
-    """The deadline T (see the module's docstring): the argument, else the environment, else the
-    default of 20 s. Raises ConfigError naming a value that is not a number of seconds above 0."""
+    """T: the argument, else the environment, else the default. Raises ConfigError naming a value
+    that is not a number of seconds above 0."""
     if deadline is not None:
         source, raw = "deadline", str(deadline)
     else:
@@ -92,90 +71,44 @@ class TransportError(Exception):
 
 
 class TimedOut(TransportError):
-    """Nothing moved for the deadline's length: no connection, no byte of the answer, or the
-    connection took no byte of the request."""
+    """Nothing moved for the deadline's length."""
 
 
 class InvalidURL(ValueError):
     """An address that is not an absolute http(s) URL."""
 
 
-@dataclass(frozen=True)
-class URL:
-    """An absolute http(s) URL. Credentials written into one (user:pass@) are never kept."""
-
-    scheme: str
-    host: str
-    port: int | None
-    path: str
-    query: str = ""
-
-    @classmethod
-    def parse(cls, text: str) -> URL:
-        try:
-            parts = urllib.parse.urlsplit(text)
-            port = parts.port
-        except ValueError as exc:
-            raise InvalidURL(f"{text[:80]!r} is not a URL ({exc})") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidURL(f"{text[:80]!r} is not an http(s) URL")
-        if any(c in text for c in "\r\n\t "):
-            raise InvalidURL(f"{text[:80]!r} holds whitespace")
-        return cls(parts.scheme, parts.hostname, port, parts.path or "/", parts.query)
-
-    @property
-    def netloc(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port is None else f"{host}:{self.port}"
-
-    @property
-    def origin(self) -> tuple[str, str, int]:
-        return self.scheme, self.host, self.port or (443 if self.scheme == "https" else 80)
-
-    @property
-    def target(self) -> str:
-        """The request target: path and query."""
-        return f"{self.path}?{self.query}" if self.query else self.path
-
-    def join(self, location: str) -> URL:
-        """Where `location` (absolute or relative, as in a Location header) points from here."""
-        return URL.parse(urllib.parse.urljoin(str(self), location))
-
-    def with_params(self, params: Mapping[str, str]) -> URL:
-        query = urllib.parse.parse_qsl(self.query, keep_blank_values=True)
-        query = [(k, v) for k, v in query if k not in params] + list(params.items())
-        return URL(self.scheme, self.host, self.port, self.path, urllib.parse.urlencode(query))
-
-    def __str__(self) -> str:
-        return f"{self.scheme}://{self.netloc}{self.target}"
+def parse_url(text: str) -> httpx.URL:
+    """`text` as an absolute http(s) URL, without credentials written into it (user:pass@): httpx
+    would send those as Basic auth, and a redirect's or token service's are not ours to send."""
+    try:
+        url = httpx.URL(text)
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:
+        raise InvalidURL(f"{text[:80]!r} is not a URL ({exc})") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise InvalidURL(f"{text[:80]!r} is not an http(s) URL")
+    if any(c in text for c in "\r\n\t "):
+        raise InvalidURL(f"{text[:80]!r} holds whitespace")
+    return url.copy_with(username=None, password=None)
 
 
-class Headers(Mapping[str, str]):
-    """Answer headers, by case-insensitive name; a repeated header's values joined by ", "."""
+def join(url: httpx.URL, location: str) -> httpx.URL:
+    """Where `location` (absolute or relative, as in a Location header) points from `url`."""
+    return parse_url(urllib.parse.urljoin(str(url), location))
 
-    def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
-        self._values: dict[str, str] = {}
-        for name, value in pairs:
-            key = name.lower()
-            self._values[key] = f"{self._values[key]}, {value}" if key in self._values else value
 
-    def __getitem__(self, name: str) -> str:
-        return self._values[name.lower()]
+def origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port  # httpx leaves out a scheme's default port
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
 
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __repr__(self) -> str:
-        return f"Headers({sorted(self._values)})"
+def netloc(url: httpx.URL) -> str:
+    return url.netloc.decode("ascii", "replace")
 
 
 class _SystemStore(ssl.SSLContext):
     """Verification against the system's certificate store, read when the first TLS connection
     is set up: reading it takes about 20 ms, which a client that only speaks plain HTTP (to a
-    loopback registry) never pays. Were it never read, every certificate would be refused."""
+    loopback registry) never pays."""
 
     _loaded = False
 
@@ -194,10 +127,9 @@ class _SystemStore(ssl.SSLContext):
 
 
 def open_client(*, timeout: float, keep: int, transport: HTTPTransport | None = None) -> httpx.AsyncClient:
-    """The client of one session: the per-phase limits of `timeout` seconds (module docstring),
-    `keep` idle connections kept alive, any number open (callers bound their concurrency, and a
-    request never waits for another's connection). Raises RegistryError for a proxy variable
-    that cannot be used."""
+    """The client of one session: the per-phase limits of `timeout` seconds, `keep` idle
+    connections kept alive, any number open (callers bound their concurrency). Raises
+    RegistryError for a proxy variable that cannot be used."""
     try:
         return httpx.AsyncClient(
             transport=transport,
@@ -206,7 +138,7 @@ def open_client(*, timeout: float, keep: int, transport: HTTPTransport | None = 
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=keep),
             # Bodies are read as sent, never decoded: blobs are checked against their digests.
-            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+            headers={"User-Agent": f"flyte-images/{__version__}", "Accept-Encoding": "identity"},
         )
     except ImportError:  # httpx's only one here: a SOCKS proxy without the `socks` extra
         found = _proxy_setting(lambda value: _scheme(value).startswith("socks"))
@@ -263,25 +195,16 @@ class Chunked(Protocol):
     def chunks(self) -> Iterator[bytes]: ...
 
 
-def body_size(content: bytes | Chunked) -> int:
-    return len(content) if isinstance(content, bytes) else content.size
-
-
 def request_body(content: bytes | Chunked | None) -> bytes | AsyncIterator[bytes] | None:
     """`content` as httpx is to send it: in pieces when it is longer than one, so the write limit
     applies to each piece (a long upload that keeps moving never trips it)."""
     if isinstance(content, bytes):
         return content if len(content) <= PIECE else _pieces([content])
-    if content is None:
-        return None
-    return _read(content)
+    return None if content is None else _read(content)
 
 
 async def _pieces(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
     for chunk in chunks:
-        if len(chunk) <= PIECE:
-            yield chunk
-            continue
         view = memoryview(chunk)
         for start in range(0, len(view), PIECE):
             yield bytes(view[start : start + PIECE])
@@ -330,15 +253,18 @@ def failure(exc: Exception, timeout: float) -> TransportError | InvalidURL:
     if isinstance(exc, httpx.ProxyError):
         # The proxy's refusal is its status line: cut short, as any server-chosen text.
         return TransportError(f"the proxy refused the connection ({str(exc)[:60]!r})", sent=False)
+    causes = list(_chain(exc))
+    # The operating system's words for a failed connection (`[Errno 111] Connection refused`).
+    cause = next((str(e)[:200] for e in causes if isinstance(e, OSError) and str(e)), type(exc).__name__)
     if isinstance(exc, httpx.ConnectError):
-        verify = _cause(exc, ssl.SSLCertVerificationError)
-        if verify is not None:
-            return TransportError(
-                f"TLS certificate not trusted ({verify.verify_message}); add its CA to the system store or "
-                "SSL_CERT_FILE",
-                sent=False,
-            )
-        return TransportError(f"the connection failed ({_cause_text(exc)})", sent=False)
+        for verify in causes:
+            if isinstance(verify, ssl.SSLCertVerificationError):
+                return TransportError(
+                    f"TLS certificate not trusted ({verify.verify_message}); add its CA to the system store or "
+                    "SSL_CERT_FILE",
+                    sent=False,
+                )
+        return TransportError(f"the connection failed ({cause})", sent=False)
     if isinstance(exc, httpx.RemoteProtocolError):
         text = str(exc)
         if text.startswith("Server disconnected"):
@@ -347,23 +273,11 @@ def failure(exc: Exception, timeout: float) -> TransportError | InvalidURL:
             return TransportError("the connection closed before the end of the answer", sent=True)
         # What the server sent is not repeated: it may be anything (a banner, a credential).
         return TransportError("the answer is not HTTP/1.1 (RemoteProtocolError)", sent=True)
-    return TransportError(f"the connection broke ({_cause_text(exc)})", sent=True)
+    return TransportError(f"the connection broke ({cause})", sent=True)
 
 
-def _cause(exc: BaseException, kind: type[ssl.SSLCertVerificationError]) -> ssl.SSLCertVerificationError | None:
+def _chain(exc: BaseException) -> Iterator[BaseException]:
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, kind):
-            return seen
+        yield seen
         seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _cause_text(exc: BaseException) -> str:
-    """The operating system's words for a failed connection (`[Errno 111] Connection refused`)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and str(seen):
-            return str(seen)[:200]
-        seen = seen.__cause__ or seen.__context__
-    return type(exc).__name__
