@@ -1,39 +1,13 @@
-"""Settings the engine reads: registry, builder, base image, CA bundle, named image references.
+"""Settings the engine reads: registry, builder, base image, CA bundle, layer cache, named image
+references, plain-HTTP registries and the buildkit backend's daemon (README.md, Configuration,
+lists each with its environment variable and config file key).
 
 Precedence, highest first: `init(...)` / `init_from_config(...)` arguments, environment
-variables, the config file, built-in defaults.
-
-| setting       | environment variable        | config file key  | default                           |
-|---------------|-----------------------------|------------------|-----------------------------------|
-| registry      | FLYTE_IMAGES_REGISTRY       | registry         | none: images load locally         |
-| image_builder | FLYTE_IMAGES_BUILDER        | image_builder    | docker                            |
-| base_image    | FLYTE_IMAGES_BASE_IMAGE     | base_image       | python:{python_version}-slim-bookworm |
-| ca_bundle     | FLYTE_IMAGES_CA_BUNDLE      | ca_bundle        | none                              |
-| images        | FLYTE_IMAGES_REF_<NAME>     | [images] table   | none                              |
-| insecure_registries | FLYTE_IMAGES_INSECURE_REGISTRIES | insecure_registries | loopback only |
-| buildkit_addr | FLYTE_IMAGES_BUILDKIT_ADDR  | buildkit_addr    | unix:///run/buildkit/buildkitd.sock |
-| buildkit_ca   | FLYTE_IMAGES_BUILDKIT_CA    | buildkit_ca      | none (tcp:// without TLS)         |
-| buildkit_cert | FLYTE_IMAGES_BUILDKIT_CERT  | buildkit_cert    | none                              |
-| buildkit_key  | FLYTE_IMAGES_BUILDKIT_KEY   | buildkit_key     | none                              |
-| buildkit_server_name | FLYTE_IMAGES_BUILDKIT_SERVER_NAME | buildkit_server_name | the address's host |
-
-(The buildkit_* settings are read by the `buildkit` backend only: the daemon's address and the
-client TLS files for a tcp:// address.)
-
-(FLYTE_IMAGES_INSECURE_REGISTRIES is comma-separated; in the file it is a list of host[:port].)
-
-The Flyte SDK's names are honoured too, below ours: FLYTE_IMAGE_REGISTRY for the registry and
-FLYTE_IMAGE_BUILDER for the builder (its `local` is our `docker`). When both are set, ours win.
-
-The config file is TOML, found at the first of: the path given to `init_from_config`, the
-FLYTE_IMAGES_CONFIG environment variable, `flyte-images.toml` in the current folder or a
-parent, a `[tool.flyte-images]` table of `pyproject.toml` in the current folder or a parent,
+variables (ours, then the Flyte SDK's FLYTE_IMAGE_REGISTRY and FLYTE_IMAGE_BUILDER, whose
+`local` is our `docker`), the config file, built-in defaults. The config file is TOML, found at
+the first of: the path given to `init_from_config`, FLYTE_IMAGES_CONFIG, `flyte-images.toml` or
+a `[tool.flyte-images]` table of `pyproject.toml` in the current folder or a parent,
 `$XDG_CONFIG_HOME/flyte-images/config.toml` (default `~/.config/flyte-images/config.toml`).
-
-    registry = "ghcr.io/acme"
-    base_image = "mirror.acme.internal/python:{python_version}-slim-bookworm"
-    [images]
-    default = "ghcr.io/acme/base:2024.1"
 """
 
 from __future__ import annotations
@@ -66,8 +40,7 @@ DEFAULT_BUILDKIT_ADDR = "unix:///run/buildkit/buildkitd.sock"  # buildkitd's own
 
 @dataclass(frozen=True, kw_only=True)
 class FileShape:
-    """The config file's settings as `_shapes` reads them: every key a string, but `images` (a
-    table of strings) and `insecure_registries` (a list of strings)."""
+    """The config file's settings as `_shapes` reads them."""
 
     registry: str | None = None
     image_builder: str | None = None
@@ -173,16 +146,9 @@ def read_config_file(path: Path) -> Settings:
         shape = _shapes.check(FileShape, data)
     except _shapes.Invalid as exc:
         raise ConfigError(f"{path}: {_wrong(exc.problems[0], data)}") from None
-    return Settings(
-        registry=shape.registry,
-        image_builder=shape.image_builder,
-        base_image=shape.base_image,
-        ca_bundle=shape.ca_bundle,
-        images=dict(shape.images or {}),
-        insecure_registries=tuple(shape.insecure_registries or ()),
-        **{key: getattr(shape, key) for key in BUILDKIT_KEYS},
-        source=str(path),
-    )
+    values = {key: getattr(shape, key) for key in _KEYS}
+    values.update(images=dict(shape.images or {}), insecure_registries=tuple(shape.insecure_registries or ()))
+    return Settings(**values, source=str(path))
 
 
 def _wrong(problem: _shapes.Problem, data: dict[str, Any]) -> str:
@@ -301,18 +267,8 @@ class BuildkitSettings:
 def configured_buildkit() -> BuildkitSettings:
     """The buildkit_* settings: init(...), FLYTE_IMAGES_BUILDKIT_* or the config file, each key on
     its own; the address defaults to buildkitd's own unix socket."""
-    values = {key: _pick(key, f"FLYTE_IMAGES_{key.upper()}") for key in BUILDKIT_KEYS}
-    return BuildkitSettings(
-        addr=values["buildkit_addr"] or DEFAULT_BUILDKIT_ADDR,
-        ca=values["buildkit_ca"],
-        cert=values["buildkit_cert"],
-        key=values["buildkit_key"],
-        server_name=values["buildkit_server_name"],
-    )
-
-
-def configured_base_image() -> str | None:
-    return _pick("base_image", "FLYTE_IMAGES_BASE_IMAGE")
+    values = {key.removeprefix("buildkit_"): _pick(key, f"FLYTE_IMAGES_{key.upper()}") for key in BUILDKIT_KEYS}
+    return BuildkitSettings(addr=values.pop("addr") or DEFAULT_BUILDKIT_ADDR, **values)
 
 
 DEFAULT_BASE_IMAGE = "python:{python_version}-slim-bookworm"
@@ -320,7 +276,7 @@ DEFAULT_BASE_IMAGE = "python:{python_version}-slim-bookworm"
 
 def base_image_template() -> str:
     """The base of a built `from_debian_base(install_flyte=False)`, `{python_version}` unfilled."""
-    return configured_base_image() or DEFAULT_BASE_IMAGE
+    return _pick("base_image", "FLYTE_IMAGES_BASE_IMAGE") or DEFAULT_BASE_IMAGE
 
 
 def is_base_image_setting(reference: str) -> bool:
@@ -341,16 +297,10 @@ def insecure_registries() -> tuple[str, ...]:
     return (*_explicit.insecure_registries, *env, *_from_file().insecure_registries)
 
 
-def _env_refs() -> dict[str, str]:
-    refs = {}
-    for key, value in os.environ.items():
-        if key.startswith(REF_ENV_PREFIX) and value:
-            refs[key[len(REF_ENV_PREFIX) :].lower().replace("_", "-")] = value
-    return refs
-
-
 def known_refs() -> dict[str, str]:
-    return {**_from_file().images, **_env_refs(), **_explicit.images}
+    env = {key[len(REF_ENV_PREFIX) :].lower().replace("_", "-"): value
+           for key, value in os.environ.items() if key.startswith(REF_ENV_PREFIX) and value}  # fmt: skip
+    return {**_from_file().images, **env, **_explicit.images}
 
 
 def resolve_ref(name: str) -> str:

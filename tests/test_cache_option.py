@@ -49,3 +49,13 @@ def test_a_bad_cache_setting_is_named(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("FLYTE_IMAGES_CACHE", "disk")
     with pytest.raises(ConfigError, match="FLYTE_IMAGES_CACHE"):
         flyte_images.build(_image(tmp_path), builder=FakeBuilder(), quiet=True, require_check=False)
+
+
+def test_the_config_file_key_cache_is_used(tmp_path: Path) -> None:
+    config = tmp_path / "flyte-images.toml"
+    config.write_text('cache = "registry"\n')
+    flyte_images.init_from_config(config)
+    fake = ExportingFake()
+    flyte_images.build(_image(tmp_path), builder=fake, quiet=True, require_check=False)
+    (request,) = fake.requests
+    assert request.cache_from == ("type=registry,ref=registry.example/cached:buildcache",)

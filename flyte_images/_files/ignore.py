@@ -1,17 +1,12 @@
-""".dockerignore rules, matched the way Docker and BuildKit match them.
+""".dockerignore rules, read and matched the way Docker and BuildKit do.
 
-Reading a file (Docker's ignorefile reader): a UTF-8 byte-order mark is dropped; lines starting
-with `#` are comments; each line is stripped of surrounding white space; a leading `!` marks an
-exception (re-include); the rest is cleaned like Go's `filepath.Clean` and a leading `/` is
-removed, so `/build`, `build/` and `./build` are the same pattern.
-
-Matching (Docker's pattern matcher): `*` matches any run of characters except `/`, `?` one such
-character, `[...]` a class, `\\` escapes the next character, and `**` any number of path
-segments (also none). A path is excluded when the last pattern that matches it, or matches one
-of its parent folders, is not an exception. The root of the context itself is never excluded.
-
-The same `IgnoreRules` value decides what a layer's identifier covers and what is staged into
-the build context, so the tag and the image always come from one file list.
+Reading: a UTF-8 byte-order mark is dropped, `#` lines are comments, lines are stripped, a
+leading `!` marks an exception (re-include), and the rest is cleaned like Go's `filepath.Clean`
+without a leading `/`, so `/build`, `build/` and `./build` are one pattern. Matching: `*` is any
+run of characters but `/`, `?` one such character, `[...]` a class, `\\` escapes, `**` any
+number of path segments (also none). A path is excluded when the last pattern that matches it
+or a parent folder is not an exception; the context's root never is. One `IgnoreRules` value
+decides both what an identifier covers and what is staged, so tag and image share one file list.
 """
 
 from __future__ import annotations
@@ -48,15 +43,11 @@ _EXACT, _PREFIX, _SUFFIX, _REGEX = range(4)
 _ESCAPED = set(".+()|{}$")
 
 
-def _go_clean(path: str) -> str:
-    """Go's filepath.Clean for slash-separated paths ('' -> '.', keeps a leading '/')."""
-    if not path:
-        return "."
-    cleaned = posixpath.normpath(path)
+def _clean(path: str) -> str:
+    """Go's filepath.Clean for slash-separated paths ('' -> '.'), then without a leading '/'."""
     # posixpath keeps a leading '//' (POSIX allows it to be special); Go folds it to '/'.
-    if cleaned.startswith("//"):
-        cleaned = "/" + cleaned.lstrip("/")
-    return cleaned
+    cleaned = posixpath.normpath(path).lstrip("/") if path else "."
+    return cleaned or "/"
 
 
 @dataclass(frozen=True)
@@ -98,10 +89,8 @@ class Pattern:
         return f"(?:{self.regex.pattern[1:-1]})"
 
     def matches_or_parent(self, path: str) -> bool:
-        if self.matches(path):
-            return True
-        parts = path.split("/")[:-1]
-        return any(self.matches("/".join(parts[: i + 1])) for i in range(len(parts)))
+        parts = path.split("/")
+        return any(self.matches("/".join(parts[:end])) for end in range(len(parts), 0, -1))
 
 
 def _regex(source: str) -> re.Pattern[str]:
@@ -169,27 +158,16 @@ def _compile(pattern: str) -> tuple[int, re.Pattern[str] | None]:
 
 def parse_dockerignore(text: str) -> tuple[str, ...]:
     """Return the patterns of a .dockerignore text, cleaned, `!` kept as a prefix."""
-    if text.startswith("\ufeff"):
-        text = text[1:]
     patterns: list[str] = []
-    for raw in text.splitlines():
-        if raw.startswith("#"):
-            continue
+    for raw in text.removeprefix("\ufeff").splitlines():
         line = raw.strip()
-        if not line:
+        if raw.startswith("#") or not line:
             continue
         exception = line.startswith("!")
-        if exception:
-            line = line[1:].strip()
-        if line:
-            line = _go_clean(line)
-            if len(line) > 1 and line.startswith("/"):
-                line = line[1:]
-        if exception:
-            if not line:
-                raise InvalidLayerArgument("dockerignore", 'illegal exception pattern "!"')
-            line = "!" + line
-        patterns.append(line)
+        line = line[1:].strip() if exception else line
+        if not line:
+            raise InvalidLayerArgument("dockerignore", 'illegal exception pattern "!"')
+        patterns.append(("!" if exception else "") + _clean(line))
     return tuple(patterns)
 
 
@@ -204,14 +182,7 @@ class IgnoreRules:
 
     @classmethod
     def from_lines(cls, lines: Iterable[str]) -> IgnoreRules:
-        compiled = []
-        for line in lines:
-            exception = line.startswith("!")
-            text = _go_clean(line[1:] if exception else line)
-            if len(text) > 1 and text.startswith("/"):
-                text = text[1:]
-            compiled.append(Pattern(text, exception))
-        return cls(tuple(compiled))
+        return cls(tuple(Pattern(_clean(line.removeprefix("!")), line.startswith("!")) for line in lines))
 
     @classmethod
     def for_tree(cls, user_patterns: Sequence[str] = (), *, defaults: bool = True) -> IgnoreRules:
@@ -225,13 +196,7 @@ class IgnoreRules:
         """Whether `path` (relative, '/'-separated) is excluded, parents taken into account."""
         if path in ("", "."):
             return False
-        matched = False
-        for pattern in self.patterns:
-            if pattern.exception != matched:
-                continue
-            if pattern.matches_or_parent(path):
-                matched = not pattern.exception
-        return matched
+        return self.excluded_with(tuple(p.matches_or_parent(path) for p in self.patterns), path)
 
     def state_for_dir(self, parent: tuple[bool, ...] | None, path: str) -> tuple[bool, ...]:
         """Per pattern, whether it matches `path` or a parent: what the walk carries downward."""
@@ -250,12 +215,11 @@ class IgnoreRules:
         """
         found = self._checkers.get(parent)
         if found is None:
-            if not self.patterns:
-                found = _never
-            elif self.has_exceptions:
+            if self.has_exceptions:
                 found = partial(self.excluded_with, parent)
-            elif any(parent):
-                found = _always
+            elif any(parent) or not self.patterns:
+                verdict = any(parent)
+                found = lambda _path: verdict  # noqa: E731
             else:
                 combined = "|".join(p.regex_source() for p in self.patterns)
                 fullmatch = _regex(combined).fullmatch
@@ -272,14 +236,6 @@ class IgnoreRules:
             if was or pattern.matches(path):
                 matched = not pattern.exception
         return matched
-
-
-def _never(_path: str) -> bool:
-    return False
-
-
-def _always(_path: str) -> bool:
-    return True
 
 
 def read_dockerignore(path: Path) -> tuple[str, ...]:

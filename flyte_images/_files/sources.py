@@ -1,24 +1,19 @@
 """Which local files a layer reads, each read once: hashed, and when building also staged.
 
-`Sources` is what a layer's `inputs()` asks for files through. In a plan made for `id`,
-`dockerfile` or a dry run it only hashes (with the stat cache); in a plan made for a build it
-holds a `Snapshot`, and every file is copied into the staging folder while it is hashed, so the
-digests, and the identifier made of them, describe exactly the bytes that are sent.
+`Sources` is what a layer's `inputs()` asks for files through: in a plan for `id`, `dockerfile`
+or a dry run it only hashes (with the stat cache); in a plan for a build it holds a `Snapshot`
+and every file is copied into the staging folder while it is hashed, so the identifier
+describes exactly the bytes that are sent.
 
-Rules for a copied folder (a source folder, an installed uv, poetry or pixi project, a code
-bundle, a Dockerfile's context) are, in order, later ones winning:
-
-1. the default excludes (`.git`, `.venv`, `__pycache__`, ... see `_ignore.DEFAULT_EXCLUDES`),
-   anchored at the copied folder (its own `.git`, wherever the ignore file is), except for a
-   Dockerfile's context, which Docker itself sends without them;
-2. the patterns of one ignore file, matched against paths relative to the folder holding it (as
-   Docker matches a context's .dockerignore), or, when the copied folder is not inside that
-   folder, relative to the copied folder. The file is the image's `with_dockerignore(path)`;
-   without it, for the layers' copies, the project root's `.dockerignore` (the root is
-   `init(root_dir=...)`, else the current folder), as the Flyte SDK applies it; without either,
-   a `.dockerignore` at the root of the copied folder;
-3. files a layer needs whatever the patterns say (`keep`: a project's pyproject.toml and lock),
-   and files it replaces (`drop`).
+Rules for a copied folder (a source folder, a uv, poetry or pixi project, a code bundle, a
+Dockerfile's context), later ones winning: (1) the default excludes (`ignore.DEFAULT_EXCLUDES`),
+anchored at the copied folder (its own `.git`), except for a Dockerfile's context, which Docker
+sends without them; (2) the patterns of one ignore file, matched against paths relative to its
+folder (as Docker does), or to the copied folder when that is not inside it: the image's
+`with_dockerignore(path)`, else for the layers' copies the project root's `.dockerignore` (the
+root is `init(root_dir=...)`, else the current folder, as in the Flyte SDK), else one at the
+root of the copied folder; (3) files a layer needs whatever the patterns say (`keep`: a
+project's pyproject.toml and lock) and files it replaces (`drop`).
 """
 
 from __future__ import annotations
@@ -66,12 +61,7 @@ class Sources:
 
     def file(self, path: Path, dest: str, what: str) -> Entry:
         """The entry of one file a layer reads; `what` names the parameter that named it."""
-        if self.snap is None:
-            if not path.exists():
-                raise SourceNotFoundError(f"{what} {path} does not exist")
-            if path.is_dir():
-                raise SourceError(f"{what} {path} is a folder, a file is expected")
-        elif path.is_dir():
+        if path.is_dir():
             raise SourceError(f"{what} {path} is a folder, a file is expected")
         try:
             return file_entry(path, self.cache, self.snap, dest)
@@ -87,18 +77,13 @@ class Sources:
             raise SourceNotFoundError(f"{what} {path} does not exist") from exc
         except IsADirectoryError as exc:
             raise SourceError(f"{what} {path} is a folder, a file is expected") from exc
-        try:
+        with os.fdopen(fd, "rb") as handle:
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
                 raise SourceError(f"{what} {path} is a folder, a file is expected")
-            if st.st_size > _SMALL_LIMIT:
-                raise SourceError(f"{what} {path} is larger than {_SMALL_LIMIT >> 20} MiB; that cannot be right")
-            chunks = []
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
-        finally:
-            os.close(fd)
-        data = b"".join(chunks)
+            data = handle.read(_SMALL_LIMIT + 1)
+        if len(data) > _SMALL_LIMIT:
+            raise SourceError(f"{what} {path} is larger than {_SMALL_LIMIT >> 20} MiB; that cannot be right")
         mode = stat.S_IMODE(st.st_mode)
         digest = hashlib.sha256(data).hexdigest()
         if self.snap is not None:
@@ -119,18 +104,21 @@ class Sources:
         local = folder / ".dockerignore"
         return (local, read_dockerignore(local)) if local.is_file() else (None, ())
 
-    def tree_rules(
+    def tree(
         self,
         folder: Path,
+        dest: str,
         *,
         defaults: bool = True,
+        extra: tuple[str, ...] = (),
         project: bool = False,
         keep: tuple[str, ...] = (),
         drop: tuple[str, ...] = (),
-    ) -> tuple[IgnoreRules, str]:
-        """The ignore rules for `folder` and the prefix its paths are matched with. `project`:
-        the project root's .dockerignore applies (a layer's copy, not a Dockerfile's context);
-        `keep`/`drop`: paths relative to `folder` always sent / never sent."""
+    ) -> Tree:
+        """The kept entries of a copied folder (staged at `dest` when building). `project`: the
+        project root's .dockerignore applies (a layer's copy, not a Dockerfile's context);
+        `extra`: patterns after all others; `keep`/`drop`: paths relative to `folder` always
+        sent / never sent."""
         ignore_file, patterns = self.ignore_file(folder, project=project)
         rel = "."
         if ignore_file is not None:
@@ -143,24 +131,8 @@ class Sources:
         # the patterns are matched from a project root above it.
         anchored = [p if p.startswith("**/") else prefix + p for p in DEFAULT_EXCLUDES] if defaults else []
         forced = [prefix + _literal(name) for name in drop] + [f"!{prefix}{_literal(name)}" for name in keep]
-        return IgnoreRules.from_lines([*anchored, *patterns, *forced]), "" if rel == "." else rel + "/"
-
-    def tree(
-        self,
-        folder: Path,
-        dest: str,
-        *,
-        defaults: bool = True,
-        extra: tuple[str, ...] = (),
-        project: bool = False,
-        keep: tuple[str, ...] = (),
-        drop: tuple[str, ...] = (),
-    ) -> Tree:
-        """The kept entries of a copied folder (staged at `dest` when building)."""
-        rules, prefix = self.tree_rules(folder, defaults=defaults, project=project, keep=keep, drop=drop)
-        if extra:
-            rules = IgnoreRules(rules.patterns + IgnoreRules.from_lines(extra).patterns)
-        return collect_tree(folder, rules, self.cache, prefix, self.snap, dest)
+        rules = IgnoreRules.from_lines([*anchored, *patterns, *forced, *extra])
+        return collect_tree(folder, rules, self.cache, "" if rel == "." else rel + "/", self.snap, dest)
 
 
 def _literal(path: str) -> str:
