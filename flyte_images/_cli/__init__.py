@@ -31,6 +31,9 @@ examples:
   flyte-images build images.py:app       build it (skipped when it already exists)
   flyte-images exists ghcr.io/acme/app:1a2b  is it in the registry?
   flyte-images explain images.py:app     what the tag is made of, what changed since the last build
+  flyte-images cache prune --older-than 14  remove what the tool keeps and did not use for 14 days
+  flyte-images doctor                    is everything a build needs there? (engine, buildx, registry, ...)
+  source <(flyte-images completion bash)  tab completion for bash (also zsh)
 
 exit codes: 0 success, 1 an image is invalid or a step failed, 2 usage error or unloadable target
 (`exists`: 0 all exist, 1 some missing, 2 some could not be checked)
@@ -38,7 +41,16 @@ exit codes: 0 success, 1 an image is invalid or a step failed, 2 usage error or 
 
 
 # Every command, in the order --help lists them, and the module that defines it.
-_COMMANDS = {"id": "_id", "dockerfile": "_dockerfile", "build": "_build", "exists": "_exists", "explain": "_explain"}
+_COMMANDS = {
+    "id": "_id",
+    "dockerfile": "_dockerfile",
+    "build": "_build",
+    "exists": "_exists",
+    "explain": "_explain",
+    "cache": "_cache",
+    "doctor": "_doctor",
+    "completion": "_completion",
+}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
