@@ -1,34 +1,19 @@
-"""One copy layer as a registry blob: the tar BuildKit's `COPY ["_fi/<n>/", "<dst>/"]` makes
-of a staged folder, built without an engine.
+"""One copy layer as a registry blob: the tar BuildKit's `COPY ["_fi/<n>/", "<dst>/"]` makes of a
+staged folder, built without an engine (proven byte for byte by tests/test_engine_append.py).
 
-What the COPY does, and so what the tar holds (checked on dockerd 20.10's BuildKit and on
-buildkitd 0.13, and proven by tests/test_engine_append.py):
+As the COPY does, `dst` and its parents the image lacks are made 0755 owned by the COPY's owner
+(root, or the --chown user), those it has keep their mode and owner, and everything below `dst`
+is copied as staged (symlinks as links), owned by the COPY's owner. Every folder on the way is
+listed with the metadata it has after the COPY: unpackers that apply a layer into an empty folder
+(dockerd's overlay2) make an unlisted parent root 0755, hiding, say, /home/flyte's own owner.
 
-- `dst` and its parents that the image lacks are made as folders 0755 owned by the COPY's
-  owner (root, or the --chown user); those the image has are left as they are, mode and owner
-  included (the source folder's own mode is not applied to `dst`);
-- everything below `dst` is copied as staged: files with their mode and time, folders,
-  symlinks as links (never followed), all owned by the COPY's owner.
-
-A layer lists every folder on the way to what it adds, with the metadata that folder has in
-the image after the COPY (`folders`): unpackers that apply a layer into its own empty folder
-(dockerd's overlay2 store does) make a parent the tar does not list as root 0755, which would
-hide the image's own owner and mode of, say, /home/flyte.
-
-The bytes depend only on the staged folder: entries are sorted, user and group names are
-empty, times are the staged ones in whole seconds (the staging sets them from the content,
-see `_stage.content_mtime_ns`), and the gzip stream has no name and time 0. The same folder
-therefore always gives the same digest, so an unchanged layer is never uploaded again.
-
-A layer is made as a stream, in constant memory whatever the size of its files: each file is
-read in chunks of CHUNK bytes, the tar goes through a SHA-256 (the diff_id) into gzip, and the
-gzip stream through a second SHA-256 (the digest) into a spool: memory while it stays under
-SPOOL_MEMORY (source code, nearly always), else an unnamed temporary file in the cache folder,
-which disappears with the process even when it is killed. Two passes (hash first, then stream
-again for the upload) would need no disk, but read and compress every file twice; and since
-the digest must be known before an upload starts, a single pass has to keep the stream
-somewhere. Feeding zlib in chunks gives the same bytes as feeding it the whole tar at once, so
-the digest of a layer does not depend on how it was made.
+The bytes depend only on the staged folder (sorted entries, empty user and group names, staged
+times in whole seconds, a gzip header without name or time), so an unchanged layer is never
+uploaded again. A layer is made as a stream in constant memory: files are read CHUNK bytes at a
+time, the tar is hashed (the diff_id) into gzip, and the gzip stream hashed (the digest) into
+memory up to SPOOL_MEMORY, beyond that into an unnamed temporary file in the cache folder, gone
+with the process. (The digest must be known before the upload starts, so one pass keeps the
+stream; two would read and compress every file twice.)
 """
 
 from __future__ import annotations
@@ -39,10 +24,10 @@ import os
 import posixpath
 import stat
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 from .._errors import BuildError
 from .._files.staging import FIXED_MTIME
@@ -53,72 +38,50 @@ CHUNK = 1 << 20  # bytes of a file read (and of the tar handed to gzip) at a tim
 SPOOL_MEMORY = 8 << 20  # a gzip stream up to this stays in memory; a longer one goes to a temporary file
 
 
-class Spool:
-    """A layer's gzip stream in an unnamed temporary file, read back in chunks."""
-
-    def __init__(self, file: IO[bytes], size: int) -> None:
-        self._file, self._size = file, size
-
-    def __len__(self) -> int:
-        return self._size
-
-    def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
-        """The stream from its start, `size` bytes at a time (positional reads: several readers
-        may share the file)."""
-        fd, offset = self._file.fileno(), 0
-        while offset < self._size:
-            try:
-                chunk = os.pread(fd, min(size, self._size - offset), offset)
-            except OSError as exc:
-                raise BuildError(
-                    f"cannot read back the spooled layer in {cache_dir()}: {exc.strerror}; build again"
-                ) from None
-            if not chunk:
-                raise BuildError(f"the spooled layer ended after {offset} of {self._size} bytes; build again")
-            offset += len(chunk)
-            yield chunk
-
-    def read(self) -> bytes:
-        """The whole stream."""
-        return b"".join(self.chunks())
-
-    def close(self) -> None:
-        self._file.close()
-
-
 @dataclass(frozen=True)
 class LayerBlob:
     """A gzipped layer tarball with its two digests. `data` is the gzip stream itself, or for a
-    long one the Spool that holds it (see `content`, `chunks`)."""
+    long one the unnamed temporary file that holds it (see `content`, `chunks`)."""
 
-    data: bytes | Spool = field(compare=False)  # the digest stands for the content in comparisons
+    data: bytes | IO[bytes] = field(compare=False)  # the digest stands for the content in comparisons
     diff_id: str  # sha256 of the uncompressed tar (the image config's rootfs.diff_ids)
     digest: str  # sha256 of the gzip stream (the manifest's layer descriptor)
     created_by: str = ""  # the history entry's text
 
     @property
     def size(self) -> int:
-        return len(self.data)
+        return len(self.data) if isinstance(self.data, bytes) else os.fstat(self.data.fileno()).st_size
 
     @property
     def spooled(self) -> bool:
-        return isinstance(self.data, Spool)
+        return not isinstance(self.data, bytes)
 
     def content(self) -> bytes:
         """The whole gzip stream (read from its spool when there is one)."""
-        return self.data if isinstance(self.data, bytes) else self.data.read()
+        return self.data if isinstance(self.data, bytes) else b"".join(self.chunks())
 
     def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
-        """The gzip stream, `size` bytes at a time."""
-        if isinstance(self.data, Spool):
-            yield from self.data.chunks(size)
-        else:
-            for start in range(0, len(self.data), size):
-                yield self.data[start : start + size]
+        """The gzip stream from its start, `size` bytes at a time (a spool is read by positional
+        reads, so several readers may share it)."""
+        if isinstance(self.data, bytes):
+            yield from (self.data[start : start + size] for start in range(0, len(self.data), size))
+            return
+        fd, offset, total = self.data.fileno(), 0, self.size
+        while offset < total:
+            try:
+                chunk = os.pread(fd, min(size, total - offset), offset)
+            except OSError as exc:
+                raise BuildError(
+                    f"cannot read back the spooled layer in {cache_dir()}: {exc.strerror}; build again"
+                ) from None
+            if not chunk:
+                raise BuildError(f"the spooled layer ended after {offset} of {total} bytes; build again")
+            offset += len(chunk)
+            yield chunk
 
     def close(self) -> None:
         """Let go of the spool's temporary file (a layer in memory has nothing to let go of)."""
-        if isinstance(self.data, Spool):
+        if not isinstance(self.data, bytes):
             self.data.close()
 
 
@@ -179,7 +142,7 @@ def layer_tar(
     try:
         # No file name and time 0 in the gzip header: the digest depends on the tar alone.
         with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=level) as gz:
-            tar = _Tar(gz)
+            tar = _Tar(gz.write)
             for path in dst_folders(dst):
                 meta = given.get(path) or Folder(0o755, *owner)
                 tar.add(path, _DIR, meta.mode, meta.mtime, (meta.uid, meta.gid))
@@ -260,9 +223,9 @@ class _Out:
         return len(data)
 
     def flush(self) -> None:
-        pass  # nothing is buffered here; the temporary file is flushed once, by `result`
+        pass  # gzip's file protocol asks for it; the temporary file is flushed once, by `result`
 
-    def result(self) -> bytes | Spool:
+    def result(self) -> bytes | IO[bytes]:
         if self._file is None:
             return b"".join(self._held)
         try:
@@ -270,7 +233,7 @@ class _Out:
         except OSError as exc:
             self.discard()
             raise _spool_error(exc) from exc
-        return Spool(self._file, self._size)
+        return self._file
 
     def discard(self) -> None:
         if self._file is not None:
@@ -294,19 +257,15 @@ def _spool_error(exc: OSError) -> BuildError:
     return BuildError(f"cannot write a layer being appended to {where}: {exc.strerror}")
 
 
-class _Writer(Protocol):
-    def write(self, data: bytes, /) -> int: ...
-
-
 class _Tar:
-    """A POSIX tar archive as `tarfile` writes one in its PAX format, streamed into `sink`: a
-    ustar header per entry (a pax extended header before it only for what ustar cannot hold),
-    data padded to 512 bytes, two zero blocks and padding to a 10 KiB record at the end.
-    Headers are made here (tarfile for the rare pax ones): a source folder has hundreds of
-    small files, and tarfile's per-entry work cost more than reading them. Small pieces are
-    gathered and handed on CHUNK bytes at a time, and `digest` is the SHA-256 of the whole."""
+    """A POSIX tar archive as `tarfile` writes one in its PAX format, streamed to `sink`: a ustar
+    header per entry (a pax extended header before it only for what ustar cannot hold), data
+    padded to 512 bytes, two zero blocks and padding to a 10 KiB record at the end. Headers are
+    made here (tarfile for the rare pax ones): tarfile's per-entry work cost more than reading a
+    source folder's hundreds of small files. Pieces are handed on CHUNK bytes at a time, and
+    `digest` is the SHA-256 of the whole."""
 
-    def __init__(self, sink: _Writer) -> None:
+    def __init__(self, sink: Callable[[bytes], object]) -> None:
         self._sink = sink
         self._hash = hashlib.sha256()
         self._parts: list[bytes] = []
@@ -318,16 +277,9 @@ class _Tar:
         return "sha256:" + self._hash.hexdigest()
 
     def add(
-        self, name: str, kind: bytes, mode: int, mtime: int, owner: tuple[int, int], data: bytes = b"", link: str = ""
+        self, name: str, kind: bytes, mode: int, mtime: int, owner: tuple[int, int], size: int = 0, link: str = ""
     ) -> None:
-        self.header(name, kind, mode, mtime, owner, len(data), link)
-        if data:
-            self._put(data)
-            self.pad(len(data))
-
-    def header(
-        self, name: str, kind: bytes, mode: int, mtime: int, owner: tuple[int, int], size: int, link: str
-    ) -> None:
+        """An entry's header (a file's content follows: `add_file`)."""
         if kind == _DIR and not name.endswith("/"):
             name += "/"
         self._put(
@@ -337,7 +289,7 @@ class _Tar:
     def add_file(self, name: str, mode: int, mtime: int, owner: tuple[int, int], path: str, size: int) -> None:
         """A file's entry, its content read from `path` in chunks; the file must hold exactly
         `size` bytes (its size when it was listed) from start to end."""
-        self.header(name, _FILE, mode, mtime, owner, size, "")
+        self.add(name, _FILE, mode, mtime, owner, size)
         with open(path, "rb", buffering=0) as fh:
             left = size
             while left:
@@ -348,9 +300,6 @@ class _Tar:
                 left -= len(chunk)
             if left or fh.read(1):
                 raise BuildError(f"{path} changed while its layer was made; stage the image again")
-        self.pad(size)
-
-    def pad(self, size: int) -> None:
         if size % _BLOCK:
             self._put(bytes(_BLOCK - size % _BLOCK))
 
@@ -365,7 +314,7 @@ class _Tar:
         data = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
         self._parts, self._pending = [], 0
         self._hash.update(data)
-        self._sink.write(data)
+        self._sink(data)
 
     def finish(self) -> None:
         self._put(bytes(2 * _BLOCK))
