@@ -1,9 +1,7 @@
 """Source edits without a build engine: the file part of an image (trailing copies, ENV and
 WORKDIR) appended in the registry to its engine part, as deterministic layer tarballs and a new
-config and manifest. `build` chooses this path itself (`build.choose`, `run.by_append`).
-
-The names below load their module when first used: every build asks `build.choose`, and a
-build that loads into the local engine must not pay for httpx, asyncio and the registry models.
+config and manifest. The names below load their module when first used: every build asks
+`build.choose`, and one that loads into the local engine must not pay for httpx and asyncio.
 """
 
 from __future__ import annotations
@@ -12,12 +10,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .image import append_async, merge_env, new_config
-    from .split import FilePart, engine_part, file_part, file_part_start
-    from .tarball import LayerBlob, layer_tar
+    from .split import engine_part, file_part, file_part_start
+    from .tarball import layer_tar
 
 _LAZY = {
-    "FilePart": ".split",
-    "LayerBlob": ".tarball",
     "append_async": ".image",
     "engine_part": ".split",
     "file_part": ".split",
@@ -27,17 +23,7 @@ _LAZY = {
     "new_config": ".image",
 }
 
-__all__ = [
-    "FilePart",
-    "LayerBlob",
-    "append_async",
-    "engine_part",
-    "file_part",
-    "file_part_start",
-    "layer_tar",
-    "merge_env",
-    "new_config",
-]
+__all__ = ["append_async", "engine_part", "file_part", "file_part_start", "layer_tar", "merge_env", "new_config"]
 
 
 def __getattr__(name: str) -> object:

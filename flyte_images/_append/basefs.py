@@ -1,36 +1,30 @@
 """Facts about a base image's file system, read from its layers in the registry: what a copy
-appended without an engine needs to make the bytes BuildKit would (the owner behind
-`--chown=flyte:flyte`, the folders above the destination as the image has them).
+appended without an engine needs to make BuildKit's bytes (the owner behind `--chown=flyte:flyte`,
+the folders above the destination as the image has them).
 
-The file system exists only as layer tarballs, so the layers are read from the top down, as
-streams, and the reading stops at the first layer below which nothing asked can change: a
-`/etc/passwd` written by a `useradd` layer never costs the download of the distribution below
-it. Each layer applies the OCI whiteout rules to the ones below: `d/.wh.x` deletes `d/x` (and
-all below it), `d/.wh..wh..opq` hides everything the lower layers have in `d`, and a path below
-a non-folder of a higher layer does not exist. Symlinks are reported, not followed.
-
-Answers are pure functions of the layer digests, so they are kept on disk
-(cache_dir()/basefs): asking again for the same image makes no request at all.
+The layers are read from the top down, as streams, and the reading stops at the first layer
+below which nothing asked can change (a `useradd` layer's /etc/passwd never costs the download
+of the distribution below it). Each layer applies the OCI whiteout rules to the ones below
+(`d/.wh.x` deletes `d/x`, `d/.wh..wh..opq` hides what lower layers have in `d`, nothing exists
+below a non-folder). Symlinks are reported, not followed. Answers depend only on the layer
+digests, so they are kept on disk (cache_dir()/basefs) and never asked for twice.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from .._errors import BuildError, RegistryError
-from .._files.statcache import cache_dir
+from .._files.statcache import cache_dir, open_cache_folder, read_cache_file, write_atomically
 from .._registry import Reference, Registry
 from .layerscan import KINDS, MAX_CONTENT, Entry, Seen, normalize, scan_layer
 
@@ -58,14 +52,14 @@ async def read_entries(
     layers_key = hashlib.sha256("\n".join(str(layer.get("digest")) for layer in layers).encode()).hexdigest()
     found: dict[str, Entry | None] = {}
     for path in set(asked.values()):
-        hit, entry = _cache_get(_cache_file(layers_key, path, path in wanted), path)
+        hit, entry = _cache_get(_cache_name(layers_key, path, path in wanted), path)
         if hit:
             found[path] = entry
     missing = set(asked.values()) - set(found)
     if missing:
         looked_up = await _lookup(registry, ref, layers, missing, wanted & missing, 0)
         for path, entry in looked_up.items():
-            _cache_put(_cache_file(layers_key, path, path in wanted), path, entry)
+            _cache_put(_cache_name(layers_key, path, path in wanted), path, entry)
         found.update(looked_up)
     return {given: found[path] for given, path in asked.items()}
 
@@ -140,60 +134,59 @@ def _ancestors(path: str) -> list[str]:
     return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
-def _cache_file(layers_key: str, path: str, content: bool) -> Path:
-    key = hashlib.sha256(f"{CACHE_VERSION}\0{layers_key}\0{path}\0{int(content)}".encode()).hexdigest()
-    return cache_dir() / "basefs" / f"{key}.json"
+def _cache_name(layers_key: str, path: str, content: bool) -> str:
+    return hashlib.sha256(f"{CACHE_VERSION}\0{layers_key}\0{path}\0{int(content)}".encode()).hexdigest() + ".json"
 
 
-def _cache_get(file: Path, path: str) -> tuple[bool, Entry | None]:
-    """(True, the answer) when `file` holds one for `path`; anything unreadable is a miss."""
+def _cache_get(name: str, path: str) -> tuple[bool, Entry | None]:
+    """(True, the answer) when the file `name` holds one for `path`; anything else is a miss."""
+    # Read as every cache file is: bounded, never through a symlink (a content is at most
+    # MAX_CONTENT bytes, in base64).
+    raw = read_cache_file(cache_dir() / "basefs" / name, 2 * MAX_CONTENT)
     try:
-        data = json.loads(file.read_bytes())
+        data = json.loads(raw or b"null")
         if data["path"] != path:
             return False, None
-        raw = data["entry"]
-        if raw is None:
+        raw_entry = data["entry"]
+        if raw_entry is None:
             return True, None
-        numbers = (raw["mode"], raw["uid"], raw["gid"], raw["mtime"])
-        content = raw["content"]
-        if raw["kind"] not in KINDS or not all(type(n) is int for n in numbers) or not isinstance(raw["linkname"], str):
+        numbers = (raw_entry["mode"], raw_entry["uid"], raw_entry["gid"], raw_entry["mtime"])
+        kind, link, content = raw_entry["kind"], raw_entry["linkname"], raw_entry["content"]
+        if kind not in KINDS or not all(type(n) is int for n in numbers) or not isinstance(link, str):
             return False, None
         blob = None if content is None else base64.b64decode(content, validate=True)
-        return True, Entry(path, raw["kind"], *numbers, raw["linkname"], blob)
-    except (OSError, ValueError, KeyError, TypeError, binascii.Error):
+        return True, Entry(path, kind, *numbers, link, blob)
+    except (ValueError, KeyError, TypeError, binascii.Error):
         return False, None
 
 
-def _cache_put(file: Path, path: str, entry: Entry | None) -> None:
-    """Write one answer atomically (a reader never sees half a file); a cache that cannot be
-    written only costs the next lookup its downloads."""
+def _cache_put(name: str, path: str, entry: Entry | None) -> None:
+    """Keep one answer (written whole, then renamed); a cache that cannot be written only costs
+    the next lookup its downloads. The oldest answers go past CACHE_BYTES."""
     raw = None
     if entry is not None:
         content = None if entry.content is None else base64.b64encode(entry.content).decode()
         raw = {**dataclasses.asdict(entry), "content": content}
-    temp = None
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=file.parent, suffix=".tmp", delete=False) as out:
-            temp = out.name
-            json.dump({"path": path, "entry": raw}, out)
-        os.replace(temp, file)
-        _prune(file.parent)
+        dfd = open_cache_folder(cache_dir() / "basefs")
+        try:
+            write_atomically(dfd, name, json.dumps({"path": path, "entry": raw}).encode())
+            with os.scandir(dfd) as found:
+                files = sorted(
+                    (e.stat(follow_symlinks=False).st_mtime, e.stat(follow_symlinks=False).st_size, e.name)
+                    for e in found
+                    if e.name.endswith(".json")
+                )
+            total = sum(size for _t, size, _n in files)
+            for _time, size, old in files:
+                if total <= CACHE_BYTES:
+                    break
+                os.unlink(old, dir_fd=dfd)
+                total -= size
+        finally:
+            os.close(dfd)
     except OSError as exc:
-        if temp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-        log.debug("the base image cache %s could not be written: %s", file, exc)
-
-
-def _prune(folder: Path) -> None:
-    files = sorted((f.stat().st_mtime, f.stat().st_size, f) for f in folder.glob("*.json"))
-    total = sum(size for _t, size, _f in files)
-    for _time, size, old in files:
-        if total <= CACHE_BYTES:
-            break
-        old.unlink(missing_ok=True)
-        total -= size
+        log.debug("the base image cache could not be written: %s", exc)
 
 
 # BuildKit's rules for `COPY --chown=user:group`, as read in moby/buildkit (commit 73ed6825c4b7):

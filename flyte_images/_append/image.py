@@ -1,16 +1,11 @@
-"""A new image from an existing one in a registry plus layers made here: no build engine.
+"""A new image from one in a registry plus layers made here, without a build engine: per platform
+a new config (layers appended, Env merged, WorkingDir and Labels set) and manifest, and for a
+base of several platforms an index under the target tag (each manifest pushed by digest).
 
-    base manifest (or index) + config --(append layers, merge Env, set WorkingDir and Labels)-->
-    new config blobs + manifests (+ an index for several platforms), PUT under the target
-
-A base that is an index with one real platform (how BuildKit pushes one platform with its
-attestations) stands for that platform and the result is a plain manifest; a base with several
-platforms gets one new manifest per platform (pushed by digest) and an index under the target
-tag. BuildKit's attestation manifests are left out: they describe the base's build, not this
-image. Files do not depend on the CPU, so no platform needs emulation.
-
-The target must be in the same registry host and repository as the base: its layers are reused
-in place, never copied between repositories.
+A base index with one real platform (how BuildKit pushes one platform with its attestations)
+stands for that platform. BuildKit's attestation manifests are left out: they describe the
+base's build, not this image. The target must be in the base's repository: its layers are
+reused in place, never copied.
 """
 
 from __future__ import annotations
@@ -107,13 +102,9 @@ class PlatformImage:
         return str((self.config.get("config") or {}).get("WorkingDir") or "/")
 
 
-MakePart = Callable[[PlatformImage], Awaitable[FilePart]]
-
-
-Base = tuple[list["PlatformImage"], tuple[dict[str, Any], str] | None]
-
-
-async def append_parts(registry: Registry, base_ref: str, target_ref: str, make: MakePart) -> str:
+async def append_parts(
+    registry: Registry, base_ref: str, target_ref: str, make: Callable[[PlatformImage], Awaitable[FilePart]]
+) -> str:
     """Push the base plus, per platform, the file part `make` returns for it, as `target_ref`;
     return the digest of what the tag names (the manifest, or the index of several)."""
     base, target = parse_reference(base_ref), parse_reference(target_ref)
@@ -132,8 +123,12 @@ async def append_parts(registry: Registry, base_ref: str, target_ref: str, make:
     # config is sent without asking: it names this build's layers, so it is new unless those
     # were all there already, and a few KiB sent again cost less than a request each time.
     config_blobs = {digest: data for data, digest in configs}
+    # A spooled layer is sent from its temporary file a chunk at a time, several at once.
     await asyncio.gather(
-        *(push_layer(registry, target, layer) for layer in layers.values()),
+        *(
+            registry.push_blob(target, layer if layer.spooled else layer.content(), layer.digest)
+            for layer in layers.values()
+        ),
         *(registry.push_blob(target, data, digest, ask=False) for digest, data in config_blobs.items()),
     )
     if index is None:
@@ -152,19 +147,12 @@ async def append_parts(registry: Registry, base_ref: str, target_ref: str, make:
     return await registry.put_manifest(target, document, index[1])
 
 
-async def push_layer(registry: Registry, target: Reference, layer: LayerBlob) -> None:
-    """Upload one layer unless the repository has it. A spooled layer (see `tarball`) is sent
-    from its temporary file a chunk at a time, so a layer of any size costs the memory of a
-    chunk, and several may be sent at once."""
-    await registry.push_blob(target, layer if layer.spooled else layer.content(), layer.digest)
-
-
 def _config_blob(image: PlatformImage, part: FilePart) -> tuple[bytes, str]:
     """One platform's new image config, as bytes and digest."""
     config = new_config(
         image.config, part.layers, env=part.env, workdir=part.workdir, labels=part.labels, history=part.history
     )
-    content = _json(config)
+    content = wire.dumps(config)
     return content, wire.sha256(content)
 
 
@@ -184,22 +172,17 @@ async def _push_manifest(
     document = dict(image.manifest)
     config_desc = dict(document.get("config") or {})
     document["config"] = {**config_desc, "digest": config_digest, "size": len(config_bytes)}
-    document["layers"] = [*(document.get("layers") or []), *_descriptors(part.layers, layer_type)]
-    content = _json(document)
+    added = [{"mediaType": layer_type, "digest": layer.digest, "size": layer.size} for layer in part.layers]
+    document["layers"] = [*(document.get("layers") or []), *added]
+    content = wire.dumps(document)
     digest = wire.sha256(content)
     where = target if tagged else Reference(target.host, target.repository, digest)
     return await registry.put_manifest(where, content, image.media_type), len(content)
 
 
-def _json(document: Mapping[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
-
-
-def _descriptors(layers: Sequence[LayerBlob], media_type: str) -> list[dict[str, Any]]:
-    return [{"mediaType": media_type, "digest": layer.digest, "size": layer.size} for layer in layers]
-
-
-async def read_base(registry: Registry, ref: Reference) -> Base:
+async def read_base(
+    registry: Registry, ref: Reference
+) -> tuple[list[PlatformImage], tuple[dict[str, Any], str] | None]:
     """The base's image per platform, and its index document and media type when the result
     needs one (several real platforms)."""
     fetched = await registry.manifest(ref)

@@ -1,11 +1,8 @@
 """One layer blob of a registry read as a tar stream, for what it says about a few paths
-(`basefs` merges what the layers say).
-
-A layer can be gigabytes, so it is never held: the blob's chunks arrive on the event loop
-(`Registry.blob_chunks`, which checks the digest at the end), and `tarfile`, which reads
-synchronously, runs in a worker thread that pulls them one at a time. Only the members asked
-about are kept, and only the content of files asked with their content (up to MAX_CONTENT).
-The layer is read to its end, so its digest is always checked.
+(`basefs` merges what the layers say). A layer can be gigabytes, so it is never held: its chunks
+arrive on the event loop (`Registry.blob_chunks`) and `tarfile` pulls them one at a time in a
+worker thread. Only the members asked about are kept, with the content of files asked with
+theirs (up to MAX_CONTENT). The layer is read to its end, so its digest is always checked.
 """
 
 from __future__ import annotations
@@ -156,13 +153,9 @@ def _scan(raw: io.BufferedIOBase, unpack: Unpack, interest: frozenset[str], want
 
 
 def _entry(name: str, member: tarfile.TarInfo, content: bytes | None) -> Entry:
-    kind: Kind = "other"
-    if member.isdir():
-        kind = "dir"
-    elif member.issym():
-        kind = "symlink"
-    elif member.isreg() or member.islnk():
-        kind = "file"
+    kind: Kind = "file" if member.isreg() or member.islnk() else "other"
+    if member.isdir() or member.issym():
+        kind = "dir" if member.isdir() else "symlink"
     link = member.linkname if member.issym() else ""
     return Entry(name, kind, member.mode & 0o7777, member.uid, member.gid, int(member.mtime), link, content)
 

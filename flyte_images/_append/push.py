@@ -3,7 +3,6 @@ platform's engine part holds is read (folders, users), the layers made, the imag
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -43,28 +42,17 @@ async def append_file_part(
             entries = await basefs.read_entries(
                 pusher, image.ref, list(image.manifest.get("layers") or []), folders, contents
             )
-        base: dict[str, Folder | None] = {}
-        for path in folders:
-            found = entries.get(path)
-            if found is not None and found.kind != "dir":
+        for path, found in entries.items():
+            wanted = "dir" if path in folders else "file"
+            if found is not None and found.kind != wanted:
                 raise BuildError(
-                    f"/{path} is a {found.kind} in the engine part of {staged.uri}, and a copy goes into it; the "
-                    "engine resolves that, appending does not: build with an engine builder (--builder docker)"
+                    f"/{path} is a {found.kind} in the engine part of {staged.uri}, not a {wanted}: "
+                    f"{'a copy goes into it' if wanted == 'dir' else 'appending reads users only from a plain file'}; "
+                    "the engine resolves that, appending does not: build with an engine builder (--builder docker)"
                 )
-            base[path] = None if found is None else Folder(found.mode, found.uid, found.gid, found.mtime)
-        owners: dict[tuple[str, str], tuple[int, int]] = {}
-        if names:
-            passwd, group = entries.get("etc/passwd"), entries.get("etc/group")
-            for found in (passwd, group):
-                if found is not None and found.kind != "file":
-                    raise BuildError(
-                        f"/{found.path} is a {found.kind} in the engine part of {staged.uri}; appending reads users "
-                        "only from a plain file: build with an engine builder (--builder docker)"
-                    )
-            for user, group_name in names:
-                owners[(user, group_name)] = basefs.user_ids(
-                    passwd.content if passwd else None, group.content if group else None, user, group_name
-                )
+        base = {p: None if (f := entries.get(p)) is None else Folder(f.mode, f.uid, f.gid, f.mtime) for p in folders}
+        passwd, group = (None if (f := entries.get(p)) is None else f.content for p in ("etc/passwd", "etc/group"))
+        owners = {pair: basefs.user_ids(passwd, group, *pair) for pair in names}
         key = (image.workdir, tuple(sorted(owners.items())), tuple(sorted(base.items(), key=lambda kv: kv[0])))
         if key not in made:
             made[key] = file_part(staged, image.workdir, folders=base, owners=owners)
@@ -84,7 +72,3 @@ def step(progress: Progress, text: str) -> None:
     from flyte_images.builders.base import ProgressEvent
 
     progress(ProgressEvent(kind="step", step=text, text=text, line=f"#append {text}"))
-
-
-def elapsed(started: float) -> str:
-    return f"{time.monotonic() - started:.2f} s"

@@ -1,13 +1,9 @@
 """A plan split in two: the engine part (the base and every layer up to the last one that needs
-a RUN) and the file part (the trailing layers that only add files or change the run config:
-source files and folders, environment variables, the working folder).
+a RUN), built by the engine under its own tag, and the file part (the trailing layers that only
+add source files and folders or set ENV and WORKDIR), appended to it here (`tarball`, `image`).
 
-The engine part is an ordinary image, built by the engine under its own content-hashed tag; the
-file part is appended to it here (`tarball`, `image`), in the order the Dockerfile has it.
-
-A WORKDIR belongs to the file part only when an earlier copy makes or has made its folder: a
-WORKDIR naming a folder nobody made would be created by the engine (owner and mode from the
-build user), which the file part cannot know, so the engine part then ends with it.
+A WORKDIR belongs to the file part only when a copy makes or has made its folder: the engine
+would create any other (owner and mode from the build user), which the file part cannot know.
 """
 
 from __future__ import annotations
@@ -129,12 +125,10 @@ def file_part(
     owners: Mapping[tuple[str, str], tuple[int, int]] | None = None,
 ) -> FilePart:
     """The file part of a staged plan (`staged_plan`, still open) as layers and config changes.
-
-    `base_workdir` is the engine part's working folder, needed only when a copy names a
-    relative destination before the file part sets one itself. `folders` are the copies'
-    destinations and their parents (`dst_folders`) as the engine part has them (None: it has
-    not), and `owners` the user and group names of `--chown` copies as numbers, as its
-    /etc/passwd and /etc/group say: see `basefs` and `build.append_file_part`."""
+    `base_workdir`: the engine part's working folder (for a relative destination before the file
+    part sets one); `folders`: the copies' destinations and their parents as the engine part has
+    them (None: it has not); `owners`: the `--chown` user and group names as its /etc/passwd and
+    /etc/group number them (see `basefs` and `push.append_file_part`)."""
     if plan.context is None:
         raise BuildError("the plan is not staged; make the file part inside `with staged_plan(image) as plan:`")
     out = FilePart(labels=dict(plan.labels))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
@@ -196,12 +195,7 @@ class Uploads(Session):
 
     async def put_manifest(self, ref: Reference, document: dict[str, Any] | bytes, media_type: str) -> str:
         """PUT a manifest (or index) under `ref`; return its digest (checked against what was stored)."""
-        # Compact and key-ordered: the same document always gives the same digest.
-        content = (
-            document
-            if isinstance(document, bytes)
-            else json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
-        )
+        content = document if isinstance(document, bytes) else wire.dumps(document)
         what = "index" if media_type in wire.INDEX_TYPES else "manifest"
         body = Body(content, media_type)
         answer = await self.send(ref, "PUT", self._url(ref, "manifests", ref.tag), limit=wire.MAX_MANIFEST, body=body)

@@ -11,9 +11,11 @@ credential.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from .._errors import RegistryError
 from .._formats import shapes as _shapes
@@ -202,6 +204,12 @@ def matches(digest: str, content: bytes) -> bool:
     if algorithm not in _VERIFIABLE:
         return False
     return hashlib.new(algorithm, content).hexdigest() == expected
+
+
+def dumps(document: Mapping[str, Any]) -> bytes:
+    """A JSON document as written to a registry: compact and key-ordered, so the same document
+    always gives the same digest."""
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
 
 def sha256(content: bytes) -> str:
