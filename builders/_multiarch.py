@@ -1,22 +1,15 @@
-"""Several platforms on the local Docker engine, whatever it can do natively.
+"""Several platforms on the local Docker engine, whatever it can do natively (`EngineFacts`).
 
-What the engine can do decides the path (`EngineFacts`, probed once per engine and builder):
-
-- one build for every platform, when the builder can (buildx drivers other than `docker`, or the
-  `docker` driver on Docker's containerd image store); that is BuildKit's own multi-platform push;
-- otherwise (the `docker` driver on the classic image store, e.g. Debian's dockerd 20.10) each
-  platform is built on its own, `concurrency` at a time, and pushed under its own tag
-  (`<tag>-<os>-<arch>`, flyte_images._registry.index.platform_tag); then one OCI image index
-  listing them is PUT under the tag with our registry client (same credentials as the checks).
-  The tag exists only once the index is written, so an interrupted build is "missing" and the
-  next one completes it, reusing every platform already pushed whose config carries the same
-  identity label (the identifier covers everything the image is built from);
-- loading several platforms (no registry) keeps one: the engine's own platform when asked for,
-  else the first; the others are named in a progress line and a warning.
-
-Foreign platforms need an emulator for RUN steps. When the engine runs on this machine, its
-kernel's binfmt_misc handlers are checked before anything is built (`check_emulation`), and a
-missing one is an `EmulationUnavailableError` that says how to enable it.
+- One build for every platform where the builder can (buildx drivers other than `docker`, or the
+  `docker` driver on Docker's containerd image store): BuildKit's own multi-platform push.
+- Otherwise (the classic image store) each platform is built on its own, `concurrency` at a
+  time, and pushed under its own tag (`<tag>-<os>-<arch>`), then one OCI image index listing
+  them is PUT under the tag. The tag exists only once the index is written, so an interrupted
+  build is "missing" and the next one reuses each platform already pushed whose config carries
+  the same identity label.
+- Foreign platforms need an emulator for RUN steps: on an engine on this machine, the kernel's
+  binfmt_misc handlers are checked first (`check_emulation`), and a missing one is an
+  `EmulationUnavailableError` that says how to enable it.
 """
 
 from __future__ import annotations
@@ -33,7 +26,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from flyte_images._errors import (
     BuildError,
@@ -44,17 +36,8 @@ from flyte_images._errors import (
 )
 from flyte_images._interrupt import run_coroutine
 from flyte_images.builders import _engine
-from flyte_images.builders.base import (
-    IDENTITY_LABEL,
-    BuildRequest,
-    BuildResult,
-    Progress,
-    ProgressEvent,
-    load_one_platform,
-)
-
-if TYPE_CHECKING:
-    from concurrent.futures import Future
+from flyte_images.builders._buildx import Runs
+from flyte_images.builders.base import IDENTITY_LABEL, BuildRequest, BuildResult, Progress, ProgressEvent
 
 CONCURRENCY_ENV = "FLYTE_IMAGES_PLATFORM_CONCURRENCY"
 DEFAULT_CONCURRENCY = 2
@@ -69,10 +52,8 @@ _QEMU = {"amd64": "x86_64", "arm64": "aarch64", "arm": "arm", "386": "i386", "pp
 # some arm64 CPUs run it, some do not, and a wrong refusal would block a good build).
 _NATIVE = {"amd64": {"amd64", "386"}, "arm64": {"arm64", "arm"}}
 _RUN = re.compile(r"^\s*RUN\s", re.IGNORECASE | re.MULTILINE)
-_TITLE = re.compile(r"^(#\d+ )\[([^\]]*)\]")
 
-
-Run = Callable[[BuildRequest, Progress, "Runs | None"], BuildResult]  # docker.run_build
+Run = Callable[[BuildRequest, Progress, Runs | None], BuildResult]  # docker.run_build
 
 
 # ----- what the engine can do ----------------------------------------------------------------
@@ -116,13 +97,13 @@ def _probe_facts() -> EngineFacts:
         info = _engine.engine_info() or {}  # over the socket: no CLI process
     if not info:
         with contextlib.suppress(*_PROBE_ERRORS):
-            done = _probe("docker", "info", "--format", "{{json .}}")
+            done = _engine.cli("info", "--format", "{{json .}}")
             loaded = json.loads(done.stdout) if done.returncode == 0 else {}
             info = loaded if isinstance(loaded, dict) else {}
     driver = "docker"
     if not _engine.default_builder():
         with contextlib.suppress(*_PROBE_ERRORS):
-            done = _probe("docker", "buildx", "inspect")
+            done = _engine.cli("buildx", "inspect")
             found = re.search(r"^Driver:\s*(\S+)", done.stdout, re.MULTILINE)
             driver = found.group(1) if done.returncode == 0 and found else "docker"
     machine = str(info.get("Architecture", "") or os.uname().machine)
@@ -134,10 +115,6 @@ def _probe_facts() -> EngineFacts:
         local=sys.platform == "linux" and info.get("Name") == socket.gethostname(),
         desktop="docker desktop" in str(info.get("OperatingSystem", "")).lower(),
     )
-
-
-def _probe(*command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
 
 
 # ----- emulation -----------------------------------------------------------------------------
@@ -217,14 +194,6 @@ def emulation_help(platform: str, host: str, problem: str) -> str:
     )
 
 
-# ----- loading: one platform -----------------------------------------------------------------
-
-
-def keep_one_platform(request: BuildRequest, progress: Progress, facts: EngineFacts) -> BuildRequest:
-    """`request` for the engine's own platform (see `base.load_one_platform`)."""
-    return load_one_platform(request, progress, facts.platform)
-
-
 # ----- pushing: one build per platform, then the index ---------------------------------------
 
 
@@ -253,80 +222,66 @@ def build_split(request: BuildRequest, progress: Progress, run: Run, concurrency
         say = f"{platform}: already pushed as {parts[request.tags[0]][platform]} by an earlier build of this image"
         progress(ProgressEvent("log", "", say, say))
     todo = [p for p in request.platforms if p not in reused]
-    sink = _Serialized(progress)
+    sink = _serialized(progress)
     runs = Runs()
     import concurrent.futures  # here: a single-platform build never needs a pool
 
     with concurrent.futures.ThreadPoolExecutor(max(1, min(concurrency, len(todo) or 1))) as pool:
-        futures = [pool.submit(_one, request, p, parts, sink.tagged(p), run, runs) for p in todo]
-        _first_failure(futures, runs)
-    _untag([parts[tag][p] for tag in request.tags for p in todo])
+        futures = [
+            pool.submit(
+                run,
+                dataclasses.replace(request, tags=tuple(parts[t][p] for t in request.tags), platforms=(p,)),
+                sink(p),
+                runs,
+            )
+            for p in todo
+        ]
+        try:  # wait for every build; on the first failure (or Ctrl-C) stop the others and raise it
+            for done in concurrent.futures.as_completed(futures):
+                if (error := done.exception()) is not None:
+                    raise error
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            runs.stop()
+            raise
+    # Drop the local per-platform tags the docker driver's push leaves behind (best effort): a
+    # native multi-platform push leaves nothing in the local store, and BuildKit's cache, which
+    # the next build uses, is kept apart from these tags.
+    if todo:
+        with contextlib.suppress(*_PROBE_ERRORS):
+            _engine.cli("image", "rm", *(parts[tag][p] for tag in request.tags for p in todo))
     digests = [_write_index(tag, parts[tag]) for tag in request.tags]
     return BuildResult(reference=request.tags[0], digest=digests[0])
-
-
-def _one(
-    request: BuildRequest, platform: str, parts: dict[str, dict[str, str]], sink: Progress, run: Run, runs: Runs
-) -> BuildResult:
-    tags = tuple(parts[tag][platform] for tag in request.tags)
-    return run(dataclasses.replace(request, tags=tags, platforms=(platform,)), sink, runs)
-
-
-def _untag(references: list[str]) -> None:
-    """Drop the local per-platform tags the docker driver's push leaves behind (best effort): a
-    native multi-platform push leaves nothing in the local store, and BuildKit's cache, which
-    the next build uses, is kept apart from these tags."""
-    if references:
-        with contextlib.suppress(*_PROBE_ERRORS):
-            _probe("docker", "image", "rm", *references)
-
-
-def _first_failure(futures: list[Future[BuildResult]], runs: Runs) -> None:
-    import concurrent.futures
-
-    """Wait for every build; on the first failure (or Ctrl-C) stop the others and raise it."""
-    try:
-        for done in concurrent.futures.as_completed(futures):
-            error = done.exception()
-            if error is not None:
-                raise error
-    except BaseException:
-        for future in futures:
-            future.cancel()
-        runs.stop()
-        raise
 
 
 def _pushed_before(request: BuildRequest, parts: dict[str, dict[str, str]]) -> set[str]:
     """Platforms an interrupted earlier build already pushed, under every tag, with this
     request's identity label. Whatever cannot be confirmed is built again (never guessed)."""
-    identity = request.labels.get(IDENTITY_LABEL)
-    if not identity:
-        return set()
+    import asyncio
 
-    pairs = [(p, refs[p]) for refs in parts.values() for p in request.platforms]
-    answers = run_coroutine(_have_identity(pairs, identity))
-    missing = {p for (p, _), there in zip(pairs, answers, strict=True) if not there}
-    return set(request.platforms) - missing
-
-
-async def _have_identity(pairs: list[tuple[str, str]], identity: str) -> list[bool]:
     from flyte_images import _config
     from flyte_images._errors import RegistryError
     from flyte_images._registry import Registry
 
-    async with Registry(insecure=_config.insecure_registries()) as registry:
+    identity = request.labels.get(IDENTITY_LABEL)
+    if not identity:
+        return set()
 
-        async def there(platform: str, reference: str) -> bool:
-            try:
-                found = await registry.platform_image(reference, platform)
-            except RegistryError:
-                return False
-            return found is not None and found.labels.get(IDENTITY_LABEL) == identity
+    async def there(registry: Registry, platform: str, reference: str) -> bool:
+        try:
+            found = await registry.platform_image(reference, platform)
+        except RegistryError:
+            return False
+        return found is not None and found.labels.get(IDENTITY_LABEL) == identity
 
-        import asyncio
+    async def ask(pairs: list[tuple[str, str]]) -> list[bool]:
+        async with Registry(insecure=_config.insecure_registries()) as registry:
+            return list(await asyncio.gather(*(there(registry, p, r) for p, r in pairs)))
 
-        return list(await asyncio.gather(*(there(p, r) for p, r in pairs)))
+    pairs = [(p, refs[p]) for refs in parts.values() for p in request.platforms]
+    missing = {p for (p, _), found in zip(pairs, run_coroutine(ask(pairs)), strict=True) if not found}
+    return set(request.platforms) - missing
 
 
 def _write_index(tag: str, parts: dict[str, str]) -> str:
@@ -346,52 +301,17 @@ def _write_index(tag: str, parts: dict[str, str]) -> str:
         ) from None
 
 
-# ----- running several builds ----------------------------------------------------------------
-
-
-class Runs:
-    """The build processes running now, so one failure (or Ctrl-C) can stop the others."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._processes: set[subprocess.Popen[str]] = set()
-        self.stopped = False
-
-    def add(self, process: subprocess.Popen[str]) -> None:
-        with self._lock:
-            self._processes.add(process)
-            if self.stopped:
-                process.terminate()
-
-    def discard(self, process: subprocess.Popen[str]) -> None:
-        with self._lock:
-            self._processes.discard(process)
-
-    def stop(self) -> None:
-        with self._lock:
-            self.stopped = True
-            for process in self._processes:
-                process.terminate()  # buildx cancels its build on SIGTERM
-
-
-class _Serialized:
+def _serialized(progress: Progress) -> Callable[[str], Progress]:
     """One progress sink shared by concurrent builds: calls never overlap, and every line of a
     platform's build says which platform it belongs to (step titles already do, BuildKit style)."""
+    lock = threading.Lock()
 
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        self._lock = threading.Lock()
-
-    def tagged(self, platform: str) -> Progress:
+    def tagged(platform: str) -> Progress:
         def sink(event: ProgressEvent) -> None:
             line = event.line if platform in event.line else f"[{platform}] {event.line}"
-            with self._lock:
-                self._progress(dataclasses.replace(event, line=line))
+            with lock:
+                progress(dataclasses.replace(event, line=line))
 
         return sink
 
-
-def platform_titles(line: str, platform: str) -> str:
-    """`#7 [2/3] RUN x` -> `#7 [linux/arm64 2/3] RUN x`: BuildKit's own form in multi-platform
-    builds, so step titles (and errors naming a failed step) say which platform they are."""
-    return _TITLE.sub(lambda m: f"{m.group(1)}[{platform} {m.group(2)}]", line, count=1)
+    return tagged

@@ -1,21 +1,18 @@
-"""The one seam between flyte-images and a build backend.
+"""The one seam between flyte-images and a build backend (`Builder`).
 
-A backend owns everything that talks to an engine: whether an image is in the engine's own
-store (`local_exists`), and building one staged context for some platforms, then pushing it or
-loading it (`build`). It reports progress as `ProgressEvent`s made by the shared
-`builders.output.BuildOutput` helper, which also redacts secret values and remembers what a
-failed step printed. What a backend can do beyond that, it declares (`exports_cache`,
-`multi_platform`, `loads`): the core reads those, and never which backend runs. The built-in
-backends are found by name (docker, buildkit), any other through the entry-point group
-`flyte_images.builders`.
-
-A backend imports only its sibling modules here, the error tree, the config and the shared
-output and process helpers. Every backend passes one conformance suite, which ships with the
-package (`flyte_images.testing.conformance`), beside an in-memory fake (`flyte_images.testing`).
+A backend owns everything that talks to an engine: whether an image is in the engine's own store
+(`local_exists`), and building one staged context for some platforms, then pushing or loading it
+(`build`), reporting `ProgressEvent`s through the shared `builders.output.BuildOutput` (which
+redacts secret values). What it can do beyond that it declares (`exports_cache`,
+`multi_platform`, `loads`); the core reads those, never which backend runs. Built-in backends are
+found by name (docker, buildkit), others through the entry-point group `flyte_images.builders`;
+each passes the conformance suite in `flyte_images.testing.conformance`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,9 +155,6 @@ def load_one_platform(request: BuildRequest, progress: Progress, host: str) -> B
     """What every backend does when asked to load several platforms into a local image store
     that keeps one platform per tag: load `host` (the engine's own platform, else the first one
     asked for) and say which were not loaded, rather than fail."""
-    import dataclasses
-    import warnings
-
     chosen = host if host in request.platforms else request.platforms[0]
     left = [p for p in request.platforms if p != chosen]
     why = (

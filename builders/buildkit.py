@@ -3,30 +3,16 @@
     FLYTE_IMAGES_BUILDKIT_ADDR=tcp://buildkitd.ci:1234  (or unix:///run/buildkit/buildkitd.sock)
     FLYTE_IMAGES_BUILDKIT_CA / _CERT / _KEY / _SERVER_NAME   client TLS for a tcp:// address
 
-Why buildx's remote driver and not `buildctl`: it needs only the docker CLI and its buildx plugin,
-which the docker backend needs already (and no Docker daemon, unless the image is loaded), where
-buildctl is a separate binary few distributions package. The build is the same `docker buildx
-build` call, with the same inputs and the same plain progress, as the docker backend's: secrets
-by name, cache specs, labels, metadata file; and buildx loads a built image into the local
-engine itself. Its one weakness is that a daemon it cannot reach, or a TLS handshake that
-fails, only ever says "context deadline exceeded", after 20 s. So before each build this module
-connects to the address itself (a unix socket, or TCP plus the TLS handshake with the same CA,
-client certificate and server name) and turns what went wrong into a typed error that says what
-to fix: EngineUnavailableError for an address nothing answers at, BuilderTLSError for a
-certificate either side rejects.
+buildx rather than `buildctl`: it needs only the docker CLI and its buildx plugin, which the docker
+backend needs already (and no Docker daemon, unless the image is loaded), and the build is the same
+`docker buildx build` (`_buildx`). buildx reports a daemon it cannot reach, or a TLS handshake that
+fails, only as "context deadline exceeded" after 20 s, so `probe` connects first, as buildx will,
+and raises EngineUnavailableError or BuilderTLSError saying what to fix.
 
-buildx keeps one builder instance per daemon address and TLS files, named
-`flyte-images-<hash of them>`, created on first use (it stores only the settings; nothing runs).
-Provenance attestations are turned off, so a pushed single-platform image is a plain OCI image
-manifest and a multi-platform one an OCI index of exactly the platforms' manifests.
-
-Several platforms are built natively in one solve by the daemon (QEMU through binfmt_misc on the
-daemon's host for foreign ones) and pushed as one index; they cannot be loaded into the local
-engine at once (its image store keeps one platform per tag), which is a BuildError.
-
-For ephemeral runners, `base.registry_cache_specs(repository)` gives the cache_from/cache_to of
-a registry layer cache (`REPOSITORY:buildcache`, mode=max), which BuildRequest passes to buildx;
-this backend writes it (`exports_cache`).
+buildx keeps one builder per daemon address and TLS files (`flyte-images-<hash>`, created on first
+use; nothing runs). Provenance attestations are off, so a push is a plain OCI image manifest, or an
+OCI index of exactly the platforms' manifests. Several platforms are built in one solve by the
+daemon (foreign ones through QEMU on its host); loading keeps one (base.load_one_platform).
 """
 
 from __future__ import annotations
@@ -40,8 +26,8 @@ import shutil
 import socket
 import ssl
 import subprocess
-import tempfile
 import threading
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlsplit
@@ -57,8 +43,9 @@ from flyte_images._errors import (
     PlatformNotSupportedError,
     PushDeniedError,
 )
+from flyte_images.builders import _buildx, _engine, _multiarch
 from flyte_images.builders.base import BuildRequest, BuildResult, Progress, load_one_platform
-from flyte_images.builders.docker import DockerBuilder, cache_spec, check_engine
+from flyte_images.builders.docker import DockerBuilder, check_engine
 from flyte_images.builders.output import BuildOutput
 
 PROBE_TIMEOUT = 10.0  # seconds to connect and shake hands; buildx itself waits 20 s, silently
@@ -66,13 +53,7 @@ PROBE_TIMEOUT = 10.0  # seconds to connect and shake hands; buildx itself waits 
 # that refuses our client certificate says so only once data flows (TLS 1.3 sends it late).
 _H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
 
-# `[internal]`, or `[linux/arm64 internal]` in a build of several platforms.
-_BASE_METADATA = re.compile(r"\[(?:\S+ )?internal\] load metadata for (\S+)")
 _STEP_PLATFORM = re.compile(r"^\[(\S+/\S+) ")  # "[linux/arm64 2/3] RUN ..." in a multi-platform build
-# buildx's echo of the Dockerfile around a failed instruction ("Dockerfile:3", a rule, "   3 | RUN
-# ..."): source text, not build output, and it would show steps that never ran as if they had.
-_SNIPPET = re.compile(r"^(?:\s*\d+ \| |-{20}$|[\w.-]+:\d+$)")
-_DENIED = re.compile(r"denied|unauthorized|authentication required|forbidden|insufficient_scope", re.I)
 _CLIENT_CERT_REFUSED = re.compile(
     r"UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_UNKNOWN|UNSUPPORTED_CERTIFICATE|CERTIFICATE_EXPIRED|"
     r"CERTIFICATE_REVOKED|ACCESS_DENIED|DECRYPT_ERROR",
@@ -105,12 +86,8 @@ class BuildkitBuilder:
         return DockerBuilder().local_exists(reference)
 
     def build(self, request: BuildRequest, progress: Progress) -> BuildResult:
-        settings = self.settings
-        check_settings(settings)
-        settings = _expanded(settings)
+        settings = check_settings(self.settings)
         if len(request.platforms) > 1 and not request.push:
-            from flyte_images.builders import _multiarch
-
             request = load_one_platform(request, progress, _multiarch.engine_facts().platform)
         if request.push:
             check_client()
@@ -125,8 +102,9 @@ def _source(key: str) -> str:
     return f"FLYTE_IMAGES_{key.upper()} (or {key} in the config file)"
 
 
-def check_settings(settings: BuildkitSettings) -> None:
-    """Raise ConfigError naming the setting that cannot work, before anything is started."""
+def check_settings(settings: BuildkitSettings) -> BuildkitSettings:
+    """`settings` with `~` in the TLS file names expanded (as a shell would for a flag); a
+    ConfigError naming a setting that cannot work, before anything is started."""
     scheme = urlsplit(settings.addr).scheme
     if "://" not in settings.addr or not scheme:
         raise ConfigError(
@@ -140,10 +118,6 @@ def check_settings(settings: BuildkitSettings) -> None:
         value = getattr(settings, key.removeprefix("buildkit_"))
         if value and not Path(value).expanduser().is_file():
             raise ConfigError(f"{_source(key)} names {value}, which is not a file")
-
-
-def _expanded(settings: BuildkitSettings) -> BuildkitSettings:
-    """`~` in the TLS file names expanded, as a shell would have done for a flag."""
     paths = {k: str(Path(v).expanduser()) for k in ("ca", "cert", "key") if (v := getattr(settings, k))}
     return dataclasses.replace(settings, **paths)
 
@@ -156,16 +130,12 @@ def check_client() -> None:
             "installed: install the docker CLI and the buildx plugin (Debian: docker-cli or docker.io, "
             "and docker-buildx from trixie on; Docker's packages: docker-ce-cli, docker-buildx-plugin)"
         )
-    version = subprocess.run(["docker", "buildx", "version"], capture_output=True, text=True, check=False, timeout=60)
-    if version.returncode != 0:
+    if not _engine.buildx_installed() and _engine.cli("buildx", "version").returncode != 0:
         raise EngineUnavailableError(
             "the docker buildx plugin is missing, and the buildkit backend drives buildkitd through it: "
             "install it (Debian trixie or newer: apt-get install docker-buildx; Docker's packages: "
             "docker-buildx-plugin)"
         )
-
-
-# ----- reaching the daemon -----------------------------------------------------------------
 
 
 def probe(settings: BuildkitSettings, timeout: float = PROBE_TIMEOUT) -> None:
@@ -318,10 +288,10 @@ def ensure_builder(settings: BuildkitSettings) -> str:
     with _lock:
         if key in _created:
             return name
-        command = ["docker", "buildx", "create", "--name", name, "--driver", "remote"]
+        command = ["buildx", "create", "--name", name, "--driver", "remote"]
         for option, value in _driver_options(settings).items():
             command += ["--driver-opt", f"{option}={value}"]
-        made = subprocess.run([*command, settings.addr], capture_output=True, text=True, check=False, timeout=60)
+        made = _engine.cli(*command, settings.addr)
         # Another process may have made it first: same name, same settings.
         if made.returncode != 0 and "existing instance" not in made.stderr:
             raise EngineUnavailableError(
@@ -331,84 +301,51 @@ def ensure_builder(settings: BuildkitSettings) -> str:
     return name
 
 
-# ----- building ------------------------------------------------------------------------------
-
-
 def _run(request: BuildRequest, progress: Progress, settings: BuildkitSettings, builder: str) -> BuildResult:
-    from python_on_whales import docker
-    from python_on_whales.exceptions import DockerException
-
-    output = BuildOutput(request.redact, progress)
-    with tempfile.TemporaryDirectory(prefix="flyte-images-meta-") as meta_dir:
-        metadata = Path(meta_dir) / "metadata.json"
-        try:
-            stream = docker.buildx.build(
-                context_path=request.context,
-                file=request.dockerfile,
-                builder=builder,
-                tags=list(request.tags),
-                platforms=list(request.platforms) or None,
-                load=not request.push,
-                # A push is `--output type=registry`, with OCI media types: an OCI image manifest
-                # for one platform, an OCI index of the platforms' manifests for several.
-                output={"type": "registry", "oci-mediatypes": "true"} if request.push else {},
-                secrets=[s.buildkit_spec() for s in request.secrets],
-                cache_from=[cache_spec(c) for c in request.cache_from] or None,
-                cache_to=cache_spec(request.cache_to[0]) if request.cache_to else None,
-                labels=dict(request.labels),
-                provenance=False,
-                progress="plain",
-                metadata_file=metadata,
-                stream_logs=True,
-            )
-            for raw in stream:  # type: ignore[union-attr]
-                if not _SNIPPET.match(raw):
-                    output.feed(raw)
-        except DockerException as exc:
-            stderr = output.redact(str(getattr(exc, "stderr", "") or "") or str(exc))
-            raise _explain(stderr, output, request, settings, builder) from None
-        digest = json.loads(metadata.read_text()).get("containerimage.digest") if metadata.is_file() else None
-    return BuildResult(reference=request.tags[0], digest=digest)
+    options = ["--builder", builder, "--provenance=false"]
+    if request.push:
+        # OCI media types: an OCI image manifest for one platform, an OCI index of the platforms' manifests for several.
+        options += ["--output", "type=registry,oci-mediatypes=true"]
+    command = partial(_buildx.buildx_command, request, options=options)
+    explain = partial(_explain, request=request, settings=settings, builder=builder)
+    return _buildx.run(request, progress, command, explain, f"the build on buildkitd at {settings.addr}")
 
 
 def _explain(
-    stderr: str, output: BuildOutput, request: BuildRequest, settings: BuildkitSettings, builder: str
-) -> BuildError:
+    stderr: str, output: BuildOutput, summary: str, request: BuildRequest, settings: BuildkitSettings, builder: str
+) -> BuildError | None:
     """The typed error for a failed build on the daemon; `stderr` is already redacted."""
-    last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["docker buildx build failed"]
-    summary = last[0][-500:]
     daemon = f"buildkitd at {settings.addr}"
     if "waiting for connection" in output.failed_step:
         return EngineUnavailableError(
             f"{daemon} did not answer docker buildx ({summary}); check that it runs and, for tcp://, "
             "that FLYTE_IMAGES_BUILDKIT_CA/_CERT/_KEY match its TLS setup"
         )
-    base = _BASE_METADATA.search(output.failed_step)
+    base = _buildx.BASE_METADATA.search(output.failed_step)
     if base:
+        reference = base.group(2)
         reason = output.failed_error.splitlines()[0] if output.failed_error else summary
         if "no match for platform" in reason:
             return BaseImageNotFoundError(
-                f"base image {base.group(1)} has no variant for {', '.join(request.platforms) or 'this platform'} "
+                f"base image {reference} has no variant for {', '.join(request.platforms) or 'this platform'} "
                 f"({reason}); use a base image published for every platform you build"
             )
         return BaseImageNotFoundError(
-            f"base image {base.group(1)} cannot be pulled by {daemon} ({reason}). The daemon pulls base "
+            f"base image {reference} cannot be pulled by {daemon} ({reason}). The daemon pulls base "
             "images itself and does not see this machine's Docker images: push the base to a registry the "
             "daemon reaches (or configure one as a mirror in its buildkitd.toml)"
-            + (", or point FLYTE_IMAGES_BASE_IMAGE at such an image" if is_base_image_setting(base.group(1)) else "")
+            + (", or point FLYTE_IMAGES_BASE_IMAGE at such an image" if is_base_image_setting(reference) else "")
         )
     if "exec format error" in f"{output.tail()}\n{output.failed_error}":
         return _platform_error(output, request, daemon, builder)
-    if request.push and _DENIED.search(stderr):
+    if request.push and _buildx.DENIED.search(stderr):
         registry = request.tags[0].split("/", 1)[0]
         return PushDeniedError(
             f"the registry refused the push of {request.tags[0]} ({summary}); log in with "
             f"`docker login {registry}` (buildx passes those credentials to the daemon) or check that "
             "you may push to this repository"
         )
-    if not output.failed_step and output.exit_code is None:
-        return BuildError(f"the build on {daemon} failed: {summary}")  # before any step ran
-    return output.step_failed(summary)
+    return None
 
 
 def _platform_error(output: BuildOutput, request: BuildRequest, daemon: str, builder: str) -> BuildError:
@@ -437,11 +374,9 @@ def _platform_error(output: BuildOutput, request: BuildRequest, daemon: str, bui
 
 def daemon_platforms(builder: str) -> list[str]:
     """The platforms the daemon says it can run (native and emulated), or [] when it cannot tell."""
-    from python_on_whales import docker
-    from python_on_whales.exceptions import DockerException
-
     try:
-        nodes = docker.buildx.inspect(builder).nodes
-    except (DockerException, ValueError):
+        shown = _engine.cli("buildx", "inspect", builder)
+    except (OSError, subprocess.SubprocessError):
         return []
-    return [str(p) for node in nodes or [] for p in node.platforms or []]
+    listed = re.findall(r"^Platforms:\s*(.*)$", shown.stdout, re.MULTILINE) if shown.returncode == 0 else []
+    return [p.strip().rstrip("*") for line in listed for p in line.split(",") if p.strip()]

@@ -1,29 +1,22 @@
-"""The local Docker engine backend: `docker buildx build` with BuildKit.
+"""The local Docker engine backend: `docker buildx build` (`_buildx`) on the engine's own BuildKit.
 
-Works with buildx's default `docker` driver, which uses the engine's own BuildKit: no builder
-container is created and nothing is pulled for the builder itself. Several platforms are built
-in one build where the builder can, else one build per platform joined by an image index
-(builders/_multiarch.py); emulation for foreign platforms is checked first. Secrets are passed by
-environment variable name or file path (`--secret id=...,env=...`), so their values never pass
-through a command line. Build output goes through the shared `BuildOutput`: redacted, parsed
-into progress events, and remembered to explain a failure with a typed error.
+Works with buildx's default `docker` driver: no builder container is created and nothing is
+pulled for the builder itself. Several platforms are built in one build where the builder can,
+else one build per platform joined by an image index (`_multiarch`); emulation for foreign
+platforms is checked first.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
-import tempfile
-from collections import deque
-from pathlib import Path
+from functools import partial
 from typing import ClassVar
 
-from flyte_images import _interrupt
 from flyte_images._config import is_base_image_setting
 from flyte_images._errors import (
     BaseImageNotFoundError,
@@ -34,16 +27,12 @@ from flyte_images._errors import (
     PushDeniedError,
     PushFailedError,
 )
-from flyte_images.builders import _engine
+from flyte_images.builders import _buildx, _engine
 from flyte_images.builders import _multiarch as multiarch
-from flyte_images.builders.base import BuildRequest, BuildResult, Progress
+from flyte_images.builders.base import BuildRequest, BuildResult, Progress, load_one_platform
 from flyte_images.builders.output import BuildOutput
 
-# `[internal]`, or `[linux/arm64 internal]` in a build of several platforms.
-_BASE_METADATA = re.compile(r"\[(?:(\S+) )?internal\] load metadata for (\S+)")
-_TAIL = 400  # lines of output kept to explain a failure
 _MISSING_IMAGE = re.compile(r"no such (image|object)", re.I)
-
 _NO_BUILDX = (
     "the docker buildx plugin is missing, and BuildKit builds need it: install it "
     "(Debian trixie or newer: apt-get install docker-buildx; Docker's packages: "
@@ -51,17 +40,6 @@ _NO_BUILDX = (
 )
 
 _checked_engine = False
-
-
-def cache_spec(text: str) -> dict[str, str]:
-    """BuildKit's `type=registry,ref=...` (or a bare image reference) as a mapping."""
-    if "=" not in text:
-        return {"type": "registry", "ref": text}
-    return dict(part.split("=", 1) for part in text.split(",") if part)
-
-
-def _probe(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, check=False, timeout=60)
 
 
 def check_engine() -> None:
@@ -78,24 +56,24 @@ def check_engine() -> None:
     # CLI is started only where that cannot tell (contexts, remote hosts) - see _engine.
     ping = _engine.api_get("/_ping")
     if ping is None or ping[0] != 200:
-        info = _probe(["docker", "info", "--format", "{{.ServerVersion}}"])
+        info = _engine.cli("info", "--format", "{{.ServerVersion}}")
         if info.returncode != 0:
-            stderr = info.stderr.strip()
-            if "permission denied" in stderr.lower():
+            said = info.stderr.strip()[-300:]
+            if "permission denied" in said.lower():
                 raise EngineUnavailableError(
                     "permission denied on the Docker socket: add your user to the docker group "
-                    f"(usermod -aG docker $USER, then log in again) or run as root; docker said: {stderr[-300:]}"
+                    f"(usermod -aG docker $USER, then log in again) or run as root; docker said: {said}"
                 )
             if _engine.host_setting():
                 raise EngineUnavailableError(
                     f"no Docker daemon answers at {_engine.host_setting()}: fix DOCKER_HOST, or unset it to use "
-                    f"the local engine; docker said: {stderr[-300:]}"
+                    f"the local engine; docker said: {said}"
                 )
             raise EngineUnavailableError(
                 "the Docker daemon does not answer: start it (systemctl start docker, or as root without "
-                f"systemd: nohup dockerd >/var/log/dockerd.log 2>&1 &); docker said: {stderr[-300:]}"
+                f"systemd: nohup dockerd >/var/log/dockerd.log 2>&1 &); docker said: {said}"
             )
-    if not _engine.buildx_installed() and _probe(["docker", "buildx", "version"]).returncode != 0:
+    if not _engine.buildx_installed() and _engine.cli("buildx", "version").returncode != 0:
         raise EngineUnavailableError(_NO_BUILDX)
     _checked_engine = True
 
@@ -103,9 +81,9 @@ def check_engine() -> None:
 class DockerBuilder:
     """Build with the local Docker engine's BuildKit (`docker buildx build`, docker driver).
 
-    Several platforms: one build where the builder can (builders/_multiarch.py), otherwise one
-    per platform, `platform_concurrency` at a time (default FLYTE_IMAGES_PLATFORM_CONCURRENCY,
-    else 2), pushed and joined by an image index.
+    Several platforms: one build where the builder can, otherwise one per platform,
+    `platform_concurrency` at a time (default FLYTE_IMAGES_PLATFORM_CONCURRENCY, else 2), pushed
+    and joined by an image index.
     """
 
     name: ClassVar[str] = "docker"
@@ -130,7 +108,7 @@ class DockerBuilder:
         if shutil.which("docker") is None:
             return None
         try:
-            found = _probe(["docker", "image", "inspect", "--format", "{{.Id}}", reference])
+            found = _engine.cli("image", "inspect", "--format", "{{.Id}}", reference)
         except subprocess.TimeoutExpired:
             return None
         if found.returncode == 0:
@@ -146,7 +124,7 @@ class DockerBuilder:
                 return run_build(request, progress)  # the engine's own platform: nothing to decide
         facts = multiarch.engine_facts()
         if len(request.platforms) > 1 and not request.push and not facts.loads_several:
-            request = multiarch.keep_one_platform(request, progress, facts)
+            request = load_one_platform(request, progress, facts.platform)
         multiarch.check_emulation(request, facts)
         if len(request.platforms) > 1 and request.push and not self.multi_platform:
             concurrency = multiarch.concurrency_setting(self._concurrency)
@@ -169,29 +147,6 @@ def _native() -> str | None:
             found = _engine.engine_platform()
         _NATIVE[where] = found
     return _NATIVE[where]
-
-
-def buildx_command(request: BuildRequest, metadata: Path, native: str | None = None) -> list[str]:
-    """The `docker buildx build` command line for `request` (no secret value is ever on it:
-    secrets are named by environment variable or file). `native`: the platform the builder
-    builds when none is named (the engine's own, on the `docker` driver)."""
-    command = ["docker", "buildx", "build", "--progress", "plain", "--file", str(request.dockerfile)]
-    command += ["--metadata-file", str(metadata), "--push" if request.push else "--load"]
-    for tag in request.tags:
-        command += ["--tag", tag]
-    # Naming the engine's own platform builds the same image, but costs the docker driver
-    # ~50 ms a build (measured: `--platform linux/amd64` on an amd64 engine, 0.66 -> 0.71 s).
-    if request.platforms and request.platforms != (native,):
-        command += ["--platform", ",".join(request.platforms)]
-    for secret in request.secrets:
-        command += ["--secret", secret.buildkit_spec()]
-    for source in request.cache_from:
-        command += ["--cache-from", _spec_text(cache_spec(source))]
-    if request.cache_to:
-        command += ["--cache-to", _spec_text(cache_spec(request.cache_to[0]))]
-    for key, value in request.labels.items():
-        command += ["--label", f"{key}={value}"]
-    return [*command, str(request.context)]
 
 
 EXTRA_ARGS_ENV = "FLYTE_DOCKER_BUILD_EXTRA_ARGS"
@@ -229,67 +184,14 @@ def extra_args() -> list[str]:
     return words
 
 
-def _spec_text(spec: dict[str, str]) -> str:
-    return ",".join(f"{key}={value}" for key, value in spec.items())
+def run_build(request: BuildRequest, progress: Progress, runs: _buildx.Runs | None = None) -> BuildResult:
+    """One `docker buildx build` on the engine's builder; `runs`: the builds that stop together."""
+    command = partial(_buildx.buildx_command, request, native=_native(), options=extra_args())
+    return _buildx.run(request, progress, command, partial(_explain, request=request), "docker buildx build", runs)
 
 
-def run_build(request: BuildRequest, progress: Progress, runs: multiarch.Runs | None = None) -> BuildResult:
-    """One `docker buildx build`; every line goes through one BuildOutput (redacted, parsed).
-
-    Run as a plain process rather than through a library so that a build can be stopped
-    (`runs`): when one platform of several fails, the others are cancelled."""
-    output = BuildOutput(request.redact, progress)
-    platform = request.platforms[0] if len(request.platforms) == 1 and runs is not None else None
-    with tempfile.TemporaryDirectory(prefix="flyte-images-meta-") as meta_dir:
-        metadata = Path(meta_dir) / "metadata.json"
-        command = buildx_command(request, metadata, _native())
-        command[-1:-1] = extra_args()
-        plugin = _engine.buildx_plugin()
-        if plugin is not None:
-            command = [plugin, *command[2:]]  # `docker-buildx build ...` for `docker buildx build ...`
-        returncode, tail = _stream(command, output, platform, runs)
-        if returncode != 0:
-            stopped = runs is not None and runs.stopped
-            text = "build stopped: another platform's build failed" if stopped else "".join(tail)
-            raise _explain(output.redact(text), output, request)
-        digest = json.loads(metadata.read_text()).get("containerimage.digest") if metadata.is_file() else None
-    return BuildResult(reference=request.tags[0], digest=digest)
-
-
-def _stream(
-    command: list[str], output: BuildOutput, platform: str | None, runs: multiarch.Runs | None
-) -> tuple[int, deque[str]]:
-    """Run `command`, feeding each line to `output`; its exit status and last lines."""
-    tail: deque[str] = deque(maxlen=_TAIL)
-    try:
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1
-        )
-    except OSError as exc:
-        raise EngineUnavailableError(f"docker could not be run ({exc.strerror}); is it installed?") from None
-    if runs is not None:
-        runs.add(process)
-    try:
-        with _interrupt.tracked(process):
-            assert process.stdout is not None
-            for raw in process.stdout:
-                line = multiarch.platform_titles(raw, platform) if platform else raw
-                tail.append(line)
-                output.feed(line)
-            return process.wait(), tail
-    except BaseException:
-        process.terminate()  # Ctrl-C or a failing progress sink: no build left running
-        raise
-    finally:
-        process.wait()
-        if runs is not None:
-            runs.discard(process)
-
-
-def _explain(stderr: str, output: BuildOutput, request: BuildRequest) -> BuildError:
+def _explain(stderr: str, output: BuildOutput, summary: str, request: BuildRequest) -> BuildError | None:
     """The typed error for a failed `docker buildx build`; `stderr` is already redacted."""
-    last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["docker buildx build failed"]
-    summary = last[0][-500:]
     if re.search(
         r"multi-platform build is not supported|multiple platforms feature is currently not supported", stderr, re.I
     ):
@@ -305,12 +207,12 @@ def _explain(stderr: str, output: BuildOutput, request: BuildRequest) -> BuildEr
         return EmulationUnavailableError(multiarch.emulation_help(foreign[0], facts.platform, problem))
     if "buildx" in stderr and "is not a docker command" in stderr:
         return EngineUnavailableError(_NO_BUILDX)
-    base = _BASE_METADATA.search(output.failed_step)
+    base = _buildx.BASE_METADATA.search(output.failed_step)
     if base:
         return _base_missing(base.group(2), base.group(1), output.failed_error or summary)
     step = output.failed_step
     pushing = request.push and (step.startswith(("exporting", "pushing")) or re.search(r"failed to push", stderr))
-    if pushing and re.search(r"denied|unauthorized|authentication required|forbidden", stderr, re.I):
+    if pushing and _buildx.DENIED.search(stderr):
         registry = request.tags[0].split("/", 1)[0]
         return PushDeniedError(
             f"built {request.tags[0]}, but the registry refused the push ({summary}); log in with "
@@ -321,25 +223,20 @@ def _explain(stderr: str, output: BuildOutput, request: BuildRequest) -> BuildEr
             f"built {request.tags[0]}, but the push failed ({summary}); check that the registry is reachable "
             "and build again: the steps are cached, only the push runs again"
         )
-    if not output.failed_step and output.exit_code is None:
-        return BuildError(f"docker buildx build failed: {summary}")  # before any step ran
-    return output.step_failed(summary)
-
-
-def _other_base(reference: str) -> str:
-    """How to build on another base instead: FLYTE_IMAGES_BASE_IMAGE only sets the base of
-    `from_debian_base(install_flyte=False)`, not flyte's published image or a base named in code."""
-    if is_base_image_setting(reference):
-        return ", or point FLYTE_IMAGES_BASE_IMAGE at an image you have"
-    return ", or start the image from a base you have"
+    return None
 
 
 def _base_missing(reference: str, platform: str | None, why: str) -> BaseImageNotFoundError:
     why = why.splitlines()[0]
     if platform is None:
+        # FLYTE_IMAGES_BASE_IMAGE only sets the base of from_debian_base(install_flyte=False).
+        setting = is_base_image_setting(reference)
+        other = (
+            "point FLYTE_IMAGES_BASE_IMAGE at an image you have" if setting else "start the image from a base you have"
+        )
         return BaseImageNotFoundError(
             f"base image {reference} is not in the local engine and cannot be pulled ({why}); load it "
-            f"(docker load / docker pull where a registry is reachable){_other_base(reference)}"
+            f"(docker load / docker pull where a registry is reachable), or {other}"
         )
     # One platform of several: a local base only serves the platform it was made for.
     return BaseImageNotFoundError(

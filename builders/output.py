@@ -1,15 +1,10 @@
 """Build output, the same for every backend: redaction, BuildKit plain-progress parsing, events.
 
-A backend feeds every raw line its engine prints to one `BuildOutput`. Each line is redacted
-first (so nothing downstream ever sees a secret value), then parsed as BuildKit plain progress:
-
-    #7 [3/5] RUN uv pip install ...     a step starts (its title)
-    #7 0.422 Collecting six             a line the step printed (after the seconds since start)
-    #7 ERROR: ... exit code: 3          the step failed
-    #7 DONE 0.4s                        anything else: a status line of step 7
-
-and turned into `ProgressEvent`s. It remembers each step's title and last lines, so a backend
-can raise a `StepFailedError` that says which step failed, with what exit code and output.
+Each raw line is redacted first (nothing downstream ever sees a secret value), then parsed as
+BuildKit plain progress: `#7 [3/5] RUN ...` starts a step (its title), `#7 0.422 text` is a line
+step 7 printed, `#7 ERROR: ... exit code: 3` fails it, anything else is a status line of the
+step. Each step's title and last lines are kept, so a failure becomes a `StepFailedError` that
+says which step failed, with what exit code and output.
 """
 
 from __future__ import annotations
@@ -77,25 +72,21 @@ class BuildOutput:
     """Turns one build's raw engine lines into redacted events and remembers them for errors."""
 
     def __init__(self, redact: tuple[str, ...], progress: Progress) -> None:
-        self._redactor = Redactor(tuple(redact))
+        self.redact = Redactor(tuple(redact))  # for exception text and stderr, as for every line
         self._progress = progress
         self._titles: dict[str, str] = {}
         self._tails: dict[str, deque[str]] = {}
         self._errors: dict[str, str] = {}
         self._failed: str | None = None
-        self._exit_code: int | None = None
+        self.exit_code: int | None = None  # of the failed command, when the engine said it
         self._last: str | None = None  # the step of the last prefixed line, for continuations
         self._lock = threading.Lock()  # engines may report from a reader thread
-
-    def redact(self, text: str) -> str:
-        """`text` with every secret value replaced by `***` (for exception text, stderr)."""
-        return self._redactor(text)
 
     def feed(self, raw: str) -> None:
         """One raw chunk of engine output (usually one line; several lines are split)."""
         # Redact the whole chunk before splitting, so a multi-line value printed in one chunk is
         # caught whole; values split over several chunks are caught by their lines' patterns.
-        text = self._redactor(raw.rstrip("\r\n"))
+        text = self.redact(raw.rstrip("\r\n"))
         with self._lock:
             for line in text.split("\n"):
                 self._progress(self._parse(line.rstrip("\r")))
@@ -136,12 +127,7 @@ class BuildOutput:
     def _note_exit_code(self, text: str) -> None:
         code = _EXIT_CODE.search(text)
         if code:
-            self._exit_code = int(code.group(1))
-
-    @property
-    def titles(self) -> dict[str, str]:
-        """Step number -> title, for every step seen so far."""
-        return dict(self._titles)
+            self.exit_code = int(code.group(1))
 
     @property
     def failed_step(self) -> str:
@@ -152,11 +138,6 @@ class BuildOutput:
     def failed_error(self) -> str:
         """What the engine said when that step failed (redacted), or ""."""
         return self._errors.get(self._failed or "", "")
-
-    @property
-    def exit_code(self) -> int | None:
-        """The exit code of the failed command, when the engine said one."""
-        return self._exit_code
 
     def tail(self, step: str | None = None) -> str:
         """The last lines a step printed (default: the failed step), redacted, one per line."""

@@ -16,9 +16,10 @@ from backend_support import require_buildkit
 from flyte_images._build import backends as _builders
 from flyte_images._errors import ConfigError
 from flyte_images.builders import _multiarch
+from flyte_images.builders._buildx import buildx_command
 from flyte_images.builders.base import CAPABILITIES, BuildRequest, is_backend
 from flyte_images.builders.buildkit import BuildkitBuilder
-from flyte_images.builders.docker import DockerBuilder, buildx_command
+from flyte_images.builders.docker import DockerBuilder
 from flyte_images.testing import FakeBuilder
 from flyte_images.testing.conformance import Backend, BackendConformance, EngineBackend, FakeBackend
 

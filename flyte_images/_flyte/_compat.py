@@ -1,9 +1,8 @@
-"""Which Flyte SDK the plugin and the converter are made for, and the errors they raise.
+"""Which Flyte SDK the plugin and the converter are made for (2.12.x), and the errors they raise.
 
-The converter reads flyte's layer classes field by field (they are internal to flyte), so it is
-only right for the release series it was written against: 2.12.x. Any other installed flyte is
-refused with the versions named, before a single layer is read, rather than translated on a
-guess. This module never imports flyte: it asks the installed distribution's metadata.
+The converter reads flyte's (internal) layer classes field by field, so any other installed flyte
+is refused, naming the versions, before a layer is read. flyte is never imported here: the
+installed distribution's metadata is asked.
 """
 
 from __future__ import annotations
@@ -31,11 +30,6 @@ class UntranslatableLayerError(FlyteConversionError):
         super().__init__(message)
 
 
-def supported_range() -> str:
-    major, minor = SUPPORTED_SERIES
-    return f">={major}.{minor}.0,<{major}.{minor + 1}"
-
-
 def require_supported_flyte() -> str:
     """The installed flyte's version, if the plugin supports it; else UnsupportedFlyteError."""
     from importlib import metadata  # here: `import flyte_images` stays cheap
@@ -56,8 +50,8 @@ def require_supported_flyte() -> str:
         release = ()
     if release[:2] != SUPPORTED_SERIES:
         raise UnsupportedFlyteError(
-            f"the flyte-images plugin supports flyte {major}.{minor}.x ({supported_range()}), but flyte "
-            f"{installed} is installed; install a supported one with `{_INSTALL}` (flyte=={PINNED}), or "
+            f"the flyte-images plugin supports flyte {major}.{minor}.x (>={major}.{minor}.0,<{major}.{minor + 1}), "
+            f"but flyte {installed} is installed; install a supported one with `{_INSTALL}` (flyte=={PINNED}), or "
             "use flyte's own builder (image_builder='local') with this flyte"
         )
     return installed

@@ -1,26 +1,18 @@
 """`from_flyte(image)`: a `flyte.Image` of the Flyte SDK (2.12.x) as a flyte-images `Image`.
 
-The translation replays the flyte image's constructor and `with_*` calls on our `Image` (same
-names, same arguments), so what they render to is decided by our renderer, in one place, as for
-any image written against flyte-images. Every layer kind of flyte 2.12 is translated, or refused
-with an `UntranslatableLayerError` that names the kind, its position and what to do instead;
-nothing is dropped silently.
-
-The constructor is recognised from what flyte stored (the base and the first layers):
-- `from_dockerfile` maps to `from_dockerfile`, and an unmodified image (flyte never builds one)
-  to a reference to the same image;
-- the published default image `ghcr.io/flyteorg/flyte:pyX.Y-vV` (flyte's `from_debian_base()`
-  with flyte; flyte stores it as the base and no layers of its own) is our `from_debian_base`
-  with that Python and flyte: a reference to the same published image, which the layers after it
-  are built FROM. Their steps run as root and the image ends with `USER flyte`, the user of the
-  published image. A pre-release V is taken from flyte's registry too, as flyte does;
-- flyte's default-image recipe (`from_debian_base(install_flyte=False)`, `from_uv_script`,
-  `from_pixi_script`: labels, the `flyte` user, WORKDIR /home/flyte, VIRTUAL_ENV, PATH,
-  PYTHONPATH, UV_LINK_MODE, build-essential and ca-certificates, as the first layers) is our
-  `from_debian_base(install_flyte=False)`, which builds that layout itself and ends with
-  `USER flyte`; the recipe's layers are not translated again on top of it;
-- any other base is `from_base(uri).clone(...)`: no flyte user, no workdir, no environment of
-  ours; the image runs as the user its base declares.
+The flyte image's constructor and `with_*` calls are replayed on our `Image` (same names, same
+arguments), so our renderer alone decides what they build. Every layer kind of flyte 2.12 is
+translated, or refused with an `UntranslatableLayerError` naming the kind, its position and what
+to do instead; nothing is dropped silently. The constructor is recognised from what flyte stored:
+- `from_dockerfile` is `from_dockerfile`; an unmodified image (flyte never builds one) is a
+  reference to the same image;
+- flyte's published default image `ghcr.io/flyteorg/flyte:pyX.Y-vV` (a pre-release V included)
+  is our `from_debian_base` with that Python and flyte: the layers after it build FROM it as
+  root and the image ends with `USER flyte`;
+- flyte's default-image recipe as the first layers (`from_debian_base(install_flyte=False)`,
+  `from_uv_script`, `from_pixi_script`) is our `from_debian_base(install_flyte=False)`, which
+  builds that layout itself; the recipe's layers are not translated again on top of it;
+- any other base is `from_base(uri).clone(...)`, running as the user its base declares.
 """
 
 from __future__ import annotations
@@ -78,8 +70,12 @@ def from_flyte(image: flyte.Image) -> Image:
         )
     if image.dockerfile is not None:
         return _from_dockerfile(image)
-    if not image._is_cloned:  # flyte's own rule: an unmodified image is an existing one, never built
-        return _reference(image)
+    if not image._is_cloned:
+        # flyte's own rule: an unmodified image is an existing one, never built. The published
+        # default image stays our from_debian_base() (not a bare from_base), so that layers added
+        # to the result build FROM it as root and end as `flyte`, as on any of ours.
+        uri = _base_uri(image)
+        return _published(uri, tuple(image.platform)) or Image.from_base(uri)
     ours, layers = _base(image)
     for position, layer in layers:
         ours = _translate(ours, layer, f"layer {position} of the flyte image {image.name!r}")
@@ -113,15 +109,6 @@ def _base_uri(image: flyte.Image) -> str:
     config = _get_init_config()
     found = config.images.get(image._ref_name) if config is not None else None
     return found or resolve_ref(image._ref_name)
-
-
-def _reference(image: flyte.Image) -> Image:
-    """Our reference to the existing image an unmodified flyte image stands for. The published
-    default image stays our `from_debian_base()` (not a bare `from_base`), so that layers added
-    to the result build FROM it as root and end as `flyte`, as they do on any of ours."""
-    uri = _base_uri(image)
-    published = _published(uri, tuple(image.platform))
-    return published if published is not None else Image.from_base(uri)
 
 
 def _published(uri: str, platform: tuple[Architecture, ...]) -> Image | None:
@@ -217,19 +204,9 @@ def _pip_options(layer: fl.PipOption) -> dict[str, Any]:
     }
 
 
-# ----- one translation per layer kind ------------------------------------------------------
+# ----- the layer kinds ----------------------------------------------------------------------
 # A layer made without a with_* method of ours is added with `_with_layer`, not
 # `clone(addl_layer=...)`: flyte already applied its `extendable` rule when the layer was added.
-
-
-def _pip(ours: Image, layer: fl.PipPackages) -> Image:
-    return ours.with_pip_packages(*(layer.packages or ()), **_pip_options(layer))
-
-
-def _requirements(ours: Image, layer: fl.Requirements) -> Image:
-    # `packages` is inherited from PipPackages and never set by with_requirements; flyte's builder
-    # installs only the file, and so does this.
-    return ours.with_requirements(layer.file, **_pip_options(layer))
 
 
 def _wheels(ours: Image, layer: fl.PythonWheels) -> Image:
@@ -244,35 +221,18 @@ def _wheels(ours: Image, layer: fl.PythonWheels) -> Image:
     return ours._with_layer(wheels)
 
 
-def _uv_project(ours: Image, layer: fl.UVProject) -> Image:
-    return ours.with_uv_project(
-        layer.pyproject, uvlock=layer.uvlock, project_install_mode=layer.project_install_mode, **_pip_options(layer)
-    )
-
-
-def _poetry(ours: Image, layer: fl.PoetryProject) -> Image:
-    return ours.with_poetry_project(
-        layer.pyproject,
-        poetry_lock=layer.poetry_lock,
-        extra_args=layer.extra_args,
-        secret_mounts=_secrets(layer.secret_mounts),
-        project_install_mode=layer.project_install_mode,
-    )
-
-
-def _pixi(ours: Image, layer: fl.PixiProject) -> Image:
-    return ours.with_pixi_project(
-        layer.manifest,
-        pixi_lock=layer.pixi_lock,
-        environment=layer.environment,
-        extra_args=layer.extra_args,
-        secret_mounts=_secrets(layer.secret_mounts),
-        project_install_mode=layer.project_install_mode,
-    )
-
-
 def _uv_script(ours: Image, layer: fl.UVScript) -> Image:
-    _refuse_local_script_dependencies(layer.script)
+    from .._image.uvscript import read_script_metadata
+
+    try:
+        local = [dep for dep in read_script_metadata(layer.script).dependencies if "file://" in dep]
+    except (OSError, SourceError):
+        local = []  # the build reports a missing or malformed script, naming it
+    if local:
+        raise _Refused(
+            f"{layer.script} depends on local projects by file:// URL ({', '.join(local)}), which flyte-images "
+            "cannot install from a script; add them with with_uv_project(..., project_install_mode='install_project')"
+        )
     # Our Image makes this layer only in from_uv_script: take it from there, with that method's checks.
     made = Image.from_uv_script(layer.script, name=ours.name or "script", **_pip_options(layer))
     return ours._with_layer(made._layers[-1])
@@ -289,37 +249,6 @@ def _pixi_script(ours: Image, layer: fl.PixiScript) -> Image:
         secret_mounts=_secrets(layer.secret_mounts),
     )
     return ours._with_layer(made._layers[-1])
-
-
-def _refuse_local_script_dependencies(script: Path) -> None:
-    from .._image.uvscript import read_script_metadata
-
-    try:
-        metadata = read_script_metadata(script)
-    except (OSError, SourceError):
-        return  # the build reports a missing or malformed script, naming it
-    local = [dep for dep in metadata.dependencies if "file://" in dep]
-    if local:
-        raise _Refused(
-            f"{script} depends on local projects by file:// URL ({', '.join(local)}), which flyte-images cannot "
-            "install from a script; add them with with_uv_project(..., project_install_mode='install_project')"
-        )
-
-
-def _apt(ours: Image, layer: fl.AptPackages) -> Image:
-    return ours.with_apt_packages(*layer.packages, secret_mounts=_secrets(layer.secret_mounts))
-
-
-def _commands(ours: Image, layer: fl.Commands) -> Image:
-    return ours.with_commands(list(layer.commands), secret_mounts=_secrets(layer.secret_mounts))
-
-
-def _workdir(ours: Image, layer: fl.WorkDir) -> Image:
-    return ours.with_workdir(layer.workdir)
-
-
-def _dockerignore(ours: Image, layer: fl.DockerIgnore) -> Image:
-    return ours.with_dockerignore(Path(layer.path))
 
 
 def _copy(ours: Image, layer: fl.CopyConfig) -> Image:
@@ -366,21 +295,43 @@ def _env(ours: Image, layer: fl.Env) -> Image:
 
 @cache
 def _translators() -> dict[type, Callable[[Image, Any], Image]]:
+    """flyte's layer class -> its translation; the layers a with_* method of ours makes are that call."""
     from flyte import _image as fl
 
     return {
-        fl.PipPackages: _pip,
-        fl.Requirements: _requirements,
+        fl.PipPackages: lambda ours, layer: ours.with_pip_packages(*(layer.packages or ()), **_pip_options(layer)),
+        # `packages` is inherited from PipPackages and never set by with_requirements; flyte's
+        # builder installs only the file, and so does this.
+        fl.Requirements: lambda ours, layer: ours.with_requirements(layer.file, **_pip_options(layer)),
         fl.PythonWheels: _wheels,
-        fl.UVProject: _uv_project,
-        fl.PoetryProject: _poetry,
-        fl.PixiProject: _pixi,
+        fl.UVProject: lambda ours, layer: ours.with_uv_project(
+            layer.pyproject, uvlock=layer.uvlock, project_install_mode=layer.project_install_mode, **_pip_options(layer)
+        ),
+        fl.PoetryProject: lambda ours, layer: ours.with_poetry_project(
+            layer.pyproject,
+            poetry_lock=layer.poetry_lock,
+            extra_args=layer.extra_args,
+            secret_mounts=_secrets(layer.secret_mounts),
+            project_install_mode=layer.project_install_mode,
+        ),
+        fl.PixiProject: lambda ours, layer: ours.with_pixi_project(
+            layer.manifest,
+            pixi_lock=layer.pixi_lock,
+            environment=layer.environment,
+            extra_args=layer.extra_args,
+            secret_mounts=_secrets(layer.secret_mounts),
+            project_install_mode=layer.project_install_mode,
+        ),
         fl.UVScript: _uv_script,
         fl.PixiScript: _pixi_script,
-        fl.AptPackages: _apt,
-        fl.Commands: _commands,
-        fl.WorkDir: _workdir,
-        fl.DockerIgnore: _dockerignore,
+        fl.AptPackages: lambda ours, layer: ours.with_apt_packages(
+            *layer.packages, secret_mounts=_secrets(layer.secret_mounts)
+        ),
+        fl.Commands: lambda ours, layer: ours.with_commands(
+            list(layer.commands), secret_mounts=_secrets(layer.secret_mounts)
+        ),
+        fl.WorkDir: lambda ours, layer: ours.with_workdir(layer.workdir),
+        fl.DockerIgnore: lambda ours, layer: ours.with_dockerignore(Path(layer.path)),
         fl.CopyConfig: _copy,
         fl.CodeBundleLayer: _code_bundle,
         fl._DockerLines: _docker_lines,

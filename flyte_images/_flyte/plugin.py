@@ -1,29 +1,19 @@
-"""flyte-images as an image builder of the Flyte SDK (entry point `flyte-images` in the group
-`flyte.plugins.image_builders`), for flyte 2.12.x:
+"""flyte-images as an image builder of the Flyte SDK 2.12.x (entry point `flyte-images` in the group
+`flyte.plugins.image_builders`): `flyte.init(image_builder="flyte-images")`, or `image: {builder:
+flyte-images}` in config.yaml, and every `flyte.build` / deploy / run builds through here.
 
-    flyte.init(image_builder="flyte-images")      # or `image: {builder: flyte-images}` in config.yaml
-    flyte.build(image)                            # or deploy/run: every image build goes through here
-
-flyte owns the tag: flyte computes the image's uri, asks our checker whether it exists and calls
-`build_image` only when it does not; the image is translated (`from_flyte`), rendered by our
-renderer and built by the backend our settings select (FLYTE_IMAGES_BUILDER, default docker), and
-tagged and pushed as flyte's uri. Its identity label carries our own identifier.
-
-What is built is what our renderer makes of the translated image (see `convert`): on flyte's
-published default image, FROM it, the steps as root, ending with `USER flyte`; for flyte's
-`from_debian_base(install_flyte=False)` (and uv/pixi scripts), flyte's layout (the `flyte` user,
-WORKDIR /home/flyte, VIRTUAL_ENV=/opt/venv, PYTHONPATH=/root, build-essential, ca-certificates,
-copies owned by `flyte`) ending with `USER flyte`; on any other base, the base's user. Where
-flyte 2.12.1's own docker builder differs: it leaves an image built FROM the published one
-running as root; it ends every image that made the `flyte` user with `WORKDIR /home/flyte`, over
-a `with_workdir`; and it adds its builder's own extras (nvidia paths, UV_COMPILE_BYTECODE,
-`_F_IMG_ID`, bash as SHELL) to every image. The two OCI labels of flyte's recipe are not set.
+flyte owns the tag: it computes the image's uri, asks our checker whether it exists and calls
+`build_image` only when it does not. The image is translated (`from_flyte`), rendered by our
+renderer, built by the backend our settings select, and tagged and pushed as flyte's uri; its
+identity label carries our own identifier. Where flyte 2.12.1's own docker builder differs: it
+leaves an image built FROM its published one running as root; it ends every image that made the
+`flyte` user with `WORKDIR /home/flyte`, over a `with_workdir`; it adds its builder's extras
+(nvidia paths, UV_COMPILE_BYTECODE, `_F_IMG_ID`, bash as SHELL). The two OCI labels of flyte's
+recipe are not set.
 
 The checker answers flyte's contract exactly: the uri when the image is there, None when it is
-definitely absent, an exception when it cannot tell (registry unreachable, 5xx, no credentials).
-It never says "exists" for "cannot tell". Note that flyte 2.12.1 itself then tries its next
-checker and, when every checker failed, assumes the image exists; we give it only ours, so that
-decision is flyte's, and it is logged by flyte ("All checkers failed ...").
+definitely absent, an exception when it cannot tell; never "exists" for "cannot tell" (flyte
+2.12.1 itself, when every checker failed, assumes the image exists and logs "All checkers failed").
 """
 
 from __future__ import annotations

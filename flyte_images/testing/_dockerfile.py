@@ -97,27 +97,15 @@ def pairs(rest: str, variables: Mapping[str, str]) -> dict[str, str]:
     return dict(item.partition("=")[::2] for item in found)
 
 
-def flags(rest: str) -> tuple[dict[str, str], str]:
-    """Leading `--name=value` flags of COPY, and what follows them."""
-    found: dict[str, str] = {}
+def flags(rest: str) -> tuple[list[tuple[str, str]], str]:
+    """Leading `--name=value` flags of an instruction, in order, and what follows them."""
+    found: list[tuple[str, str]] = []
     while rest.startswith("--"):
         flag, _, rest = rest.partition(" ")
-        key, _, value = flag[2:].partition("=")
-        found[key] = value
+        name, _, value = flag[2:].partition("=")
+        found.append((name, value))
         rest = rest.lstrip()
     return found, rest
-
-
-def run_flags(rest: str) -> tuple[list[dict[str, str]], str]:
-    """RUN's `--mount=k=v,...` flags (as mappings; other flags dropped) and its command."""
-    mounts: list[dict[str, str]] = []
-    while rest.startswith("--"):
-        flag, _, rest = rest.partition(" ")
-        rest = rest.lstrip()
-        if flag.startswith("--mount="):
-            options = (part.partition("=") for part in flag[len("--mount=") :].split(","))
-            mounts.append({key: value for key, _, value in options})
-    return mounts, rest
 
 
 def script(command: str) -> str:

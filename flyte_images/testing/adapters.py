@@ -1,10 +1,8 @@
-"""Adapters that let the conformance suite look inside what a backend built.
-
-An adapter wraps a backend and answers in that backend's own terms: what bytes and mode a file
-has in a built image, what labels the image has, and what digest a registry serves for a pushed
-tag. `FakeBackend` reads the fake's memory; `EngineBackend` serves any backend that loads into
-the local Docker engine (`docker run`, `docker image inspect`) and pushes to a registry it asks
-over HTTP.
+"""Adapters that let the conformance suite look inside what a backend built, in its own terms:
+a file's bytes and mode in a built image, the image's labels, the digest a registry serves for a
+pushed tag. `FakeBackend` reads the fake's memory; `EngineBackend` serves any backend that loads
+into the local Docker engine (`docker run`, `docker image inspect`) and pushes to a registry it
+asks over HTTP.
 """
 
 from __future__ import annotations
@@ -18,19 +16,12 @@ from typing import Protocol
 
 import httpx
 
+from flyte_images._registry.wire import ACCEPT
 from flyte_images.builders.base import Builder
 
 from .fake import FakeBuilder
 
 BUSYBOX = "flyte-images/busybox:test"  # the base image of flyte-images' own engine tests
-_MANIFESTS = ", ".join(
-    [
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-    ]
-)
 
 
 def unique(name: str) -> str:
@@ -136,7 +127,7 @@ class EngineBackend:
         host, _, rest = reference.partition("/")
         repository, _, tag = rest.rpartition(":")
         url = f"{self.scheme}://{host}/v2/{repository}/manifests/{tag}"
-        answer = httpx.head(url, headers={"Accept": _MANIFESTS})
+        answer = httpx.head(url, headers={"Accept": ACCEPT})
         return answer.headers.get("Docker-Content-Digest") if answer.status_code == 200 else None
 
     def cleanup(self) -> None:

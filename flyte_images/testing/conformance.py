@@ -1,22 +1,11 @@
 """The conformance suite every build backend passes, for pytest (the one module that imports it).
 
-A backend's own test module runs it with one import: subclass `BackendConformance` (under a name
-pytest collects) and give it a `backend` fixture that yields an adapter (`adapters.Backend`):
-
-    import pytest
-    from flyte_images.testing.conformance import BackendConformance, EngineBackend
-
-    class TestMyBackend(BackendConformance):
-        @pytest.fixture
-        def backend(self):
-            adapter = EngineBackend(MyBuilder(), registry="localhost:5000", base="busybox:1.36")
-            yield adapter
-            adapter.cleanup()
-
-Each case writes a small Dockerfile by hand, stages a context folder, builds it with the backend
-and looks at the result through the adapter. A backend that declares `loads = False` is asked
-to push instead where a case can tell the outcome either way; the cases about loaded images are
-skipped for it, saying so.
+A backend's test module subclasses `BackendConformance` (under a name pytest collects) and gives
+it a `backend` fixture yielding an adapter (`adapters.Backend`), e.g.
+`EngineBackend(MyBuilder(), registry="localhost:5000", base="busybox:1.36")`, cleaned up after.
+Each case stages a hand-written Dockerfile and context, builds it and looks at the result through
+the adapter. A backend that declares `loads = False` pushes instead where the outcome shows
+either way; the cases about loaded images are skipped for it, saying so.
 """
 
 from __future__ import annotations

@@ -1,24 +1,21 @@
 """A FAKE, in-memory build backend, for tests of flyte-images without a container engine.
 
-`FakeBuilder` is not a real backend and is not registered as an entry point: tests pass an
-instance to whatever takes a builder. It interprets the small Dockerfile subset flyte-images
-renders (read as BuildKit reads it, `_dockerfile`), well enough to check what a build
-received, and keeps the results in memory:
+`FakeBuilder` is not registered as an entry point: tests pass an instance to whatever takes a
+builder. It interprets the Dockerfile subset flyte-images renders (`_dockerfile`, read as
+BuildKit reads it) and keeps the results in memory: loaded images in `store`, pushed ones in
+`pushed` (the first platform; every platform in `pushed_platforms`), each BuildRequest in
+`requests`.
 
 - FROM: a base it was not told about raises BaseImageNotFoundError (by default it knows every
   base); an image it built itself, or an earlier stage (`FROM x AS name`), is built upon.
-- ARG, ENV, LABEL, WORKDIR: recorded, with BuildKit's quoting and `$VAR` / `${VAR}` expansion
-  (platform ARGs such as TARGETARCH only once declared, as in BuildKit).
-- COPY / ADD of local files and folders, JSON or plain form, `--from=stage`, `--chmod`: the
-  bytes and modes are read from the context AT BUILD TIME, so a test can prove what was sent.
-- RUN: reported as a step; scripts are NOT executed. Exactly these lines of a script act:
-  `exit N` stops the step (N != 0 fails it with StepFailedError), `cat PATH` prints a mounted
-  secret's value, `echo WORDS` prints the words with `$NAME` expanded from the ENV and from
-  secrets (a mount's `env=NAME`, or `NAME="$(cat PATH)"` earlier in the script). Printing goes
-  through the shared BuildOutput, so redaction of secret values is exercised as with an engine.
-
-Loaded images go to `store`, pushed ones to `pushed` (the first platform; every platform of a
-push in `pushed_platforms`); `requests` lists every BuildRequest received.
+- ARG, ENV, LABEL, WORKDIR: recorded, with BuildKit's quoting and `$VAR` expansion (a
+  platform ARG such as TARGETARCH once declared).
+- COPY / ADD of local files and folders (JSON or plain form, `--from=stage`, `--chmod`): bytes
+  and modes are read from the context AT BUILD TIME, so a test can prove what was sent.
+- RUN: a step; scripts are NOT executed. Only `exit N` (N != 0 fails with StepFailedError),
+  `cat PATH` of a mounted secret and `echo WORDS` (`$NAME` from the ENV and from secrets: a
+  mount's `env=NAME`, or `NAME="$(cat PATH)"`) act, and what they print goes through the shared
+  BuildOutput, so secret values are redacted as with an engine.
 """
 
 from __future__ import annotations
@@ -136,13 +133,6 @@ class FakeBuilder:
                     self.store[_normalize(tag)] = image
         return BuildResult(reference=request.tags[0], digest=first.digest)
 
-    def known(self, reference: str) -> FakeImage | None:
-        """A base it can start from: an image it built and loaded."""
-        return self.store.get(_normalize(reference))
-
-    def has_base(self, reference: str) -> bool:
-        return self.bases is None or _normalize(reference) in self.bases
-
 
 class _Run:
     """One interpretation of a Dockerfile for one platform, reporting like BuildKit's plain output."""
@@ -207,14 +197,12 @@ class _Run:
         words = [w for w in _dockerfile.words(rest, global_args.args) if not w.startswith("--")]
         base = words[0] if words else ""
         self.start(f"[internal] load metadata for {base}")
-        if base in self.stages:
-            parent = self.stages[base]
+        # An earlier stage, else an image it built and loaded, else a base it "has".
+        parent = self.stages[base] if base in self.stages else self.builder.store.get(_normalize(base))
+        if parent is not None:
             stage = _Stage(dict(parent.files), dict(parent.modes), dict(parent.env), dict(parent.labels))
             stage.workdir = parent.workdir
-        elif (known := self.builder.known(base)) is not None:
-            stage = _Stage(dict(known.files), dict(known.modes), dict(known.env), dict(known.labels))
-            stage.workdir = known.workdir
-        elif self.builder.has_base(base):
+        elif self.builder.bases is None or _normalize(base) in self.builder.bases:
             stage = _Stage(env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
         else:
             self.say(f"ERROR: {base}: not found")
@@ -230,6 +218,7 @@ class _Run:
 
     def copy(self, stage: _Stage, rest: str) -> None:
         flags, args = _dockerfile.flags(rest)
+        options = dict(flags)
         variables = stage.variables()
         json_form = args.startswith("[")
         if json_form:
@@ -242,12 +231,12 @@ class _Run:
         dest = _join(stage.workdir, written)
         # Like BuildKit: a destination ending in "/" or ".", or an existing folder, is a folder.
         into_dir = written.endswith(("/", ".")) or len(sources) > 1 or _is_dir(stage, dest)
-        for src, is_dir, entries in self.copy_sources(flags.get("from"), sources):
+        for src, is_dir, entries in self.copy_sources(options.get("from"), sources):
             for rel, (data, mode) in entries.items():
                 name = rel if is_dir else PurePosixPath(src).name
                 target = _join(dest, name) if is_dir or into_dir else dest
                 stage.files[target] = data
-                stage.modes[target] = int(flags["chmod"], 8) if "chmod" in flags else mode
+                stage.modes[target] = int(options["chmod"], 8) if "chmod" in options else mode
 
     def copy_sources(self, origin: str | None, sources: list[str]) -> list[_Source]:
         if origin is not None:
@@ -271,21 +260,27 @@ class _Run:
         stage = self.stages.get(origin)
         if stage is None:
             self.fail(f"COPY --from={origin}: no stage of that name")
-        found = []
+        found: list[_Source] = []
         for src in sources:
-            entry = _from_stage(stage, src)
-            if entry is None:
+            path = _join("/", src)
+            prefix = path.rstrip("/") + "/"
+            inside = {p[len(prefix) :]: (d, stage.modes[p]) for p, d in stage.files.items() if p.startswith(prefix)}
+            if path in stage.files:
+                found.append((PurePosixPath(path).name, False, {"": (stage.files[path], stage.modes[path])}))
+            elif inside:
+                found.append((PurePosixPath(path).name, True, inside))
+            else:
                 self.fail(f'"{src}" not found in stage {origin}')
-            found.append(entry)
         return found
 
     def run(self, stage: _Stage, rest: str) -> None:
-        flags, command = _dockerfile.run_flags(rest)
+        flags, command = _dockerfile.flags(rest)
         script = _dockerfile.script(command)
         targets: dict[str, str] = {}  # path in the step -> secret id
         bound: dict[str, str] = {}  # environment variable in the step -> secret id
-        for mount in flags:
-            if mount.get("type") == "secret":
+        for flag, spec in flags:
+            mount = dict(option.partition("=")[::2] for option in spec.split(","))
+            if flag == "mount" and mount.get("type") == "secret":
                 secret_id = mount.get("id") or PurePosixPath(mount.get("target", "")).name
                 targets[mount.get("target") or mount.get("dst") or f"/run/secrets/{secret_id}"] = secret_id
                 if "env" in mount:
@@ -337,15 +332,6 @@ def _read(path: Path) -> dict[str, tuple[bytes, int]]:
 
 def _is_dir(stage: _Stage, path: str) -> bool:
     return path in {"/", stage.workdir} or any(p.startswith(path + "/") for p in stage.files)
-
-
-def _from_stage(stage: _Stage, src: str) -> _Source | None:
-    path = _join("/", src)
-    if path in stage.files:
-        return (PurePosixPath(path).name, False, {"": (stage.files[path], stage.modes[path])})
-    prefix = path.rstrip("/") + "/"
-    inside = {p[len(prefix) :]: (d, stage.modes[p]) for p, d in stage.files.items() if p.startswith(prefix)}
-    return (PurePosixPath(path).name, True, inside) if inside else None
 
 
 def _secret_value(source: SecretSource) -> str | None:
