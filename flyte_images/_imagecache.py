@@ -37,7 +37,21 @@ _TRANSPORT_HINT = "pass the string ImageCache.to_transport returned, unchanged"
 
 
 @dataclass
-class ImageCache:
+class _Maps:
+    """The data of an ImageCache, and its JSON form as read strictly (`_shapes`): a number where
+    a uri belongs is an error, never turned into a string. Unknown keys are ignored, so a cache
+    written by a newer version reads."""
+
+    image_lookup: dict[str, str] = field(default_factory=dict)
+    identifiers: dict[str, str | None] = field(default_factory=dict)
+    digests: dict[str, str | None] = field(default_factory=dict)
+    status: dict[str, str] = field(default_factory=dict)  # built | exists | reference | planned | failed
+    reasons: dict[str, str] = field(default_factory=dict)
+    build_run_ids: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class ImageCache(_Maps):
     """What a deploy needs: the image uri of every environment, and how each came about.
 
     Shaped like the Flyte SDK's ImageCache where code touches it: `image_lookup`,
@@ -46,12 +60,6 @@ class ImageCache:
     the `to_transport` property and `from_transport`. Either side reads the other's transport
     string (unknown keys are ignored both ways)."""
 
-    image_lookup: dict[str, str] = field(default_factory=dict)
-    identifiers: dict[str, str | None] = field(default_factory=dict)
-    digests: dict[str, str | None] = field(default_factory=dict)
-    status: dict[str, str] = field(default_factory=dict)  # built | exists | reference | planned | failed
-    reasons: dict[str, str] = field(default_factory=dict)
-    build_run_ids: dict[str, dict[str, str]] = field(default_factory=dict)
     # Not data: the string `from_transport` read, handed on unchanged (as the SDK does), so a
     # cache passed along a chain of tasks is the same string at every step.
     serialized_form: str | None = field(default=None, compare=False, repr=False)
@@ -91,26 +99,13 @@ class ImageCache:
             problem = _not_json(exc, text)
         else:
             try:
-                checked = _shapes.check(_Shape, data)
+                checked = _shapes.check(_Maps, data)
             except _shapes.Invalid as exc:
                 problem = _describe(exc.problems, data)
             else:
                 return cls(**asdict(checked))
         # Raised here, not in an except block: a JSONDecodeError holds the whole input.
         raise ImageCacheError(f"{what} is invalid: {problem}; {_JSON_HINT}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Shape:
-    """The JSON form, read strictly (`_shapes`): a number where a uri belongs is an error, never
-    turned into a string. Unknown keys are ignored, so a cache written by a newer version reads."""
-
-    image_lookup: dict[str, str] = field(default_factory=dict)
-    identifiers: dict[str, str | None] = field(default_factory=dict)
-    digests: dict[str, str | None] = field(default_factory=dict)
-    status: dict[str, str] = field(default_factory=dict)
-    reasons: dict[str, str] = field(default_factory=dict)
-    build_run_ids: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def _not_json(exc: BaseException, text: str | bytearray) -> str:
@@ -128,7 +123,8 @@ def _not_json(exc: BaseException, text: str | bytearray) -> str:
 
 def _describe(problems: list[_shapes.Problem], data: Any) -> str:
     """The first few problems, each as `field.path: what is wrong (got value)`."""
-    parts = [_describe_one(p.path, p.message, _at(data, p.path)) for p in problems[:_SHOWN_ERRORS]]
+    parts = [f"{'.'.join(map(str, p.path)) or 'top level'}: {p.message} (got {_shorten(_at(data, p.path))})"
+             for p in problems[:_SHOWN_ERRORS]]  # fmt: skip
     if len(problems) > _SHOWN_ERRORS:
         parts.append(f"and {len(problems) - _SHOWN_ERRORS} more")
     return "; ".join(parts)
@@ -144,11 +140,6 @@ def _at(data: Any, path: _shapes.Path) -> Any:
             break
         data = data[part]
     return data
-
-
-def _describe_one(loc: tuple[int | str, ...], msg: str, value: Any) -> str:
-    where = ".".join(str(part) for part in loc) or "top level"
-    return f"{where}: {msg} (got {_shorten(value)})"
 
 
 def _shorten(value: Any) -> str:

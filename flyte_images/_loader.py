@@ -111,6 +111,15 @@ def is_environment(value: object) -> TypeGuard[Environment]:
     return environment is not None and isinstance(value, environment.Environment)
 
 
+def _public(module: ModuleType) -> list[tuple[str, Any]]:
+    """The Images and Environments of a module's public names, also inside lists and dicts."""
+    found: list[tuple[str, Any]] = []
+    for name, value in vars(module).items():
+        if not name.startswith("_"):
+            _collect(name, value, found)
+    return found
+
+
 def _collect(name: str, value: Any, out: list[tuple[str, Any]], depth: int = 0) -> None:
     if isinstance(value, _model_types()):
         out.append((name, value))
@@ -126,14 +135,10 @@ def _named(where: str, module: ModuleType, name: str) -> list[tuple[str, Any]]:
     import inspect
 
     if not hasattr(module, name):
-        found: list[tuple[str, Any]] = []
-        for n, v in vars(module).items():
-            if not n.startswith("_"):
-                _collect(n, v, found)
-        listed = ", ".join(n for n, _ in found) or "none"
+        listed = ", ".join(n for n, _ in _public(module)) or "none"
         raise LoadError(f"{where} defines no {name!r}; the Images and Environments it defines: {listed}")
     value = getattr(module, name)
-    if callable(value) and not isinstance(value, type) and not _is_model(value):
+    if callable(value) and not isinstance(value, (type, *_model_types())):
         try:
             needed = [p for p in inspect.signature(value).parameters.values() if p.default is p.empty
                       and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]  # fmt: skip
@@ -153,23 +158,13 @@ def _named(where: str, module: ModuleType, name: str) -> list[tuple[str, Any]]:
     return out
 
 
-def _is_model(value: object) -> bool:
-    return isinstance(value, _model_types())
-
-
 def definitions_of(target: str) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
     """(environments, images) a target defines (or the one it names), by name."""
     where, name = split_target(target)
     module = load_module(where)
-    found: list[tuple[str, Any]] = []
-    if name is not None:
-        found = _named(where, module, name)
-    else:
-        for n, v in vars(module).items():
-            if not n.startswith("_"):
-                _collect(n, v, found)
-        if not found:
-            raise LoadError(f"{where} defines no Environment or Image at module level")
+    found = _named(where, module, name) if name is not None else _public(module)
+    if not found:
+        raise LoadError(f"{where} defines no Environment or Image at module level")
     envs = [(n, v) for n, v in found if is_environment(v)]
     images = [(n, v) for n, v in found if not is_environment(v)]
     return envs, images

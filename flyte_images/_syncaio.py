@@ -25,5 +25,4 @@ class SyncAio(Generic[P, R]):
         return await asyncio.to_thread(self._fn, *args, **kwargs)
 
 
-def syncaio(fn: Callable[P, R]) -> SyncAio[P, R]:
-    return SyncAio(fn)
+syncaio = SyncAio

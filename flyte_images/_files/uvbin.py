@@ -1,13 +1,10 @@
 """The uv binary copied into images, per target platform, without any container registry.
 
-The original tool copied uv from `ghcr.io/astral-sh/uv`, which needs registry access. Here the
-builder fetches uv's own wheel from the Python package index on the host (`pip download`, so
-the user's pip configuration, mirrors and certificates apply), extracts the static binary, and
-stages it into the build context as `_fi/uv/<TARGETARCH>/uv`. Binaries are cached under the
-user cache folder per version and architecture. The version is pinned (UV_VERSION, part of
-every identifier), so every machine puts the same uv into the same image.
-
-Before a build, the same uv (on a Linux host; elsewhere the `uv` on PATH) checks on the host
+uv's own wheel is fetched from the Python package index on the host (`pip download`: the user's
+pip configuration, mirrors and certificates apply), its static binary cached under the user
+cache folder per version and architecture and staged as `_fi/uv/<TARGETARCH>/uv`. The version
+is pinned (UV_VERSION, part of every identifier), so every machine puts the same uv into the
+same image. Before a build, the same uv (on a Linux host; elsewhere the `uv` on PATH) checks
 that a project's uv.lock still matches its pyproject.toml (`check_lock`).
 """
 
@@ -124,13 +121,12 @@ _CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)\S*@")
 def check_lock(pyproject: Path, lock: Path) -> None:
     """Refuse a uv.lock that no longer matches its pyproject.toml, as `uv sync --locked` does.
 
-    `uv lock --locked --offline` in the project's folder: uv validates the lock against the
-    project (its configuration applies, as for the user's own uv), never writes it, and reads
-    nothing from the network. A lock that validates costs no resolution; one that does not is
-    resolved again from uv's cache alone, which either shows the lock changes ("needs to be
-    updated") or cannot succeed ("No solution found"): both exit 1. Anything else (no uv, a uv
-    too old for these flags, metadata that needs a build backend not in the cache) means the
-    lock could not be checked here: a warning, and the build goes on with the lock as it is."""
+    `uv lock --locked --offline` in the project's folder validates the lock (the project's uv
+    configuration applies), never writes it, and reads nothing from the network; a stale lock
+    is resolved again from uv's cache alone, which shows it changes ("needs to be updated") or
+    cannot succeed ("No solution found"): both exit 1. Anything else (no uv, a uv too old for
+    these flags, metadata needing a build backend not in the cache) is a warning, and the build
+    goes on with the lock as it is."""
     import subprocess
     import warnings
 

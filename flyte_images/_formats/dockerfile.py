@@ -1,20 +1,13 @@
 """Dockerfile rendering: a list of instructions, built one by one. Pure: no Docker, no network.
 
-Each layer appends its own instruction(s) through `Instructions` (see `_layers`). Nothing is
-ever rendered by splitting text: the base template is parsed once into instructions, and every
-instruction passes one check (`Instructions.add`) that refuses any line terminator Docker knows
-(`\\n`, `\\r`) and a trailing backslash, wherever its text came from (an argument, the
-environment, the config file or the template). So the parsed instruction count of a rendered
-Dockerfile is exactly `len(instructions)`.
-
-Files a layer needs are under `_fi/<n>/` in the context (n = the layer's position). Package
-installs run through uv with a shared cache mount, apt with locked cache mounts for its
-archives and lists; requirement files, lock files and wheels are bind-mounted for the one RUN
-that reads them, so they are not left in the image. Secrets are mounted only into the RUN of
-the layer that asks for them. With `RenderOptions(ca_bundle=True)` every RUN that may download
-gets the build secret `flyte-images-ca` mounted and uv, pip, curl, requests and apt pointed at
-it; it is never copied into the image. The renderer emits no `# syntax=` line (it would pull a
-frontend image) and only Dockerfile features of BuildKit's built-in frontend.
+Each layer appends its own instructions through `Instructions`. Nothing is rendered by splitting
+text (the base template is parsed once into instructions), and every instruction passes one
+check (`line_safe`) refusing any line terminator Docker knows and a trailing backslash, so a
+rendered Dockerfile parses to exactly `len(instructions)` instructions. A layer's files are
+under `_fi/<n>/` in the context (n: its position); files a RUN reads (requirements, locks,
+wheels) are bind-mounted into it, secrets mounted only into the RUN that asks for them, and
+with `RenderOptions(ca_bundle=True)` the `flyte-images-ca` build secret into every RUN that may
+download. No `# syntax=` line (it would pull a frontend image): BuildKit's built-in frontend only.
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ import re
 import shlex
 from collections.abc import Iterable
 
-_VAR_REF = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})")
+# Split by it, a value gives its literal parts at even positions and its references at odd ones.
+_VAR_REF = re.compile(r"(\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\}))")
 
 
 def dockerfile_dq(value: str) -> str:
@@ -33,14 +34,9 @@ def dockerfile_dq(value: str) -> str:
     return f'"{escaped}"'
 
 
-def json_word(value: str) -> str:
-    """One element of a JSON-form COPY, escaped for BuildKit's word processing."""
-    escaped = re.sub(r"([\\$\"'])", r"\\\1", value)
-    return json.dumps(escaped, ensure_ascii=True)
-
-
 def json_words(values: Iterable[str]) -> str:
-    return "[" + ", ".join(json_word(v) for v in values) + "]"
+    """The JSON form of COPY arguments, each escaped for BuildKit's word processing."""
+    return json.dumps([re.sub(r"([\\$\"'])", r"\\\1", v) for v in values], ensure_ascii=True)
 
 
 def exec_form(script: str) -> str:
@@ -55,19 +51,8 @@ def shell_word(value: str) -> str:
 
 def shell_expanding(value: str) -> str:
     """A double-quoted shell word in which only `$NAME` / `${NAME}` references expand."""
-    out = ['"']
-    pos = 0
-    for match in _VAR_REF.finditer(value):
-        out.append(_dq_literal(value[pos : match.start()]))
-        out.append(match.group())
-        pos = match.end()
-    out.append(_dq_literal(value[pos:]))
-    out.append('"')
-    return "".join(out)
-
-
-def _dq_literal(text: str) -> str:
-    return re.sub(r'([\\$`"])', r"\\\1", text)
+    parts = _VAR_REF.split(value)
+    return '"' + "".join(p if i % 2 else re.sub(r'([\\$`"])', r"\\\1", p) for i, p in enumerate(parts)) + '"'
 
 
 def shell_join(words: Iterable[str]) -> str:

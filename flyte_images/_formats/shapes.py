@@ -19,7 +19,7 @@ import dataclasses
 import json
 import types
 import typing
-from collections.abc import Callable
+from dataclasses import MISSING
 from typing import Annotated, Any, Literal, NamedTuple, TypeVar, Union
 
 T = TypeVar("T")
@@ -53,26 +53,18 @@ class Invalid(Exception):
         self.problems = problems
 
 
-class _Field(NamedTuple):
-    name: str
-    key: str
-    hint: Any
-    required: bool
-
-
 _BAD: Any = object()  # what a check answers when it found a problem (and recorded it)
-_FIELDS: dict[type, tuple[_Field, ...]] = {}
+# Per dataclass, its fields in order (a base's first): (name, JSON key, hint, required).
+_FIELDS: dict[type, tuple[tuple[str, str, Any, bool], ...]] = {}
 
 
 def load(model: type[T], content: bytes | str) -> T:
     """`content` (JSON) as a `model`, or Invalid with every problem found."""
     try:
         data = json.loads(content.decode() if isinstance(content, bytes) else content)
-        decoded = True
     except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a too long int; nesting
-        decoded = False
-    if not decoded:
-        # Raised here, not in the except block: a JSONDecodeError holds the whole input.
+        data = _BAD
+    if data is _BAD:  # raised here, not in the except block: a JSONDecodeError holds the whole input
         raise Invalid([])
     return check(model, data)
 
@@ -86,48 +78,38 @@ def check(model: type[T], data: Any) -> T:
     return typing.cast(T, value)
 
 
-def _fields(model: type) -> tuple[_Field, ...]:
-    """The fields of a dataclass, in order (a base's first), with their JSON keys; computed once."""
-    found = _FIELDS.get(model)
-    if found is None:
+def _model(model: type, value: Any, path: Path, problems: list[Problem]) -> Any:
+    if type(value) is not dict:
+        problems.append(Problem(path, "Input should be an object"))
+        return _BAD
+    fields = _FIELDS.get(model)
+    if fields is None:
         hints = typing.get_type_hints(model, include_extras=True)
-        found = tuple(
-            _Field(f.name, _alias(hints[f.name], f.name), hints[f.name], _required(f))
+        fields = _FIELDS[model] = tuple(
+            (f.name, _alias(hints[f.name], f.name), hints[f.name], f.default is MISSING is f.default_factory)
             for f in dataclasses.fields(model)
         )
-        _FIELDS[model] = found
-    return found
-
-
-def _required(field: dataclasses.Field[Any]) -> bool:
-    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+    values: dict[str, Any] = {}
+    ok = True
+    for name, alias, hint, required in fields:
+        key = alias if alias in value else name if name in value else None
+        if key is None:
+            if required:
+                problems.append(Problem((*path, alias), "Field required"))
+                ok = False
+            continue
+        checked = _check(hint, value[key], (*path, key), problems)
+        if checked is _BAD:
+            ok = False
+        else:
+            values[name] = checked
+    return model(**values) if ok else _BAD
 
 
 def _alias(hint: Any, name: str) -> str:
     if typing.get_origin(hint) is Annotated:
         return next((m.key for m in hint.__metadata__ if isinstance(m, Alias)), name)
     return name
-
-
-def _model(model: type, value: Any, path: Path, problems: list[Problem]) -> Any:
-    if type(value) is not dict:
-        problems.append(Problem(path, "Input should be an object"))
-        return _BAD
-    values: dict[str, Any] = {}
-    ok = True
-    for field in _fields(model):
-        key = field.key if field.key in value else field.name if field.name in value else None
-        if key is None:
-            if field.required:
-                problems.append(Problem((*path, field.key), "Field required"))
-                ok = False
-            continue
-        checked = _check(field.hint, value[key], (*path, key), problems)
-        if checked is _BAD:
-            ok = False
-        else:
-            values[field.name] = checked
-    return model(**values) if ok else _BAD
 
 
 def _check(hint: Any, value: Any, path: Path, problems: list[Problem]) -> Any:
@@ -183,13 +165,9 @@ def _annotated(hint: Any, value: Any, path: Path, problems: list[Problem]) -> An
             problems.append(Problem(path, f"Input should be greater than or equal to {mark.bound}"))
             checked = _BAD
         elif callable(mark):
-            checked = _run(mark, checked, path, problems)
+            try:
+                checked = mark(checked)
+            except ValueError as exc:  # its message is ours and names no value
+                problems.append(Problem(path, f"Value error, {exc}"))
+                checked = _BAD
     return checked
-
-
-def _run(check: Callable[[Any], Any], value: Any, path: Path, problems: list[Problem]) -> Any:
-    try:
-        return check(value)
-    except ValueError as exc:  # its message is ours and names no value
-        problems.append(Problem(path, f"Value error, {exc}"))
-        return _BAD
