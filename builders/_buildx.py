@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -36,6 +37,15 @@ _TITLE = re.compile(r"^(#\d+ )\[([^\]]*)\]")
 # (redacted output, what the engine said, its last line) -> the typed error, or None for the
 # general one: the failed step with its exit code and last lines.
 Explain = Callable[[str, BuildOutput, str], BuildError | None]
+
+
+def check_cli(no_docker: str, no_buildx: str) -> None:
+    """Raise EngineUnavailableError(`no_docker`) without the docker CLI, (`no_buildx`) without
+    its buildx plugin (found on disk, else asked)."""
+    if shutil.which("docker") is None:
+        raise EngineUnavailableError(no_docker)
+    if not _engine.buildx_installed() and _engine.cli("buildx", "version").returncode != 0:
+        raise EngineUnavailableError(no_buildx)
 
 
 def cache_spec(text: str) -> str:

@@ -130,26 +130,21 @@ def foreign_platforms(platforms: tuple[str, ...], host: str) -> list[str]:
     return [p for p in platforms if _arch(p) not in native]
 
 
-def check_emulation(request: BuildRequest, facts: EngineFacts, binfmt: Path | None = None) -> None:
+def check_emulation(request: BuildRequest, facts: EngineFacts) -> None:
     """Raise EmulationUnavailableError before building when a foreign platform's RUN steps
     cannot execute. Only where it can be known: an engine on this machine (a remote engine's
     kernel cannot be read from here; Docker Desktop brings emulators), a Dockerfile with RUN."""
     if os.environ.get(SKIP_EMULATION_CHECK_ENV) or facts.desktop or not facts.local:
         return
     foreign = foreign_platforms(request.platforms, facts.platform)
-    if not foreign or not _has_run_steps(request.dockerfile):
-        return
-    for platform in foreign:
-        problem = binfmt_problem(platform, binfmt or BINFMT_DIR)
+    try:
+        has_run = bool(foreign) and _RUN.search(request.dockerfile.read_text(errors="replace")) is not None
+    except OSError:
+        has_run = True  # cannot tell: check, rather than let the build fail half way
+    for platform in foreign if has_run else []:
+        problem = binfmt_problem(platform)
         if problem:
             raise EmulationUnavailableError(emulation_help(platform, facts.platform, problem))
-
-
-def _has_run_steps(dockerfile: Path) -> bool:
-    try:
-        return _RUN.search(dockerfile.read_text(errors="replace")) is not None
-    except OSError:
-        return True  # cannot tell: check, rather than let the build fail half way
 
 
 def binfmt_problem(platform: str, binfmt: Path | None = None) -> str | None:

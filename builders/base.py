@@ -26,10 +26,7 @@ CACHE_TAG = "buildcache"
 
 @dataclass(frozen=True)
 class SecretSource:
-    """Where a build secret's value comes from: an environment variable or a file.
-
-    Only the name of the variable or the path is carried, never the value.
-    """
+    """Where a build secret's value comes from: the name of an environment variable, or a file (never the value)."""
 
     id: str
     env: str | None = None

@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import socket
 import ssl
 import subprocess
@@ -89,10 +88,17 @@ class BuildkitBuilder:
         settings = check_settings(self.settings)
         if len(request.platforms) > 1 and not request.push:
             request = load_one_platform(request, progress, _multiarch.engine_facts().platform)
-        if request.push:
-            check_client()
-        else:
+        if not request.push:
             check_engine()  # loading needs the Docker daemon as well
+        else:  # the docker CLI and its buildx plugin drive the daemon: no Docker daemon needed
+            _buildx.check_cli(
+                "the buildkit backend drives buildkitd through `docker buildx`, and the docker command is not "
+                "installed: install the docker CLI and the buildx plugin (Debian: docker-cli or docker.io, "
+                "and docker-buildx from trixie on; Docker's packages: docker-ce-cli, docker-buildx-plugin)",
+                "the docker buildx plugin is missing, and the buildkit backend drives buildkitd through it: "
+                "install it (Debian trixie or newer: apt-get install docker-buildx; Docker's packages: "
+                "docker-buildx-plugin)",
+            )
         probe(settings)
         builder = ensure_builder(settings)
         return _run(request, progress, settings, builder)
@@ -120,22 +126,6 @@ def check_settings(settings: BuildkitSettings) -> BuildkitSettings:
             raise ConfigError(f"{_source(key)} names {value}, which is not a file")
     paths = {k: str(Path(v).expanduser()) for k in ("ca", "cert", "key") if (v := getattr(settings, k))}
     return dataclasses.replace(settings, **paths)
-
-
-def check_client() -> None:
-    """The docker CLI and its buildx plugin, which drive the daemon (no Docker daemon needed)."""
-    if shutil.which("docker") is None:
-        raise EngineUnavailableError(
-            "the buildkit backend drives buildkitd through `docker buildx`, and the docker command is not "
-            "installed: install the docker CLI and the buildx plugin (Debian: docker-cli or docker.io, "
-            "and docker-buildx from trixie on; Docker's packages: docker-ce-cli, docker-buildx-plugin)"
-        )
-    if not _engine.buildx_installed() and _engine.cli("buildx", "version").returncode != 0:
-        raise EngineUnavailableError(
-            "the docker buildx plugin is missing, and the buildkit backend drives buildkitd through it: "
-            "install it (Debian trixie or newer: apt-get install docker-buildx; Docker's packages: "
-            "docker-buildx-plugin)"
-        )
 
 
 def probe(settings: BuildkitSettings, timeout: float = PROBE_TIMEOUT) -> None:

@@ -47,11 +47,11 @@ def check_engine() -> None:
     global _checked_engine  # noqa: PLW0603 - probing once per process is enough
     if _checked_engine:
         return
-    if shutil.which("docker") is None:
-        raise EngineUnavailableError(
-            "the docker command is not installed; install Docker (Debian: apt-get install docker.io, "
-            "or run `bash fixtures/engine/setup.sh` in this project as root)"
-        )
+    _buildx.check_cli(
+        "the docker command is not installed; install Docker (Debian: apt-get install docker.io, "
+        "or run `bash fixtures/engine/setup.sh` in this project as root)",
+        _NO_BUILDX,
+    )
     # The local engine is asked over its socket (a few ms) and the plugin found on disk; the
     # CLI is started only where that cannot tell (contexts, remote hosts) - see _engine.
     ping = _engine.api_get("/_ping")
@@ -73,8 +73,6 @@ def check_engine() -> None:
                 "the Docker daemon does not answer: start it (systemctl start docker, or as root without "
                 f"systemd: nohup dockerd >/var/log/dockerd.log 2>&1 &); docker said: {said}"
             )
-    if not _engine.buildx_installed() and _engine.cli("buildx", "version").returncode != 0:
-        raise EngineUnavailableError(_NO_BUILDX)
     _checked_engine = True
 
 

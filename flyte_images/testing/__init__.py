@@ -1,13 +1,7 @@
-"""Testing with flyte-images: an in-memory FAKE backend, and the suite every backend passes.
-
-    from flyte_images.testing import FakeBuilder
-    fake = FakeBuilder()
-    flyte_images.build(image, builder=fake, push=False)
-    fake.store[image.uri].files["/app/main.py"]       # what the build received, byte for byte
-
-`FakeBuilder` executes nothing and needs no engine (`fake.py` says what it interprets).
-`flyte_images.testing.conformance` is the conformance suite, for pytest (which only that module
-imports): a backend's test module subclasses `BackendConformance` and gives it the backend.
+"""Testing with flyte-images, no engine needed: `FakeBuilder`, an in-memory backend that executes
+nothing (`fake.py` says what it interprets), e.g. `flyte_images.build(image, builder=fake,
+push=False)`, then `fake.store[image.uri].files["/app/main.py"]` is what the build received.
+`flyte_images.testing.conformance` is the suite every backend passes (it imports pytest).
 """
 
 from .fake import FakeBuilder, FakeImage

@@ -14,22 +14,14 @@ _VAR = re.compile(r"\$(?:\{([A-Za-z_]\w*)\}|([A-Za-z_]\w*))")
 
 
 def instructions(text: str) -> list[tuple[str, str]]:
-    """(KEYWORD, rest) per instruction, with `\\` continuations joined and comments dropped."""
+    """(KEYWORD, rest) per instruction, with `\\` continuations joined and comments dropped
+    (comments and blank lines, even inside a continuation)."""
+    kept = "".join(f"{line}\n" for raw in text.splitlines() if (line := raw.strip()) and not line.startswith("#"))
     found: list[tuple[str, str]] = []
-    pending = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):  # comments and blank lines, even inside a continuation
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1].rstrip() + " "
-            continue
-        full, pending = pending + line, ""
-        keyword, _, rest = full.partition(" ")
-        found.append((keyword.upper(), rest.strip()))
-    if pending.strip():
-        keyword, _, rest = pending.strip().partition(" ")
-        found.append((keyword.upper(), rest.strip()))
+    for line in re.sub(r"[ \t]*\\\n", " ", kept).split("\n"):
+        keyword, _, rest = line.strip().partition(" ")
+        if keyword:
+            found.append((keyword.upper(), rest.strip()))
     return found
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import re
 import threading
 from collections.abc import Iterable, Mapping
@@ -309,14 +310,8 @@ class _Run:
 
 
 def _join(base: str, path: str) -> str:
-    joined = PurePosixPath(base) / path  # an absolute `path` replaces `base`
-    parts: list[str] = []
-    for part in joined.parts[1:]:
-        if part == "..":
-            parts = parts[:-1]
-        elif part not in {".", ""}:
-            parts.append(part)
-    return "/" + "/".join(parts)
+    """`path` in the image, relative to `base` (an absolute `path` replaces it), normalised."""
+    return "/" + posixpath.normpath(posixpath.join(base, path)).lstrip("/")
 
 
 def _read(path: Path) -> dict[str, tuple[bytes, int]]:
