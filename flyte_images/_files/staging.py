@@ -1,24 +1,18 @@
 """Staging: the snapshot of an image's files that is both hashed and sent to the engine.
 
-Every file an image reads is copied into a staging folder and hashed while it is copied; the
-identifier is made of those digests, so the engine receives exactly the bytes the tag
-describes, even when a source changes during the build (the build is then tagged for the bytes
-it holds). A file that vanishes or cannot be read meanwhile stops the build with an error naming it.
+Every file an image reads is copied into a staging folder and hashed while it is copied, and
+the identifier is made of those digests: the engine receives exactly the bytes the tag
+describes, even when a source changes meanwhile. A file that vanishes or cannot be read while
+it is copied stops the build with an error naming it.
 
-Each image description has one folder, `staging/<key>/`: `lock` (flock()ed from the snapshot to
-the end of the build: builds of one image wait for each other, others run in parallel),
-`record` (per staged path: the source's stat key, the copy's digest and mode), `Dockerfile`
-(outside the context: not sent as a file) and `context/` (exactly the manifest). It is updated
-in place: a file whose source has the recorded stat key is not read again, changed files are
-copied afresh, paths no longer in the manifest are removed, so BuildKit sends only what
-changed. A folder unused for `_MAX_AGE_S` is removed by a later build; one left by a killed
-process is reused.
-
-Nothing is ever removed through a symlink: `staging` and the image folders are refused when they
-are links, folders are emptied through O_NOFOLLOW descriptors (`remove_at`), and clean-up removes
-only names a build makes (`_is_key`). Files are written to a temporary file of a short fixed
-name in the image's folder (a name derived from the staged one could be too long or clash with
-a staged file) and renamed into place.
+One folder per image description, `staging/<key>/`: `lock` (flock()ed until the build ends:
+builds of one image wait for each other), `record` (per staged path: the source's stat key, the
+copy's digest and mode), `Dockerfile`, and `context/` (exactly the manifest). It is updated in
+place (unchanged sources are not read again, paths no longer in the manifest are removed), so
+BuildKit sends only what changed; one unused for `_MAX_AGE_S` is removed by a later build.
+Nothing is removed through a symlink (`remove_at`), clean-up removes only names a build makes
+(`_is_key`), and files are written to a temporary file of a short fixed name in the image's
+folder, then renamed into place.
 """
 
 from __future__ import annotations

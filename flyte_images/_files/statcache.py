@@ -105,18 +105,13 @@ def _check_cache_dir(path: Path) -> None:
 def open_cache_folder(path: Path, *, follow: bool = False) -> int:
     """A descriptor of the folder `path`, made (0700) when missing. OSError when it cannot be
     made, or (unless `follow`: only the cache folder itself may be a link) when it is a symlink."""
-    try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path, 0o700)
     return os.open(path, DIR_NOFOLLOW & ~os.O_NOFOLLOW if follow else DIR_NOFOLLOW)
 
 
-def read_cache_file(path: str | Path, limit: int, head: bytes = b"", *, dir_fd: int | None = None) -> bytearray | None:
+def read_cache_file(path: str | Path, limit: int, head: bytes = b"", *, dir_fd: int | None = None) -> bytes | None:
     """The bytes of a cache file, or None when it is missing or cannot be one the tool wrote:
     a symlink, not a regular file (a FIFO, a device), larger than `limit` bytes, not starting
     with `head` (checked before anything else is read), or changing while it is read.
@@ -133,20 +128,13 @@ def read_cache_file(path: str | Path, limit: int, head: bytes = b"", *, dir_fd: 
             return None
         if head and os.pread(fd, len(head), 0) != head:
             return None
-        data = bytearray(st.st_size + 1)  # one byte more: a file that grew since fstat shows
-        view = memoryview(data)
-        got = 0
-        while got < len(data) and (count := os.readv(fd, [view[got:]])):
-            got += count
-        view.release()
+        with open(fd, "rb", closefd=False) as handle:
+            data = handle.read(st.st_size + 1)  # one byte more: a file that grew since fstat shows
     except OSError:
         return None
     finally:
         os.close(fd)
-    if got != st.st_size:
-        return None
-    del data[got:]
-    return data
+    return data if len(data) == st.st_size else None
 
 
 def seal(head: bytes, payload: bytes) -> bytes:
