@@ -1,22 +1,17 @@
 """The existence checks of `Registry`, and the multi-platform index made of per-platform pushes.
 
-An answer is one of three states, and only a registry that answered 200 with a manifest or
-index media type yields "exists":
-
-- exists: the manifest is there (with its digest) and, when platforms were asked for, it
-  covers every one of them (an index is read; a single manifest's config blob is read);
-- missing: 404, or the manifest lacks a requested platform;
-- unknown: the registry could not be asked or gave an answer that cannot be trusted
-  (unreachable, 5xx or 429 after retries, 401 with no usable credentials, a page that is not a
-  manifest, a malformed document, no answer within the deadline). Callers must never treat it
-  as "exists". One image's unknown never stops the check of the others.
-
-A check's deadline runs from when it starts, not while it waits behind `concurrency` others.
+"exists": a 200 with a manifest or index media type that covers every platform asked for (an
+index is read, else the manifest's config blob); "missing": 404 or a platform lacking;
+"unknown": whatever cannot be trusted (unreachable, 5xx or 429 after retries, 401 without usable
+credentials, a page or document that is not a manifest, no answer within the deadline), never
+to be taken as "exists". One image's unknown never stops the others' checks, and a check's
+deadline runs from when it starts, not while it waits behind `concurrency` others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -46,13 +41,7 @@ class Existence:
         return self.state == "exists"
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "reference": self.reference,
-            "state": self.state,
-            "digest": self.digest,
-            "platforms": list(self.platforms),
-            "reason": self.reason,
-        }
+        return {**dataclasses.asdict(self), "platforms": list(self.platforms)}
 
 
 class Checks(Uploads):
@@ -61,10 +50,7 @@ class Checks(Uploads):
     async def check(self, reference: str, platforms: Sequence[str] | None = None, *, hint: bool = True) -> Existence:
         """Whether `reference` exists (with every platform in `platforms`, when given). With
         `hint`, a missing multi-platform tag's reason says which platforms were pushed alone (one
-        more round of requests; a caller that builds it anyway has no use for it).
-
-        Never raises for what a registry answers: anything that goes wrong is this reference's
-        "unknown", with a reason, so the other checks of a batch carry on."""
+        more round of requests). Never raises: what goes wrong is an "unknown" with a reason."""
         try:
             ref = parse_reference(reference)
         except RegistryError as exc:
@@ -127,10 +113,8 @@ class Checks(Uploads):
         return (wire.parse(wire.ImageConfig, blob, f"the config blob of {ref}").platform,), 0
 
     async def _partial_hint(self, ref: Reference, platforms: tuple[str, ...], until: float) -> str:
-        """Why a multi-platform tag is missing when its per-platform images are there: a build
-        that pushed them but not yet the index (cut short). Best effort and brief: any failure
-        here only leaves the hint out, and it stops well before the check's own deadline, so the
-        answer stays "missing" either way."""
+        """Why a multi-platform tag is missing when its per-platform images are there (a build
+        cut short before its index). Best effort, ending well before the check's deadline."""
         budget = min(HINT_SECONDS, until - asyncio.get_running_loop().time() - HINT_MARGIN)
         if budget <= 0:
             return ""
@@ -154,9 +138,8 @@ class Checks(Uploads):
     # ----- multi-platform images assembled from per-platform pushes (index.py) ---------------
 
     async def platform_image(self, reference: str, platform: str) -> PlatformImage | None:
-        """The image `reference` holds for `platform` (its manifest's digest, size, media type
-        and labels), or None when the registry has no such tag. Raises RegistryError when the
-        registry cannot be asked, or when the image there is for another platform."""
+        """The image `reference` holds for `platform` (its manifest's digest, size, media type and
+        labels), or None when there is no such tag; RegistryError when it is for another platform."""
         ref = parse_reference(reference)
         return await self._guarded(ref, self._platform_image(ref, platform, nested=False))
 

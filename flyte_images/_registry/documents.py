@@ -1,11 +1,7 @@
-"""Manifests and image configs kept on disk by digest, so that reading an image named by digest
-a second time asks the registry nothing.
-
-A digest names exactly one content, so what is kept never goes stale; every read checks the
-content against its digest (a damaged or planted file is a miss, never an answer). Only small
-documents are kept (manifests, indexes, configs); the folder is trimmed, oldest first. The
-folder is the tool's own: it is never used through a symlink, and trimming removes only names
-this module writes.
+"""Manifests and image configs kept on disk by digest, so reading an image named by digest a
+second time asks the registry nothing. Every read checks the content against its digest (a
+damaged or planted file is a miss); the folder is never used through a symlink and is trimmed,
+oldest first, of names this module writes only.
 """
 
 from __future__ import annotations

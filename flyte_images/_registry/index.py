@@ -1,16 +1,8 @@
-"""One multi-platform image from per-platform pushes: an OCI image index PUT under the tag
-(`Registry.push_index`, or `registry.push_index` with a registry of its own).
-
-Engines that cannot build several platforms in one build (Docker's classic image store with
-buildx's default `docker` driver) build and push each platform on its own, under a tag of its
-own (`<tag>-<os>-<arch>[-<variant>]`, see `platform_tag`), and the index that lists them is then
-written under the tag itself. Until that index is there the tag does not exist, so a build cut
-short after some platforms were pushed is "missing" (never "exists") and the next build
-completes it.
-
-Every entry of the index is read back from the registry first: its manifest's digest, size and
-media type come from what the registry holds, and its config must say the platform the entry
-claims, so an index never lists a platform it does not have.
+"""One multi-platform image from per-platform pushes (`Registry.push_index`). Engines that build
+one platform at a time push each under a tag of its own (`platform_tag`), then the index listing
+them under the tag itself: until it is there the tag is "missing", so a build cut short is
+completed by the next. Every entry is read back first (digest, size and media type as the
+registry holds them, and a config that says the entry's platform).
 """
 
 from __future__ import annotations
@@ -28,18 +20,11 @@ INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 MAX_TAG = 128  # the distribution spec's limit on a tag's length
 
 
-def platform_suffix(platform: str) -> str:
-    """`linux/arm/v7` -> `-linux-arm-v7`: the part of a per-platform tag after the tag."""
-    return "-" + normalize_platform(platform).replace("/", "-")
-
-
 def platform_tag(tag: str, platform: str) -> str:
-    """The tag one platform of a multi-platform image is pushed under before its index is.
-
-    A tag too long to take the suffix keeps its start and a hash of the whole, so two long tags
-    never share per-platform tags (a shared one could be taken for another image's platform).
-    """
-    suffix = platform_suffix(platform)
+    """The tag one platform of a multi-platform image is pushed under (`linux/arm/v7`: the tag
+    then `-linux-arm-v7`). A tag too long for that keeps its start and a hash of the whole, so
+    two long tags never share per-platform tags."""
+    suffix = "-" + normalize_platform(platform).replace("/", "-")
     if len(tag) + len(suffix) > MAX_TAG:
         tag = f"{tag[:96]}-{hashlib.sha256(tag.encode()).hexdigest()[:16]}"
     return tag + suffix

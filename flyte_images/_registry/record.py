@@ -1,10 +1,8 @@
-"""A record of the images this machine pushed, so an immediate second build skips.
-
-Registries can answer 404 for some seconds after a push (read-after-write lag). When the
-registry says "missing" for a reference pushed from here less than RECENT seconds ago, with the
-same platforms, the record is believed. It never turns "unknown" into "exists". Stored as JSON
-under the user cache folder, written atomically (temp file + rename) under a lock file, and read
-as every cache file is (`read_cache_file`: bounded, never through a symlink).
+"""What this machine pushed, so an immediate second build skips despite a registry's
+read-after-write lag: a "missing" for a reference pushed from here less than RECENT seconds ago
+with the same platforms is taken as lag (an "unknown" never). Also the platforms of manifests by
+digest. JSON in the cache folder, written atomically under a lock and read as every cache file
+is (bounded, never through a symlink).
 """
 
 from __future__ import annotations
@@ -21,10 +19,9 @@ from .._files.statcache import cache_dir, open_cache_folder, read_cache_file, wr
 
 RECENT = 300.0
 _MAX_ENTRIES = 2000
-# The largest record file written or read: an entry (a reference of at most ~400 characters, a
-# digest, a few platforms, a time) is well under 1 KB, so 2,000 of them stay far below this.
+# The largest files written or read: 2,000 entries of well under 1 KB, and 20,000 digests with
+# their platforms.
 _MAX_RECORD_BYTES = 8 << 20
-# Likewise for the platforms cache: 20,000 digests with their platforms.
 _MAX_PLATFORMS_BYTES = 32 << 20
 
 
@@ -47,8 +44,8 @@ def _load_json(path: Path, limit: int) -> object:
 
 
 def _write_json(path: Path, value: object, limit: int) -> None:
-    """Write `value` as the JSON file `path` in the cache folder (atomically); OSError when it
-    cannot be written. A file over `limit` is not written: it would be refused when read."""
+    """Write `value` as the JSON file `path` (atomically; OSError when it cannot), unless it is
+    over `limit`: it would be refused when read."""
     data = json.dumps(value).encode()
     if len(data) > limit:
         return
@@ -100,8 +97,8 @@ def recent_push(reference: str, platforms: Sequence[str]) -> dict[str, object] |
 
 
 class PlatformCache:
-    """Platforms of manifests by digest. A digest names immutable content, so an entry can
-    never go stale; it spares the config-blob request of a repeated check."""
+    """Platforms of manifests by digest (never stale: a digest names immutable content); it
+    spares the config-blob request of a repeated check."""
 
     _MAX = 20_000
 

@@ -1,10 +1,7 @@
-"""Keeping credentials out of every reason, log line and error message of the registry client.
-
-Two layers, because neither alone is enough: the secrets this client has loaded (passwords,
-tokens, Authorization values) are replaced wherever they appear, even when a hostile server
-echoes them back in a header; and secrets it never loaded (a password written into a
-reference or a redirect address as `scheme://user:password@host`, a signed query string)
-are removed by shape.
+"""Keeping credentials out of the registry client's reasons, logs and errors, in two layers:
+the secrets it has loaded (passwords, tokens) are masked wherever they appear, even echoed back
+by a server; those it never loaded (`scheme://user:password@host`, a signed query string) are
+removed by shape.
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
-"""`Registry`: the one way to any OCI distribution registry, over HTTP/1.1 with kept-alive
-connections. One object checks images (`check`, checks.py), reads their parts and writes new
-ones (`manifest`, `blob`, `blob_chunks`, `push_blob`, `put_manifest`, uploads.py) and writes
-multi-platform indexes (`platform_image`, `push_index`), all over one session: the checks of a
-build and its push share connections, credentials and tokens.
-
-Every operation has one deadline and one error path (session.py): a check answers
-"unknown" with a reason, any other operation raises a RegistryError. Plain HTTP is used only for
-hosts configured as insecure (`insecure_registries`, FLYTE_IMAGES_INSECURE_REGISTRIES) and for
-loopback hosts, which Docker also treats as insecure; HTTPS everywhere else. Credentials never
-appear in reasons, logs or errors (see redact.py).
+"""`Registry`: the one way to OCI distribution registries. It checks images (checks.py), reads
+their parts and writes new ones (uploads.py) and writes multi-platform indexes, all over one
+session (session.py): a build's checks and push share connections, credentials and tokens. A
+check answers "unknown" with a reason, any other operation raises a RegistryError. Plain HTTP
+only for hosts configured insecure and loopback hosts (as Docker does); HTTPS everywhere else.
 """
 
 from __future__ import annotations

@@ -1,21 +1,13 @@
-"""What every operation of `Registry` shares: its options, connections, credentials and tokens;
-retries, the 401 challenge flows, redirects and size-limited bodies; the deadline of each
-operation and its one way of turning a failure into a RegistryError.
+"""What every operation of `Registry` shares: options, connections, credentials and tokens;
+retries, 401 challenges, redirects and size-limited bodies; one deadline per operation and one
+error path, every failure a RegistryError holding no secret the session has met.
 
-Retries: 429 and 5xx answers are retried with exponential backoff (a `Retry-After` header is
-honoured, up to 30 s; a garbled one is ignored), and so are connection failures, but only of a
-request that cannot have reached the server or of a GET or HEAD: a POST or PUT whose connection
-broke after it was sent is never sent again.
-
-Redirects are followed (blobs on Docker Hub, GHCR and ECR sit behind a 307 to a CDN or S3). The
-registry's Authorization goes only to its own origin: a redirect elsewhere is followed without
-it, a 401 from elsewhere is never answered with credentials, and HTTPS is never followed down to
-plain HTTP.
-
-The deadline T bounds each operation as a whole: an existence check with its redirects, token
-requests and retries; a read or a write of one document. A blob upload and the reading of a
-streamed blob are bounded only by the per-phase limits of transport.py. Every failure is a
-RegistryError holding no secret the session has met nor anything shaped like one.
+429, 5xx and connection failures are retried with exponential backoff (`Retry-After` honoured up
+to 30 s), a failed connection only when the request cannot have reached the server or is a GET
+or HEAD. Redirects are followed (blobs sit behind a 307 to a CDN), the registry's Authorization
+going only to its own origin, never down from HTTPS to HTTP. The deadline T bounds each
+operation as a whole, retries and token requests included, except a blob upload and the reading
+of a streamed blob, which only the per-phase limits of transport.py bound.
 """
 
 from __future__ import annotations
@@ -70,9 +62,8 @@ IDEMPOTENT = frozenset({"GET", "HEAD"})
 
 @dataclass(frozen=True)
 class Answer:
-    """One HTTP answer with its whole (size-limited) body read, or, for a request sent with
-    `hold=True` that was answered 200, with its body still to read from `stream` (the caller
-    closes it)."""
+    """One HTTP answer with its whole (size-limited) body read, or, sent with `hold=True` and
+    answered 200, with its body still to read from `stream` (the caller closes it)."""
 
     status: int
     headers: httpx.Headers
@@ -125,8 +116,7 @@ def describe(exc: Exception) -> str:
 
 
 class _Unreachable(Exception):
-    """A connection-level failure; `where` names the host that failed, `again` whether the
-    request may be sent once more (it never reached the server, or it is a GET or HEAD)."""
+    """A connection-level failure at `where`; `again`: the request may be sent once more."""
 
     def __init__(self, where: str, exc: TransportError, *, again: bool) -> None:
         super().__init__(f"{where}: {exc}")
@@ -140,8 +130,7 @@ def _shown(value: str, limit: int = 60) -> str:
 
 
 class Session:
-    """Connections, credentials and tokens shared by every operation of one `Registry`;
-    `async with` closes it."""
+    """The shared state of one `Registry`; `async with` closes it."""
 
     def __init__(
         self,
@@ -200,7 +189,7 @@ class Session:
 
     async def _guarded(self, ref: Reference, work: Awaitable[T], *, bounded: bool = True) -> T:
         """`work` within the deadline (unless not `bounded`), every failure a RegistryError free
-        of secrets: the one error path of every operation."""
+        of secrets."""
         try:
             return await (asyncio.wait_for(work, self._deadline) if bounded else work)
         except asyncio.TimeoutError:
@@ -212,8 +201,8 @@ class Session:
         raise RegistryError(self._redact(why))
 
     def _refused(self, ref: Reference, answer: Answer, what: str = "", *, push: bool = False) -> RegistryError:
-        """The error for an answer that is not the one asked for: who answered what for `what`
-        (the manifest, a blob...) of `ref`, the registry's own words, and the fix."""
+        """The error for an unwanted answer about `what` of `ref`: who answered what, the
+        registry's own words, and the fix."""
         of, fix = f"{what} of {ref}" if what else str(ref), ""
         if netloc(answer.url) != netloc(parse_url(self.base(ref.host))):
             head = f"{netloc(answer.url)}, where {ref.host} redirected, answered {answer.status} for {of}"
@@ -241,12 +230,9 @@ class Session:
         hold: bool = False,
         bounded: bool = True,
     ) -> Answer:
-        """`method url` in `ref`'s repository as an operation of its own (`_guarded`), answering
-        its challenge and retrying what is worth retrying. With a `body` (a PUT) or `push` (the
-        POST that starts a blob upload) the token asked for also allows pushing, since registries
-        scope tokens to the actions they allow. `hold` leaves the body of a 200 answer unread in
-        `Answer.stream` (a layer blob, too big to hold in memory): retries, challenges and
-        redirects happen before it, as for any request."""
+        """`method url` in `ref`'s repository as an operation of its own (`_guarded`). With a
+        `body` or `push` (the POST that starts an upload) the token asked for allows pushing;
+        `hold` leaves a 200 answer's body unread in `Answer.stream` (a layer blob)."""
         scope = f"repository:{ref.repository}:{'pull' if body is None and not push else 'pull,push'}"
         return await self._guarded(
             ref, self._attempts(ref.host, scope, method, url, limit, body, hold), bounded=bounded
@@ -330,8 +316,8 @@ class Session:
         *,
         hold: bool = False,
     ) -> Answer:
-        """One request; the body is read whole, but never more than `limit` bytes of it (with
-        `hold`, a 200 answer's body is left to the caller, unread). Raises TransportError."""
+        """One request, its answer's body read whole up to `limit` bytes (unless `hold`). Raises
+        TransportError."""
         if self._client is None:
             # Opened on the first request: a session that sends none costs nothing, and a proxy
             # variable that cannot be used fails that request, not the caller's set-up.
@@ -425,8 +411,8 @@ async def _whole(method: str, response: httpx.Response, url: httpx.URL, limit: i
 
 async def raw_chunks(response: httpx.Response, timeout: float) -> AsyncIterator[bytes]:
     """The body's bytes as sent, never decoded (a blob is checked against its digest); a
-    TransportError when the connection breaks or stalls before its end. An answer made whole in
-    memory (by a transport handed in) is read already: its bytes as they are."""
+    TransportError when the connection breaks or stalls. One a transport handed in made whole
+    in memory is read already."""
     try:
         if response.is_stream_consumed:
             yield response.content
@@ -438,7 +424,7 @@ async def raw_chunks(response: httpx.Response, timeout: float) -> AsyncIterator[
 
 
 def _said(answer: Answer) -> str:
-    """What a registry said about a refused request (its first error code and message), cut short."""
+    """A refused request's first error code and message, cut short."""
     try:
         errors = json.loads(answer.content).get("errors") or []
         first = errors[0]

@@ -1,10 +1,6 @@
-"""The reads and writes of `Registry` that images assembled without a build engine need
-(`flyte_images._append`): manifests and configs, layers as streams, blob and manifest uploads.
-
-A blob is uploaded in one request (POST for an upload location, then PUT with the digest), its
-body bytes or a `Chunked` source read as it is sent, so a layer of any size costs the memory of
-a chunk; a blob the registry has is never sent again. The base image's layers are read as
-streams (`blob_chunks`): they can be gigabytes, and a reader often needs only their first part.
+"""The reads and writes of `Registry` that appending without an engine needs: manifests and
+configs, layers as streams (they can be gigabytes), blob uploads (POST, then one PUT of bytes or
+a `Chunked` source read as it is sent; never of a blob the registry has) and manifest uploads.
 """
 
 from __future__ import annotations
@@ -108,10 +104,8 @@ class Uploads(Session):
         return answer.content
 
     async def blob_chunks(self, ref: Reference, digest: str, size: int | None = None) -> AsyncGenerator[bytes, None]:
-        """The blob `digest` of `ref`'s repository in chunks as they arrive, so a layer of any size
-        is read in constant memory. Read to the end, it is checked against its digest (and
-        `size`, when given) before the end is reported; a reader that stops early has not
-        checked it. Close the iterator (`contextlib.aclosing`) when stopping early."""
+        """The blob `digest` in chunks as they arrive. Read to the end, it is checked against its
+        digest (and `size`) before the end is reported; close the iterator when stopping early."""
         algorithm, _, expected = digest.partition(":")
         if algorithm not in ("sha256", "sha512"):
             raise RegistryError(f"the blob {digest[:80]!r} of {ref} names a digest that cannot be checked here")
@@ -144,12 +138,9 @@ class Uploads(Session):
 
     async def push_blob(self, ref: Reference, body: bytes | Chunked, digest: str, *, ask: bool = True) -> bool:
         """Upload `body` (bytes, or a `Chunked` source such as a spooled layer) as `digest` unless
-        the repository has it; True when it was sent.
-
-        The upload is started while the registry is asked whether it has the blob: an appended
-        layer or config is new nearly always, and this saves a round trip for it. When the blob
-        is there after all, the started upload is cancelled. `ask=False` sends it without
-        asking (a small blob that cannot be there yet: uploading one again is harmless)."""
+        the repository has it (`ask=False`: without asking); True when it was sent. The upload
+        is started while the registry is asked, saving a round trip for a new blob (the usual
+        case); it is cancelled when the blob is there after all."""
         start = f"{self.base(ref.host)}/{ref.repository}/blobs/uploads/"
         starting = asyncio.ensure_future(self.send(ref, "POST", start, limit=wire.MAX_MANIFEST, push=True))
         try:

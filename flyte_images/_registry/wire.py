@@ -1,11 +1,7 @@
-"""What crosses the boundary, as frozen dataclasses: manifests, indexes, image configs, token
-answers, Docker's config.json and credential-helper output.
-
-A registry (or whatever answers in its place) can send anything. Reading it into these classes
-(strictly, by `_shapes`) turns every wrong shape into one `_shapes.Invalid`, which `parse` rewrites
-as a RegistryError naming the field's path, so the client never meets a KeyError or
-AttributeError half way through a check. Messages never carry the offending value: it may be a
-credential.
+"""What crosses the boundary, as frozen dataclasses read strictly (`_shapes`): manifests,
+indexes, image configs, token answers, Docker's config.json and credential-helper output. A wrong
+shape is a RegistryError naming the field's path (`parse`), never a KeyError half way through a
+check, and never carrying the value (it may be a credential).
 """
 
 from __future__ import annotations
@@ -59,9 +55,6 @@ def _helper(value: str) -> str:
 
 Digest = Annotated[str, _digest]
 HelperName = Annotated[str, _helper]
-
-# Each class is frozen and keyword-only. `_shapes` reads them
-# strictly: a size of "12" or a platform of 5 is a wrong answer, not something to coerce.
 
 
 @dataclass(frozen=True, kw_only=True)
