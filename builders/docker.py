@@ -77,12 +77,8 @@ def check_engine() -> None:
 
 
 class DockerBuilder:
-    """Build with the local Docker engine's BuildKit (`docker buildx build`, docker driver).
-
-    Several platforms: one build where the builder can, otherwise one per platform,
-    `platform_concurrency` at a time (default FLYTE_IMAGES_PLATFORM_CONCURRENCY, else 2), pushed
-    and joined by an image index.
-    """
+    """Build with the local Docker engine's BuildKit. `platform_concurrency`: how many platforms
+    build at once when each is built on its own (default FLYTE_IMAGES_PLATFORM_CONCURRENCY, else 2)."""
 
     name: ClassVar[str] = "docker"
     exports_cache: ClassVar[bool] = False  # buildx's `docker` driver imports a registry cache, never writes one

@@ -11,8 +11,8 @@ either way; the cases about loaded images are skipped for it, saying so.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,19 +71,10 @@ def stage(root: Path, dockerfile: str, files: dict[str, tuple[bytes, int]] | Non
     return context, root / "Dockerfile"
 
 
-def request_for(
-    backend: Backend,
-    context: Path,
-    dockerfile: Path,
-    name: str,
-    secrets: tuple[SecretSource, ...] = (),
-    labels: Mapping[str, str] | None = None,
-    redact: tuple[str, ...] = (),
-) -> BuildRequest:
-    """A build of one new tag: loaded, or pushed by a backend that cannot load."""
+def request_for(backend: Backend, context: Path, dockerfile: Path, name: str, **fields: Any) -> BuildRequest:
+    """A build of one new tag (`fields`: more of BuildRequest's): loaded, or pushed by a backend that cannot load."""
     push = not backend.builder.loads
-    tags = (backend.tag(name, pushed=push),)
-    return BuildRequest(context, dockerfile, tags, (), push, secrets=secrets, labels=labels or {}, redact=redact)
+    return BuildRequest(context, dockerfile, (backend.tag(name, pushed=push),), (), push, **fields)
 
 
 def needs_loading(backend: Backend) -> None:

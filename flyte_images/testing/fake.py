@@ -201,8 +201,8 @@ class _Run:
         # An earlier stage, else an image it built and loaded, else a base it "has".
         parent = self.stages[base] if base in self.stages else self.builder.store.get(_normalize(base))
         if parent is not None:
-            stage = _Stage(dict(parent.files), dict(parent.modes), dict(parent.env), dict(parent.labels))
-            stage.workdir = parent.workdir
+            copied = (dict(parent.files), dict(parent.modes), dict(parent.env), dict(parent.labels))
+            stage = _Stage(*copied, workdir=parent.workdir)
         elif self.builder.bases is None or _normalize(base) in self.builder.bases:
             stage = _Stage(env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
         else:
@@ -221,8 +221,7 @@ class _Run:
         flags, args = _dockerfile.flags(rest)
         options = dict(flags)
         variables = stage.variables()
-        json_form = args.startswith("[")
-        if json_form:
+        if args.startswith("["):  # the JSON form
             words = [_dockerfile.word(w, variables) for w in json.loads(args)]
         else:
             words = _dockerfile.words(args, variables)
@@ -245,16 +244,14 @@ class _Run:
         root = self.request.context.resolve()
         found: list[_Source] = []
         for src in sources:
-            matches = sorted(root.glob(src.lstrip("/"))) if any(c in src for c in "*?[") else [root / src.lstrip("/")]
-            for path in matches:
+            matches = sorted(root.glob(src.lstrip("/"))) if any(c in src for c in "*?[") else []
+            for path in matches or [root / src.lstrip("/")]:  # a pattern that matches nothing is not found
                 real = path.resolve()
                 if real != root and root not in real.parents:
                     self.fail(f'forbidden path outside the build context: {src} ("{path}")')
                 if not path.exists():
                     self.fail(f'failed to compute cache key: "/{src.lstrip("/")}" not found: not found')
                 found.append((path.name, path.is_dir(), _read(path)))
-            if not matches:
-                self.fail(f'failed to compute cache key: "/{src.lstrip("/")}" not found: not found')
         return found
 
     def stage_sources(self, origin: str, sources: list[str]) -> list[_Source]:
@@ -306,9 +303,6 @@ class _Run:
                 return
 
 
-# ----- files, secrets, results -----------------------------------------------------------------
-
-
 def _join(base: str, path: str) -> str:
     """`path` in the image, relative to `base` (an absolute `path` replaces it), normalised."""
     return "/" + posixpath.normpath(posixpath.join(base, path)).lstrip("/")
@@ -318,11 +312,8 @@ def _read(path: Path) -> dict[str, tuple[bytes, int]]:
     """A file -> {"": ...}; a folder -> every file below it by relative path (symlinks followed)."""
     if not path.is_dir():
         return {"": (path.read_bytes(), path.stat().st_mode & 0o7777)}
-    found: dict[str, tuple[bytes, int]] = {}
-    for below in sorted(path.rglob("*")):
-        if below.is_file():
-            found[below.relative_to(path).as_posix()] = (below.read_bytes(), below.stat().st_mode & 0o7777)
-    return found
+    below = (p for p in sorted(path.rglob("*")) if p.is_file())
+    return {p.relative_to(path).as_posix(): (p.read_bytes(), p.stat().st_mode & 0o7777) for p in below}
 
 
 def _is_dir(stage: _Stage, path: str) -> bool:
