@@ -51,11 +51,9 @@ def new_config(
     labels: Mapping[str, str] | None = None,
     history: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The image config with `layers` on top and the run config changed as the Dockerfile would.
-
-    `history` are the texts of instructions that add no layer (ENV, WORKDIR), recorded after
-    the layers' own entries as empty layers. Times are the base config's, so the same base and
-    layers always give the same config (and the same image digest)."""
+    """The image config with `layers` on top and the run config changed as the Dockerfile would;
+    `history`: the texts of ENV and WORKDIR, recorded as empty layers. Times are the base
+    config's, so the same base and layers always give the same config (and image digest)."""
     out: dict[str, Any] = json.loads(json.dumps(config))  # a deep copy that only holds JSON values
     created = out.get("created")
     rootfs = out.setdefault("rootfs", {"type": "layers", "diff_ids": []})
@@ -117,12 +115,15 @@ async def append_parts(
         raise RegistryError(f"{target_ref} names a digest; give a tag to push the appended image under")
     images, index = await read_base(registry, base)
     parts = [await make(image) for image in images]
-    configs = [_config_blob(image, part) for image, part in zip(images, parts, strict=True)]
+    configs = [
+        wire.dumps(new_config(image.config, p.layers, env=p.env, workdir=p.workdir, labels=p.labels, history=p.history))
+        for image, p in zip(images, parts, strict=True)
+    ]
     layers = {layer.digest: layer for part in parts for layer in part.layers}
     # Every blob in parallel, each once. A layer is sent only when the repository lacks it. A
     # config is sent without asking: it names this build's layers, so it is new unless those
     # were all there already, and a few KiB sent again cost less than a request each time.
-    config_blobs = {digest: data for data, digest in configs}
+    config_blobs = {wire.sha256(data): data for data in configs}
     # A spooled layer is sent from its temporary file a chunk at a time, several at once.
     await asyncio.gather(
         *(
@@ -147,31 +148,21 @@ async def append_parts(
     return await registry.put_manifest(target, document, index[1])
 
 
-def _config_blob(image: PlatformImage, part: FilePart) -> tuple[bytes, str]:
-    """One platform's new image config, as bytes and digest."""
-    config = new_config(
-        image.config, part.layers, env=part.env, workdir=part.workdir, labels=part.labels, history=part.history
-    )
-    content = wire.dumps(config)
-    return content, wire.sha256(content)
-
-
 async def _push_manifest(
     registry: Registry,
     image: PlatformImage,
     part: FilePart,
-    config: tuple[bytes, str],
+    config: bytes,
     target: Reference,
     *,
     tagged: bool,
 ) -> tuple[str, int]:
     """The manifest of one platform (its blobs pushed), under `target`'s tag or (one of several
     platforms, listed by an index) by digest only; returns the manifest's digest and size."""
-    config_bytes, config_digest = config
     layer_type = OCI_LAYER if image.media_type == OCI_MANIFEST else DOCKER_LAYER
     document = dict(image.manifest)
     config_desc = dict(document.get("config") or {})
-    document["config"] = {**config_desc, "digest": config_digest, "size": len(config_bytes)}
+    document["config"] = {**config_desc, "digest": wire.sha256(config), "size": len(config)}
     added = [{"mediaType": layer_type, "digest": layer.digest, "size": layer.size} for layer in part.layers]
     document["layers"] = [*(document.get("layers") or []), *added]
     content = wire.dumps(document)
@@ -250,10 +241,9 @@ async def append_async(
     insecure: Sequence[str] = (),
     transport: HTTPTransport | None = None,
 ) -> str:
-    """Append `layers` to the image `base_ref` and push it as `target_ref`; return the digest
-    the tag names. The layer blobs are uploaded unless the repository has them; each platform's
-    new config appends their diff_ids and history, merges `env` into Env as ENV would, sets
-    WorkingDir to `workdir` and adds `labels` (the identity label among them). No engine."""
+    """Append `layers` to the image `base_ref` and push it as `target_ref` (each platform's config
+    gets their diff_ids and history, `env` merged as ENV would, `workdir` and `labels`); return
+    the digest the tag names."""
     part = FilePart(list(layers), list(env), workdir, list(history), dict(labels or {}))
 
     async def same(_image: PlatformImage) -> FilePart:

@@ -123,12 +123,9 @@ def layer_tar(
     created_by: str = "",
     level: int = GZIP_LEVEL,
 ) -> LayerBlob:
-    """The layer `COPY <folder>/ <dst>/` adds, as a deterministic gzipped tar.
-
-    `folder` is the staged `_fi/<n>` folder (its contents land in `dst`); `owner` is the
-    uid/gid every copied entry gets (what `--chown` would set, given as numbers); `folders`
-    gives `dst` and each of its parents (`dst_folders(dst)`) as the image has them after the
-    copy; one not given is written as the copy creates it (0755, `owner`)."""
+    """The layer `COPY <folder>/ <dst>/` adds, as a deterministic gzipped tar. `owner`: the
+    uid/gid of every copied entry (`--chown`, as numbers); `folders`: `dst` and its parents as
+    the image has them after the copy (one not given is made 0755, `owner`)."""
     if not folder.is_dir() or folder.is_symlink():
         raise BuildError(f"{folder} is not a staged folder; stage the image (staged_plan) before making its layers")
     root = normalize_dst(dst)
@@ -258,12 +255,9 @@ def _spool_error(exc: OSError) -> BuildError:
 
 
 class _Tar:
-    """A POSIX tar archive as `tarfile` writes one in its PAX format, streamed to `sink`: a ustar
-    header per entry (a pax extended header before it only for what ustar cannot hold), data
-    padded to 512 bytes, two zero blocks and padding to a 10 KiB record at the end. Headers are
-    made here (tarfile for the rare pax ones): tarfile's per-entry work cost more than reading a
-    source folder's hundreds of small files. Pieces are handed on CHUNK bytes at a time, and
-    `digest` is the SHA-256 of the whole."""
+    """A tar archive byte for byte as `tarfile` writes one in PAX format, streamed to `sink` CHUNK
+    bytes at a time; `digest` is its SHA-256. Headers are made here (tarfile only for the rare pax
+    ones): tarfile's per-entry work cost more than reading a source folder's small files."""
 
     def __init__(self, sink: Callable[[bytes], object]) -> None:
         self._sink = sink

@@ -1,9 +1,7 @@
-"""Registry credentials from where users already keep them, and the challenge flows.
-
-Lookup order for a registry host: Docker's config.json (`$DOCKER_CONFIG/config.json` or
-`~/.docker/config.json`): `credHelpers[host]`, then `credsStore`, then `auths[host]`; for Amazon
-ECR hosts with no stored credentials, a token from `ecr:GetAuthorizationToken` (boto3, the
-`ecr` extra). Credentials are held in memory only and never appear in logs or errors.
+"""Registry credentials from where users keep them, in this order: Docker's config.json
+(`$DOCKER_CONFIG` or `~/.docker`) `credHelpers[host]`, `credsStore`, `auths[host]`; then for
+Amazon ECR hosts a token from `ecr:GetAuthorizationToken` (boto3, the `ecr` extra). Held in
+memory only, never in logs or errors.
 """
 
 from __future__ import annotations
@@ -39,11 +37,6 @@ class Credentials:
         return self.password, pair, base64.b64encode(pair.encode()).decode()
 
 
-def docker_config_path() -> Path:
-    base = os.environ.get("DOCKER_CONFIG")
-    return Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
-
-
 def _keys_for(host: str) -> tuple[str, ...]:
     if host in ("registry-1.docker.io", "docker.io", "index.docker.io"):
         return _HUB_KEYS
@@ -55,7 +48,7 @@ def _from_helper(helper: str, host: str) -> Credentials | None:
     if program is None:
         raise RegistryError(
             f"Docker's config names the credential helper {helper!r} for {host}, but docker-credential-"
-            f"{helper} is not on PATH; install it or remove it from {docker_config_path()}"
+            f"{helper} is not on PATH; install it or remove it from {_config_path()}"
         )
     try:
         result = subprocess.run(
@@ -79,8 +72,12 @@ def _from_helper(helper: str, host: str) -> Credentials | None:
     return Credentials(answer.username, answer.secret)
 
 
-def read_docker_config(path: Path) -> wire.DockerConfig | None:
-    """Docker's config.json as a model; None when there is none."""
+def _config_path() -> Path:
+    base = os.environ.get("DOCKER_CONFIG")
+    return Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
+
+
+def _read_config(path: Path) -> wire.DockerConfig | None:
     try:
         text = path.read_bytes()
     except FileNotFoundError:
@@ -111,9 +108,9 @@ def _from_auths(path: Path, key: str, entry: wire.AuthEntry) -> Credentials | No
     return None
 
 
-def docker_credentials(host: str) -> Credentials | None:
-    path = docker_config_path()
-    config = read_docker_config(path)
+def _docker_credentials(host: str) -> Credentials | None:
+    path = _config_path()
+    config = _read_config(path)
     if config is None:
         return None
     keys = _keys_for(host)
@@ -121,17 +118,12 @@ def docker_credentials(host: str) -> Credentials | None:
     for key in keys:
         if key in helpers:
             return _from_helper(helpers[key], host)
-    if config.creds_store:
-        found = _from_helper(config.creds_store, host)
-        if found is not None:
-            return found
-    auths = config.auths or {}
+    found = _from_helper(config.creds_store, host) if config.creds_store else None
     for key in keys:
-        entry = auths.get(key)
-        found = _from_auths(path, key, entry) if entry is not None else None
-        if found is not None:
-            return found
-    return None
+        entry = (config.auths or {}).get(key)
+        if found is None and entry is not None:
+            found = _from_auths(path, key, entry)
+    return found
 
 
 def ecr_credentials(host: str) -> Credentials:
@@ -156,7 +148,7 @@ def ecr_credentials(host: str) -> Credentials:
 
 
 def credentials_for(host: str) -> Credentials | None:
-    found = docker_credentials(host)
+    found = _docker_credentials(host)
     if found is None and ECR_HOST.match(host):
         found = ecr_credentials(host)
     return found

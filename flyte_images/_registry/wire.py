@@ -165,25 +165,20 @@ class HelperAnswer:
 M = TypeVar("M")
 
 
-def describe(exc: _shapes.Invalid) -> str:
-    """`is not JSON` or `has the wrong shape at a.0.b: <what was expected>`, without the value."""
-    if not exc.problems:
-        return "is not JSON"
-    first = exc.problems[0]
-    where = ".".join(str(part) for part in first.path) or "the top level"
-    extra = len(exc.problems) - 1
-    more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
-    return f"has the wrong shape at {where}: {first.message}{more}"
-
-
 def parse(model: type[M], content: bytes, what: str, fix: str = "") -> M:
-    """`content` as a `model`; a RegistryError `<what> <describe>[; <fix>]` when it is not one."""
+    """`content` as a `model`; else a RegistryError `<what> is not JSON` or `<what> has the wrong
+    shape at a.0.b: <what was expected>[; <fix>]`, without the value."""
     try:
         return _shapes.load(model, content)
     except _shapes.Invalid as exc:
-        problem = describe(exc)
+        problems = exc.problems
     # Raised here, not in the except block: nothing of the input may ride along as __context__
     # into a traceback or a log (it may be a password).
+    problem = "is not JSON"
+    if problems:
+        where = ".".join(str(part) for part in problems[0].path) or "the top level"
+        more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
+        problem = f"has the wrong shape at {where}: {problems[0].message}{more}"
     raise RegistryError(f"{what} {problem}" + (f"; {fix}" if fix else ""))
 
 
