@@ -189,15 +189,12 @@ def _cache_put(name: str, path: str, entry: Entry | None) -> None:
         log.debug("the base image cache could not be written: %s", exc)
 
 
-# BuildKit's rules for `COPY --chown=user:group`, as read in moby/buildkit (commit 73ed6825c4b7):
-# client/llb/fileop.go (WithUser, parseUID) splits the text at the first ":" and treats "root"
-# and any decimal that fits an int32 as an id, everything else as a name;
-# solver/llbsolver/ops/user_linux.go (readUser) gives an id user that id as uid AND gid, a named
-# user the uid and primary gid of the first line of /etc/passwd with that name, then a group
-# (id, or the first /etc/group line with that name) replaces the gid; an empty name is id 0.
-# Lines are parsed as moby/sys/user does (user.go): trimmed, blank lines skipped, "#" comments
-# skipped in /etc/group only, fields split at ":". Where BuildKit silently falls back to 0 (a
-# name or file not found, an id field that is not a number) this refuses instead.
+# BuildKit's `COPY --chown=user:group` (moby/buildkit 73ed6825c4b7, llb/fileop.go and
+# ops/user_linux.go): "root" and any decimal fitting an int32 are ids, anything else a name; an
+# id user gets that id as uid and gid, a named one the uid and gid of the first /etc/passwd line
+# with that name, and a group (id, or the first /etc/group line's) replaces the gid; "" is id 0.
+# Lines as moby/sys/user reads them: trimmed, blanks skipped, "#" comments in /etc/group only.
+# Where BuildKit silently falls back to 0 (a name or file not found, no number) this refuses.
 def user_ids(passwd: bytes | None, group: bytes | None, user: str, group_name: str | None) -> tuple[int, int]:
     """The (uid, gid) BuildKit gives files copied with `--chown=user[:group_name]`, from the
     base image's /etc/passwd and /etc/group (None when it has none)."""

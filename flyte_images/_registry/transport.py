@@ -61,9 +61,8 @@ def deadline_seconds(deadline: float | None) -> float:
 
 
 class TransportError(Exception):
-    """The request got no answer: no connection, a broken one, TLS refused or a timeout.
-    `sent` says whether the server may have received the request (then only a GET or HEAD may
-    be sent again)."""
+    """The request got no answer (no connection, a broken one, TLS refused, a timeout); `sent`:
+    the server may have received it."""
 
     def __init__(self, message: str, *, sent: bool) -> None:
         super().__init__(message)
@@ -127,9 +126,8 @@ class _SystemStore(ssl.SSLContext):
 
 
 def open_client(*, timeout: float, keep: int, transport: HTTPTransport | None = None) -> httpx.AsyncClient:
-    """The client of one session: the per-phase limits of `timeout` seconds, `keep` idle
-    connections kept alive, any number open (callers bound their concurrency). Raises
-    RegistryError for a proxy variable that cannot be used."""
+    """The client of one session: per-phase limits of `timeout` s, `keep` idle connections kept
+    alive, any number open. Raises RegistryError for a proxy variable that cannot be used."""
     try:
         return httpx.AsyncClient(
             transport=transport,
@@ -211,9 +209,8 @@ async def _pieces(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
 
 
 async def _read(source: Chunked) -> AsyncIterator[bytes]:
-    """The chunks of `source` as they are sent, each read in a worker thread (they come from a
-    file: the event loop never waits for the disk). Exactly `size` bytes, or a RegistryError
-    before any byte more is sent: the request says its length before its body."""
+    """The chunks of `source`, each read in a worker thread (the event loop never waits for the
+    disk): exactly `size` bytes, the length the request states, else a RegistryError."""
     chunks, sent = source.chunks(), 0
     try:
         while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
