@@ -6,7 +6,9 @@ same invariant is checked on the real engine, under churn, in test_engine_churn.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from conftest import write_tree
 
 import flyte_images
 from flyte_images import Image, SourceNotFoundError
+from flyte_images._build import route as route_module
 from flyte_images._files import staging as stage_module
 from flyte_images._image import identity as identity_module
 from flyte_images._plan import plan as plan_module
@@ -129,15 +132,8 @@ def test_a_from_dockerfile_build_is_tagged_for_the_staged_context(tmp_path: Path
     assert Image.from_dockerfile(check / "Dockerfile", registry="", name="plan-df").identifier == tag
 
 
-def test_a_build_reads_each_source_file_once_and_computes_the_identity_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FLYTE_IMAGES_STAT_CACHE", "0")  # the cold case: every file must be read
-    src = tmp_path / "src"
-    files = {f"m{i}.py": (f"print({i})\n".encode(), 0o644) for i in range(20)}
-    files.update({"sub/x.txt": (b"x", 0o600), "req.txt": (b"six\n", 0o644)})
-    write_tree(src, files)
-    image = folder_image(src).with_requirements(src / "req.txt").with_source_file(src / "m1.py", dst="/one")
+def _counting_reads(src: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[int]]:
+    """Count the opens for reading of files under `src`, and the identities computed."""
     opened: list[str] = []
     real_open = os.open
 
@@ -148,18 +144,80 @@ def test_a_build_reads_each_source_file_once_and_computes_the_identity_once(
             opened.append(resolved)
         return fd
 
-    identities = []
+    identities: list[int] = []
     real_identity = identity_module.Identity
     monkeypatch.setattr(identity_module, "Identity", lambda *a: identities.append(1) or real_identity(*a))
     monkeypatch.setattr(os, "open", counting_open)
-    flyte_images.build(image, builder=FakeBuilder(), quiet=True)
-    monkeypatch.setattr(os, "open", real_open)
+    return opened, identities
+
+
+def test_an_existing_image_is_decided_from_one_read_and_nothing_is_staged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLYTE_IMAGES_STAT_CACHE", "0")  # the cold case: every file must be read
+    src = tmp_path / "src"
+    files = {f"m{i}.py": (f"print({i})\n".encode(), 0o644) for i in range(20)}
+    files.update({"sub/x.txt": (b"x", 0o600), "req.txt": (b"six\n", 0o644)})
+    write_tree(src, files)
+    image = folder_image(src).with_requirements(src / "req.txt").with_source_file(src / "m1.py", dst="/one")
+    fake = FakeBuilder()
+    assert flyte_images.build(image, builder=fake, quiet=True).built
+    for staging in stage_module.staging_root().iterdir():
+        shutil.rmtree(staging)
+    opened, identities = _counting_reads(src, monkeypatch)
+    again = flyte_images.build(image, builder=fake, quiet=True)
+    monkeypatch.setattr(os, "open", os.open)
+    assert not again.built
     reads = {path: opened.count(path) for path in opened}
     # m1.py and req.txt are named by two layers each (the folder and their own layer): read once per layer
     assert reads[str(src / "m1.py")] == 2 and reads[str(src / "req.txt")] == 2
     others = {p: n for p, n in reads.items() if not p.endswith(("/m1.py", "/req.txt"))}
     assert len(others) == 20 and set(others.values()) == {1}
     assert len(identities) == 1
+    assert list(stage_module.staging_root().iterdir()) == []  # nothing copied for an image that exists
+
+
+def test_a_build_stages_what_it_read_and_builds_the_staged_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLYTE_IMAGES_STAT_CACHE", "0")
+    src = tmp_path / "src"
+    write_tree(src, {f"m{i}.py": (f"print({i})\n".encode(), 0o644) for i in range(5)})
+    image = folder_image(src)
+    opened, identities = _counting_reads(src, monkeypatch)
+    fake = FakeBuilder()
+    result = flyte_images.build(image, builder=fake, quiet=True)
+    monkeypatch.setattr(os, "open", os.open)
+    # one hashing read to decide, one copying read to stage (the staged copies are what is built)
+    assert {opened.count(p) for p in opened} == {2} and len(set(opened)) == 5
+    assert len(identities) == 2
+    assert_consistent(result, fake, src, tmp_path)
+
+
+def test_a_file_edited_between_the_decision_and_the_staging_is_asked_about_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    write_tree(src, {"a.py": (b"one\n", 0o644)})
+    fake = FakeBuilder()
+    first = flyte_images.build(folder_image(src), builder=fake, quiet=True)
+    # The image with a.py = "two" exists; the build reads "one" (missing), then a.py becomes "two"
+    # before it is staged: the staged bytes are an image that exists, so nothing is built.
+    (src / "a.py").write_bytes(b"two\n")
+    second = flyte_images.build(folder_image(src), builder=fake, quiet=True)
+    (src / "a.py").write_bytes(b"three\n")
+    real_staged = plan_module.staged_plan
+
+    @contextlib.contextmanager
+    def edited_first(*args, **kwargs):  # type: ignore[no-untyped-def]
+        (src / "a.py").write_bytes(b"two\n")
+        with real_staged(*args, **kwargs) as staged:
+            yield staged
+
+    monkeypatch.setattr(route_module, "staged_plan", edited_first)
+    third = flyte_images.build(folder_image(src), builder=fake, quiet=True)
+    assert first.built and second.built and not third.built
+    assert third.uri == second.uri and third.reason == "already in the local engine"
 
 
 def test_a_second_build_copies_nothing_and_skips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,11 +1,14 @@
 """`build(image)`: from an Image to an image in the local engine or a registry, by one route.
 
-    plan (one read of every file, staged: copied while hashed)
-    -> route (engine, or append when the image is pushed and ends in file layers)
+    route (engine, or append when the image is pushed and ends in file layers)
+    -> plan (one hashing read of every file; nothing copied, nothing fetched)
     -> decide (the skip rule, for the image and, on the append route, its engine part, asked
-       at once) -> execute (the backend builds exactly the staged bytes; the append route
-       builds the engine part, a subplan of the same staged plan, only when it is missing, then
-       appends the file part in the registry) -> record (push record, explain)
+       at once): an image that exists ends here
+    -> stage (the files copied while hashed again: the staged bytes are what is built; if a
+       file changed in between, the skip rule is asked about the staged plan)
+    -> execute (the backend builds exactly the staged bytes; the append route builds the engine
+       part, a subplan of the same staged plan, only when it is missing, then appends the file
+       part in the registry) -> record (push record, explain)
 
 An image with a registry (argument, `init`, or FLYTE_IMAGES_REGISTRY) is pushed; one without is
 loaded into the local engine. The uri reported, the tag the engine gets, the identity label and
@@ -42,6 +45,8 @@ from .result import ImageBuild
 
 if TYPE_CHECKING:
     from flyte_images.builders.base import Builder, Progress
+
+    from .._registry import Registry
 
 T = TypeVar("T")
 
@@ -125,17 +130,32 @@ def build_image(
     if image.is_reference:
         return ImageBuild(image.uri, built=False, reason="an existing image, used as is")
     route = route_of(image, options, uri)
-    if isinstance(route.backend.whole(), WholeImageBuilder):
-        whole = route.backend.whole()
-        assert isinstance(whole, WholeImageBuilder)
-        checks = (route.pushing, options.strict, options.quiet)
-        planned = plan(route.image, route.render, uri=route.uri)
-        return _by_object(whole, route.image, planned, options.dry_run, options.force, checks)
+    whole = route.backend.whole()
+    # Nothing is staged (copied, or uv fetched) before the skip rule has answered: an image that
+    # exists costs one hashing read of its files (none with the stat cache) and one round of checks.
+    planned = plan(route.image, route.render, uri=route.uri, check_locks=options.dry_run and whole is None)
+    if isinstance(whole, WholeImageBuilder):
+        return _by_object(whole, route.image, planned, options, route.pushing)
     if options.dry_run:
-        planned = plan(route.image, route.render, uri=route.uri, check_locks=True)
         return _dry_run(route, planned, options, known)
+    if route.choice.append:
+        return run_coroutine(_by_append(route, planned, options, announce, progress, known))
+    if not options.force:
+        decision = _decisions(_asked(route, planned, None), route, options, known)[0]
+        if not decision.build:
+            record(planned)
+            return skipped(planned, decision)
     with staged_plan(route.image, route.render, uri=route.uri) as staged:
-        return _execute(route, staged, options, announce, progress, known)
+        if staged.uri != planned.uri and not options.force:
+            # A file changed after it was read: what is built is what was staged, so ask again.
+            decision = _decisions(_asked(route, staged, None), route, options, known)[0]
+            if not decision.build:
+                record(staged)
+                return skipped(staged, decision)
+        backend = route.backend.get()
+        result = build_by_engine(backend, staged, options, route.pushing, progress, announce)
+        record(staged, f"built by the engine ({getattr(backend, 'name', 'a backend')}): {route.choice.why}")
+        return result
 
 
 @dataclass(frozen=True)
@@ -223,77 +243,67 @@ def _decisions(
     return found
 
 
-def _execute(
-    route: Route,
-    staged: BuildPlan,
-    options: BuildOptions,
-    announce: Callable[[str], None] | None,
-    progress: Progress | None,
-    known: Mapping[str, Decision] | None,
-) -> ImageBuild:
-    """Decide and build a staged plan (open) by its route; record what was done."""
-    engine = _engine_of(route, staged)
-    if engine is not None:
-        return run_coroutine(_by_append(route, staged, engine, options, announce, progress, known))
-    asked = _asked(route, staged, None)
-    if not options.force:
-        decision = _decisions(asked, route, options, known)[0]
-        if not decision.build:
-            record(staged)
-            return skipped(staged, decision)
-    backend = route.backend.get()
-    result = build_by_engine(backend, staged, options, route.pushing, progress, announce)
-    record(staged, f"built by the engine ({getattr(backend, 'name', 'a backend')}): {route.choice.why}")
-    return result
-
-
 async def _by_append(
     route: Route,
-    staged: BuildPlan,
-    engine: BuildPlan,
+    planned: BuildPlan,
     options: BuildOptions,
     announce: Callable[[str], None] | None,
     progress: Progress | None,
     known: Mapping[str, Decision] | None,
 ) -> ImageBuild:
     """The append route over one registry session: the image and its engine part checked in
-    one round, the engine part built by the engine route when missing (or forced), then the
-    file part appended to it."""
+    one round, then, when the image is missing (or forced), its files staged, the engine part
+    built by the engine route when missing (or forced), and the file part appended to it."""
     import asyncio
 
     from .._registry import Registry  # here: it loads httpx, which the engine route never needs
 
-    asked = _asked(route, staged, engine)
     async with Registry(insecure=_config.insecure_registries()) as registry:
-        missing = [q for q in asked if q.uri not in (known or {})]
-        answers = await ask_registry(registry, missing)
-        fresh = said(decide_from(missing, answers, None, strict=options.strict), options.quiet)
-        found = dict(known or {}) | {q.uri: d for q, d in zip(missing, fresh, strict=True)}
-        full, part = (found[q.uri] for q in asked)
-        for decision in (full, part):
-            if decision.failure:
-                raise RegistryError(decision.failure)
+        full, part = await _asked_registry(registry, route, planned, options, known)
         if not options.force and not full.build:
-            record(staged)
-            return skipped(staged, full)
-        if announce is not None:
-            announce(staged.uri)
-        with _sink(progress, options.quiet, staged.uri) as sink:
-            if part.build or options.force:
-                why = "forced" if options.force else part.reason
-                step(sink, f"engine part {engine.uri}: {why}; building it with the engine")
-                backend = route.backend.get()
-                await asyncio.to_thread(build_by_engine, backend, engine, options, True, sink)
-                name = getattr(backend, "name", "a backend")
-                record(engine, f"built by the engine ({name}) as the engine part of {staged.uri}")
-                how = f"engine part {engine.uri} built by the engine ({name}), file part appended"
-                result = await append_to(registry, staged, engine, None, sink, how)
-            else:
-                step(sink, f"engine part {engine.uri}: in the registry ({part.reason})")
-                how = f"file part appended to the engine part {engine.uri}, which was in the registry"
-                result = await append_to(registry, staged, engine, part.digest, sink, how)
-    record(staged, result.reason)
+            record(planned)
+            return skipped(planned, full)
+        with staged_plan(route.image, route.render, uri=route.uri) as staged:
+            if staged.uri != planned.uri:  # a file changed after it was read: ask about what was staged
+                full, part = await _asked_registry(registry, route, staged, options, known)
+                if not options.force and not full.build:
+                    record(staged)
+                    return skipped(staged, full)
+            engine = engine_subplan(staged)
+            if announce is not None:
+                announce(staged.uri)
+            with _sink(progress, options.quiet, staged.uri) as sink:
+                if part.build or options.force:
+                    why = "forced" if options.force else part.reason
+                    step(sink, f"engine part {engine.uri}: {why}; building it with the engine")
+                    backend = route.backend.get()
+                    await asyncio.to_thread(build_by_engine, backend, engine, options, True, sink)
+                    name = getattr(backend, "name", "a backend")
+                    record(engine, f"built by the engine ({name}) as the engine part of {staged.uri}")
+                    how = f"engine part {engine.uri} built by the engine ({name}), file part appended"
+                    result = await append_to(registry, staged, engine, None, sink, how)
+                else:
+                    step(sink, f"engine part {engine.uri}: in the registry ({part.reason})")
+                    how = f"file part appended to the engine part {engine.uri}, which was in the registry"
+                    result = await append_to(registry, staged, engine, part.digest, sink, how)
+            record(staged, result.reason)
     return result
+
+
+async def _asked_registry(
+    registry: Registry, route: Route, planned: BuildPlan, options: BuildOptions, known: Mapping[str, Decision] | None
+) -> tuple[Decision, Decision]:
+    """The skip rule for an image on the append route and for its engine part, asked at once."""
+    asked = _asked(route, planned, engine_subplan(planned))
+    missing = [q for q in asked if q.uri not in (known or {})]
+    answers = await ask_registry(registry, missing)
+    fresh = said(decide_from(missing, answers, None, strict=options.strict), options.quiet)
+    found = dict(known or {}) | {q.uri: d for q, d in zip(missing, fresh, strict=True)}
+    full, part = (found[q.uri] for q in asked)
+    for decision in (full, part):
+        if decision.failure:
+            raise RegistryError(decision.failure)
+    return full, part
 
 
 def _dry_run(
@@ -340,21 +350,17 @@ def _chosen_builder(builder: object) -> object:
 
 
 def _by_object(
-    backend: WholeImageBuilder,
-    image: Image,
-    planned: BuildPlan,
-    dry_run: bool,
-    force: bool,
-    check: tuple[bool, bool, bool],
+    backend: WholeImageBuilder, image: Image, planned: BuildPlan, options: BuildOptions, pushing: bool
 ) -> ImageBuild:
-    """Build with a Flyte SDK image builder object, as `_builders.WholeImageBuilder` describes:
+    """Build with a Flyte SDK image builder object, as `backends.WholeImageBuilder` describes:
     our skip rule first, then the object's `build_image`; what it raises that is not one of our
     errors becomes a BuildError naming it, as the SDK wraps a third-party builder's errors."""
     import inspect
 
-    pushing, strict, quiet = check
+    dry_run, force = options.dry_run, options.force
     if not force:
-        decision = decide_all([Question(planned.uri, planned.platforms, pushing)], backend, strict, quiet)[0]
+        question = Question(planned.uri, planned.platforms, pushing)
+        decision = decide_all([question], backend, options.strict, options.quiet)[0]
         if not decision.build:
             return skipped(planned, decision)
     name = type(backend.target).__name__
