@@ -9,8 +9,8 @@ For an image that is pushed (it has a registry):
   rebuild the image it just pushed. The window is the only place where a "missing" answer is
   overruled, and only by our own record of a completed push;
 - the registry cannot be asked ("unknown": unreachable, 5xx, no credentials, a malformed
-  answer): never taken as "exists". With `require_check` (the default when CI is set) the image
-  fails with the reason; otherwise it is built, with a warning.
+  answer): never taken as "exists". The image fails with the reason before anything is built
+  (its push would fail after the build); with `require_check=False` it is built, with a warning.
 For an image that is loaded into the local engine: the backend is asked whether its own store
 has the uri; yes skips, no or "cannot tell" builds.
 """

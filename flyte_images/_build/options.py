@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +18,9 @@ class BuildOptions:
     """The choices of one build (or of every image of a deploy), as `build()` takes them.
 
     `builder` is a backend's name, a backend, "append", or None for the configured one; `push`
-    None pushes exactly the images that have a registry; `require_check` None is strict in CI."""
+    None pushes exactly the images that have a registry; `require_check` None is strict: an
+    image whose registry cannot be asked fails before anything is built (a push there would
+    fail after the build); False builds it anyway."""
 
     dry_run: bool = False
     force: bool = False
@@ -81,4 +82,4 @@ class BuildOptions:
     @property
     def strict(self) -> bool:
         """Fail (not build anyway) when a registry cannot say whether an image exists."""
-        return bool(os.environ.get("CI")) if self.require_check is None else self.require_check
+        return self.require_check is not False

@@ -75,8 +75,8 @@ def build(
     `platform` overrides the image's platforms; `builder` names a backend (default: docker) or
     is one; `cache_from`/`cache_to` are passed to BuildKit; `ca_bundle` (or
     FLYTE_IMAGES_CA_BUNDLE) is a CA file mounted as a secret into every downloading step, never
-    into the image. When the registry cannot be asked, the image is built anyway with a
-    warning, or, with `require_check` (the default when CI is set), a RegistryError says why.
+    into the image. When the registry cannot be asked, a RegistryError says why before
+    anything is built (`require_check=False`: the image is built anyway, with a warning).
     `cache="registry"` (or FLYTE_IMAGES_CACHE / the config key `cache`) keeps BuildKit's layer
     cache in the image's repository under the tag `buildcache` and imports it on the next build:
     an ephemeral CI runner then re-runs only the steps whose inputs changed (exported by backends

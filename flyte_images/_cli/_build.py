@@ -66,9 +66,9 @@ def register(commands: Any) -> None:
         dest="require_check",
         action="store_true",
         default=None,
-        help="fail when a registry cannot say whether an image exists (default when CI is set)",
+        help="fail before any build when a registry cannot say whether an image exists (the default)",
     )
-    check.add_argument("--no-require-check", dest="require_check", action="store_false", help="build when unsure")
+    check.add_argument("--no-require-check", dest="require_check", action="store_false", help="build (and try to push) when a registry cannot be asked")
     parser.add_argument("--quiet", "-q", action="store_true", help="no build progress")
     parser.add_argument("--json", action="store_true", help="one JSON document with the plan and results")
     parser.set_defaults(run=run)
