@@ -133,3 +133,24 @@ def test_an_append_checks_and_pushes_over_one_registry_session(
     result = flyte_images.build(image, quiet=True)
     assert result.built and result.path == "append" and "which was in the registry" in result.reason
     assert len(opened) == 1  # the checks of the image and its engine part, and the push
+
+
+@pytest.mark.parametrize("route", ["engine", "append"])
+def test_a_registry_that_cannot_be_asked_stops_a_pushed_build_before_anything_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    from engine_support import free_port
+
+    monkeypatch.delenv("CI", raising=False)  # the default, not CI's
+    monkeypatch.setenv("FLYTE_IMAGES_REGISTRY_TIMEOUT", "2")
+    monkeypatch.setenv("FLYTE_IMAGES_INSECURE_REGISTRIES", "127.0.0.1")
+    src = tmp_path / "src"
+    write_tree(src, {"a.py": (b"print(1)\n", 0o644)})
+    image = _image(src).clone(registry=f"127.0.0.1:{free_port()}")  # nothing listens there
+    fake = FakeBuilder()
+    builder = fake if route == "engine" else None
+    with pytest.raises(
+        flyte_images.RegistryError, match=r"cannot tell whether 127\.0\.0\.1:\d+/route:\w+ is already built"
+    ):
+        flyte_images.build(image, builder=builder, quiet=True)
+    assert fake.requests == [] and not list((cache_dir() / "staging").glob("*/context"))
