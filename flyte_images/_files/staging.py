@@ -152,6 +152,36 @@ class Snapshot:
         return st, digest, True
 
     @_staging
+    def share_file(self, path: Path, dest: str) -> None:
+        """Stage the tool's own file `path` (a cached uv binary) at `dest` as a hard link, so
+        every staging folder shares one copy; its times are the fixed time, as for folders. On
+        another file system it is copied."""
+        self._parents(dest)
+        self.seen.add(dest)
+        self.record.pop(dest, None)
+        target = self.context / dest
+        source = os.stat(path)
+        with contextlib.suppress(FileNotFoundError):
+            staged = os.lstat(target)
+            if (staged.st_ino, staged.st_dev) == (source.st_ino, source.st_dev):
+                return
+        tmp = self.root / _COPYING
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        try:
+            os.link(path, tmp, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise
+            self._copy(None, str(path), target, "uv binary")
+            return
+        os.utime(tmp, ns=(FIXED_NS, FIXED_NS), follow_symlinks=False)
+        with contextlib.suppress(FileNotFoundError):
+            if target.is_dir() and not target.is_symlink():
+                _remove(target)
+        os.replace(tmp, target)
+
+    @_staging
     def put_bytes(self, dest: str, data: bytes, mode: int, digest: str) -> None:
         """Stage `data` (already read and hashed by the caller) at `dest`."""
         self._parents(dest)

@@ -221,17 +221,16 @@ def subplan(planned: BuildPlan, kept: tuple[int, ...]) -> BuildPlan:
 
 
 def _uv_binaries(platforms: tuple[str, ...], sources: Sources) -> list[Staged]:
-    """uv for every target platform (its version is in the identifier, not its bytes); staged
-    only when building, since fetching it may need the network."""
+    """uv for every target platform (its version is in the identifier, not its bytes); fetched
+    and staged only when building (a hard link to the cached binary: staging folders share it)."""
     from .._files.uvbin import target_arch, uv_binary
 
     staged = []
     for platform in platforms:
         dest = f"_fi/uv/{target_arch(platform)}/uv"
-        if sources.snap is None:
-            staged.append(Staged(dest, Entry("uv", FILE, 0o755)))
-        else:
-            staged.append(Staged(dest, sources.file(uv_binary(platform), dest, "uv binary")))
+        if sources.snap is not None:
+            sources.snap.share_file(uv_binary(platform), dest)
+        staged.append(Staged(dest, Entry("uv", FILE, 0o755)))
     return staged
 
 
