@@ -171,6 +171,7 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
         ("quiet", K, "False"),
         ("require_check", K, "None"),
         ("cache", K, "None"),
+        ("no_cache", K, "False"),
     ],
     "init": [
         ("org", P, "None"),
@@ -236,6 +237,7 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
         ("builder", K, "None"),
         ("quiet", K, "False"),
         ("require_check", K, "None"),
+        ("no_cache", K, "False"),
     ],
     "Environment": [
         ("name", P, NO),

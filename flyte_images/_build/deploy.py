@@ -60,6 +60,7 @@ def build_images(
     builder: str | None = None,
     quiet: bool = False,
     require_check: bool | None = None,
+    no_cache: bool = False,
 ) -> ImageCache:
     """Build the images of `envs` and of everything they depend on; return an ImageCache.
 
@@ -67,7 +68,9 @@ def build_images(
     skip rule of `_skip`, the backend); images already in their registry (or, without a
     registry, in the local engine) are skipped unless `force`; `concurrency` images are handled
     at once (default 2). `dry_run` plans and checks, building nothing. Environments found in
-    `seed_cache` keep the uri recorded there. `copy_style` decides the images' code-bundle layers
+    `seed_cache` keep the uri recorded there. `no_cache` re-runs every build step instead of
+    reusing BuildKit's layer cache (it decides nothing: combine it with `force` to rebuild an
+    image that exists). `copy_style` decides the images' code-bundle layers
     (`with_code_bundle`): with "none" the code is copied into the image, otherwise it travels
     with the deploy and the layer copies nothing.
 
@@ -76,7 +79,13 @@ def build_images(
         cache.image_lookup["train"]
     """
     options = BuildOptions.of(
-        dry_run=dry_run, force=force, platform=platform, builder=builder, push=push, require_check=require_check
+        dry_run=dry_run,
+        force=force,
+        platform=platform,
+        builder=builder,
+        push=push,
+        require_check=require_check,
+        no_cache=no_cache,
     )
     named: list[tuple[str, Environment | Image]] = []
     for env in environment_closure(envs):

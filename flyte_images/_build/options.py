@@ -20,7 +20,8 @@ class BuildOptions:
     `builder` is a backend's name, a backend, "append", or None for the configured one; `push`
     None pushes exactly the images that have a registry; `require_check` None is strict: an
     image whose registry cannot be asked fails before anything is built (a push there would
-    fail after the build); False builds it anyway."""
+    fail after the build); False builds it anyway. `no_cache` makes BuildKit re-run every step
+    instead of reusing its layer cache (the identifier, and so the skip rule, are unchanged)."""
 
     dry_run: bool = False
     force: bool = False
@@ -33,6 +34,7 @@ class BuildOptions:
     quiet: bool = False
     require_check: bool | None = None
     cache: str | None = None
+    no_cache: bool = False
 
     @classmethod
     def of(
@@ -49,6 +51,7 @@ class BuildOptions:
         quiet: bool = False,
         require_check: bool | None = None,
         cache: str | None = None,
+        no_cache: bool = False,
     ) -> BuildOptions:
         """The options from `build()`'s arguments, normalised once (platforms checked)."""
         return cls(
@@ -63,6 +66,7 @@ class BuildOptions:
             quiet=quiet,
             require_check=require_check,
             cache=cache,
+            no_cache=no_cache,
         )
 
     def ca_bundle_path(self) -> Path | None:

@@ -67,6 +67,7 @@ def build(
     quiet: bool = False,
     require_check: bool | None = None,
     cache: str | None = None,
+    no_cache: bool = False,
 ) -> ImageBuild:
     """Build `image` unless it already exists; return its uri (an `ImageBuild`, a str).
 
@@ -81,6 +82,9 @@ def build(
     cache in the image's repository under the tag `buildcache` and imports it on the next build:
     an ephemeral CI runner then re-runs only the steps whose inputs changed (exported by backends
     that can, such as `buildkit`; the others only import it); `cache="none"` turns it off.
+    `no_cache=True` makes BuildKit re-run every step instead of reusing its layer cache; it
+    changes neither the identifier nor the skip rule (with `force`, an existing image is rebuilt
+    from scratch).
     `wait` is accepted for compatibility: builds always complete before this returns.
 
     A pushed image that ends in file layers (source files and folders, env vars, workdir) is
@@ -107,6 +111,7 @@ def build(
         quiet=quiet,
         require_check=require_check,
         cache=cache,
+        no_cache=no_cache,
     )
     return build_image(image, options)
 
