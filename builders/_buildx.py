@@ -75,6 +75,8 @@ def buildx_command(
         command += ["--cache-from", cache_spec(source)]
     if request.cache_to:
         command += ["--cache-to", cache_spec(request.cache_to[0])]
+    if request.no_cache:
+        command.append("--no-cache")
     for key, value in request.labels.items():
         command += ["--label", f"{key}={value}"]
     return [*command, *options, str(request.context)]

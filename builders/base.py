@@ -50,6 +50,7 @@ class BuildRequest:
     cache_to: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     redact: tuple[str, ...] = ()  # secret values that must never appear in progress or errors
+    no_cache: bool = False  # re-run every step: no layer reused from the engine's cache or cache_from
 
 
 @dataclass(frozen=True)

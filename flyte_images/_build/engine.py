@@ -45,7 +45,7 @@ def build_by_engine(
         if announce is not None:
             announce(staged.uri)
         caches = cache_specs(options, staged, pushing, backend)
-        result = _run_backend(backend, staged, secrets, pushing, caches, options.quiet, progress)
+        result = _run_backend(backend, staged, secrets, pushing, caches, options, progress)
     finally:
         shutil.rmtree(private, ignore_errors=True)
     if pushing:
@@ -82,7 +82,7 @@ def _run_backend(
     secrets: Secrets,
     pushing: bool,
     caches: tuple[tuple[str, ...], tuple[str, ...]],
-    quiet: bool,
+    options: BuildOptions,
     progress: Progress | None,
 ) -> ImageBuild:
     assert staged.context is not None and staged.dockerfile_path is not None
@@ -97,12 +97,13 @@ def _run_backend(
         cache_to=tuple(caches[1]),
         labels=dict(staged.labels),
         redact=secrets.values,
+        no_cache=options.no_cache,
     )
     try:
         if progress is not None:
             result = backend.build(request, progress)
         else:
-            with progress_view.progress_sink(quiet, title=staged.uri) as sink:
+            with progress_view.progress_sink(options.quiet, title=staged.uri) as sink:
                 result = backend.build(request, sink)
     except BuildError as exc:
         add_hint(exc)
