@@ -111,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+    # This process never runs httpx's own command line, which `import httpx` loads whenever
+    # click is installed (with rich and pygments: about 70 ms of every registry command).
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     arguments = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(arguments[0] if arguments and arguments[0] in _COMMANDS else None)
     args = parser.parse_args(arguments)
