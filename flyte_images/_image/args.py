@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 from .. import _config
 from .._errors import InvalidLayerArgument
 from . import validation as check
+from .layers.code import COPY_STYLES, CopyStyle
 from .secret import Secret, SecretRequest, normalize_secrets
 
 if TYPE_CHECKING:
-    from .layers.code import CopyStyle
     from .layers.python import ProjectInstallMode
 
 DEFAULT_IMAGE_NAME = "flyte"
@@ -61,20 +61,18 @@ def registry_secret(value: str | Secret | None) -> Secret | None:
     return normalize_secrets(value)[0]
 
 
+def _one_of(parameter: str, value: object, allowed: tuple[str, ...]) -> Any:
+    if value not in allowed:
+        raise InvalidLayerArgument(parameter, f"{value!r} is not one of {', '.join(map(repr, allowed))}")
+    return value
+
+
 def install_mode(value: object) -> ProjectInstallMode:
-    if value not in _INSTALL_MODES:
-        raise InvalidLayerArgument(
-            "project_install_mode", f"{value!r} is not one of {', '.join(map(repr, _INSTALL_MODES))}"
-        )
-    return value  # type: ignore[return-value]
+    return _one_of("project_install_mode", value, _INSTALL_MODES)  # type: ignore[no-any-return]
 
 
 def copy_style(value: object) -> CopyStyle:
-    from .layers.code import COPY_STYLES
-
-    if value not in COPY_STYLES:
-        raise InvalidLayerArgument("copy_style", f"{value!r} is not one of {', '.join(map(repr, COPY_STYLES))}")
-    return value  # type: ignore[return-value]
+    return _one_of("copy_style", value, COPY_STYLES)  # type: ignore[no-any-return]
 
 
 def install_options(

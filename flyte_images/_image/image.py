@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import _config
 from .._errors import InvalidLayerArgument, LayerNotAllowedError, SourceNotFoundError
@@ -38,14 +38,12 @@ from .args import (
 )
 from .identity import Identified, identify, identify_dockerfile, repository_of
 from .layers.base import Layer
+from .layers.code import CodeBundle, CopyStyle, resolve_code_bundle_layer
 from .layers.files import DockerIgnore, SourceFile, SourceFolder
 from .layers.system import AptPackages, Commands, DebianBase, Env, WorkDir
 from .packages import PackageMethods
 from .secret import Secret, SecretRequest, normalize_secrets
 from .validation import Architecture
-
-if TYPE_CHECKING:
-    from .layers.code import CopyStyle, resolve_code_bundle_layer
 
 __all__ = [
     "DEFAULT_BASE_IMAGE",
@@ -58,9 +56,6 @@ __all__ = [
 ]
 
 _construction = threading.local()
-# Old private names, still imported by other modules.
-_install_options = install_options
-_optional_registry = optional_registry
 
 
 @dataclass(frozen=True)
@@ -189,7 +184,7 @@ class Image(PackageMethods):
         return cls._new(
             dockerfile=check.local_path("file", file),
             # The SDK's signature requires a registry; "" (or None) means none: the image is loaded.
-            registry=_optional_registry(registry) if registry else None,
+            registry=optional_registry(registry),
             name=check.repository_name("name", name),
             platform=check.platforms(platform) if platform is not None else DEFAULT_PLATFORMS,
             python_version=None,
@@ -341,8 +336,6 @@ class Image(PackageMethods):
 
         Example: `image.with_code_bundle(copy_style="all", dst="/app")`
         """
-        from .layers.code import CodeBundle
-
         return self._with_layer(CodeBundle(copy_style=args.copy_style(copy_style), dst=check.nonempty("dst", dst)))
 
     def with_dockerignore(self, path: Path) -> Image:
@@ -431,13 +424,3 @@ class Image(PackageMethods):
         if self.dockerfile is not None:
             return identify_dockerfile(self.dockerfile, self.python_version, self.platform, sources)
         return identify(self.resolved_base_image(), self.python_version, self.platform, self._layers, sources)
-
-
-def __getattr__(name: str) -> object:
-    # `resolve_code_bundle_layer` is exported from here too; the code-bundle layer kind is
-    # loaded only when it is asked for.
-    if name == "resolve_code_bundle_layer":
-        from .layers.code import resolve_code_bundle_layer
-
-        return resolve_code_bundle_layer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from ..._formats.dockerfile import Instructions
 
 Files = dict[str, tuple[int, str]]
+# The poetry the renderer installs (see `python`); kept here because every identifier includes
+# it (see `identity`), and reading it must not load the Python layer kinds.
+POETRY_VERSION = "2.2.1"
 
 
 @dataclass(frozen=True)

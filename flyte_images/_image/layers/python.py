@@ -15,8 +15,7 @@ from ..._files.sources import Sources, Staged, includes, relative_to_first
 from ..._formats import quote as q
 from ..._formats.encoding import Encodable
 from ..secret import Secret
-from . import POETRY_VERSION
-from .base import Inputs, Layer, index_identity, secrets_identity
+from .base import POETRY_VERSION, Inputs, Layer, index_identity, secrets_identity
 
 if TYPE_CHECKING:
     from ..._formats.dockerfile import Instructions
