@@ -197,6 +197,19 @@ class BackendConformance:
             assert secret not in str(error) and secret not in error.tail and secret not in error.step
         assert error.exit_code == 3
 
+    def test_no_cache_runs_a_step_again(self, backend: Backend, tmp_path: Path) -> None:
+        # The step prints "ran <marker>", a line its own text (`ran \"<marker>\"`) does not hold.
+        marker = uuid.uuid4().hex
+        context, dockerfile = stage(
+            tmp_path, f'FROM {backend.base}\nRUN ["/bin/sh", "-c", "echo ran \\"{marker}\\""]\n'
+        )
+        printed = []
+        for no_cache in (False, True):  # the first build fills the cache the second must not use
+            progress = Recorder()
+            backend.builder.build(request_for(backend, context, dockerfile, "nocache", no_cache=no_cache), progress)
+            printed.append([e for e in progress.events if e.kind == "log" and f"ran {marker}" in e.text])
+        assert printed[0] and printed[1], "a build with no_cache=True reused the step's cached result"
+
     def test_missing_base_image(self, backend: Backend, tmp_path: Path) -> None:
         context, dockerfile = stage(tmp_path, "FROM flyte-images/missing-base:nope\nRUN true\n")
         with pytest.raises(BaseImageNotFoundError, match="missing-base"):
