@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import functools
 import re
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from .. import _config
 from .image import Image
@@ -84,28 +83,20 @@ class Environment:
         description: str | None = None,
         **kwargs: Any,
     ) -> Environment:
-        clone: Environment = _clone(
-            self, name=name, image=image, resources=resources, env_vars=env_vars, secrets=secrets,
-            depends_on=depends_on, description=description, **kwargs,
+        """A copy with a new name and the given fields changed (None: kept)."""
+        changes = dict(
+            name=name, image=image, resources=resources, env_vars=env_vars, secrets=secrets,
+            description=description, **kwargs,
         )  # fmt: skip
-        return clone
+        unknown = sorted(set(changes) - {f.name for f in fields(self) if f.init})
+        if unknown:
+            raise TypeError(f"Unexpected keyword arguments: {unknown}")
+        values = {k: v for k, v in changes.items() if v is not None}
+        return replace(self, depends_on=list(self.depends_on if depends_on is None else depends_on), **values)
 
     @property
     def secret_list(self) -> tuple[Secret, ...]:
         return normalize_secrets(self.secrets)
-
-
-def _clone(env: Environment, **changes: Any) -> Any:
-    allowed = {f.name for f in fields(env) if f.init}
-    unknown = sorted(k for k in changes if k not in allowed)
-    if unknown:
-        raise TypeError(f"Unexpected keyword arguments: {unknown}")
-    values = {k: v for k, v in changes.items() if v is not None}
-    if "depends_on" in values:
-        values["depends_on"] = list(values["depends_on"])
-    else:
-        values["depends_on"] = list(env.depends_on)
-    return replace(env, **values)
 
 
 @dataclass(init=True, repr=True)
@@ -147,14 +138,12 @@ class TaskEnvironment(Environment):
         service_account: str | None = None,
         **kwargs: Any,
     ) -> TaskEnvironment:
-        """A copy with a new name and the given fields changed (also cache=, reusable=, ...)."""
-        clone: TaskEnvironment = _clone(
-            self, name=name, image=image, resources=resources, env_vars=env_vars, secrets=secrets,
-            depends_on=depends_on, description=description, interruptible=interruptible, include=include,
-            service_account=service_account, **kwargs,
+        """A copy with a new name and the given fields changed (also cache=, reusable=, ...), no tasks."""
+        clone = super().clone_with(
+            name, image, resources, env_vars, secrets, depends_on, description,
+            interruptible=interruptible, include=include, service_account=service_account, **kwargs,
         )  # fmt: skip
-        clone._tasks = {}
-        return clone
+        return cast(TaskEnvironment, clone)
 
     @property
     def tasks(self) -> dict[str, TaskTemplate]:
@@ -213,9 +202,6 @@ class TaskEnvironment(Environment):
         return env
 
 
-_TEMPLATES: weakref.WeakValueDictionary[int, TaskTemplate] = weakref.WeakValueDictionary()
-
-
 @dataclass(eq=False)
 class TaskTemplate:
     """A recorded task: calling it calls the function (locally; running on Flyte is the SDK's)."""
@@ -232,7 +218,6 @@ class TaskTemplate:
 
     def __post_init__(self) -> None:
         functools.update_wrapper(self, self.func)
-        _TEMPLATES[id(self)] = self
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -263,16 +248,11 @@ def environment_closure(envs: tuple[Environment, ...]) -> list[Environment]:
     return list(seen.values())
 
 
-def default_image() -> Image:
-    """What image="auto" means: the `default` reference when configured, else the Debian base."""
-    if "default" in _config.known_refs():
-        return Image.from_ref_name("default")
-    return Image.from_debian_base()
-
-
 def image_of(env: Environment) -> Image | str:
+    """The image an environment names; "auto" (or None) is the `default` reference when one is
+    configured, else the Debian base."""
     if isinstance(env.image, Image):
         return env.image
     if env.image in (None, "auto"):
-        return default_image()
+        return Image.from_ref_name("default") if "default" in _config.known_refs() else Image.from_debian_base()
     return str(env.image)
