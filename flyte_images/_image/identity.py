@@ -1,35 +1,23 @@
 """The image identifier: what it covers, how it is encoded, and why its tag is long enough.
 
-The identifier is SHA-256 over the canonical encoding (`_encoding`) of
+SHA-256 over the canonical encoding (`_formats.encoding`) of `Identity.encodable()`: the format
+and the renderer (RENDERER_REVISION, the base template's SHA-256, the uv and poetry versions),
+the base (the image reference as written, or for `from_dockerfile` the Dockerfile and every file
+of its context that is sent), the Python version (None where the base image decides), the sorted
+platform set, and each layer in order: its normalised arguments and the relative path,
+permission bits and SHA-256 of every file it reads (one read, `identify`; when building, of the
+staged copies that are sent). Never covered: absolute paths, times, owners, the host name or
+user, undeclared environment variables, secret values, and the registry or repository name (the
+same content pushed to two repositories has the same tag).
 
-    ("flyte-images/image", IDENTIFIER_FORMAT,
-     (RENDERER_REVISION, SHA-256 of the base template, uv version, poetry version),
-     base, python_version, platforms, (layer identity, ...))
+IDENTIFIER_FORMAT changes with this encoding, RENDERER_REVISION with the Dockerfile rendered for
+the same layers. Both enter every tag on purpose: a new rendering is a deliberate decision to
+rebuild users' images (tests/test_golden.py pins a table of identifiers, the snapshots pin the
+revision).
 
-- base: the base image reference as written (`from_base`, `from_debian_base`'s configured
-  default, a resolved `from_ref_name`), or for `from_dockerfile` the Dockerfile's bytes and
-  every file of its context folder that is sent (its .dockerignore applied; the ignore files
-  themselves are not sent);
-- python_version: `(3, 12)` where we choose the Python, None where the base image decides;
-- platforms: the platform set, sorted (an amd64 image and an amd64+arm64 image differ);
-- each layer in order, with its normalised arguments and the relative path, permission bits
-  and SHA-256 of every file it copies or reads (see `_layers` and `_sources`).
-
-Never covered: absolute paths, times, owners, the host name or user, environment variables the
-image does not declare, secret values, and the registry or repository name (the same content
-pushed to two repositories has the same tag).
-
-IDENTIFIER_FORMAT changes when this encoding changes; RENDERER_REVISION when the Dockerfile
-rendered for the same layers changes. Both enter every tag on purpose: a new rendering is a new
-image, and an edit of the renderer must be a deliberate decision to rebuild users' images. The
-tests pin a table of identifiers (tests/test_golden.py) and the rendered snapshots to the
-revision, so an accidental change fails there. The digests come from one read of every file
-(`identify`); when building, from the staged copies that are sent.
-
-The tag is the first 32 hex digits (128 bits) of the digest. Within one repository a chance
-collision needs about 2**64 images; a deliberate one needs about 2**64 SHA-256 evaluations,
-far beyond reach, while 80 bits would be within reach of a determined attacker (2**40). 32 hex
-digits is also the length users know from the original tool's MD5 tags.
+The tag is the first 32 hex digits (128 bits): a chance collision within one repository needs
+about 2**64 images, a deliberate one about 2**64 SHA-256 evaluations (80 bits would be within a
+determined attacker's reach, 2**40); it is also the length users know from the MD5 tags.
 """
 
 from __future__ import annotations
@@ -137,16 +125,12 @@ def identify(
 ) -> Identified:
     """The identity of an image of `layers` on `base` from one read of their files through
     `sources` (which stages them when it has a snapshot)."""
-    inputs: dict[int, Inputs] = {}
-    for index, layer in enumerate(layers):  # ignore rules first: they shape every copy
-        if isinstance(layer, DockerIgnore):
-            inputs[index] = layer.inputs(sources, index)
-    for index, layer in enumerate(layers):
-        if index not in inputs:
-            inputs[index] = layer.inputs(sources, index)
+    # Ignore rules first: they shape every copy.
+    order = sorted(range(len(layers)), key=lambda i: not isinstance(layers[i], DockerIgnore))
+    read = {i: layers[i].inputs(sources, i) for i in order}
+    inputs = tuple(read[i] for i in range(len(layers)))
     layer_identities = tuple(layer.identity(inputs[i]) for i, layer in enumerate(layers))
-    identity = Identity(("image", base), python_version, platforms, layer_identities)
-    return Identified(identity, tuple(inputs[i] for i in range(len(layers))))
+    return Identified(Identity(("image", base), python_version, platforms, layer_identities), inputs)
 
 
 def identify_dockerfile(
