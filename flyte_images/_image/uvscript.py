@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from .._config import _tomllib
 from .._errors import SourceError
 
 _BLOCK = re.compile(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
@@ -27,16 +29,7 @@ def parse_script_metadata(text: str, origin: str = "script") -> ScriptMetadata:
         )
     if len(blocks) > 1:
         raise SourceError(f"{origin} has more than one '# /// script' block; keep one")
-    content = "".join(
-        line[2:] if line.startswith("# ") else line[1:] for line in blocks[0].group("content").splitlines(keepends=True)
-    )
-    from .._config import _tomllib
-
-    tomllib = _tomllib()
-    try:
-        data = tomllib.loads(content)
-    except tomllib.TOMLDecodeError as exc:
-        raise SourceError(f"the '# /// script' block of {origin} is not valid TOML: {exc}") from exc
+    data = block_toml(blocks[0].group("content"), origin)
     deps = data.get("dependencies", [])
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
         raise SourceError(f"'dependencies' in {origin} must be a list of strings")
@@ -44,6 +37,17 @@ def parse_script_metadata(text: str, origin: str = "script") -> ScriptMetadata:
     if requires is not None and not isinstance(requires, str):
         raise SourceError(f"'requires-python' in {origin} must be a string like '>=3.12'")
     return ScriptMetadata(requires, tuple(deps))
+
+
+def block_toml(content: str, origin: str) -> dict[str, Any]:
+    """The TOML of a `# /// script` block, its lines' leading `# ` (or `#`) taken off."""
+    text = "".join(line[2:] if line.startswith("# ") else line[1:] for line in content.splitlines(keepends=True))
+    tomllib = _tomllib()
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SourceError(f"the '# /// script' block of {origin} is not valid TOML: {exc}") from exc
+    return data
 
 
 def read_script_metadata(path: Path) -> ScriptMetadata:

@@ -83,13 +83,10 @@ def image_reference(parameter: str, value: object) -> str:
     which would join the next instruction."""
     text = nonempty(parameter, value).strip()
     bad = next((ch for ch in text if ch.isspace() or not ch.isprintable()), None)
-    if bad is not None:
+    if bad is not None or text.endswith("\\"):
+        problem = f"contains {bad!r}" if bad is not None else "ends with a backslash"
         raise InvalidLayerArgument(
-            parameter, f"{_show(value)} contains {bad!r}; an image reference is one word like python:3.12-slim"
-        )
-    if text.endswith("\\"):
-        raise InvalidLayerArgument(
-            parameter, f"{_show(value)} ends with a backslash; an image reference is one word like python:3.12-slim"
+            parameter, f"{_show(value)} {problem}; an image reference is one word like python:3.12-slim"
         )
     return text
 

@@ -30,6 +30,7 @@ from ..._files.sources import Sources, Staged
 from ..._formats import quote as q
 from ..._formats.encoding import Encodable
 from ..secret import Secret
+from ..uvscript import block_toml
 from .base import Inputs, Layer, secrets_identity
 from .python import ProjectInstallMode, default_lock
 
@@ -207,15 +208,7 @@ def parse_block(text: str, origin: str) -> dict[str, Any]:
             f"{origin} has no '# /// script' block; a pixi script declares its dependencies in one "
             "(see https://pixi.prefix.dev/latest/python/scripts/)"
         )
-    lines = [line[2:] if line.startswith("# ") else line[1:] for line in match.group("content").splitlines()]
-    from ..._config import _tomllib
-
-    tomllib = _tomllib()
-    try:
-        data: dict[str, Any] = tomllib.loads("\n".join(lines))
-    except tomllib.TOMLDecodeError as exc:
-        raise SourceError(f"the '# /// script' block of {origin} is not valid TOML: {exc}") from exc
-    return data
+    return block_toml(match.group("content"), origin)
 
 
 def _pypi_entry(requirement: str, origin: str) -> tuple[str, Any]:
