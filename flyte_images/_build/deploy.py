@@ -26,11 +26,11 @@ from .._errors import FlyteImagesError
 from .._image.environment import Environment, environment_closure, image_of
 from .._image.image import Image
 from .._imagecache import ImageCache, ImagesFailedError
-from .._plan.plan import plan
+from .._plan.plan import BuildPlan, plan
 from .._syncaio import syncaio
 from .decide import Decision, Question, decide
 from .options import BuildOptions
-from .route import Route, build_image, questions, route_of
+from .route import Route, build_planned, questions, route_of
 
 if TYPE_CHECKING:
     from flyte_images.builders.base import Progress, ProgressEvent
@@ -45,6 +45,7 @@ class _Job:
     digest: str | None = None
     reason: str = ""
     known: dict[str, Decision] | None = None  # the skip rule's answers, asked with every other image's
+    planned: tuple[Route, BuildPlan] | None = None  # its route and plan, made once
 
 
 @syncaio
@@ -171,7 +172,7 @@ def _decide_all(jobs: list[_Job], options: BuildOptions) -> None:
         except FlyteImagesError as exc:
             job.status, job.reason = "failed", str(exc)
             continue
-        job.uri = made.uri
+        job.uri, job.planned = made.uri, (route, made)
         planned.append((job, route, asked))
     if options.force:
         for job, _route, _asked in planned:
@@ -240,7 +241,9 @@ def _build_all(jobs: list[_Job], concurrency: int, options: BuildOptions, report
 
         done = "failed"  # what happened, in the same words on the progress line and in the summary
         try:
-            result = build_image(job.image, quiet, announce=announce, progress=progress, known=job.known)
+            assert job.planned is not None
+            route, made = job.planned
+            result = build_planned(route, made, quiet, announce=announce, progress=progress, known=job.known)
         except FlyteImagesError as exc:
             job.status, job.reason = "failed", str(exc)
         else:

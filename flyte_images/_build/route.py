@@ -139,6 +139,21 @@ def build_image(
     # Nothing is staged (copied, or uv fetched) before the skip rule has answered: an image that
     # exists costs one hashing read of its files (none with the stat cache) and one round of checks.
     planned = plan(route.image, route.render, uri=route.uri, check_locks=options.dry_run and whole is None)
+    return build_planned(route, planned, options, announce=announce, progress=progress, known=known)
+
+
+def build_planned(
+    route: Route,
+    planned: BuildPlan,
+    options: BuildOptions,
+    *,
+    announce: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
+    known: Mapping[str, Decision] | None = None,
+) -> ImageBuild:
+    """Decide, stage, build and record `planned` (a plan of `route.image`, nothing staged) on
+    its route: `build_image` after planning, and a deploy's build of each image it planned."""
+    whole = route.backend.whole()
     if isinstance(whole, WholeImageBuilder):
         return _by_object(whole, route.image, planned, options, route.pushing)
     if options.dry_run:
