@@ -35,19 +35,19 @@ def test_bash_completes_commands_options_and_choices(tmp_path: Path, capsys: pyt
     lines = [f"source {script}"]
     for words in BASH_CASES:
         quoted = " ".join(f"'{w}'" for w in ("flyte-images", *words))
-        lines.append(f'COMP_WORDS=({quoted}); COMP_CWORD={len(words)}; _flyte_images; echo "${{COMPREPLY[*]}}"')
+        lines.append(f'COMP_WORDS=({quoted}); COMP_CWORD={len(words)}; _shtab_flyte_images; echo "${{COMPREPLY[*]}}"')
     lines.append("complete -p flyte-images")
     done = subprocess.run(["bash", "--norc", "-c", "\n".join(lines)], capture_output=True, text=True, check=True,
                           env={"PATH": "/usr/bin:/bin"})  # fmt: skip
     *answers, registered = done.stdout.splitlines()
     assert answers == list(BASH_CASES.values())
-    assert registered == "complete -o default -F _flyte_images flyte-images"
+    assert registered == "complete -o bashdefault -F _shtab_flyte_images flyte-images"
 
 
 ZSH_DRIVER = r"""
 zmodload zsh/zpty
 zpty z 'zsh -f -i'
-zpty -w z 'PS1="> "; autoload -U compinit; compinit -u -D; source SCRIPT'
+zpty -w z 'PS1="> "; autoload -U compinit; compinit -u -D; eval "$(<SCRIPT)"'
 # A key that prints the command line between markers (built from parts, so the echo of this
 # very line never matches them) and clears it: nothing is ever run.
 zpty -w z 'm=QZ; show() { print -r -- "${m}X$BUFFER${m}Y"; BUFFER=""; }; zle -N show; bindkey "^T" show'
