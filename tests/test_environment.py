@@ -17,6 +17,7 @@ from flyte_images import (
     FixedRate,
     Image,
     ImageCache,
+    InvalidLayerArgument,
     Neuron,
     Resources,
     RetryStrategy,
@@ -131,7 +132,7 @@ def test_policies_and_triggers() -> None:
         Cache("sometimes")  # type: ignore[arg-type]
     assert Timeout(max_runtime=60).max_runtime == timedelta(seconds=60)
     reuse = ReusePolicy(replicas=(1, 4), idle_ttl=60)
-    assert (reuse.min_replicas, reuse.max_replicas, reuse.ttl) == (1, 4, timedelta(seconds=60))
+    assert (reuse.min_replicas, reuse.max_replicas, reuse.idle_ttl) == (1, 4, timedelta(seconds=60))
     for bad in ({"replicas": (3, 1)}, {"idle_ttl": 5}, {"concurrency": 0}, {"scope": "cluster"}):
         with pytest.raises(ValueError):
             ReusePolicy(**bad)  # type: ignore[arg-type]
@@ -163,7 +164,9 @@ def test_auto_means_the_default_image_or_the_default_ref() -> None:
     resolved = image_of(env)
     assert isinstance(resolved, Image) and resolved.uri == "ghcr.io/acme/base:1"
     assert image_of(TaskEnvironment(name="y", image="python:3.12")) == "python:3.12"
-    assert TaskEnvironment(name="s", secrets=["a", Secret("b")]).secret_list == (Secret("a"), Secret("b"))
+    TaskEnvironment(name="s", secrets=["a", Secret("b")])
+    with pytest.raises(InvalidLayerArgument, match="secret_mounts"):
+        TaskEnvironment(name="s", secrets=[3])  # type: ignore[list-item]
 
 
 def test_image_cache_json_and_transport_round_trip_deterministically() -> None:

@@ -17,7 +17,7 @@ from .. import _config
 from .image import Image
 from .policies import Cache, PodTemplate, RetryStrategy, ReusePolicy, Timeout, Trigger
 from .resources import Resources
-from .secret import Secret, SecretRequest, normalize_secrets
+from .secret import SecretRequest, normalize_secrets
 
 _NAME = re.compile(r"^[a-z0-9]+([_-][a-z0-9]+)*\Z")
 ImageRequest = str | Image | None
@@ -93,10 +93,6 @@ class Environment:
             raise TypeError(f"Unexpected keyword arguments: {unknown}")
         values = {k: v for k, v in changes.items() if v is not None}
         return replace(self, depends_on=list(self.depends_on if depends_on is None else depends_on), **values)
-
-    @property
-    def secret_list(self) -> tuple[Secret, ...]:
-        return normalize_secrets(self.secrets)
 
 
 @dataclass(init=True, repr=True)

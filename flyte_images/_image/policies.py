@@ -116,11 +116,6 @@ class ReusePolicy:
     def max_replicas(self) -> int:
         return self.replicas[1] if isinstance(self.replicas, tuple) else self.replicas
 
-    @property
-    def ttl(self) -> timedelta:
-        assert isinstance(self.idle_ttl, timedelta)
-        return self.idle_ttl
-
     def get_scaledown_ttl(self) -> timedelta | None:
         return self.scaledown_ttl if isinstance(self.scaledown_ttl, timedelta) else None
 
