@@ -5,9 +5,12 @@ text (the base template is parsed once into instructions), and every instruction
 check (`line_safe`) refusing any line terminator Docker knows and a trailing backslash, so a
 rendered Dockerfile parses to exactly `len(instructions)` instructions. A layer's files are
 under `_fi/<n>/` in the context (n: its position); files a RUN reads (requirements, locks,
-wheels) are bind-mounted into it, secrets mounted only into the RUN that asks for them, and
-with `RenderOptions(ca_bundle=True)` the `flyte-images-ca` build secret into every RUN that may
-download. No `# syntax=` line (it would pull a frontend image): BuildKit's built-in frontend only.
+wheels) are bind-mounted into it, and secrets mounted only into the RUN that asks for them.
+With `RenderOptions(ca_bundle=True)` the `flyte-images-ca` build secret is mounted into the RUN
+steps of the layers, and one `ARG` before the first that may download points the usual CA
+variables at it: build arguments are in the environment of the RUN steps after them, but not in
+the image's configuration, and RUN titles carry no repeated preamble. No `# syntax=` line (it
+would pull a frontend image): BuildKit's built-in frontend only.
 """
 
 from __future__ import annotations
@@ -153,6 +156,7 @@ class Instructions:
     venv: bool = False
     flyte_user: bool = False  # the base made the `flyte` user: copies are owned by it
     url_secrets: list[tuple[str, str]] = field(default_factory=list)  # (secret id, index URL)
+    ca_declared: bool = False  # the CA variables' ARG is rendered: every later RUN mounts their file
     _pending_mounts: list[str] = field(default_factory=list)
     # Instructions that stay last whatever layers follow (`USER flyte`: the layers' steps run as
     # root, the container as the base's user). Kept inside `instructions`, so the list is always
@@ -221,11 +225,16 @@ class Instructions:
     def run_step(
         self, script: str, mounts: list[str], secrets: tuple[Secret, ...] = (), downloads: bool = True
     ) -> None:
+        """One RUN of `script` with `mounts` and the `secrets` it reads. `downloads`: it may reach
+        the network, so it needs the CA bundle when one is given (the first such step declares the
+        CA variables; from there on every RUN mounts the file they name, since each sees them)."""
         prelude: list[str] = []
-        if downloads and self.options.ca_bundle:
-            mounts = [*mounts, f"--mount=type=secret,id={CA_SECRET_ID},target={self.CA_PATH}"]
+        if downloads and self.options.ca_bundle and not self.ca_declared:
             ca = self.CA_PATH
-            prelude.append(f"export SSL_CERT_FILE={ca} REQUESTS_CA_BUNDLE={ca} PIP_CERT={ca} CURL_CA_BUNDLE={ca}")
+            self.add(f"ARG SSL_CERT_FILE={ca} REQUESTS_CA_BUNDLE={ca} PIP_CERT={ca} CURL_CA_BUNDLE={ca}")
+            self.ca_declared = True
+        if self.ca_declared:
+            mounts = [*mounts, f"--mount=type=secret,id={CA_SECRET_ID},target={self.CA_PATH}"]
         mounts = [*mounts, *self._pending_mounts]
         self._pending_mounts.clear()
         for secret in secrets:

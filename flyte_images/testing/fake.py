@@ -4,7 +4,7 @@
 builder. It interprets the Dockerfile subset flyte-images renders (`_dockerfile`, read as
 BuildKit reads it) and keeps the results in memory: loaded images in `store`, pushed ones in
 `pushed` (the first platform; every platform in `pushed_platforms`), each BuildRequest in
-`requests`.
+`requests` (with its cache choices, `no_cache` included: it has no layer cache to skip).
 
 - FROM: a base it was not told about raises BaseImageNotFoundError (by default it knows every
   base); an image it built itself, or an earlier stage (`FROM x AS name`), is built upon.
@@ -77,14 +77,16 @@ class _Stage:
         return {**self.args, **self.env}  # ENV wins over ARG, as in BuildKit
 
     def declare(self, rest: str, plat: str | None = None) -> None:
-        """ARG: a platform ARG takes the platform's value, others their default (or "")."""
-        name, has_default, default = rest.strip().partition("=")
-        if plat is not None and name in _dockerfile.PLATFORM_ARGS:
-            self.args[name] = _dockerfile.platform_arg(name, plat)
-        elif has_default:
-            self.args[name] = _dockerfile.word(default, self.variables())
-        else:
-            self.args.setdefault(name, "")
+        """ARG (one or more `NAME[=default]`): a platform ARG takes the platform's value, others
+        their default (or "")."""
+        for item in _dockerfile.words(rest, self.variables()):
+            name, has_default, default = item.partition("=")
+            if plat is not None and name in _dockerfile.PLATFORM_ARGS:
+                self.args[name] = _dockerfile.platform_arg(name, plat)
+            elif has_default:
+                self.args[name] = default
+            else:
+                self.args.setdefault(name, "")
 
 
 class FakeBuilder:

@@ -11,17 +11,18 @@ RUN --mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv uv venv --pytho
 RUN if ! id -u flyte >/dev/null 2>&1; then useradd --create-home --shell /bin/bash flyte; fi \
     && mkdir -p /home/flyte && chown -R flyte:flyte /home/flyte /root
 WORKDIR /home/flyte
+ARG SSL_CERT_FILE=/run/secrets/flyte-images-ca REQUESTS_CA_BUNDLE=/run/secrets/flyte-images-ca PIP_CERT=/run/secrets/flyte-images-ca CURL_CA_BUNDLE=/run/secrets/flyte-images-ca
 RUN --mount=type=cache,target=/var/cache/apt,sharing=locked,id=flyte-images-apt-archives \
     --mount=type=cache,target=/var/lib/apt/lists,sharing=locked,id=flyte-images-apt-lists \
     --mount=type=secret,id=flyte-images-ca,target=/run/secrets/flyte-images-ca \
-    ["/bin/sh", "-c", "export SSL_CERT_FILE=/run/secrets/flyte-images-ca REQUESTS_CA_BUNDLE=/run/secrets/flyte-images-ca PIP_CERT=/run/secrets/flyte-images-ca CURL_CA_BUNDLE=/run/secrets/flyte-images-ca || exit 1\nrm -f /etc/apt/apt.conf.d/docker-clean && apt-get update -q -o Acquire::https::CAInfo=/run/secrets/flyte-images-ca && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o Acquire::https::CAInfo=/run/secrets/flyte-images-ca build-essential ca-certificates"]
+    ["/bin/sh", "-c", "rm -f /etc/apt/apt.conf.d/docker-clean && apt-get update -q -o Acquire::https::CAInfo=/run/secrets/flyte-images-ca && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o Acquire::https::CAInfo=/run/secrets/flyte-images-ca build-essential ca-certificates"]
 RUN --mount=type=cache,target=/var/cache/apt,sharing=locked,id=flyte-images-apt-archives \
     --mount=type=cache,target=/var/lib/apt/lists,sharing=locked,id=flyte-images-apt-lists \
     --mount=type=secret,id=flyte-images-ca,target=/run/secrets/flyte-images-ca \
-    ["/bin/sh", "-c", "export SSL_CERT_FILE=/run/secrets/flyte-images-ca REQUESTS_CA_BUNDLE=/run/secrets/flyte-images-ca PIP_CERT=/run/secrets/flyte-images-ca CURL_CA_BUNDLE=/run/secrets/flyte-images-ca || exit 1\nrm -f /etc/apt/apt.conf.d/docker-clean && apt-get update -q -o Acquire::https::CAInfo=/run/secrets/flyte-images-ca && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o Acquire::https::CAInfo=/run/secrets/flyte-images-ca curl"]
+    ["/bin/sh", "-c", "rm -f /etc/apt/apt.conf.d/docker-clean && apt-get update -q -o Acquire::https::CAInfo=/run/secrets/flyte-images-ca && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o Acquire::https::CAInfo=/run/secrets/flyte-images-ca curl"]
 RUN --mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv \
     --mount=type=secret,id=flyte-images-ca,target=/run/secrets/flyte-images-ca \
-    ["/bin/sh", "-c", "export SSL_CERT_FILE=/run/secrets/flyte-images-ca REQUESTS_CA_BUNDLE=/run/secrets/flyte-images-ca PIP_CERT=/run/secrets/flyte-images-ca CURL_CA_BUNDLE=/run/secrets/flyte-images-ca || exit 1\nuv pip install \"six\""]
+    ["/bin/sh", "-c", "uv pip install \"six\""]
 RUN --mount=type=secret,id=flyte-images-ca,target=/run/secrets/flyte-images-ca \
-    ["/bin/sh", "-c", "export SSL_CERT_FILE=/run/secrets/flyte-images-ca REQUESTS_CA_BUNDLE=/run/secrets/flyte-images-ca PIP_CERT=/run/secrets/flyte-images-ca CURL_CA_BUNDLE=/run/secrets/flyte-images-ca || exit 1\ncurl -fsS https://x"]
+    ["/bin/sh", "-c", "curl -fsS https://x"]
 USER flyte
