@@ -1,17 +1,10 @@
 """`Image`: an immutable description of a container image, built up one layer at a time.
 
-Rules (see also the README):
-- Start from a constructor (`from_debian_base`, `from_base`, `from_dockerfile`, `from_uv_script`,
-  `from_ref_name`); `Image(...)` itself is refused.
-- An image from `from_base(uri)` or `from_ref_name(name)` that is never changed is a reference to
-  an existing image: it is not built and its uri is that image. Adding a layer or `clone(...)`
-  makes it an image that is built, and then it needs a repository name: `clone(name=...)`.
-- `from_debian_base()` with flyte (the default, a released `flyte_version`) is the Flyte SDK's
-  published default image `ghcr.io/flyteorg/flyte:py3.X-vVERSION`: a reference, never built;
-  layers added to it build FROM it. Without flyte it is built, laid out as that image.
-- A `from_dockerfile` image takes no layers: put everything into the Dockerfile.
-- Every `with_*` returns a new Image; nothing is read from disk until the identifier, `validate()`
-  or a build needs it, so defining an image never fails because a file is missing.
+Images start from a constructor (`Image(...)` itself is refused). Every `with_*` returns a new
+Image and reads nothing from disk until the identifier, `validate()` or a build needs it, so
+defining an image never fails because a file is missing. `from_base`, `from_ref_name` and
+`from_debian_base()` with a released flyte (the SDK's published image) are references to an
+existing image, never built, until a layer is added or they are cloned (then they need a name).
 """
 
 from __future__ import annotations
@@ -33,7 +26,6 @@ from .args import (
     DEFAULT_IMAGE_NAME,
     DEFAULT_PLATFORMS,
     default_base_image,
-    install_options,
     optional_registry,
 )
 from .identity import Identified, identify, identify_dockerfile, repository_of
@@ -191,6 +183,71 @@ class Image(PackageMethods):
             _is_cloned=True,
         )
 
+    @classmethod
+    def from_uv_script(
+        cls,
+        script: Path | str,
+        *,
+        name: str,
+        registry: str | None = None,
+        registry_secret: str | Secret | None = None,
+        python_version: tuple[int, int] | None = None,
+        index_url: str | None = None,
+        extra_index_urls: str | list[str] | tuple[str, ...] | None = None,
+        pre: bool = False,
+        extra_args: str | None = None,
+        platform: tuple[Architecture, ...] | None = None,
+        secret_mounts: SecretRequest | None = None,
+    ) -> Image:
+        """An image with the dependencies of a uv script (its `# /// script` header) installed
+        and the script copied in. The whole script counts for the tag, not only its header.
+
+        Example:
+            Image.from_uv_script("tool.py", name="tool", python_version=(3, 12))
+        """
+        from .layers.python import UVScript
+
+        layer = UVScript(
+            script=check.local_path("script", script),
+            **args.install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts),
+        )
+        name = check.repository_name("name", name)
+        base = cls.from_debian_base(python_version, None, False, registry, registry_secret, name, platform)
+        return base._with_layer(layer)
+
+    @classmethod
+    def from_pixi_script(
+        cls,
+        script: Path | str,
+        *,
+        name: str,
+        registry: str | None = None,
+        registry_secret: str | Secret | None = None,
+        environment: str = "default",
+        extra_args: str | None = None,
+        platform: tuple[Architecture, ...] | None = None,
+        secret_mounts: SecretRequest | None = None,
+    ) -> Image:
+        """An image with the pixi environment (conda and PyPI packages) that a pixi script's
+        `# /// script` block declares (`[tool.pixi.*]` tables); a `<script>.pixi.lock` beside it
+        is used with --locked. List `flyte` in its dependencies: it is not installed for you.
+        Building needs conda channels and pixi's image (ghcr.io/prefix-dev/pixi).
+
+        Example:
+            Image.from_pixi_script("gdal_task.py", name="gdal")
+        """
+        from .layers.pixi import PixiScript, conda_subdirs, environment_name
+
+        base = cls.from_debian_base(None, None, False, registry, registry_secret, name, platform)
+        layer = PixiScript(
+            script=check.local_path("script", script),
+            platforms=conda_subdirs(base.platform),
+            environment=environment_name(environment),
+            extra_args=args.optional_text("extra_args", extra_args),
+            secret_mounts=normalize_secrets(secret_mounts),
+        )
+        return base._with_layer(layer)
+
     # ----- copies -------------------------------------------------------------------------
 
     def clone(
@@ -233,19 +290,6 @@ class Image(PackageMethods):
         image = self._replace(**changes)
         return image._with_layer(addl_layer) if addl_layer is not None else image
 
-    @classmethod
-    def _script_base(
-        cls,
-        name: str,
-        registry: str | None,
-        registry_secret: str | Secret | None,
-        platform: tuple[Architecture, ...] | None,
-        python_version: tuple[int, int] | None = None,
-    ) -> Image:
-        return cls.from_debian_base(
-            python_version, None, False, registry, registry_secret, name=name, platform=platform
-        )
-
     def _with_layer(self, layer: Layer) -> Image:
         if not isinstance(layer, Layer):
             raise check.wrong_type("addl_layer", "a layer", layer)
@@ -264,25 +308,6 @@ class Image(PackageMethods):
         Example: `image.with_workdir("/app")`
         """
         return self._with_layer(WorkDir(workdir=check.nonempty("workdir", workdir)))
-
-    def with_pip_packages(
-        self,
-        *packages: str,
-        index_url: str | None = None,
-        extra_index_urls: str | list[str] | tuple[str, ...] | None = None,
-        pre: bool = False,
-        extra_args: str | None = None,
-        secret_mounts: SecretRequest | None = None,
-    ) -> Image:
-        """Install Python packages with uv (requirement specifiers, sorted: order does not matter).
-
-        Example: `image.with_pip_packages("numpy==2.1.0", "pandas>=2")`
-        """
-        from .layers.python import PipPackages
-
-        names = args.pip_packages(packages)
-        options = install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts)
-        return self._with_layer(PipPackages(packages=names, **options))
 
     def with_env_vars(self, env_vars: dict[str, str]) -> Image:
         """Set environment variables in the image (one ENV instruction).
@@ -362,12 +387,6 @@ class Image(PackageMethods):
             raise InvalidLayerArgument("commands", "give at least one command")
         cleaned = tuple(check.nonempty("commands", c, allow_newline=True) for c in items)
         return self._with_layer(Commands(commands=cleaned, secret_mounts=normalize_secrets(secret_mounts)))
-
-    def with_local_v2(self) -> Image:
-        """Install the wheels found in `./dist` (a locally built SDK), as the SDK's dev mode does."""
-        from .layers.python import PythonWheels
-
-        return self._with_layer(PythonWheels(wheel_dir=Path("dist").absolute(), package_name="flyte"))
 
     # ----- checks and names ---------------------------------------------------------------
 

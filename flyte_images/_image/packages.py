@@ -1,6 +1,6 @@
-"""The `Image` methods that install a Python environment from a project's own files:
-requirements files, uv, poetry and pixi projects, uv and pixi scripts. A mixin of `Image`, kept
-apart so each module stays readable; every method returns a new `Image` as the others do."""
+"""The `Image` methods that install Python packages: pip packages, requirements files, uv,
+poetry and pixi projects, local wheels. A mixin of `Image`, kept apart so each module stays
+readable; every method returns a new `Image` as the others do."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from .._errors import InvalidLayerArgument
 from . import validation as check
-from .args import install_mode, install_options, optional_text
-from .secret import Secret, SecretRequest, normalize_secrets
-from .validation import Architecture
+from .args import install_mode, install_options, optional_text, pip_packages
+from .secret import SecretRequest, normalize_secrets
 
 if TYPE_CHECKING:
     from .layers.base import Layer
@@ -21,91 +20,30 @@ _Self = TypeVar("_Self", bound="PackageMethods")
 
 
 class PackageMethods:
-    """with_requirements, with_uv_project, with_poetry_project, with_pixi_project,
-    from_uv_script and from_pixi_script of `Image`."""
-
-    platform: tuple[Architecture, ...]
+    """with_pip_packages, with_requirements, with_uv_project, with_poetry_project,
+    with_pixi_project and with_local_v2 of `Image`."""
 
     def _with_layer(self: _Self, layer: Layer) -> _Self:
         raise NotImplementedError
 
-    @classmethod
-    def _script_base(
-        cls: type[_Self],
-        name: str,
-        registry: str | None,
-        registry_secret: str | Secret | None,
-        platform: tuple[Architecture, ...] | None,
-        python_version: tuple[int, int] | None = None,
-    ) -> _Self:
-        """The base of an image made from a script: Debian and Python, without flyte."""
-        raise NotImplementedError
-
-    @classmethod
-    def from_uv_script(
-        cls: type[_Self],
-        script: Path | str,
-        *,
-        name: str,
-        registry: str | None = None,
-        registry_secret: str | Secret | None = None,
-        python_version: tuple[int, int] | None = None,
+    def with_pip_packages(
+        self: _Self,
+        *packages: str,
         index_url: str | None = None,
         extra_index_urls: str | list[str] | tuple[str, ...] | None = None,
         pre: bool = False,
         extra_args: str | None = None,
-        platform: tuple[Architecture, ...] | None = None,
         secret_mounts: SecretRequest | None = None,
     ) -> _Self:
-        """An image with the dependencies of a uv script (its `# /// script` header) installed
-        and the script copied in. The whole script counts for the tag, not only its header.
+        """Install Python packages with uv (requirement specifiers, sorted: order does not matter).
 
-        Example:
-            Image.from_uv_script("tool.py", name="tool", python_version=(3, 12))
+        Example: `image.with_pip_packages("numpy==2.1.0", "pandas>=2")`
         """
-        from .layers.python import UVScript
+        from .layers.python import PipPackages
 
-        layer = UVScript(
-            script=check.local_path("script", script),
-            **install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts),
-        )
-        base = cls._script_base(
-            check.repository_name("name", name), registry, registry_secret, platform, python_version
-        )
-        return base._with_layer(layer)
-
-    @classmethod
-    def from_pixi_script(
-        cls: type[_Self],
-        script: Path | str,
-        *,
-        name: str,
-        registry: str | None = None,
-        registry_secret: str | Secret | None = None,
-        environment: str = "default",
-        extra_args: str | None = None,
-        platform: tuple[Architecture, ...] | None = None,
-        secret_mounts: SecretRequest | None = None,
-    ) -> _Self:
-        """An image with the pixi environment (conda and PyPI packages) that a pixi script's
-        `# /// script` block declares (`[tool.pixi.*]` tables); a `<script>.pixi.lock` beside it
-        is used with --locked. List `flyte` in its dependencies: it is not installed for you.
-        Building needs conda channels and pixi's image (ghcr.io/prefix-dev/pixi).
-
-        Example:
-            Image.from_pixi_script("gdal_task.py", name="gdal")
-        """
-        from .layers.pixi import PixiScript, conda_subdirs, environment_name
-
-        base = cls._script_base(name, registry, registry_secret, platform)
-        layer = PixiScript(
-            script=check.local_path("script", script),
-            platforms=conda_subdirs(base.platform),
-            environment=environment_name(environment),
-            extra_args=optional_text("extra_args", extra_args),
-            secret_mounts=normalize_secrets(secret_mounts),
-        )
-        return base._with_layer(layer)
+        names = pip_packages(packages)
+        options = install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts)
+        return self._with_layer(PipPackages(packages=names, **options))
 
     def with_requirements(
         self: _Self,
@@ -215,3 +153,9 @@ class PackageMethods:
             project_install_mode=install_mode(project_install_mode),
         )
         return self._with_layer(layer)
+
+    def with_local_v2(self: _Self) -> _Self:
+        """Install the wheels found in `./dist` (a locally built SDK), as the SDK's dev mode does."""
+        from .layers.python import PythonWheels
+
+        return self._with_layer(PythonWheels(wheel_dir=Path("dist").absolute(), package_name="flyte"))
