@@ -172,6 +172,7 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
         ("require_check", K, "None"),
         ("cache", K, "None"),
         ("no_cache", K, "False"),
+        ("tags", K, "()"),
     ],
     "init": [
         ("org", P, "None"),
@@ -238,6 +239,7 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
         ("quiet", K, "False"),
         ("require_check", K, "None"),
         ("no_cache", K, "False"),
+        ("tags", K, "()"),
     ],
     "Environment": [
         ("name", P, NO),

@@ -30,7 +30,8 @@ from .._plan.plan import BuildPlan, plan
 from .._syncaio import syncaio
 from .decide import Decision, Question, decide
 from .options import BuildOptions
-from .route import Route, build_planned, questions, route_of
+from .result import ImageBuild
+from .route import Route, build_planned, questions, route_of, tag_as
 
 if TYPE_CHECKING:
     from flyte_images.builders.base import Progress, ProgressEvent
@@ -62,6 +63,7 @@ def build_images(
     quiet: bool = False,
     require_check: bool | None = None,
     no_cache: bool = False,
+    tags: tuple[str, ...] | list[str] | str = (),
 ) -> ImageCache:
     """Build the images of `envs` and of everything they depend on; return an ImageCache.
 
@@ -71,7 +73,8 @@ def build_images(
     at once (default 2). `dry_run` plans and checks, building nothing. Environments found in
     `seed_cache` keep the uri recorded there. `no_cache` re-runs every build step instead of
     reusing BuildKit's layer cache (it decides nothing: combine it with `force` to rebuild an
-    image that exists). `copy_style` decides the images' code-bundle layers
+    image that exists). `tags` are more tags pushed beside each image's content tag in its own
+    repository (an image that exists gets them without a build). `copy_style` decides the images' code-bundle layers
     (`with_code_bundle`): with "none" the code is copied into the image, otherwise it travels
     with the deploy and the layer copies nothing.
 
@@ -87,6 +90,7 @@ def build_images(
         push=push,
         require_check=require_check,
         no_cache=no_cache,
+        tags=tags,
     )
     named: list[tuple[str, Environment | Image]] = []
     for env in environment_closure(envs):
@@ -127,6 +131,13 @@ def build_named(
             continue
         jobs.setdefault(image, _Job(image, [])).envs.append(name)
     _decide_all(list(jobs.values()), options)
+    if options.tags and not options.dry_run:
+        for job in jobs.values():
+            if job.status == "exists" and job.uri is not None and job.planned and job.planned[0].pushing:
+                try:
+                    tag_as(ImageBuild(job.uri, built=False, digest=job.digest), options.tags)
+                except FlyteImagesError as exc:
+                    job.status, job.reason = "failed", str(exc)
     if not options.dry_run:
         waiting = [job for job in jobs.values() if job.status == "planned"]
         _build_all(waiting, concurrency, replace(options, platform=None), report)

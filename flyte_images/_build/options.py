@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import _config
+from .._errors import InvalidLayerArgument
 from .._image.validation import platforms as check_platforms
 
 if TYPE_CHECKING:
@@ -21,7 +23,9 @@ class BuildOptions:
     None pushes exactly the images that have a registry; `require_check` None is strict: an
     image whose registry cannot be asked fails before anything is built (a push there would
     fail after the build); False builds it anyway. `no_cache` makes BuildKit re-run every step
-    instead of reusing its layer cache (the identifier, and so the skip rule, are unchanged)."""
+    instead of reusing its layer cache (the identifier, and so the skip rule, are unchanged).
+    `tags` are more tags of the image's repository, pushed beside the content tag (never instead
+    of it, never part of the identifier); an image that exists gets them without a build."""
 
     dry_run: bool = False
     force: bool = False
@@ -35,6 +39,7 @@ class BuildOptions:
     require_check: bool | None = None
     cache: str | None = None
     no_cache: bool = False
+    tags: tuple[str, ...] = ()
 
     @classmethod
     def of(
@@ -52,8 +57,9 @@ class BuildOptions:
         require_check: bool | None = None,
         cache: str | None = None,
         no_cache: bool = False,
+        tags: tuple[str, ...] | list[str] | str = (),
     ) -> BuildOptions:
-        """The options from `build()`'s arguments, normalised once (platforms checked)."""
+        """The options from `build()`'s arguments, normalised once (platforms and tags checked)."""
         return cls(
             dry_run=dry_run,
             force=force,
@@ -67,6 +73,7 @@ class BuildOptions:
             require_check=require_check,
             cache=cache,
             no_cache=no_cache,
+            tags=extra_tags(tags),
         )
 
     def ca_bundle_path(self) -> Path | None:
@@ -87,3 +94,20 @@ class BuildOptions:
     def strict(self) -> bool:
         """Fail (not build anyway) when a registry cannot say whether an image exists."""
         return self.require_check is not False
+
+
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+
+
+def extra_tags(tags: tuple[str, ...] | list[str] | str) -> tuple[str, ...]:
+    """`tags` checked: names of tags (`latest`, `v1.2`), as the registry's tag grammar allows."""
+    names = (tags,) if isinstance(tags, str) else tuple(tags)
+    for name in names:
+        if not isinstance(name, str) or not _TAG.match(name):
+            raise InvalidLayerArgument(
+                "tags",
+                f"{name!r} is not a tag name; a tag is 1 to 128 letters, digits, '_', '.' or '-', "
+                "not starting with '.' or '-' (e.g. tags=('latest', 'v1.2')): it is pushed in the image's "
+                "own repository",
+            )
+    return tuple(dict.fromkeys(names))

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, TypeVar
 from .. import _config
 from .._append.push import step
 from .._append.split import file_part_start
-from .._errors import BuildError, FlyteImagesError, RegistryError
+from .._errors import BuildError, ConfigError, FlyteImagesError, RegistryError
 from .._formats.dockerfile import RenderOptions
 from .._image.image import Image
 from .._image.secret import unusable_secrets
@@ -68,6 +68,7 @@ def build(
     require_check: bool | None = None,
     cache: str | None = None,
     no_cache: bool = False,
+    tags: tuple[str, ...] | list[str] | str = (),
 ) -> ImageBuild:
     """Build `image` unless it already exists; return its uri (an `ImageBuild`, a str).
 
@@ -86,6 +87,9 @@ def build(
     changes neither the identifier nor the skip rule (with `force`, an existing image is rebuilt
     from scratch).
     `wait` is accepted for compatibility: builds always complete before this returns.
+    `tags` (e.g. `("latest", "v1.2")`) are more tags of the image's repository, pushed beside
+    its content tag (never instead of it, never part of the identifier); when the image already
+    exists they are pointed at it in the registry, without a build.
 
     A pushed image that ends in file layers (source files and folders, env vars, workdir) is
     made in two parts: its engine part (everything before those layers) is built by the engine
@@ -112,6 +116,7 @@ def build(
         require_check=require_check,
         cache=cache,
         no_cache=no_cache,
+        tags=tags,
     )
     return build_image(image, options)
 
@@ -153,6 +158,37 @@ def build_planned(
 ) -> ImageBuild:
     """Decide, stage, build and record `planned` (a plan of `route.image`, nothing staged) on
     its route: `build_image` after planning, and a deploy's build of each image it planned."""
+    result = _built(route, planned, options, announce, progress, known)
+    if options.tags and route.pushing and result.uri and not options.dry_run:
+        tag_as(result, options.tags)
+    return result
+
+
+def tag_as(result: ImageBuild, tags: tuple[str, ...]) -> None:
+    """Push `tags` beside the content tag of a pushed image (built or found): each names the
+    same manifest, by the digest the build or the check answered when there is one."""
+    from .._registry import Registry, parse_reference  # here: it loads httpx
+
+    assert result.uri is not None
+    ref = parse_reference(result.uri)
+    if result.digest:
+        ref = parse_reference(f"{ref.host}/{ref.repository}@{result.digest}")
+
+    async def put() -> None:
+        async with Registry(insecure=_config.insecure_registries()) as registry:
+            await registry.retag(ref, tags)
+
+    run_coroutine(put())
+
+
+def _built(
+    route: Route,
+    planned: BuildPlan,
+    options: BuildOptions,
+    announce: Callable[[str], None] | None,
+    progress: Progress | None,
+    known: Mapping[str, Decision] | None,
+) -> ImageBuild:
     whole = route.backend.whole()
     if isinstance(whole, WholeImageBuilder):
         return _by_object(whole, route.image, planned, options, route.pushing)
@@ -199,6 +235,11 @@ def route_of(image: Image, options: BuildOptions, uri: str | None = None) -> Rou
     if options.platform is not None:
         image = image.clone(platform=options.platform)  # type: ignore[arg-type]
     pushing = options.pushing(image.registry)
+    if options.tags and not pushing:
+        raise ConfigError(
+            f"tags {', '.join(options.tags)} are pushed to the image's registry, but {image.name or 'this image'} is "
+            "loaded into the local engine: give it a registry (or push=True / --push)"
+        )
     chosen = _chosen_builder(options.builder)
     choice = choose(image, chosen, pushing)
     if choice.append and uri is not None and uri.rpartition(":")[0] != image._repository():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,6 +183,14 @@ class Uploads(Session):
                 "own address are not supported yet: build with the engine instead"
             )
         return target
+
+    async def retag(self, ref: Reference, tags: Sequence[str]) -> str:
+        """Point each of `tags` (in `ref`'s repository) at the manifest or index `ref` names: the
+        same bytes PUT under each tag, so every tag has `ref`'s digest; return that digest."""
+        fetched = await self.manifest(ref)
+        for tag in tags:
+            await self.put_manifest(Reference(ref.host, ref.repository, tag), fetched.content, fetched.media_type)
+        return fetched.digest
 
     async def put_manifest(self, ref: Reference, document: dict[str, Any] | bytes, media_type: str) -> str:
         """PUT a manifest (or index) under `ref`; return its digest (checked against what was stored)."""

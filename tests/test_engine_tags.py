@@ -1,0 +1,78 @@
+"""Extra tags (`tags=`, `--tag`): pushed beside the content tag, pointed at an image that exists
+without a build, never part of the identifier."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+from engine_support import BUSYBOX
+
+import flyte_images
+from flyte_images import ConfigError, Image, InvalidLayerArgument, TaskEnvironment
+
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
+
+ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
+
+
+def _digest(registry: str, repository: str, tag: str) -> str | None:
+    answer = httpx.head(f"http://{registry}/v2/{repository}/manifests/{tag}", headers={"Accept": ACCEPT})
+    return answer.headers.get("Docker-Content-Digest") if answer.status_code == 200 else None
+
+
+def _image(registry: str, name: str) -> Image:
+    return (
+        Image.from_base(BUSYBOX)
+        .clone(name=name, registry=registry)
+        .with_commands([f"echo {uuid.uuid4().hex} > /marker"])
+    )
+
+
+@pytest.mark.parametrize("route", ["engine", "append"])
+def test_tags_are_pushed_beside_the_content_tag_and_pointed_at_an_existing_image(
+    local_registry: str, route: str
+) -> None:
+    name = f"tags-{uuid.uuid4().hex[:8]}"
+    image = _image(local_registry, name)
+    if route == "append":  # trailing env vars: appended to the engine part in the registry
+        image = image.with_env_vars({"MODE": "tagged"})
+    identifier = image.identifier
+    first = flyte_images.build(image, quiet=True, tags=("latest", "v1"))
+    assert first.built and first.uri == f"{local_registry}/{name}:{identifier}"  # the tag is still the content's
+    assert (first.path == "append") == (route == "append")
+    content = _digest(local_registry, name, identifier)
+    assert content is not None
+    assert _digest(local_registry, name, "latest") == _digest(local_registry, name, "v1") == content
+    again = flyte_images.build(image, quiet=True, tags=["stable"])
+    assert not again.built  # found: tagged without a build
+    assert _digest(local_registry, name, "stable") == content
+    assert image.identifier == identifier
+
+
+def test_a_deploy_tags_every_image_including_those_that_exist(local_registry: str) -> None:
+    name = f"tags-deploy-{uuid.uuid4().hex[:8]}"
+    image = _image(local_registry, name)
+    flyte_images.build(image, quiet=True)
+    cache = flyte_images.build_images(TaskEnvironment("env", image=image), quiet=True, tags="prod")
+    assert cache.status["env"] == "exists"
+    assert _digest(local_registry, name, "prod") == _digest(local_registry, name, image.identifier)
+
+
+def test_bad_tags_and_tags_of_a_local_image_are_refused(local_registry: str) -> None:
+    image = _image(local_registry, "tags-bad")
+    with pytest.raises(InvalidLayerArgument, match=r"tags: 'v1\\n' is not a tag name"):
+        flyte_images.build(image, quiet=True, tags=("v1\n",))
+    with pytest.raises(InvalidLayerArgument, match="'-x' is not a tag name"):
+        flyte_images.build(image, quiet=True, tags=("-x",))
+    local = Image.from_base(BUSYBOX).clone(name="tags-local").with_commands(["true"])
+    with pytest.raises(ConfigError, match="tags latest are pushed to the image's registry"):
+        flyte_images.build(local, quiet=True, tags=("latest",), push=False)
