@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 DEFAULT_IMAGE_NAME = "flyte"
 DEFAULT_FLYTE_VERSION = "2.12.1"
 DEFAULT_PLATFORMS: tuple[str, ...] = ("linux/amd64",)
-DEFAULT_BASE_IMAGE = _config.DEFAULT_BASE_IMAGE
 # Where the Flyte SDK publishes its default images, one per Python and flyte release:
 # ghcr.io/flyteorg/flyte:py3.12-v2.12.1 (flyte's `_BASE_REGISTRY/_DEFAULT_IMAGE_NAME`).
 PUBLISHED_REPOSITORY = "ghcr.io/flyteorg/flyte"

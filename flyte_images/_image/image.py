@@ -10,6 +10,7 @@ existing image, never built, until a layer is added or they are cloned (then the
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,7 @@ from .._files.sources import Sources
 from .._files.statcache import shared_stat_cache
 from . import args
 from . import validation as check
-from .args import (
-    DEFAULT_BASE_IMAGE,
-    DEFAULT_FLYTE_VERSION,
-    DEFAULT_IMAGE_NAME,
-    DEFAULT_PLATFORMS,
-    default_base_image,
-    optional_registry,
-)
+from .args import DEFAULT_FLYTE_VERSION, DEFAULT_IMAGE_NAME, DEFAULT_PLATFORMS, default_base_image, optional_registry
 from .identity import Identified, identify, identify_dockerfile, repository_of
 from .layers.base import Layer
 from .layers.code import CodeBundle, CopyStyle, resolve_code_bundle_layer
@@ -37,15 +31,7 @@ from .packages import PackageMethods
 from .secret import Secret, SecretRequest, normalize_secrets
 from .validation import Architecture
 
-__all__ = [
-    "DEFAULT_BASE_IMAGE",
-    "DEFAULT_FLYTE_VERSION",
-    "DEFAULT_IMAGE_NAME",
-    "DEFAULT_PLATFORMS",
-    "Image",
-    "default_base_image",
-    "resolve_code_bundle_layer",
-]
+__all__ = ["Image", "resolve_code_bundle_layer"]
 
 _construction = threading.local()
 
@@ -272,22 +258,17 @@ class Image(PackageMethods):
                 "cannot add addl_layer to a non-extendable image; create it with extendable=True in an "
                 "earlier clone() call (e.g. image.clone(name='app', extendable=True)), or use a with_* method"
             )
-        changes: dict[str, Any] = {"_is_cloned": True}
-        if registry is not None:
-            changes["registry"] = optional_registry(registry)
-        if registry_secret is not None:
-            changes["_image_registry_secret"] = args.registry_secret(registry_secret)
-        if name is not None:
-            changes["name"] = check.repository_name("name", name)
-        if base_image is not None:
-            changes["base_image"] = check.image_reference("base_image", base_image)
-        if python_version is not None:
-            changes["python_version"] = check.python_version(python_version)
-        if extendable is not None:
-            changes["extendable"] = bool(extendable)
-        if platform is not None:
-            changes["platform"] = check.platforms(platform)
-        image = self._replace(**changes)
+        given: dict[str, tuple[Any, Callable[[Any], Any]]] = {
+            "registry": (registry, optional_registry),
+            "_image_registry_secret": (registry_secret, args.registry_secret),
+            "name": (name, lambda v: check.repository_name("name", v)),
+            "base_image": (base_image, lambda v: check.image_reference("base_image", v)),
+            "python_version": (python_version, check.python_version),
+            "extendable": (extendable, bool),
+            "platform": (platform, check.platforms),
+        }
+        changes = {key: normalise(value) for key, (value, normalise) in given.items() if value is not None}
+        image = self._replace(_is_cloned=True, **changes)
         return image._with_layer(addl_layer) if addl_layer is not None else image
 
     def _with_layer(self, layer: Layer) -> Image:
