@@ -28,6 +28,14 @@ _PREFIXED = re.compile(r"^#(\d+) (.*)$")
 _TIMED = re.compile(r"^\d+\.\d+ ?(.*)$")
 _EXIT_CODE = re.compile(r"exit code: (\d+)")
 _STATUS = re.compile(r"^(DONE|CACHED|CANCELED|ERROR)\b")
+# A line where a tool says why it failed: `error:` (uv, cargo, compilers), `ERROR:` (pip), `E:`
+# (apt), `fatal:` (git), uv's multiplication-sign bullet, a Python exception's last line.
+_TOOL_ERROR = re.compile(
+    r"^\s*(?:(?:error|Error|ERROR|E|fatal|FATAL)(?:\[[\w-]+\])?:|\u00d7|[A-Z]\w*(?:Error|Exception):)\s"
+)
+# What a tool prints under its error line: indented detail, uv's `cause:` and `hint:`.
+_CONTINUATION = re.compile(r"^(?:\s|cause:|caused by:|hint:|help:|note:)", re.IGNORECASE)
+_TOOL_LINES = 8
 
 
 def redaction_patterns(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -145,9 +153,34 @@ class BuildOutput:
         return "\n".join(self._tails.get(number or "", ()))
 
     def step_failed(self, summary: str = "") -> StepFailedError:
-        """A `StepFailedError` for the failed step: its title, exit code and last lines."""
+        """A `StepFailedError` for the failed step: what the tool said first (the line a reader
+        looks for), then the step's title, exit code and last lines."""
         step, tail, code = self.failed_step, self.tail(), self.exit_code
         where = f" at step {step}" if step else ""
         with_code = f" with exit code {code}" if code is not None else ""
-        detail = f":\n{tail}" if tail else (f": {self.redact(summary)}" if summary else "")
-        return StepFailedError(f"build failed{where}{with_code}{detail}", step=step, exit_code=code, tail=tail)
+        said = tool_message(tail)
+        failed = f"build failed{where}{with_code}"
+        before = tail.rstrip()[: -len(said)].rstrip() if said and tail.rstrip().endswith(said) else None
+        if not said:
+            detail = f":\n{tail}" if tail else (f": {self.redact(summary)}" if summary else "")
+            message = f"{failed}{detail}"
+        elif before is not None:  # the tool's message ends the output: not shown twice
+            message = f"{said}\n{failed}" + (f"; before that it printed:\n{before}" if before else "")
+        else:
+            message = f"{said}\n{failed}; its last lines:\n{tail}"
+        return StepFailedError(message, step=step, exit_code=code, tail=tail)
+
+
+def tool_message(tail: str) -> str:
+    """What the failing tool said about its failure, from a step's last lines: its last error
+    line (pip's `ERROR: No matching distribution found for x`, apt's `E: Unable to locate
+    package x`) with the detail lines under it, else the last line it printed; "" for none."""
+    lines = [line.rstrip() for line in tail.splitlines()]
+    marked = [i for i, line in enumerate(lines) if _TOOL_ERROR.match(line)]
+    if not marked:
+        return next((line.strip() for line in reversed(lines) if line.strip()), "")
+    start = marked[-1]
+    end = start + 1
+    while end < len(lines) and end - start < _TOOL_LINES and _CONTINUATION.match(lines[end]):
+        end += 1
+    return "\n".join(lines[start:end]).strip()

@@ -4,10 +4,11 @@ third-party backend), which receives exactly the staged context and the plan's D
 from __future__ import annotations
 
 import shutil
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from flyte_images.builders.base import BuildRequest, registry_cache_specs
+from flyte_images.builders.base import CACHE_TAG, BuildRequest, registry_cache_specs
 
 from .. import _config
 from .._errors import BuildError, ConfigError
@@ -57,13 +58,29 @@ def cache_specs(
     options: BuildOptions, staged: BuildPlan, pushing: bool, backend: Builder
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """cache_from/cache_to for the backend: the caller's (else FLYTE_DOCKER_BUILDER_CACHE_FROM and
-    _TO, both set, as flyte 2.12 reads them), plus the registry cache when asked."""
+    _TO, both set, as flyte 2.12 reads them), plus the registry cache when asked. A cache export
+    asked of a backend that cannot write one is a warning (the build still imports), not silence."""
     given = (options.cache_from, options.cache_to)
     if not any(given):
         given = _config.flyte_builder_caches()
     mode = options.cache or _config.configured_cache()
     if mode not in (None, "none", "registry"):
         raise ConfigError(f"cache={mode!r} is not 'registry' or 'none'")
+    # An inline cache travels inside the image itself, which every backend writes.
+    exported = [
+        spec.split(",", 1)[0] if spec.startswith("type=") else "type=registry"
+        for spec in given[1]
+        if not spec.startswith("type=inline")
+    ]
+    if exported and not backend.exports_cache:
+        # Only the cache's type is named: a cache spec may carry credentials (s3's keys).
+        warnings.warn(
+            f"{staged.uri}: cache_to ({', '.join(exported)}) asks the {backend.name} backend to export a layer "
+            "cache, which it cannot; BuildKit may refuse it or write nothing: build with a backend that exports "
+            "one (buildkit)",
+            UserWarning,
+            stacklevel=2,
+        )
     if mode != "registry":
         return given
     if not pushing:
@@ -72,7 +89,15 @@ def cache_specs(
             "give the image a registry, or build without cache='registry'"
         )
     cache_from, cache_to = registry_cache_specs(staged.repository)
-    # A backend that cannot export a cache (buildx's docker driver) still imports one.
+    if not backend.exports_cache and not given[1]:
+        # It still imports the cache, so the warning says what is missing, not that nothing works.
+        warnings.warn(
+            f"{staged.uri}: cache='registry' imports {staged.repository}:{CACHE_TAG}, but the {backend.name} "
+            "backend cannot export a layer cache, so the cache is never written: "
+            "build with builder='buildkit' (--builder buildkit), or export it from a build that can",
+            UserWarning,
+            stacklevel=2,
+        )
     return (*cache_from, *given[0]), given[1] or (cache_to if backend.exports_cache else ())
 
 

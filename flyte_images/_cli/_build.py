@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ examples:
   flyte-images build workflows.py --dry-run            the plan: what exists, what would build, why
   flyte-images build workflows.py --output image-cache.json --concurrency 4
   flyte-images build images.py:app --force --platform linux/arm64
-  flyte-images build workflows.py --json               plan and results for CI
+  flyte-images build workflows.py --json               plan and results for CI (progress on stderr)
+  flyte-images build workflows.py --progress plain     one line per step, with CACHED and times
   flyte-images build app.py --builder append           file layers appended (no engine if the base exists)
 """
 
@@ -68,9 +70,29 @@ def register(commands: Any) -> None:
         default=None,
         help="fail before any build when a registry cannot say whether an image exists (the default)",
     )
-    check.add_argument("--no-require-check", dest="require_check", action="store_false", help="build (and try to push) when a registry cannot be asked")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no build progress")
-    parser.add_argument("--json", action="store_true", help="one JSON document with the plan and results")
+    check.add_argument(
+        "--no-require-check",
+        dest="require_check",
+        action="store_false",
+        help="build (and try to push) when a registry cannot be asked",
+    )
+    parser.add_argument(
+        "--no-cache", action="store_true", help="run every step again instead of reusing BuildKit's layer cache"
+    )
+    view = parser.add_mutually_exclusive_group()
+    view.add_argument(
+        "--progress",
+        choices=("auto", "plain", "tty", "quiet"),
+        default="auto",
+        help="on stderr: tty a live table, plain one line per step (CI logs), quiet nothing; "
+        "auto (the default) is tty on a terminal, else plain",
+    )
+    view.add_argument("--quiet", "-q", dest="progress", action="store_const", const="quiet", help="--progress quiet")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON document with the plan and results on stdout (progress stays on stderr)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -97,9 +119,11 @@ def run(args: argparse.Namespace) -> int:
         push=args.push,
         require_check=args.require_check,
         cache=args.cache or None,
+        no_cache=args.no_cache,
     )
+    board = Board(sys.stderr, args.progress)
     try:
-        with Board(sys.stderr, quiet=args.quiet or args.json) as board:
+        with board, _warnings_as_lines():
             cache = build_named(named, None, args.concurrency, options, board)
         code = 0
     except ImagesFailedError as exc:
@@ -107,8 +131,22 @@ def run(args: argparse.Namespace) -> int:
         _failures(exc)
     if args.output:
         _write_atomically(args.output, cache.to_json())
-    _report(cache, args.json, args.quiet)
+    _report(cache, args.json, board)
     return code
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """A warning during the builds (a cache that cannot be exported) as one `warning: ...` line
+    on stderr, not Python's file-and-line form."""
+    import warnings
+
+    def show(message: Warning | str, *_args: object, **_kwargs: object) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def _is_image(value: object) -> bool:
@@ -182,20 +220,21 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise LoadError(f"--ca-bundle {args.ca_bundle} does not exist; give a PEM file of CA certificates")
 
 
-def _report(cache: Any, as_json: bool, quiet: bool) -> None:
+def _report(cache: Any, as_json: bool, board: Any) -> None:
     """stdout: the uri of every image that exists now (or the JSON document), nothing else;
-    stderr: one status line per image."""
-    if as_json:
-        print(cache.to_json(), end="")
-        return
+    stderr (unless quiet): one summary line per image, with its cached steps when it was built."""
     width = max((len(n) for n in cache.status), default=0)
     for name in sorted(cache.status):
         status, uri = cache.status[name], cache.image_lookup.get(name)
-        if not quiet:
+        if board.mode != "quiet":
             why = "see above" if status == "failed" else cache.reasons.get(name, "")
+            cached = board.cached(name) if status == "built" else ""
+            why = f"{why}, {cached}" if why and cached else why or cached
             print(f"{name:<{width}}  {status:<9}  {uri or '-'}  ({why})", file=sys.stderr)
-        if uri is not None:
+        if uri is not None and not as_json:
             print(uri)
+    if as_json:
+        print(cache.to_json(), end="")
 
 
 def _write_atomically(path: Path, text: str) -> None:
