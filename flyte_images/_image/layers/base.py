@@ -57,6 +57,11 @@ class Inputs:
         return files
 
 
+def staged_file(sources: Sources, path: Path, dest: str, what: str, label: str = "") -> tuple[str, Staged]:
+    """One file read through `sources` (staged at `dest`), labelled `label` or its name there."""
+    return label or dest.rpartition("/")[2], Staged(dest, sources.file(path, dest, what))
+
+
 def secrets_identity(secrets: tuple[Secret, ...]) -> Encodable:
     return tuple((s.key, s.group, None if s.mount is None else s.mount.as_posix(), s.as_env_var) for s in secrets)
 

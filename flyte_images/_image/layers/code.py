@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
-from ..._files.sources import Sources, Staged
+from ..._files.sources import Sources
 from ..._formats.encoding import Encodable
-from .base import Inputs, Layer
+from .base import Inputs, Layer, staged_file
 
 if TYPE_CHECKING:
     from ..._formats.dockerfile import Instructions
@@ -46,7 +46,7 @@ class CodeBundle(Layer):
         files = []
         for path in loaded_module_files(self.root_dir):
             rel = path.relative_to(self.root_dir).as_posix()
-            files.append((rel, Staged(f"{dest}/{rel}", sources.file(path, f"{dest}/{rel}", "loaded module"))))
+            files.append(staged_file(sources, path, f"{dest}/{rel}", "loaded module", rel))
         return Inputs(files=tuple(files))
 
     def identity(self, inputs: Inputs) -> Encodable:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, ClassVar
 from ..._errors import InvalidLayerArgument
 from ..._files.sources import Sources, Staged
 from ..._formats.encoding import Encodable
-from .base import Inputs, Layer
+from .base import Inputs, Layer, staged_file
 
 if TYPE_CHECKING:
     from ..._formats.dockerfile import Instructions
@@ -22,8 +22,7 @@ class SourceFile(Layer):
     dst: str = "."
 
     def inputs(self, sources: Sources, index: int) -> Inputs:
-        dest = f"_fi/{index}/{self.src.name}"
-        return Inputs(files=((self.src.name, Staged(dest, sources.file(self.src, dest, "source file"))),))
+        return Inputs(files=(staged_file(sources, self.src, f"_fi/{index}/{self.src.name}", "source file"),))
 
     def identity(self, inputs: Inputs) -> Encodable:
         return (self.KIND, self.dst, inputs.files[0][1].entry.identity())

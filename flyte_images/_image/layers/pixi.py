@@ -31,7 +31,7 @@ from ..._formats import quote as q
 from ..._formats.encoding import Encodable
 from ..secret import Secret
 from ..uvscript import block_toml
-from .base import Inputs, Layer, secrets_identity
+from .base import Inputs, Layer, secrets_identity, staged_file
 from .python import ProjectInstallMode, default_lock
 
 if TYPE_CHECKING:
@@ -133,15 +133,15 @@ class PixiProject(Layer):
         lock = default_lock(manifest, self.pixi_lock, "pixi.lock")
         dest = f"_fi/{index}"
         if self.project_install_mode == "dependencies_only":
-            files = [_staged(sources, manifest, f"{dest}/{manifest.name}", "pixi manifest")]
+            files = [staged_file(sources, manifest, f"{dest}/{manifest.name}", "pixi manifest")]
             if lock is not None:
-                files.append(_staged(sources, lock, f"{dest}/pixi.lock", "pixi lock file"))
+                files.append(staged_file(sources, lock, f"{dest}/pixi.lock", "pixi lock file"))
             return Inputs(files=tuple(files), data=(manifest.name, lock is not None))
         folder = manifest.parent
         outside = lock is not None and lock != folder / "pixi.lock"
         keep = (manifest.name,) if outside else (manifest.name, "pixi.lock")
         tree = sources.tree(folder, dest, project=True, keep=keep, drop=("pixi.lock",) if outside else ())
-        extra = (_staged(sources, lock, f"{dest}/pixi.lock", "pixi lock file"),) if outside and lock else ()
+        extra = (staged_file(sources, lock, f"{dest}/pixi.lock", "pixi lock file"),) if outside and lock else ()
         trees: tuple[tuple[str, str, Tree], ...] = ((f"{folder.name}/", dest, tree),)
         return Inputs(files=extra, trees=trees, data=(manifest.name, lock is not None))
 
@@ -154,10 +154,6 @@ class PixiProject(Layer):
     def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
         name, locked = inputs.data
         _render_install(out, index, name, locked, self.environment, self.extra_args, self.secret_mounts)
-
-
-def _staged(sources: Sources, path: Path, dest: str, what: str) -> tuple[str, Staged]:
-    return dest.rpartition("/")[2], Staged(dest, sources.file(path, dest, what))
 
 
 @dataclass(frozen=True)
@@ -186,7 +182,7 @@ class PixiScript(Layer):
         files = [("pixi.toml", Staged(dest, Entry("pixi.toml", FILE, 0o644, digest, len(manifest))))]
         lock = self.script.with_name(f"{self.script.name}.pixi.lock")
         if lock.is_file():
-            files.append(_staged(sources, lock, f"_fi/{index}/pixi.lock", "pixi lock file"))
+            files.append(staged_file(sources, lock, f"_fi/{index}/pixi.lock", "pixi lock file"))
         return Inputs(files=tuple(files), data=lock.is_file())
 
     def identity(self, inputs: Inputs) -> Encodable:

@@ -15,7 +15,7 @@ from ..._files.sources import Sources, Staged, includes, relative_to_first
 from ..._formats import quote as q
 from ..._formats.encoding import Encodable
 from ..secret import Secret
-from .base import POETRY_VERSION, Inputs, Layer, index_identity, secrets_identity
+from .base import POETRY_VERSION, Inputs, Layer, index_identity, secrets_identity, staged_file
 
 if TYPE_CHECKING:
     from ..._formats.dockerfile import Instructions
@@ -115,14 +115,9 @@ def _project_inputs(
     """The pyproject and lock files (no lock: None), and with install_project the whole project
     folder, in which the pyproject and the lock are kept whatever the ignore rules say (the
     install needs them; the Flyte SDK copies them back in the same way)."""
-
-    def staged(path: Path, name: str, what: str) -> tuple[str, Staged]:
-        dest = f"_fi/{index}/{name}"
-        return name, Staged(dest, sources.file(path, dest, what))
-
-    files = [staged(pyproject, "pyproject.toml", "pyproject file")]
+    files = [staged_file(sources, pyproject, f"_fi/{index}/pyproject.toml", "pyproject file")]
     if lock is not None:
-        files.append(staged(lock, lock_name, f"{lock_name} file"))
+        files.append(staged_file(sources, lock, f"_fi/{index}/{lock_name}", f"{lock_name} file"))
     trees: tuple[tuple[str, str, Tree], ...] = ()
     if mode == "install_project":
         folder = pyproject.parent
@@ -218,16 +213,10 @@ def _layout(pyproject: Path, paths: list[Path], locked: bool) -> tuple[_UVLayout
                 f"the path source {rel} of {pyproject} holds the project itself; a project cannot install "
                 "its own folder as a dependency (use project_install_mode='install_project')"
             )
-    up = max((_ups(r) for r in rels), default=0)
-    root = project.parents[up - 1] if up else project
+    root = Path(os.path.commonpath([project, *paths]))
     inside = project.relative_to(root).as_posix()
     placed = [(rel, path, Path(os.path.relpath(path, root)).as_posix()) for rel, path in ordered]
     return _UVLayout(locked, "" if inside == "." else inside, tuple(rels)), placed
-
-
-def _ups(rel: str) -> int:
-    parts = rel.split("/")
-    return next((i for i, part in enumerate(parts) if part != ".."), len(parts))
 
 
 @dataclass(frozen=True)
@@ -274,7 +263,7 @@ class UVProject(_PythonInstall):
             sources.snap.put_bytes(f"{here}/pyproject.toml", data, entry.mode, entry.digest)
         files: list[tuple[str, Staged]] = [("pyproject.toml", Staged(f"{here}/pyproject.toml", entry))]
         if lock is not None:
-            files.append(("uv.lock", Staged(f"{here}/uv.lock", sources.file(lock, f"{here}/uv.lock", "uv.lock file"))))
+            files.append(staged_file(sources, lock, f"{here}/uv.lock", "uv.lock file"))
         trees: list[tuple[str, str, Tree]] = []
         if self.project_install_mode == "install_project":
             folder = self.pyproject.parent
@@ -285,7 +274,7 @@ class UVProject(_PythonInstall):
             if path.is_dir():
                 trees.append((f"{rel}/", dest, sources.tree(path, dest, project=True, keep=("pyproject.toml",))))
             else:
-                files.append((rel, Staged(dest, sources.file(path, dest, "path source"))))
+                files.append(staged_file(sources, path, dest, "path source", rel))
         return Inputs(files=tuple(files), trees=tuple(trees), data=layout)
 
     def identity(self, inputs: Inputs) -> Encodable:
@@ -395,7 +384,7 @@ class PythonWheels(Layer):
     wheel_dir: Path = Path("dist")
     package_name: str | None = None
 
-    def wheels(self) -> list[Path]:
+    def inputs(self, sources: Sources, index: int) -> Inputs:
         if not self.wheel_dir.is_dir():
             raise SourceNotFoundError(
                 f"wheel folder {self.wheel_dir} does not exist; build the wheels first (e.g. `uv build`)"
@@ -403,14 +392,7 @@ class PythonWheels(Layer):
         found = sorted(self.wheel_dir.glob("*.whl"))
         if not found:
             raise SourceError(f"no .whl files in {self.wheel_dir}; build the wheels first (e.g. `uv build`)")
-        return found
-
-    def inputs(self, sources: Sources, index: int) -> Inputs:
-        files = []
-        for wheel in self.wheels():
-            dest = f"_fi/{index}/{wheel.name}"
-            files.append((wheel.name, Staged(dest, sources.file(wheel, dest, "wheel"))))
-        return Inputs(files=tuple(files))
+        return Inputs(files=tuple(staged_file(sources, w, f"_fi/{index}/{w.name}", "wheel") for w in found))
 
     def identity(self, inputs: Inputs) -> Encodable:
         return (self.KIND, self.package_name, tuple(s.entry.identity() for _label, s in inputs.files))
