@@ -284,10 +284,7 @@ class Image(PackageMethods):
     # ----- layers -------------------------------------------------------------------------
 
     def with_workdir(self, workdir: str) -> Image:
-        """Set the working directory (WORKDIR) for the layers after it and for the container.
-
-        Example: `image.with_workdir("/app")`
-        """
+        """Set the working directory (WORKDIR) for the layers after it and for the container."""
         return self._with_layer(WorkDir(workdir=check.nonempty("workdir", workdir)))
 
     def with_env_vars(self, env_vars: dict[str, str]) -> Image:
@@ -349,10 +346,7 @@ class Image(PackageMethods):
         return self._with_layer(DockerIgnore(path=check.local_path("path", path)))
 
     def with_apt_packages(self, *packages: str, secret_mounts: SecretRequest | None = None) -> Image:
-        """Install Debian packages with apt-get (sorted: order does not matter).
-
-        Example: `image.with_apt_packages("git", "curl")`
-        """
+        """Install Debian packages with apt-get (sorted: order does not matter)."""
         names = tuple(sorted({check.apt_package(p) for p in packages}))
         if not names:
             raise InvalidLayerArgument("packages", "name at least one apt package")

@@ -54,10 +54,7 @@ class PackageMethods:
         extra_args: str | None = None,
         secret_mounts: SecretRequest | None = None,
     ) -> _Self:
-        """Install a requirements .txt file with uv. Files it includes with -r/-c count too.
-
-        Example: `image.with_requirements("requirements.txt")`
-        """
+        """Install a requirements .txt file with uv. Files it includes with -r/-c count too."""
         path = check.local_path("file", file)
         if path.suffix != ".txt":
             raise InvalidLayerArgument("file", f"{str(file)!r} is not a .txt requirements file")
@@ -80,7 +77,6 @@ class PackageMethods:
         """Install a uv project's locked dependencies (pyproject.toml + uv.lock beside it).
 
         With project_install_mode="install_project" the project folder is copied and installed too.
-        Example: `image.with_uv_project("pyproject.toml")`
         """
         from .layers.python import UVProject
 

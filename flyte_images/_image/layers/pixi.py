@@ -196,17 +196,6 @@ class PixiScript(Layer):
 # ----- a pixi script's block, lowered to a manifest ------------------------------------------
 
 
-def parse_block(text: str, origin: str) -> dict[str, Any]:
-    """The TOML of a script's `# /// script` block."""
-    match = _PEP723.search(text)
-    if match is None:
-        raise SourceError(
-            f"{origin} has no '# /// script' block; a pixi script declares its dependencies in one "
-            "(see https://pixi.prefix.dev/latest/python/scripts/)"
-        )
-    return block_toml(match.group("content"), origin)
-
-
 def _pypi_entry(requirement: str, origin: str) -> tuple[str, Any]:
     """One PEP 508 requirement as a `[pypi-dependencies]` entry of pixi."""
     from packaging.requirements import InvalidRequirement, Requirement
@@ -241,7 +230,13 @@ def render_manifest(text: str, origin: str, subdirs: tuple[str, ...]) -> str:
     default to conda-forge and platforms to the image's (the script's own win), requires-python
     becomes the `python` conda dependency, `dependencies` the PyPI ones; other [tool.pixi.*]
     tables pass through. Raises SourceError when the script's platforms miss one of the image's."""
-    data = parse_block(text, origin)
+    match = _PEP723.search(text)
+    if match is None:
+        raise SourceError(
+            f"{origin} has no '# /// script' block; a pixi script declares its dependencies in one "
+            "(see https://pixi.prefix.dev/latest/python/scripts/)"
+        )
+    data = block_toml(match.group("content"), origin)
     pixi = dict(data.get("tool", {}).get("pixi", {}))
     workspace = dict(pixi.get("workspace", {}))
     declared = workspace.get("platforms")
