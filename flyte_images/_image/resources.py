@@ -72,8 +72,6 @@ class Device:
 
 def GPU(device: str, quantity: int, partition: str | None = None) -> Device:
     """A GPU device, e.g. GPU("A100", 2) or GPU("A100", 1, partition="1g.5gb")."""
-    if quantity < 1:
-        raise ValueError("GPU quantity must be at least 1")
     device = _ALIASES.get(device, device)
     _one_of("GPU type", device, GPU_TYPES + SHARED_GPU_TYPES)
     if partition is not None:

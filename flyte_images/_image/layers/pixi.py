@@ -70,40 +70,39 @@ def conda_subdirs(platforms: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(CONDA_SUBDIRS[p] for p in platforms)
 
 
-def _render_install(
-    out: Instructions,
-    index: int,
-    manifest_name: str,
-    locked: bool,
-    environment: str,
-    extra_args: str | None,
-    secrets: tuple[Secret, ...],
-) -> None:
-    """The instructions both pixi layers share: pixi, the project files, `pixi install`, and
-    the environment made the image's (its name and the manifest name are checked words)."""
-    out.add(f"COPY --from={PIXI_IMAGE} /usr/local/bin/pixi /usr/local/bin/pixi")
-    out.add(f"COPY {q.json_words([f'_fi/{index}/', PIXI_PROJECT_DIR + '/'])}")
-    manifest = f"{PIXI_PROJECT_DIR}/{manifest_name}"
-    words = ["pixi", "install", "--manifest-path", manifest, "--environment", environment]
-    # pixi refuses --locked together with --frozen: a --frozen of the user's replaces it.
-    if locked and "--frozen" not in (extra_args or ""):
-        words.append("--locked")
-    words += out.split_args("extra_args", extra_args)
-    out.run_step(q.shell_join(words), [PIXI_CACHE], secrets)
-    env_dir = f"{PIXI_PROJECT_DIR}/.pixi/envs/{environment}"
-    out.add(
-        f"ENV VIRTUAL_ENV={env_dir} UV_PYTHON={env_dir}/bin/python "
-        f"PIXI_PROJECT_MANIFEST={manifest} PATH={env_dir}/bin:$PATH"
-    )
-    out.venv = True  # later pip layers install into the pixi environment (UV_PYTHON)
+@dataclass(frozen=True)
+class _PixiInstall(Layer):
+    """Options shared by both pixi layers, and what they render alike."""
 
+    environment: str = "default"
+    extra_args: str | None = None
+    secret_mounts: tuple[Secret, ...] = ()
 
-def _options_identity(environment: str, extra_args: str | None, secrets: tuple[Secret, ...]) -> Encodable:
-    return (PIXI_VERSION, environment, extra_args, secrets_identity(secrets))
+    def _options(self) -> Encodable:
+        return (PIXI_VERSION, self.environment, self.extra_args, secrets_identity(self.secret_mounts))
+
+    def _install(self, out: Instructions, index: int, manifest_name: str, locked: bool) -> None:
+        """pixi, the project files, `pixi install`, and the environment made the image's (its
+        name and the manifest name are checked words)."""
+        out.add(f"COPY --from={PIXI_IMAGE} /usr/local/bin/pixi /usr/local/bin/pixi")
+        out.add(f"COPY {q.json_words([f'_fi/{index}/', PIXI_PROJECT_DIR + '/'])}")
+        manifest = f"{PIXI_PROJECT_DIR}/{manifest_name}"
+        words = ["pixi", "install", "--manifest-path", manifest, "--environment", self.environment]
+        # pixi refuses --locked together with --frozen: a --frozen of the user's replaces it.
+        if locked and "--frozen" not in (self.extra_args or ""):
+            words.append("--locked")
+        words += out.split_args("extra_args", self.extra_args)
+        out.run_step(q.shell_join(words), [PIXI_CACHE], self.secret_mounts)
+        env_dir = f"{PIXI_PROJECT_DIR}/.pixi/envs/{self.environment}"
+        out.add(
+            f"ENV VIRTUAL_ENV={env_dir} UV_PYTHON={env_dir}/bin/python "
+            f"PIXI_PROJECT_MANIFEST={manifest} PATH={env_dir}/bin:$PATH"
+        )
+        out.venv = True  # later pip layers install into the pixi environment (UV_PYTHON)
 
 
 @dataclass(frozen=True)
-class PixiProject(Layer):
+class PixiProject(_PixiInstall):
     """`pixi install` of a manifest (`pixi.toml`, or `pyproject.toml` with `[tool.pixi]`), with
     `--locked` when a pixi.lock is used. install_project copies the manifest's whole folder
     (its ignore rules applied, the manifest and lock kept), else the manifest and lock only."""
@@ -111,9 +110,6 @@ class PixiProject(Layer):
     KIND: ClassVar[str] = "pixi_project"
     manifest: Path = Path("pixi.toml")  # or the project folder: the manifest is found in it
     pixi_lock: Path | None = None
-    environment: str = "default"
-    extra_args: str | None = None
-    secret_mounts: tuple[Secret, ...] = ()
     project_install_mode: ProjectInstallMode = "dependencies_only"
 
     def manifest_file(self) -> Path:
@@ -148,16 +144,14 @@ class PixiProject(Layer):
     def identity(self, inputs: Inputs) -> Encodable:
         files = tuple(s.entry.identity() for _label, s in inputs.files)
         tree = inputs.trees[0][2].identity() if inputs.trees else None
-        options = _options_identity(self.environment, self.extra_args, self.secret_mounts)
-        return (self.KIND, self.project_install_mode, inputs.data, files, tree, options)
+        return (self.KIND, self.project_install_mode, inputs.data, files, tree, self._options())
 
     def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
-        name, locked = inputs.data
-        _render_install(out, index, name, locked, self.environment, self.extra_args, self.secret_mounts)
+        self._install(out, index, *inputs.data)
 
 
 @dataclass(frozen=True)
-class PixiScript(Layer):
+class PixiScript(_PixiInstall):
     """The pixi environment of a script's PEP 723 block (`[tool.pixi.*]` tables for conda
     packages), installed from the `pixi.toml` that block lowers to; a `<script>.pixi.lock`
     beside the script (from `pixi lock --script`) is used with `--locked`. The script itself
@@ -166,9 +160,6 @@ class PixiScript(Layer):
     KIND: ClassVar[str] = "pixi_script"
     script: Path = Path("script.py")
     platforms: tuple[str, ...] = ("linux-64",)  # conda subdirs of the image's platforms
-    environment: str = "default"
-    extra_args: str | None = None
-    secret_mounts: tuple[Secret, ...] = ()
 
     def inputs(self, sources: Sources, index: int) -> Inputs:
         if self.script.suffix != ".py":
@@ -181,16 +172,17 @@ class PixiScript(Layer):
             sources.snap.put_bytes(dest, manifest, 0o644, digest)
         files = [("pixi.toml", Staged(dest, Entry("pixi.toml", FILE, 0o644, digest, len(manifest))))]
         lock = self.script.with_name(f"{self.script.name}.pixi.lock")
-        if lock.is_file():
+        locked = lock.is_file()
+        if locked:
             files.append(staged_file(sources, lock, f"_fi/{index}/pixi.lock", "pixi lock file"))
-        return Inputs(files=tuple(files), data=lock.is_file())
+        return Inputs(files=tuple(files), data=locked)
 
     def identity(self, inputs: Inputs) -> Encodable:
         files = tuple(s.entry.identity() for _label, s in inputs.files)
-        return (self.KIND, files, _options_identity(self.environment, self.extra_args, self.secret_mounts))
+        return (self.KIND, files, self._options())
 
     def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
-        _render_install(out, index, "pixi.toml", inputs.data, self.environment, self.extra_args, self.secret_mounts)
+        self._install(out, index, "pixi.toml", inputs.data)
 
 
 # ----- a pixi script's block, lowered to a manifest ------------------------------------------
