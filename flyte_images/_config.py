@@ -36,6 +36,15 @@ CACHE_ENV = "FLYTE_IMAGES_CACHE"
 FLYTE_CACHE_FROM_ENV = "FLYTE_DOCKER_BUILDER_CACHE_FROM"
 FLYTE_CACHE_TO_ENV = "FLYTE_DOCKER_BUILDER_CACHE_TO"
 DEFAULT_BUILDKIT_ADDR = "unix:///run/buildkit/buildkitd.sock"  # buildkitd's own default
+STAGING_CAP_ENV = "FLYTE_IMAGES_STAGING_CAP"
+# The staging folders' default cap. A context is the image's own files (uv is a hard link into
+# the cache's uv folder, not counted), typically a few MB to a few hundred: 5 GiB keeps dozens
+# of images' contexts, so a build of any of them copies only what changed, while staying a small
+# share of a laptop's disk or a CI runner's free space (GitHub's hosted runners have about 14 GB).
+DEFAULT_STAGING_CAP = 5 << 30
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgt]i?b|b)?", re.IGNORECASE)
+_UNITS = {"b": 1, **{f"{p}b": 1000 ** (i + 1) for i, p in enumerate("kmgt")},
+          **{f"{p}ib": 1 << 10 * (i + 1) for i, p in enumerate("kmgt")}}  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +63,7 @@ class FileShape:
     buildkit_key: str | None = None
     buildkit_server_name: str | None = None
     cache: str | None = None
+    staging_cap: str | None = None  # a TOML integer is read as its digits
 
 
 _KEYS = frozenset(f.name for f in fields(FileShape))
@@ -74,6 +84,7 @@ class Settings:
     buildkit_server_name: str | None = None
     cache: str | None = None  # "registry": BuildKit's layer cache kept in the image's repository
     root_dir: str | None = None  # init(root_dir=...): whose .dockerignore applies to copies
+    staging_cap: str | None = None
     source: str = "defaults"  # where the file settings came from, for messages
 
 
@@ -139,6 +150,8 @@ def read_config_file(path: Path) -> Settings:
         data = tool.get("flyte-images", {}) if isinstance(tool, dict) else {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: [tool.flyte-images] must be a table of settings")
+    if type(data.get("staging_cap")) is int:  # a number of bytes (never a bool)
+        data = {**data, "staging_cap": str(data["staging_cap"])}
     unknown = sorted(set(data) - _KEYS)
     if unknown:
         raise ConfigError(f"{path}: unknown settings {unknown}; known: {sorted(_KEYS)}")
@@ -158,6 +171,8 @@ def _wrong(problem: _shapes.Problem, data: dict[str, Any]) -> str:
         return "[images] must map names to image references (strings)"
     if key == "insecure_registries":
         return "insecure_registries must be a list of host[:port] strings"
+    if key == "staging_cap":
+        return f'staging_cap must be a size such as "2GiB" or a number of bytes, got {data[key]!r}'
     return f"{key} must be a string, got {data[key]!r}"
 
 
@@ -231,6 +246,27 @@ def configured_cache() -> str | None:
     if value is not None and value not in ("registry", "none"):
         raise ConfigError(f"cache={value!r} (from {CACHE_ENV} or the config file) is not 'registry' or 'none'")
     return value
+
+
+def staging_cap() -> int | None:
+    """The staging folders' size cap in bytes, None for no cap: FLYTE_IMAGES_STAGING_CAP or the
+    config file's `staging_cap` (a size such as 2GiB or 500MB, bytes, or 0 / off), else 5 GiB."""
+    value, source = os.environ.get(STAGING_CAP_ENV, "").strip(), STAGING_CAP_ENV
+    if not value:
+        value, source = (_from_file().staging_cap or "").strip(), f"staging_cap in {_from_file().source}"
+    if not value:
+        return DEFAULT_STAGING_CAP
+    if value.lower() == "off":
+        return None
+    match = _SIZE.fullmatch(value)
+    if match is None:
+        raise ConfigError(
+            f"{source} is {value!r}, not a size: give a number of bytes (5368709120), a number and a unit "
+            "(2GiB, 500MB; B, kB, MB, GB, TB, KiB, MiB, GiB, TiB), or 0 or off for no cap"
+        )
+    unit = _UNITS[(match[2] or "b").lower()]
+    whole, _, fraction = match[1].partition(".")  # exact, however many digits
+    return int(whole) * unit + int(fraction or 0) * unit // 10 ** len(fraction) or None
 
 
 def flyte_builder_caches() -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -32,6 +32,7 @@ from typing import Any
 from .statcache import DIR_NOFOLLOW, cache_dir, is_temporary_name, remove_at
 
 DAY = 86400.0
+STAGING_MAX_AGE_S = 14 * DAY  # a staging folder unused this long is removed by a later build
 # A temporary file is a writer's until it renames it: one younger than this is never removed.
 _TEMPORARY_GRACE_S = 3600.0
 _BUILDER = re.compile(r"flyte-images-[0-9a-f]{12}")
@@ -40,6 +41,9 @@ _BUILDER = re.compile(r"flyte-images-[0-9a-f]{12}")
 def _named(pattern: str) -> Callable[[str], bool]:
     compiled = re.compile(pattern)
     return lambda name: compiled.fullmatch(name) is not None
+
+
+_is_staging_key = _named(r"[0-9a-f]{16,64}")
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,8 @@ class Kind:
 KINDS = (
     # uv/<version>/<arch>/uv (`uvbin`)
     Kind("uv", "uv binaries", "uv", _named(r"[0-9]+(?:\.[0-9]+)*[a-z0-9.+-]*"), folders=True),
-    # staging/<description key>/ (`staging._is_key`)
-    Kind("staging", "staging folders", "staging", _named(r"[0-9a-f]{16,64}"), folders=True),
+    # staging/<description key>/ (`_plan.description_key`: 24 hex digits; 16 to 64 are taken)
+    Kind("staging", "staging folders", "staging", _is_staging_key, folders=True),
     Kind("stat-cache", "stat cache", None, _named(r"stat-cache-v2\.bin")),
     Kind("tree-memos", "tree memos", "tree-memo-v1", _named(r"[0-9a-f]{32}\.bin")),
     # records/<description key>.json (`_plan.explain`)
@@ -289,6 +293,16 @@ def _remove_item(root: Path, item: Item) -> None:
 
 def _remove_staging(parent: int, name: str) -> None:
     """Remove one staging folder unless a build holds its lock (then EBUSY)."""
+    with staging_lock(parent, name) as held:
+        if not held:
+            raise OSError(errno.EBUSY, "a build is using it")
+        remove_at(parent, name)
+
+
+@contextlib.contextmanager
+def staging_lock(parent: int, name: str) -> Iterator[bool]:
+    """The lock of the staging folder `name` in the folder `parent`, taken without waiting:
+    True while it is held, False when a build holds it. The folder is opened with O_NOFOLLOW."""
     folder = os.open(name, DIR_NOFOLLOW, dir_fd=parent)
     try:
         lock = os.open("lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder)
@@ -298,10 +312,69 @@ def _remove_staging(parent: int, name: str) -> None:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise OSError(errno.EBUSY, "a build is using it") from None
-        remove_at(parent, name)
+            yield False
+            return
+        yield True
     finally:
         os.close(lock)
+
+
+def reclaim_staging(
+    parent: Path, keep: str, kept: int, cap: int | None, size_of: Callable[[int, str, os.stat_result], int | None]
+) -> None:
+    """Remove the staging folders in `parent` nobody used for two weeks; then, while the folders'
+    sizes (`kept`: that of `keep`, the folder in use) add up to more than `cap`, the least
+    recently used first. A folder's last use is its modification time (a build touches it), its
+    size what `size_of` answers (the folder's record: no folder is walked). A folder a build
+    holds is kept. Only folders named as a build names them, never through a symlink: `parent`
+    is opened with O_NOFOLLOW, and everything in it relative to that descriptor."""
+    now = time.time()
+    with contextlib.suppress(OSError):
+        pfd = os.open(parent, DIR_NOFOLLOW)
+        try:
+            found = []
+            with os.scandir(pfd) as items:
+                for item in items:
+                    if _is_staging_key(item.name) and item.name != keep and item.is_dir(follow_symlinks=False):
+                        with contextlib.suppress(OSError):  # removed meanwhile
+                            found.append((item.stat(follow_symlinks=False), item.name))
+            total, sized = kept, []
+            for st, name in sorted(found, key=lambda f: f[0].st_mtime):
+                if now - st.st_mtime >= STAGING_MAX_AGE_S:
+                    _drop_staging(pfd, name)
+                elif cap is not None:
+                    size = size_of(pfd, name, st) or 0  # None: a build holds it, and records its size
+                    total += size
+                    sized.append((name, size))
+            for name, size in sized:
+                if cap is None or total <= cap:
+                    break
+                if _drop_staging(pfd, name):
+                    total -= size
+        finally:
+            os.close(pfd)
+
+
+def _drop_staging(parent: int, name: str) -> bool:
+    """Remove the staging folder `name` unless a build holds it; whether it was removed."""
+    with contextlib.suppress(OSError), staging_lock(parent, name) as held:
+        if held:
+            remove_at(parent, name)
+        return held
+    return False
+
+
+def staging_use(name: str | Path, dir_fd: int | None = None) -> int:
+    """The disk use of the staging folder `name`, links not followed, without hard-linked files
+    (the uv binary: its space is the cache's uv folder's, however many contexts share it)."""
+    size = 0
+    for _path, _dirs, files, fd in os.fwalk(name, dir_fd=dir_fd, follow_symlinks=False):
+        size += os.fstat(fd).st_blocks * 512
+        for file in files:
+            with contextlib.suppress(OSError):  # gone meanwhile: nothing of it is kept
+                st = os.stat(file, dir_fd=fd, follow_symlinks=False)
+                size += st.st_blocks * 512 if st.st_nlink == 1 else 0
+    return size
 
 
 def _remove_builder(name: str) -> None:

@@ -6,13 +6,15 @@ describes, even when a source changes meanwhile. A file that vanishes or cannot 
 it is copied stops the build with an error naming it.
 
 One folder per image description, `staging/<key>/`: `lock` (flock()ed until the build ends:
-builds of one image wait for each other), `record` (per staged path: the source's stat key, the
-copy's digest and mode), `Dockerfile`, and `context/` (exactly the manifest). It is updated in
-place (unchanged sources are not read again, paths no longer in the manifest are removed), so
-BuildKit sends only what changed; one unused for `_MAX_AGE_S` is removed by a later build.
-Nothing is removed through a symlink (`remove_at`), clean-up removes only names a build makes
-(`_is_key`), and files are written to a temporary file of a short fixed name in the image's
-folder, then renamed into place.
+builds of one image wait for each other), `record` (the folder's disk use, then per staged path:
+the source's stat key, the copy's digest and mode), `Dockerfile`, and `context/` (exactly the
+manifest). It is updated in place (unchanged sources are not read again, paths no longer in the
+manifest are removed), so BuildKit sends only what changed. When a build has staged, folders
+unused for two weeks are removed, then, least recently used first, those past the staging cap
+(`_config.staging_cap`, `inventory.reclaim_staging`): sizes come from the records, so no other
+folder is walked. Nothing is removed through a symlink (`remove_at`), clean-up removes only
+names a build makes, and files are written to a temporary file of a short fixed name in the
+image's folder, then renamed into place.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from .._config import staging_cap
 from .._errors import BuildError, ConfigError, FlyteImagesError, SourceError, SourceNotFoundError
+from .inventory import reclaim_staging, staging_lock, staging_use
 from .statcache import (
     DIR_NOFOLLOW,
     StatKey,
@@ -44,6 +48,7 @@ from .statcache import (
     unmarshal,
     unseal,
     well_formed,
+    write_atomically,
 )
 
 # Times are fixed on every staged path, so COPY layers are the same on every machine.
@@ -61,12 +66,16 @@ def content_mtime_ns(digest: str) -> int:
 
 
 _CHUNK = 1 << 20
-_RECORD_FORMAT = b"flyte-images-staging-1\n"
+_RECORD_FORMAT = b"flyte-images-staging-2\n"
+# Then the folder's disk use in bytes, 16 hex digits and a newline: read alone (`_recorded_size`)
+# to keep the folders under the cap; the checksum after it covers the entries.
+_SIZE_END = len(_RECORD_FORMAT) + 17
+_OLD_FORMAT = b"flyte-images-staging-1\n"  # without the size: still read, so nothing is copied again
+_FORMATS = b"flyte-images-staging-"
 # The largest record written or read: an entry (path, stat key, digest, mode) is ~200 bytes,
-# so this is a context of ~300,000 files; a larger one is staged without a record (every file
+# so this is a context of ~300,000 files; a larger one's record holds only its size (every file
 # is copied again each build). A larger file is not one we wrote.
 _RECORD_MAX_BYTES = 64 << 20
-_MAX_AGE_S = 14 * 24 * 3600
 # O_NONBLOCK: a FIFO put where a file was (the walk skips them, a single file may be one) is
 # opened at once and refused as not a regular file, instead of waiting for a writer forever.
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -82,12 +91,6 @@ _R = TypeVar("_R")
 
 def staging_root() -> Path:
     return cache_dir() / "staging"
-
-
-def _is_key(name: str) -> bool:
-    """A name `snapshot` is given for an image's folder (`_plan.description_key`: 24 hex
-    digits; any length from 16 to 64 is taken, so that a change of that length still cleans up)."""
-    return 16 <= len(name) <= 64 and all(c in "0123456789abcdef" for c in name)
 
 
 def _staging(method: Callable[Concatenate[Snapshot, _P], _R]) -> Callable[Concatenate[Snapshot, _P], _R]:
@@ -117,6 +120,7 @@ class Snapshot:
     # Staged paths that may be symlinks when `finish` runs: only `link` and `put_bytes` can
     # leave one (a copied file and a folder always replace whatever was there).
     maybe_links: set[str] = field(default_factory=set)
+    cap: int | None = None  # the staging folders' cap in bytes (None: no cap)
 
     @property
     def context(self) -> Path:
@@ -285,22 +289,50 @@ class Snapshot:
                     os.utime(path, (FIXED_MTIME, FIXED_MTIME), follow_symlinks=False)
         os.utime(self.context, (FIXED_MTIME, FIXED_MTIME))
         payload = marshal.dumps(self.record)
-        if len(_RECORD_FORMAT) + 32 + len(payload) > _RECORD_MAX_BYTES:
-            return  # it would be refused when read back
+        if _SIZE_END + 32 + len(payload) > _RECORD_MAX_BYTES:
+            payload = marshal.dumps({})  # it would be refused when read back: only the size is kept
+        old = 0
+        with contextlib.suppress(OSError):
+            old = os.lstat(self.root / "record").st_blocks * 512
+        size = staging_use(self.root) - old + -(-(_SIZE_END + 32 + len(payload)) // 4096) * 4096
         tmp = self.root / _RECORD_TMP
         try:
-            _write_new(tmp, (seal(_RECORD_FORMAT, payload),))
+            _write_new(tmp, (seal(_size_head(size), payload),))
             tmp.replace(self.root / "record")
         except OSError:
             tmp.unlink(missing_ok=True)  # the record only saves work next time: a build goes on
+        reclaim_staging(self.root.parent, self.root.name, size, self.cap, _size_of)
 
     def _load_record(self) -> None:
         """The record of the last build, when it is exactly what `finish` wrote (bounded,
         checksummed, every entry of the right shape); otherwise none: every file is copied."""
-        raw = read_cache_file(self.root / "record", _RECORD_MAX_BYTES, _RECORD_FORMAT)
-        loaded = unmarshal(unseal(raw, _RECORD_FORMAT))
+        raw = read_cache_file(self.root / "record", _RECORD_MAX_BYTES, _FORMATS) or b""
+        head = raw[:_SIZE_END] if raw.startswith(_RECORD_FORMAT) else _OLD_FORMAT
+        loaded = unmarshal(unseal(raw, head))
         if _record_well_formed(loaded):
             self.record = loaded
+
+
+def _size_head(size: int) -> bytes:
+    return _RECORD_FORMAT + b"%016x\n" % size
+
+
+def _recorded_size(parent: int, name: str) -> int | None:
+    """The disk use the record of the folder `name` gives, or None (no record, another format)."""
+    try:
+        fd = os.open(f"{name}/record", _OPEN_FLAGS, dir_fd=parent)
+    except OSError:
+        return None
+    try:
+        head = os.pread(fd, _SIZE_END, 0) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    digits = head[len(_RECORD_FORMAT) : -1]
+    if not head.startswith(_RECORD_FORMAT) or len(head) != _SIZE_END or digits.strip(b"0123456789abcdef"):
+        return None
+    return int(digits, 16)
 
 
 def _record_well_formed(loaded: Any) -> bool:
@@ -395,22 +427,15 @@ def snapshot(key: str) -> Iterator[Snapshot]:
     """The locked staging folder for `key`, ready to be updated; unlocked when the block ends."""
     parent = staging_root()
     root = parent / key
+    cap = staging_cap()  # a bad setting stops the build before anything is staged
+    lock = _lock(root)
     try:
-        parent.parent.mkdir(0o700, parents=True, exist_ok=True)
-        _own_folder(parent)
-        _own_folder(root)
-        lock = os.open(root / "lock", _LOCK_FLAGS, 0o600)
-    except OSError as exc:
-        raise _staging_error(exc, root) from exc
-    try:
-        _reclaim_old(parent, keep=key)
-        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            os.utime(root)  # marks the folder as in use for `_reclaim_old`
+            os.utime(root)  # its last use, for `reclaim_staging`
             for leftover in (_COPYING, _RECORD_TMP, _DOCKERFILE_TMP):  # from a build that was killed
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(root / leftover)
-            snap = Snapshot(root)
+            snap = Snapshot(root, cap=cap)
             snap._load_record()
             with contextlib.suppress(FileNotFoundError):
                 if not stat.S_ISDIR(os.lstat(snap.context).st_mode):
@@ -425,29 +450,52 @@ def snapshot(key: str) -> Iterator[Snapshot]:
         os.close(lock)
 
 
-def _reclaim_old(parent: Path, keep: str) -> None:
-    """Remove staging folders nobody used for two weeks, skipping any that is locked. Only
-    folders named as a build names them, and never through a symlink: `parent` is opened with
-    O_NOFOLLOW and everything in it relative to that descriptor."""
-    now = time.time()
-    with contextlib.suppress(OSError):
-        pfd = os.open(parent, DIR_NOFOLLOW)
+def _lock(root: Path) -> int:
+    """The lock of the folder `root` (made when missing), held. Another build's clean-up may
+    remove the folder while this one waits for it: then the folder is made again."""
+    for _attempt in range(10):
         try:
-            with os.scandir(pfd) as items:
-                old = [item.name for item in items
-                       if _is_key(item.name) and item.name != keep and item.is_dir(follow_symlinks=False)
-                       and now - item.stat(follow_symlinks=False).st_mtime >= _MAX_AGE_S]  # fmt: skip
-            for name in old:
-                with contextlib.suppress(OSError):
-                    folder = os.open(name, DIR_NOFOLLOW, dir_fd=pfd)
-                    try:
-                        lock = os.open("lock", _LOCK_FLAGS, 0o600, dir_fd=folder)
-                    finally:
-                        os.close(folder)
-                    try:
-                        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        remove_at(pfd, name)
-                    finally:
-                        os.close(lock)
+            root.parent.parent.mkdir(0o700, parents=True, exist_ok=True)
+            _own_folder(root.parent)
+            _own_folder(root)
+            lock = os.open(root / "lock", _LOCK_FLAGS, 0o600)
+        except FileNotFoundError:
+            continue  # removed between the two steps
+        except OSError as exc:
+            raise _staging_error(exc, root) from exc
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.samestat(os.fstat(lock), os.lstat(root / "lock")):
+                    return lock
+        except BaseException:
+            os.close(lock)
+            raise
+        os.close(lock)
+    raise BuildError(f"the staging folder {root} was removed again and again while this build waited for it; run again")
+
+
+def _size_of(parent: int, name: str, st: os.stat_result) -> int | None:
+    size = _recorded_size(parent, name)
+    return _measured(parent, name, st) if size is None else size
+
+
+def _measured(parent: int, name: str, st: os.stat_result) -> int | None:
+    """The disk use of the folder `name` whose record gives none (an older format, or a build
+    killed before its first record), walked once: its record is written again with it (entries
+    kept) under its lock, and its times are kept, so its place in the order of use stays. None
+    when a build holds it: that build records the size."""
+    with staging_lock(parent, name) as held:
+        if not held:
+            return None
+        folder = os.open(name, DIR_NOFOLLOW, dir_fd=parent)
+        try:
+            raw = read_cache_file("record", _RECORD_MAX_BYTES, _FORMATS, dir_fd=folder) or b""
+            sealed = raw[len(_OLD_FORMAT) :] if raw.startswith(_OLD_FORMAT) else seal(b"", marshal.dumps({}))
+            size = staging_use(name, parent)
+            with contextlib.suppress(OSError):  # then it is walked again next time
+                write_atomically(folder, "record", _size_head(size) + sealed)
+                os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
-            os.close(pfd)
+            os.close(folder)
+        return size
