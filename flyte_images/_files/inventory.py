@@ -1,4 +1,5 @@
-"""What the tool keeps on this machine, and removing it: `flyte-images cache` and `cache prune`.
+"""What the tool keeps on this machine, and removing it: `flyte-images cache` and `cache prune`,
+and the staging folders' clean-up after each build (`reclaim_staging`: age and size cap).
 
 Everything lives in the cache folder (`statcache.cache_dir`), each kind under the name the module
 that writes it gives it, plus the buildx builders the buildkit backend creates (in buildx's own
@@ -343,7 +344,9 @@ def reclaim_staging(
                 if now - st.st_mtime >= STAGING_MAX_AGE_S:
                     _drop_staging(pfd, name)
                 elif cap is not None:
-                    size = size_of(pfd, name, st) or 0  # None: a build holds it, and records its size
+                    size = 0  # unknown (a build holds it, and records its size; or it is gone)
+                    with contextlib.suppress(OSError):
+                        size = size_of(pfd, name, st) or 0
                     total += size
                     sized.append((name, size))
             for name, size in sized:
