@@ -21,7 +21,8 @@ def test_a_build_under_a_terminal_shows_the_step_while_it_runs(engine: None, tmp
     (tmp_path / "images.py").write_text(
         "from flyte_images import Image\n"
         f"img = Image.from_base({BUSYBOX!r}).clone(name='fi-test-pty')"
-        f".with_commands(['echo started-{marker}; sleep 3; echo done-{marker}'])\n"
+        # The markers are made when the step runs, so the step's title (shown too) holds neither.
+        f".with_commands(['m={marker}; echo started-$m; sleep 3; echo done-$m'])\n"
     )
     main, child = pty.openpty()
     command = [sys.executable, "-m", "flyte_images._cli", "build", str(tmp_path / "images.py")]
