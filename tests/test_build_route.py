@@ -154,3 +154,12 @@ def test_a_registry_that_cannot_be_asked_stops_a_pushed_build_before_anything_is
     ):
         flyte_images.build(image, builder=builder, quiet=True)
     assert fake.requests == [] and not list((cache_dir() / "staging").glob("*/context"))
+
+
+def test_a_dry_run_refuses_a_secret_the_build_could_not_mount(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_tree(src, {"a.py": (b"print(1)\n", 0o644)})
+    image = _image(src).with_pip_packages("six", secret_mounts=["my token"])  # not a name a build can mount
+    assert image.identifier  # describing it is fine
+    with pytest.raises(flyte_images.InvalidLayerArgument, match="secret_mounts"):
+        flyte_images.build(image, dry_run=True, builder=FakeBuilder(), quiet=True)

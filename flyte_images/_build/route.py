@@ -29,7 +29,6 @@ from .._append.split import file_part_start
 from .._errors import BuildError, ConfigError, FlyteImagesError, RegistryError
 from .._formats.dockerfile import RenderOptions
 from .._image.image import Image
-from .._image.secret import unusable_secrets
 from .._image.validation import image_reference
 from .._interrupt import run_coroutine
 from .._plan.plan import BuildPlan, plan, staged_plan
@@ -143,7 +142,12 @@ def build_image(
     whole = route.backend.whole()
     # Nothing is staged (copied, or uv fetched) before the skip rule has answered: an image that
     # exists costs one hashing read of its files (none with the stat cache) and one round of checks.
-    planned = plan(route.image, route.render, uri=route.uri, check_locks=options.dry_run and whole is None)
+    planned = plan(
+        route.image,
+        route.render,
+        uri=route.uri,
+        check_locks=options.dry_run and not isinstance(whole, WholeImageBuilder),
+    )
     return build_planned(route, planned, options, announce=announce, progress=progress, known=known)
 
 
@@ -230,8 +234,6 @@ class Route:
 def route_of(image: Image, options: BuildOptions, uri: str | None = None) -> Route:
     """The route of a build of `image` (not a reference)."""
     uri = None if uri is None else image_reference("uri", uri)
-    if options.dry_run:  # a dry run stands for the build, which refuses these before anything runs
-        unusable_secrets(tuple(s for layer in image._layers for s in getattr(layer, "secret_mounts", ())))
     if options.platform is not None:
         image = image.clone(platform=options.platform)  # type: ignore[arg-type]
     pushing = options.pushing(image.registry)

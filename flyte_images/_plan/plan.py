@@ -29,7 +29,7 @@ from .._formats.dockerfile import Instructions, RenderOptions
 from .._image.identity import TAG_HEX_DIGITS, Identified, Identity, digest_of
 from .._image.image import Image
 from .._image.layers import Files, Inputs
-from .._image.secret import Secret
+from .._image.secret import Secret, unusable_secrets
 
 if TYPE_CHECKING:
     from .._files.staging import Snapshot
@@ -109,10 +109,13 @@ def plan(
 ) -> BuildPlan:
     """The plan of `image` from one hashing read of its files (nothing is staged); `uri`
     replaces repository:identifier as the uri it is tagged as. `check_locks` runs the checks a
-    build runs first (a uv.lock that no longer matches its pyproject.toml), for a dry run."""
+    build runs first (a uv.lock that no longer matches its pyproject.toml, secrets a build cannot
+    mount), for a dry run."""
     if check_locks:
         preflight(image)
     made = _make(image, options or RenderOptions(), shared_stat_cache(use_stat_cache), None)
+    if check_locks:
+        unusable_secrets(made.secrets)
     return replace(made, tag_uri=uri) if uri else made
 
 
