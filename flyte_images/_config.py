@@ -31,6 +31,10 @@ REF_ENV_PREFIX = "FLYTE_IMAGES_REF_"
 CONFIG_ENV = "FLYTE_IMAGES_CONFIG"
 # The buildkit backend's daemon address and client TLS files.
 BUILDKIT_KEYS = ("buildkit_addr", "buildkit_ca", "buildkit_cert", "buildkit_key", "buildkit_server_name")
+# The buildkit backend's pool of daemons ("ADDR=PLATFORM+PLATFORM,ADDR,..." or the config file's
+# [[buildkit_nodes]] tables), checked by builders.pool, which knows a node's keys.
+BUILDKIT_NODES_ENV = "FLYTE_IMAGES_BUILDKIT_NODES"
+NODES_KEY = "buildkit_nodes"
 CACHE_ENV = "FLYTE_IMAGES_CACHE"
 # The Flyte SDK's docker builder takes a BuildKit cache from these two, only when both are set.
 FLYTE_CACHE_FROM_ENV = "FLYTE_DOCKER_BUILDER_CACHE_FROM"
@@ -67,6 +71,7 @@ class FileShape:
 
 
 _KEYS = frozenset(f.name for f in fields(FileShape))
+_ALL_KEYS = _KEYS | {NODES_KEY}
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,7 @@ class Settings:
     cache: str | None = None  # "registry": BuildKit's layer cache kept in the image's repository
     root_dir: str | None = None  # init(root_dir=...): whose .dockerignore applies to copies
     staging_cap: str | None = None
+    buildkit_nodes: object = None  # the config file's [[buildkit_nodes]] as read (builders.pool checks it)
     source: str = "defaults"  # where the file settings came from, for messages
 
 
@@ -152,16 +158,18 @@ def read_config_file(path: Path) -> Settings:
         raise ConfigError(f"{path}: [tool.flyte-images] must be a table of settings")
     if type(data.get("staging_cap")) is int:  # a number of bytes (never a bool)
         data = {**data, "staging_cap": str(data["staging_cap"])}
-    unknown = sorted(set(data) - _KEYS)
+    unknown = sorted(set(data) - _ALL_KEYS)
     if unknown:
-        raise ConfigError(f"{path}: unknown settings {unknown}; known: {sorted(_KEYS)}")
+        raise ConfigError(f"{path}: unknown settings {unknown}; known: {sorted(_ALL_KEYS)}")
+    nodes = data.get(NODES_KEY)
+    data = {k: v for k, v in data.items() if k != NODES_KEY}
     try:
         shape = _shapes.check(FileShape, data)
     except _shapes.Invalid as exc:
         raise ConfigError(f"{path}: {_wrong(exc.problems[0], data)}") from None
     values = {key: getattr(shape, key) for key in _KEYS}
     values.update(images=dict(shape.images or {}), insecure_registries=tuple(shape.insecure_registries or ()))
-    return Settings(**values, source=str(path))
+    return Settings(**values, buildkit_nodes=nodes, source=str(path))
 
 
 def _wrong(problem: _shapes.Problem, data: dict[str, Any]) -> str:
@@ -305,6 +313,19 @@ def configured_buildkit() -> BuildkitSettings:
     its own; the address defaults to buildkitd's own unix socket."""
     values = {key.removeprefix("buildkit_"): _pick(key, f"FLYTE_IMAGES_{key.upper()}") for key in BUILDKIT_KEYS}
     return BuildkitSettings(addr=values.pop("addr") or DEFAULT_BUILDKIT_ADDR, **values)
+
+
+def configured_buildkit_nodes() -> tuple[object, str] | None:
+    """The buildkit pool's nodes as given, and where from: FLYTE_IMAGES_BUILDKIT_NODES (a string),
+    else the config file's buildkit_nodes (a list of tables), unless a daemon address set above
+    the file (init(...) or FLYTE_IMAGES_BUILDKIT_ADDR) takes its place; None: one daemon."""
+    value = os.environ.get(BUILDKIT_NODES_ENV, "").strip()
+    if value:
+        return value, BUILDKIT_NODES_ENV
+    if _explicit.buildkit_addr or os.environ.get("FLYTE_IMAGES_BUILDKIT_ADDR"):
+        return None
+    loaded = _from_file()
+    return None if loaded.buildkit_nodes is None else (loaded.buildkit_nodes, f"{NODES_KEY} in {loaded.source}")
 
 
 DEFAULT_BASE_IMAGE = "python:{python_version}-slim-bookworm"
