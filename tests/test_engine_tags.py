@@ -3,6 +3,7 @@ without a build, never part of the identifier."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import httpx
@@ -76,3 +77,31 @@ def test_bad_tags_and_tags_of_a_local_image_are_refused(local_registry: str) -> 
     local = Image.from_base(BUSYBOX).clone(name="tags-local").with_commands(["true"])
     with pytest.raises(ConfigError, match="tags latest are pushed to the image's registry"):
         flyte_images.build(local, quiet=True, tags=("latest",), push=False)
+
+
+def test_the_cli_pushes_extra_tags(local_registry: str, tmp_path: object) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    name = f"tags-cli-{uuid.uuid4().hex[:8]}"
+    images = Path(str(tmp_path)) / "images.py"
+    images.write_text(
+        "from flyte_images import Image\n"
+        f"app = Image.from_base({BUSYBOX!r}).clone(name={name!r}, registry={local_registry!r})"
+        f".with_commands(['echo {uuid.uuid4().hex} > /m'])\n"
+    )
+    cli = [sys.executable, "-m", "flyte_images._cli", "build", f"{images}:app", "-q"]
+    subprocess.run([*cli, "--tag", "latest", "--tag", "v2"], check=True, capture_output=True)
+    refused = subprocess.run([*cli, "--tag", "no/slash"], check=False, capture_output=True, text=True)
+    assert refused.returncode == 1 and "'no/slash' is not a tag name" in refused.stderr
+    listed = subprocess.run(
+        [sys.executable, "-m", "flyte_images._cli", "id", f"{images}:app", "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    identifier = json.loads(listed.stdout)["images"][0]["identifier"]
+    content = _digest(local_registry, name, identifier)
+    assert content is not None
+    assert _digest(local_registry, name, "latest") == _digest(local_registry, name, "v2") == content

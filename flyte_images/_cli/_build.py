@@ -35,6 +35,7 @@ examples:
   flyte-images build images.py:app --force --platform linux/arm64
   flyte-images build workflows.py --json               plan and results for CI (progress on stderr)
   flyte-images build workflows.py --progress plain     one line per step, with CACHED and times
+  flyte-images build images.py:app --tag latest        also push registry/app:latest
   flyte-images build app.py --builder append           file layers appended (no engine if the base exists)
 """
 
@@ -79,6 +80,14 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--no-cache", action="store_true", help="run every step again instead of reusing BuildKit's layer cache"
     )
+    parser.add_argument(
+        "--tag",
+        dest="tags",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also push the image as REPOSITORY:NAME (repeatable); an image that exists is tagged without a build",
+    )
     view = parser.add_mutually_exclusive_group()
     view.add_argument(
         "--progress",
@@ -120,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         require_check=args.require_check,
         cache=args.cache or None,
         no_cache=args.no_cache,
+        tags=args.tags,
     )
     board = Board(sys.stderr, args.progress)
     try:
