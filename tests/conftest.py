@@ -15,7 +15,7 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     """Each test gets its own stat-cache folder and clean settings."""
     monkeypatch.setenv("FLYTE_IMAGES_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config-home")))
-    settings = ("REGISTRY", "BASE_IMAGE", "BUILDER", "CONFIG")
+    settings = ("REGISTRY", "BASE_IMAGE", "BUILDER", "CONFIG", "STAGING_CAP")
     for key in list(os.environ):
         if key.startswith("FLYTE_IMAGES_REF_") or key in {f"FLYTE_IMAGES_{s}" for s in settings}:
             monkeypatch.delenv(key)
