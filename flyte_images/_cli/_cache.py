@@ -68,6 +68,7 @@ def size_text(size: int) -> str:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from .. import _config
     from .._files import inventory
 
     if args.action == "prune":
@@ -89,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {row['label']:<{width}}  {row['count']:>6}  {size_text(row['bytes']):>9}{where}")
     total = sum(r["bytes"] for r in rows)
     print(f"  {'total':<{width}}  {len(found.items):>6}  {size_text(total):>9}")
+    cap = _config.staging_cap()
+    print(f"staging cap: {'off' if cap is None else size_text(cap)} (FLYTE_IMAGES_STAGING_CAP or staging_cap)")
     return 0
 
 
