@@ -110,8 +110,8 @@ class _StepLines:
 
     BuildKit reports cached steps of one stage out of order ([4/5] before [3/5]); a step waits
     until the one before it in its stage was shown, or until it shows it runs. A step's title
-    and its end (CACHED, DONE 1.2s) share one line when nothing came between them; a step that
-    prints or reports anything first gets its title line at once, so a long step is visible
+    and its end (CACHED, DONE 1.2s) share one line when nothing came between them; a step whose
+    command prints gets its title line at the first line it prints, so a long step is visible
     while it runs. It also counts the Dockerfile steps and the cached ones for the summary."""
 
     def __init__(self, write: Callable[[str], None]) -> None:
