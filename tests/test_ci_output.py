@@ -115,6 +115,28 @@ def test_plain_progress_shows_steps_in_order_with_cached_and_times() -> None:
     assert board.cached("app") == "3 of 4 steps cached"  # FROM is no layer-cache hit
 
 
+def test_a_pull_shows_its_step_while_it_runs_and_a_quick_step_keeps_one_line() -> None:
+    out = io.StringIO()
+    with Board(out, "plain") as board:
+        output = BuildOutput((), board.start("app", "app:1"))
+        for line in (
+            "#4 [1/2] FROM docker.io/library/python:3.11",
+            "#4 resolve docker.io/library/python:3.11 0.0s done",
+            "#4 sha256:abc 1.05MB / 29.13MB 0.2s",
+            "#4 sha256:abc 29.13MB / 29.13MB 1.4s done",
+            "#4 DONE 1.6s",
+            "#5 [internal] load build context",
+            "#5 transferring context: 57B 0.0s done",
+            "#5 DONE 0.0s",
+        ):
+            output.feed(line)
+    assert out.getvalue().splitlines()[1:] == [
+        "[app] [1/2] FROM docker.io/library/python:3.11",
+        "[app] [1/2] DONE 1.6s",
+        "[app] [internal] load build context  DONE 0.0s",
+    ]
+
+
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "flyte_images._cli", *args]
     return subprocess.run(command, capture_output=True, text=True, check=False, timeout=600, cwd=cwd)

@@ -80,6 +80,7 @@ MODES = ("auto", "plain", "tty", "quiet")
 _PLACE = re.compile(r"^\[(?:(.*?) )?(\d+)/\d+\]")
 _END = re.compile(r"^(?:CACHED$|DONE \d+(?:\.\d+)?s$|ERROR\b|CANCELED$)")
 _OUTPUT = re.compile(r"^#\d+ \d+\.\d+ ")  # a line the step's own command printed
+_BUSY = re.compile(r" \d+\.\d+s$")  # a status still counting (a pull's "1.1MB / 29MB 0.2s"), not "... done"
 
 
 def resolve_mode(mode: str, out: TextIO) -> str:
@@ -111,8 +112,8 @@ class _StepLines:
     BuildKit reports cached steps of one stage out of order ([4/5] before [3/5]); a step waits
     until the one before it in its stage was shown, or until it shows it runs. A step's title
     and its end (CACHED, DONE 1.2s) share one line when nothing came between them; a step whose
-    command prints gets its title line at the first line it prints, so a long step is visible
-    while it runs. It also counts the Dockerfile steps and the cached ones for the summary."""
+    command prints, or whose pull or push reports progress, gets its title line then, so a long
+    step is visible while it runs. It also counts the Dockerfile steps and the cached ones for the summary."""
 
     def __init__(self, write: Callable[[str], None]) -> None:
         self._write = write
@@ -139,7 +140,7 @@ class _StepLines:
             elif step.end != "CACHED":  # it ran: nothing it waited for will come first
                 self._release(step)
             self._drain()
-        elif _OUTPUT.match(event.line):  # it prints, so it runs: its title now, not when it ends
+        elif _OUTPUT.match(event.line) or _BUSY.search(event.text):  # it runs: its title now, not at its end
             if not step.shown:
                 self._release(step)
             if self._open is step:
