@@ -70,6 +70,7 @@ class BuildkitBuilder:
     exports_cache: ClassVar[bool] = True  # a registry cache can be written, not only read
     multi_platform: ClassVar[bool] = True  # one solve for every platform, pushed as one index
     loads: ClassVar[bool] = True  # through the local Docker engine
+    compressions: ClassVar[tuple[str, ...]] = ("gzip", "zstd")  # its own exporter pushes zstd layers
 
     def __init__(self, settings: BuildkitSettings | None = None) -> None:
         """`settings`: the daemon's address and TLS files; None reads them at each build (the
