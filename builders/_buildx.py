@@ -61,6 +61,7 @@ def buildx_command(
     context, and one that names an `--output` takes the place of `--push` / `--load`."""
     command = ["docker", "buildx", "build", "--progress", "plain", "--file", str(request.dockerfile)]
     command += ["--metadata-file", str(metadata)]
+    options = compressed_output(request, options)
     if "--output" not in options:
         command.append("--push" if request.push else "--load")
     for tag in request.tags:
@@ -80,6 +81,23 @@ def buildx_command(
     for key, value in request.labels.items():
         command += ["--label", f"{key}={value}"]
     return [*command, *options, str(request.context)]
+
+
+def compressed_output(request: BuildRequest, options: Sequence[str]) -> list[str]:
+    """`options` with the image output of a push asking for `request.compression`, when it is not
+    BuildKit's default gzip: the `--output` given gets the keys, else one takes `--push`'s place.
+    force-compression recompresses the base's gzip layers too, so every layer pulls as zstd; OCI
+    media types, since Docker's manifest has no zstd layer type."""
+    out = list(options)
+    if not request.push or request.compression == "gzip":
+        return out
+    keys = [f"compression={request.compression}", "force-compression=true", "oci-mediatypes=true"]
+    if "--output" not in out:
+        return [*out, "--output", ",".join(["type=image", "push=true", *keys])]
+    at = out.index("--output") + 1
+    given = {part.split("=", 1)[0] for part in out[at].split(",")}
+    out[at] = ",".join([out[at], *(key for key in keys if key.split("=", 1)[0] not in given)])
+    return out
 
 
 def run(

@@ -4,7 +4,8 @@ A backend owns everything that talks to an engine: whether an image is in the en
 (`local_exists`), and building one staged context for some platforms, then pushing or loading it
 (`build`), reporting `ProgressEvent`s through the shared `builders.output.BuildOutput` (which
 redacts secret values). What it can do beyond that it declares (`exports_cache`,
-`multi_platform`, `loads`); the core reads those, never which backend runs. Built-in backends are
+`multi_platform`, `loads`, and optionally `compressions`); the core reads those, never which
+backend runs. Built-in backends are
 found by name (docker, buildkit), others through the entry-point group `flyte_images.builders`;
 each passes the conformance suite in `flyte_images.testing.conformance`.
 """
@@ -51,6 +52,7 @@ class BuildRequest:
     labels: Mapping[str, str] = field(default_factory=dict)
     redact: tuple[str, ...] = ()  # secret values that must never appear in progress or errors
     no_cache: bool = False  # re-run every step: no layer reused from the engine's cache or cache_from
+    compression: str = "gzip"  # of the pushed layers: "gzip" or "zstd" (a backend's `compressions`)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,10 @@ class Builder(Protocol):
     The three capabilities are read-only and may be plain class attributes or properties (a
     property may ask the engine, once, when read). `is_backend` checks an object without reading
     them; `isinstance(x, Builder)` reads them on Python before 3.12.
+
+    A fourth is optional, so backends written before it keep working: `compressions`, a
+    `ClassVar[tuple[str, ...]]` of the layer compressions a push can write (`BuildRequest.compression`:
+    "gzip", "zstd"); one that does not declare it writes gzip only (`compressions_of`).
     """
 
     name: ClassVar[str]
@@ -114,6 +120,7 @@ class Builder(Protocol):
 
 
 CAPABILITIES = ("exports_cache", "multi_platform", "loads")
+GZIP_ONLY = ("gzip",)
 _MEMBERS = ("name", *CAPABILITIES, "local_exists", "build")
 
 
@@ -129,6 +136,24 @@ def missing_members(value: object) -> list[str]:
 def is_backend(value: object) -> TypeGuard[Builder]:
     """Whether `value` is a backend instance (not a class): it declares every member of `Builder`."""
     return not isinstance(value, type) and not missing_members(value)
+
+
+def compressions_of(backend: object) -> tuple[str, ...]:
+    """The layer compressions `backend` can push: its `compressions`, else gzip only."""
+    declared = getattr(backend, "compressions", GZIP_ONLY)
+    return tuple(declared) if isinstance(declared, (tuple, list)) else GZIP_ONLY
+
+
+def check_compression(backend: object, compression: str, pushing: bool = True) -> None:
+    """Refuse a pushed build whose `compression` the backend cannot write (a loaded image goes
+    into the engine's own store, where the compression of a push plays no part)."""
+    if not pushing or compression in compressions_of(backend):
+        return
+    name = getattr(backend, "name", type(backend).__name__)
+    raise ConfigError(
+        f"the {name} backend cannot push {compression} layers (it writes {', '.join(compressions_of(backend))}): "
+        "build with builder='buildkit' (--builder buildkit), which writes zstd, or with compression='gzip'"
+    )
 
 
 def registry_cache_specs(repository: str, tag: str = CACHE_TAG) -> tuple[tuple[str, ...], tuple[str, ...]]:

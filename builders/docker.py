@@ -29,7 +29,7 @@ from flyte_images._errors import (
 )
 from flyte_images.builders import _buildx, _engine
 from flyte_images.builders import _multiarch as multiarch
-from flyte_images.builders.base import BuildRequest, BuildResult, Progress, load_one_platform
+from flyte_images.builders.base import BuildRequest, BuildResult, Progress, check_compression, load_one_platform
 from flyte_images.builders.output import BuildOutput
 
 _MISSING_IMAGE = re.compile(r"no such (image|object)", re.I)
@@ -83,6 +83,10 @@ class DockerBuilder:
     name: ClassVar[str] = "docker"
     exports_cache: ClassVar[bool] = False  # buildx's `docker` driver imports a registry cache, never writes one
     loads: ClassVar[bool] = True
+    # gzip only: with the classic image store, buildx's `docker` driver hands the push to dockerd,
+    # which writes Docker media types and gzip layers whatever the output asks (Docker 20.10:
+    # `--output type=image,push=true,compression=zstd,force-compression=true` pushed tar.gzip).
+    compressions: ClassVar[tuple[str, ...]] = ("gzip",)
 
     def __init__(self, platform_concurrency: int | None = None) -> None:
         self._concurrency = platform_concurrency
@@ -111,6 +115,7 @@ class DockerBuilder:
         return False if _MISSING_IMAGE.search(found.stderr) else None
 
     def build(self, request: BuildRequest, progress: Progress) -> BuildResult:
+        check_compression(self, request.compression, request.push)
         check_engine()
         if len(request.platforms) <= 1:
             native = _native()

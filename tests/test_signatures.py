@@ -173,6 +173,7 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
         ("cache", K, "None"),
         ("no_cache", K, "False"),
         ("tags", K, "()"),
+        ("compression", K, "None"),
     ],
     "init": [
         ("org", P, "None"),
@@ -240,6 +241,7 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
         ("require_check", K, "None"),
         ("no_cache", K, "False"),
         ("tags", K, "()"),
+        ("compression", K, "None"),
     ],
     "Environment": [
         ("name", P, NO),

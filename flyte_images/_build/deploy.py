@@ -64,6 +64,7 @@ def build_images(
     require_check: bool | None = None,
     no_cache: bool = False,
     tags: tuple[str, ...] | list[str] | str = (),
+    compression: str | None = None,
 ) -> ImageCache:
     """Build the images of `envs` and of everything they depend on; return an ImageCache.
 
@@ -74,7 +75,8 @@ def build_images(
     `seed_cache` keep the uri recorded there. `no_cache` re-runs every build step instead of
     reusing BuildKit's layer cache (it decides nothing: combine it with `force` to rebuild an
     image that exists). `tags` are more tags pushed beside each image's content tag in its own
-    repository (an image that exists gets them without a build). `copy_style` decides the images' code-bundle layers
+    repository (an image that exists gets them without a build). `compression` ("gzip" or
+    "zstd") is how pushed layers are compressed, as in `build()`. `copy_style` decides the images' code-bundle layers
     (`with_code_bundle`): with "none" the code is copied into the image, otherwise it travels
     with the deploy and the layer copies nothing.
 
@@ -91,6 +93,7 @@ def build_images(
         require_check=require_check,
         no_cache=no_cache,
         tags=tags,
+        compression=compression,
     )
     named: list[tuple[str, Environment | Image]] = []
     for env in environment_closure(envs):

@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from flyte_images.builders.base import CACHE_TAG, BuildRequest, registry_cache_specs
+from flyte_images.builders.base import CACHE_TAG, BuildRequest, check_compression, registry_cache_specs
 
 from .. import _config
 from .._errors import BuildError, ConfigError
@@ -111,6 +111,8 @@ def _run_backend(
     progress: Progress | None,
 ) -> ImageBuild:
     assert staged.context is not None and staged.dockerfile_path is not None
+    compression = options.layer_compression()
+    check_compression(backend, compression, pushing)
     request = BuildRequest(
         context=staged.context,
         dockerfile=staged.dockerfile_path,
@@ -123,6 +125,7 @@ def _run_backend(
         labels=dict(staged.labels),
         redact=secrets.values,
         no_cache=options.no_cache,
+        compression=compression,
     )
     try:
         if progress is not None:

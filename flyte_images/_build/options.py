@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import _config
-from .._errors import InvalidLayerArgument
+from .._errors import ConfigError, InvalidLayerArgument
 from .._image.validation import platforms as check_platforms
 
 if TYPE_CHECKING:
@@ -25,7 +25,9 @@ class BuildOptions:
     fail after the build); False builds it anyway. `no_cache` makes BuildKit re-run every step
     instead of reusing its layer cache (the identifier, and so the skip rule, are unchanged).
     `tags` are more tags of the image's repository, pushed beside the content tag (never instead
-    of it, never part of the identifier); an image that exists gets them without a build."""
+    of it, never part of the identifier); an image that exists gets them without a build.
+    `compression` is how pushed layers are compressed, "gzip" or "zstd" (None: the configured
+    one, else gzip); the same contents, so not part of the identifier either."""
 
     dry_run: bool = False
     force: bool = False
@@ -40,6 +42,7 @@ class BuildOptions:
     cache: str | None = None
     no_cache: bool = False
     tags: tuple[str, ...] = ()
+    compression: str | None = None
 
     @classmethod
     def of(
@@ -58,8 +61,15 @@ class BuildOptions:
         cache: str | None = None,
         no_cache: bool = False,
         tags: tuple[str, ...] | list[str] | str = (),
+        compression: str | None = None,
     ) -> BuildOptions:
-        """The options from `build()`'s arguments, normalised once (platforms and tags checked)."""
+        """The options from `build()`'s arguments, normalised once (platforms, tags and
+        compression checked)."""
+        if compression is not None and compression not in _config.COMPRESSIONS:
+            raise ConfigError(
+                f"compression={compression!r} is not one of {', '.join(_config.COMPRESSIONS)}: give "
+                "compression='zstd' (smaller layers that decompress faster) or 'gzip' (the default)"
+            )
         return cls(
             dry_run=dry_run,
             force=force,
@@ -74,6 +84,7 @@ class BuildOptions:
             cache=cache,
             no_cache=no_cache,
             tags=extra_tags(tags),
+            compression=compression,
         )
 
     def ca_bundle_path(self) -> Path | None:
@@ -83,6 +94,11 @@ class BuildOptions:
             return self.ca_bundle
         configured = _config.configured_ca_bundle()
         return Path(configured) if configured else None
+
+    def layer_compression(self) -> str:
+        """The compression of pushed layers: the one given, else FLYTE_IMAGES_COMPRESSION or the
+        config file's `compression`, else gzip (read when a build runs)."""
+        return self.compression or _config.configured_compression() or _config.COMPRESSIONS[0]
 
     def pushing(self, registry: str | None) -> bool:
         """Whether an image with `registry` (None: none of its own) is pushed."""

@@ -68,6 +68,7 @@ def build(
     cache: str | None = None,
     no_cache: bool = False,
     tags: tuple[str, ...] | list[str] | str = (),
+    compression: str | None = None,
 ) -> ImageBuild:
     """Build `image` unless it already exists; return its uri (an `ImageBuild`, a str).
 
@@ -89,6 +90,10 @@ def build(
     `tags` (e.g. `("latest", "v1.2")`) are more tags of the image's repository, pushed beside
     its content tag (never instead of it, never part of the identifier); when the image already
     exists they are pointed at it in the registry, without a build.
+    `compression` ("gzip", the default, or "zstd"; else FLYTE_IMAGES_COMPRESSION or the config
+    key `compression`) is how pushed layers are compressed: zstd layers are smaller and
+    decompress faster, for pullers with containerd 1.5+ / Docker 23+; a backend that cannot
+    write them refuses (docker: use buildkit). It is not part of the identifier.
 
     A pushed image that ends in file layers (source files and folders, env vars, workdir) is
     made in two parts: its engine part (everything before those layers) is built by the engine
@@ -116,6 +121,7 @@ def build(
         cache=cache,
         no_cache=no_cache,
         tags=tags,
+        compression=compression,
     )
     return build_image(image, options)
 

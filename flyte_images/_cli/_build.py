@@ -88,6 +88,12 @@ def register(commands: Any) -> None:
         metavar="NAME",
         help="also push the image as REPOSITORY:NAME (repeatable); an image that exists is tagged without a build",
     )
+    parser.add_argument(
+        "--compression",
+        choices=("gzip", "zstd"),
+        help="of pushed layers (default FLYTE_IMAGES_COMPRESSION, else gzip); zstd pulls faster on containerd 1.5+ / "
+        "Docker 23+ and needs a backend that writes it (buildkit, or appending)",
+    )
     view = parser.add_mutually_exclusive_group()
     view.add_argument(
         "--progress",
@@ -130,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         cache=args.cache or None,
         no_cache=args.no_cache,
         tags=args.tags,
+        compression=args.compression,
     )
     board = Board(sys.stderr, args.progress)
     try:

@@ -4,7 +4,8 @@
 builder. It interprets the Dockerfile subset flyte-images renders (`_dockerfile`, read as
 BuildKit reads it) and keeps the results in memory: loaded images in `store`, pushed ones in
 `pushed` (the first platform; every platform in `pushed_platforms`), each BuildRequest in
-`requests` (with its cache choices, `no_cache` included: it has no layer cache to skip).
+`requests` (with its cache choices, `no_cache` included: it has no layer cache to skip;
+and the layer `compression` asked).
 
 - FROM: a base it was not told about raises BaseImageNotFoundError (by default it knows every
   base); an image it built itself, or an earlier stage (`FROM x AS name`), is built upon.
@@ -96,6 +97,7 @@ class FakeBuilder:
     exports_cache: ClassVar[bool] = False  # cache specs are recorded in `requests`, never written
     multi_platform: ClassVar[bool] = True  # every platform of a push in one build (`pushed_platforms`)
     loads: ClassVar[bool] = True  # into `store`
+    compressions: ClassVar[tuple[str, ...]] = ("gzip", "zstd")  # recorded in `requests`; it stores no layers
 
     def __init__(self, bases: Iterable[str] | None = None) -> None:
         """`bases`: the base images it "has" (None: every base)."""
