@@ -42,8 +42,8 @@ from flyte_images._errors import (
     PlatformNotSupportedError,
     PushDeniedError,
 )
-from flyte_images.builders import _buildx, _engine, _multiarch
-from flyte_images.builders.base import BuildRequest, BuildResult, Progress, load_one_platform
+from flyte_images.builders import _buildx, _engine, _multiarch, pool
+from flyte_images.builders.base import BuildRequest, BuildResult, Progress, ProgressEvent, load_one_platform
 from flyte_images.builders.docker import DockerBuilder, check_engine
 from flyte_images.builders.output import BuildOutput
 
@@ -72,21 +72,35 @@ class BuildkitBuilder:
     loads: ClassVar[bool] = True  # through the local Docker engine
     compressions: ClassVar[tuple[str, ...]] = ("gzip", "zstd")  # its own exporter pushes zstd layers
 
-    def __init__(self, settings: BuildkitSettings | None = None) -> None:
-        """`settings`: the daemon's address and TLS files; None reads them at each build (the
-        FLYTE_IMAGES_BUILDKIT_* variables, init(...), the config file)."""
+    def __init__(self, settings: BuildkitSettings | None = None, nodes: tuple[pool.Node, ...] | None = None) -> None:
+        """`settings`: the daemon's address and TLS files; `nodes`: a pool of daemons instead
+        (builders.pool). Neither: read at each build (FLYTE_IMAGES_BUILDKIT_NODES or the config
+        file's [[buildkit_nodes]] for a pool, else the FLYTE_IMAGES_BUILDKIT_* variables,
+        init(...), the config file)."""
         self._settings = settings
+        self._nodes = nodes
 
     @property
     def settings(self) -> BuildkitSettings:
         return self._settings or _config.configured_buildkit()
+
+    @property
+    def nodes(self) -> tuple[pool.Node, ...] | None:
+        """The pool's nodes, or None when the backend builds on one daemon (`settings`)."""
+        if self._nodes is not None or self._settings is not None:
+            return self._nodes
+        configured = _config.configured_buildkit_nodes()
+        if configured is None:
+            return None
+        return pool.parse_nodes(*configured, _config.configured_buildkit())
 
     def local_exists(self, reference: str) -> bool | None:
         # Built images are loaded into the local Docker engine, so that is the store asked.
         return DockerBuilder().local_exists(reference)
 
     def build(self, request: BuildRequest, progress: Progress) -> BuildResult:
-        settings = check_settings(self.settings)
+        nodes = self.nodes
+        settings = check_settings(self.settings) if nodes is None else None
         if len(request.platforms) > 1 and not request.push:
             request = load_one_platform(request, progress, _multiarch.engine_facts().platform)
         if not request.push:
@@ -100,9 +114,61 @@ class BuildkitBuilder:
                 "install it (Debian trixie or newer: apt-get install docker-buildx; Docker's packages: "
                 "docker-buildx-plugin)",
             )
+        if settings is None:
+            assert nodes is not None
+            return _on_pool(request, progress, nodes)
         probe(settings)
         builder = ensure_builder(settings)
         return _run(request, progress, settings, builder)
+
+
+def _say(progress: Progress, text: str) -> None:
+    progress(ProgressEvent("log", "", text, text))
+
+
+def _on_pool(request: BuildRequest, progress: Progress, nodes: tuple[pool.Node, ...]) -> BuildResult:
+    """Build on the pool's node for this job (builders.pool), moving to the next in its ranking
+    when one cannot be reached or goes away during the build; a failure of the build itself
+    (a step, a push) is raised as on one daemon."""
+    repository = pool.repository_of(request.tags[0])
+    tried: list[tuple[pool.Node, str]] = []
+    while True:
+        able, emulated = pool.candidates(nodes, request.platforms, pool.POOL.reported)
+        ranking = pool.rank(able, repository, request.platforms)
+        left = [n for n in ranking if n not in {t for t, _ in tried}]
+        if not left:
+            raise EngineUnavailableError(pool.no_node_error(repository, request.platforms, tried))
+        with pool.POOL.slot(left) as (node, why):
+            where = f"buildkit node {node.address}"
+            try:
+                probe(node.settings, origin=f"a node of {_config.NODES_KEY}")
+                builder = ensure_builder(node.settings)
+            except EngineUnavailableError as exc:  # BuilderTLSError too
+                pool.POOL.mark_down(node, str(exc))
+                tried.append((node, str(exc)))
+                _say(progress, f"{where} cannot be used ({exc}); trying the next node")
+                continue
+            pool.POOL.mark_up(node)
+            if not node.platforms and pool.POOL.reported(node) is None:
+                reported = daemon_platforms(builder)  # [] when it cannot tell: then it may build anything
+                pool.POOL.report(node, reported)
+                if reported and not emulated and not all(p in reported for p in request.platforms):
+                    continue  # its daemon does not build the platform: ranked again without it
+            note = f"; no node declares {', '.join(request.platforms)}, so it is emulated" if emulated else ""
+            place = f"choice {ranking.index(node) + 1} of {len(ranking)} for {repository}"
+            _say(progress, f"building on {where} ({place}: {why}{note})")
+            try:
+                return _run(request, progress, node.settings, builder)
+            except BuildError:
+                try:
+                    probe(node.settings, origin=f"a node of {_config.NODES_KEY}")
+                except EngineUnavailableError as gone:
+                    reason = f"went away during the build ({gone})"
+                    pool.POOL.mark_down(node, reason)
+                    tried.append((node, reason))
+                    _say(progress, f"{where} {reason}; moving the build to the next node")
+                    continue
+                raise
 
 
 def _source(key: str) -> str:
@@ -129,14 +195,15 @@ def check_settings(settings: BuildkitSettings) -> BuildkitSettings:
     return dataclasses.replace(settings, **paths)
 
 
-def probe(settings: BuildkitSettings, timeout: float = PROBE_TIMEOUT) -> None:
+def probe(settings: BuildkitSettings, timeout: float = PROBE_TIMEOUT, origin: str | None = None) -> None:
     """Connect to the daemon as buildx will; raise a typed error that says what to fix.
 
     unix:// and tcp:// are checked (tcp:// with the TLS handshake when TLS files are set); other
     schemes buildx understands (docker-container://, kube-pod://, ssh://) are left to buildx.
+    `origin`: where the address was set, when not FLYTE_IMAGES_BUILDKIT_ADDR or buildkit_addr.
     """
     url = urlsplit(settings.addr)
-    where = f"buildkitd at {settings.addr} (from {_source('buildkit_addr')})"
+    where = f"buildkitd at {settings.addr} (from {origin or _source('buildkit_addr')})"
     if url.scheme == "unix":
         path = settings.addr.removeprefix("unix://")
         with socket.socket(socket.AF_UNIX) as sock:

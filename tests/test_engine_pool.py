@@ -1,0 +1,233 @@
+"""The buildkit backend on a pool of three real daemons (tests/pool_support.py): the conformance
+suite, an image goes to the same daemon every time, distinct images spread, a daemon that dies during a deploy loses
+its builds to the others and the deploy succeeds, and a pool no node of which answers fails
+with every node named. Which daemon built what is read from the daemons' own build history."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from backend_support import BuildkitDaemon, require_buildkit
+from engine_support import BUSYBOX, free_port
+from pool_support import ThreeDaemons, three_daemons
+
+import flyte_images
+from flyte_images import Image, TaskEnvironment
+from flyte_images._errors import ConfigError, EngineUnavailableError
+from flyte_images.builders import pool
+from flyte_images.builders.base import BuildRequest, ProgressEvent
+from flyte_images.builders.buildkit import BuildkitBuilder
+from flyte_images.testing.conformance import Backend, BackendConformance, EngineBackend
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(scope="session")
+def daemons(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreeDaemons]:
+    shared: BuildkitDaemon = require_buildkit()
+    with three_daemons(shared, tmp_path_factory.mktemp("pool")) as started:
+        yield started
+
+
+@pytest.fixture
+def on_pool(daemons: ThreeDaemons, local_registry: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ThreeDaemons]:
+    """The backend pointed at the pool, with this process's view of the nodes fresh (a new run)."""
+    daemons.use(monkeypatch)
+    flyte_images.init(image_registry=local_registry)
+    pool.POOL.reset()
+    yield daemons
+    pool.POOL.reset()
+
+
+class TestPoolConformance(BackendConformance):
+    """The whole conformance suite on the pool: each case's image goes to one of its nodes."""
+
+    @pytest.fixture
+    def backend(self, daemons: ThreeDaemons, request: pytest.FixtureRequest) -> Iterator[Backend]:
+        def registry() -> str:  # started when a case first pushes
+            return str(request.getfixturevalue("local_registry"))
+
+        pool.POOL.reset()
+        nodes = tuple(pool.Node(d.settings, (d.platform,)) for d in daemons.daemons)
+        adapter = EngineBackend(BuildkitBuilder(nodes=nodes), registry)
+        yield adapter
+        adapter.cleanup()
+
+
+def _image(name: str, *commands: str) -> Image:
+    return Image.from_base(BUSYBOX).clone(name=name).with_commands(list(commands))
+
+
+def test_the_same_image_lands_on_the_same_daemon(on_pool: ThreeDaemons) -> None:
+    run = uuid.uuid4().hex[:8]
+    image = _image(f"fi-pool-same-{run}", f"echo {run} > /marker")
+    first = flyte_images.build(image, quiet=True)
+    assert first.built
+    identifier = str(first.uri).rsplit(":", 1)[1]
+    (home,) = on_pool.holding(identifier)
+    assert home.platform == "linux/amd64"
+
+    pool.POOL.reset()  # another run
+    again = flyte_images.build(image, force=True, quiet=True)
+    assert again.built and again.uri == first.uri
+    assert on_pool.holding(identifier) == [home] and home.built().count(identifier) == 2
+
+    # A new version of the image (same repository) goes there too: its cache is there.
+    changed = image.with_commands([f"echo {run}-v2 > /second"])
+    newer = flyte_images.build(changed, quiet=True)
+    assert on_pool.holding(str(newer.uri).rsplit(":", 1)[1]) == [home]
+
+
+def test_distinct_images_use_several_daemons(on_pool: ThreeDaemons, local_registry: str) -> None:
+    run = uuid.uuid4().hex[:8]
+    amd = [d for d in on_pool.daemons if d.platform == "linux/amd64"]
+    nodes = [pool.Node(d.settings, (d.platform,)) for d in amd]
+    # Eight repository names whose ranking puts them on both amd64 nodes (almost any eight do).
+    names = [f"fi-pool-spread-{run}-{i}" for i in range(64)]
+    homes = {n: pool.rank(nodes, f"{local_registry}/{n}", ("linux/amd64",))[0].address for n in names}
+    chosen = [*names[:7], next(n for n in names[7:] if homes[n] != homes[names[0]])]
+    envs = [TaskEnvironment(f"e{i}", image=_image(n, f"echo {n} > /marker")) for i, n in enumerate(chosen)]
+    cache = flyte_images.build_images(*envs, concurrency=4, quiet=True)
+    assert set(cache.status.values()) == {"built"}
+
+    used = set()
+    for env in envs:
+        (daemon,) = on_pool.holding(cache.identifiers[env.name] or "")
+        used.add(daemon.address)
+    assert len(used) >= 2
+    assert on_pool.daemons[2].address not in used  # the arm64 node builds no amd64 image
+
+
+class _Gate(http.server.BaseHTTPRequestHandler):
+    """Build steps report that they started and wait until the test opens the gate."""
+
+    started: ClassVar[set[str]] = set()
+    opened: ClassVar[threading.Event] = threading.Event()
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/started/"):
+            self.started.add(self.path.removeprefix("/started/"))
+        ok = not self.path.startswith("/go") or self.opened.is_set()
+        self.send_response(200 if ok else 404)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        del format, args
+
+
+@pytest.fixture
+def gate() -> Iterator[str]:
+    _Gate.started, _Gate.opened = set(), threading.Event()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Gate)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        _Gate.opened.set()
+        server.shutdown()
+
+
+def test_a_daemon_killed_mid_deploy_loses_its_builds_to_the_others(on_pool: ThreeDaemons, gate: str) -> None:
+    run = uuid.uuid4().hex[:8]
+    names = [f"fi-pool-kill-{run}-{i}" for i in range(4)]
+    # Each build says it started, then waits for the gate (the daemons use the host's network).
+    wait = f"until wget -q -O /dev/null http://{gate}/go; do sleep 0.2; done"
+    envs = [
+        TaskEnvironment(f"k{i}", image=_image(n, f"wget -q -O /dev/null http://{gate}/started/{n}; {wait}"))
+        for i, n in enumerate(names)
+    ]
+    outcome: dict[str, object] = {}
+
+    def deploy() -> None:
+        try:
+            outcome["cache"] = flyte_images.build_images(*envs, concurrency=4, quiet=True)
+        except Exception as exc:  # reported below, in the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=deploy)
+    thread.start()
+    try:
+        victim, moved = None, []
+        while victim is None and thread.is_alive():
+            for daemon in on_pool.daemons[:2]:
+                moved = [n for n in names if daemon.running(f"started/{n}")]
+                if moved:
+                    victim = daemon
+                    break
+            time.sleep(0.2)
+        assert victim is not None, outcome
+        victim.kill()
+    finally:
+        _Gate.opened.set()
+        thread.join(timeout=600)
+    try:
+        assert "error" not in outcome, outcome.get("error")
+        cache = outcome["cache"]
+        assert isinstance(cache, flyte_images.ImageCache)
+        assert set(cache.status.values()) == {"built"}
+        survivor = next(d for d in on_pool.daemons[:2] if d is not victim)
+        for env, name in zip(envs, names, strict=True):
+            identifier = cache.identifiers[env.name] or ""
+            if name in moved:  # the daemon that was building it died: the other one built it
+                assert identifier in survivor.built()
+        assert not pool.POOL.healthy(pool.Node(victim.settings))
+    finally:
+        if victim is not None and victim.process is None:
+            victim.start()  # the same root again: the session's pool is whole for the next test
+
+
+def test_progress_names_the_node(on_pool: ThreeDaemons, local_registry: str, tmp_path: Path) -> None:
+    (tmp_path / "context").mkdir()
+    (tmp_path / "Dockerfile").write_text(f"FROM {BUSYBOX}\nRUN echo {uuid.uuid4().hex}\n")
+    reference = f"{local_registry}/fi-pool-progress:{uuid.uuid4().hex[:12]}"
+    request = BuildRequest(tmp_path / "context", tmp_path / "Dockerfile", (reference,), ("linux/arm64",), True)
+    events: list[ProgressEvent] = []
+    BuildkitBuilder().build(request, events.append)
+    arm = on_pool.daemons[2]
+    said = [e.text for e in events if e.text.startswith("building on buildkit node")]
+    repository = reference.rsplit(":", 1)[0]
+    assert said == [f"building on buildkit node {arm.address} (choice 1 of 1 for {repository}: a build slot is free)"]
+
+
+def test_a_pool_no_node_of_which_answers_names_every_node(
+    daemons: ThreeDaemons, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool.POOL.reset()
+    port = free_port()
+    monkeypatch.setenv("FLYTE_IMAGES_BUILDKIT_NODES", f"tcp://127.0.0.1:{port},unix://{tmp_path}/gone.sock")
+    (tmp_path / "context").mkdir()
+    (tmp_path / "Dockerfile").write_text(f"FROM {BUSYBOX}\n")
+    request = BuildRequest(tmp_path / "context", tmp_path / "Dockerfile", ("fi-pool-none:1",), ("linux/amd64",), True)
+    with pytest.raises(EngineUnavailableError) as failed:
+        BuildkitBuilder().build(request, lambda event: None)
+    message = str(failed.value)
+    assert message.startswith("no BuildKit node of the pool could build fi-pool-none (linux/amd64); tried 2:")
+    assert f"tcp://127.0.0.1:{port}: cannot reach buildkitd" in message
+    assert (
+        f"unix://{tmp_path}/gone.sock: buildkitd at unix://{tmp_path}/gone.sock (from a node of buildkit_nodes)"
+        in message
+    )
+    pool.POOL.reset()
+
+
+def test_a_bad_node_entry_stops_the_build_with_a_config_error(
+    daemons: ThreeDaemons, local_registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "flyte-images.toml").write_text(
+        f'image_builder = "buildkit"\nregistry = "{local_registry}"\n'
+        f'[[buildkit_nodes]]\naddress = "{daemons.daemons[0].address}"\nmax_builds = "4"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FLYTE_IMAGES_BUILDKIT_ADDR", raising=False)
+    before = daemons.daemons[0].built()
+    with pytest.raises(ConfigError, match=r"buildkit_nodes\[0\]\.max_builds in .*flyte-images\.toml must be a whole"):
+        flyte_images.build(_image("fi-pool-badconfig", f"echo {uuid.uuid4().hex}"), quiet=True)
+    assert daemons.daemons[0].built() == before

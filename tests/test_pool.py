@@ -1,0 +1,221 @@
+"""The buildkit backend's pool without daemons: its configuration (environment and config file),
+each job's ranking of the nodes, and the slots and health the process keeps for each node."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from flyte_images import _config
+from flyte_images._config import BuildkitSettings
+from flyte_images._errors import ConfigError
+from flyte_images.builders import pool
+from flyte_images.builders.buildkit import BuildkitBuilder
+from flyte_images.builders.pool import Node, Pool
+
+NO_TLS = BuildkitSettings("unix:///unused")
+
+
+def _nodes(*addresses: str, max_builds: int = 2, platforms: tuple[str, ...] = ("linux/amd64",)) -> list[Node]:
+    return [Node(BuildkitSettings(a), platforms, max_builds) for a in addresses]
+
+
+# ----- configuration ------------------------------------------------------------------------------
+
+
+def test_the_environment_lists_nodes_with_their_platforms_and_shared_tls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    monkeypatch.setenv("FLYTE_IMAGES_BUILDKIT_NODES", "tcp://bk-1:1234=linux/amd64+linux/386, unix:///run/bk.sock")
+    monkeypatch.setenv("FLYTE_IMAGES_BUILDKIT_CA", str(ca))
+    monkeypatch.setenv("FLYTE_IMAGES_BUILDKIT_SERVER_NAME", "bk.test")
+    nodes = BuildkitBuilder().nodes
+    assert nodes == (
+        Node(BuildkitSettings("tcp://bk-1:1234", str(ca), server_name="bk.test"), ("linux/amd64", "linux/386")),
+        Node(BuildkitSettings("unix:///run/bk.sock", str(ca), server_name="bk.test"), ()),
+    )
+    assert nodes[0].max_builds == pool.DEFAULT_MAX_BUILDS == 2
+
+
+def test_the_config_file_lists_nodes_with_their_own_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("cert", "key", "ca"):
+        (tmp_path / f"{name}.pem").write_text("x")
+    (tmp_path / "flyte-images.toml").write_text(
+        'image_builder = "buildkit"\n'
+        f'buildkit_ca = "{tmp_path}/ca.pem"\n'
+        "[[buildkit_nodes]]\n"
+        'address = "tcp://bk-1.ci:1234"\n'
+        'platforms = ["linux/amd64"]\n'
+        "max_builds = 4\n"
+        f'cert = "{tmp_path}/cert.pem"\n'
+        f'key = "{tmp_path}/key.pem"\n'
+        'server_name = "bk-1"\n'
+        "[[buildkit_nodes]]\n"
+        'address = "tcp://bk-2.ci:1234"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    first, second = BuildkitBuilder().nodes or ()
+    # A node with TLS keys of its own uses those only; one without takes the shared buildkit_* ones.
+    tls = BuildkitSettings("tcp://bk-1.ci:1234", None, f"{tmp_path}/cert.pem", f"{tmp_path}/key.pem", "bk-1")
+    assert first == Node(tls, ("linux/amd64",), 4)
+    assert second == Node(BuildkitSettings("tcp://bk-2.ci:1234", f"{tmp_path}/ca.pem"), (), 2)
+
+    # A daemon address set above the file (the environment) takes the place of the file's pool.
+    monkeypatch.setenv("FLYTE_IMAGES_BUILDKIT_ADDR", "unix:///run/one.sock")
+    assert BuildkitBuilder().nodes is None
+    assert BuildkitBuilder().settings.addr == "unix:///run/one.sock"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ('address = "tcp://a:1"\nmax_builds = "four"', r"buildkit_nodes\[1\]\.max_builds in .* must be a whole number"),
+        ('address = "tcp://a:1"\nmax_builds = 0', r"buildkit_nodes\[1\]\.max_builds .* got 0"),
+        ('address = "tcp://a:1"\nplatfroms = ["linux/amd64"]', r"buildkit_nodes\[1\] in .*: unknown key 'platfroms'"),
+        ('address = "tcp://a:1"\nplatforms = "linux/amd64"', r"buildkit_nodes\[1\]\.platforms in .* must be a list"),
+        ('address = "tcp://a:1"\nplatforms = ["amd64"]', r"buildkit_nodes\[1\].*'amd64' is not a platform"),
+        ('platforms = ["linux/amd64"]', r"buildkit_nodes\[1\]\.address in .* must be a daemon address"),
+        ('address = "bk-2:1234"', r"buildkit_nodes\[1\].*'bk-2:1234' must be unix:///.* or tcp://host:port"),
+        ('address = "tcp://bk-2"', r"buildkit_nodes\[1\].*needs a host and a port"),
+        ('address = "tcp://a:1"\ncert = "/nowhere/cert.pem"', r"buildkit_nodes\[1\].*needs its key"),
+        (
+            'address = "tcp://a:1"\nca = "/nowhere/ca.pem"',
+            r"buildkit_nodes\[1\].*ca names /nowhere/ca.pem, which is not",
+        ),
+        ('address = "unix:///run/a.sock"', "lists unix:///run/a.sock twice"),
+    ],
+)
+def test_a_bad_node_entry_is_a_config_error_naming_the_key(
+    entry: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "flyte-images.toml").write_text(
+        f'[[buildkit_nodes]]\naddress = "unix:///run/a.sock"\n\n[[buildkit_nodes]]\n{entry}\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=message) as wrong:
+        BuildkitBuilder().nodes  # noqa: B018 - reading the setting is what raises
+    assert str(tmp_path / "flyte-images.toml") in str(wrong.value)
+
+
+def test_a_bad_environment_entry_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value, message in [
+        ("tcp://a:1,=linux/amd64", "entry 2 .* has no address"),
+        ("tcp://a:1=linux", "'linux' is not a platform"),
+        ("a:1", "must be unix:///"),
+    ]:
+        monkeypatch.setenv("FLYTE_IMAGES_BUILDKIT_NODES", value)
+        with pytest.raises(ConfigError, match=f"FLYTE_IMAGES_BUILDKIT_NODES.*{message}"):
+            BuildkitBuilder().nodes  # noqa: B018
+    with pytest.raises(ConfigError, match="must be a list of"):
+        pool.parse_nodes({"address": "tcp://a:1"}, "buildkit_nodes in f.toml", NO_TLS)
+
+
+def test_without_nodes_the_backend_builds_on_one_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FLYTE_IMAGES_BUILDKIT_NODES", raising=False)
+    assert BuildkitBuilder().nodes is None
+    monkeypatch.setenv("FLYTE_IMAGES_BUILDKIT_NODES", "unix:///a.sock,unix:///b.sock")
+    assert BuildkitBuilder(BuildkitSettings("unix:///given.sock")).nodes is None  # settings given: that daemon
+    _config.reset()
+
+
+# ----- ranking ------------------------------------------------------------------------------------
+
+
+def test_an_image_ranks_the_nodes_the_same_way_for_every_version() -> None:
+    nodes = _nodes("tcp://bk-1:1234", "tcp://bk-2:1234", "tcp://bk-3:1234")
+    assert pool.repository_of("localhost:5000/team/app:abc123") == "localhost:5000/team/app"
+    assert pool.repository_of("app:v1") == "app" and pool.repository_of("ghcr.io/a/b@sha256:00") == "ghcr.io/a/b"
+    first = pool.rank(nodes, pool.repository_of("ghcr.io/acme/app:v1"), ("linux/amd64",))
+    again = pool.rank(list(reversed(nodes)), pool.repository_of("ghcr.io/acme/app:v2"), ("linux/amd64",))
+    assert first == again  # the listed order does not matter, nor the tag
+    assert sorted(first, key=nodes.index) == nodes
+
+
+def test_distinct_images_spread_and_a_removed_node_moves_only_its_own() -> None:
+    nodes = _nodes("tcp://bk-1:1234", "tcp://bk-2:1234", "tcp://bk-3:1234")
+    images = [f"ghcr.io/acme/service-{i}" for i in range(30)]
+    home = {image: pool.rank(nodes, image, ("linux/amd64",))[0] for image in images}
+    assert set(home.values()) == set(nodes)
+    fewer = [n for n in nodes if n is not nodes[1]]
+    for image in images:
+        moved_to = pool.rank(fewer, image, ("linux/amd64",))[0]
+        assert moved_to == home[image] or home[image] == nodes[1]
+
+
+def test_candidates_are_the_nodes_of_the_platform_else_every_node_emulating() -> None:
+    amd = _nodes("unix:///amd-1", "unix:///amd-2")
+    arm = _nodes("unix:///arm", platforms=("linux/arm64",))
+    free = _nodes("unix:///free", platforms=())
+    nodes = [*amd, *arm, *free]
+    reported = {"unix:///free": ("linux/riscv64",)}.get
+    assert pool.candidates(nodes, ("linux/amd64",), lambda n: None) == ([*amd, *free], False)
+    assert pool.candidates(nodes, ("linux/arm64",), lambda n: reported(n.address)) == (arm, False)
+    assert pool.candidates(nodes, ("linux/s390x",), lambda n: reported(n.address)) == (nodes, True)
+    assert pool.candidates(nodes, (), lambda n: None) == (nodes, False)
+
+
+# ----- slots and health ---------------------------------------------------------------------------
+
+
+class Clock:
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_full_first_node_sends_a_job_on_only_to_an_idle_node() -> None:
+    first, second, third = _nodes("unix:///1", "unix:///2", "unix:///3", max_builds=1)
+    state = Pool()
+    with state.slot([first, second, third]) as taken:
+        assert taken == (first, "a build slot is free")
+        with state.slot([first, second, third]) as spilled:
+            assert spilled == (second, "unix:///1 runs 1 builds, its max_builds, and this node is idle")
+            # The first node is full and the others run something: waiting for the first is cheaper.
+            assert state.pick([first, second]) is None
+            assert state.pick([first, third]) == (third, spilled[1])
+
+
+def test_a_job_waits_for_its_node_and_takes_it_when_a_build_ends() -> None:
+    only = _nodes("unix:///only", max_builds=1)
+    state = Pool()
+    taken: list[Node] = []
+    waiting = threading.Event()
+
+    def second_job() -> None:
+        waiting.set()
+        with state.slot(only) as (node, _why):
+            taken.append(node)
+
+    with state.slot(only):
+        thread = threading.Thread(target=second_job)
+        thread.start()
+        waiting.wait()
+        assert not taken  # its slot is held
+    thread.join(timeout=60)
+    assert taken == only
+
+
+def test_an_unhealthy_node_is_ranked_last_for_a_while() -> None:
+    clock = Clock()
+    first, second = _nodes("unix:///1", "unix:///2")
+    state = Pool(clock=clock)
+    state.mark_down(first, "there is no socket at /1")
+    node, why = state.pick([first, second]) or (None, "")
+    assert node is second and why == "unix:///1 is unhealthy: there is no socket at /1"
+    assert state.ordered([first, second]) == [second, first]  # still tried, last
+    clock.now += pool.UNHEALTHY_FOR + 1
+    assert state.pick([first, second]) == (first, "a build slot is free")
+
+
+def test_the_error_names_every_node_tried_and_why() -> None:
+    first, second = _nodes("tcp://bk-1:1234", "unix:///run/bk.sock")
+    message = pool.no_node_error("ghcr.io/acme/app", ("linux/amd64",), [(first, "refused"), (second, "no socket")])
+    assert message == (
+        "no BuildKit node of the pool could build ghcr.io/acme/app (linux/amd64); tried 2: "
+        "tcp://bk-1:1234: refused; unix:///run/bk.sock: no socket"
+    )
