@@ -13,6 +13,9 @@ buildx keeps one builder per daemon address and TLS files (`flyte-images-<hash>`
 use; nothing runs). Provenance attestations are off, so a push is a plain OCI image manifest, or an
 OCI index of exactly the platforms' manifests. Several platforms are built in one solve by the
 daemon (foreign ones through QEMU on its host); loading keeps one (base.load_one_platform).
+
+Several daemons (FLYTE_IMAGES_BUILDKIT_NODES, or [[buildkit_nodes]] in the config file) make a
+pool: each build goes to one node, chosen and moved on failure as builders.pool describes.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-from flyte_images import _config
+from flyte_images import _config, _interrupt
 from flyte_images._config import BuildkitSettings, is_base_image_setting
 from flyte_images._errors import (
     BaseImageNotFoundError,
@@ -130,6 +133,19 @@ def _on_pool(request: BuildRequest, progress: Progress, nodes: tuple[pool.Node, 
     """Build on the pool's node for this job (builders.pool), moving to the next in its ranking
     when one cannot be reached or goes away during the build; a failure of the build itself
     (a step, a push) is raised as on one daemon."""
+    stopped = threading.Event()
+
+    def stop() -> None:
+        stopped.set()
+        pool.POOL.wake()
+
+    with _interrupt.on_stop(stop):
+        return _route(request, progress, nodes, stopped)
+
+
+def _route(
+    request: BuildRequest, progress: Progress, nodes: tuple[pool.Node, ...], stopped: threading.Event
+) -> BuildResult:
     repository = pool.repository_of(request.tags[0])
     tried: list[tuple[pool.Node, str]] = []
     while True:
@@ -138,7 +154,7 @@ def _on_pool(request: BuildRequest, progress: Progress, nodes: tuple[pool.Node, 
         left = [n for n in ranking if n not in {t for t, _ in tried}]
         if not left:
             raise EngineUnavailableError(pool.no_node_error(repository, request.platforms, tried))
-        with pool.POOL.slot(left) as (node, why):
+        with pool.POOL.slot(left, stopped) as (node, why):
             where = f"buildkit node {node.address}"
             try:
                 probe(node.settings, origin=f"a node of {_config.NODES_KEY}")

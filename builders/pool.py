@@ -31,7 +31,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from flyte_images._config import NODES_KEY, BuildkitSettings
-from flyte_images._errors import ConfigError
+from flyte_images._errors import BuildError, ConfigError
 
 DEFAULT_MAX_BUILDS = 2
 UNHEALTHY_FOR = 30.0  # seconds a node that failed is ranked last; long enough to skip a dead one
@@ -236,11 +236,14 @@ class Pool:
             return idle, f"{first.address} runs {first.max_builds} builds, its max_builds, and this node is idle"
 
     @contextmanager
-    def slot(self, ranked: Sequence[Node]) -> Iterator[tuple[Node, str]]:
-        """Wait for a node (`pick`), hold one of its build slots for the block."""
+    def slot(self, ranked: Sequence[Node], stopped: threading.Event | None = None) -> Iterator[tuple[Node, str]]:
+        """Wait for a node (`pick`), hold one of its build slots for the block; BuildError when
+        `stopped` is set (Ctrl-C) before one is free, so a stopped deploy starts no new build."""
         with self._changed:
             chosen = self.pick(ranked)
-            while chosen is None:
+            while chosen is None or (stopped is not None and stopped.is_set()):
+                if stopped is not None and stopped.is_set():
+                    raise BuildError("the build was stopped while it waited for a BuildKit node")
                 self._changed.wait(timeout=UNHEALTHY_FOR)  # a node's health also returns with time
                 chosen = self.pick(ranked)
             self._state(chosen[0]).running += 1
@@ -250,6 +253,11 @@ class Pool:
             with self._changed:
                 self._state(chosen[0]).running -= 1
                 self._changed.notify_all()
+
+    def wake(self) -> None:
+        """Let every job that waits look again (it was stopped)."""
+        with self._changed:
+            self._changed.notify_all()
 
     def mark_down(self, node: Node, why: str) -> None:
         with self._changed:

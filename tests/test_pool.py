@@ -10,7 +10,7 @@ import pytest
 
 from flyte_images import _config
 from flyte_images._config import BuildkitSettings
-from flyte_images._errors import ConfigError
+from flyte_images._errors import BuildError, ConfigError
 from flyte_images.builders import pool
 from flyte_images.builders.buildkit import BuildkitBuilder
 from flyte_images.builders.pool import Node, Pool
@@ -198,6 +198,29 @@ def test_a_job_waits_for_its_node_and_takes_it_when_a_build_ends() -> None:
         assert not taken  # its slot is held
     thread.join(timeout=60)
     assert taken == only
+
+
+def test_a_stopped_job_that_waits_for_a_node_starts_no_build() -> None:
+    only = _nodes("unix:///only", max_builds=1)
+    state = Pool()
+    stopped = threading.Event()
+    outcome: list[object] = []
+
+    def waiting_job() -> None:
+        try:
+            with state.slot(only, stopped):
+                outcome.append("built")
+        except BuildError as exc:
+            outcome.append(exc)
+
+    with state.slot(only):
+        thread = threading.Thread(target=waiting_job)
+        thread.start()
+        stopped.set()  # Ctrl-C: the running build is told to stop, the waiting one must not start
+        state.wake()
+        thread.join(timeout=60)
+    assert len(outcome) == 1 and isinstance(outcome[0], BuildError)
+    assert "stopped while it waited for a BuildKit node" in str(outcome[0])
 
 
 def test_an_unhealthy_node_is_ranked_last_for_a_while() -> None:
