@@ -53,6 +53,7 @@ CASES: dict[str, Callable[[Path], Image]] = {
         .with_requirements(root / "requirements.txt")
         .with_commands(["echo hi"], secret_mounts=[Secret(key="tok")])
     ),
+    "pip_uv_kept": lambda root: _debian().with_pip_packages("six==1.16.0").with_uv(),
     "from_base_multiarch": lambda root: (
         Image.from_base("python:3.12-slim")
         .clone(name="golden", platform=("linux/amd64", "linux/arm64"))
@@ -62,18 +63,19 @@ CASES: dict[str, Callable[[Path], Image]] = {
 }
 
 GOLDEN = {
-    "debian_base": "bf1c95f7ebdaaae45ec159b34e5e074b",
-    "debian_base_flyte": "8ad45d92a1612ca45b80b151a2470c13",
-    "debian_base_flyte_layered": "f0e50daccdbf71a0282239c6b10d140d",
-    "apt_pip_env": "ab23c433ce15092e6dd9943d00210ed2",
-    "source_folder": "3c4716371f3abfd9eaabbc6a3709d46f",
-    "requirements_commands": "59a639148d833c91a73b1ac14c748577",
-    "from_base_multiarch": "180af3c1a6f2bdf1bec4b19b18cfa1b0",
+    "debian_base": "ab526ec0f8028367c3340704141f9d21",
+    "debian_base_flyte": "2bed39f68bfaba40622d62c26634ce30",
+    "debian_base_flyte_layered": "d2093bc0fdfb10f06f122c105e6b412c",
+    "apt_pip_env": "11cdf8e1972a272695e606f8e6374c22",
+    "source_folder": "8503b7549280679cc4a1fcae6829db72",
+    "requirements_commands": "f0160434d215996a78543ded3d0e84d7",
+    "pip_uv_kept": "9378a4c2e826e97dc42caa3dd96f0987",
+    "from_base_multiarch": "325688874eb8fc63071e470b92ee97d5",
 }
 
 
 def test_the_revision_the_table_was_made_for() -> None:
-    assert (IDENTIFIER_FORMAT, RENDERER_REVISION) == (2, 3), "update GOLDEN (and the snapshots) with the bump"
+    assert (IDENTIFIER_FORMAT, RENDERER_REVISION) == (2, 4), "update GOLDEN (and the snapshots) with the bump"
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

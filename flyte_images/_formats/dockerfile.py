@@ -6,6 +6,9 @@ check (`line_safe`) refusing any line terminator Docker knows and a trailing bac
 rendered Dockerfile parses to exactly `len(instructions)` instructions. A layer's files are
 under `_fi/<n>/` in the context (n: its position); files a RUN reads (requirements, locks,
 wheels) are bind-mounted into it, and secrets mounted only into the RUN that asks for them.
+The pinned uv is a build tool, not part of the image: a first stage (`UV_STAGE`) holds the
+target platform's binary, and every RUN that runs uv bind-mounts it at /usr/local/bin/uv
+(`with_uv` copies it into the image for code that runs uv at run time).
 With `RenderOptions(ca_bundle=True)` the `flyte-images-ca` build secret is mounted into the RUN
 steps of the layers, and one `ARG` before the first that may download points the usual CA
 variables at it: build arguments are in the environment of the RUN steps after them, but not in
@@ -27,6 +30,8 @@ from .._image.secret import Secret
 from . import quote as q
 
 CA_SECRET_ID = "flyte-images-ca"
+UV_STAGE = "flyte-images-uv"
+UV_STAGE_INSTRUCTIONS = (f"FROM scratch AS {UV_STAGE}", "ARG TARGETARCH", 'COPY ["_fi/uv/${TARGETARCH}/uv", "/uv"]')
 TEMPLATE = "debian-base.Dockerfile"
 FLYTE_USER_FOOTER = "USER flyte"
 
@@ -172,6 +177,9 @@ class Instructions:
         "--mount=type=cache,target=/var/lib/apt/lists,sharing=locked,id=flyte-images-apt-lists",
     )
     SCRATCH = f"--mount=type=tmpfs,target={WORK}/scratch"
+    # From a stage, not `source=_fi/uv/${TARGETARCH}/uv`: Docker 20.10's BuildKit does not expand
+    # build arguments in mount options, while the stage's COPY picks the platform's binary.
+    UV_BINARY = f"--mount=type=bind,from={UV_STAGE},source=/uv,target=/usr/local/bin/uv"
 
     def add(self, *lines: str) -> None:
         """One instruction of one or more physical lines; every line passes `line_safe`."""
@@ -198,11 +206,15 @@ class Instructions:
         assert self.python_version is not None
         version = f"{self.python_version[0]}.{self.python_version[1]}"
         base = base_reference("base_image", self.base_image)
+        self.ensure_uv()
         for lines in template_instructions():
-            filled = [line.replace("{base_image}", base).replace("{python_version}", version) for line in lines]
+            filled = [
+                line.replace("{base_image}", base).replace("{python_version}", version).replace("{uv}", self.UV_BINARY)
+                for line in lines
+            ]
             line_safe("Dockerfile line", filled[-1])  # earlier lines end in the template's own `\\`
             self._append("\n".join(filled))
-        self.has_uv = self.venv = self.flyte_user = True
+        self.venv = self.flyte_user = True
         self.set_footer(FLYTE_USER_FOOTER)
 
     def published_base(self) -> None:
@@ -227,8 +239,13 @@ class Instructions:
     ) -> None:
         """One RUN of `script` with `mounts` and the `secrets` it reads. `downloads`: it may reach
         the network, so it needs the CA bundle when one is given (the first such step declares the
-        CA variables; from there on every RUN mounts the file they name, since each sees them)."""
+        CA variables; from there on every RUN mounts the file they name, since each sees them).
+        A step that mounts uv's cache runs uv: the binary is mounted beside the cache."""
         prelude: list[str] = []
+        if self.UV_CACHE in mounts:
+            self.ensure_uv()
+            at = mounts.index(self.UV_CACHE) + 1
+            mounts = [*mounts[:at], self.UV_BINARY, *mounts[at:]]
         if downloads and self.options.ca_bundle and not self.ca_declared:
             ca = self.CA_PATH
             self.add(f"ARG SSL_CERT_FILE={ca} REQUESTS_CA_BUNDLE={ca} PIP_CERT={ca} CURL_CA_BUNDLE={ca}")
@@ -252,9 +269,17 @@ class Instructions:
         self.add(f"RUN {lines[0]}", *lines[1:])
 
     def ensure_uv(self) -> None:
+        """The stage holding the pinned uv of the target platform, once, before the image's
+        FROM (BuildKit builds it only for a step that uses it). `has_uv`: the build context
+        must hold `_fi/uv/<arch>/uv`."""
         if not self.has_uv:
-            self.add('COPY ["_fi/uv/${TARGETARCH}/uv", "/usr/local/bin/uv"]')
+            self.instructions[:0] = UV_STAGE_INSTRUCTIONS
             self.has_uv = True
+
+    def uv_in_image(self) -> None:
+        """uv at /usr/local/bin/uv in the image itself (`with_uv`), for code that runs it."""
+        self.ensure_uv()
+        self.add(f'COPY --from={UV_STAGE} ["/uv", "/usr/local/bin/uv"]')
 
     def uv_install(self, layer: object | None, args: list[str], *, with_extra_args: bool = True) -> str:
         """`uv pip install` into the image's environment with the layer's index options."""

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .layers.base import Layer
 
 IDENTIFIER_FORMAT = 2
-RENDERER_REVISION = 3
+RENDERER_REVISION = 4
 TAG_HEX_DIGITS = 32
 
 

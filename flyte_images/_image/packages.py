@@ -21,7 +21,7 @@ _Self = TypeVar("_Self", bound="PackageMethods")
 
 class PackageMethods:
     """with_pip_packages, with_requirements, with_uv_project, with_poetry_project,
-    with_pixi_project and with_local_v2 of `Image`."""
+    with_pixi_project, with_uv and with_local_v2 of `Image`."""
 
     def _with_layer(self: _Self, layer: Layer) -> _Self:
         raise NotImplementedError
@@ -149,6 +149,17 @@ class PackageMethods:
             project_install_mode=install_mode(project_install_mode),
         )
         return self._with_layer(layer)
+
+    def with_uv(self: _Self) -> _Self:
+        """Keep uv in the image (at /usr/local/bin/uv, the pinned version the installs use), for
+        code that runs uv at run time (`uv pip install`, `uv run`). Without it the install steps
+        mount uv only while they run, and the image has none.
+
+        Example: `Image.from_debian_base().with_uv()`
+        """
+        from .layers.python import UVBinary
+
+        return self._with_layer(UVBinary())
 
     def with_local_v2(self: _Self) -> _Self:
         """Install the wheels found in `./dist` (a locally built SDK), as the SDK's dev mode does."""

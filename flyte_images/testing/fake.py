@@ -8,7 +8,8 @@ BuildKit reads it) and keeps the results in memory: loaded images in `store`, pu
 and the layer `compression` asked).
 
 - FROM: a base it was not told about raises BaseImageNotFoundError (by default it knows every
-  base); an image it built itself, or an earlier stage (`FROM x AS name`), is built upon.
+  base); an image it built itself, or an earlier stage (`FROM x AS name`), is built upon, and
+  `scratch` is empty.
 - ARG, ENV, LABEL, WORKDIR: recorded, with BuildKit's quoting and `$VAR` expansion (a
   platform ARG such as TARGETARCH once declared).
 - COPY / ADD of local files and folders (JSON or plain form, `--from=stage`, `--chmod`): bytes
@@ -207,6 +208,8 @@ class _Run:
         if parent is not None:
             copied = (dict(parent.files), dict(parent.modes), dict(parent.env), dict(parent.labels))
             stage = _Stage(*copied, workdir=parent.workdir)
+        elif base == "scratch":  # BuildKit's empty image (a stage holding build tools): nothing to pull
+            stage = _Stage()
         elif self.builder.bases is None or _normalize(base) in self.builder.bases:
             stage = _Stage(env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
         else:

@@ -1,3 +1,6 @@
+FROM scratch AS flyte-images-uv
+ARG TARGETARCH
+COPY ["_fi/uv/${TARGETARCH}/uv", "/uv"]
 FROM python:3.11-slim-bookworm
 ARG TARGETARCH
 ENV VIRTUAL_ENV=/opt/venv \
@@ -6,8 +9,9 @@ ENV VIRTUAL_ENV=/opt/venv \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
     PYTHONUNBUFFERED=1
-COPY ["_fi/uv/${TARGETARCH}/uv", "/usr/local/bin/uv"]
-RUN --mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv uv venv --python 3.11 /opt/venv
+RUN --mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv \
+    --mount=type=bind,from=flyte-images-uv,source=/uv,target=/usr/local/bin/uv \
+    uv venv --python 3.11 /opt/venv
 RUN if ! id -u flyte >/dev/null 2>&1; then useradd --create-home --shell /bin/bash flyte; fi \
     && mkdir -p /home/flyte && chown -R flyte:flyte /home/flyte /root
 WORKDIR /home/flyte

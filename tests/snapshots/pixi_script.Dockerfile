@@ -1,3 +1,6 @@
+FROM scratch AS flyte-images-uv
+ARG TARGETARCH
+COPY ["_fi/uv/${TARGETARCH}/uv", "/uv"]
 FROM python:3.11-slim-bookworm
 ARG TARGETARCH
 ENV VIRTUAL_ENV=/opt/venv \
@@ -6,17 +9,18 @@ ENV VIRTUAL_ENV=/opt/venv \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
     PYTHONUNBUFFERED=1
-COPY ["_fi/uv/${TARGETARCH}/uv", "/usr/local/bin/uv"]
-RUN --mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv uv venv --python 3.11 /opt/venv
+RUN --mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv \
+    --mount=type=bind,from=flyte-images-uv,source=/uv,target=/usr/local/bin/uv \
+    uv venv --python 3.11 /opt/venv
 RUN if ! id -u flyte >/dev/null 2>&1; then useradd --create-home --shell /bin/bash flyte; fi \
     && mkdir -p /home/flyte && chown -R flyte:flyte /home/flyte /root
 WORKDIR /home/flyte
 RUN --mount=type=cache,target=/var/cache/apt,sharing=locked,id=flyte-images-apt-archives \
     --mount=type=cache,target=/var/lib/apt/lists,sharing=locked,id=flyte-images-apt-lists \
     ["/bin/sh", "-c", "rm -f /etc/apt/apt.conf.d/docker-clean && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends build-essential ca-certificates"]
-COPY --from=ghcr.io/prefix-dev/pixi:0.72.2 /usr/local/bin/pixi /usr/local/bin/pixi
 COPY ["_fi/1/", "/opt/pixi-project/"]
 RUN --mount=type=cache,target=/root/.cache/rattler,id=flyte-images-pixi \
+    --mount=type=bind,from=ghcr.io/prefix-dev/pixi:0.72.2,source=/usr/local/bin/pixi,target=/usr/local/bin/pixi \
     ["/bin/sh", "-c", "pixi install --manifest-path /opt/pixi-project/pixi.toml --environment default"]
 ENV VIRTUAL_ENV=/opt/pixi-project/.pixi/envs/default UV_PYTHON=/opt/pixi-project/.pixi/envs/default/bin/python PIXI_PROJECT_MANIFEST=/opt/pixi-project/pixi.toml PATH=/opt/pixi-project/.pixi/envs/default/bin:$PATH
 USER flyte

@@ -1,3 +1,6 @@
+FROM scratch AS flyte-images-uv
+ARG TARGETARCH
+COPY ["_fi/uv/${TARGETARCH}/uv", "/uv"]
 FROM python:3.11-slim-bookworm
 ARG TARGETARCH
 ENV VIRTUAL_ENV=/opt/venv \
@@ -6,8 +9,9 @@ ENV VIRTUAL_ENV=/opt/venv \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
     PYTHONUNBUFFERED=1
-COPY ["_fi/uv/${TARGETARCH}/uv", "/usr/local/bin/uv"]
-RUN --mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv uv venv --python 3.11 /opt/venv
+RUN --mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv \
+    --mount=type=bind,from=flyte-images-uv,source=/uv,target=/usr/local/bin/uv \
+    uv venv --python 3.11 /opt/venv
 RUN if ! id -u flyte >/dev/null 2>&1; then useradd --create-home --shell /bin/bash flyte; fi \
     && mkdir -p /home/flyte && chown -R flyte:flyte /home/flyte /root
 WORKDIR /home/flyte
@@ -15,6 +19,7 @@ RUN --mount=type=cache,target=/var/cache/apt,sharing=locked,id=flyte-images-apt-
     --mount=type=cache,target=/var/lib/apt/lists,sharing=locked,id=flyte-images-apt-lists \
     ["/bin/sh", "-c", "rm -f /etc/apt/apt.conf.d/docker-clean && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends build-essential ca-certificates"]
 RUN --mount=type=cache,target=/root/.cache/uv,id=flyte-images-uv \
+    --mount=type=bind,from=flyte-images-uv,source=/uv,target=/usr/local/bin/uv \
     --mount=type=cache,target=/root/.cache/pypoetry,id=flyte-images-poetry \
     --mount=type=bind,source=_fi/1,target=/tmp/flyte-images/1,rw \
     ["/bin/sh", "-c", "cd /tmp/flyte-images/1 && POETRY_VIRTUALENVS_CREATE=false UV_PYTHON_DOWNLOADS=never uv tool run --from poetry==2.2.1 poetry install --no-interaction --no-root --only main"]

@@ -1,12 +1,13 @@
 """Layers that install a pixi environment (conda and PyPI packages): a pixi project
 (`with_pixi_project`) and a pixi script (`from_pixi_script`), as the Flyte SDK renders them.
 
-The pixi binary comes from pixi's own image (`COPY --from=ghcr.io/prefix-dev/pixi:VERSION`, the
-version pinned and part of the identifier), and `pixi install` resolves from conda channels at
-build time: unlike every other layer, a pixi layer needs those registries to build. The
-project lives in /opt/pixi-project (the same folder for every pixi layer, so a later manifest
-updates the same environment), and its environment becomes the image's environment:
-VIRTUAL_ENV, UV_PYTHON and PATH point at it, so later pip layers install into it.
+The pixi binary comes from pixi's own image (ghcr.io/prefix-dev/pixi:VERSION, the version pinned
+and part of the identifier), bind-mounted into the install step only: the image does not keep
+it. `pixi install` resolves from conda channels at build time: unlike every other layer, a pixi
+layer needs those registries to build. The project lives in /opt/pixi-project (the same folder
+for every pixi layer, so a later manifest updates the same environment), and its environment
+becomes the image's environment: VIRTUAL_ENV, UV_PYTHON and PATH point at it, so later pip
+layers install into it.
 
 A pixi script is lowered to the `pixi.toml` its PEP 723 block describes (pixi has no `install
 --script`); that generated manifest, not the script's code, is what the identifier covers, so
@@ -41,6 +42,7 @@ PIXI_VERSION = "0.72.2"  # the Flyte SDK's pin; a tag of pixi's image must exist
 PIXI_IMAGE = f"ghcr.io/prefix-dev/pixi:{PIXI_VERSION}"
 PIXI_PROJECT_DIR = "/opt/pixi-project"
 PIXI_CACHE = "--mount=type=cache,target=/root/.cache/rattler,id=flyte-images-pixi"
+PIXI_BINARY = f"--mount=type=bind,from={PIXI_IMAGE},source=/usr/local/bin/pixi,target=/usr/local/bin/pixi"
 MANIFEST_NAMES = ("pixi.toml", "pyproject.toml")  # the only names pixi discovers
 DEFAULT_CHANNELS = ("conda-forge",)
 CONDA_SUBDIRS = {"linux/amd64": "linux-64", "linux/arm64": "linux-aarch64"}
@@ -82,9 +84,8 @@ class _PixiInstall(Layer):
         return (PIXI_VERSION, self.environment, self.extra_args, secrets_identity(self.secret_mounts))
 
     def _install(self, out: Instructions, index: int, manifest_name: str, locked: bool) -> None:
-        """pixi, the project files, `pixi install`, and the environment made the image's (its
-        name and the manifest name are checked words)."""
-        out.add(f"COPY --from={PIXI_IMAGE} /usr/local/bin/pixi /usr/local/bin/pixi")
+        """The project files, `pixi install` (pixi mounted for it), and the environment made the
+        image's (its name and the manifest name are checked words)."""
         out.add(f"COPY {q.json_words([f'_fi/{index}/', PIXI_PROJECT_DIR + '/'])}")
         manifest = f"{PIXI_PROJECT_DIR}/{manifest_name}"
         words = ["pixi", "install", "--manifest-path", manifest, "--environment", self.environment]
@@ -92,7 +93,7 @@ class _PixiInstall(Layer):
         if locked and "--frozen" not in (self.extra_args or ""):
             words.append("--locked")
         words += out.split_args("extra_args", self.extra_args)
-        out.run_step(q.shell_join(words), [PIXI_CACHE], self.secret_mounts)
+        out.run_step(q.shell_join(words), [PIXI_CACHE, PIXI_BINARY], self.secret_mounts)
         env_dir = f"{PIXI_PROJECT_DIR}/.pixi/envs/{self.environment}"
         out.add(
             f"ENV VIRTUAL_ENV={env_dir} UV_PYTHON={env_dir}/bin/python "

@@ -1,5 +1,6 @@
 """Layers that install Python packages: pip packages, requirement files, uv and poetry projects,
-uv scripts and local wheels. All install through uv (pinned, see `_uvbin`)."""
+uv scripts and local wheels. All install through uv (pinned, see `_uvbin`), which their steps
+mount and the image does not keep (`UVBinary` puts it in the image)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,6 @@ class PipPackages(_PythonInstall):
     def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
         from ..._formats.dockerfile import is_heavy
 
-        out.ensure_uv()
         heavy = [p for p in self.packages if is_heavy(p)]
         light = [p for p in self.packages if not is_heavy(p)]
         for group in (heavy, light):
@@ -104,7 +104,6 @@ class Requirements(_PythonInstall):
         return (self.KIND, files, self._install_options())
 
     def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
-        out.ensure_uv()
         script = out.uv_install(self, ["-r", q.shell_word(f"{out.WORK}/{index}/{inputs.data}")])
         out.run_step(script, [out.UV_CACHE, out.bind(index)], self.secret_mounts)
 
@@ -296,7 +295,6 @@ class UVProject(_PythonInstall):
         )
 
     def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
-        out.ensure_uv()
         layout: _UVLayout = inputs.data
         extra = out.split_args("extra_args", self.extra_args)
         # Path sources are installed as regular packages, built from their staged folders
@@ -337,7 +335,6 @@ class PoetryProject(Layer):
         return (self.KIND, self.project_install_mode, _project_identity(inputs), options)
 
     def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
-        out.ensure_uv()
         poetry = ["uv", "tool", "run", "--from", f"poetry=={POETRY_VERSION}", "poetry", "install"]
         args = ["--no-interaction", "--no-root", *out.split_args("extra_args", self.extra_args)]
         env = "POETRY_VIRTUALENVS_CREATE=false UV_PYTHON_DOWNLOADS=never"
@@ -368,7 +365,6 @@ class UVScript(_PythonInstall):
         return (self.KIND, inputs.files[0][1].entry.identity(), self._install_options())
 
     def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
-        out.ensure_uv()
         metadata: ScriptMetadata = inputs.data
         if metadata.dependencies:
             args = [q.shell_expanding(d) for d in metadata.dependencies]
@@ -398,7 +394,6 @@ class PythonWheels(Layer):
         return (self.KIND, self.package_name, tuple(s.entry.identity() for _label, s in inputs.files))
 
     def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
-        out.ensure_uv()
         mounts = [out.UV_CACHE, out.bind(index)]
         if not self.package_name:
             args = [q.shell_word(f"{out.WORK}/{index}/{label}") for label, _s in inputs.files]
@@ -412,3 +407,17 @@ class PythonWheels(Layer):
         out.run_step(out.uv_install(None, [*links, name]), mounts)
         forced = [*links, "--no-deps", "--no-index", "--reinstall", name]
         out.run_step(out.uv_install(None, forced), mounts, downloads=False)
+
+
+@dataclass(frozen=True)
+class UVBinary(Layer):
+    """The pinned uv at /usr/local/bin/uv in the image, for code that runs uv at run time (the
+    install steps mount it and leave nothing of it behind)."""
+
+    KIND: ClassVar[str] = "uv"
+
+    def identity(self, inputs: Inputs) -> Encodable:
+        return (self.KIND,)  # the uv version is in every identifier already (the renderer's part)
+
+    def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
+        out.uv_in_image()
