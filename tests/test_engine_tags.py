@@ -8,7 +8,7 @@ import uuid
 
 import httpx
 import pytest
-from engine_support import BUSYBOX
+from engine_support import BUSYBOX, registry
 
 import flyte_images
 from flyte_images import ConfigError, Image, InvalidLayerArgument, TaskEnvironment
@@ -70,9 +70,9 @@ def test_a_deploy_tags_every_image_including_those_that_exist(local_registry: st
 
 def test_bad_tags_and_tags_of_a_local_image_are_refused(local_registry: str) -> None:
     image = _image(local_registry, "tags-bad")
-    with pytest.raises(InvalidLayerArgument, match=r"tags: 'v1\\n' is not a tag name"):
+    with pytest.raises(InvalidLayerArgument, match=r"tags: 'v1\\n' is neither a tag name"):
         flyte_images.build(image, quiet=True, tags=("v1\n",))
-    with pytest.raises(InvalidLayerArgument, match="'-x' is not a tag name"):
+    with pytest.raises(InvalidLayerArgument, match="'-x' is neither a tag name"):
         flyte_images.build(image, quiet=True, tags=("-x",))
     local = Image.from_base(BUSYBOX).clone(name="tags-local").with_commands(["true"])
     with pytest.raises(ConfigError, match="tags latest are pushed to the image's registry"):
@@ -94,7 +94,7 @@ def test_the_cli_pushes_extra_tags(local_registry: str, tmp_path: object) -> Non
     cli = [sys.executable, "-m", "flyte_images._cli", "build", f"{images}:app", "-q"]
     subprocess.run([*cli, "--tag", "latest", "--tag", "v2"], check=True, capture_output=True)
     refused = subprocess.run([*cli, "--tag", "no/slash"], check=False, capture_output=True, text=True)
-    assert refused.returncode == 1 and "'no/slash' is not a tag name" in refused.stderr
+    assert refused.returncode == 1 and "'no/slash' is neither a tag name" in refused.stderr
     listed = subprocess.run(
         [sys.executable, "-m", "flyte_images._cli", "id", f"{images}:app", "--json"],
         check=True,
@@ -105,3 +105,22 @@ def test_the_cli_pushes_extra_tags(local_registry: str, tmp_path: object) -> Non
     content = _digest(local_registry, name, identifier)
     assert content is not None
     assert _digest(local_registry, name, "latest") == _digest(local_registry, name, "v2") == content
+
+
+@pytest.mark.parametrize("where", ["same registry", "another registry"])
+def test_a_full_reference_elsewhere_gets_the_image_blobs_and_all(local_registry: str, where: str) -> None:
+    name = f"tags-full-{uuid.uuid4().hex[:8]}"
+    image = _image(local_registry, name).with_env_vars({"MODE": "copied"})  # appended: several layers
+    built = flyte_images.build(image, quiet=True)
+    content = _digest(local_registry, name, image.identifier)
+    with registry() as other:
+        host = local_registry if where == "same registry" else other.host
+        target = f"{host}/elsewhere/{name}:release"
+        again = flyte_images.build(image, quiet=True, tags=(target,))
+        assert built.built and not again.built
+        assert _digest(host, f"elsewhere/{name}", "release") == content
+        # the copy is whole: every blob of the manifest is in the target repository
+        manifest = httpx.get(f"http://{host}/v2/elsewhere/{name}/manifests/release", headers={"Accept": ACCEPT}).json()
+        for descriptor in [manifest["config"], *manifest["layers"]]:
+            blob = httpx.head(f"http://{host}/v2/elsewhere/{name}/blobs/{descriptor['digest']}")
+            assert blob.status_code == 200, descriptor

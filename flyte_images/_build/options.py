@@ -116,14 +116,21 @@ _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 
 
 def extra_tags(tags: tuple[str, ...] | list[str] | str) -> tuple[str, ...]:
-    """`tags` checked: names of tags (`latest`, `v1.2`), as the registry's tag grammar allows."""
+    """`tags` checked: names of tags of the image's repository (`latest`, `v1.2`), or full
+    references elsewhere (`ghcr.io/acme/app:stable`)."""
     names = (tags,) if isinstance(tags, str) else tuple(tags)
     for name in names:
-        if not isinstance(name, str) or not _TAG.match(name):
+        if not isinstance(name, str) or not (_TAG.match(name) or _full_reference(name)):
             raise InvalidLayerArgument(
                 "tags",
-                f"{name!r} is not a tag name; a tag is 1 to 128 letters, digits, '_', '.' or '-', "
-                "not starting with '.' or '-' (e.g. tags=('latest', 'v1.2')): it is pushed in the image's "
-                "own repository",
+                f"{name!r} is neither a tag name (1 to 128 letters, digits, '_', '.' or '-', not starting with "
+                "'.' or '-', such as 'latest') nor a full reference with a tag (such as ghcr.io/acme/app:stable)",
             )
     return tuple(dict.fromkeys(names))
+
+
+def _full_reference(name: str) -> bool:
+    if "/" not in name or "@" in name or not name.isprintable() or any(c.isspace() for c in name):
+        return False
+    path, _, tag = name.rpartition(":")
+    return "/" in path and bool(_TAG.match(tag)) and "/" not in tag

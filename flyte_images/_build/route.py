@@ -87,9 +87,10 @@ def build(
     changes neither the identifier nor the skip rule (with `force`, an existing image is rebuilt
     from scratch).
     `wait` is accepted for compatibility: builds always complete before this returns.
-    `tags` (e.g. `("latest", "v1.2")`) are more tags of the image's repository, pushed beside
-    its content tag (never instead of it, never part of the identifier); when the image already
-    exists they are pointed at it in the registry, without a build.
+    `tags` (e.g. `("latest", "ghcr.io/acme/app:stable")`) are more tags pushed beside the
+    content tag: names in the image's repository, full references elsewhere (never instead of
+    the content tag, never part of the identifier); when the image already exists they are
+    pointed at it in the registry, without a build.
     `compression` ("gzip", the default, or "zstd"; else FLYTE_IMAGES_COMPRESSION or the config
     key `compression`) is how pushed layers are compressed: zstd layers are smaller and
     decompress faster, for pullers with containerd 1.5+ / Docker 23+; a backend that cannot
@@ -175,18 +176,20 @@ def build_planned(
 
 
 def tag_as(result: ImageBuild, tags: tuple[str, ...]) -> None:
-    """Push `tags` beside the content tag of a pushed image (built or found): each names the
-    same manifest, by the digest the build or the check answered when there is one."""
+    """Push `tags` beside the content tag of a pushed image (built or found): a tag name in its
+    repository, or a full reference elsewhere; each names the same manifest (by the digest the
+    build or the check answered, when there is one)."""
     from .._registry import Registry, parse_reference  # here: it loads httpx
 
     assert result.uri is not None
     ref = parse_reference(result.uri)
     if result.digest:
         ref = parse_reference(f"{ref.host}/{ref.repository}@{result.digest}")
+    targets = [parse_reference(t) if "/" in t else parse_reference(f"{ref.host}/{ref.repository}:{t}") for t in tags]
 
     async def put() -> None:
         async with Registry(insecure=_config.insecure_registries()) as registry:
-            await registry.retag(ref, tags)
+            await registry.copy(ref, targets)
 
     run_coroutine(put())
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncGenerator, Sequence
+import json
+import tempfile
+import urllib.parse
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -184,13 +187,50 @@ class Uploads(Session):
             )
         return target
 
-    async def retag(self, ref: Reference, tags: Sequence[str]) -> str:
-        """Point each of `tags` (in `ref`'s repository) at the manifest or index `ref` names: the
-        same bytes PUT under each tag, so every tag has `ref`'s digest; return that digest."""
-        fetched = await self.manifest(ref)
-        for tag in tags:
-            await self.put_manifest(Reference(ref.host, ref.repository, tag), fetched.content, fetched.media_type)
+    async def copy(self, source: Reference, targets: Sequence[Reference]) -> str:
+        """Make each of `targets` name the image (manifest or index) `source` names: its blobs
+        copied where the target's repository lacks them (mounted from `source`'s repository on
+        the same registry, else streamed through a temporary file), then the same manifest bytes
+        PUT, so every target has `source`'s digest; return that digest."""
+        fetched = await self.manifest(source)
+        for target in targets:
+            await self._copy_parts(source, target, fetched)
+            await self.put_manifest(target, fetched.content, fetched.media_type)
         return fetched.digest
+
+    async def _copy_parts(self, source: Reference, target: Reference, fetched: Fetched) -> None:
+        if (source.host, source.repository) == (target.host, target.repository):
+            return
+        document = json.loads(fetched.content)
+        if fetched.media_type in wire.INDEX_TYPES:
+            for child in document.get("manifests") or []:
+                digest = str(child["digest"])
+                part = await self.manifest(Reference(source.host, source.repository, digest))
+                await self._copy_parts(source, target, part)
+                await self.put_manifest(
+                    Reference(target.host, target.repository, digest), part.content, part.media_type
+                )
+            return
+        for descriptor in [document["config"], *(document.get("layers") or [])]:
+            await self._copy_blob(source, target, str(descriptor["digest"]), int(descriptor["size"]))
+
+    async def _copy_blob(self, source: Reference, target: Reference, digest: str, size: int) -> None:
+        if await self.has_blob(target, digest):
+            return
+        if source.host == target.host:
+            query = urllib.parse.urlencode({"mount": digest, "from": source.repository})
+            url = f"{self.base(target.host)}/{target.repository}/blobs/uploads/?{query}"
+            answer = await self.send(target, "POST", url, limit=wire.MAX_MANIFEST, push=True)
+            if answer.status == 201:
+                return
+            if answer.status == 202:  # an upload was started instead of the mount: cancelled, best effort
+                with contextlib.suppress(RegistryError, InvalidURL):
+                    started = self._upload_location(target, answer)
+                    await self.send(target, "DELETE", str(started), limit=wire.MAX_MANIFEST, push=True)
+        with tempfile.TemporaryFile() as spool:
+            async for chunk in self.blob_chunks(source, digest, size):
+                spool.write(chunk)
+            await self.push_blob(target, _Spooled(spool, size), digest, ask=False)
 
     async def put_manifest(self, ref: Reference, document: dict[str, Any] | bytes, media_type: str) -> str:
         """PUT a manifest (or index) under `ref`; return its digest (checked against what was stored)."""
@@ -208,3 +248,15 @@ class Uploads(Session):
                 "on the way may have changed it"
             )
         return digest
+
+
+class _Spooled:
+    """A blob read into a temporary file, sent as a `Chunked` body."""
+
+    def __init__(self, file: IO[bytes], size: int) -> None:
+        self.file, self.size = file, size
+
+    def chunks(self) -> Iterator[bytes]:
+        self.file.seek(0)
+        while chunk := self.file.read(1 << 20):
+            yield chunk
