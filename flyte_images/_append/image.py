@@ -24,6 +24,7 @@ from .tarball import LayerBlob
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_ZSTD_LAYER = "application/vnd.oci.image.layer.v1.tar+zstd"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 UNKNOWN_PLATFORM = "unknown/unknown"  # BuildKit's attestation manifests in an index
 
@@ -159,16 +160,38 @@ async def _push_manifest(
 ) -> tuple[str, int]:
     """The manifest of one platform (its blobs pushed), under `target`'s tag or (one of several
     platforms, listed by an index) by digest only; returns the manifest's digest and size."""
-    layer_type = OCI_LAYER if image.media_type == OCI_MANIFEST else DOCKER_LAYER
     document = dict(image.manifest)
     config_desc = dict(document.get("config") or {})
     document["config"] = {**config_desc, "digest": wire.sha256(config), "size": len(config)}
-    added = [{"mediaType": layer_type, "digest": layer.digest, "size": layer.size} for layer in part.layers]
+    added = [
+        {"mediaType": layer_media_type(image.media_type, layer.compression), "digest": layer.digest, "size": layer.size}
+        for layer in part.layers
+    ]
     document["layers"] = [*(document.get("layers") or []), *added]
     content = wire.dumps(document)
     digest = wire.sha256(content)
     where = target if tagged else Reference(target.host, target.repository, digest)
     return await registry.put_manifest(where, content, image.media_type), len(content)
+
+
+def layer_media_type(manifest_type: str, compression: str) -> str:
+    """The media type of a layer with `compression` in a manifest of `manifest_type`."""
+    if manifest_type == OCI_MANIFEST:
+        return OCI_ZSTD_LAYER if compression == "zstd" else OCI_LAYER
+    if compression == "zstd":
+        raise RegistryError(
+            "a Docker image manifest has no zstd layer type: append zstd layers to an image with OCI media "
+            "types (BuildKit's oci-mediatypes=true, as compression='zstd' builds it), or make them gzip"
+        )
+    return DOCKER_LAYER
+
+
+def compression_of(image: PlatformImage) -> str:
+    """The compression of the image's top layer ("gzip" for a plain tar or no layer): appended
+    layers follow it unless asked otherwise, so an image stays one compression."""
+    layers = image.manifest.get("layers") or []
+    media = layers[-1].get("mediaType") if layers and isinstance(layers[-1], dict) else None
+    return "zstd" if isinstance(media, str) and media.endswith(("+zstd", ".zstd")) else "gzip"
 
 
 async def read_base(

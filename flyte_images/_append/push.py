@@ -20,12 +20,18 @@ if TYPE_CHECKING:
 
 
 async def append_file_part(
-    pusher: Registry, staged: BuildPlan, engine_uri: str, say: Callable[[str], None]
+    pusher: Registry,
+    staged: BuildPlan,
+    engine_uri: str,
+    say: Callable[[str], None],
+    compression: str | None = None,
 ) -> tuple[str, int]:
     """Append the file part of `staged` (open) to the engine part `engine_uri` (its tag, or its
     repository @ the digest its tag names) in the registry, pushed as the plan's uri; returns
-    the digest and the number of layers appended."""
-    from .image import append_parts
+    the digest and the number of layers appended. `compression` (gzip, zstd) is the layers';
+    None: that of the engine part's top layer. A Docker manifest has no zstd layer type, so
+    layers appended to one are gzip."""
+    from .image import OCI_MANIFEST, append_parts, compression_of
 
     made: dict[object, FilePart] = {}
 
@@ -53,9 +59,13 @@ async def append_file_part(
         base = {p: None if (f := entries.get(p)) is None else Folder(f.mode, f.uid, f.gid, f.mtime) for p in folders}
         passwd, group = (None if (f := entries.get(p)) is None else f.content for p in ("etc/passwd", "etc/group"))
         owners = {pair: basefs.user_ids(passwd, group, *pair) for pair in names}
-        key = (image.workdir, tuple(sorted(owners.items())), tuple(sorted(base.items(), key=lambda kv: kv[0])))
+        chosen = compression or compression_of(image)
+        if chosen == "zstd" and image.media_type != OCI_MANIFEST:
+            say(f"{image.platform or 'the base'} has a Docker manifest, which has no zstd layer type: appending gzip")
+            chosen = "gzip"
+        key = (image.workdir, tuple(sorted(owners.items())), tuple(sorted(base.items(), key=lambda kv: kv[0])), chosen)
         if key not in made:
-            made[key] = file_part(staged, image.workdir, folders=base, owners=owners)
+            made[key] = file_part(staged, image.workdir, folders=base, owners=owners, compression=chosen)
         return made[key]
 
     try:

@@ -123,12 +123,14 @@ def file_part(
     *,
     folders: Mapping[str, Folder | None] | None = None,
     owners: Mapping[tuple[str, str], tuple[int, int]] | None = None,
+    compression: str = "gzip",
 ) -> FilePart:
     """The file part of a staged plan (`staged_plan`, still open) as layers and config changes.
     `base_workdir`: the engine part's working folder (for a relative destination before the file
     part sets one); `folders`: the copies' destinations and their parents as the engine part has
     them (None: it has not); `owners`: the `--chown` user and group names as its /etc/passwd and
-    /etc/group number them (see `basefs` and `push.append_file_part`)."""
+    /etc/group number them (see `basefs` and `push.append_file_part`); `compression`: of the
+    layers, gzip or zstd."""
     if plan.context is None:
         raise BuildError("the plan is not staged; make the file part inside `with staged_plan(image) as plan:`")
     out = FilePart(labels=dict(plan.labels))
@@ -170,6 +172,8 @@ def file_part(
                 made[path] = written[path]
             source = plan.context / "_fi" / str(index)
             text = f'COPY ["_fi/{index}/", "{layer.dst.rstrip("/")}/"]'
-            out.layers.append(layer_tar(source, dst, owner=owner, folders=written, created_by=text))
+            out.layers.append(
+                layer_tar(source, dst, owner=owner, folders=written, created_by=text, compression=compression)
+            )
             made.update(staged_folders(source, dst, owner))
     return out

@@ -8,9 +8,10 @@ listed with the metadata it has after the COPY: unpackers that apply a layer int
 (dockerd's overlay2) make an unlisted parent root 0755, hiding, say, /home/flyte's own owner.
 
 The bytes depend only on the staged folder (sorted entries, empty user and group names, staged
-times in whole seconds, a gzip header without name or time), so an unchanged layer is never
-uploaded again. A layer is made as a stream in constant memory: files are read CHUNK bytes at a
-time, the tar is hashed (the diff_id) into gzip, and the gzip stream hashed (the digest) into
+times in whole seconds, a gzip header without name or time, or one zstd frame made in one
+thread), so an unchanged layer is never uploaded again. A layer is made as a stream in constant
+memory: files are read CHUNK bytes at a time, the tar is hashed (the diff_id) into gzip or zstd,
+and the compressed stream hashed (the digest) into
 memory up to SPOOL_MEMORY, beyond that into an unnamed temporary file in the cache folder, gone
 with the process. (The digest must be known before the upload starts, so one pass keeps the
 stream; two would read and compress every file twice.)
@@ -27,7 +28,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, cast
 
 from .._errors import BuildError
 from .._files.staging import FIXED_MTIME
@@ -36,17 +37,20 @@ from .._files.statcache import cache_dir
 GZIP_LEVEL = 1  # source files compress well even at 1; level 6 took twice as long for a 300-file folder
 CHUNK = 1 << 20  # bytes of a file read (and of the tar handed to gzip) at a time
 SPOOL_MEMORY = 8 << 20  # a gzip stream up to this stays in memory; a longer one goes to a temporary file
+# zstd's own default, which BuildKit's zstd layers use too: faster than gzip at level 1 and smaller.
+ZSTD_LEVEL = 3
 
 
 @dataclass(frozen=True)
 class LayerBlob:
-    """A gzipped layer tarball with its two digests. `data` is the gzip stream itself, or for a
-    long one the unnamed temporary file that holds it (see `content`, `chunks`)."""
+    """A compressed layer tarball with its two digests. `data` is the compressed stream itself,
+    or for a long one the unnamed temporary file that holds it (see `content`, `chunks`)."""
 
     data: bytes | IO[bytes] = field(compare=False)  # the digest stands for the content in comparisons
     diff_id: str  # sha256 of the uncompressed tar (the image config's rootfs.diff_ids)
-    digest: str  # sha256 of the gzip stream (the manifest's layer descriptor)
+    digest: str  # sha256 of the compressed stream (the manifest's layer descriptor)
     created_by: str = ""  # the history entry's text
+    compression: str = "gzip"  # or "zstd": the layer media type's suffix
 
     @property
     def size(self) -> int:
@@ -122,10 +126,12 @@ def layer_tar(
     folders: Mapping[str, Folder] | None = None,
     created_by: str = "",
     level: int = GZIP_LEVEL,
+    compression: str = "gzip",
 ) -> LayerBlob:
-    """The layer `COPY <folder>/ <dst>/` adds, as a deterministic gzipped tar. `owner`: the
-    uid/gid of every copied entry (`--chown`, as numbers); `folders`: `dst` and its parents as
-    the image has them after the copy (one not given is made 0755, `owner`)."""
+    """The layer `COPY <folder>/ <dst>/` adds, as a deterministic compressed tar (`compression`
+    gzip at `level`, or zstd). `owner`: the uid/gid of every copied entry (`--chown`, as
+    numbers); `folders`: `dst` and its parents as the image has them after the copy (one not
+    given is made 0755, `owner`)."""
     if not folder.is_dir() or folder.is_symlink():
         raise BuildError(f"{folder} is not a staged folder; stage the image (staged_plan) before making its layers")
     root = normalize_dst(dst)
@@ -133,13 +139,12 @@ def layer_tar(
     unknown = [path for path in given if path not in dst_folders(dst)]
     if unknown:
         raise BuildError(f"{unknown[0]!r} is not {dst!r} or one of its parents; only those are written by the copy")
-    import gzip
-
+    if compression not in ("gzip", "zstd"):
+        raise BuildError(f"compression={compression!r} is not gzip or zstd; give one of those")
     out = _Out()
     try:
-        # No file name and time 0 in the gzip header: the digest depends on the tar alone.
-        with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=level) as gz:
-            tar = _Tar(gz.write)
+        with _compressor(out, compression, level) as stream:
+            tar = _Tar(stream.write)
             for path in dst_folders(dst):
                 meta = given.get(path) or Folder(0o755, *owner)
                 tar.add(path, _DIR, meta.mode, meta.mtime, (meta.uid, meta.gid))
@@ -150,7 +155,24 @@ def layer_tar(
     except BaseException:
         out.discard()
         raise
-    return LayerBlob(data=out.result(), diff_id=tar.digest, digest=out.digest, created_by=created_by)
+    return LayerBlob(
+        data=out.result(), diff_id=tar.digest, digest=out.digest, created_by=created_by, compression=compression
+    )
+
+
+def _compressor(out: _Out, compression: str, level: int) -> Any:
+    """A writable stream that compresses into `out` and ends its stream when closed."""
+    if compression == "zstd":
+        import zstandard  # here: only a zstd layer needs it
+
+        # One thread and no content size in the frame (a stream): the same tar, the same bytes.
+        # `_Out` has the write and flush a stream writer calls, not the whole of IO.
+        sink = cast("IO[bytes]", out)
+        return zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(sink, closefd=False)
+    import gzip
+
+    # No file name and time 0 in the gzip header: the digest depends on the tar alone.
+    return gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=level)
 
 
 def staged_folders(folder: Path, dst: str, owner: tuple[int, int]) -> dict[str, Folder]:
@@ -187,7 +209,7 @@ _MAX_ID, _MAX_SIZE, _MAX_TIME = 8**7, 8**11, 8**11
 
 
 class _Out:
-    """Where the gzip stream goes: hashed (the layer's digest), then held in memory up to
+    """Where the compressed stream goes: hashed (the layer's digest), then held in memory up to
     SPOOL_MEMORY bytes and beyond that written to an unnamed temporary file."""
 
     def __init__(self) -> None:
@@ -220,7 +242,7 @@ class _Out:
         return len(data)
 
     def flush(self) -> None:
-        pass  # gzip's file protocol asks for it; the temporary file is flushed once, by `result`
+        pass  # the compressors' file protocol asks for it; the temporary file is flushed once, by `result`
 
     def result(self) -> bytes | IO[bytes]:
         if self._file is None:
