@@ -35,3 +35,5 @@ echo
 .bench/venv/bin/python benchmarks/bench_multiarch.py
 echo
 .bench/venv/bin/python benchmarks/bench_append.py
+echo
+.bench/venv/bin/python benchmarks/bench_size.py
