@@ -1,7 +1,8 @@
 """The buildkit backend on a pool of three real daemons (tests/pool_support.py): the conformance
-suite, an image goes to the same daemon every time, distinct images spread, a daemon that dies during a deploy loses
-its builds to the others and the deploy succeeds, and a pool no node of which answers fails
-with every node named. Which daemon built what is read from the daemons' own build history."""
+suite, an image goes to the same daemon every time, distinct images spread, a node that refuses
+TLS is skipped, a daemon that dies during a deploy loses its builds to the others and the
+deploy succeeds, and a pool no node of which answers fails with every node named. Which daemon
+built what is read from the daemons' own build history."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from backend_support import BuildkitDaemon, require_buildkit
+from backend_support import BuildkitDaemon, require_buildkit, self_signed
 from engine_support import BUSYBOX, free_port
 from pool_support import ThreeDaemons, three_daemons
 
@@ -22,7 +23,7 @@ import flyte_images
 from flyte_images import Image, TaskEnvironment
 from flyte_images._errors import ConfigError, EngineUnavailableError
 from flyte_images.builders import pool
-from flyte_images.builders.base import BuildRequest, ProgressEvent
+from flyte_images.builders.base import BuildRequest, BuildResult, Progress, ProgressEvent
 from flyte_images.builders.buildkit import BuildkitBuilder
 from flyte_images.testing.conformance import Backend, BackendConformance, EngineBackend
 
@@ -231,3 +232,49 @@ def test_a_bad_node_entry_stops_the_build_with_a_config_error(
     with pytest.raises(ConfigError, match=r"buildkit_nodes\[0\]\.max_builds in .*flyte-images\.toml must be a whole"):
         flyte_images.build(_image("fi-pool-badconfig", f"echo {uuid.uuid4().hex}"), quiet=True)
     assert daemons.daemons[0].built() == before
+
+
+def test_a_node_that_refuses_tls_is_skipped_and_a_node_without_platforms_takes_what_it_reports(
+    daemons: ThreeDaemons, local_registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool.POOL.reset()
+    tcp, plain = daemons.daemons[1], daemons.daemons[0]
+    cert, key = self_signed(tmp_path)  # a client certificate the daemon's CA never signed
+    (tmp_path / "flyte-images.toml").write_text(
+        f'image_builder = "buildkit"\nregistry = "{local_registry}"\n'
+        f'[[buildkit_nodes]]\naddress = "{tcp.address}"\nplatforms = ["linux/amd64"]\n'
+        f'ca = "{tcp.shared.ca}"\ncert = "{cert}"\nkey = "{key}"\nserver_name = "{tcp.shared.server_name}"\n'
+        f'[[buildkit_nodes]]\naddress = "{plain.address}"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    for name in ("ADDR", "NODES", "CA", "CERT", "KEY", "SERVER_NAME"):
+        monkeypatch.delenv(f"FLYTE_IMAGES_BUILDKIT_{name}", raising=False)
+    nodes = BuildkitBuilder().nodes or ()
+    # An image whose first choice is the node that refuses us.
+    run = uuid.uuid4().hex[:8]
+    name = next(
+        n
+        for n in (f"fi-pool-tls-{run}-{i}" for i in range(64))
+        if pool.rank(nodes, f"{local_registry}/{n}", ("linux/amd64",))[0].address == tcp.address
+    )
+    events: list[ProgressEvent] = []
+
+    class Watching(BuildkitBuilder):
+        def build(self, request: BuildRequest, progress: Progress) -> BuildResult:
+            def both(event: ProgressEvent) -> None:
+                events.append(event)
+                progress(event)
+
+            return super().build(request, both)
+
+    built = flyte_images.build(_image(name, f"echo {run}"), builder=Watching(), quiet=True)
+    assert built.built
+    identifier = str(built.uri).rsplit(":", 1)[1]
+    assert daemons.holding(identifier) == [plain]
+    said = [e.text for e in events if e.text.startswith("buildkit node") or e.text.startswith("building on")]
+    assert said[0].startswith(f"buildkit node {tcp.address} cannot be used (buildkitd at {tcp.address} (from a node")
+    assert f"refused the client certificate {cert}" in said[0] and said[0].endswith("trying the next node")
+    assert said[1].startswith(f"building on buildkit node {plain.address} (choice 2 of 2 for ")
+    assert "linux/amd64" in (pool.POOL.reported(nodes[1]) or ())  # what its daemon said it builds
+    assert not pool.POOL.healthy(nodes[0])
+    pool.POOL.reset()
