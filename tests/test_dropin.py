@@ -49,7 +49,8 @@ def test_pixi_project_locked_install_becomes_the_environment(pixi_project: Path)
     assert isinstance(image._layers[1], PixiProject)
     made = plan(image)
     text = made.dockerfile
-    assert "COPY --from=ghcr.io/prefix-dev/pixi:0.72.2 /usr/local/bin/pixi /usr/local/bin/pixi" in text
+    pixi = "--mount=type=bind,from=ghcr.io/prefix-dev/pixi:0.72.2,source=/usr/local/bin/pixi,target=/usr/local/bin/pixi"
+    assert pixi in text  # mounted into its install step, never copied into the image
     assert "pixi install --manifest-path /opt/pixi-project/pixi.toml --environment gpu --locked" in text
     assert (
         "ENV VIRTUAL_ENV=/opt/pixi-project/.pixi/envs/gpu UV_PYTHON=/opt/pixi-project/.pixi/envs/gpu/bin/python" in text
@@ -225,7 +226,12 @@ def test_layers_on_the_published_image_build_from_it() -> None:
     image = Image.from_debian_base(python_version=(3, 12)).with_pip_packages("numpy")
     assert not image.is_reference and image.uri.startswith("flyte:")
     lines = plan(image).dockerfile.splitlines()
-    assert lines[0] == "FROM ghcr.io/flyteorg/flyte:py3.12-v2.12.1"
+    assert lines[:4] == [  # uv's stage first (mounted by the steps that run it), then the published image
+        "FROM scratch AS flyte-images-uv",
+        "ARG TARGETARCH",
+        'COPY ["_fi/uv/${TARGETARCH}/uv", "/uv"]',
+        "FROM ghcr.io/flyteorg/flyte:py3.12-v2.12.1",
+    ]
     assert "USER root" in lines and lines[-1] == "USER flyte"
     assert "flyte==" not in "".join(lines) and "useradd" not in "".join(lines)  # only the user's layers
     # As in the SDK, a name or a registry makes an image of its own, built FROM the published one.

@@ -186,9 +186,10 @@ def test_flyte_build_on_flyte_s_published_default_image(
         assert uri == image.uri
         out = run_in(uri, 'whoami; pwd; python -c "import flyte, six; print(flyte.__version__, six.__version__)"')
         assert out.splitlines() == ["flyte", "/home/flyte", "2.12.1 1.16.0"]
-        # FROM the published image, its layers untouched, then two more: uv, and the pip step.
+        # FROM the published image, its layers untouched, then one more: the pip step (uv is
+        # mounted into it, never copied into the image).
         base, ours = layers(flyte_standin), layers(uri)
-        assert ours[: len(base)] == base and len(ours) == len(base) + 2
+        assert ours[: len(base)] == base and len(ours) == len(base) + 1
         # and nothing of flyte's layout again on top of it: no user, no apt step of its recipe
         history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", uri).stdout.splitlines()
         added = history[: len(history) - len(docker("history", "-q", flyte_standin).stdout.splitlines())]

@@ -63,11 +63,18 @@ def engine_subplan(planned: BuildPlan) -> BuildPlan:
 
 
 async def append_to(
-    registry: Registry, staged: BuildPlan, engine: BuildPlan, digest: str | None, sink: Progress, how: str
+    registry: Registry,
+    staged: BuildPlan,
+    engine: BuildPlan,
+    digest: str | None,
+    sink: Progress,
+    how: str,
+    compression: str | None = None,
 ) -> ImageBuild:
     """Append the file part of `staged` (open) to the engine part `engine`, which is in the
     registry: named by `digest` when the check just answered it (its manifests and configs are
-    then read from disk when this machine read them before), else by its tag."""
+    then read from disk when this machine read them before), else by its tag. `compression` of
+    the appended layers: the one asked, else (None) the engine part's."""
     started = time.monotonic()
     base = engine.uri
     if digest:
@@ -75,7 +82,7 @@ async def append_to(
 
         ref = parse_reference(engine.uri)
         base = f"{ref.host}/{ref.repository}@{digest}"
-    pushed, count = await append_file_part(registry, staged, base, lambda text: step(sink, text))
+    pushed, count = await append_file_part(registry, staged, base, lambda text: step(sink, text), compression)
     step(sink, f"pushed {staged.uri} ({count} layer(s) appended, {time.monotonic() - started:.2f} s)")
     remember_pushed(staged, pushed)
     return ImageBuild(staged.uri, built=True, digest=pushed, dockerfile=staged.dockerfile, reason=how, path="append")

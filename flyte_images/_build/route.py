@@ -342,6 +342,7 @@ async def _by_append(
                     record(staged)
                     return skipped(staged, full)
             engine = engine_subplan(staged)
+            asked = options.compression or _config.configured_compression()  # None: the engine part's
             if announce is not None:
                 announce(staged.uri)
             with _sink(progress, options.quiet, staged.uri) as sink:
@@ -353,11 +354,11 @@ async def _by_append(
                     name = getattr(backend, "name", "a backend")
                     record(engine, f"built by the engine ({name}) as the engine part of {staged.uri}")
                     how = f"engine part {engine.uri} built by the engine ({name}), file part appended"
-                    result = await append_to(registry, staged, engine, None, sink, how)
+                    result = await append_to(registry, staged, engine, None, sink, how, asked)
                 else:
                     step(sink, f"engine part {engine.uri}: in the registry ({part.reason})")
                     how = f"file part appended to the engine part {engine.uri}, which was in the registry"
-                    result = await append_to(registry, staged, engine, part.digest, sink, how)
+                    result = await append_to(registry, staged, engine, part.digest, sink, how, asked)
             record(staged, result.reason)
     return result
 
