@@ -37,3 +37,7 @@ echo
 .bench/venv/bin/python benchmarks/bench_append.py
 echo
 .bench/venv/bin/python benchmarks/bench_size.py
+echo
+.bench/venv/bin/python benchmarks/bench_noop.py
+echo
+.bench/venv/bin/python benchmarks/bench_zstd.py
