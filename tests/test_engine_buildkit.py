@@ -282,7 +282,8 @@ def test_registry_cache_outlives_a_wiped_daemon(
     # never the command's output). The changed source was copied anew.
     progress = "\n".join(e.line for e in recording.events)
     assert "importing cache manifest from" in progress and "deps-ran-" not in progress.replace("echo deps-ran-", "")
-    assert recording.outcomes('"/uv"]') == ["cached"]  # the uv stage's COPY
+    # uv's stage is not run again: CACHED, or not even evaluated when every step mounting it is
+    assert recording.outcomes("_fi/uv/") in ([], ["cached"])
     assert recording.outcomes("uv pip install")[0] in {"cached", "done"}
     assert recording.outcomes("echo deps-ran")[0] in {"cached", "done"}
     assert "cached" in recording.outcomes("uv pip install") + recording.outcomes("echo deps-ran")
