@@ -109,7 +109,7 @@ def reset() -> None:
         _file = None
 
 
-def update(**changes: Any) -> None:
+def set_explicit(**changes: Any) -> None:
     """Set the given settings (None leaves one as it is); images are merged."""
     global _explicit  # noqa: PLW0603
     with _lock:

@@ -85,7 +85,7 @@ def init(
         raise ConfigError(f"images must map names to image references, got {images!r}")
     if source_config_path is not None:
         _config.load_file(Path(source_config_path))
-    _config.update(
+    _config.set_explicit(
         registry=image_registry, image_builder=_builder(image_builder), images=images, root_dir=_root_dir(root_dir)
     )
 
@@ -128,4 +128,4 @@ def init_from_config(
                 f"image reference {item!r} is not of the form name=registry/repo:tag or registry/repo:tag"
             )
         pairs[name.strip()] = ref.strip()
-    _config.update(image_builder=_builder(image_builder), images=pairs or None, root_dir=_root_dir(root_dir))
+    _config.set_explicit(image_builder=_builder(image_builder), images=pairs or None, root_dir=_root_dir(root_dir))
