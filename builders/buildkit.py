@@ -97,6 +97,19 @@ class BuildkitBuilder:
             return None
         return pool.parse_nodes(*configured, _config.configured_buildkit())
 
+    def diagnose(self) -> list[str]:
+        """What stops a build here, one line a daemon (the pool's nodes, or the one daemon): for
+        `flyte-images doctor`. Empty when every daemon answers as buildx will reach it."""
+        nodes = self.nodes
+        daemons = [(node.settings, "a node of buildkit_nodes") for node in nodes] if nodes else [(self.settings, None)]
+        found = []
+        for settings, origin in daemons:
+            try:
+                probe(settings, origin=origin)
+            except (EngineUnavailableError, ConfigError) as exc:
+                found.append(str(exc))
+        return found
+
     def local_exists(self, reference: str) -> bool | None:
         # Built images are loaded into the local Docker engine, so that is the store asked.
         return DockerBuilder().local_exists(reference)

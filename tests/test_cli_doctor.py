@@ -104,7 +104,7 @@ def test_doctor_checks_the_ca_bundle_and_the_buildkit_daemon(
     code, checks = _doctor(capsys)
     assert code == 1
     assert checks["ca-bundle"]["status"] == "fail" and "missing.pem" in checks["ca-bundle"]["detail"]
-    assert checks["buildkitd"]["status"] == "fail" and "no socket there" in checks["buildkitd"]["detail"]
+    assert checks["buildkitd"]["status"] == "fail" and "there is no socket at" in checks["buildkitd"]["detail"]
 
     bundle = tmp_path / "ca.pem"
     bundle.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")

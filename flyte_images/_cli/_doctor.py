@@ -20,8 +20,6 @@ from ._common import add_command
 EXIT_MISSING = 1
 _TIMEOUT = 20.0
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
-# What a gRPC client sends first: the HTTP/2 preface and an empty SETTINGS frame.
-_H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
 # QEMU's program names -> the architecture a platform names (linux/<arch>).
 _QEMU_ARCH = {
     "aarch64": "arm64", "arm": "arm", "x86_64": "amd64", "i386": "386", "riscv64": "riscv64",
@@ -174,69 +172,20 @@ def _buildx(*, needed: bool) -> Check:
 
 def _buildkitd(builder: str) -> Check:
     from .. import _config
+    from .._build.backends import get_builder
 
     settings = _config.configured_buildkit()
-    named = settings.addr != _config.DEFAULT_BUILDKIT_ADDR
+    named = settings.addr != _config.DEFAULT_BUILDKIT_ADDR or _config.configured_buildkit_nodes() is not None
     if builder != "buildkit" and not named:
         return Check("buildkitd", "skip", f"not used: the builder is {builder} (FLYTE_IMAGES_BUILDKIT_ADDR names none)")
-    problem = _reach_buildkitd(settings)
-    if problem is None:
+    # The backend says what stops it, as its builds would find it (each node of a pool).
+    problems: list[str] = getattr(get_builder("buildkit"), "diagnose", list)()
+    if not problems:
         tls = " with TLS" if settings.addr.startswith("tcp://") and (settings.ca or settings.cert) else ""
         return Check("buildkitd", "ok", f"{settings.addr} answers{tls}")
     needed = builder == "buildkit"
     fix = "" if needed else " (not the configured builder)"
-    return Check("buildkitd", "fail" if needed else "warn", f"{settings.addr}: {problem}{fix}")
-
-
-def _reach_buildkitd(settings: Any) -> str | None:
-    """Why the daemon cannot be reached as buildx would reach it, or None when it answers.
-    unix:// and tcp:// (with the TLS handshake when TLS files are set) are checked; other
-    schemes buildx understands are left to it."""
-    import socket
-    import ssl
-    from urllib.parse import urlsplit
-
-    url = urlsplit(settings.addr)
-    try:
-        if url.scheme == "unix":
-            with socket.socket(socket.AF_UNIX) as sock:
-                sock.settimeout(_TIMEOUT)
-                sock.connect(settings.addr.removeprefix("unix://"))
-            return None
-        if url.scheme != "tcp":
-            return None
-        if not url.hostname or not url.port:
-            return "a tcp:// address needs a host and a port (tcp://host:port)"
-        with socket.create_connection((url.hostname, url.port), timeout=_TIMEOUT) as sock:
-            if not (settings.ca or settings.cert):
-                # A plain gRPC server answers the client preface with its own SETTINGS frame; one
-                # that serves TLS only closes the connection or sends a TLS alert (0x15).
-                sock.sendall(_H2_HELLO)
-                if sock.recv(1) in (b"", b"\x15"):
-                    return (
-                        "it closed the connection without a word, as a daemon that serves TLS only does: "
-                        "set FLYTE_IMAGES_BUILDKIT_CA, and FLYTE_IMAGES_BUILDKIT_CERT / _KEY to a client "
-                        "certificate it trusts"
-                    )
-                return None
-            context = ssl.create_default_context(cafile=settings.ca and str(Path(settings.ca).expanduser()))
-            if settings.cert:
-                context.load_cert_chain(
-                    str(Path(settings.cert).expanduser()), settings.key and str(Path(settings.key).expanduser())
-                )
-            with context.wrap_socket(sock, server_hostname=settings.server_name or url.hostname) as tls:
-                tls.sendall(_H2_HELLO)
-                tls.recv(1)  # a refused client certificate shows only once data flows (TLS 1.3)
-        return None
-    except ssl.SSLError as exc:
-        reason = exc.reason or exc
-        return f"the TLS handshake failed ({reason}); check FLYTE_IMAGES_BUILDKIT_CA, _CERT, _KEY and _SERVER_NAME"
-    except FileNotFoundError:
-        return "no socket there; start buildkitd or point FLYTE_IMAGES_BUILDKIT_ADDR at a running daemon"
-    except OSError as exc:
-        return f"does not answer ({exc.strerror or exc}); is buildkitd running and listening there?"
-    except ValueError as exc:
-        return f"not a usable address ({exc})"
+    return Check("buildkitd", "fail" if needed else "warn", "; ".join(problems) + fix)
 
 
 def _registry(name: str) -> Check:
