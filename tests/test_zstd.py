@@ -448,3 +448,32 @@ def test_append_on_a_zstd_engine_part_equals_the_engine_build(
     assert _files(appended_tar) == engine_files
     assert "/app/proj/pkg/link|symbolic link" in engine_listing and "|750|" in engine_listing
     assert appended_listing == engine_listing
+
+
+@pytest.mark.engine
+def test_the_compression_asked_of_an_append_is_that_of_the_appended_layers(
+    buildkitd: Any, local_registry: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _buildkit(buildkitd, monkeypatch)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("one")
+    marker = uuid.uuid4().hex  # one engine part for both builds
+
+    def image() -> Image:
+        return (
+            Image.from_base(BUSYBOX)
+            .clone(name="fi-zstd-asked", registry=local_registry)
+            .with_commands([f"echo {marker} > /marker"])
+            .with_source_folder(src, dst="/app")
+        )
+
+    first = flyte_images.build(image(), compression="zstd", quiet=True)  # engine part and file part: zstd
+    (src / "a.txt").write_text("two")
+    second = flyte_images.build(image(), compression="gzip", quiet=True)  # appended to the zstd engine part
+    assert first.path == second.path == "append" and second.uri != first.uri
+    first_layers = _manifest(local_registry, first.uri)["layers"]
+    second_layers = _manifest(local_registry, second.uri)["layers"]
+    assert first_layers[:-1] == second_layers[:-1]  # the same engine part
+    assert first_layers[-1]["mediaType"] == OCI_ZSTD
+    assert second_layers[-1]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"  # as asked
