@@ -20,7 +20,7 @@ import pytest
 from flyte_images import Image
 from flyte_images._append import append_async, engine_part, file_part_start, layer_tar, merge_env, new_config
 from flyte_images._append.image import OCI_LAYER, OCI_MANIFEST
-from flyte_images._append.split import has_file_part
+from flyte_images._append.part import has_file_part
 from flyte_images._append.tarball import Folder
 from flyte_images._errors import BuildError, RegistryError
 from flyte_images._registry.wire import INDEX_TYPES

@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .image import append_async, merge_env, new_config
-    from .split import engine_part, file_part, file_part_start
+    from .part import engine_part, file_part_start
+    from .split import file_part
     from .tarball import layer_tar
 
 _LAZY = {
     "append_async": ".image",
-    "engine_part": ".split",
+    "engine_part": ".part",
     "file_part": ".split",
-    "file_part_start": ".split",
+    "file_part_start": ".part",
     "layer_tar": ".tarball",
     "merge_env": ".image",
     "new_config": ".image",

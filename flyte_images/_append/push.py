@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 
 from .._errors import BuildError
 from .._plan.plan import BuildPlan
+from .part import dst_folders
 from .split import copy_destinations, copy_owner, file_part
-from .tarball import Folder, dst_folders
+from .tarball import Folder
 
 if TYPE_CHECKING:
     from flyte_images.builders.base import Progress

@@ -33,6 +33,7 @@ from typing import IO, Any, cast
 from .._errors import BuildError
 from .._files.staging import FIXED_MTIME
 from .._files.statcache import cache_dir
+from .part import dst_folders, normalize_dst
 
 GZIP_LEVEL = 1  # source files compress well even at 1; level 6 took twice as long for a 300-file folder
 CHUNK = 1 << 20  # bytes of a file read (and of the tar handed to gzip) at a time
@@ -87,25 +88,6 @@ class LayerBlob:
         """Let go of the spool's temporary file (a layer in memory has nothing to let go of)."""
         if not isinstance(self.data, bytes):
             self.data.close()
-
-
-def normalize_dst(dst: str) -> str:
-    """An absolute destination as a tar path without slashes at either end ("" is the root)."""
-    if not dst.startswith("/"):
-        raise BuildError(
-            f"the copy destination {dst!r} is relative; resolve it against the image's working folder first"
-        )
-    parts = [p for p in dst.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise BuildError(f"the copy destination {dst!r} has '..'; give the folder it means without it")
-    return "/".join(parts)
-
-
-def dst_folders(dst: str) -> list[str]:
-    """`dst` and its parents as tar paths, outermost first ("/a/b" -> ["a", "a/b"])."""
-    root = normalize_dst(dst)
-    parts = root.split("/") if root else []
-    return ["/".join(parts[:depth]) for depth in range(1, len(parts) + 1)]
 
 
 @dataclass(frozen=True)

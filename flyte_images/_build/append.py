@@ -13,8 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .._append.push import append_file_part, step
-from .._append.split import engine_layers, has_file_part
+from .._append.part import engine_layers, has_file_part
 from .._errors import ConfigError
 from .._image.image import Image
 from .._plan.plan import BuildPlan, subplan
@@ -75,6 +74,8 @@ async def append_to(
     registry: named by `digest` when the check just answered it (its manifests and configs are
     then read from disk when this machine read them before), else by its tag. `compression` of
     the appended layers: the one asked, else (None) the engine part's."""
+    from .._append.push import append_file_part, step  # here: the engine route never makes layers
+
     started = time.monotonic()
     base = engine.uri
     if digest:

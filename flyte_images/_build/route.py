@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from .. import _config
-from .._append.push import step
-from .._append.split import file_part_start
+from .._append.part import file_part_start
 from .._errors import BuildError, ConfigError, FlyteImagesError, RegistryError
 from .._formats.dockerfile import RenderOptions
 from .._image.image import Image
@@ -328,6 +327,7 @@ async def _by_append(
     built by the engine route when missing (or forced), and the file part appended to it."""
     import asyncio
 
+    from .._append.push import step  # here: the engine route never makes layers
     from .._registry import Registry  # here: it loads httpx, which the engine route never needs
 
     async with Registry(insecure=_config.insecure_registries()) as registry:

@@ -29,7 +29,7 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._append.split import file_part_start, has_file_part
+    from .._append.part import file_part_start, has_file_part
     from .._image.image import Image
     from .._loader import images_of
     from .._plan.explain import breakdown, compare, previous_build
