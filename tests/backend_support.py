@@ -129,14 +129,8 @@ class PrivateDaemon:
         raise AssertionError(f"the private buildkitd did not start: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+        stop_process(self.process)
+        self.process = None
 
     def records(self) -> list[str]:
         """What the daemon holds in its build cache (`buildctl du`)."""
@@ -149,6 +143,18 @@ class PrivateDaemon:
         self.stop()
         shutil.rmtree(self.root)
         self.start()
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """Stop a daemon this test support started: asked first, killed after 30 s."""
+    if process is None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from backend_support import BuildkitDaemon
+from backend_support import BuildkitDaemon, stop_process
 from engine_support import free_port
 
 from flyte_images._config import BuildkitSettings
@@ -95,14 +95,8 @@ class PoolDaemon:
         unmount_below(self.home)  # the killed steps' root filesystems stay mounted
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+        stop_process(self.process)
+        self.process = None
 
     def built(self) -> list[str]:
         """The identifier label of every build in the daemon's own history, oldest first."""
