@@ -155,10 +155,7 @@ class Uploads(Session):
             starting.add_done_callback(lambda task: task.cancelled() or task.exception())
             raise
         if there:
-            # Cancelled, best effort: registries also drop unfinished uploads after a while.
-            with contextlib.suppress(RegistryError, InvalidURL):
-                target = self._upload_location(ref, await starting)
-                await self.send(ref, "DELETE", str(target), limit=wire.MAX_MANIFEST, push=True)
+            await self._cancel_upload(ref, await starting)
             return False
         target = self._upload_location(ref, await starting)
         put = target.copy_set_param("digest", digest)
@@ -169,6 +166,13 @@ class Uploads(Session):
         if answer.status not in (201, 204):
             raise self._refused(ref, answer, f"the upload of {digest}", push=True)
         return True
+
+    async def _cancel_upload(self, ref: Reference, started: Answer) -> None:
+        """Cancel the upload `started` answered, best effort: registries also drop unfinished
+        uploads after a while."""
+        with contextlib.suppress(RegistryError, InvalidURL):
+            target = self._upload_location(ref, started)
+            await self.send(ref, "DELETE", str(target), limit=wire.MAX_MANIFEST, push=True)
 
     def _upload_location(self, ref: Reference, answer: Answer) -> httpx.URL:
         location = answer.headers.get("Location")
@@ -223,10 +227,8 @@ class Uploads(Session):
             answer = await self.send(target, "POST", url, limit=wire.MAX_MANIFEST, push=True)
             if answer.status == 201:
                 return
-            if answer.status == 202:  # an upload was started instead of the mount: cancelled, best effort
-                with contextlib.suppress(RegistryError, InvalidURL):
-                    started = self._upload_location(target, answer)
-                    await self.send(target, "DELETE", str(started), limit=wire.MAX_MANIFEST, push=True)
+            if answer.status == 202:  # an upload was started instead of the mount
+                await self._cancel_upload(target, answer)
         with tempfile.TemporaryFile() as spool:
             async for chunk in self.blob_chunks(source, digest, size):
                 spool.write(chunk)
