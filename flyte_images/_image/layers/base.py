@@ -1,10 +1,8 @@
-"""What every layer kind is: a frozen value of normalised arguments that knows, in one place,
-the files it reads (`inputs`), its part of the identifier (`identity`), its Dockerfile lines
-(`render`) and how `explain` shows it (`describe`, and the files of its inputs).
-
-`inputs` reads every file through the plan's `Sources` exactly once (hashing it, and when
-building staging it under `_fi/<position>/`); `identity` and `render` only look at what
-`inputs` returned, so they can never see other bytes than the ones that are sent.
+"""What every layer kind is: a frozen value of normalised arguments that knows the files it reads
+(`inputs`, each read once through the plan's `Sources`: hashed, and staged under `_fi/<position>/`
+when building), its part of the identifier (`identity`), its Dockerfile lines (`render`) and how
+`explain` shows it (`describe`). `identity` and `render` see only what `inputs` returned, so
+they never see other bytes than the ones that are sent.
 """
 
 from __future__ import annotations
@@ -39,9 +37,6 @@ class Inputs:
     trees: tuple[tuple[str, str, Tree], ...] = ()  # (label prefix, staged dest, tree)
     data: Any = None
 
-    def entry(self, label: str) -> Staged:
-        return dict(self.files)[label]
-
     def manifest(self) -> list[Staged]:
         """Every staged path these inputs put into the context."""
         out = [staged for _label, staged in self.files if staged.dest]  # dest "" is read only
@@ -67,11 +62,9 @@ def secrets_identity(secrets: tuple[Secret, ...]) -> Encodable:
 
 
 def index_identity(url: str | None) -> str | None:
-    """An index URL without user:password: rotating a token must not change the image tag.
-
-    Index URLs are checked when the layer is made (`_validation.url`), so they parse here; any
-    other text that does not (a URL-like field that `describe` shows) is shown masked, never
-    with a piece of a credential that urllib quotes in its error."""
+    """An index URL without user:password: rotating a token must not change the image tag. Text
+    that does not parse (a URL-like field `describe` shows; index URLs were checked when made)
+    is shown masked: urllib's error would quote a piece of the credential."""
     if url is None:
         return None
     try:
@@ -85,11 +78,6 @@ def index_identity(url: str | None) -> str | None:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
-# BuildKit's Dockerfile parser reads each physical line into a buffer of bufio.MaxScanTokenSize
-# (64 KiB, the line ending included): a longer line fails the build, and only on the engine
-# route ("dockerfile line greater than max allowed size of 65535"). Layers whose arguments
-# render into one line of unbounded length check it when they are made, so every route refuses
-# the same image at the same place.
 class Layer(ABC):
     """Base of every layer kind."""
 

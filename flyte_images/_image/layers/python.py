@@ -5,7 +5,7 @@ mount and the image does not keep (`UVBinary` puts it in the image)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -47,7 +47,7 @@ class _PythonInstall(Layer):
 
 @dataclass(frozen=True)
 class PipPackages(_PythonInstall):
-    """Heavy ML packages (see `_render.is_heavy`) get an earlier RUN of their own, so changing
+    """Heavy ML packages (see `is_heavy`) get an earlier RUN of their own, so changing
     a light package in the same layer does not download torch again."""
 
     KIND: ClassVar[str] = "pip"
@@ -108,22 +108,12 @@ class Requirements(_PythonInstall):
         out.run_step(script, [out.UV_CACHE, out.bind(index)], self.secret_mounts)
 
 
-def _project_inputs(
-    sources: Sources, index: int, pyproject: Path, lock: Path | None, lock_name: str, mode: str
-) -> Inputs:
-    """The pyproject and lock files (no lock: None), and with install_project the whole project
-    folder, in which the pyproject and the lock are kept whatever the ignore rules say (the
-    install needs them; the Flyte SDK copies them back in the same way)."""
-    files = [staged_file(sources, pyproject, f"_fi/{index}/pyproject.toml", "pyproject file")]
-    if lock is not None:
-        files.append(staged_file(sources, lock, f"_fi/{index}/{lock_name}", f"{lock_name} file"))
-    trees: tuple[tuple[str, str, Tree], ...] = ()
-    if mode == "install_project":
-        folder = pyproject.parent
-        keep = (pyproject.name, lock_name)
-        tree = sources.tree(folder, f"_fi/{index}p", project=True, keep=keep)
-        trees = ((f"{folder.name}/", f"_fi/{index}p", tree),)
-    return Inputs(files=tuple(files), trees=trees, data=lock is not None)
+def _project_tree(sources: Sources, index: int, pyproject: Path, lock_name: str) -> tuple[str, str, Tree]:
+    """The project folder of install_project, at `_fi/<n>p`, its pyproject and lock kept whatever
+    the ignore rules say (the install needs them; the Flyte SDK copies them back the same way)."""
+    folder = pyproject.parent
+    tree = sources.tree(folder, f"_fi/{index}p", project=True, keep=(pyproject.name, lock_name))
+    return f"{folder.name}/", f"_fi/{index}p", tree
 
 
 def default_lock(pyproject: Path, lock: Path | None, name: str) -> Path | None:
@@ -251,11 +241,7 @@ class UVProject(_PythonInstall):
         lock = default_lock(self.pyproject, self.uvlock, "uv.lock")
         reader = Sources(cache=sources.cache)
         entry, data = reader.small_file(self.pyproject, "", "pyproject file")
-        paths = local_sources(self.pyproject, data, reader)
-        if not paths:  # laid out as it always was: the identifier of a plain project stays
-            inputs = _project_inputs(sources, index, self.pyproject, lock, "uv.lock", self.project_install_mode)
-            return replace(inputs, data=_UVLayout(lock is not None))
-        layout, placed = _layout(self.pyproject, paths, lock is not None)
+        layout, placed = _layout(self.pyproject, local_sources(self.pyproject, data, reader), lock is not None)
         top = f"_fi/{index}"
         here = f"{top}/{layout.project}" if layout.project else top
         if sources.snap is not None:
@@ -265,9 +251,7 @@ class UVProject(_PythonInstall):
             files.append(staged_file(sources, lock, f"{here}/uv.lock", "uv.lock file"))
         trees: list[tuple[str, str, Tree]] = []
         if self.project_install_mode == "install_project":
-            folder = self.pyproject.parent
-            tree = sources.tree(folder, f"{top}p", project=True, keep=(self.pyproject.name, "uv.lock"))
-            trees.append((f"{folder.name}/", f"{top}p", tree))
+            trees.append(_project_tree(sources, index, self.pyproject, "uv.lock"))
         for rel, path, below in placed:
             dest = f"{top}/{below}"
             if path.is_dir():
@@ -326,9 +310,13 @@ class PoetryProject(Layer):
     project_install_mode: ProjectInstallMode = "dependencies_only"
 
     def inputs(self, sources: Sources, index: int) -> Inputs:
-        return _project_inputs(
-            sources, index, self.pyproject, self.poetry_lock, "poetry.lock", self.project_install_mode
+        files = (
+            staged_file(sources, self.pyproject, f"_fi/{index}/pyproject.toml", "pyproject file"),
+            staged_file(sources, self.poetry_lock, f"_fi/{index}/poetry.lock", "poetry.lock file"),
         )
+        if self.project_install_mode == "dependencies_only":
+            return Inputs(files=files)
+        return Inputs(files=files, trees=(_project_tree(sources, index, self.pyproject, "poetry.lock"),))
 
     def identity(self, inputs: Inputs) -> Encodable:
         options = (self.extra_args, secrets_identity(self.secret_mounts))

@@ -24,13 +24,10 @@ BASE_APT_PACKAGES = ("build-essential", "ca-certificates")
 @dataclass(frozen=True)
 class DebianBase(Layer):
     """The environment `from_debian_base` prepares, laid out as the Flyte SDK's default image
-    (the `flyte` user, WORKDIR /home/flyte, PYTHONPATH=/root, /opt/venv on PATH).
-
-    `published`: the base image is the SDK's published default image (`ghcr.io/flyteorg/flyte:
-    py3.X-vVERSION`), which has all of that and `flyte`; nothing of it is built, the layers after
-    it build FROM it. Otherwise the environment is built from the base template
-    (`dockerfiles/debian-base.Dockerfile`, whose bytes are part of the identifier), the apt
-    packages the SDK adds, and with `install_flyte` the `flyte` package from the index."""
+    (the `flyte` user, WORKDIR /home/flyte, PYTHONPATH=/root, /opt/venv on PATH). `published`:
+    the base is the SDK's published default image, which has all of that and `flyte`, and
+    nothing is built; else it is built from `dockerfiles/debian-base.Dockerfile` (its bytes are
+    in the identifier), the SDK's apt packages and, with `install_flyte`, `flyte`."""
 
     KIND: ClassVar[str] = "debian_base"
     install_flyte: bool = True
@@ -74,6 +71,9 @@ class AptPackages(Layer):
         out.run_step(script, list(out.APT_CACHE), self.secret_mounts)
 
 
+# BuildKit refuses a Dockerfile line over 64 KiB, on the engine route only: the layers below whose
+# arguments render into one line of unbounded length check it when made, so every route refuses
+# the same image at the same place.
 @dataclass(frozen=True)
 class Env(Layer):
     KIND: ClassVar[str] = "env"
