@@ -1,12 +1,10 @@
 """`with_code_bundle`: the project's code baked into the image, as the Flyte SDK does it.
 
-The layer is deferred, as in the SDK: it holds the copy style and destination, and the project
-root is set by `resolve_code_bundle_layer(image, copy_style, root_dir)` when a deploy knows how
-code reaches its tasks. With the runner's copy_style "none" the code must be in the image, so
-each such layer gets the root: "all" copies the root folder (ignore rules applied, as for any
-copied folder), "loaded_modules" the files of the modules this process has imported from it.
-With any other copy_style the code is bundled separately and the layers are dropped. A layer
-that was never resolved (a plain `build(image)`) copies nothing: the code comes with the run.
+The layer is deferred: `resolve_code_bundle_layer(image, copy_style, root_dir)` sets the project
+root when a deploy knows how code reaches its tasks. With copy_style "none" the code must be in
+the image: "all" copies the root folder (ignore rules applied), "loaded_modules" the files of
+the modules this process imported from it. Any other copy_style drops the layers (the code is
+bundled separately); a layer never resolved (a plain `build(image)`) copies nothing.
 """
 
 from __future__ import annotations

@@ -1,17 +1,12 @@
-"""Layers that install a pixi environment (conda and PyPI packages): a pixi project
-(`with_pixi_project`) and a pixi script (`from_pixi_script`), as the Flyte SDK renders them.
+"""Layers that install a pixi environment (conda and PyPI packages), as the Flyte SDK renders them:
+a pixi project (`with_pixi_project`) and a pixi script (`from_pixi_script`).
 
-The pixi binary comes from pixi's own image (ghcr.io/prefix-dev/pixi:VERSION, the version pinned
-and part of the identifier), bind-mounted into the install step only: the image does not keep
-it. `pixi install` resolves from conda channels at build time: unlike every other layer, a pixi
-layer needs those registries to build. The project lives in /opt/pixi-project (the same folder
-for every pixi layer, so a later manifest updates the same environment), and its environment
-becomes the image's environment: VIRTUAL_ENV, UV_PYTHON and PATH point at it, so later pip
-layers install into it.
-
-A pixi script is lowered to the `pixi.toml` its PEP 723 block describes (pixi has no `install
---script`); that generated manifest, not the script's code, is what the identifier covers, so
-editing the script's code does not rebuild its image.
+The pinned pixi binary is bind-mounted from pixi's image into the install step only. Unlike
+every other layer, `pixi install` needs conda channels at build time. Every pixi layer uses
+/opt/pixi-project (a later manifest updates the same environment), whose environment becomes
+the image's (VIRTUAL_ENV, UV_PYTHON, PATH), so later pip layers install into it. A pixi script
+is lowered to the `pixi.toml` its PEP 723 block describes (pixi has no `install --script`); the
+identifier covers that manifest, not the script's code.
 """
 
 from __future__ import annotations
@@ -32,6 +27,7 @@ from ..._formats import quote as q
 from ..._formats.encoding import Encodable
 from ..secret import Secret
 from ..uvscript import block_toml
+from ..validation import nonempty
 from .base import Inputs, Layer, secrets_identity, staged_file
 from .python import ProjectInstallMode, default_lock
 
@@ -52,8 +48,6 @@ _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+\Z")
 
 
 def environment_name(value: object) -> str:
-    from ..validation import nonempty
-
     name = nonempty("environment", value).strip()
     if not _ENVIRONMENT.match(name):
         raise InvalidLayerArgument(
@@ -287,14 +281,10 @@ def _value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return _string(value)
-    if isinstance(value, float):
-        return (
-            ("nan" if math.isnan(value) else "inf" if value > 0 else "-inf")
-            if not math.isfinite(value)
-            else repr(value)
-        )
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
+    if isinstance(value, (int, float)):
+        return repr(value)
     if isinstance(value, Mapping):
         return "{" + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
