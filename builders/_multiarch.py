@@ -37,7 +37,14 @@ from flyte_images._errors import (
 from flyte_images._interrupt import run_coroutine
 from flyte_images.builders import _engine
 from flyte_images.builders._buildx import Runs
-from flyte_images.builders.base import IDENTITY_LABEL, BuildRequest, BuildResult, Progress, ProgressEvent
+from flyte_images.builders.base import (
+    IDENTITY_LABEL,
+    BuildRequest,
+    BuildResult,
+    Progress,
+    ProgressEvent,
+    for_platform,
+)
 
 CONCURRENCY_ENV = "FLYTE_IMAGES_PLATFORM_CONCURRENCY"
 DEFAULT_CONCURRENCY = 2
@@ -203,8 +210,18 @@ def concurrency_setting(value: int | None = None) -> int:
     return int(raw)
 
 
-def build_split(request: BuildRequest, progress: Progress, run: Run, concurrency: int) -> BuildResult:
-    """Build and push each platform on its own, then write the index under every tag."""
+def build_split(
+    request: BuildRequest,
+    progress: Progress,
+    run: Run,
+    concurrency: int,
+    local_tags: bool = True,
+    stop: Callable[[], None] | None = None,
+) -> BuildResult:
+    """Build and push each platform on its own, then write the index under every tag. Each
+    platform's build gets its own registry cache only (`for_platform`). `local_tags`: the builds
+    run on the local engine, whose store keeps a tag per pushed platform to remove after; `stop`:
+    also called when one platform fails (or Ctrl-C), for builds still waiting to start."""
     from flyte_images._errors import RegistryError
     from flyte_images._registry import platform_reference
 
@@ -225,7 +242,7 @@ def build_split(request: BuildRequest, progress: Progress, run: Run, concurrency
         futures = [
             pool.submit(
                 run,
-                dataclasses.replace(request, tags=tuple(parts[t][p] for t in request.tags), platforms=(p,)),
+                dataclasses.replace(for_platform(request, p), tags=tuple(parts[t][p] for t in request.tags)),
                 sink(p),
                 runs,
             )
@@ -239,15 +256,23 @@ def build_split(request: BuildRequest, progress: Progress, run: Run, concurrency
             for future in futures:
                 future.cancel()
             runs.stop()
+            if stop is not None:
+                stop()
             raise
     # Drop the local per-platform tags the docker driver's push leaves behind (best effort): a
     # native multi-platform push leaves nothing in the local store, and BuildKit's cache, which
     # the next build uses, is kept apart from these tags.
-    if todo:
+    if todo and local_tags:
         with contextlib.suppress(*_PROBE_ERRORS):
             _engine.cli("image", "rm", *(parts[tag][p] for tag in request.tags for p in todo))
     digests = [_write_index(tag, parts[tag]) for tag in request.tags]
-    return BuildResult(reference=request.tags[0], digest=digests[0])
+    built = [future.result() for future in futures]
+    return BuildResult(
+        reference=request.tags[0],
+        digest=digests[0],
+        nodes={p: a for result in built for p, a in result.nodes.items()},
+        waited={p: s for result in built for p, s in result.waited.items()},
+    )
 
 
 def _pushed_before(request: BuildRequest, parts: dict[str, dict[str, str]]) -> set[str]:

@@ -47,6 +47,8 @@ class BuildRequest:
     platforms: tuple[str, ...]
     push: bool
     secrets: tuple[SecretSource, ...] = ()
+    # Several platforms with cache="registry": one spec per platform (`cache_tag`), and
+    # `for_platform` narrows the request to one platform and its own cache.
     cache_from: tuple[str, ...] = ()
     cache_to: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -57,8 +59,14 @@ class BuildRequest:
 
 @dataclass(frozen=True)
 class BuildResult:
+    """What a build made. `nodes` and `waited` are filled by backends that choose where a build
+    runs (buildkit): per platform, the daemon address that built it and the seconds its build
+    waited for a free build slot there; a platform an earlier build had pushed is in neither."""
+
     reference: str
     digest: str | None  # the pushed manifest digest, or the loaded image id
+    nodes: Mapping[str, str] = field(default_factory=dict)  # platform -> BuildKit daemon address
+    waited: Mapping[str, float] = field(default_factory=dict)  # platform -> seconds waiting for a slot
 
 
 @dataclass(frozen=True)
@@ -156,22 +164,65 @@ def check_compression(backend: object, compression: str, pushing: bool = True) -
     )
 
 
+def cache_tag(platform: str) -> str:
+    """The tag of one platform's registry layer cache: `buildcache-linux-amd64`
+    (linux/arm/v7: `buildcache-linux-arm-v7`). One tag per platform, since a cache export holds
+    the layers of the platforms its build made, and each platform is built by its own node."""
+    return f"{CACHE_TAG}-{'-'.join(platform.split('/'))}"
+
+
 def registry_cache_specs(repository: str, tag: str = CACHE_TAG) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(cache_from, cache_to) for a BuildKit registry layer cache kept at `repository:tag`; every
     backend reads `cache_from`, one that `exports_cache` writes `cache_to`.
 
     mode=max exports every intermediate layer (the dependency steps, not only the final
     image's), so a fresh runner with an empty daemon re-runs only what changed; image-manifest
-    stores the cache as a plain OCI image manifest, which every registry accepts (ECR included).
+    stores the cache as a plain OCI image manifest, which every registry accepts (ECR included);
+    ignore-error: a cache that cannot be written (a registry that refuses the manifest) leaves
+    the pushed image good, and the next build merely starts cold.
     """
     last = repository.rsplit("/", 1)[-1]
     if not repository or ":" in last or "@" in repository or repository != repository.strip():
         raise ConfigError(
             f"registry cache: {repository!r} is not a repository; give one without tag or digest, "
-            "e.g. ghcr.io/acme/trainer (the cache goes to ghcr.io/acme/trainer:buildcache)"
+            f"e.g. ghcr.io/acme/trainer (the cache goes to ghcr.io/acme/trainer:{cache_tag('linux/amd64')})"
         )
     ref = f"{repository}:{tag}"
-    return (f"type=registry,ref={ref}",), (f"type=registry,ref={ref},mode=max,image-manifest=true,oci-mediatypes=true",)
+    export = f"type=registry,ref={ref},mode=max,image-manifest=true,oci-mediatypes=true,ignore-error=true"
+    return (f"type=registry,ref={ref}",), (export,)
+
+
+def platform_cache_specs(repository: str, platforms: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(cache_from, cache_to) of cache="registry": one tag per platform (`cache_tag`), in the
+    order of `platforms`; a build of one platform reads and writes only its own."""
+    specs = [registry_cache_specs(repository, cache_tag(p)) for p in platforms]
+    return tuple(s for f, _ in specs for s in f), tuple(s for _, t in specs for s in t)
+
+
+def _cache_tag_of(spec: str) -> str:
+    """The tag a cache spec's registry reference names ("" for none)."""
+    fields = spec.split(",")
+    ref = next((f.removeprefix("ref=") for f in fields if f.startswith("ref=")), "" if "=" in spec else spec)
+    return ref.split("@", 1)[0].rsplit("/", 1)[-1].partition(":")[2]
+
+
+def per_platform_cache(request: BuildRequest) -> bool:
+    """Whether `request` builds several platforms and exports a registry cache per platform, which
+    one solve cannot do: it writes one cache of every platform it built."""
+    tags = {cache_tag(p) for p in request.platforms}
+    return len(request.platforms) > 1 and any(_cache_tag_of(spec) in tags for spec in request.cache_to)
+
+
+def for_platform(request: BuildRequest, platform: str) -> BuildRequest:
+    """`request` for one of its platforms: its caches without the other platforms' cache tags."""
+    others = {cache_tag(p) for p in request.platforms if p != platform}
+
+    def keep(specs: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(spec for spec in specs if _cache_tag_of(spec) not in others)
+
+    return dataclasses.replace(
+        request, platforms=(platform,), cache_from=keep(request.cache_from), cache_to=keep(request.cache_to)
+    )
 
 
 def load_one_platform(request: BuildRequest, progress: Progress, host: str) -> BuildRequest:

@@ -15,7 +15,10 @@ OCI index of exactly the platforms' manifests. Several platforms are built in on
 daemon (foreign ones through QEMU on its host); loading keeps one (base.load_one_platform).
 
 Several daemons (FLYTE_IMAGES_BUILDKIT_NODES, or [[buildkit_nodes]] in the config file) make a
-pool: each build goes to one node, chosen and moved on failure as builders.pool describes.
+pool: each build goes to one node, chosen and moved on failure as builders.pool describes. A
+pushed image of several platforms is built there one platform at a time, each on a node that
+builds that platform natively, and joined by an index (`_multiarch.build_split`); so it is on
+one daemon when each platform exports its own registry cache (`base.per_platform_cache`).
 """
 
 from __future__ import annotations
@@ -25,42 +28,38 @@ import hashlib
 import json
 import os
 import re
-import socket
-import ssl
 import subprocess
 import threading
+import time
 from functools import partial
 from pathlib import Path
 from typing import ClassVar
-from urllib.parse import urlsplit
 
 from flyte_images import _config, _interrupt
 from flyte_images._config import BuildkitSettings, is_base_image_setting
 from flyte_images._errors import (
     BaseImageNotFoundError,
     BuildError,
-    BuilderTLSError,
     ConfigError,
     EngineUnavailableError,
     PlatformNotSupportedError,
     PushDeniedError,
 )
 from flyte_images.builders import _buildx, _engine, _multiarch, pool
-from flyte_images.builders.base import BuildRequest, BuildResult, Progress, ProgressEvent, load_one_platform
+from flyte_images.builders._buildx import Runs
+from flyte_images.builders._probe import check_settings, probe
+from flyte_images.builders.base import (
+    BuildRequest,
+    BuildResult,
+    Progress,
+    ProgressEvent,
+    load_one_platform,
+    per_platform_cache,
+)
 from flyte_images.builders.docker import DockerBuilder, check_engine
 from flyte_images.builders.output import BuildOutput
 
-PROBE_TIMEOUT = 10.0  # seconds to connect and shake hands; buildx itself waits 20 s, silently
-# An HTTP/2 client preface and an empty SETTINGS frame: what a gRPC client sends first. A daemon
-# that refuses our client certificate says so only once data flows (TLS 1.3 sends it late).
-_H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
-
 _STEP_PLATFORM = re.compile(r"^\[(\S+/\S+) ")  # "[linux/arm64 2/3] RUN ..." in a multi-platform build
-_CLIENT_CERT_REFUSED = re.compile(
-    r"UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_UNKNOWN|UNSUPPORTED_CERTIFICATE|CERTIFICATE_EXPIRED|"
-    r"CERTIFICATE_REVOKED|ACCESS_DENIED|DECRYPT_ERROR",
-    re.I,
-)
 
 _created: set[tuple[str, str]] = set()  # (builder name, DOCKER_CONFIG) made by this process
 _lock = threading.Lock()
@@ -135,6 +134,13 @@ class BuildkitBuilder:
             return _on_pool(request, progress, nodes)
         probe(settings)
         builder = ensure_builder(settings)
+        if request.push and per_platform_cache(request):
+            # One solve would export one cache holding every platform: each platform is built on
+            # its own (at once, on this daemon) to export its own.
+            def one(part: BuildRequest, sink: Progress, runs: Runs | None) -> BuildResult:
+                return _run(part, sink, settings, builder, runs)
+
+            return _multiarch.build_split(request, progress, one, len(request.platforms), local_tags=False)
         return _run(request, progress, settings, builder)
 
 
@@ -153,21 +159,35 @@ def _on_pool(request: BuildRequest, progress: Progress, nodes: tuple[pool.Node, 
         pool.POOL.wake()
 
     with _interrupt.on_stop(stop):
+        if request.push and len(request.platforms) > 1:
+            # Each platform is its own job, routed to a node that builds it natively.
+            def one(part: BuildRequest, sink: Progress, runs: Runs | None) -> BuildResult:
+                return _route(part, sink, nodes, stopped, runs)
+
+            concurrency = len(request.platforms)  # the nodes' build slots are the limit
+            return _multiarch.build_split(request, progress, one, concurrency, local_tags=False, stop=stop)
         return _route(request, progress, nodes, stopped)
 
 
 def _route(
-    request: BuildRequest, progress: Progress, nodes: tuple[pool.Node, ...], stopped: threading.Event
+    request: BuildRequest,
+    progress: Progress,
+    nodes: tuple[pool.Node, ...],
+    stopped: threading.Event,
+    runs: Runs | None = None,
 ) -> BuildResult:
     repository = pool.repository_of(request.tags[0])
     tried: list[tuple[pool.Node, str]] = []
+    waited = 0.0
     while True:
         able, emulated = pool.candidates(nodes, request.platforms, pool.POOL.reported)
         ranking = pool.rank(able, repository, request.platforms)
         left = [n for n in ranking if n not in {t for t, _ in tried}]
         if not left:
             raise EngineUnavailableError(pool.no_node_error(repository, request.platforms, tried))
+        asked = time.monotonic()
         with pool.POOL.slot(left, stopped) as (node, why):
+            waited += time.monotonic() - asked
             where = f"buildkit node {node.address}"
             try:
                 probe(node.settings, origin=f"a node of {_config.NODES_KEY}")
@@ -183,11 +203,13 @@ def _route(
                 pool.POOL.report(node, reported)
                 if reported and not emulated and not all(p in reported for p in request.platforms):
                     continue  # its daemon does not build the platform: ranked again without it
-            note = f"; no node declares {', '.join(request.platforms)}, so it is emulated" if emulated else ""
+            what = ", ".join(request.platforms) or "the image"
+            note = f"; no node declares {what}, so it is emulated" if emulated else ""
             place = f"choice {ranking.index(node) + 1} of {len(ranking)} for {repository}"
-            _say(progress, f"building on {where} ({place}: {why}{note})")
+            _say(progress, f"building {what} on {where} ({place}: {why}{note}; waited {waited:.1f} s for a slot)")
             try:
-                return _run(request, progress, node.settings, builder)
+                built = _run(request, progress, node.settings, builder, runs)
+                return dataclasses.replace(built, waited={p: round(waited, 3) for p in request.platforms})
             except BuildError:
                 try:
                     probe(node.settings, origin=f"a node of {_config.NODES_KEY}")
@@ -198,158 +220,6 @@ def _route(
                     _say(progress, f"{where} {reason}; moving the build to the next node")
                     continue
                 raise
-
-
-def _source(key: str) -> str:
-    return f"FLYTE_IMAGES_{key.upper()} (or {key} in the config file)"
-
-
-def check_settings(settings: BuildkitSettings) -> BuildkitSettings:
-    """`settings` with `~` in the TLS file names expanded (as a shell would for a flag); a
-    ConfigError naming a setting that cannot work, before anything is started."""
-    scheme = urlsplit(settings.addr).scheme
-    if "://" not in settings.addr or not scheme:
-        raise ConfigError(
-            f"buildkit address {settings.addr!r} from {_source('buildkit_addr')} has no scheme; "
-            "use unix:///path/to/buildkitd.sock or tcp://host:port"
-        )
-    if bool(settings.cert) != bool(settings.key):
-        given, missing = ("buildkit_cert", "buildkit_key") if settings.cert else ("buildkit_key", "buildkit_cert")
-        raise ConfigError(f"{_source(given)} is set but {_source(missing)} is not: a client certificate needs its key")
-    for key in ("buildkit_ca", "buildkit_cert", "buildkit_key"):
-        value = getattr(settings, key.removeprefix("buildkit_"))
-        if value and not Path(value).expanduser().is_file():
-            raise ConfigError(f"{_source(key)} names {value}, which is not a file")
-    paths = {k: str(Path(v).expanduser()) for k in ("ca", "cert", "key") if (v := getattr(settings, k))}
-    return dataclasses.replace(settings, **paths)
-
-
-def probe(settings: BuildkitSettings, timeout: float = PROBE_TIMEOUT, origin: str | None = None) -> None:
-    """Connect to the daemon as buildx will; raise a typed error that says what to fix.
-
-    unix:// and tcp:// are checked (tcp:// with the TLS handshake when TLS files are set); other
-    schemes buildx understands (docker-container://, kube-pod://, ssh://) are left to buildx.
-    `origin`: where the address was set, when not FLYTE_IMAGES_BUILDKIT_ADDR or buildkit_addr.
-    """
-    url = urlsplit(settings.addr)
-    where = f"buildkitd at {settings.addr} (from {origin or _source('buildkit_addr')})"
-    if url.scheme == "unix":
-        path = settings.addr.removeprefix("unix://")
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(timeout)
-            try:
-                sock.connect(path)
-            except FileNotFoundError:
-                raise EngineUnavailableError(
-                    f"{where}: there is no socket at {path}; start buildkitd (buildkitd --addr unix://{path}) "
-                    "or point FLYTE_IMAGES_BUILDKIT_ADDR at a running daemon"
-                ) from None
-            except PermissionError:
-                raise EngineUnavailableError(
-                    f"{where}: permission denied on {path}; run as a member of the socket's group "
-                    "(buildkitd --group) or as its owner"
-                ) from None
-            except OSError as exc:
-                raise EngineUnavailableError(
-                    f"{where} does not answer ({exc.strerror or exc}): is buildkitd running? "
-                    "A socket left by a stopped daemon refuses connections"
-                ) from None
-        return
-    if url.scheme != "tcp":
-        return
-    try:
-        host, port = url.hostname, url.port
-    except ValueError:
-        host, port = None, None
-    if not host or not port:
-        raise ConfigError(f"buildkit address {settings.addr!r} needs a host and a port: tcp://host:port")
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise EngineUnavailableError(
-            f"cannot reach {where}: {reason}. Check the address, that buildkitd runs and listens "
-            f"there (buildkitd --addr tcp://0.0.0.0:{port}), and that the port is open to this machine"
-        ) from None
-    with sock:
-        sock.settimeout(timeout)
-        if settings.ca or settings.cert:
-            _handshake(sock, settings, host, where)
-        else:
-            _plain(sock, where)
-
-
-def _plain(sock: socket.socket, where: str) -> None:
-    """No TLS files: say so when the daemon turns out to want TLS. A plain gRPC server answers
-    the client preface with its own SETTINGS frame; a TLS-only one closes the connection or sends
-    a TLS alert record (0x15)."""
-    try:
-        sock.sendall(_H2_HELLO)
-        first = sock.recv(1)
-    except OSError:
-        first = b""
-    if first in (b"", b"\x15"):
-        raise BuilderTLSError(
-            f"{where} closed the connection without a word, as a daemon that serves TLS only does: set "
-            "FLYTE_IMAGES_BUILDKIT_CA to the CA of its certificate, and FLYTE_IMAGES_BUILDKIT_CERT / "
-            "FLYTE_IMAGES_BUILDKIT_KEY to a client certificate it trusts"
-        )
-
-
-def _handshake(sock: socket.socket, settings: BuildkitSettings, host: str, where: str) -> None:
-    try:
-        context = ssl.create_default_context(cafile=settings.ca)
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(
-            f"{_source('buildkit_ca')} names {settings.ca}, which cannot be read as PEM CA certificates ({exc})"
-        ) from None
-    context.set_alpn_protocols(["h2"])
-    if settings.cert:
-        try:
-            context.load_cert_chain(settings.cert, settings.key)
-        except ssl.SSLError as exc:
-            raise ConfigError(
-                f"the client certificate {settings.cert} and key {settings.key} cannot be used together "
-                f"({exc.reason or exc}); give the key that belongs to the certificate (both PEM files)"
-            ) from None
-    name = settings.server_name or host
-    ca = settings.ca or "the system's CAs"
-    try:
-        with context.wrap_socket(sock, server_hostname=name) as tls:
-            tls.sendall(_H2_HELLO)
-            tls.recv(1)
-    except ssl.SSLCertVerificationError as exc:
-        detail = exc.verify_message or exc.reason or str(exc)
-        if "mismatch" in detail.lower():
-            raise BuilderTLSError(
-                f"{where}: its certificate is not valid for the name {name!r} ({detail}); set "
-                "FLYTE_IMAGES_BUILDKIT_SERVER_NAME to a name its certificate holds"
-            ) from None
-        raise BuilderTLSError(
-            f"{where}: its certificate is not trusted by {ca} ({detail}); set FLYTE_IMAGES_BUILDKIT_CA to "
-            "the CA that signed the daemon's certificate (buildkitd --tlscert)"
-        ) from None
-    except ssl.SSLError as exc:
-        reason = str(exc.reason or exc)
-        if "CERTIFICATE_REQUIRED" in reason.upper():
-            raise BuilderTLSError(
-                f"{where} requires a client certificate: set FLYTE_IMAGES_BUILDKIT_CERT and "
-                "FLYTE_IMAGES_BUILDKIT_KEY to one signed by the CA the daemon trusts (buildkitd --tlscacert)"
-            ) from None
-        if _CLIENT_CERT_REFUSED.search(reason):
-            raise BuilderTLSError(
-                f"{where} refused the client certificate {settings.cert} ({reason}); it must be signed by "
-                "the CA the daemon trusts (buildkitd --tlscacert) and allow client authentication"
-            ) from None
-        raise BuilderTLSError(
-            f"the TLS handshake with {where} failed ({reason}); if the daemon does not use TLS, unset "
-            "FLYTE_IMAGES_BUILDKIT_CA, _CERT and _KEY"
-        ) from None
-    except OSError as exc:
-        raise BuilderTLSError(
-            f"{where} closed the connection during the TLS handshake ({exc.strerror or exc}); check "
-            "that the client certificate is signed by the CA the daemon trusts"
-        ) from None
 
 
 def builder_name(settings: BuildkitSettings) -> str:
@@ -388,14 +258,18 @@ def ensure_builder(settings: BuildkitSettings) -> str:
     return name
 
 
-def _run(request: BuildRequest, progress: Progress, settings: BuildkitSettings, builder: str) -> BuildResult:
+def _run(
+    request: BuildRequest, progress: Progress, settings: BuildkitSettings, builder: str, runs: Runs | None = None
+) -> BuildResult:
+    """One `docker buildx build` on the daemon; the result names it as each platform's node."""
     options = ["--builder", builder, "--provenance=false"]
     if request.push:
         # OCI media types: an OCI image manifest for one platform, an OCI index of the platforms' manifests for several.
         options += ["--output", "type=registry,oci-mediatypes=true"]
     command = partial(_buildx.buildx_command, request, options=options)
     explain = partial(_explain, request=request, settings=settings, builder=builder)
-    return _buildx.run(request, progress, command, explain, f"the build on buildkitd at {settings.addr}")
+    built = _buildx.run(request, progress, command, explain, f"the build on buildkitd at {settings.addr}", runs)
+    return dataclasses.replace(built, nodes={p: settings.addr for p in request.platforms})
 
 
 def _explain(

@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from flyte_images.builders.base import CACHE_TAG, BuildRequest, check_compression, registry_cache_specs
+from flyte_images.builders.base import BuildRequest, cache_tag, check_compression, platform_cache_specs
 
 from .. import _config
 from .._errors import BuildError, ConfigError
@@ -58,7 +58,9 @@ def cache_specs(
     options: BuildOptions, staged: BuildPlan, pushing: bool, backend: Builder
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """cache_from/cache_to for the backend: the caller's (else FLYTE_DOCKER_BUILDER_CACHE_FROM and
-    _TO, both set, as flyte 2.12 reads them), plus the registry cache when asked. A cache export
+    _TO, both set, as flyte 2.12 reads them), plus the registry cache when asked: one tag per
+    platform (`REPO:buildcache-linux-amd64`), each read and written by that platform's build only,
+    so the caches of platforms built on different daemons never overwrite each other. A cache export
     asked of a backend that cannot write one is a warning (the build still imports), not silence."""
     given = (options.cache_from, options.cache_to)
     if not any(given):
@@ -88,11 +90,12 @@ def cache_specs(
             f"cache='registry' keeps the layer cache in the image's registry, but {staged.uri} is not pushed: "
             "give the image a registry, or build without cache='registry'"
         )
-    cache_from, cache_to = registry_cache_specs(staged.repository)
+    cache_from, cache_to = platform_cache_specs(staged.repository, staged.platforms)
     if not backend.exports_cache and not given[1]:
         # It still imports the cache, so the warning says what is missing, not that nothing works.
+        tags = ", ".join(f"{staged.repository}:{cache_tag(p)}" for p in staged.platforms)
         warnings.warn(
-            f"{staged.uri}: cache='registry' imports {staged.repository}:{CACHE_TAG}, but the {backend.name} "
+            f"{staged.uri}: cache='registry' imports {tags}, but the {backend.name} "
             "backend cannot export a layer cache, so the cache is never written: "
             "build with builder='buildkit' (--builder buildkit), or export it from a build that can",
             UserWarning,
