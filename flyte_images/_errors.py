@@ -20,8 +20,10 @@
     │   ├── SecretNotFoundError                  a build secret has no value to mount
     │   ├── StepFailedError                      a RUN step failed (step, exit code, last lines)
     │   │   └── PlatformNotSupportedError        the builder cannot run programs of a platform
+    │   ├── EmulationUnavailableError            no emulator for a foreign platform's RUN steps
     │   ├── PushFailedError                      built, but the push failed
     │   │   └── PushDeniedError                  the registry refused the push
+    │   ├── PartialPushError                     every platform pushed, but not the index
     │   └── ImagesFailedError                    some images of build_images failed (.cache has all;
     │                                            defined beside ImageCache, in `_imagecache`)
     ├── LoadError                                a Python file given to the CLI cannot be loaded

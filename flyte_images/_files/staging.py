@@ -2,19 +2,14 @@
 
 Every file an image reads is copied into a staging folder and hashed while it is copied, and
 the identifier is made of those digests: the engine receives exactly the bytes the tag
-describes, even when a source changes meanwhile. A file that vanishes or cannot be read while
-it is copied stops the build with an error naming it.
+describes, even when a source changes meanwhile.
 
-One folder per image description, `staging/<key>/`: `lock` (flock()ed until the build ends:
-builds of one image wait for each other), `record` (the folder's disk use, then per staged path:
-the source's stat key, the copy's digest and mode), `Dockerfile`, and `context/` (exactly the
-manifest). It is updated in place (unchanged sources are not read again, paths no longer in the
-manifest are removed), so BuildKit sends only what changed. When a build has staged, folders
-unused for two weeks are removed, then, least recently used first, those past the staging cap
-(`_config.staging_cap`, `inventory.reclaim_staging`): sizes come from the records, so no other
-folder is walked. Nothing is removed through a symlink (`remove_at`), clean-up removes only
-names a build makes, and files are written to a temporary file of a short fixed name in the
-image's folder, then renamed into place.
+One folder per image description, `staging/<key>/`: `lock` (flock()ed until the build ends),
+`record` (the folder's disk use, then per staged path: the source's stat key, the copy's digest
+and mode), `Dockerfile`, and `context/`. It is updated in place, so BuildKit sends only what
+changed; the records' sizes keep the folders under the staging cap (`inventory.reclaim_staging`).
+Nothing is removed through a symlink (`remove_at`), and files are written to a temporary file
+of a fixed name in the image's folder, then renamed into place.
 """
 
 from __future__ import annotations
@@ -38,6 +33,8 @@ from .._errors import BuildError, ConfigError, FlyteImagesError, SourceError, So
 from .inventory import reclaim_staging, staging_lock, staging_use
 from .statcache import (
     DIR_NOFOLLOW,
+    NEW_FILE,
+    READ_FLAGS,
     StatKey,
     _key,
     _racy,
@@ -76,10 +73,6 @@ _FORMATS = b"flyte-images-staging-"
 # so this is a context of ~300,000 files; a larger one's record holds only its size (every file
 # is copied again each build). A larger file is not one we wrote.
 _RECORD_MAX_BYTES = 64 << 20
-# O_NONBLOCK: a FIFO put where a file was (the walk skips them, a single file may be one) is
-# opened at once and refused as not a regular file, instead of waiting for a writer forever.
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 # Temporary files, in the image's folder (one build at a time holds it: fixed names suffice).
 _COPYING, _RECORD_TMP, _DOCKERFILE_TMP = ".copying.tmp", ".record.tmp", ".Dockerfile.tmp"
@@ -135,8 +128,7 @@ class Snapshot:
         """Stage the file `name` (relative to `dfd`, or a path) at `dest`: its stat, the digest of
         the bytes written to the staged copy (whatever the source holds later), and whether it
         was read now (False: unchanged since the recorded copy)."""
-        self._parents(dest)
-        self.seen.add(dest)
+        self._enter(dest)
         try:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=dfd is None)
         except OSError as exc:
@@ -160,8 +152,7 @@ class Snapshot:
         """Stage the tool's own file `path` (a cached uv binary) at `dest` as a hard link, so
         every staging folder shares one copy; its times are the fixed time, as for folders. On
         another file system it is copied."""
-        self._parents(dest)
-        self.seen.add(dest)
+        self._enter(dest)
         self.record.pop(dest, None)
         target = self.context / dest
         source = os.stat(path)
@@ -188,8 +179,7 @@ class Snapshot:
     @_staging
     def put_bytes(self, dest: str, data: bytes, mode: int, digest: str) -> None:
         """Stage `data` (already read and hashed by the caller) at `dest`."""
-        self._parents(dest)
-        self.seen.add(dest)
+        self._enter(dest)
         self.maybe_links.add(dest)
         target = self.context / dest
         known = self.record.get(dest)
@@ -206,8 +196,7 @@ class Snapshot:
 
     @_staging
     def link(self, dest: str, target_text: str) -> None:
-        self._parents(dest)
-        self.seen.add(dest)
+        self._enter(dest)
         self.maybe_links.add(dest)
         path = self.context / dest
         with contextlib.suppress(FileNotFoundError):
@@ -218,8 +207,7 @@ class Snapshot:
 
     @_staging
     def folder(self, dest: str, mode: int) -> None:
-        self._parents(dest)
-        self.seen.add(dest)
+        self._enter(dest)
         path = self.context / dest
         if path.is_symlink() or (path.exists() and not path.is_dir()):
             _remove(path)
@@ -232,7 +220,9 @@ class Snapshot:
         self.seen.discard(dest)
         self.folders.pop(dest, None)
 
-    def _parents(self, dest: str) -> None:
+    def _enter(self, dest: str) -> None:
+        """`dest` is kept by `finish`, and its parent folders are staged."""
+        self.seen.add(dest)
         chain = dest.split("/")[:-1]
         for depth in range(1, len(chain) + 1):
             sub = "/".join(chain[:depth])
@@ -241,7 +231,8 @@ class Snapshot:
 
     def _copy(self, dfd: int | None, name: str, target: Path, what: str) -> tuple[os.stat_result, str]:
         try:
-            src = os.open(name, _OPEN_FLAGS if dfd is not None else _OPEN_FLAGS & ~os.O_NOFOLLOW, dir_fd=dfd)
+            src = os.open(name, READ_FLAGS if dfd is not None else READ_FLAGS & ~os.O_NOFOLLOW, dir_fd=dfd)
+
         except OSError as exc:
             raise _unreadable(exc, what, name) from exc
         hasher = hashlib.sha256()
@@ -320,7 +311,7 @@ def _size_head(size: int) -> bytes:
 def _recorded_size(parent: int, name: str) -> int | None:
     """The disk use the record of the folder `name` gives, or None (no record, another format)."""
     try:
-        fd = os.open(f"{name}/record", _OPEN_FLAGS, dir_fd=parent)
+        fd = os.open(f"{name}/record", READ_FLAGS, dir_fd=parent)
     except OSError:
         return None
     try:
@@ -359,7 +350,7 @@ def _write_new(path: Path, chunks: Iterable[bytes], mode: int = 0o600) -> None:
     a symlink) is removed first, never followed; on failure nothing is left."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    fd = os.open(path, _NEW_FILE, 0o600)
+    fd = os.open(path, NEW_FILE, 0o600)
     try:
         try:
             for chunk in chunks:

@@ -52,10 +52,10 @@ _checked_dirs: set[str] = set()
 # symlinks (O_NOFOLLOW on the last component): one planted where `staging` or `tree-memo-v1`
 # belongs would otherwise send writes and clean-ups to wherever it points.
 DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-# O_NONBLOCK: opening a FIFO planted in place of a cache file returns at once (fstat then
-# rejects it) instead of waiting for a writer forever.
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO in place of a cache file or a staged source returns at once (fstat
+# then rejects it) instead of waiting for a writer forever.
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def cache_dir() -> Path:
@@ -119,7 +119,7 @@ def read_cache_file(path: str | Path, limit: int, head: bytes = b"", *, dir_fd: 
     Every cache file is replaced whole by a rename, never written in place, so its size is
     known before the read: nothing beyond it (and `limit`) is ever read or allocated."""
     try:
-        fd = os.open(path, _READ_FLAGS, dir_fd=dir_fd)
+        fd = os.open(path, READ_FLAGS, dir_fd=dir_fd)
     except (OSError, ValueError):
         return None
     try:
@@ -179,7 +179,7 @@ def write_atomically(dir_fd: int, name: str, data: bytes) -> None:
     followed) renamed over it, so a reader sees the old file or the new one, never half of
     one. The temporary file is removed on any failure."""
     tmp = f".{name}.{os.urandom(8).hex()}.tmp"
-    fd = os.open(tmp, _NEW_FILE, 0o600, dir_fd=dir_fd)
+    fd = os.open(tmp, NEW_FILE, 0o600, dir_fd=dir_fd)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
