@@ -1,18 +1,14 @@
 """`from_flyte(image)`: a `flyte.Image` of the Flyte SDK (2.12.x) as a flyte-images `Image`.
 
-The flyte image's constructor and `with_*` calls are replayed on our `Image` (same names, same
-arguments), so our renderer alone decides what they build. Every layer kind of flyte 2.12 is
-translated, or refused with an `UntranslatableLayerError` naming the kind, its position and what
-to do instead; nothing is dropped silently. The constructor is recognised from what flyte stored:
-- `from_dockerfile` is `from_dockerfile`; an unmodified image (flyte never builds one) is a
-  reference to the same image;
-- flyte's published default image `ghcr.io/flyteorg/flyte:pyX.Y-vV` (a pre-release V included)
-  is our `from_debian_base` with that Python and flyte: the layers after it build FROM it as
-  root and the image ends with `USER flyte`;
-- flyte's default-image recipe as the first layers (`from_debian_base(install_flyte=False)`,
-  `from_uv_script`, `from_pixi_script`) is our `from_debian_base(install_flyte=False)`, which
-  builds that layout itself; the recipe's layers are not translated again on top of it;
-- any other base is `from_base(uri).clone(...)`, running as the user its base declares.
+flyte's constructor and `with_*` calls are replayed on our `Image` (same names and arguments),
+so our renderer alone decides what they build. Every layer kind of flyte 2.12 is translated or
+refused with an `UntranslatableLayerError` naming it, its position and the alternative; nothing
+is dropped silently. The constructor is recognised from what flyte stored: `from_dockerfile` as
+such; an unmodified image (flyte never builds one) as a reference to it; flyte's published
+default image `ghcr.io/flyteorg/flyte:pyX.Y-vV` as our `from_debian_base` with that Python and
+flyte (layers after it build FROM it as root, ending with `USER flyte`); flyte's default-image
+recipe as the first layers as our `from_debian_base(install_flyte=False)`, which builds that
+layout itself; any other base as `from_base(uri).clone(...)`, running as its base's user.
 """
 
 from __future__ import annotations
@@ -50,15 +46,10 @@ class _Refused(Exception):
 
 
 def from_flyte(image: flyte.Image) -> Image:
-    """The flyte-images Image that builds what `image` (a `flyte.Image`) describes.
+    """The flyte-images Image that builds what `image` (a `flyte.Image`) describes; needs flyte
+    2.12.x. Raises UntranslatableLayerError (an InvalidImageError) naming any layer it cannot build.
 
-    Needs flyte 2.12.x installed (`pip install 'flyte-images[flyte]'`). Raises
-    UntranslatableLayerError (an InvalidImageError) naming any layer that cannot be built here.
-
-    Example:
-        import flyte
-        from flyte_images import from_flyte
-        ours = from_flyte(flyte.Image.from_debian_base(install_flyte=False).with_pip_packages("numpy"))
+    Example: `from_flyte(flyte.Image.from_debian_base(install_flyte=False).with_pip_packages("numpy"))`
     """
     require_supported_flyte()
     import flyte

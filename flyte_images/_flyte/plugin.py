@@ -1,19 +1,15 @@
 """flyte-images as an image builder of the Flyte SDK 2.12.x (entry point `flyte-images` in the group
 `flyte.plugins.image_builders`): `flyte.init(image_builder="flyte-images")`, or `image: {builder:
-flyte-images}` in config.yaml, and every `flyte.build` / deploy / run builds through here.
+flyte-images}` in config.yaml.
 
-flyte owns the tag: it computes the image's uri, asks our checker whether it exists and calls
-`build_image` only when it does not. The image is translated (`from_flyte`), rendered by our
-renderer, built by the backend our settings select, and tagged and pushed as flyte's uri; its
-identity label carries our own identifier. Where flyte 2.12.1's own docker builder differs: it
-leaves an image built FROM its published one running as root; it ends every image that made the
-`flyte` user with `WORKDIR /home/flyte`, over a `with_workdir`; it adds its builder's extras
-(nvidia paths, UV_COMPILE_BYTECODE, `_F_IMG_ID`, bash as SHELL). The two OCI labels of flyte's
-recipe are not set.
-
-The checker answers flyte's contract exactly: the uri when the image is there, None when it is
-definitely absent, an exception when it cannot tell; never "exists" for "cannot tell" (flyte
-2.12.1 itself, when every checker failed, assumes the image exists and logs "All checkers failed").
+flyte owns the tag: it computes the uri, asks our checker whether it exists and calls
+`build_image` only when it does not; the image is translated (`from_flyte`), rendered, built by
+the backend our settings select and tagged as flyte's uri (its identity label is our own
+identifier). Unlike flyte 2.12.1's docker builder, an image built FROM its published one ends as
+`flyte`, a `with_workdir` is kept, and its builder's extras (nvidia paths, UV_COMPILE_BYTECODE,
+`_F_IMG_ID`, bash as SHELL) and its recipe's two OCI labels are not added. The checker answers
+flyte's contract exactly: the uri, None when definitely absent, an exception when it cannot tell
+(never "exists" for that, as flyte's own fallback when every checker failed does).
 """
 
 from __future__ import annotations
