@@ -1,16 +1,12 @@
 """What the tool keeps on this machine, and removing it: `flyte-images cache` and `cache prune`,
 and the staging folders' clean-up after each build (`reclaim_staging`: age and size cap).
 
-Everything lives in the cache folder (`statcache.cache_dir`), each kind under the name the module
-that writes it gives it, plus the buildx builders the buildkit backend creates (in buildx's own
-config folder, named `flyte-images-<12 hex digits>`, remote driver). Only those names are listed
-or removed: a file of another name, and anything that is a symlink, is neither counted nor
-touched, and folders are entered only through descriptors opened with O_NOFOLLOW (`remove_at`).
-
-Sizes are disk use; a file hard-linked into several places (the uv binary in staging folders)
-counts once, where it is met first. "Last used" is the newest of a folder's own modification time
-(a build touches its staging folder) and its files' access and modification times (copying uv
-into a context reads it); folders' access times are not used, since listing them changes them.
+Everything lives in the cache folder (`statcache.cache_dir`), plus the buildx builders the
+buildkit backend creates (`flyte-images-<12 hex digits>`, remote driver). Only the names the tool
+writes are listed or removed, never a symlink, and folders are entered only through descriptors
+opened with O_NOFOLLOW (`remove_at`). Sizes are disk use (a hard-linked file counts once);
+"last used" is the newest of a folder's modification time and its files' access and modification
+times (folders' access times change when they are listed).
 """
 
 from __future__ import annotations
@@ -30,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .statcache import DIR_NOFOLLOW, cache_dir, is_temporary_name, remove_at
+from .statcache import DIR_NOFOLLOW, cache_dir, is_temporary_name, read_cache_file, remove_at
 
 DAY = 86400.0
 STAGING_MAX_AGE_S = 14 * DAY  # a staging folder unused this long is removed by a later build
@@ -39,38 +35,33 @@ _TEMPORARY_GRACE_S = 3600.0
 _BUILDER = re.compile(r"flyte-images-[0-9a-f]{12}")
 
 
-def _named(pattern: str) -> Callable[[str], bool]:
-    compiled = re.compile(pattern)
-    return lambda name: compiled.fullmatch(name) is not None
-
-
-_is_staging_key = _named(r"[0-9a-f]{16,64}")
+_STAGING_KEY = r"[0-9a-f]{16,64}"
 
 
 @dataclass(frozen=True)
 class Kind:
     """One kind of thing kept: where (`folder` below the cache folder, or the cache folder
-    itself), which names are its own, and whether each is a folder."""
+    itself), which names are its own (`owns`, a regular expression), and whether each is a folder."""
 
     key: str
     label: str
     folder: str | None
-    owns: Callable[[str], bool]
+    owns: str
     folders: bool = False
 
 
 KINDS = (
     # uv/<version>/<arch>/uv (`uvbin`)
-    Kind("uv", "uv binaries", "uv", _named(r"[0-9]+(?:\.[0-9]+)*[a-z0-9.+-]*"), folders=True),
+    Kind("uv", "uv binaries", "uv", r"[0-9]+(?:\.[0-9]+)*[a-z0-9.+-]*", folders=True),
     # staging/<description key>/ (`_plan.description_key`: 24 hex digits; 16 to 64 are taken)
-    Kind("staging", "staging folders", "staging", _is_staging_key, folders=True),
-    Kind("stat-cache", "stat cache", None, _named(r"stat-cache-v2\.bin")),
-    Kind("tree-memos", "tree memos", "tree-memo-v1", _named(r"[0-9a-f]{32}\.bin")),
+    Kind("staging", "staging folders", "staging", _STAGING_KEY, folders=True),
+    Kind("stat-cache", "stat cache", None, r"stat-cache-v2\.bin"),
+    Kind("tree-memos", "tree memos", "tree-memo-v1", r"[0-9a-f]{32}\.bin"),
     # records/<description key>.json (`_plan.explain`)
-    Kind("records", "build records (explain)", "records", _named(r"[0-9a-f]{16,64}\.json")),
-    Kind("pushes", "push records", None, _named(r"pushed\.json|manifest-platforms\.json")),
-    Kind("documents", "registry documents", "documents", _named(r"sha256-[0-9a-f]{64}|sha512-[0-9a-f]{128}")),
-    Kind("basefs", "base image file answers", "basefs", _named(r"[0-9a-f]{64}\.json")),
+    Kind("records", "build records (explain)", "records", r"[0-9a-f]{16,64}\.json"),
+    Kind("pushes", "push records", None, r"pushed\.json|manifest-platforms\.json"),
+    Kind("documents", "registry documents", "documents", r"sha256-[0-9a-f]{64}|sha512-[0-9a-f]{128}"),
+    Kind("basefs", "base image file answers", "basefs", r"[0-9a-f]{64}\.json"),
 )
 BUILDERS = "builders"
 LABELS = {**{k.key: k.label for k in KINDS}, BUILDERS: "buildx builders"}
@@ -127,10 +118,8 @@ class Pruned:
 def buildx_dir() -> Path:
     """buildx's config folder, where it keeps its builders (`BUILDX_CONFIG`, else
     `$DOCKER_CONFIG/buildx`, else `~/.docker/buildx`), as buildx finds it."""
-    explicit = os.environ.get("BUILDX_CONFIG")
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "buildx"
+    docker = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    return Path(os.environ.get("BUILDX_CONFIG") or docker / "buildx")
 
 
 # ----- listing ---------------------------------------------------------------------------------
@@ -180,7 +169,8 @@ def _items(top: int, kind: Kind, seen: set[tuple[int, int]]) -> list[Item]:
             names = sorted(e.name for e in entries)
         for name in names:
             written = _written(name)
-            if not (kind.owns(name) or (written is not None and not kind.folders and kind.owns(written))):
+            mine = written if written and not kind.folders else name  # a leftover: whose it is
+            if not (re.fullmatch(kind.owns, name) or re.fullmatch(kind.owns, mine)):
                 continue
             with contextlib.suppress(OSError):  # gone meanwhile, or unreadable: not listed
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
@@ -229,10 +219,7 @@ def _builders(folder: Path) -> list[Item]:
         for name in names:
             with contextlib.suppress(OSError, ValueError):
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                if not stat.S_ISREG(st.st_mode) or st.st_size > 1 << 20:
-                    continue
-                with os.fdopen(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd), "rb") as f:
-                    data = json.loads(f.read())
+                data = json.loads(read_cache_file(name, 1 << 20, dir_fd=fd) or b"null")
                 if not isinstance(data, dict) or data.get("Driver") != "remote":
                     continue  # someone else's builder that happens to share the name
                 size, used = st.st_blocks * 512, st.st_mtime
@@ -336,9 +323,10 @@ def reclaim_staging(
             found = []
             with os.scandir(pfd) as items:
                 for item in items:
-                    if _is_staging_key(item.name) and item.name != keep and item.is_dir(follow_symlinks=False):
+                    name = item.name
+                    if re.fullmatch(_STAGING_KEY, name) and name != keep and item.is_dir(follow_symlinks=False):
                         with contextlib.suppress(OSError):  # removed meanwhile
-                            found.append((item.stat(follow_symlinks=False), item.name))
+                            found.append((item.stat(follow_symlinks=False), name))
             total, sized = kept, []
             for st, name in sorted(found, key=lambda f: f[0].st_mtime):
                 if now - st.st_mtime >= STAGING_MAX_AGE_S:
