@@ -213,10 +213,11 @@ def _wheels(ours: Image, layer: fl.PythonWheels) -> Image:
 
 
 def _uv_script(ours: Image, layer: fl.UVScript) -> Image:
-    from .._image.uvscript import read_script_metadata
+    from .._image.uvscript import parse_script_metadata
 
     try:
-        local = [dep for dep in read_script_metadata(layer.script).dependencies if "file://" in dep]
+        metadata = parse_script_metadata(Path(layer.script).read_text(encoding="utf-8"), str(layer.script))
+        local = [dep for dep in metadata.dependencies if "file://" in dep]
     except (OSError, SourceError):
         local = []  # the build reports a missing or malformed script, naming it
     if local:

@@ -1,5 +1,5 @@
-"""Argument helpers of `Image`'s constructors and `with_*` methods: the defaults they fill in
-(base images, the published Flyte image) and the normalising of shared options."""
+"""The defaults `Image`'s constructors fill in (base images, the published Flyte image) and the
+normalising of options its methods share."""
 
 from __future__ import annotations
 
@@ -34,14 +34,12 @@ def default_base_image(python_version: tuple[int, int]) -> str:
 
 
 def is_released(flyte_version: str) -> bool:
-    """Whether a flyte version is a final release (one the SDK publishes a default image of):
-    2.12.1 or v2.12.1, not 2.13.0b1, 2.13.0.dev3 or 2.12.1+local."""
+    """Whether the SDK publishes a default image of this flyte: 2.12.1 or v2.12.1, not 2.13.0b1."""
     return _RELEASE.fullmatch(flyte_version) is not None
 
 
 def published_image(python_version: tuple[int, int], flyte_version: str) -> str:
-    """The SDK's published default image of this Python and flyte release (its own naming:
-    `py{major}.{minor}-v{version}`, a leading `v` of the version kept as is)."""
+    """The SDK's published default image of this Python and flyte release (`py3.12-v2.12.1`)."""
     suffix = flyte_version if flyte_version.startswith("v") else f"v{flyte_version}"
     return f"{PUBLISHED_REPOSITORY}:py{python_version[0]}.{python_version[1]}-{suffix}"
 
@@ -55,9 +53,7 @@ def optional_registry(value: str | None) -> str | None:
 
 
 def registry_secret(value: str | Secret | None) -> Secret | None:
-    if value is None:
-        return None
-    return normalize_secrets(value)[0]
+    return None if value is None else normalize_secrets(value)[0]
 
 
 def _one_of(parameter: str, value: object, allowed: tuple[str, ...]) -> Any:

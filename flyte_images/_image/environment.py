@@ -1,8 +1,6 @@
-"""Environments: named groups of tasks sharing an image, as in the Flyte SDK.
-
-The image engine needs from them the name, the image (an Image, a reference string, or "auto"
-for the default image) and `depends_on`, which `build_images` follows. The other fields are
-validated and carried as the SDK does; tasks are recorded, not run.
+"""Environments: named groups of tasks sharing an image, as in the Flyte SDK. The engine uses their
+name, image (an Image, a reference, or "auto") and `depends_on` (followed by `build_images`); the
+other fields are validated and carried as the SDK does, and tasks are recorded, not run.
 """
 
 from __future__ import annotations

@@ -1,6 +1,4 @@
-"""The `Image` methods that install Python packages: pip packages, requirements files, uv,
-poetry and pixi projects, local wheels. A mixin of `Image`, kept apart so each module stays
-readable; every method returns a new `Image` as the others do."""
+"""The `Image` methods that install Python packages (a mixin of `Image`; each returns a new one)."""
 
 from __future__ import annotations
 
@@ -20,9 +18,6 @@ _Self = TypeVar("_Self", bound="PackageMethods")
 
 
 class PackageMethods:
-    """with_pip_packages, with_requirements, with_uv_project, with_poetry_project,
-    with_pixi_project, with_uv and with_local_v2 of `Image`."""
-
     def _with_layer(self: _Self, layer: Layer) -> _Self:
         raise NotImplementedError
 
@@ -74,22 +69,17 @@ class PackageMethods:
         secret_mounts: SecretRequest | None = None,
         project_install_mode: ProjectInstallMode = "dependencies_only",
     ) -> _Self:
-        """Install a uv project's locked dependencies (pyproject.toml + uv.lock beside it).
-
-        With project_install_mode="install_project" the project folder is copied and installed too.
+        """Install a uv project's locked dependencies (pyproject.toml + uv.lock beside it when the
+        image is planned; none: resolved at build time, as the SDK's `uv sync` does). With
+        project_install_mode="install_project" the project folder is copied and installed too.
         """
         from .layers.python import UVProject
 
-        pyproject = check.local_path("pyproject_file", pyproject_file)
-        # No uvlock: the uv.lock beside the pyproject if there is one when the image is planned,
-        # else the dependencies are resolved at build time (as the SDK's `uv sync` does).
-        lock = check.local_path("uvlock", uvlock) if uvlock is not None else None
-        options = install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts)
         layer = UVProject(
-            pyproject=pyproject,
-            uvlock=lock,
+            pyproject=check.local_path("pyproject_file", pyproject_file),
+            uvlock=check.local_path("uvlock", uvlock) if uvlock is not None else None,
+            **install_options(index_url, extra_index_urls, pre, extra_args, secret_mounts),
             project_install_mode=install_mode(project_install_mode),
-            **options,
         )
         return self._with_layer(layer)
 
@@ -108,11 +98,7 @@ class PackageMethods:
         from .layers.python import PoetryProject
 
         pyproject = check.local_path("pyproject_file", pyproject_file)
-        lock = (
-            check.local_path("poetry_lock", poetry_lock)
-            if poetry_lock is not None
-            else pyproject.parent / "poetry.lock"
-        )
+        lock = pyproject.parent / "poetry.lock" if poetry_lock is None else check.local_path("poetry_lock", poetry_lock)
         layer = PoetryProject(
             pyproject=pyproject,
             poetry_lock=lock,
@@ -152,10 +138,7 @@ class PackageMethods:
 
     def with_uv(self: _Self) -> _Self:
         """Keep uv in the image (at /usr/local/bin/uv, the pinned version the installs use), for
-        code that runs uv at run time (`uv pip install`, `uv run`). Without it the install steps
-        mount uv only while they run, and the image has none.
-
-        Example: `Image.from_debian_base().with_uv()`
+        code that runs uv at run time; without it the install steps mount uv only while they run.
         """
         from .layers.python import UVBinary
 

@@ -1,5 +1,5 @@
-"""Task policies of the Flyte SDK data model: cache, retries, timeouts, reuse, pod templates,
-and triggers. Values with the SDK's names, parameters and validation; nothing here runs tasks."""
+"""Task policies of the Flyte SDK data model (cache, retries, timeouts, reuse, pod templates,
+triggers), with its names, parameters and validation; nothing here runs tasks."""
 
 from __future__ import annotations
 

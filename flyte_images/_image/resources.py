@@ -1,9 +1,6 @@
-"""Resources a task asks for, and accelerator devices, as in the Flyte SDK.
-
-Validation follows the SDK: quantities are Kubernetes strings (`"1Gi"`), cpu may be a number,
-accelerator strings are `"<device>:<count>"` from the known list, partitions must belong to
-their device. Running tasks is out of scope here; the values travel with their environments.
-"""
+"""Resources a task asks for, and accelerator devices, validated as the Flyte SDK does: quantities
+are Kubernetes strings (`"1Gi"`), cpu may be a number, accelerators are `"<device>:<count>"` from
+the known list, partitions belong to their device. They travel with their environments."""
 
 from __future__ import annotations
 

@@ -109,11 +109,9 @@ SecretRequest = str | Secret | list[str | Secret] | tuple[str | Secret, ...]
 
 @dataclass(frozen=True)
 class UnnamedSecret(Secret):
-    """A string in `secret_mounts` that is not a secret key (a path such as "/tmp/secret1").
-
-    The Flyte SDK stores such a string as given and fails only when a build turns it into a
-    secret; so does this: the image can be described and identified, and a build (or a dry
-    run) raises `problem()`. As a Secret it is never mounted."""
+    """A string in `secret_mounts` that is not a secret key (a path such as "/tmp/secret1"). As in
+    the Flyte SDK, the image can be described and identified, and a build (or a dry run) raises
+    `problem()`; it is never mounted."""
 
     def __post_init__(self) -> None:
         pass  # refused when built, by `unusable_secrets`

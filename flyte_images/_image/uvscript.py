@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .._config import _tomllib
@@ -48,7 +47,3 @@ def block_toml(content: str, origin: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise SourceError(f"the '# /// script' block of {origin} is not valid TOML: {exc}") from exc
     return data
-
-
-def read_script_metadata(path: Path) -> ScriptMetadata:
-    return parse_script_metadata(path.read_text(encoding="utf-8"), str(path))

@@ -1,8 +1,6 @@
-"""Checks of user arguments that can never be right, done once at the call.
-
-Each check raises `InvalidLayerArgument` naming the parameter, the bad value and the fix, and
-returns the normalised value. Nothing here touches the filesystem or the network: constructing
-an Image never fails because a file is missing or a registry is down.
+"""Checks of user arguments that can never be right, done once at the call: each raises
+`InvalidLayerArgument` naming the parameter, the bad value and the fix, or returns the normalised
+value. Nothing here touches the filesystem or the network (a missing file fails the build).
 """
 
 from __future__ import annotations
@@ -19,8 +17,8 @@ from .._errors import InvalidArgumentType, InvalidLayerArgument
 
 Architecture = Literal["linux/amd64", "linux/arm64"]
 
-# Platforms BuildKit knows how to build for. The seed's type names two; the others are real
-# targets of Docker's official Python images and are accepted rather than refused.
+# Platforms BuildKit builds for: `Architecture` names two; the others are targets of Docker's
+# official Python images, accepted too.
 KNOWN_PLATFORMS: tuple[str, ...] = (
     "linux/amd64",
     "linux/arm64",
@@ -267,9 +265,8 @@ def registry(parameter: str, value: object) -> str:
 
 
 def local_path(parameter: str, value: object) -> Path:
-    """A path on this machine, made absolute against the current folder and normalised (`..`
-    and `.` removed, so `Path("..")` means the parent folder by its real name); symlinks are
-    not resolved."""
+    """A path on this machine, absolute and normalised (`Path("..")` is the parent folder by its
+    real name); symlinks are not resolved."""
     if isinstance(value, Path):
         path = value
     elif isinstance(value, str):
