@@ -1,5 +1,7 @@
 """The buildkit backend's pool without daemons: its configuration (environment and config file),
-each job's ranking of the nodes, and the slots and health the process keeps for each node."""
+each job's ranking of the nodes, the slots and health the process keeps for each node, and how
+a pushed image of several platforms is split into one job per platform (the daemons, the
+registry and buildx replaced by recorders here; tests/test_engine_pool.py builds for real)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import pytest
 from flyte_images import _config
 from flyte_images._config import BuildkitSettings
 from flyte_images._errors import BuildError, ConfigError
-from flyte_images.builders import pool
+from flyte_images.builders import _buildx, _multiarch, buildkit, pool
+from flyte_images.builders.base import BuildRequest, BuildResult, Progress, ProgressEvent, platform_cache_specs
 from flyte_images.builders.buildkit import BuildkitBuilder
 from flyte_images.builders.pool import Node, Pool
 
@@ -242,3 +245,84 @@ def test_the_error_names_every_node_tried_and_why() -> None:
         "no BuildKit node of the pool could build ghcr.io/acme/app (linux/amd64); tried 2: "
         "tcp://bk-1:1234: refused; unix:///run/bk.sock: no socket"
     )
+
+
+# ----- several platforms ----------------------------------------------------------------------------
+
+
+class Daemons:
+    """Every `docker buildx build` the backend would run, on which daemon, and the indexes it writes."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.built: list[tuple[str, BuildRequest]] = []
+        self.indexes: dict[str, dict[str, str]] = {}
+        monkeypatch.setattr(buildkit, "probe", lambda settings, origin=None: None)
+        monkeypatch.setattr(buildkit, "ensure_builder", lambda settings: f"builder-of-{settings.addr}")
+        monkeypatch.setattr(buildkit, "_run", self.run)
+        monkeypatch.setattr(_buildx, "check_cli", lambda *messages: None)
+        monkeypatch.setattr(_multiarch, "_pushed_before", lambda request, parts: set())
+        monkeypatch.setattr(_multiarch, "_write_index", self.write_index)
+        pool.POOL.reset()
+
+    def run(
+        self, request: BuildRequest, progress: Progress, settings: BuildkitSettings, builder: str, runs: object = None
+    ) -> BuildResult:
+        assert builder == f"builder-of-{settings.addr}"
+        self.built.append((settings.addr, request))
+        return BuildResult(request.tags[0], "sha256:" + "1" * 64, nodes={p: settings.addr for p in request.platforms})
+
+    def write_index(self, tag: str, parts: dict[str, str]) -> str:
+        self.indexes[tag] = parts
+        return "sha256:" + "2" * 64
+
+    def where(self) -> dict[str, str]:
+        return {request.platforms[0]: address for address, request in self.built}
+
+
+def _request(tmp_path: Path, *platforms: str, cache: bool = True) -> BuildRequest:
+    cache_from, cache_to = platform_cache_specs("reg.example/app", platforms) if cache else ((), ())
+    return BuildRequest(tmp_path, tmp_path / "Dockerfile", ("reg.example/app:abc",), platforms, True,
+                        cache_from=cache_from, cache_to=cache_to)  # fmt: skip
+
+
+def test_each_platform_of_a_pushed_image_is_built_on_a_node_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemons = Daemons(monkeypatch)
+    amd, arm = _nodes("unix:///amd", "unix:///arm", platforms=("linux/amd64",))
+    arm = Node(arm.settings, ("linux/arm64",))
+    events: list[ProgressEvent] = []
+    both = ("linux/amd64", "linux/arm64", "linux/s390x")
+    result = BuildkitBuilder(nodes=(amd, arm)).build(_request(tmp_path, *both), events.append)
+
+    where = daemons.where()
+    assert where["linux/amd64"] == "unix:///amd" and where["linux/arm64"] == "unix:///arm"
+    assert where["linux/s390x"] in ("unix:///amd", "unix:///arm")  # no node declares it: emulated
+    assert result.nodes == where and set(result.waited) == set(both)
+    assert result.digest == "sha256:" + "2" * 64
+    assert daemons.indexes == {"reg.example/app:abc": {p: f"reg.example/app:abc-{p.replace('/', '-')}" for p in both}}
+    for _address, request in daemons.built:  # each platform reads and writes its own cache tag only
+        tag = "buildcache-" + request.platforms[0].replace("/", "-")
+        assert [spec.split(",")[1] for spec in request.cache_to] == [f"ref=reg.example/app:{tag}"]
+        assert [spec.split(",")[1] for spec in request.cache_from] == [f"ref=reg.example/app:{tag}"]
+    said = sorted(e.text for e in events if e.text.startswith("building "))
+    assert said[0].startswith("building linux/amd64 on buildkit node unix:///amd (choice 1 of 1 for reg.example/app")
+    assert said[0].endswith("a build slot is free; waited 0.0 s for a slot)")
+    assert said[1].startswith("building linux/arm64 on buildkit node unix:///arm (choice 1 of 1 for ")
+    assert "; no node declares linux/s390x, so it is emulated; waited " in said[2]
+    pool.POOL.reset()
+
+
+def test_one_daemon_builds_the_platforms_apart_only_for_their_own_caches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemons = Daemons(monkeypatch)
+    one = BuildkitBuilder(BuildkitSettings("unix:///one"))
+    result = one.build(_request(tmp_path, "linux/amd64", "linux/arm64"), lambda event: None)
+    assert sorted(daemons.where()) == ["linux/amd64", "linux/arm64"] and len(daemons.built) == 2
+    assert result.nodes == {"linux/amd64": "unix:///one", "linux/arm64": "unix:///one"}
+
+    daemons.built.clear()  # without a registry cache per platform: one solve, as before
+    one.build(_request(tmp_path, "linux/amd64", "linux/arm64", cache=False), lambda event: None)
+    ((_address, request),) = daemons.built
+    assert request.platforms == ("linux/amd64", "linux/arm64")
