@@ -1,8 +1,7 @@
-"""Adapters that let the conformance suite look inside what a backend built, in its own terms:
-a file's bytes and mode in a built image, the image's labels, the digest a registry serves for a
-pushed tag. `FakeBackend` reads the fake's memory; `EngineBackend` serves any backend that loads
-into the local Docker engine (`docker run`, `docker image inspect`) and pushes to a registry it
-asks over HTTP.
+"""Adapters that let the conformance suite look inside what a backend built (a file's bytes and
+mode, the labels, the digest a registry serves for a pushed tag): `FakeBackend` reads the fake's
+memory; `EngineBackend` serves any backend that loads into the local Docker engine and pushes to
+a registry it asks over HTTP.
 """
 
 from __future__ import annotations

@@ -1,23 +1,17 @@
-"""A FAKE, in-memory build backend, for tests of flyte-images without a container engine.
+"""A FAKE, in-memory build backend for tests without a container engine (not an entry point: pass
+an instance to whatever takes a builder). It interprets the Dockerfile subset flyte-images renders
+as BuildKit reads it and keeps loaded images in `store`, pushed ones in `pushed` (the first
+platform; all in `pushed_platforms`) and each BuildRequest in `requests` (cache choices,
+`no_cache` and `compression` are only recorded).
 
-`FakeBuilder` is not registered as an entry point: tests pass an instance to whatever takes a
-builder. It interprets the Dockerfile subset flyte-images renders (`_dockerfile`, read as
-BuildKit reads it) and keeps the results in memory: loaded images in `store`, pushed ones in
-`pushed` (the first platform; every platform in `pushed_platforms`), each BuildRequest in
-`requests` (with its cache choices, `no_cache` included: it has no layer cache to skip;
-and the layer `compression` asked).
-
-- FROM: a base it was not told about raises BaseImageNotFoundError (by default it knows every
-  base); an image it built itself, or an earlier stage (`FROM x AS name`), is built upon, and
-  `scratch` is empty.
-- ARG, ENV, LABEL, WORKDIR: recorded, with BuildKit's quoting and `$VAR` expansion (a
-  platform ARG such as TARGETARCH once declared).
+- FROM: an unknown base raises BaseImageNotFoundError (by default every base is known); an
+  image it built, or an earlier stage (`FROM x AS name`), is built upon; `scratch` is empty.
+- ARG, ENV, LABEL, WORKDIR: recorded, with BuildKit's quoting and `$VAR` expansion.
 - COPY / ADD of local files and folders (JSON or plain form, `--from=stage`, `--chmod`): bytes
   and modes are read from the context AT BUILD TIME, so a test can prove what was sent.
-- RUN: a step; scripts are NOT executed. Only `exit N` (N != 0 fails with StepFailedError),
-  `cat PATH` of a mounted secret and `echo WORDS` (`$NAME` from the ENV and from secrets: a
-  mount's `env=NAME`, or `NAME="$(cat PATH)"`) act, and what they print goes through the shared
-  BuildOutput, so secret values are redacted as with an engine.
+- RUN: scripts are NOT executed; only `exit N` (N != 0: StepFailedError), `cat PATH` of a
+  mounted secret and `echo WORDS` (`$NAME` from the ENV and from secrets: a mount's `env=NAME`,
+  or `NAME="$(cat PATH)"`) act, printing through the shared BuildOutput (secrets redacted).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from ..._config import _tomllib
 from ..._errors import SourceError, SourceNotFoundError
-from ..._files.entries import Tree
+from ..._files.entries import Entry, Tree
 from ..._files.sources import Sources, Staged, includes, relative_to_first
 from ..._formats import quote as q
 from ..._formats.encoding import Encodable
@@ -77,27 +77,22 @@ class Requirements(_PythonInstall):
 
     def inputs(self, sources: Sources, index: int) -> Inputs:
         reader = Sources(cache=sources.cache)  # read whole first: the layout needs every include
-        found: dict[Path, tuple[Staged, bytes]] = {}
+        found: dict[Path, tuple[Entry, bytes]] = {}
         pending = [self.file]
         while pending:
             current = pending.pop(0)
-            if current in found:
-                continue
-            what = "requirements file" if current == self.file else f"file included by {self.file.name}"
-            entry, data = reader.small_file(current, "", what)
-            found[current] = (Staged("", entry), data)
-            pending += includes(data.decode("utf-8", "replace"), current)
-        paths = list(found)
-        common = Path(os.path.commonpath([str(p.parent) for p in paths]))
+            if current not in found:
+                what = "requirements file" if current == self.file else f"file included by {self.file.name}"
+                found[current] = reader.small_file(current, "", what)
+                pending += includes(found[current][1].decode("utf-8", "replace"), current)
+        common = Path(os.path.commonpath([str(p.parent) for p in found]))
         staged = []
-        for rel, path in zip(relative_to_first(paths), paths, strict=True):
+        for rel, (path, (entry, data)) in zip(relative_to_first(list(found)), found.items(), strict=True):
             dest = f"_fi/{index}/{path.relative_to(common).as_posix()}"
-            entry, data = found[path][0].entry, found[path][1]
             if sources.snap is not None:
                 sources.snap.put_bytes(dest, data, entry.mode, entry.digest)
             staged.append((rel, Staged(dest, entry)))
-        main = f"{self.file.relative_to(common).as_posix()}"
-        return Inputs(files=tuple(staged), data=main)
+        return Inputs(files=tuple(staged), data=self.file.relative_to(common).as_posix())
 
     def identity(self, inputs: Inputs) -> Encodable:
         files = tuple((label, *s.entry.identity()[1:]) for label, s in inputs.files)
