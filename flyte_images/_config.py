@@ -1,13 +1,11 @@
-"""Settings the engine reads: registry, builder, base image, CA bundle, layer cache, named image
-references, plain-HTTP registries and the buildkit backend's daemon (README.md, Configuration,
-lists each with its environment variable and config file key).
+"""Settings the engine reads (README.md, Configuration, lists each with its environment variable
+and config file key).
 
-Precedence, highest first: `init(...)` / `init_from_config(...)` arguments, environment
-variables (ours, then the Flyte SDK's FLYTE_IMAGE_REGISTRY and FLYTE_IMAGE_BUILDER, whose
-`local` is our `docker`), the config file, built-in defaults. The config file is TOML, found at
-the first of: the path given to `init_from_config`, FLYTE_IMAGES_CONFIG, `flyte-images.toml` or
-a `[tool.flyte-images]` table of `pyproject.toml` in the current folder or a parent,
-`$XDG_CONFIG_HOME/flyte-images/config.toml` (default `~/.config/flyte-images/config.toml`).
+Precedence, highest first: `init(...)` arguments, environment variables (ours, then the Flyte
+SDK's FLYTE_IMAGE_REGISTRY and FLYTE_IMAGE_BUILDER), the config file, built-in defaults. The
+config file is TOML, the first of: the path given to `init_from_config`, FLYTE_IMAGES_CONFIG,
+`flyte-images.toml` or a `[tool.flyte-images]` table of `pyproject.toml` in the current folder or
+a parent, `$XDG_CONFIG_HOME/flyte-images/config.toml`.
 """
 
 from __future__ import annotations

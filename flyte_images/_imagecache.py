@@ -1,9 +1,8 @@
 """`ImageCache`: what a deploy needs to know of its images, and its JSON and transport forms.
 
-Both readers take input from outside the process (a file, an environment variable, an SDK
-argument), so they check it completely: any malformed input is an `ImageCacheError` naming what
-is wrong, never an AttributeError or a BadGzipFile, and a transport string can never make us
-allocate more than `MAX_TRANSPORT_JSON_BYTES`, however small it is.
+Both readers take input from outside the process, so any malformed input is an
+`ImageCacheError` naming what is wrong, and a transport string can never make us allocate more
+than `MAX_TRANSPORT_JSON_BYTES`, however small it is.
 """
 
 from __future__ import annotations

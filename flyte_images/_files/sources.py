@@ -1,19 +1,16 @@
 """Which local files a layer reads, each read once: hashed, and when building also staged.
 
-`Sources` is what a layer's `inputs()` asks for files through: in a plan for `id`, `dockerfile`
-or a dry run it only hashes (with the stat cache); in a plan for a build it holds a `Snapshot`
-and every file is copied into the staging folder while it is hashed, so the identifier
-describes exactly the bytes that are sent.
+`Sources` is what a layer's `inputs()` asks for files through: without a `Snapshot` it only
+hashes (with the stat cache); with one, every file is copied into the staging folder while it
+is hashed, so the identifier describes exactly the bytes that are sent.
 
-Rules for a copied folder (a source folder, a uv, poetry or pixi project, a code bundle, a
-Dockerfile's context), later ones winning: (1) the default excludes (`ignore.DEFAULT_EXCLUDES`),
-anchored at the copied folder (its own `.git`), except for a Dockerfile's context, which Docker
-sends without them; (2) the patterns of one ignore file, matched against paths relative to its
-folder (as Docker does), or to the copied folder when that is not inside it: the image's
-`with_dockerignore(path)`, else for the layers' copies the project root's `.dockerignore` (the
-root is `init(root_dir=...)`, else the current folder, as in the Flyte SDK), else one at the
-root of the copied folder; (3) files a layer needs whatever the patterns say (`keep`: a
-project's pyproject.toml and lock) and files it replaces (`drop`).
+Rules for a copied folder, later ones winning: (1) the default excludes, anchored at the copied
+folder (not for a Dockerfile's context, which Docker sends without them); (2) the patterns of one
+ignore file, matched against paths relative to its folder, or to the copied folder when that is
+not inside it: the image's `with_dockerignore(path)`, else for the layers' copies the project
+root's `.dockerignore` (`init(root_dir=...)`, else the current folder, as in the Flyte SDK), else
+one at the root of the copied folder; (3) files a layer needs whatever the patterns say (`keep`:
+a project's pyproject.toml and lock) and files it replaces (`drop`).
 """
 
 from __future__ import annotations

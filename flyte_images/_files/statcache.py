@@ -1,16 +1,14 @@
 """The stat cache: a file's SHA-256 remembered under its stat key, so an unchanged file is not read.
 
 Keyed on (device, inode, size, mtime_ns, ctime_ns), in memory and in one file under the user
-cache folder; off when `CI` is set (fresh checkouts gain nothing from it) or
-`FLYTE_IMAGES_STAT_CACHE=0`, forced on by `FLYTE_IMAGES_STAT_CACHE=1`. Nothing whose times are
-within two seconds of the moment it was read is remembered: a file written again within the
-same timestamp tick could otherwise keep a stale digest.
+cache folder; off when `CI` is set or `FLYTE_IMAGES_STAT_CACHE=0`, forced on by
+`FLYTE_IMAGES_STAT_CACHE=1`. Nothing whose times are within two seconds of the moment it was
+read is remembered: a file written again within the same timestamp tick could keep a stale digest.
 
 Also the rules of every cache file, since what one holds can go straight into an identifier:
 `cache_dir` refuses a folder another user could write; a file is `seal`ed (a format line, the
-SHA-256 of the payload, the payload) and trusted only when exactly that; `read_cache_file`
-reads it bounded, never through a symlink, never from anything but a regular file. A file that
-fails any of this is ignored as a whole and replaced by the next write.
+SHA-256 of the payload, the payload) and read bounded, never through a symlink, never from
+anything but a regular file (`read_cache_file`); one that fails any of this is ignored whole.
 """
 
 from __future__ import annotations

@@ -1,15 +1,11 @@
 """The files an image reads: one walk gives the list that is both hashed and staged.
 
-`collect_tree(root, rules)` walks a folder with entries sorted by name at every level, applies
-the ignore rules, and returns a `Tree` of `Entry` values: the relative POSIX path, the kind
-(file, folder, symlink), the permission bits, and for files the SHA-256 of the bytes (for
-symlinks the link text). Absolute paths, owners and times never leave this module.
-
-Speed (measured by `just bench`): files are opened relative to their folder's descriptor and a
-file that must be hashed is opened once and `fstat`ed through that descriptor, so a cold walk
-costs one open, one fstat and the reads per file. Digests are kept in the stat cache
-(`statcache`) and whole trees in memos (`treememo`), so a repeated identifier of an unchanged
-tree, in the same process or a new one, costs one `stat` per file and folder.
+`collect_tree(root, rules)` walks a folder sorted by name at every level, applies the ignore
+rules, and returns a `Tree` of `Entry` values (relative POSIX path, kind, permission bits, the
+SHA-256 of a file's bytes or a symlink's text); absolute paths, owners and times never leave
+this module. Files are opened relative to their folder's descriptor and `fstat`ed through the
+open file, so a cold walk costs one open, one fstat and the reads per file; with the stat
+cache and the memos (`treememo`), an unchanged tree costs one `stat` per file and folder.
 """
 
 from __future__ import annotations

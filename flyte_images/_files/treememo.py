@@ -1,12 +1,11 @@
 """A walk's result kept with the stat key of everything it looked at, in memory and in memo
 files between processes: while no key changed, the walk's tree is reused (`tree.collect_tree`).
 
-One memo file per (folder, match prefix, rules) in the stat cache's folder, written after a
-walk whose keys are all older than the racy window, exactly when the in-memory memo is kept: a
-new process that finds every key unchanged gets the tree with one stat per folder and file,
-without listing a folder or reading the stat cache. It is `seal`ed (see `statcache`); the
-payload is the length of the head, the head (marshal: the key it was written for, the tree's
-size and digest, the folders) and the entries (marshal, unpacked only when asked for).
+One memo file per (folder, match prefix, rules), written when every key is older than the racy
+window; a new process that finds every key unchanged gets the tree with one stat per folder and
+file. It is `seal`ed (see `statcache`); the payload is the length of the head, the head (marshal:
+the key it was written for, the tree's size and digest, the folders) and the entries (marshal,
+unpacked only when asked for).
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """The uv binary copied into images, per target platform, without any container registry.
 
-uv's own wheel is fetched from the Python package index on the host (`pip download`: the user's
-pip configuration, mirrors and certificates apply), its static binary cached under the user
-cache folder per version and architecture and staged as `_fi/uv/<TARGETARCH>/uv`. The version
-is pinned (UV_VERSION, part of every identifier), so every machine puts the same uv into the
-same image. Before a build, the same uv (on a Linux host; elsewhere the `uv` on PATH) checks
-that a project's uv.lock still matches its pyproject.toml (`check_lock`).
+uv's wheel is fetched from the Python package index on the host (`pip download`: the user's pip
+configuration applies), its static binary cached per version and architecture and staged as
+`_fi/uv/<TARGETARCH>/uv`. The version is pinned (UV_VERSION, part of every identifier). Before a
+build, the same uv checks that a project's uv.lock still matches its pyproject.toml (`check_lock`).
 """
 
 from __future__ import annotations

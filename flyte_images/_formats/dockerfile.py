@@ -1,19 +1,14 @@
 """Dockerfile rendering: a list of instructions, built one by one. Pure: no Docker, no network.
 
-Each layer appends its own instructions through `Instructions`. Nothing is rendered by splitting
-text (the base template is parsed once into instructions), and every instruction passes one
+Each layer appends its own instructions through `Instructions`. Every instruction passes one
 check (`line_safe`) refusing any line terminator Docker knows and a trailing backslash, so a
 rendered Dockerfile parses to exactly `len(instructions)` instructions. A layer's files are
-under `_fi/<n>/` in the context (n: its position); files a RUN reads (requirements, locks,
-wheels) are bind-mounted into it, and secrets mounted only into the RUN that asks for them.
-The pinned uv is a build tool, not part of the image: a first stage (`UV_STAGE`) holds the
-target platform's binary, and every RUN that runs uv bind-mounts it at /usr/local/bin/uv
-(`with_uv` copies it into the image for code that runs uv at run time).
-With `RenderOptions(ca_bundle=True)` the `flyte-images-ca` build secret is mounted into the RUN
-steps of the layers, and one `ARG` before the first that may download points the usual CA
-variables at it: build arguments are in the environment of the RUN steps after them, but not in
-the image's configuration, and RUN titles carry no repeated preamble. No `# syntax=` line (it
-would pull a frontend image): BuildKit's built-in frontend only.
+under `_fi/<n>/` in the context; files a RUN reads are bind-mounted into it, and secrets only
+into the RUN that asks for them. The pinned uv is a build tool: a first stage (`UV_STAGE`) holds
+the target platform's binary, bind-mounted into every RUN that runs uv. With
+`RenderOptions(ca_bundle=True)` the `flyte-images-ca` build secret is mounted into the layers'
+RUN steps, and one `ARG` points the usual CA variables at it (in the RUN steps' environment, not
+the image's). No `# syntax=` line (it would pull a frontend image).
 """
 
 from __future__ import annotations

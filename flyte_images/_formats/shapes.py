@@ -1,16 +1,12 @@
 """The one reader of what comes from outside the process into frozen dataclasses: registry
-answers and Docker's config.json (`_registry.wire`), the config file (`_config`) and ImageCache
-JSON (`_imagecache`). It is small and strict, and costs a few milliseconds to import: a
-validation library would cost every process that reads one of these tens of milliseconds.
+answers, Docker's config.json, the config file and ImageCache JSON. Small and strict, and cheap
+to import (a validation library would cost every process tens of milliseconds).
 
-A dataclass's type hints are its schema: `str`, `int` (never a bool), `Literal[...]`,
-`list[X]`, `dict[str, X]`, `X | None` and other such dataclasses, with `Annotated` adding an
-`Alias` (the JSON key, when it is not the field's name), an `AtLeast` bound, or a check that
-raises ValueError. Nothing is coerced: a size of "12" or a platform of 5 is a problem. Keys the
-schema does not name are ignored; a field is looked up by its alias, then by its name.
-
-Every problem is collected with its path, worded as pydantic's strict mode words it, and none
-carries the offending value: it may be a credential.
+A dataclass's type hints are its schema: `str`, `int` (never a bool), `Literal[...]`, `list[X]`,
+`dict[str, X]`, `X | None` and other such dataclasses, with `Annotated` adding an `Alias` (the
+JSON key), an `AtLeast` bound, or a check that raises ValueError. Nothing is coerced; unknown keys
+are ignored. Every problem is collected with its path, worded as pydantic's strict mode words it,
+and none carries the offending value: it may be a credential.
 """
 
 from __future__ import annotations
