@@ -1,4 +1,8 @@
-"""Layers that copy local files into the image, and the ignore rules that shape what they copy."""
+"""Layers that copy local files into the image, and the ignore rules that shape what they copy.
+
+The copy layers copy their `_fi/<n>/` folder, never a path naming the file or folder itself:
+BuildKit would read a name such as `a[1].py` or `*.py` as a glob pattern (copying nothing, or
+other files)."""
 
 from __future__ import annotations
 
@@ -28,8 +32,6 @@ class SourceFile(Layer):
         return (self.KIND, self.dst, inputs.files[0][1].entry.identity())
 
     def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
-        # The file's folder is copied, not the file: a source naming the file would be a glob
-        # pattern to BuildKit, and `a[1].py` or `*.py` would not copy (or copy other files).
         out.copy(f"_fi/{index}/", self.dst if self.dst.endswith("/") else self.dst + "/")
 
 
@@ -58,9 +60,6 @@ class SourceFolder(Layer):
         return (self.KIND, self.dst, self.target_name, inputs.trees[0][2].identity())
 
     def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
-        # `_fi/<n>/` holds the folder under its own name (or only its contents): copying that
-        # parent keeps the folder's name out of the COPY source, where BuildKit would read
-        # `pkg[1]` as a glob pattern.
         out.copy(f"_fi/{index}/", self.dst.rstrip("/") + "/")
 
 
