@@ -1,8 +1,6 @@
 """Which Flyte SDK the plugin and the converter are made for (2.12.x), and the errors they raise.
-
-The converter reads flyte's (internal) layer classes field by field, so any other installed flyte
-is refused, naming the versions, before a layer is read. flyte is never imported here: the
-installed distribution's metadata is asked.
+The converter reads flyte's internal layer classes field by field, so any other flyte is refused
+(asking the installed distribution's metadata, never importing flyte) before a layer is read.
 """
 
 from __future__ import annotations

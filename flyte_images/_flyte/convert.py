@@ -117,7 +117,7 @@ def _published(uri: str, platform: tuple[Architecture, ...]) -> Image | None:
         # the flyte image is FROM flyte's published image of it, so ours is too: the same
         # published-image layer, naming that version.
         layer = DebianBase(install_flyte=True, flyte_version=version, published=True)
-        ours = ours._replace(base_image=check.image_reference("base_image", uri), _layers=(layer,))
+        ours = ours._replace(base_image=uri, _layers=(layer,))  # a reference: _PUBLISHED matched it
     return ours
 
 

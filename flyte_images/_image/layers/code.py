@@ -56,7 +56,7 @@ class CodeBundle(Layer):
         return (self.KIND, self.copy_style, self.dst, files)
 
     def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
-        if self.root_dir is not None and (inputs.files or inputs.trees):
+        if inputs.files or inputs.trees:  # none when unresolved: the code comes with the run
             out.copy(f"_fi/{index}/", self.dst.rstrip("/") + "/")
 
 
