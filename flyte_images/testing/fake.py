@@ -72,12 +72,12 @@ class _Stage:
     def variables(self) -> dict[str, str]:
         return {**self.args, **self.env}  # ENV wins over ARG, as in BuildKit
 
-    def declare(self, rest: str, plat: str | None = None) -> None:
+    def declare(self, rest: str, plat: str) -> None:
         """ARG (one or more `NAME[=default]`): a platform ARG takes the platform's value, others
         their default (or "")."""
         for item in _dockerfile.words(rest, self.variables()):
             name, has_default, default = item.partition("=")
-            if plat is not None and name in _dockerfile.PLATFORM_ARGS:
+            if name in _dockerfile.PLATFORM_ARGS:
                 self.args[name] = _dockerfile.platform_arg(name, plat)
             elif has_default:
                 self.args[name] = default
