@@ -194,9 +194,7 @@ class IgnoreRules:
 
     def excluded(self, path: str) -> bool:
         """Whether `path` (relative, '/'-separated) is excluded, parents taken into account."""
-        if path in ("", "."):
-            return False
-        return self.excluded_with(tuple(p.matches_or_parent(path) for p in self.patterns), path)
+        return path not in ("", ".") and self.excluded_with(self.state_for_dir(None, path), path)
 
     def state_for_dir(self, parent: tuple[bool, ...] | None, path: str) -> tuple[bool, ...]:
         """Per pattern, whether it matches `path` or a parent: what the walk carries downward."""

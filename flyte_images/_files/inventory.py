@@ -118,8 +118,8 @@ class Pruned:
 def buildx_dir() -> Path:
     """buildx's config folder, where it keeps its builders (`BUILDX_CONFIG`, else
     `$DOCKER_CONFIG/buildx`, else `~/.docker/buildx`), as buildx finds it."""
-    docker = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
-    return Path(os.environ.get("BUILDX_CONFIG") or docker / "buildx")
+    explicit = os.environ.get("BUILDX_CONFIG")
+    return Path(explicit) if explicit else Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "buildx"
 
 
 # ----- listing ---------------------------------------------------------------------------------

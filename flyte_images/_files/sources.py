@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._config import configured_root_dir
 from .._errors import SourceError, SourceNotFoundError
 from .entries import FILE, Entry, Tree
 from .ignore import DEFAULT_EXCLUDES, IgnoreRules, parse_dockerignore, read_dockerignore
@@ -72,8 +73,6 @@ class Sources:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError as exc:
             raise SourceNotFoundError(f"{what} {path} does not exist") from exc
-        except IsADirectoryError as exc:
-            raise SourceError(f"{what} {path} is a folder, a file is expected") from exc
         with os.fdopen(fd, "rb") as handle:
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
@@ -93,8 +92,6 @@ class Sources:
             patterns = self._patterns if self._patterns is not None else read_dockerignore(self.dockerignore)
             return self.dockerignore, patterns
         if project:
-            from .._config import configured_root_dir
-
             root_file = Path(configured_root_dir() or Path.cwd()) / ".dockerignore"
             if root_file.is_file():
                 return root_file, read_dockerignore(root_file)

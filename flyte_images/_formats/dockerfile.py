@@ -67,14 +67,12 @@ def has_credentials(url: str) -> bool:
 
 
 def template_bytes() -> bytes:
-    """The base template's bytes, read through the package's loader as `pkgutil.get_data` does
+    """The base template's bytes, read through this module's loader as `pkgutil.get_data` does
     (importlib.resources, whose import costs more than the read, only for a loader without
     `get_data`)."""
-    import flyte_images
-
-    get_data = getattr(flyte_images.__spec__.loader, "get_data", None)
-    if get_data is not None and flyte_images.__file__:
-        data: bytes = get_data(os.path.join(os.path.dirname(flyte_images.__file__), "dockerfiles", TEMPLATE))
+    get_data = getattr(__spec__.loader, "get_data", None)
+    if get_data is not None and __file__:
+        data: bytes = get_data(os.path.join(os.path.dirname(os.path.dirname(__file__)), "dockerfiles", TEMPLATE))
         return data
     from importlib import resources
 
