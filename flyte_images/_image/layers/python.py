@@ -257,21 +257,15 @@ class UVProject(_PythonInstall):
 
     def identity(self, inputs: Inputs) -> Encodable:
         layout: _UVLayout = inputs.data
-        if not layout.sources:
-            return (self.KIND, self.project_install_mode, _project_identity(inputs), self._install_options())
         own_files = 2 if layout.locked else 1
         own_trees = 1 if self.project_install_mode == "install_project" else 0
         own = Inputs(files=inputs.files[:own_files], trees=inputs.trees[:own_trees])
+        plain = (self.KIND, self.project_install_mode, _project_identity(own), self._install_options())
+        if not layout.sources:
+            return plain
         found = {label: s.entry.identity()[1:] for label, s in inputs.files[own_files:]}
         found.update({label: tree.identity() for label, _dest, tree in inputs.trees[own_trees:]})
-        local = tuple(sorted(found.items()))
-        return (
-            self.KIND,
-            self.project_install_mode,
-            _project_identity(own),
-            self._install_options(),
-            ("path_sources", layout.project, local),
-        )
+        return (*plain, ("path_sources", layout.project, tuple(sorted(found.items()))))
 
     def render(self, out: Instructions, inputs: Inputs, index: int) -> None:
         layout: _UVLayout = inputs.data
