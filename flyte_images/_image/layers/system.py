@@ -80,8 +80,7 @@ class Env(Layer):
     env_vars: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        line = self._line()
-        size = len(line.encode("utf-8"))
+        size = len(self._line().encode("utf-8"))
         if size <= MAX_LINE_BYTES:
             return
         name, value = max(self.env_vars, key=lambda pair: len(pair[1].encode("utf-8")))
