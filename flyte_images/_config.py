@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import threading
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,33 +64,23 @@ class FileShape:
     buildkit_cert: str | None = None
     buildkit_key: str | None = None
     buildkit_server_name: str | None = None
-    cache: str | None = None
+    cache: str | None = None  # "registry": BuildKit's layer cache kept in the image's repository
     staging_cap: str | None = None  # a TOML integer is read as its digits
-    compression: str | None = None
+    compression: str | None = None  # of pushed layers: "gzip" or "zstd"
 
 
 _KEYS = frozenset(f.name for f in fields(FileShape))
 _ALL_KEYS = _KEYS | {NODES_KEY}
 
 
-@dataclass(frozen=True)
-class Settings:
-    registry: str | None = None
-    image_builder: str | object | None = None  # a name, or a builder object from init(image_builder=obj)
-    base_image: str | None = None
-    ca_bundle: str | None = None
-    images: dict[str, str] = field(default_factory=dict)
-    insecure_registries: tuple[str, ...] = ()
-    buildkit_addr: str | None = None
-    buildkit_ca: str | None = None
-    buildkit_cert: str | None = None
-    buildkit_key: str | None = None
-    buildkit_server_name: str | None = None
-    cache: str | None = None  # "registry": BuildKit's layer cache kept in the image's repository
+@dataclass(frozen=True, kw_only=True)
+class Settings(FileShape):
+    """The settings of init(...) or of the config file."""
+
+    # A name, or a builder object from init(image_builder=obj).
+    image_builder: str | object | None = None  # type: ignore[assignment]
     root_dir: str | None = None  # init(root_dir=...): whose .dockerignore applies to copies
-    staging_cap: str | None = None
     buildkit_nodes: object = None  # the config file's [[buildkit_nodes]] as read (builders.pool checks it)
-    compression: str | None = None  # of pushed layers: "gzip" or "zstd"
     source: str = "defaults"  # where the file settings came from, for messages
 
 
@@ -113,7 +103,7 @@ def set_explicit(**changes: Any) -> None:
     with _lock:
         values = {k: v for k, v in changes.items() if v is not None}
         if "images" in values:
-            values["images"] = {**_explicit.images, **values["images"]}
+            values["images"] = {**(_explicit.images or {}), **values["images"]}
         _explicit = replace(_explicit, **values)
 
 
@@ -167,9 +157,7 @@ def read_config_file(path: Path) -> Settings:
         shape = _shapes.check(FileShape, data)
     except _shapes.Invalid as exc:
         raise ConfigError(f"{path}: {_wrong(exc.problems[0], data)}") from None
-    values = {key: getattr(shape, key) for key in _KEYS}
-    values.update(images=dict(shape.images or {}), insecure_registries=tuple(shape.insecure_registries or ()))
-    return Settings(**values, buildkit_nodes=nodes, source=str(path))
+    return Settings(**{key: getattr(shape, key) for key in _KEYS}, buildkit_nodes=nodes, source=str(path))
 
 
 def _wrong(problem: _shapes.Problem, data: dict[str, Any]) -> str:
@@ -367,13 +355,13 @@ def configured_ca_bundle() -> str | None:
 def insecure_registries() -> tuple[str, ...]:
     """Hosts reached over plain HTTP (loopback hosts always are, as Docker treats them)."""
     env = [h.strip() for h in os.environ.get("FLYTE_IMAGES_INSECURE_REGISTRIES", "").split(",") if h.strip()]
-    return (*_explicit.insecure_registries, *env, *_from_file().insecure_registries)
+    return (*(_explicit.insecure_registries or ()), *env, *(_from_file().insecure_registries or ()))
 
 
 def known_refs() -> dict[str, str]:
     env = {key[len(REF_ENV_PREFIX) :].lower().replace("_", "-"): value
            for key, value in os.environ.items() if key.startswith(REF_ENV_PREFIX) and value}  # fmt: skip
-    return {**_from_file().images, **env, **_explicit.images}
+    return {**(_from_file().images or {}), **env, **(_explicit.images or {})}
 
 
 def resolve_ref(name: str) -> str:
