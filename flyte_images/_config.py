@@ -225,9 +225,7 @@ def configured_registry() -> str | None:
 def configured_builder() -> str | None:
     """The builder's name from init(...), the environment or the config file; None when
     init(...) was given a builder object (see `configured_builder_object`)."""
-    if configured_builder_object() is not None:
-        return None
-    return _pick("image_builder", BUILDER_ENV, FLYTE_BUILDER_ENV)
+    return None if configured_builder_object() is not None else _pick("image_builder", BUILDER_ENV, FLYTE_BUILDER_ENV)
 
 
 def configured_builder_object() -> object | None:
