@@ -39,10 +39,8 @@ FLYTE_CACHE_FROM_ENV = "FLYTE_DOCKER_BUILDER_CACHE_FROM"
 FLYTE_CACHE_TO_ENV = "FLYTE_DOCKER_BUILDER_CACHE_TO"
 DEFAULT_BUILDKIT_ADDR = "unix:///run/buildkit/buildkitd.sock"  # buildkitd's own default
 STAGING_CAP_ENV = "FLYTE_IMAGES_STAGING_CAP"
-# The staging folders' default cap. A context is the image's own files (uv is a hard link into
-# the cache's uv folder, not counted), typically a few MB to a few hundred: 5 GiB keeps dozens
-# of images' contexts, so a build of any of them copies only what changed, while staying a small
-# share of a laptop's disk or a CI runner's free space (GitHub's hosted runners have about 14 GB).
+# The staging folders' default cap: dozens of images' contexts (a few MB to a few hundred each),
+# a small share of a laptop's disk or a CI runner's free space (GitHub's hosted runners: ~14 GB).
 DEFAULT_STAGING_CAP = 5 << 30
 _SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgt]i?b|b)?", re.IGNORECASE)
 _UNITS = {"b": 1, **{f"{p}b": 1000 ** (i + 1) for i, p in enumerate("kmgt")},

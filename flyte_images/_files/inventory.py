@@ -122,9 +122,6 @@ def buildx_dir() -> Path:
     return Path(explicit) if explicit else Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "buildx"
 
 
-# ----- listing ---------------------------------------------------------------------------------
-
-
 def inventory() -> Inventory:
     """Everything the tool keeps, item by item (ConfigError for a cache folder others can write)."""
     root = cache_dir()
@@ -228,9 +225,6 @@ def _builders(folder: Path) -> list[Item]:
                     size, used = size + activity.st_blocks * 512, max(used, activity.st_mtime)
                 items.append(Item(BUILDERS, name, size, used))
     return items
-
-
-# ----- removing --------------------------------------------------------------------------------
 
 
 def prune(older_than_days: float | None = None, *, dry_run: bool = False) -> Pruned:
