@@ -4,7 +4,9 @@ declared linux/amd64 (the second reached over TCP with mutual TLS, with the shar
 certificates) and one linux/arm64. The shared daemon is never touched.
 
 What a daemon built is read from its own build history (`buildctl debug histories`): each
-record keeps the build's labels, so the image's identifier label says which image it was.
+record keeps the build's labels and platform, so the image's identifier label says which image
+it was, and its platform which half of a multi-platform one. `fresh_daemon` starts a fourth,
+with an empty root, for the registry cache tests.
 """
 
 from __future__ import annotations
@@ -100,11 +102,16 @@ class PoolDaemon:
 
     def built(self) -> list[str]:
         """The identifier label of every build in the daemon's own history, oldest first."""
+        return [identifier for identifier, _ in self.builds()]
+
+    def builds(self) -> list[tuple[str, str]]:
+        """(identifier label, platform asked) of every build in the daemon's history, oldest first."""
         shown = self._buildctl("debug", "histories", "--format", "{{json .}}")
         assert shown.returncode == 0, shown.stderr
         records = [json.loads(line)["record"] for line in shown.stdout.splitlines() if line.strip()]
         records.sort(key=lambda record: record.get("CreatedAt", ""))
-        return [r.get("FrontendAttrs", {}).get(f"label:{IDENTITY_LABEL}", "") for r in records]
+        attrs = [r.get("FrontendAttrs", {}) for r in records]
+        return [(a.get(f"label:{IDENTITY_LABEL}", ""), a.get("platform", "")) for a in attrs]
 
     def running(self, text: str) -> bool:
         """Whether a process this daemon started (a build step) has `text` in its command line."""
@@ -167,6 +174,28 @@ class ThreeDaemons:
         return [d for d in self.daemons if identifier in d.built()]
 
 
+def forget(daemon: PoolDaemon) -> None:
+    """Remove the buildx builder the backend made for `daemon`."""
+    name = builder_name(daemon.settings)
+    subprocess.run(["docker", "buildx", "rm", name], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def fresh_daemon(shared: BuildkitDaemon, home: Path, platform: str) -> Iterator[PoolDaemon]:
+    """One more daemon, with an empty root (a new CI runner), declared for `platform` ("+"-joined
+    for several); stopped, its builder forgotten and its root removed after."""
+    daemon = PoolDaemon(shared, home, platform)
+    home.mkdir(parents=True)
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+        forget(daemon)
+        unmount_below(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def three_daemons(shared: BuildkitDaemon, home: Path) -> Iterator[ThreeDaemons]:
     """Start the three daemons in `home`; stop them and forget their buildx builders after."""
@@ -183,7 +212,6 @@ def three_daemons(shared: BuildkitDaemon, home: Path) -> Iterator[ThreeDaemons]:
     finally:
         for daemon in daemons:
             daemon.stop()
-            name = builder_name(daemon.settings)
-            subprocess.run(["docker", "buildx", "rm", name], capture_output=True, check=False)
+            forget(daemon)
         unmount_below(home)
         shutil.rmtree(home, ignore_errors=True)

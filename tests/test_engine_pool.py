@@ -1,14 +1,20 @@
 """The buildkit backend on a pool of three real daemons (tests/pool_support.py): the conformance
 suite, an image goes to the same daemon every time, distinct images spread, a node that refuses
 TLS is skipped, a daemon that dies during a deploy loses its builds to the others and the
-deploy succeeds, and a pool no node of which answers fails with every node named. Which daemon
-built what is read from the daemons' own build history."""
+deploy succeeds, a pool no node of which answers fails with every node named, each platform of
+a two-platform image is built on a node of that platform with its own registry cache tag, and a
+fresh daemon takes each platform's unchanged steps from that tag. Which daemon built what is
+read from the daemons' own build history."""
 
 from __future__ import annotations
 
 import http.server
+import json
+import re
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +22,8 @@ from typing import ClassVar
 
 import pytest
 from backend_support import BuildkitDaemon, require_buildkit, self_signed
-from engine_support import BUSYBOX, free_port
-from pool_support import ThreeDaemons, three_daemons
+from engine_support import BUSYBOX, docker, free_port
+from pool_support import ThreeDaemons, fresh_daemon, three_daemons
 
 import flyte_images
 from flyte_images import Image, TaskEnvironment
@@ -193,9 +199,11 @@ def test_progress_names_the_node(on_pool: ThreeDaemons, local_registry: str, tmp
     events: list[ProgressEvent] = []
     BuildkitBuilder().build(request, events.append)
     arm = on_pool.daemons[2]
-    said = [e.text for e in events if e.text.startswith("building on buildkit node")]
+    said = [e.text for e in events if e.text.startswith("building linux/")]
     repository = reference.rsplit(":", 1)[0]
-    assert said == [f"building on buildkit node {arm.address} (choice 1 of 1 for {repository}: a build slot is free)"]
+    assert len(said) == 1, said
+    head = f"building linux/arm64 on buildkit node {arm.address} (choice 1 of 1 for {repository}: a build slot is free"
+    assert said[0].startswith(f"{head}; waited ") and said[0].endswith(" s for a slot)")
 
 
 def test_a_pool_no_node_of_which_answers_names_every_node(
@@ -271,10 +279,155 @@ def test_a_node_that_refuses_tls_is_skipped_and_a_node_without_platforms_takes_w
     assert built.built
     identifier = str(built.uri).rsplit(":", 1)[1]
     assert daemons.holding(identifier) == [plain]
-    said = [e.text for e in events if e.text.startswith("buildkit node") or e.text.startswith("building on")]
+    said = [e.text for e in events if e.text.startswith("buildkit node") or e.text.startswith("building linux/")]
     assert said[0].startswith(f"buildkit node {tcp.address} cannot be used (buildkitd at {tcp.address} (from a node")
     assert f"refused the client certificate {cert}" in said[0] and said[0].endswith("trying the next node")
-    assert said[1].startswith(f"building on buildkit node {plain.address} (choice 2 of 2 for ")
+    assert said[1].startswith(f"building linux/amd64 on buildkit node {plain.address} (choice 2 of 2 for ")
     assert "linux/amd64" in (pool.POOL.reported(nodes[1]) or ())  # what its daemon said it builds
     assert not pool.POOL.healthy(nodes[0])
     pool.POOL.reset()
+
+
+# ----- several platforms, a registry cache per platform ---------------------------------------------
+
+BOTH = ("linux/amd64", "linux/arm64")
+_OUTPUT = re.compile(r"^(?:\[\S+\] )?#\d+ \d+\.\d+ ")  # "#9 0.217 text": a line a step's command printed
+
+
+class Watching(BuildkitBuilder):
+    """The buildkit backend, keeping every progress event and result of its builds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[ProgressEvent] = []
+        self.results: list[BuildResult] = []
+
+    def build(self, request: BuildRequest, progress: Progress) -> BuildResult:
+        def both(event: ProgressEvent) -> None:
+            self.events.append(event)
+            progress(event)
+
+        result = super().build(request, both)
+        self.results.append(result)
+        return result
+
+    def outcomes(self, platform: str, title_part: str) -> list[str]:
+        """For each step of `platform` whose title has `title_part`: "cached" (CACHED), "ran" (its
+        command printed a line), else "done" (a COPY, or BuildKit fetched its layers from a cache)."""
+        titles = [e.step for e in self.events if e.kind == "step" and e.step.startswith(f"[{platform} ")]
+        found = []
+        for title in (t for t in titles if title_part in t):
+            lines = [e for e in self.events if e.kind == "log" and e.step == title]
+            ran = any(_OUTPUT.match(e.line) for e in lines)
+            found.append("cached" if any(e.text == "CACHED" for e in lines) else "ran" if ran else "done")
+        return found
+
+
+def _manifest(registry: str, repository: str, reference: str) -> dict[str, object] | None:
+    """A manifest as the registry serves it, or None when the tag is not there."""
+    kinds = ("application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json")
+    request = urllib.request.Request(
+        f"http://{registry}/v2/{repository}/manifests/{reference}", headers={"Accept": ", ".join(kinds)}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            loaded = json.load(answer)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def _layers(manifest: dict[str, object] | None) -> list[str]:
+    assert manifest is not None
+    layers = manifest["layers"]
+    assert isinstance(layers, list)
+    return [str(layer["digest"]) for layer in layers]
+
+
+def _run_as(platform: str, uri: str, *command: str) -> str:
+    docker("image", "rm", "-f", uri, check=False)  # the classic store keeps one platform per tag
+    docker("pull", "--platform", platform, uri)
+    done = docker("run", "--rm", "--platform", platform, uri, *command, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_each_platform_is_built_on_a_node_of_its_own_with_its_own_cache_tag(
+    on_pool: ThreeDaemons, local_registry: str
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    name = f"fi-pool-arch-{run}"
+    image = _image(name, "uname -m > /arch", f"echo {run} > /marker").clone(platform=BOTH)
+    watching = Watching()
+    built = flyte_images.build(image, builder=watching, cache="registry", quiet=True)
+    assert built.built
+    identifier = str(built.uri).rsplit(":", 1)[1]
+
+    # The daemons' own records: the arm64 half on the arm64 node, the amd64 half on an amd64 node.
+    arm = on_pool.daemons[2]
+    assert [p for i, p in arm.builds() if i == identifier] == ["linux/arm64"]
+    (amd,) = [d for d in on_pool.daemons[:2] if identifier in d.built()]
+    assert [p for i, p in amd.builds() if i == identifier] == ["linux/amd64"]
+    (result,) = watching.results
+    assert result.nodes == {"linux/amd64": amd.address, "linux/arm64": arm.address}
+    assert set(result.waited) == set(BOTH)
+    said = [e.text for e in watching.events if e.text.startswith("building linux/")]
+    assert any(t.startswith(f"building linux/arm64 on buildkit node {arm.address} (choice 1 of 1 ") for t in said)
+    assert any(t.startswith(f"building linux/amd64 on buildkit node {amd.address} (choice ") for t in said)
+    assert not any("emulated" in t for t in said)
+
+    # One image: an index of the two, and its arm64 half runs as aarch64 (also its RUN step did).
+    index = _manifest(local_registry, name, identifier)
+    assert index is not None and index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert _run_as("linux/arm64", str(built.uri), "uname", "-m") == "aarch64"
+    assert _run_as("linux/arm64", str(built.uri), "cat", "/arch") == "aarch64"
+    assert _run_as("linux/amd64", str(built.uri), "cat", "/arch") == "x86_64"
+
+    # Two cache tags, each with its own platform's layers (the base's), none shared.
+    caches = {p: _layers(_manifest(local_registry, name, "buildcache-" + p.replace("/", "-"))) for p in BOTH}
+    for platform in BOTH:
+        base = _layers(_manifest(local_registry, name, f"{identifier}-{platform.replace('/', '-')}"))[0]
+        other = next(p for p in BOTH if p != platform)
+        assert base in caches[platform] and base not in caches[other]
+    assert _manifest(local_registry, name, "buildcache") is None
+
+
+def test_a_fresh_daemon_takes_each_platforms_unchanged_steps_from_its_cache_tag(
+    on_pool: ThreeDaemons, local_registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    name = f"fi-pool-cache-{run}"
+    source = tmp_path / "app.txt"
+    source.write_text("v1\n")
+    image = (
+        _image(name, f"echo deps-ran-{run} | tee /deps")  # a step no earlier build cached
+        .clone(platform=BOTH)
+        .with_source_file(source, dst="/srv")
+    )
+    first = Watching()
+    assert flyte_images.build(image, builder=first, cache="registry", quiet=True).built
+    assert all(first.outcomes(p, "echo deps-ran") == ["ran"] for p in BOTH)
+
+    # A new runner: one daemon with an empty root, building both platforms, and a changed file.
+    with fresh_daemon(require_buildkit(), tmp_path / "fresh", "+".join(BOTH)) as fresh:
+        monkeypatch.setenv("FLYTE_IMAGES_BUILDKIT_NODES", f"{fresh.address}={fresh.platform}")
+        pool.POOL.reset()
+        assert fresh.builds() == []
+        source.write_text("v2\n")
+        second = Watching()
+        again = flyte_images.build(image, builder=second, cache="registry", quiet=True)
+        assert again.built
+        identifier = str(again.uri).rsplit(":", 1)[1]
+        assert sorted(p for i, p in fresh.builds() if i == identifier) == list(BOTH)
+
+    progress = "\n".join(e.line for e in second.events)
+    for platform in BOTH:
+        tag = "buildcache-" + platform.replace("/", "-")
+        assert f"importing cache manifest from {local_registry}/{name}:{tag}" in progress
+        # Its dependency step did not run again: CACHED, or DONE once its layers were fetched.
+        assert second.outcomes(platform, "echo deps-ran") in (["cached"], ["done"])
+        assert second.outcomes(platform, "/srv") == ["done"]
+    assert f"deps-ran-{run}" not in progress.replace(f"echo deps-ran-{run}", "")
