@@ -59,7 +59,8 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--cache",
         choices=("registry", "none"),
-        help="registry: keep BuildKit's layer cache in each image's repository (tag buildcache) for CI runners",
+        help="registry: keep BuildKit's layer cache in each image's repository, a tag per platform "
+        "(buildcache-linux-amd64, ...), for CI runners",
     )
     parser.add_argument("--concurrency", type=int, default=2, help="builds at once (default 2)")
     parser.add_argument("--output", type=Path, metavar="FILE", help="write the image cache (JSON) to FILE")
@@ -117,14 +118,13 @@ def run(args: argparse.Namespace) -> int:
     from .._build import BuildOptions
     from .._build.deploy import build_named
     from .._build.progress import Board
-    from .._image.environment import environment_closure
     from .._imagecache import ImagesFailedError
 
     _check_arguments(args)
     if args.ca_bundle:
         os.environ["FLYTE_IMAGES_CA_BUNDLE"] = args.ca_bundle
     targets = _selected(args.targets)
-    envs = environment_closure(tuple(t for _n, t in targets if not _is_image(t)))
+    envs = _closure(tuple(t for _n, t in targets if not _is_image(t)))
     named = [(env.name, env) for env in envs] + [(n, t) for n, t in targets if _is_image(t)]
     options = BuildOptions.of(
         dry_run=args.dry_run,
@@ -176,13 +176,12 @@ def _selected(target_args: list[str]) -> list[tuple[str, Any]]:
     """What `build` builds: every environment a target defines, and every Image no environment
     uses, except an Image that only serves as the start of another one (a shared base) unless
     the target names it. Environments are named by their name, Images by their variable."""
-    from .._image.environment import image_of
     from .._loader import definitions_of, split_target
 
     selected: list[tuple[str, Any]] = []
     for target in target_args:
         envs, images = definitions_of(target)
-        used = [image_of(env) for _v, env in envs]
+        used = _images_of([env for _v, env in envs])
         named = split_target(target)[1] is not None
         everything = used + [image for _n, image in images]
         for var, image in images:
@@ -193,6 +192,26 @@ def _selected(target_args: list[str]) -> list[tuple[str, Any]]:
             selected.append((var, image))
         selected += [(env.name, env) for _v, env in envs]
     return selected
+
+
+def _closure(envs: tuple[Any, ...]) -> list[Any]:
+    """The environments and everything they depend on (none without environments)."""
+    if not envs:
+        return []
+    # Here, and only with environments to follow: the environment model (policies, resources)
+    # is not needed to build the images of a file that defines only Images.
+    from .._image.environment import environment_closure
+
+    return environment_closure(envs)
+
+
+def _images_of(envs: list[Any]) -> list[Any]:
+    """The image each environment names (none without environments)."""
+    if not envs:
+        return []
+    from .._image.environment import image_of  # here: see _closure
+
+    return [image_of(env) for env in envs]
 
 
 def _extends(image: object, base: object) -> bool:
