@@ -27,7 +27,7 @@ from flyte_images import BuildError, ConfigError, Image, SourceError
 from flyte_images._cli import main
 from flyte_images._files import statcache as _statcache
 from flyte_images._files import treememo as _treememo
-from flyte_images._files.ignore import IgnoreRules
+from flyte_images._files.ignore import DEFAULT_EXCLUDES, IgnoreRules
 from flyte_images._files.statcache import StatCache, cache_dir
 from flyte_images._files.tree import collect_tree
 from flyte_images._plan.plan import image_digest
@@ -209,7 +209,7 @@ def test_memo_pruning_removes_only_memo_files(tmp_path: Path, monkeypatch: pytes
     src = tmp_path / "src"
     write_tree(src, {"a.py": (b"a", 0o644)})
     for n in range(3):
-        collect_tree(src, IgnoreRules.for_tree([f"x{n}"]), StatCache(None, memo_dir))
+        collect_tree(src, IgnoreRules.from_lines([*DEFAULT_EXCLUDES, f"x{n}"]), StatCache(None, memo_dir))
     names = {p.name for p in memo_dir.iterdir()}
     assert set(foreign) < names and len(names - set(foreign)) == 1  # the newest memo only
 
@@ -262,7 +262,7 @@ def test_a_memo_that_does_not_list_its_root_folder_is_not_trusted(
     monkeypatch.setattr(_statcache, "_RACY_NS", 0)
     root, memo_dir = tmp_path / "src", tmp_path / "memo"
     write_tree(root, {"a.py": (b"a", 0o644), "sub/b.py": (b"b", 0o644)})
-    rules = IgnoreRules.for_tree()
+    rules = IgnoreRules.from_lines(DEFAULT_EXCLUDES)
     collect_tree(root, rules, StatCache(None, memo_dir))
     (memo,) = memo_dir.glob("*.bin")
     sub = os.stat(root / "sub")
@@ -270,7 +270,7 @@ def test_a_memo_that_does_not_list_its_root_folder_is_not_trusted(
     _forge_memo(memo, folders)
     (root / "c.py").write_bytes(b"added")
     got = collect_tree(root, rules, StatCache(None, memo_dir))
-    assert got == collect_tree(root, IgnoreRules.for_tree()) and len(got.entries) == 4
+    assert got == collect_tree(root, IgnoreRules.from_lines(DEFAULT_EXCLUDES)) and len(got.entries) == 4
 
 
 def _cache_with_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str, Path, Path]:

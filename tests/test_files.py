@@ -13,14 +13,14 @@ from conftest import write_tree
 from flyte_images import SourceError, SourceNotFoundError
 from flyte_images._files import statcache as files_module
 from flyte_images._files.entries import DIR, FILE, LINK, encode_entries
-from flyte_images._files.ignore import IgnoreRules
+from flyte_images._files.ignore import DEFAULT_EXCLUDES, IgnoreRules
 from flyte_images._files.statcache import StatCache
 from flyte_images._files.tree import collect_tree
 from flyte_images._formats.encoding import encode
 
 
 def paths(root: Path, patterns: list[str] = (), **kw: object) -> list[str]:  # type: ignore[assignment]
-    tree = collect_tree(root, IgnoreRules.for_tree(patterns), **kw)  # type: ignore[arg-type]
+    tree = collect_tree(root, IgnoreRules.from_lines([*DEFAULT_EXCLUDES, *patterns]), **kw)  # type: ignore[arg-type]
     return [e.path for e in tree.entries]
 
 
@@ -33,7 +33,7 @@ def test_entries_are_sorted_at_every_level_with_folders_before_their_contents(tm
 def test_kinds_modes_links_and_digests(tmp_path: Path) -> None:
     write_tree(tmp_path, {"run.sh": (b"#!/bin/sh\n", 0o755), "data": (b"x", 0o600)})
     (tmp_path / "link").symlink_to("run.sh")
-    entries = {e.path: e for e in collect_tree(tmp_path, IgnoreRules.for_tree()).entries}
+    entries = {e.path: e for e in collect_tree(tmp_path, IgnoreRules.from_lines(DEFAULT_EXCLUDES)).entries}
     assert entries["run.sh"].kind == FILE and entries["run.sh"].mode == 0o755
     assert entries["data"].mode == 0o600
     assert entries["link"].kind == LINK and entries["link"].digest == "run.sh"
@@ -70,7 +70,7 @@ def test_excluded_folder_without_kept_children_is_dropped(tmp_path: Path) -> Non
 
 def test_prefix_matches_patterns_written_for_a_parent_folder(tmp_path: Path) -> None:
     write_tree(tmp_path, {"data/raw.bin": (b"", 0o644), "code.py": (b"", 0o644)})
-    rules = IgnoreRules.for_tree(["src/data"])
+    rules = IgnoreRules.from_lines([*DEFAULT_EXCLUDES, "src/data"])
     tree = collect_tree(tmp_path, rules, match_prefix="src/")
     assert [e.path for e in tree.entries] == ["code.py"]
 
@@ -78,23 +78,23 @@ def test_prefix_matches_patterns_written_for_a_parent_folder(tmp_path: Path) -> 
 def test_fast_entry_encoding_is_the_canonical_encoding(tmp_path: Path) -> None:
     write_tree(tmp_path, {"é/ü.txt": (b"1", 0o640), "x": (b"22", 0o755)})
     (tmp_path / "l").symlink_to("x")
-    entries = collect_tree(tmp_path, IgnoreRules.for_tree()).entries
+    entries = collect_tree(tmp_path, IgnoreRules.from_lines(DEFAULT_EXCLUDES)).entries
     assert encode_entries(entries) == encode(tuple(e.identity() for e in entries))
 
 
 def test_missing_or_wrong_kind_of_root(tmp_path: Path) -> None:
     with pytest.raises(SourceNotFoundError):
-        collect_tree(tmp_path / "nope", IgnoreRules.for_tree())
+        collect_tree(tmp_path / "nope", IgnoreRules.from_lines(DEFAULT_EXCLUDES))
     (tmp_path / "f").write_text("x")
     with pytest.raises(SourceError, match="not a folder"):
-        collect_tree(tmp_path / "f", IgnoreRules.for_tree())
+        collect_tree(tmp_path / "f", IgnoreRules.from_lines(DEFAULT_EXCLUDES))
 
 
 def test_tree_memo_is_reused_only_while_nothing_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(files_module, "_RACY_NS", 0)  # ctime cannot be set back: trust fresh files here
     write_tree(tmp_path, {"a/b.txt": (b"one", 0o644)})
     cache = StatCache(None)
-    rules = IgnoreRules.for_tree()
+    rules = IgnoreRules.from_lines(DEFAULT_EXCLUDES)
     first = collect_tree(tmp_path, rules, cache)
     assert collect_tree(tmp_path, rules, cache) is first  # remembered: only stats were made
     (tmp_path / "a" / "b.txt").write_bytes(b"three")
@@ -107,11 +107,11 @@ def test_tree_memo_is_reused_only_while_nothing_changed(tmp_path: Path, monkeypa
 def test_recently_written_files_are_not_remembered(tmp_path: Path) -> None:
     write_tree(tmp_path, {"fresh.txt": (b"x", 0o644)})
     cache = StatCache(None)
-    first = collect_tree(tmp_path, IgnoreRules.for_tree(), cache)
+    first = collect_tree(tmp_path, IgnoreRules.from_lines(DEFAULT_EXCLUDES), cache)
     assert cache.trees == {}
     st = (tmp_path / "fresh.txt").stat()
     assert cache.get((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)) is None
-    assert collect_tree(tmp_path, IgnoreRules.for_tree(), cache) is not first
+    assert collect_tree(tmp_path, IgnoreRules.from_lines(DEFAULT_EXCLUDES), cache) is not first
 
 
 def test_stat_cache_file_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -119,7 +119,7 @@ def test_stat_cache_file_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyP
     write_tree(tmp_path / "t", {"a": (b"content", 0o644)})
     store = tmp_path / "cache.bin"
     cache = StatCache(store)
-    digest = collect_tree(tmp_path / "t", IgnoreRules.for_tree(), cache).entries[0].digest
+    digest = collect_tree(tmp_path / "t", IgnoreRules.from_lines(DEFAULT_EXCLUDES), cache).entries[0].digest
     assert store.exists()
     st = (tmp_path / "t" / "a").stat()
     key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -131,7 +131,7 @@ def test_stat_cache_file_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_dirs_kind(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir(mode=0o750)
     (tmp_path / "d").chmod(0o750)
-    (entry,) = collect_tree(tmp_path, IgnoreRules.for_tree()).entries
+    (entry,) = collect_tree(tmp_path, IgnoreRules.from_lines(DEFAULT_EXCLUDES)).entries
     assert (entry.kind, entry.mode) == (DIR, 0o750)
 
 
@@ -144,7 +144,7 @@ def test_large_files_hashed_on_other_cores_get_their_own_digests(tmp_path: Path)
     files = {name: (data, 0o644) for name, data in blobs.items()}
     files["small.txt"] = (b"small", 0o644)
     write_tree(tmp_path, files)
-    entries = {e.path: e for e in collect_tree(tmp_path, IgnoreRules.for_tree()).entries}
+    entries = {e.path: e for e in collect_tree(tmp_path, IgnoreRules.from_lines(DEFAULT_EXCLUDES)).entries}
     for name, data in blobs.items():
         assert entries[name].digest == hashlib.sha256(data).hexdigest() and entries[name].size == len(data)
     assert entries["small.txt"].digest == hashlib.sha256(b"small").hexdigest()
@@ -172,7 +172,7 @@ def test_a_new_process_reuses_the_tree_memo_file_only_while_nothing_changed(
     write_tree(root, {"a/b.txt": (b"one", 0o644), "c.txt": (b"two", 0o600)})
     (root / "link").symlink_to("c.txt")
     memo_dir = tmp_path / "memo"
-    rules = IgnoreRules.for_tree()
+    rules = IgnoreRules.from_lines(DEFAULT_EXCLUDES)
     first = collect_tree(root, rules, StatCache(None, memo_dir))
     assert len(list(memo_dir.glob("*.bin"))) == 1
     with monkeypatch.context() as patch:
@@ -181,7 +181,7 @@ def test_a_new_process_reuses_the_tree_memo_file_only_while_nothing_changed(
         assert stored.identity() == first.identity() and "entries" not in vars(stored)
         assert pickle.loads(pickle.dumps(stored)) == copy.deepcopy(stored) == first
         assert stored.entries == first.entries and stored == first and hash(stored) == hash(first)
-        other_rules = IgnoreRules.for_tree(["c.txt"])  # other rules: another memo
+        other_rules = IgnoreRules.from_lines([*DEFAULT_EXCLUDES, "c.txt"])  # other rules: another memo
         with pytest.raises(AssertionError, match="walked"):
             collect_tree(root, other_rules, StatCache(None, memo_dir))
 
@@ -207,16 +207,16 @@ def test_the_shared_cache_keeps_tree_memos_beside_its_file(tmp_path: Path, monke
 
     monkeypatch.setattr(files_module, "_RACY_NS", 0)
     write_tree(tmp_path / "src", {"a.py": (b"x", 0o644)})
-    first = collect_tree(tmp_path / "src", IgnoreRules.for_tree(), shared_stat_cache(True))
+    first = collect_tree(tmp_path / "src", IgnoreRules.from_lines(DEFAULT_EXCLUDES), shared_stat_cache(True))
     assert len(list((cache_dir() / "tree-memo-v1").glob("*.bin"))) == 1
     reset_shared_stat_cache()
     _no_walk(monkeypatch)
-    assert collect_tree(tmp_path / "src", IgnoreRules.for_tree(), shared_stat_cache(True)) == first
+    assert collect_tree(tmp_path / "src", IgnoreRules.from_lines(DEFAULT_EXCLUDES), shared_stat_cache(True)) == first
 
 
 def test_recently_written_trees_get_no_memo_file(tmp_path: Path) -> None:
     write_tree(tmp_path / "src", {"fresh.txt": (b"x", 0o644)})
-    collect_tree(tmp_path / "src", IgnoreRules.for_tree(), StatCache(None, tmp_path / "memo"))
+    collect_tree(tmp_path / "src", IgnoreRules.from_lines(DEFAULT_EXCLUDES), StatCache(None, tmp_path / "memo"))
     assert not (tmp_path / "memo").exists()
 
 
@@ -227,7 +227,7 @@ def test_a_damaged_tree_memo_file_is_ignored_whatever_byte_changed(
     root = tmp_path / "src"
     write_tree(root, {"a.txt": (b"one", 0o644), "d/b.txt": (b"two", 0o644)})
     memo_dir = tmp_path / "memo"
-    rules = IgnoreRules.for_tree()
+    rules = IgnoreRules.from_lines(DEFAULT_EXCLUDES)
     expected = collect_tree(root, rules, StatCache(None, memo_dir))
     (memo,) = memo_dir.glob("*.bin")
     good = memo.read_bytes()
@@ -251,14 +251,14 @@ def test_only_the_most_recent_tree_memo_files_are_kept(tmp_path: Path, monkeypat
     write_tree(tmp_path / "src", {"a.txt": (b"one", 0o644)})
     memo_dir = tmp_path / "memo"
     for n in range(5):
-        collect_tree(tmp_path / "src", IgnoreRules.for_tree([f"x{n}"]), StatCache(None, memo_dir))
+        collect_tree(tmp_path / "src", IgnoreRules.from_lines([*DEFAULT_EXCLUDES, f"x{n}"]), StatCache(None, memo_dir))
     assert len(list(memo_dir.glob("*.bin"))) == 3
     (size,) = {p.stat().st_size for p in memo_dir.glob("*.bin")}
     monkeypatch.setattr(_treememo, "_MEMO_KEEP_BYTES", 2 * size)
-    collect_tree(tmp_path / "src", IgnoreRules.for_tree(["x5"]), StatCache(None, memo_dir))
+    collect_tree(tmp_path / "src", IgnoreRules.from_lines([*DEFAULT_EXCLUDES, "x5"]), StatCache(None, memo_dir))
     assert len(list(memo_dir.glob("*.bin"))) == 2
     monkeypatch.setattr(_treememo, "_MEMO_KEEP_BYTES", 0)  # the newest is kept all the same
-    collect_tree(tmp_path / "src", IgnoreRules.for_tree(["x6"]), StatCache(None, memo_dir))
+    collect_tree(tmp_path / "src", IgnoreRules.from_lines([*DEFAULT_EXCLUDES, "x6"]), StatCache(None, memo_dir))
     assert len(list(memo_dir.glob("*.bin"))) == 1
 
 
@@ -272,21 +272,21 @@ def test_a_staged_walk_remembers_only_the_digests_it_read(tmp_path: Path, monkey
     write_tree(tmp_path / "src", {"a.txt": (b"one", 0o644), "b.txt": (b"two", 0o644)})
     store = tmp_path / "stat-cache.bin"
     with snapshot("k") as snap:
-        collect_tree(tmp_path / "src", IgnoreRules.for_tree(), StatCache(store), snap=snap, dest="x")
+        collect_tree(tmp_path / "src", IgnoreRules.from_lines(DEFAULT_EXCLUDES), StatCache(store), snap=snap, dest="x")
         snap.finish()
     assert len(files_module._decode(store.read_bytes()) or {}) == 2
     written = store.stat().st_mtime_ns
     (tmp_path / "src" / "b.txt").write_bytes(b"changed")
     with snapshot("k") as snap:
         cache = StatCache(store)
-        collect_tree(tmp_path / "src", IgnoreRules.for_tree(), cache, snap=snap, dest="x")
+        collect_tree(tmp_path / "src", IgnoreRules.from_lines(DEFAULT_EXCLUDES), cache, snap=snap, dest="x")
         snap.finish()
     assert len(files_module._decode(store.read_bytes()) or {}) == 3  # the changed file only
     assert store.stat().st_mtime_ns != written
     written = store.stat().st_mtime_ns
     with snapshot("k") as snap:
         cache = StatCache(store)
-        collect_tree(tmp_path / "src", IgnoreRules.for_tree(), cache, snap=snap, dest="x")
+        collect_tree(tmp_path / "src", IgnoreRules.from_lines(DEFAULT_EXCLUDES), cache, snap=snap, dest="x")
         snap.finish()
     assert cache._digests is None  # not even read
     assert store.stat().st_mtime_ns == written

@@ -12,7 +12,7 @@ from conftest import write_tree
 
 from flyte_images import Image
 from flyte_images._files import statcache
-from flyte_images._files.ignore import IgnoreRules
+from flyte_images._files.ignore import DEFAULT_EXCLUDES, IgnoreRules
 from flyte_images._files.statcache import StatCache, StatKey, cache_dir, reset_shared_stat_cache
 from flyte_images._files.tree import collect_tree
 from flyte_images._plan.plan import image_digest
@@ -31,7 +31,7 @@ def filled(tmp_path: Path) -> tuple[Path, Path, StatKey]:
     root = tmp_path / "src"
     write_tree(root, {"a.py": (CONTENT, 0o644)})
     store = tmp_path / "stat-cache.bin"
-    collect_tree(root, IgnoreRules.for_tree(), StatCache(store))
+    collect_tree(root, IgnoreRules.from_lines(DEFAULT_EXCLUDES), StatCache(store))
     st = (root / "a.py").stat()
     key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     assert StatCache(store).get(key) == REAL_DIGEST
@@ -39,7 +39,7 @@ def filled(tmp_path: Path) -> tuple[Path, Path, StatKey]:
 
 
 def digest_of(root: Path, cache: StatCache) -> str | None:
-    return collect_tree(root, IgnoreRules.for_tree(), cache).entries[0].digest
+    return collect_tree(root, IgnoreRules.from_lines(DEFAULT_EXCLUDES), cache).entries[0].digest
 
 
 def file_of(payload: Any) -> bytes:

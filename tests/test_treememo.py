@@ -9,7 +9,7 @@ import pytest
 from conftest import write_tree
 
 from flyte_images._files import statcache as _statcache
-from flyte_images._files.ignore import IgnoreRules
+from flyte_images._files.ignore import DEFAULT_EXCLUDES, IgnoreRules
 from flyte_images._files.statcache import StatCache
 from flyte_images._files.tree import collect_tree
 
@@ -30,20 +30,20 @@ def test_a_change_in_any_folder_is_seen(tmp_path: Path, where: str, new_process:
     root, memo_dir = tmp_path / "src", tmp_path / "memo"
     _tree(root)
     cache = StatCache(None, memo_dir)
-    rules = IgnoreRules.for_tree()
+    rules = IgnoreRules.from_lines(DEFAULT_EXCLUDES)
     first = collect_tree(root, rules, cache)
     assert collect_tree(root, rules, cache) is first  # unchanged: the memo answers
     assert len(list(memo_dir.glob("*.bin"))) == 1
     (root / where / "f17.py").write_bytes(b"changed")
     changed = collect_tree(root, rules, StatCache(None, memo_dir) if new_process else cache)
-    assert changed != first and changed == collect_tree(root, IgnoreRules.for_tree())
+    assert changed != first and changed == collect_tree(root, IgnoreRules.from_lines(DEFAULT_EXCLUDES))
 
 
 @pytest.mark.parametrize("change", ["removed", "added", "renamed"])
 def test_files_added_removed_or_renamed_are_seen_by_a_new_process(tmp_path: Path, change: str) -> None:
     root, memo_dir = tmp_path / "src", tmp_path / "memo"
     _tree(root, folders=3, files=4)
-    rules = IgnoreRules.for_tree()
+    rules = IgnoreRules.from_lines(DEFAULT_EXCLUDES)
     first = collect_tree(root, rules, StatCache(None, memo_dir))
     assert collect_tree(root, rules, StatCache(None, memo_dir)) == first
     target = root / "d01" / "f02.py"
@@ -54,4 +54,4 @@ def test_files_added_removed_or_renamed_are_seen_by_a_new_process(tmp_path: Path
     else:
         target.rename(root / "d01" / "g02.py")
     again = collect_tree(root, rules, StatCache(None, memo_dir))
-    assert again != first and again == collect_tree(root, IgnoreRules.for_tree())
+    assert again != first and again == collect_tree(root, IgnoreRules.from_lines(DEFAULT_EXCLUDES))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import posixpath
 import re
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -183,10 +183,6 @@ class IgnoreRules:
     @classmethod
     def from_lines(cls, lines: Iterable[str]) -> IgnoreRules:
         return cls(tuple(Pattern(_clean(line.removeprefix("!")), line.startswith("!")) for line in lines))
-
-    @classmethod
-    def for_tree(cls, user_patterns: Sequence[str] = (), *, defaults: bool = True) -> IgnoreRules:
-        return cls.from_lines([*(DEFAULT_EXCLUDES if defaults else ()), *user_patterns])
 
     @property
     def has_exceptions(self) -> bool:
