@@ -15,7 +15,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,6 +67,7 @@ class _Frame:
     pos: int = 0
 
 
+@dataclass
 class _Walk:
     """One walk of one folder; `entries` in sorted depth-first order. Iterative, so any depth
     works; at most one folder descriptor is open at a time.
@@ -74,20 +75,17 @@ class _Walk:
     With a `Snapshot`, every kept path is also staged at `dest` + its path, and the digest of a
     file is that of the staged copy (see `Snapshot.copy_file`)."""
 
-    def __init__(
-        self, root: str, rules: IgnoreRules, cache: StatCache | None, prefix: str, snap: Snapshot | None, dest: str
-    ) -> None:
-        self.root = root
-        self.rules = rules
-        self.cache = cache
-        self.prefix = prefix
-        self.snap = snap
-        self.dest = dest
-        self.entries: list[Entry] = []
-        self.listed: Listed = []
-        self.hashed: list[tuple[StatKey, str]] = []
-        self.deferred: list[tuple[int, Future[str], os.stat_result]] = []  # (entry index, digest, stat)
-        self._pool: ThreadPoolExecutor | None = None
+    root: str
+    rules: IgnoreRules
+    cache: StatCache | None
+    prefix: str
+    snap: Snapshot | None
+    dest: str
+    entries: list[Entry] = field(default_factory=list)
+    listed: Listed = field(default_factory=list)
+    hashed: list[tuple[StatKey, str]] = field(default_factory=list)
+    deferred: list[tuple[int, Future[str], os.stat_result]] = field(default_factory=list)  # (entry, digest, stat)
+    _pool: ThreadPoolExecutor | None = None
 
     def _hash_later(self, fd: int, st: os.stat_result) -> str:
         """Hash a large file on another core (hashlib releases the GIL while it hashes); `finish`
