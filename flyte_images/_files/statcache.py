@@ -112,10 +112,8 @@ def open_cache_folder(path: Path, *, follow: bool = False) -> int:
 def read_cache_file(path: str | Path, limit: int, head: bytes = b"", *, dir_fd: int | None = None) -> bytes | None:
     """The bytes of a cache file, or None when it is missing or cannot be one the tool wrote:
     a symlink, not a regular file (a FIFO, a device), larger than `limit` bytes, not starting
-    with `head` (checked before anything else is read), or changing while it is read.
-
-    Every cache file is replaced whole by a rename, never written in place, so its size is
-    known before the read: nothing beyond it (and `limit`) is ever read or allocated."""
+    with `head` (checked first), or changing while it is read (cache files are replaced whole
+    by a rename: nothing beyond the size fstat gives, and `limit`, is read or allocated)."""
     try:
         fd = os.open(path, READ_FLAGS, dir_fd=dir_fd)
     except (OSError, ValueError):
@@ -198,11 +196,10 @@ def is_temporary_name(name: str, written: str) -> bool:
 def remove_at(parent: int, name: str) -> None:
     """Remove `name` in the folder `parent` and, when it is a folder, everything below it.
 
-    Never through a symlink: every folder is opened with O_NOFOLLOW relative to the one above,
-    so a link is removed as a link, whatever it points to. Without recursion, and with two
-    descriptors open at most, so any depth works: the way back up is "..", checked to be the
-    folder that was left (a folder moved meanwhile stops the removal). Folders are made
-    writable first: a staged read-only folder could not be emptied otherwise."""
+    Never through a symlink: every folder is opened with O_NOFOLLOW relative to the one above.
+    Without recursion and with two descriptors open at most, so any depth works: the way back up
+    is "..", checked to be the folder that was left (one moved meanwhile stops the removal).
+    Folders are made writable first, or a staged read-only folder could not be emptied."""
     try:
         fd = os.open(name, DIR_NOFOLLOW, dir_fd=parent)
     except OSError as exc:
