@@ -13,7 +13,7 @@ from .._errors import BuildError
 from .._image.layers import Env, WorkDir
 from .._plan.plan import BuildPlan
 from .part import COPY_KINDS, dst_folders, file_part_start, resolve
-from .tarball import Folder, LayerBlob, layer_tar, staged_folders
+from .tarball import Folder, LayerBlob, copy_layer
 
 
 @dataclass
@@ -115,8 +115,9 @@ def file_part(
                 made[path] = written[path]
             source = plan.context / "_fi" / str(index)
             text = f'COPY ["_fi/{index}/", "{layer.dst.rstrip("/")}/"]'
-            out.layers.append(
-                layer_tar(source, dst, owner=owner, folders=written, created_by=text, compression=compression)
+            blob, below = copy_layer(
+                source, dst, owner=owner, folders=written, created_by=text, compression=compression
             )
-            made.update(staged_folders(source, dst, owner))
+            out.layers.append(blob)
+            made.update(below)
     return out

@@ -114,6 +114,23 @@ def layer_tar(
     gzip at `level`, or zstd). `owner`: the uid/gid of every copied entry (`--chown`, as
     numbers); `folders`: `dst` and its parents as the image has them after the copy (one not
     given is made 0755, `owner`)."""
+    return copy_layer(
+        folder, dst, owner=owner, folders=folders, created_by=created_by, level=level, compression=compression
+    )[0]
+
+
+def copy_layer(
+    folder: Path,
+    dst: str,
+    *,
+    owner: tuple[int, int] = (0, 0),
+    folders: Mapping[str, Folder] | None = None,
+    created_by: str = "",
+    level: int = GZIP_LEVEL,
+    compression: str = "gzip",
+) -> tuple[LayerBlob, dict[str, Folder]]:
+    """`layer_tar`, and the folders the copy makes below `dst` as tar paths with what the layer
+    gives them (for later copies into them), from the one walk of `folder` the layer takes."""
     if not folder.is_dir() or folder.is_symlink():
         raise BuildError(f"{folder} is not a staged folder; stage the image (staged_plan) before making its layers")
     root = normalize_dst(dst)
@@ -124,6 +141,7 @@ def layer_tar(
     if compression not in ("gzip", "zstd"):
         raise BuildError(f"compression={compression!r} is not gzip or zstd; give one of those")
     out = _Out()
+    below: dict[str, Folder] = {}
     try:
         with _compressor(out, compression, level) as stream:
             tar = _Tar(stream.write)
@@ -132,14 +150,18 @@ def layer_tar(
                 tar.add(path, _DIR, meta.mode, meta.mtime, (meta.uid, meta.gid))
             base = os.fspath(folder)
             for rel in _walk(folder):
-                _add(tar, os.path.join(base, rel), posixpath.join(root, rel) if root else rel, owner)
+                name = posixpath.join(root, rel) if root else rel
+                made = _add(tar, os.path.join(base, rel), name, owner)
+                if made is not None:
+                    below[name] = made
             tar.finish()
     except BaseException:
         out.discard()
         raise
-    return LayerBlob(
+    blob = LayerBlob(
         data=out.result(), diff_id=tar.digest, digest=out.digest, created_by=created_by, compression=compression
     )
+    return blob, below
 
 
 def _compressor(out: _Out, compression: str, level: int) -> Any:
@@ -155,19 +177,6 @@ def _compressor(out: _Out, compression: str, level: int) -> Any:
 
     # No file name and time 0 in the gzip header: the digest depends on the tar alone.
     return gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=level)
-
-
-def staged_folders(folder: Path, dst: str, owner: tuple[int, int]) -> dict[str, Folder]:
-    """The folders a copy of `folder` to `dst` makes below `dst`, as tar paths, with what the
-    layer gives them (for later copies into them)."""
-    root = normalize_dst(dst)
-    out: dict[str, Folder] = {}
-    for rel in _walk(folder):
-        st = os.lstat(folder / rel)
-        if stat.S_ISDIR(st.st_mode):
-            name = posixpath.join(root, rel) if root else rel
-            out[name] = Folder(stat.S_IMODE(st.st_mode), *owner, int(st.st_mtime))
-    return out
 
 
 def _walk(folder: Path) -> list[str]:
@@ -356,14 +365,17 @@ def _pax(name: str, kind: bytes, mode: int, mtime: int, owner: tuple[int, int], 
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
-def _add(tar: _Tar, path: str, name: str, owner: tuple[int, int]) -> None:
+def _add(tar: _Tar, path: str, name: str, owner: tuple[int, int]) -> Folder | None:
+    """The entry of `path` as `name`; for a folder, what the layer gives it."""
     st = os.lstat(path)
     mode, mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
     if stat.S_ISDIR(st.st_mode):
         tar.add(name, _DIR, mode, mtime, owner)
-    elif stat.S_ISLNK(st.st_mode):
+        return Folder(mode, *owner, mtime)
+    if stat.S_ISLNK(st.st_mode):
         tar.add(name, _LINK, mode, mtime, owner, link=os.readlink(path))
     elif stat.S_ISREG(st.st_mode):
         tar.add_file(name, mode, mtime, owner, path, st.st_size)
     else:
         raise BuildError(f"{path} is neither a file, a folder nor a symlink; staging never makes one, so restage")
+    return None
