@@ -156,10 +156,7 @@ class Instructions:
     url_secrets: list[tuple[str, str]] = field(default_factory=list)  # (secret id, index URL)
     ca_declared: bool = False  # the CA variables' ARG is rendered: every later RUN mounts their file
     _pending_mounts: list[str] = field(default_factory=list)
-    # Instructions that stay last whatever layers follow (`USER flyte`: the layers' steps run as
-    # root, the container as the base's user). Kept inside `instructions`, so the list is always
-    # the whole Dockerfile in order.
-    _footer: int = 0
+    _footer: int = 0  # the last instructions of `instructions`, which stay last (`_runs_as_flyte`)
 
     CA_PATH = f"/run/secrets/{CA_SECRET_ID}"
     WORK = "/tmp/flyte-images"  # bind mounts and scratch space, never part of an image layer
@@ -183,13 +180,13 @@ class Instructions:
     def _append(self, instruction: str) -> None:
         self.instructions.insert(len(self.instructions) - self._footer, instruction)
 
-    def set_footer(self, *instructions: str) -> None:
-        """Instructions that end the Dockerfile, after every later layer's."""
-        for text in instructions:
-            line_safe("Dockerfile line", text)
-        del self.instructions[len(self.instructions) - self._footer :]
-        self.instructions.extend(instructions)
-        self._footer = len(instructions)
+    def _runs_as_flyte(self) -> None:
+        """The base made the `flyte` user and the /opt/venv the installs go to: copies are owned
+        by it, and `USER flyte` ends the Dockerfile whatever layers follow (their steps run as root)."""
+        self.venv = self.flyte_user = True
+        if not self._footer:
+            self.instructions.append(FLYTE_USER_FOOTER)
+            self._footer = 1
 
     def text(self) -> str:
         return "\n".join(self.instructions) + "\n"
@@ -207,16 +204,14 @@ class Instructions:
             ]
             line_safe("Dockerfile line", filled[-1])  # earlier lines end in the template's own `\\`
             self._append("\n".join(filled))
-        self.venv = self.flyte_user = True
-        self.set_footer(FLYTE_USER_FOOTER)
+        self._runs_as_flyte()
 
     def published_base(self) -> None:
         """Flyte's published default image as the base: its /opt/venv (VIRTUAL_ENV) receives
         the installs, the layers' steps run as root, and the container runs as `flyte` again."""
         self.from_base()
         self.add("USER root")
-        self.venv = self.flyte_user = True
-        self.set_footer(FLYTE_USER_FOOTER)
+        self._runs_as_flyte()
 
     def from_base(self) -> None:
         self.add(f"FROM {base_reference('base_image', self.base_image)}")
