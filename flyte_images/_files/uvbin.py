@@ -50,8 +50,7 @@ def uv_binary(platform: str, version: str = UV_VERSION) -> Path:
     target = cache_dir() / "uv" / version / arch / "uv"
     if target.is_file() and not target.is_symlink():  # never a link: staging copies it into images
         return target
-    import contextlib  # here: a plan whose uv is cached (every one but the first) never needs these
-    import shutil
+    import shutil  # here: a plan whose uv is cached (every one but the first) never needs these
     import subprocess
     import tempfile
     import zipfile
@@ -84,8 +83,7 @@ def uv_binary(platform: str, version: str = UV_VERSION) -> Path:
         with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(member) as src, open(extracted, "wb") as dst:
             shutil.copyfileobj(src, dst)
         extracted.chmod(0o755)
-        with contextlib.suppress(FileExistsError):
-            os.replace(extracted, target)
+        os.replace(extracted, target)  # atomic: a build that fetched it meanwhile is replaced whole
     return target
 
 
