@@ -21,12 +21,15 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import BuildError, RegistryError
 from .._files.statcache import cache_dir, open_cache_folder, read_cache_file, write_atomically
 from .._registry import Reference, Registry
-from .layerscan import KINDS, MAX_CONTENT, Entry, Seen, normalize, scan_layer
+from .fsentry import KINDS, MAX_CONTENT, Entry, normalize
+
+if TYPE_CHECKING:
+    from .layerscan import Seen
 
 __all__ = ["Entry", "read_entries", "user_ids"]
 
@@ -72,6 +75,10 @@ async def _lookup(
     wanted: set[str],
     depth: int,
 ) -> dict[str, Entry | None]:
+    # Here: the layer reader (tarfile, decompression) is needed only when the disk cache lacks an
+    # answer, which an edit loop's lookups never do.
+    from .layerscan import scan_layer
+
     decided: dict[str, Entry | None] = {}
     undecided = set(paths)
     for index in range(len(layers) - 1, -1, -1):

@@ -17,35 +17,19 @@ import tarfile
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from .._errors import BuildError, RegistryError
 from .._registry import Reference, Registry, wire
+from .fsentry import MAX_CONTENT, Entry, Kind, normalize
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-Kind = Literal["file", "dir", "symlink", "other"]
-KINDS = ("file", "dir", "symlink", "other")
-MAX_CONTENT = 1024 * 1024  # a passwd or group file; anything bigger is not what was meant
 CHUNK = 1 << 16
 WHITEOUT, OPAQUE = ".wh.", ".wh..wh..opq"
 
 Unpack = Callable[[io.BufferedIOBase], io.BufferedIOBase]
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One path of the image's merged file system, as the highest layer that has it says."""
-
-    path: str  # relative, no slashes at either end: "etc/passwd"
-    kind: Kind  # a hard link is a "file"
-    mode: int  # permission bits (with setuid, setgid, sticky)
-    uid: int
-    gid: int
-    mtime: int  # seconds
-    linkname: str = ""  # a symlink's target
-    content: bytes | None = None  # a file's bytes, for paths asked with their content
 
 
 @dataclass(frozen=True)
@@ -57,11 +41,6 @@ class Seen:
     big: Mapping[str, int]  # files whose content was asked but is over MAX_CONTENT: their size
     whiteouts: frozenset[str]  # paths this layer deletes from the ones below
     opaque: frozenset[str]  # folders whose lower contents this layer hides ("" for the root)
-
-
-def normalize(name: str) -> str:
-    """A tar member name or asked path as a key: "./etc/passwd", "/etc/passwd/" -> "etc/passwd"."""
-    return posixpath.normpath("/" + name).lstrip("/")
 
 
 async def scan_layer(
