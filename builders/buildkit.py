@@ -70,7 +70,7 @@ class BuildkitBuilder:
 
     name: ClassVar[str] = "buildkit"
     exports_cache: ClassVar[bool] = True  # a registry cache can be written, not only read
-    multi_platform: ClassVar[bool] = True  # one solve for every platform, pushed as one index
+    multi_platform: ClassVar[bool] = True  # every platform pushed as one index (see the module)
     loads: ClassVar[bool] = True  # through the local Docker engine
     compressions: ClassVar[tuple[str, ...]] = ("gzip", "zstd")  # its own exporter pushes zstd layers
 

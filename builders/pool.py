@@ -1,9 +1,10 @@
 """Which BuildKit daemon of a pool builds what: the nodes as configured, each job's ranking of
 them, and what this process knows of each (builds running, health, platforms it reported).
 
-A job is one build request: its repository and platforms. Its candidates are the nodes that
-declare every platform it asks for (a node that declares none takes what its daemon reports);
-when none does, every node is a candidate and the daemon emulates. The candidates are ranked by
+A job is one build request: its repository and platforms (a pushed image of several platforms
+is one job per platform, so each is built where it is native). Its candidates are the nodes
+that declare every platform it asks for (a node that declares none takes what its daemon
+reports); when none does, every node is a candidate and the daemon emulates. The candidates are ranked by
 rendezvous hashing of the repository and platforms over the node addresses: each image has the
 same first node on every run and every machine with the same configuration, so its daemon-local
 cache is found again, and distinct images spread over the nodes. Adding or removing a node moves
