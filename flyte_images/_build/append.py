@@ -13,11 +13,16 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .._append.part import engine_layers, has_file_part
-from .._errors import ConfigError
+from .. import _config
+from .._append.part import engine_layers, file_part_start, has_file_part
+from .._errors import ConfigError, RegistryError
 from .._image.image import Image
-from .._plan.plan import BuildPlan, subplan
-from .records import remember_pushed
+from .._interrupt import run_coroutine
+from .._plan.plan import BuildPlan, staged_plan, subplan
+from .decide import Decision, Question, ask_registry, decide_from, said
+from .engine import build_by_engine
+from .job import Job, Route
+from .records import record, remember_pushed
 from .result import ImageBuild
 
 if TYPE_CHECKING:
@@ -54,6 +59,88 @@ def choose(image: Image, builder: object, pushing: bool) -> Choice:
     if not has_file_part(image):
         return Choice(False, "no trailing file layers (source files and folders, env vars, workdir) to append")
     return Choice(True, "pushed, and it ends in file layers")
+
+
+class AppendRoute(Route):
+    """The image as its engine part (built by the engine only when the registry lacks it) plus its
+    file part, appended in the registry over one session."""
+
+    def questions(self, planned: BuildPlan) -> tuple[Question, ...]:
+        """The image and its engine part, asked in one round. A missing image is appended (or its
+        engine part built): the precise reason would cost another round, so it is not asked."""
+        engine = engine_subplan(planned)
+        return (
+            Question(planned.uri, planned.platforms, True, hint=False),
+            Question(engine.uri, engine.platforms, True),
+        )
+
+    def run(self, job: Job) -> ImageBuild:
+        if job.options.dry_run:
+            return self._dry_run(job)
+        return run_coroutine(self._run(job))
+
+    def _dry_run(self, job: Job) -> ImageBuild:
+        planned, force = job.planned, job.options.force
+        asked = self.questions(planned)
+        full, part = self.decided(job, asked)
+        if not force and not full.build:
+            return job.skipped(planned, full)
+        how = "in the registry" if not part.build and not force else "after building it with the engine"
+        layers = len(planned.image._layers) - file_part_start(planned.image)
+        reason = f"dry run: would append {layers} file layer(s) to the engine part {asked[1].uri} ({how})"
+        return ImageBuild(planned.uri, built=False, reason=reason, dockerfile=planned.dockerfile, path="append")
+
+    async def _run(self, job: Job) -> ImageBuild:
+        """The image and its engine part checked in one round; then, when the image is missing
+        (or forced), its files staged, the engine part built when missing (or forced), and the
+        file part appended to it."""
+        import asyncio
+
+        from .._append.push import step  # here: the engine route never makes layers
+        from .._registry import Registry  # here: it loads httpx, which the engine route never needs
+
+        planned, options = job.planned, job.options
+        async with Registry(insecure=_config.insecure_registries()) as registry:
+            full, part = await self._decided_in(registry, job, planned)
+            if not options.force and not full.build:
+                return job.skipped(planned, full)
+            with staged_plan(self.image, self.render, uri=self.uri) as staged:
+                if staged.uri != planned.uri:  # a file changed after it was read: ask about what was staged
+                    full, part = await self._decided_in(registry, job, staged)
+                    if not options.force and not full.build:
+                        return job.skipped(staged, full)
+                engine = engine_subplan(staged)
+                asked = options.compression or _config.configured_compression()  # None: the engine part's
+                if job.announce is not None:
+                    job.announce(staged.uri)
+                with job.sink(staged.uri) as sink:
+                    digest = part.digest
+                    if part.build or options.force:
+                        why = "forced" if options.force else part.reason
+                        step(sink, f"engine part {engine.uri}: {why}; building it with the engine")
+                        await asyncio.to_thread(build_by_engine, self.backend.get(), engine, options, True, sink)
+                        record(engine, f"built by the engine ({self.backend.name}) as the engine part of {staged.uri}")
+                        how = f"engine part {engine.uri} built by the engine ({self.backend.name}), file part appended"
+                        digest = None
+                    else:
+                        step(sink, f"engine part {engine.uri}: in the registry ({part.reason})")
+                        how = f"file part appended to the engine part {engine.uri}, which was in the registry"
+                    result = await append_to(registry, staged, engine, digest, sink, how, asked)
+                record(staged, result.reason)
+        return result
+
+    async def _decided_in(self, registry: Registry, job: Job, planned: BuildPlan) -> tuple[Decision, Decision]:
+        """The skip rule for the image and its engine part, asked at once over `registry`."""
+        asked = self.questions(planned)
+        missing = [q for q in asked if q.uri not in job.known]
+        answers = await ask_registry(registry, missing)
+        fresh = said(decide_from(missing, answers, None, strict=job.options.strict), job.options.quiet)
+        found = dict(job.known) | {q.uri: d for q, d in zip(missing, fresh, strict=True)}
+        full, part = (found[q.uri] for q in asked)
+        for decision in (full, part):
+            if decision.failure:
+                raise RegistryError(decision.failure)
+        return full, part
 
 
 def engine_subplan(planned: BuildPlan) -> BuildPlan:

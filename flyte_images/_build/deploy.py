@@ -29,9 +29,10 @@ from .._imagecache import ImageCache, ImagesFailedError
 from .._plan.plan import BuildPlan, plan
 from .._syncaio import syncaio
 from .decide import Decision, Question, decide
+from .job import Route
 from .options import BuildOptions
 from .result import ImageBuild
-from .route import Route, build_planned, questions, route_of, tag_as
+from .route import build_planned, route_of, tag_as
 
 if TYPE_CHECKING:
     from flyte_images.builders.base import Progress, ProgressEvent
@@ -181,8 +182,8 @@ def _decide_all(jobs: list[_Job], options: BuildOptions) -> None:
     for job in jobs:
         try:
             route = route_of(job.image, options)
-            made = plan(route.image, route.render, check_locks=options.dry_run)
-            asked = questions(route, made)
+            made = plan(route.image, route.render, check_locks=options.dry_run and route.stages)
+            asked = route.questions(made)
         except FlyteImagesError as exc:
             job.status, job.reason = "failed", str(exc)
             continue
