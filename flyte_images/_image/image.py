@@ -415,6 +415,6 @@ class Image(PackageMethods):
                 f"{self.uri} is an existing image used as is; there is nothing to build "
                 "(add a layer or clone(name=...) to build on top of it)"
             )
-        if self.dockerfile is not None:
-            return identify_dockerfile(self.dockerfile, self.python_version, self.platform, sources)
-        return identify(self.resolved_base_image(), self.python_version, self.platform, self._layers, sources)
+        if self.dockerfile is None:
+            return identify(self.resolved_base_image(), self.python_version, self.platform, self._layers, sources)
+        return identify_dockerfile(self.dockerfile, self.python_version, self.platform, sources)
