@@ -16,7 +16,7 @@ from conftest import write_tree
 
 import flyte_images
 from flyte_images import Image, SourceNotFoundError
-from flyte_images._build import route as route_module
+from flyte_images._build import engine_route as route_module
 from flyte_images._files import staging as stage_module
 from flyte_images._image import identity as identity_module
 from flyte_images._plan import plan as plan_module
