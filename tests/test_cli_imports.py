@@ -1,11 +1,21 @@
-"""What a registry command loads: httpx, but not httpx's own command line (click, rich, pygments)."""
+"""What a command loads: a registry command httpx, but not httpx's own command line (click, rich,
+pygments); an append build of an edited folder not the layer reader, and no command pydantic."""
 
 from __future__ import annotations
 
+import json
+import re
+import runpy
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
+from engine_support import registry
+from registry_support import seed_image
+
+import flyte_images
 
 
 def test_a_registry_command_does_not_load_httpx_command_line() -> None:
@@ -22,3 +32,51 @@ def test_a_registry_command_does_not_load_httpx_command_line() -> None:
     )
     last = done.stdout.strip().splitlines()[-1]
     assert last.split(" ", 2)[1:] == ["True", "[]"], done.stdout + done.stderr
+
+
+# Run in a new interpreter, as the `flyte-images` program runs: the modules it loaded, after one
+# `build` of an images file.
+_BUILD_AND_LIST = (
+    "import json, sys\n"
+    "from flyte_images._cli import main\n"
+    "code = main(['build', sys.argv[1], '--json', '-q'])\n"
+    "print(json.dumps({'code': code, 'modules': sorted(sys.modules)}))\n"
+)
+
+
+def _build_in_new_process(images: Path) -> tuple[dict[str, Any], set[str]]:
+    done = subprocess.run(
+        [sys.executable, "-c", _BUILD_AND_LIST, str(images)], check=False, capture_output=True, text=True, timeout=120
+    )
+    out = done.stdout.strip()
+    assert out, done.stderr
+    cache, _, last = out.rpartition("\n")
+    listed = json.loads(last)
+    assert listed["code"] == 0, done.stderr
+    return json.loads(cache), set(listed["modules"])
+
+
+def test_an_append_edit_loop_loads_neither_the_layer_reader_nor_pydantic(tmp_path: Path) -> None:
+    """A second append build of an edited source folder answers what the base holds from the
+    disk cache: the layer reader (tarfile) is never loaded, and pydantic never is."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "app.py").write_text("VALUE = 1\n")
+    images = tmp_path / "images.py"
+    with registry() as running:
+        images.write_text(
+            "from pathlib import Path\nfrom flyte_images import Image\n"
+            f"app = (Image.from_base('busybox:1.36').clone(name='team/app', registry={running.host!r})\n"
+            "       .with_commands(['true']).with_source_folder(Path(__file__).parent / 'src', dst='/app'))\n"
+        )
+        planned = flyte_images.build(runpy.run_path(str(images))["app"], dry_run=True)
+        engine_part = re.search(r"the engine part (\S+/team/app:\w+)", planned.reason)
+        assert engine_part, planned.reason
+        # The engine part in the registry, as if built before: appending needs no engine.
+        seed_image(running.host, "team/app", engine_part.group(1).rpartition(":")[2])
+        first, _loaded = _build_in_new_process(images)
+        (src / "app.py").write_text("VALUE = 2\n")
+        second, loaded = _build_in_new_process(images)
+    assert first["status"] == second["status"] == {"app": "built"}
+    assert first["image_lookup"] != second["image_lookup"]
+    assert not {"tarfile", "flyte_images._append.layerscan", "pydantic"} & loaded
