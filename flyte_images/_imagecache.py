@@ -131,10 +131,7 @@ def _describe(problems: list[_shapes.Problem], data: Any) -> str:
 
 def _at(data: Any, path: _shapes.Path) -> Any:
     """The value at `path` in the decoded JSON (the problem's own, or the object it is missing from)."""
-    for part in path:
-        if isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
-            data = data[part]
-            continue
+    for part in path:  # only objects: no field of an ImageCache is a list
         if not (isinstance(data, dict) and part in data):
             break
         data = data[part]
