@@ -73,6 +73,14 @@ def test_init_with_an_sdk_image_builder_object_builds_with_it() -> None:
     assert builder.calls[-1]["dry_run"] is True and builder.calls[-1]["force"] is True and not dry.built
 
 
+def test_options_an_sdk_image_builder_cannot_take_are_said_not_dropped_silently() -> None:
+    builder = SdkStyleBuilder()
+    flyte_images.init(image_builder=builder)
+    with pytest.warns(UserWarning, match=r"SdkStyleBuilder .*: no_cache, compression cannot be passed to it"):
+        flyte_images.build(BASE, push=False, no_cache=True, compression="zstd")
+    assert len(builder.calls) == 1
+
+
 def test_what_an_sdk_image_builder_raises_is_an_image_build_error() -> None:
     flyte_images.init(image_builder=SdkStyleBuilder(fail=RuntimeError("no daemon here")))
     with pytest.raises(ImageBuildError, match=r"SdkStyleBuilder failed to build app:\w+: no daemon here") as caught:

@@ -5,6 +5,7 @@ record."""
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -13,6 +14,7 @@ from .._interrupt import run_coroutine
 from .._plan.plan import staged_plan
 from .engine import build_by_engine
 from .job import Job, Route
+from .options import BuildOptions
 from .records import record
 from .result import ImageBuild
 
@@ -63,6 +65,14 @@ class ObjectRoute(Route):
                 )
         target = self.backend.get().target  # type: ignore[attr-defined]
         name = type(target).__name__
+        ignored = _not_passed(options)
+        if ignored:
+            warnings.warn(
+                f"the image builder {name} is handed the Image as the Flyte SDK hands it: {', '.join(ignored)} "
+                "cannot be passed to it and are not applied (build with builder='docker' or 'buildkit' to use them)",
+                UserWarning,
+                stacklevel=2,
+            )
         try:
             result = target.build_image(self.image, dry_run=options.dry_run, wait=True, force=options.force)
             if inspect.isawaitable(result):
@@ -84,6 +94,20 @@ class ObjectRoute(Route):
             dockerfile=planned.dockerfile,
             path="" if options.dry_run else "builder",
         )
+
+
+def _not_passed(options: BuildOptions) -> list[str]:
+    """The options a Flyte SDK image builder's `build_image(image, dry_run, wait, force)` has no
+    place for."""
+    given = {
+        "no_cache": options.no_cache,
+        "compression": options.compression,
+        "cache_from": options.cache_from,
+        "cache_to": options.cache_to,
+        "cache": options.cache == "registry",
+        "ca_bundle": options.ca_bundle,
+    }
+    return [name for name, value in given.items() if value]
 
 
 async def _awaited(result: Awaitable[T]) -> T:
