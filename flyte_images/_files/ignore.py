@@ -40,7 +40,9 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
 )
 
 _EXACT, _PREFIX, _SUFFIX, _REGEX = range(4)
-_ESCAPED = set(".+()|{}$")
+_ESCAPED = set(".+()|{}$\\")  # a backslash here is a lone one, at the end
+_TOKENS = re.compile(r"\*\*/?|\\.?|.", re.DOTALL)
+_WILDCARDS = {"*": "[^/]*", "?": "[^/]", "[": "[", "]": "]"}
 
 
 def _clean(path: str) -> str:
@@ -106,48 +108,22 @@ def _compile(pattern: str) -> tuple[int, re.Pattern[str] | None]:
     """Translate like Docker's patternmatcher: same match type, same regular expression."""
     out = ["^"]
     kind = _EXACT
-    i, n = 0, len(pattern)
-    first = True
-    while i < n:
-        ch = pattern[i]
-        i += 1
-        if ch == "*":
-            if i < n and pattern[i] == "*":
-                i += 1
-                if i < n and pattern[i] == "/":
-                    i += 1
-                if i >= n:
-                    if kind == _EXACT:
-                        kind = _PREFIX
-                    else:
-                        out.append(".*")
-                        kind = _REGEX
-                else:
-                    out.append("(.*/)?")
-                    kind = _REGEX
-                if first:
-                    kind = _SUFFIX
+    tokens = _TOKENS.findall(pattern)
+    for index, token in enumerate(tokens):
+        last = index == len(tokens) - 1
+        if token.startswith("**"):  # any number of path segments (`**/` at the end is `**`)
+            if last and kind == _EXACT:
+                kind = _PREFIX
             else:
-                out.append("[^/]*")
+                out.append(".*" if last else "(.*/)?")
                 kind = _REGEX
-        elif ch == "?":
-            out.append("[^/]")
-            kind = _REGEX
-        elif ch in _ESCAPED:
-            out.append("\\" + ch)
-        elif ch == "\\":
-            if i < n:
-                out.append("\\" + pattern[i])
-                i += 1
-                kind = _REGEX
-            else:
-                out.append("\\\\")
-        elif ch in "[]":
-            out.append(ch)
+            if index == 0:
+                kind = _SUFFIX
+        elif token in _WILDCARDS or len(token) == 2:  # a wildcard, a bracket, an escaped character
+            out.append(_WILDCARDS.get(token, token))
             kind = _REGEX
         else:
-            out.append(ch)
-        first = False
+            out.append("\\" + token if token in _ESCAPED else token)
     if kind != _REGEX:
         return kind, None
     try:

@@ -416,8 +416,7 @@ def _own_folder(path: Path) -> None:
 @contextlib.contextmanager
 def snapshot(key: str) -> Iterator[Snapshot]:
     """The locked staging folder for `key`, ready to be updated; unlocked when the block ends."""
-    parent = staging_root()
-    root = parent / key
+    root = staging_root() / key
     cap = staging_cap()  # a bad setting stops the build before anything is staged
     lock = _lock(root)
     try:
