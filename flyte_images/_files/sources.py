@@ -115,11 +115,8 @@ class Sources:
         sent / never sent."""
         ignore_file, patterns = self.ignore_file(folder, project=project)
         rel = "."
-        if ignore_file is not None:
-            try:
-                rel = folder.relative_to(ignore_file.parent).as_posix()
-            except ValueError:
-                rel = "."
+        if ignore_file is not None and folder.is_relative_to(ignore_file.parent):
+            rel = folder.relative_to(ignore_file.parent).as_posix()
         prefix = "" if rel == "." else _literal(rel) + "/"
         # The default excludes belong to the copied folder: `.git` is its own .git, also when
         # the patterns are matched from a project root above it.
