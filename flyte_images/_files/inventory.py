@@ -324,7 +324,8 @@ def reclaim_staging(
             total, sized = kept, []
             for st, name in sorted(found, key=lambda f: f[0].st_mtime):
                 if now - st.st_mtime >= STAGING_MAX_AGE_S:
-                    _drop_staging(pfd, name)
+                    with contextlib.suppress(OSError):  # held by a build (EBUSY), or gone
+                        _remove_staging(pfd, name)
                 elif cap is not None:
                     size = 0  # unknown (a build holds it, and records its size; or it is gone)
                     with contextlib.suppress(OSError):
@@ -334,19 +335,11 @@ def reclaim_staging(
             for name, size in sized:
                 if cap is None or total <= cap:
                     break
-                if _drop_staging(pfd, name):
+                with contextlib.suppress(OSError):
+                    _remove_staging(pfd, name)
                     total -= size
         finally:
             os.close(pfd)
-
-
-def _drop_staging(parent: int, name: str) -> bool:
-    """Remove the staging folder `name` unless a build holds it; whether it was removed."""
-    with contextlib.suppress(OSError), staging_lock(parent, name) as held:
-        if held:
-            remove_at(parent, name)
-        return held
-    return False
 
 
 def staging_use(name: str | Path, dir_fd: int | None = None) -> int:
