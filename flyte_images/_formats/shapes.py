@@ -86,20 +86,17 @@ def _model(model: type, value: Any, path: Path, problems: list[Problem]) -> Any:
             for f in dataclasses.fields(model)
         )
     values: dict[str, Any] = {}
-    ok = True
+    found = len(problems)  # every _BAD comes with its problem
     for name, alias, hint, required in fields:
         key = alias if alias in value else name if name in value else None
         if key is None:
             if required:
                 problems.append(Problem((*path, alias), "Field required"))
-                ok = False
             continue
         checked = _check(hint, value[key], (*path, key), problems)
-        if checked is _BAD:
-            ok = False
-        else:
+        if checked is not _BAD:
             values[name] = checked
-    return model(**values) if ok else _BAD
+    return model(**values) if len(problems) == found else _BAD
 
 
 def _alias(hint: Any, name: str) -> str:
