@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 
 MASK = "***"
-_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://)[^\s/?#]*@", re.IGNORECASE)
-_QUERY = re.compile(r"([a-z][a-z0-9+.-]*://[^\s?#]*)\?[^\s'\"]*", re.IGNORECASE)
-_AUTH_VALUE = re.compile(r"\b(basic|bearer)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+# Patterns, compiled (and kept by `re`) when first used: only a failure's message is redacted,
+# so a command that succeeds never pays for compiling them.
+_USERINFO = r"([a-z][a-z0-9+.-]*://)[^\s/?#]*@"
+_QUERY = r"([a-z][a-z0-9+.-]*://[^\s?#]*)\?[^\s'\"]*"
+_AUTH_VALUE = r"\b(basic|bearer)\s+[A-Za-z0-9._~+/=-]+"
 # A reference has no scheme and no userinfo; what stands before an `@` that does not start a
 # digest (`user:token@host/...`) or after `scheme://` up to the last `@` is taken as a secret.
-_REF_USERINFO = re.compile(r"^(?:[a-z][a-z0-9+.-]*://\S*@|[^@\s]*@(?![a-z0-9]+:[0-9a-f]))", re.IGNORECASE)
+_REF_USERINFO = r"^(?:[a-z][a-z0-9+.-]*://\S*@|[^@\s]*@(?![a-z0-9]+:[0-9a-f]))"
 
 
 def one_line(text: str) -> str:
@@ -24,14 +26,14 @@ def one_line(text: str) -> str:
 
 def by_shape(text: str) -> str:
     """`text` without URL userinfo, URL query strings and Authorization values."""
-    text = _USERINFO.sub(rf"\1{MASK}@", text)
-    text = _QUERY.sub(rf"\1?{MASK}", text)
-    return _AUTH_VALUE.sub(rf"\1 {MASK}", text)
+    text = re.sub(_USERINFO, rf"\1{MASK}@", text, flags=re.IGNORECASE)
+    text = re.sub(_QUERY, rf"\1?{MASK}", text, flags=re.IGNORECASE)
+    return re.sub(_AUTH_VALUE, rf"\1 {MASK}", text, flags=re.IGNORECASE)
 
 
 def reference(text: str) -> str:
     """A reference as it may be shown: anything that looks like credentials in it masked."""
-    return one_line(by_shape(_REF_USERINFO.sub(f"{MASK}@", text)))
+    return one_line(by_shape(re.sub(_REF_USERINFO, f"{MASK}@", text, flags=re.IGNORECASE)))
 
 
 class Redactor:
