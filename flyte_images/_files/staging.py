@@ -2,14 +2,15 @@
 
 Every file an image reads is copied into a staging folder and hashed while it is copied, and
 the identifier is made of those digests: the engine receives exactly the bytes the tag
-describes, even when a source changes meanwhile.
+describes, even when a source changes meanwhile; one that vanishes or cannot be read while it
+is copied stops the build with an error naming it.
 
-One folder per image description, `staging/<key>/`: `lock` (flock()ed until the build ends),
-`record` (the folder's disk use, then per staged path: the source's stat key, the copy's digest
-and mode), `Dockerfile`, and `context/`. It is updated in place, so BuildKit sends only what
-changed; the records' sizes keep the folders under the staging cap (`inventory.reclaim_staging`).
-Nothing is removed through a symlink (`remove_at`), and files are written to a temporary file
-of a fixed name in the image's folder, then renamed into place.
+One folder per image description, `staging/<key>/`: `lock` (flock()ed until the build ends:
+builds of one image wait for each other), `record` (the folder's disk use, then per staged path:
+the source's stat key, the copy's digest and mode), `Dockerfile`, and `context/`. It is updated in
+place, so BuildKit sends only what changed; the records' sizes keep the folders under the staging
+cap (`inventory.reclaim_staging`). Nothing is removed through a symlink (`remove_at`), and files
+are written to a temporary file of a fixed name in the image's folder, then renamed into place.
 """
 
 from __future__ import annotations
@@ -232,7 +233,6 @@ class Snapshot:
     def _copy(self, dfd: int | None, name: str, target: Path, what: str) -> tuple[os.stat_result, str]:
         try:
             src = os.open(name, READ_FLAGS if dfd is not None else READ_FLAGS & ~os.O_NOFOLLOW, dir_fd=dfd)
-
         except OSError as exc:
             raise _unreadable(exc, what, name) from exc
         hasher = hashlib.sha256()
