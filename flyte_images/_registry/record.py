@@ -98,37 +98,96 @@ def recent_push(reference: str, platforms: Sequence[str]) -> dict[str, object] |
 
 class PlatformCache:
     """Platforms of manifests by digest (never stale: a digest names immutable content); it
-    spares the config-blob request of a repeated check."""
+    spares the config-blob request of a repeated check.
 
-    _MAX = 20_000
+    The file is a format line, then one JSON line per manifest, `["<digest>",["<platform>",...]]`,
+    appended as checks and pushes learn them; a digest's last line is its answer. A lookup reads
+    the file and parses only the line it finds, and a save appends its lines, so neither costs
+    more as the file grows (a JSON document of every digest would be parsed whole and written
+    again on every push). Past _PLATFORMS_COMPACT bytes the file is written again with its
+    newest half."""
 
     def __init__(self, path: Path | None) -> None:
         self._path = path
-        self._data: dict[str, list[str]] = {}
-        self._dirty = False
-        if path is not None:
-            loaded = _load_json(path, _MAX_PLATFORMS_BYTES)
-            if isinstance(loaded, dict):
-                self._data = loaded
+        self._lines: bytes | None = None  # the file's lines, read when first asked
+        self._new: dict[str, list[str]] = {}  # learned, not yet saved
 
     @classmethod
     def default(cls) -> PlatformCache:
         return cls(cache_dir() / "manifest-platforms.json")
 
     def get(self, digest: str) -> tuple[str, ...] | None:
-        found = self._data.get(digest)
-        if not isinstance(found, list) or not all(isinstance(p, str) for p in found):
+        if digest in self._new:
+            return tuple(self._new[digest])
+        if self._lines is None:
+            raw = None if self._path is None else read_cache_file(self._path, _MAX_PLATFORMS_BYTES, _PLATFORMS_HEAD)
+            # From the format line's newline on: every entry's line starts after a newline.
+            self._lines = b"\n" if raw is None else raw[len(_PLATFORMS_HEAD) - 1 :]
+        start = self._lines.rfind(b"\n" + _platforms_key(digest))
+        end = self._lines.find(b"\n", start + 1) if start >= 0 else -1
+        if end < 0:
+            return None
+        try:
+            found = json.loads(self._lines[start + 1 : end])
+        except ValueError:
+            return None
+        if not (isinstance(found, list) and len(found) == 2 and found[0] == digest and isinstance(found[1], list)):
+            return None
+        if not all(isinstance(p, str) for p in found[1]):
             return None  # a damaged entry is asked for again, never believed
-        return tuple(found)
+        return tuple(found[1])
 
     def put(self, digest: str, platforms: Sequence[str]) -> None:
-        if self._data.get(digest) != list(platforms):
-            self._data[digest] = list(platforms)
-            self._dirty = True
+        if self.get(digest) != tuple(platforms):
+            self._new[digest] = list(platforms)
 
     def save(self) -> None:
-        if not self._dirty or self._path is None:
+        if not self._new or self._path is None:
             return
+        lines = b"".join(_platforms_line(digest, platforms) for digest, platforms in self._new.items())
         with contextlib.suppress(OSError):
-            _write_json(self._path, dict(list(self._data.items())[-self._MAX :]), _MAX_PLATFORMS_BYTES)
-            self._dirty = False
+            _append_platforms(self._path, lines)
+            self._lines, self._new = None, {}
+
+
+_PLATFORMS_HEAD = b'["flyte-images manifest platforms",2]\n'
+_PLATFORMS_COMPACT = 2 << 20  # about 20,000 manifests
+
+
+def _platforms_key(digest: str) -> bytes:
+    """How the line of `digest` starts (as `_platforms_line` writes it)."""
+    return b"[" + json.dumps(digest).encode() + b","
+
+
+def _platforms_line(digest: str, platforms: Sequence[str]) -> bytes:
+    return json.dumps([digest, list(platforms)], separators=(",", ":")).encode() + b"\n"
+
+
+def _append_platforms(path: Path, lines: bytes) -> None:
+    """Append `lines` to the platform cache file; a file of another format (or none) is started
+    anew, and one past _PLATFORMS_COMPACT bytes written again with its newest half. OSError
+    when it cannot be written."""
+    dfd = open_cache_folder(path.parent, follow=True)  # the cache folder itself may be a link
+    try:
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(path.name, flags, 0o600, dir_fd=dfd)
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0 or os.pread(fd, len(_PLATFORMS_HEAD), 0) != _PLATFORMS_HEAD:
+                write_atomically(dfd, path.name, _PLATFORMS_HEAD + lines)
+            elif size + len(lines) > _PLATFORMS_COMPACT:
+                raw = read_cache_file(path.name, _MAX_PLATFORMS_BYTES, _PLATFORMS_HEAD, dir_fd=dfd) or b""
+                body = raw[len(_PLATFORMS_HEAD) :]
+                kept = body[-(_PLATFORMS_COMPACT // 2) :]
+                if len(kept) < len(body):  # cut inside a line: from the next whole one
+                    kept = kept[kept.find(b"\n") + 1 :] if b"\n" in kept else b""
+                write_atomically(dfd, path.name, _PLATFORMS_HEAD + kept + lines)
+            else:
+                # A line cut short (a process killed while appending) is ended first, so it
+                # spoils no other line.
+                cut = os.pread(fd, 1, size - 1) != b"\n"
+                os.write(fd, (b"\n" if cut else b"") + lines)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dfd)
