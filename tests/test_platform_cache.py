@@ -1,6 +1,7 @@
-"""The platforms of manifests by digest, kept on disk (`PlatformCache`): what a check learns is
-found again by the next process, a push on a machine that knows many manifests appends its line
-instead of writing every other one again, and nothing damaged or of another format is believed."""
+"""What this machine keeps of its pushes and of manifests' platforms (`_registry.record`): what
+one process learns the next finds, a push on a machine that knows many manifests (or made many
+pushes) appends a line instead of writing every other one again, and nothing damaged or of
+another format is believed."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from flyte_images._files.statcache import cache_dir
 from flyte_images._registry import record
-from flyte_images._registry.record import PlatformCache
+from flyte_images._registry.record import PlatformCache, recent_push, remember_push
 
 
 def digest(n: int) -> str:
@@ -75,3 +77,32 @@ def test_a_long_file_keeps_its_newest_half(tmp_path: Path, monkeypatch: pytest.M
     found = PlatformCache(path)
     assert found.get(digest(199)) == ("linux/amd64",) and found.get(digest(0)) is None
     assert sum(found.get(digest(n)) is not None for n in range(200)) >= 10
+
+
+def test_a_push_is_trusted_for_a_while_and_recorded_by_one_appended_line() -> None:
+    for n in range(2000):
+        remember_push(f"registry.example/app:{n}", digest(n), ["linux/amd64"])
+    path = cache_dir() / "pushed.json"
+    before, inode = path.read_bytes(), path.stat().st_ino
+    remember_push("registry.example/app:new", digest(-1), ["linux/arm64", "linux/amd64"])
+    assert path.stat().st_ino == inode and path.read_bytes().startswith(before)
+    found = recent_push("registry.example/app:new", ["linux/amd64"])
+    assert found is not None and found["digest"] == digest(-1)
+    assert found["platforms"] == ["linux/amd64", "linux/arm64"]
+    assert recent_push("registry.example/app:new", ["linux/s390x"]) is None  # not pushed with it
+    assert recent_push("registry.example/app:7", ["linux/amd64"]) == {
+        "digest": digest(7),
+        "platforms": ["linux/amd64"],
+        "time": pytest.approx(found["time"], abs=120),
+    }
+    assert recent_push("registry.example/app:none", ["linux/amd64"]) is None
+
+
+def test_a_push_record_of_another_format_is_not_believed(monkeypatch: pytest.MonkeyPatch) -> None:
+    path = cache_dir() / "pushed.json"
+    entry = {"digest": digest(1), "platforms": ["linux/amd64"], "time": 0.0}
+    path.write_text(json.dumps({"registry.example/app:1": entry}))
+    monkeypatch.setattr(record.time, "time", lambda: 1.0)  # the entry would be recent
+    assert recent_push("registry.example/app:1", ["linux/amd64"]) is None
+    remember_push("registry.example/app:2", digest(2), ["linux/amd64"])
+    assert recent_push("registry.example/app:2", ["linux/amd64"]) is not None
