@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,8 +28,8 @@ from .._config import configured_root_dir
 from .._errors import SourceError, SourceNotFoundError
 from .entries import FILE, Entry, Tree
 from .ignore import DEFAULT_EXCLUDES, IgnoreRules, parse_dockerignore, read_dockerignore
-from .statcache import StatCache
-from .tree import collect_tree, file_entry
+from .statcache import StatCache, _key
+from .tree import collect_tree, hash_and_close
 
 if TYPE_CHECKING:
     from .staging import Snapshot
@@ -58,13 +59,31 @@ class Sources:
         self._patterns = parse_dockerignore(data.decode("utf-8", "surrogateescape"))
 
     def file(self, path: Path, dest: str, what: str) -> Entry:
-        """The entry of one file a layer reads; `what` names the parameter that named it."""
+        """The entry of one file a layer reads (followed if it is a symlink, as COPY of a single
+        file does); `what` names the parameter that named it. When building, the file is staged at
+        `dest` and the digest is that of the staged copy."""
         if path.is_dir():
             raise SourceError(f"{what} {path} is a folder, a file is expected")
         try:
-            return file_entry(path, self.cache, self.snap, dest)
-        except SourceNotFoundError as exc:
+            if self.snap is not None:
+                st, digest, read = self.snap.copy_file(None, str(path), dest, what)
+                if self.cache is not None and read:  # see _Walk._leaf
+                    self.cache.put(_key(st), digest, time.time_ns())
+                return Entry(path.name, FILE, stat.S_IMODE(st.st_mode), digest, st.st_size)
+            st = os.stat(path)
+        except FileNotFoundError as exc:  # also a SourceNotFoundError: it vanished while staged
             raise SourceNotFoundError(f"{what} {path} does not exist") from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceError(f"{what} {path} is not a regular file")
+        found = self.cache.get(_key(st)) if self.cache is not None else None
+        if found is None:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            st = os.fstat(fd)  # the digest and the mode come from the same open file
+            found = hash_and_close(fd)
+            if self.cache is not None:
+                self.cache.put(_key(st), found, time.time_ns())
+                self.cache.save()
+        return Entry(path.name, FILE, stat.S_IMODE(st.st_mode), found, st.st_size)
 
     def small_file(self, path: Path, dest: str, what: str) -> tuple[Entry, bytes]:
         """Read a small file whole: its entry and bytes come from one read, and the staged copy

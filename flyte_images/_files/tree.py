@@ -40,7 +40,7 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
-def _hash_and_close(fd: int) -> str:
+def hash_and_close(fd: int) -> str:
     try:
         digest = hashlib.sha256()
         while chunk := os.read(fd, _CHUNK):
@@ -96,7 +96,7 @@ class _Walk:
             self._pool = ThreadPoolExecutor(max_workers=_CORES, thread_name_prefix="flyte-images-hash")
         if len(self.deferred) >= _MAX_PENDING:  # bound open descriptors
             self.deferred[-_MAX_PENDING][1].result()
-        self.deferred.append((len(self.entries), self._pool.submit(_hash_and_close, fd), st))
+        self.deferred.append((len(self.entries), self._pool.submit(hash_and_close, fd), st))
         return ""
 
     def finish(self, complete: bool = True) -> None:
@@ -188,7 +188,7 @@ class _Walk:
             if st.st_size >= _PARALLEL_MIN and _CORES > 1:
                 cached = self._hash_later(fd, st)  # the pool closes fd
             else:
-                cached = _hash_and_close(fd)
+                cached = hash_and_close(fd)
                 self.hashed.append((_key(st), cached))
         files.append((name, _key(st)))
         return Entry(child, FILE, stat.S_IMODE(st.st_mode), cached, st.st_size)
@@ -247,29 +247,3 @@ def collect_tree(
         if snap is None:
             remember(cache, memo_key, tree, walk.listed, now)
     return tree
-
-
-def file_entry(path: Path, cache: StatCache | None = None, snap: Snapshot | None = None, dest: str = "") -> Entry:
-    """The Entry of one file (followed if it is a symlink, as COPY of a single file does).
-
-    With `snap`, the file is staged at `dest` and the digest is that of the staged copy."""
-    if snap is not None:
-        st, digest, read = snap.copy_file(None, str(path), dest, "file")
-        if cache is not None and read:  # see _Walk._leaf
-            cache.put(_key(st), digest, time.time_ns())
-        return Entry(path.name, FILE, stat.S_IMODE(st.st_mode), digest, st.st_size)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError as exc:
-        raise SourceNotFoundError(f"file {path} does not exist") from exc
-    if not stat.S_ISREG(st.st_mode):
-        raise SourceError(f"{path} is not a regular file")
-    found = cache.get(_key(st)) if cache is not None else None
-    if found is None:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        st = os.fstat(fd)  # the digest and the mode come from the same open file
-        found = _hash_and_close(fd)
-        if cache is not None:
-            cache.put(_key(st), found, time.time_ns())
-            cache.save()
-    return Entry(path.name, FILE, stat.S_IMODE(st.st_mode), found, st.st_size)
