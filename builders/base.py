@@ -97,7 +97,10 @@ class Builder(Protocol):
 
     A fourth is optional, so backends written before it keep working: `compressions`, a
     `ClassVar[tuple[str, ...]]` of the layer compressions a push can write (`BuildRequest.compression`:
-    "gzip", "zstd"); one that does not declare it writes gzip only (`compressions_of`).
+    "gzip", "zstd"); one that does not declare it writes gzip only (`compressions_of`). So is
+    `routing(reference, platforms, push) -> dict[str, str]`: for a backend that chooses where a
+    build runs (a daemon, a node of a pool), platform -> where it would run, for `--dry-run`
+    (`routing_of`).
     """
 
     name: ClassVar[str]
@@ -150,6 +153,13 @@ def compressions_of(backend: object) -> tuple[str, ...]:
     """The layer compressions `backend` can push: its `compressions`, else gzip only."""
     declared = getattr(backend, "compressions", GZIP_ONLY)
     return tuple(declared) if isinstance(declared, (tuple, list)) else GZIP_ONLY
+
+
+def routing_of(backend: object, reference: str, platforms: tuple[str, ...], push: bool) -> dict[str, str]:
+    """Where `backend` would build each platform of `reference` (its optional `routing`); empty
+    for a backend that does not choose."""
+    routing = getattr(backend, "routing", None)
+    return dict(routing(reference, platforms, push)) if callable(routing) else {}
 
 
 def check_compression(backend: object, compression: str, pushing: bool = True) -> None:

@@ -113,6 +113,23 @@ class BuildkitBuilder:
         # Built images are loaded into the local Docker engine, so that is the store asked.
         return DockerBuilder().local_exists(reference)
 
+    def routing(self, reference: str, platforms: tuple[str, ...], push: bool) -> dict[str, str]:
+        """Where a build of `reference` would run, said before anything is asked of a daemon:
+        platform -> daemon address. On a pool, each job's first choice (a pushed image of several
+        platforms is one job per platform), "(emulated)" where no node declares the platform;
+        a node that is down when the build starts passes its job to the next in the ranking."""
+        nodes = self.nodes
+        if nodes is None:
+            return dict.fromkeys(platforms, self.settings.addr)
+        repository = pool.repository_of(reference)
+        jobs = [(p,) for p in platforms] if push and len(platforms) > 1 else [platforms]
+        where: dict[str, str] = {}
+        for job in jobs:
+            able, emulated = pool.candidates(nodes, job, pool.POOL.reported)
+            first = pool.rank(able, repository, job)[0].address + (" (emulated)" if emulated else "")
+            where.update(dict.fromkeys(job, first))
+        return where
+
     def build(self, request: BuildRequest, progress: Progress) -> BuildResult:
         nodes = self.nodes
         settings = check_settings(self.settings) if nodes is None else None

@@ -326,3 +326,43 @@ def test_one_daemon_builds_the_platforms_apart_only_for_their_own_caches(
     one.build(_request(tmp_path, "linux/amd64", "linux/arm64", cache=False), lambda event: None)
     ((_address, request),) = daemons.built
     assert request.platforms == ("linux/amd64", "linux/arm64")
+
+
+# ----- where builds go, said ---------------------------------------------------------------------------
+
+
+def test_routing_names_each_jobs_first_choice_without_asking_a_daemon() -> None:
+    backend = BuildkitBuilder(nodes=tuple(_nodes("unix:///a1", "unix:///a2")))
+    first = backend.routing("reg.example/app:1", ("linux/amd64",), True)
+    assert first == backend.routing("reg.example/app:2", ("linux/amd64",), True)  # the image's node, every version
+    assert first["linux/amd64"] in ("unix:///a1", "unix:///a2")
+    assert backend.routing("reg.example/app:1", ("linux/s390x",), True)["linux/s390x"].endswith(" (emulated)")
+    one = BuildkitBuilder(BuildkitSettings("tcp://bk:1234"))
+    assert one.routing("reg.example/app:1", ("linux/amd64", "linux/arm64"), True) == dict.fromkeys(
+        ("linux/amd64", "linux/arm64"), "tcp://bk:1234"
+    )
+
+
+def test_a_build_says_where_each_platform_was_built_and_a_dry_run_where_it_would_be(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import flyte_images
+    from flyte_images import Image
+
+    daemons = Daemons(monkeypatch)
+    amd = Node(BuildkitSettings("unix:///amd"), ("linux/amd64",))
+    arm = Node(BuildkitSettings("unix:///arm"), ("linux/arm64",))
+    backend = BuildkitBuilder(nodes=(amd, arm))
+    both = ("linux/amd64", "linux/arm64")
+    image = (
+        Image.from_base("python:3.12-slim")
+        .clone(name="routed", registry="reg.example", platform=both)  # type: ignore[arg-type]
+        .with_commands(["true"])
+    )
+    dry = flyte_images.build(image, builder=backend, force=True, dry_run=True, quiet=True)
+    assert dry.reason == "dry run: would build (linux/amd64 on unix:///amd, linux/arm64 on unix:///arm)"
+    assert daemons.built == []
+    built = flyte_images.build(image, builder=backend, force=True, quiet=True)
+    assert built.built and built.nodes == {"linux/amd64": "unix:///amd", "linux/arm64": "unix:///arm"}
+    assert built.where() == "linux/amd64 on unix:///amd, linux/arm64 on unix:///arm"
+    pool.POOL.reset()

@@ -85,7 +85,9 @@ class AppendRoute(Route):
         full, part = self.decided(job, asked)
         if not force and not full.build:
             return job.skipped(planned, full)
-        how = "in the registry" if not part.build and not force else "after building it with the engine"
+        where = self.routing(planned)
+        built = f"after building it with the engine{' (' + where + ')' if where else ''}"
+        how = "in the registry" if not part.build and not force else built
         layers = len(planned.image._layers) - file_part_start(planned.image)
         reason = f"dry run: would append {layers} file layer(s) to the engine part {asked[1].uri} ({how})"
         return ImageBuild(planned.uri, built=False, reason=reason, dockerfile=planned.dockerfile, path="append")
@@ -118,9 +120,11 @@ class AppendRoute(Route):
                     if part.build or options.force:
                         why = "forced" if options.force else part.reason
                         step(sink, f"engine part {engine.uri}: {why}; building it with the engine")
-                        await asyncio.to_thread(build_by_engine, self.backend.get(), engine, options, True, sink)
-                        record(engine, f"built by the engine ({self.backend.name}) as the engine part of {staged.uri}")
-                        how = f"engine part {engine.uri} built by the engine ({self.backend.name}), file part appended"
+                        backend = self.backend.get()
+                        built = await asyncio.to_thread(build_by_engine, backend, engine, options, True, sink)
+                        by = f"the engine ({self.backend.name}{f' on {built.where()}' if built.nodes else ''})"
+                        record(engine, f"built by {by} as the engine part of {staged.uri}")
+                        how = f"engine part {engine.uri} built by {by}, file part appended"
                         digest = None
                     else:
                         step(sink, f"engine part {engine.uri}: in the registry ({part.reason})")

@@ -197,7 +197,7 @@ def _decide_all(jobs: list[_Job], options: BuildOptions) -> None:
     local = next((route for _job, route, asked in planned if not asked[0].pushing), None)
     # The backend answers for loaded images only.
     decisions = iter(decide(everything, local.backend.get() if local else None, strict=options.strict))
-    for job, _route, asked in planned:
+    for job, route, asked in planned:
         answers = [next(decisions) for _q in asked]
         job.known = {q.uri: d for q, d in zip(asked, answers, strict=True)}
         found = answers[0]
@@ -206,7 +206,8 @@ def _decide_all(jobs: list[_Job], options: BuildOptions) -> None:
         elif not found.build:
             job.status, job.reason, job.digest = "exists", found.reason, found.digest
         elif options.dry_run:
-            job.reason = f"would build {job.uri} ({found.reason})"
+            where = route.routing(job.planned[1]) if job.planned else ""
+            job.reason = f"would build {job.uri} ({found.reason}{'; ' + where if where else ''})"
         elif found.warning and not options.quiet:
             print(found.warning, file=sys.stderr)
 
@@ -270,7 +271,7 @@ def _build_all(jobs: list[_Job], concurrency: int, options: BuildOptions, report
         if done == "appended":
             job.reason = f"appended in {took:.1f} s: {result.reason}"
         elif done == "built":
-            job.reason = f"built in {took:.1f} s"
+            job.reason = f"built in {took:.1f} s" + (f" ({result.where()})" if result.nodes else "")
         elif done == "exists":
             job.reason = result.reason
         if report is not None and sinks:

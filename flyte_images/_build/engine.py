@@ -139,4 +139,12 @@ def _run_backend(
     except BuildError as exc:
         add_hint(exc)
         raise
-    return ImageBuild(staged.uri, built=True, digest=result.digest, dockerfile=staged.dockerfile, path="engine")
+    return ImageBuild(
+        staged.uri,
+        built=True,
+        digest=result.digest,
+        dockerfile=staged.dockerfile,
+        path="engine",
+        nodes=result.nodes,
+        waited=result.waited,
+    )

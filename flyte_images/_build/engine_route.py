@@ -31,7 +31,9 @@ class EngineRoute(Route):
             if not decision.build:
                 return job.skipped(planned, decision)
         if options.dry_run:
-            return ImageBuild(planned.uri, built=False, reason="dry run: would build", dockerfile=planned.dockerfile)
+            where = self.routing(planned)
+            reason = f"dry run: would build ({where})" if where else "dry run: would build"
+            return ImageBuild(planned.uri, built=False, reason=reason, dockerfile=planned.dockerfile)
         with staged_plan(self.image, self.render, uri=self.uri) as staged:
             if staged.uri != planned.uri and not options.force:
                 # A file changed after it was read: what is built is what was staged, so ask again.
@@ -39,7 +41,8 @@ class EngineRoute(Route):
                 if not decision.build:
                     return job.skipped(staged, decision)
             result = build_by_engine(self.backend.get(), staged, options, self.pushing, job.progress, job.announce)
-            record(staged, f"built by the engine ({self.backend.name}): {self.why}")
+            where = f" on {result.where()}" if result.nodes else ""
+            record(staged, f"built by the engine ({self.backend.name}{where}): {self.why}")
             return result
 
 

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
+from flyte_images.builders.base import routing_of
+
 from .._errors import RegistryError
 from .._formats.dockerfile import RenderOptions
 from .._image.image import Image
@@ -99,6 +101,12 @@ class Route:
 
     def run(self, job: Job) -> ImageBuild:
         raise NotImplementedError
+
+    def routing(self, planned: BuildPlan) -> str:
+        """Where the backend would build each platform of `planned`, for a dry run (`linux/amd64
+        on tcp://bk-1:1234`); empty when the backend does not choose a daemon."""
+        where = routing_of(self.backend.get(), planned.uri, planned.platforms, self.pushing)
+        return ", ".join(f"{platform} on {node}" for platform, node in sorted(where.items()))
 
     def decided(self, job: Job, asked: tuple[Question, ...]) -> list[Decision]:
         """The skip rule's answer to each question, from `job.known` where it has one, the others

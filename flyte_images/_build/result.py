@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class ImageBuild(str):
     """The uri of a built (or already existing) image; a `str`, with details as attributes.
@@ -9,7 +11,10 @@ class ImageBuild(str):
     `uri` the image reference, `built` whether a build ran, `reason` why not (or how it was
     built), `digest` the pushed manifest digest or loaded image id when known, `dockerfile` the
     rendered text, `path` "engine" or "append" for a build that ran (see `build`), "builder" for
-    one a Flyte SDK image builder object made (`init(image_builder=obj)`).
+    one a Flyte SDK image builder object made (`init(image_builder=obj)`). `nodes` (platform ->
+    BuildKit daemon address) and `waited` (platform -> seconds waited for a build slot there) say
+    where a backend that chooses a daemon (the buildkit backend, one daemon or a pool) built each
+    platform; empty for the others, and for an image that was not built.
     It also constructs and reads as the Flyte SDK's `ImageBuild(uri, remote_run, build_run)`:
     `remote_run` and `build_run` (a remote build's run) are None here, as for the SDK's local
     builder. Builds here always finish before returning, so a build's `uri` is always a str; an
@@ -25,6 +30,8 @@ class ImageBuild(str):
     digest: str | None
     dockerfile: str
     path: str
+    nodes: Mapping[str, str]
+    waited: Mapping[str, float]
 
     def __new__(
         cls,
@@ -37,6 +44,8 @@ class ImageBuild(str):
         digest: str | None = None,
         dockerfile: str = "",
         path: str = "",
+        nodes: Mapping[str, str] | None = None,
+        waited: Mapping[str, float] | None = None,
     ) -> ImageBuild:
         value = super().__new__(cls, uri or "")
         value.uri = uri
@@ -47,8 +56,18 @@ class ImageBuild(str):
         value.digest = digest
         value.dockerfile = dockerfile
         value.path = path
+        value.nodes = dict(nodes or {})
+        value.waited = dict(waited or {})
         return value
 
     def __getnewargs__(self) -> tuple[str | None, object | None, object | None]:  # type: ignore[override]
         # Copies and pickles keep the SDK's fields; the details are restored from __dict__.
         return (self.uri, self.remote_run, self.build_run)
+
+    def where(self) -> str:
+        """Where each platform was built, for people: `linux/amd64 on tcp://bk-1:1234 (waited
+        0.4 s)`, one per platform; empty when no daemon was chosen."""
+        return ", ".join(
+            f"{platform} on {node}" + (f" (waited {self.waited[platform]:.1f} s)" if self.waited.get(platform) else "")
+            for platform, node in sorted(self.nodes.items())
+        )
