@@ -41,3 +41,5 @@ echo
 .bench/venv/bin/python benchmarks/bench_noop.py
 echo
 .bench/venv/bin/python benchmarks/bench_zstd.py
+echo
+.bench/venv/bin/python benchmarks/bench_pool.py

@@ -71,7 +71,8 @@ def build(
     into the image. When the registry cannot be asked, a RegistryError says why before
     anything is built (`require_check=False`: the image is built anyway, with a warning).
     `cache="registry"` (or FLYTE_IMAGES_CACHE / the config key `cache`) keeps BuildKit's layer
-    cache in the image's repository under the tag `buildcache` and imports it on the next build:
+    cache in the image's repository, one tag per platform (`buildcache-linux-amd64`, ...), each
+    imported and exported by that platform's build only, and imports it on the next build:
     an ephemeral CI runner then re-runs only the steps whose inputs changed (exported by backends
     that can, such as `buildkit`; the others only import it); `cache="none"` turns it off.
     `no_cache=True` makes BuildKit re-run every step instead of reusing its layer cache; it
