@@ -154,6 +154,8 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
         ("digest", K, "None"),
         ("dockerfile", K, "''"),
         ("path", K, "''"),
+        ("nodes", K, "None"),
+        ("waited", K, "None"),
     ],
     # flyte.build in 2.12.1 is (image, dry_run=False, force=False, wait=True); the options after
     # them are keyword-only additions of flyte-images.
