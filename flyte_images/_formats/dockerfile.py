@@ -146,7 +146,6 @@ class Instructions:
 
     python_version: tuple[int, int] | None
     base_image: str
-    platforms: tuple[str, ...]
     options: RenderOptions
     instructions: list[str] = field(default_factory=list)
     secrets: list[Secret] = field(default_factory=list)

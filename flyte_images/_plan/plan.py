@@ -160,7 +160,7 @@ def _make(image: Image, options: RenderOptions, cache: StatCache | None, snap: S
 
 def _render(image: Image, inputs: tuple[Inputs, ...], options: RenderOptions) -> Instructions:
     """The Dockerfile of `image` from what its layers read: a pure function of both."""
-    out = Instructions(image.python_version, image.resolved_base_image() or "", image.platform, options)
+    out = Instructions(image.python_version, image.resolved_base_image() or "", options)
     layers = image._layers
     if not (layers and layers[0].KIND == "debian_base"):
         out.from_base()
