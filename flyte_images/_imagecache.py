@@ -29,7 +29,8 @@ _SHOWN_INPUT_CHARS = 60
 _JSON_HINT = (
     'expected a JSON object of string maps, as ImageCache.to_json() writes: {"image_lookup": '
     '{"env": "registry/repo:tag"}, "identifiers": {"env": "<hex> or null"}, "digests": '
-    '{"env": "sha256:<hex> or null"}, "status": {"env": "built"}, "reasons": {"env": "why"}} '
+    '{"env": "sha256:<hex> or null"}, "status": {"env": "built"}, "reasons": {"env": "why"}, '
+    '"nodes": {"env": {"linux/amd64": "tcp://bk-1:1234"}}, "waited": {"env": {"linux/amd64": 0.5}}} '
     "(every key optional)"
 )
 _TRANSPORT_HINT = "pass the string ImageCache.to_transport returned, unchanged"
@@ -47,6 +48,10 @@ class _Maps:
     status: dict[str, str] = field(default_factory=dict)  # built | exists | reference | planned | failed
     reasons: dict[str, str] = field(default_factory=dict)
     build_run_ids: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Where a backend that chooses a BuildKit daemon built each platform, and how long it waited
+    # for a build slot there (seconds): name -> platform -> address / seconds; built images only.
+    nodes: dict[str, dict[str, str]] = field(default_factory=dict)
+    waited: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass

@@ -165,8 +165,10 @@ def test_dry_run_json_keeps_progress_and_summary_on_stderr(tmp_path: Path) -> No
         "digests": {},
         "identifiers": {},
         "image_lookup": {},
+        "nodes": {},
         "reasons": {"app": "str"},
         "status": {"app": "str"},
+        "waited": {},
     }
     assert re.search(r"^app\s+planned\s+-\s+\(would build 127\.0\.0\.1:1/app:[0-9a-f]{32}", done.stderr, re.M)
     quiet = _cli("build", target, "--dry-run", "--json", "--no-require-check", "--progress", "quiet")
@@ -241,8 +243,10 @@ def test_a_ci_build_shows_steps_cached_markers_times_and_a_summary_beside_json(t
             "digests": {"img": "str"},
             "identifiers": {"img": "str"},
             "image_lookup": {"img": "str"},
+            "nodes": {},
             "reasons": {"img": "str"},
             "status": {"img": "str"},
+            "waited": {},
         }
         assert doc["status"] == {"img": "built"} and uri == f"fi-test-ci:{doc['identifiers']['img']}"
         steps = re.findall(r"^\[img\] \[(\d)/3\] (?:RUN .*|DONE [0-9.]+s)$", first.stderr, re.M)

@@ -431,3 +431,43 @@ def test_a_fresh_daemon_takes_each_platforms_unchanged_steps_from_its_cache_tag(
         assert second.outcomes(platform, "echo deps-ran") in (["cached"], ["done"])
         assert second.outcomes(platform, "/srv") == ["done"]
     assert f"deps-ran-{run}" not in progress.replace(f"echo deps-ran-{run}", "")
+
+
+def test_the_command_line_says_where_each_platform_goes_and_went(
+    on_pool: ThreeDaemons, local_registry: str, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    run = uuid.uuid4().hex[:8]
+    (tmp_path / "images.py").write_text(
+        "from flyte_images import Image\n"
+        f"app = Image.from_base({BUSYBOX!r}).clone(name='fi-pool-cli-{run}', registry={local_registry!r}, "
+        f"platform={BOTH!r}).with_commands(['echo {run}'])\n"
+    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "flyte_images._cli", *args]
+        return subprocess.run(command, capture_output=True, text=True, check=False, timeout=600, cwd=tmp_path)
+
+    arm = on_pool.daemons[2]
+    before = [d.built() for d in on_pool.daemons]
+    dry = cli("build", "images.py", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    (reason,) = json.loads(dry.stdout)["reasons"].values()
+    planned = re.search(r"; linux/amd64 on (\S+), linux/arm64 on (\S+)\)$", reason)
+    assert planned is not None and planned.group(2) == arm.address, reason
+    assert [d.built() for d in on_pool.daemons] == before  # a dry run builds nothing anywhere
+
+    built = cli("build", "images.py", "--json")
+    assert built.returncode == 0, built.stderr
+    doc = json.loads(built.stdout)
+    identifier = doc["identifiers"]["app"]
+    amd = next(d for d in on_pool.daemons[:2] if identifier in d.built())
+    assert identifier in arm.built()
+    assert doc["nodes"] == {"app": {"linux/amd64": amd.address, "linux/arm64": arm.address}}
+    assert amd.address == planned.group(1)  # where the dry run said it would go
+    assert set(doc["waited"]["app"]) == set(BOTH) and all(w >= 0 for w in doc["waited"]["app"].values())
+    said = cli("explain", "images.py")
+    assert said.returncode == 0, said.stderr
+    assert f"linux/arm64 on {arm.address}" in said.stdout + said.stderr

@@ -38,6 +38,12 @@ def test_round_trips_are_byte_identical() -> None:
     assert ImageCache.from_json("{}") == ImageCache()
 
 
+def test_where_images_were_built_reads_back() -> None:
+    cache = ImageCache(nodes={"app": {"linux/arm64": "tcp://bk-arm:1234"}}, waited={"app": {"linux/arm64": 1.5}})
+    assert ImageCache.from_json(cache.to_json()) == cache
+    assert ImageCache.from_json('{"waited": {"app": {"linux/amd64": 2}}}').waited == {"app": {"linux/amd64": 2.0}}
+
+
 def test_unknown_keys_are_ignored() -> None:
     assert ImageCache.from_json('{"image_lookup": {"a": "x:1"}, "added_later": 1}').image_lookup == {"a": "x:1"}
 
@@ -50,6 +56,8 @@ def test_unknown_keys_are_ignored() -> None:
         ('{"image_lookup": 5}', "image_lookup: Input should be an object"),
         ('{"identifiers": {"env": 3}}', "identifiers.env: Input should be a valid string"),
         ('{"status": {"env": null}}', "status.env: Input should be a valid string"),
+        ('{"waited": {"env": {"linux/amd64": true}}}', "waited.env.linux/amd64: Input should be a valid number"),
+        ('{"nodes": {"env": {"linux/amd64": 1}}}', "nodes.env.linux/amd64: Input should be a valid string"),
         ("not json", "Invalid JSON"),
         ("", "Invalid JSON"),
     ],

@@ -16,8 +16,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -48,6 +48,8 @@ class _Job:
     reason: str = ""
     known: dict[str, Decision] | None = None  # the skip rule's answers, asked with every other image's
     planned: tuple[Route, BuildPlan] | None = None  # its route and plan, made once
+    nodes: Mapping[str, str] = field(default_factory=dict)  # platform -> the daemon that built it
+    waited: Mapping[str, float] = field(default_factory=dict)  # platform -> seconds waited for a slot
 
 
 @syncaio
@@ -156,6 +158,8 @@ def build_named(
                 cache.image_lookup[name] = job.uri
                 cache.identifiers[name] = job.uri.rsplit(":", 1)[1]
                 cache.digests[name] = job.digest
+                if job.nodes:
+                    cache.nodes[name], cache.waited[name] = dict(job.nodes), dict(job.waited)
     if "failed" in cache.status.values():
         raise ImagesFailedError(cache, uris)
     return cache
@@ -263,7 +267,7 @@ def _build_all(jobs: list[_Job], concurrency: int, options: BuildOptions, report
         except FlyteImagesError as exc:
             job.status, job.reason = "failed", str(exc)
         else:
-            job.uri, job.digest = result.uri, result.digest
+            job.uri, job.digest, job.nodes, job.waited = result.uri, result.digest, result.nodes, result.waited
             job.status = done = "built" if result.built else "exists"
             if result.built and result.path == "append":
                 done = "appended"

@@ -2,7 +2,8 @@
 answers, Docker's config.json, the config file and ImageCache JSON. Small and strict, and cheap
 to import (a validation library would cost every process tens of milliseconds).
 
-A dataclass's type hints are its schema: `str`, `int` (never a bool), `Literal[...]`, `list[X]`,
+A dataclass's type hints are its schema: `str`, `int` (never a bool), `float` (an int too),
+`Literal[...]`, `list[X]`,
 `dict[str, X]`, `X | None` and other such dataclasses, with `Annotated` adding an `Alias` (the
 JSON key), an `AtLeast` bound, or a check that raises ValueError. Nothing is coerced; unknown keys
 are ignored. Every problem is collected with its path, worded as pydantic's strict mode words it,
@@ -144,6 +145,11 @@ def _check(hint: Any, value: Any, path: Path, problems: list[Problem]) -> Any:
             problems.append(Problem(path, f"Input should be a valid {noun}"))
             return _BAD
         return value
+    if hint is float:
+        if type(value) not in (int, float):  # JSON's 2 is 2.0; a bool is no number
+            problems.append(Problem(path, "Input should be a valid number"))
+            return _BAD
+        return float(value)
     if dataclasses.is_dataclass(hint):
         return _model(typing.cast(type, hint), value, path, problems)
     raise TypeError(f"no check for the type {hint!r}")
