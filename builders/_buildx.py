@@ -157,6 +157,8 @@ def _stream(command: list[str], output: BuildOutput, platform: str | None, runs:
         raise
     finally:
         process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
         if runs is not None:
             runs.discard(process)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from flyte_images import _config
 from flyte_images._errors import EngineUnavailableError
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -162,10 +163,16 @@ def buildx_plugin() -> str | None:
     return None if "cliPluginsExtraDirs" in text else _installed_plugin(config)
 
 
+def selected_builder() -> str | None:
+    """The buildx builder named for the docker backend's builds: the `buildx_builder` setting,
+    else BUILDX_BUILDER; None when buildx picks (`docker buildx use`, else the engine's)."""
+    return _config.configured_buildx_builder() or os.environ.get("BUILDX_BUILDER") or None
+
+
 def default_builder() -> bool:
     """True when buildx would use the engine's own builder (the `docker` driver): no builder
-    selected by BUILDX_BUILDER and none made current with `docker buildx use`."""
-    if os.environ.get("BUILDX_BUILDER"):
+    named (`selected_builder`) and none made current with `docker buildx use`."""
+    if selected_builder():
         return False
     current = Path(os.environ.get("BUILDX_CONFIG") or _docker_config() / "buildx") / "current"
     try:

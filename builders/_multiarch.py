@@ -90,13 +90,14 @@ _PROBE_ERRORS = (OSError, subprocess.SubprocessError, ValueError)
 
 def engine_facts() -> EngineFacts:
     """What the current engine and buildx builder can do; probed once per engine and builder."""
-    key = tuple(os.environ.get(k, "") for k in ("DOCKER_HOST", "DOCKER_CONTEXT", "BUILDX_BUILDER", "DOCKER_CONFIG"))
+    named = _engine.selected_builder()
+    key = (*(os.environ.get(k, "") for k in ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG")), named or "")
     if key not in _facts:
-        _facts[key] = _probe_facts()
+        _facts[key] = _probe_facts(named)
     return _facts[key]
 
 
-def _probe_facts() -> EngineFacts:
+def _probe_facts(named: str | None = None) -> EngineFacts:
     """Anything that cannot be read counts as the least capable engine (the classic store and
     the `docker` driver): one platform per build works on every engine."""
     info: dict[str, object] = {}
@@ -110,7 +111,7 @@ def _probe_facts() -> EngineFacts:
     driver = "docker"
     if not _engine.default_builder():
         with contextlib.suppress(*_PROBE_ERRORS):
-            done = _engine.cli("buildx", "inspect")
+            done = _engine.cli("buildx", "inspect", *([named] if named else []))
             found = re.search(r"^Driver:\s*(\S+)", done.stdout, re.MULTILINE)
             driver = found.group(1) if done.returncode == 0 and found else "docker"
     machine = str(info.get("Architecture", "") or os.uname().machine)

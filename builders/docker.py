@@ -1,7 +1,9 @@
 """The local Docker engine backend: `docker buildx build` (`_buildx`) on the engine's own BuildKit.
 
 Works with buildx's default `docker` driver: no builder container is created and nothing is
-pulled for the builder itself. Several platforms are built in one build where the builder can,
+pulled for the builder itself; or hands its builds to a buildx builder made with `docker buildx
+create` (`buildx_builder`, or BUILDX_BUILDER), such as a kubernetes-driver builder whose
+replicas buildx balances itself. Several platforms are built in one build where the builder can,
 else one build per platform joined by an image index (`_multiarch`); emulation for foreign
 platforms is checked first.
 """
@@ -81,7 +83,6 @@ class DockerBuilder:
     build at once when each is built on its own (default FLYTE_IMAGES_PLATFORM_CONCURRENCY, else 2)."""
 
     name: ClassVar[str] = "docker"
-    exports_cache: ClassVar[bool] = False  # buildx's `docker` driver imports a registry cache, never writes one
     loads: ClassVar[bool] = True
     # gzip only: with the classic image store, buildx's `docker` driver hands the push to dockerd,
     # which writes Docker media types and gzip layers whatever the output asks (Docker 20.10:
@@ -90,6 +91,13 @@ class DockerBuilder:
 
     def __init__(self, platform_concurrency: int | None = None) -> None:
         self._concurrency = platform_concurrency
+
+    @property
+    def exports_cache(self) -> bool:
+        """Whether the builder writes a registry layer cache: buildx's `docker` driver (the
+        engine's own builder) imports one and never writes one; a builder of another driver
+        (`buildx_builder`, BUILDX_BUILDER) does. Asked once per engine and builder."""
+        return multiarch.engine_facts().driver != "docker"
 
     @property
     def multi_platform(self) -> bool:
@@ -185,7 +193,9 @@ def extra_args() -> list[str]:
 
 def run_build(request: BuildRequest, progress: Progress, runs: _buildx.Runs | None = None) -> BuildResult:
     """One `docker buildx build` on the engine's builder; `runs`: the builds that stop together."""
-    command = partial(_buildx.buildx_command, request, native=_native(), options=extra_args())
+    named = _engine.selected_builder()
+    options = [*(["--builder", named] if named else []), *extra_args()]
+    command = partial(_buildx.buildx_command, request, native=_native(), options=options)
     return _buildx.run(request, progress, command, partial(_explain, request=request), "docker buildx build", runs)
 
 

@@ -65,6 +65,7 @@ class FileShape:
     cache: str | None = None  # "registry": BuildKit's layer cache kept in the image's repository
     staging_cap: str | None = None  # a TOML integer is read as its digits
     compression: str | None = None  # of pushed layers: "gzip" or "zstd"
+    buildx_builder: str | None = None  # the buildx builder the docker backend builds on
 
 
 _KEYS = frozenset(f.name for f in fields(FileShape))
@@ -237,6 +238,26 @@ def configured_cache() -> str | None:
     value = _pick("cache", CACHE_ENV)
     if value is not None and value not in ("registry", "none"):
         raise ConfigError(f"cache={value!r} (from {CACHE_ENV} or the config file) is not 'registry' or 'none'")
+    return value
+
+
+BUILDX_BUILDER_ENV = "FLYTE_IMAGES_BUILDX_BUILDER"
+_BUILDX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+
+
+def configured_buildx_builder() -> str | None:
+    """The buildx builder the docker backend hands its builds to (FLYTE_IMAGES_BUILDX_BUILDER or
+    the config file's `buildx_builder`): one made with `docker buildx create`, such as a
+    kubernetes-driver builder with its own replicas and load balancing. None: buildx's own
+    choice (BUILDX_BUILDER, `docker buildx use`, else the engine's)."""
+    value = _pick("buildx_builder", BUILDX_BUILDER_ENV)
+    if value is not None and not _BUILDX_NAME.match(value):
+        in_env = os.environ.get(BUILDX_BUILDER_ENV)
+        source = BUILDX_BUILDER_ENV if in_env else f"buildx_builder in {_from_file().source}"
+        raise ConfigError(
+            f"{source} is {value!r}, which is not a buildx builder name: give the NAME of `docker buildx ls` "
+            "(letters, digits, '.', '_' and '-')"
+        )
     return value
 
 
