@@ -30,54 +30,13 @@ import time
 import uuid
 from pathlib import Path
 
+from private_daemon import BUILDKIT_ENV, Daemon
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-BUILDKIT_ENV = Path("/var/lib/flyte-images-engine/buildkit/env")
 IMAGES = 8
 SPREAD_GOAL, CACHE_GOAL = 0.6, 0.3
-
-
-class Daemon:
-    """A buildkitd of this benchmark alone: own socket, state and configuration (the engine's
-    mirror of docker.io, and one step at a time)."""
-
-    def __init__(self, home: Path) -> None:
-        values = dict(line.split("=", 1) for line in BUILDKIT_ENV.read_text().splitlines() if "=" in line)
-        self.buildkitd, self.buildctl = values["BUILDKITD"], values["BUILDCTL"]
-        self.home, self.root = home, home / "root"
-        self.addr = f"unix://{home}/buildkitd.sock"
-        self.config = home / "buildkitd.toml"
-        home.mkdir(parents=True, exist_ok=True)
-        shared = Path(values["BUILDKITD_CONFIG"]).read_text()
-        self.config.write_text(f"{shared.rstrip()}\n\n[worker.oci]\n  max-parallelism = 1\n")
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        command = [self.buildkitd, "--config", str(self.config), "--root", str(self.root), "--addr", self.addr]
-        command += ["--oci-worker-net=host", "--containerd-worker=false"]
-        with (self.home / "buildkitd.log").open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            probe = [self.buildctl, "--addr", self.addr, "debug", "workers"]
-            if subprocess.run(probe, capture_output=True, check=False).returncode == 0:
-                return
-            time.sleep(0.2)
-        raise SystemExit(f"buildkitd did not start: see {self.home / 'buildkitd.log'}")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=60)
-            self.process = None
-
-    def wipe(self) -> None:
-        """An empty daemon: nothing pulled or built before."""
-        self.stop()
-        subprocess.run(["umount", "-R", str(self.root)], capture_output=True, check=False)
-        shutil.rmtree(self.root, ignore_errors=True)
-        self.start()
 
 
 def use_pool(home: Path, registry: str, daemons: list[Daemon], name: str) -> None:
@@ -162,7 +121,7 @@ def main() -> None:
         os.environ.pop(f"FLYTE_IMAGES_BUILDKIT_{name}", None)
     home = Path(tempfile.mkdtemp(prefix="fi-bench-pool-"))
     os.environ.setdefault("FLYTE_IMAGES_CACHE_DIR", str(home / "cache"))
-    daemons = [Daemon(home / f"node-{i}") for i in range(2)]
+    daemons = [Daemon(home / f"node-{i}", one_step=True) for i in range(2)]
     times: dict[str, list[float]] = {"one node": [], "two nodes": [], "cold": [], "fresh + cache": []}
     try:
         for daemon in daemons:

@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+from private_daemon import BUILDKIT_ENV, Daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -76,46 +77,6 @@ def layers_bytes(host: str, uri: str) -> tuple[int, set[str]]:
     answer.raise_for_status()
     layers = answer.json()["layers"]
     return sum(layer["size"] for layer in layers), {layer["mediaType"].rsplit("+", 1)[-1] for layer in layers}
-
-
-BUILDKIT_ENV = Path("/var/lib/flyte-images-engine/buildkit/env")
-
-
-class Daemon:
-    """A buildkitd of this benchmark alone (own socket and state), from the binary and
-    configuration fixtures/engine/buildkit.sh installed, so it can be wiped between steps."""
-
-    def __init__(self, home: Path) -> None:
-        values = dict(line.split("=", 1) for line in BUILDKIT_ENV.read_text().splitlines() if "=" in line)
-        self.buildkitd, self.buildctl, self.config = values["BUILDKITD"], values["BUILDCTL"], values["BUILDKITD_CONFIG"]
-        self.home, self.root = home, home / "root"
-        self.addr = f"unix://{home}/buildkitd.sock"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        command = [self.buildkitd, "--config", self.config, "--root", str(self.root), "--addr", self.addr]
-        with (self.home / "buildkitd.log").open("ab") as log:
-            command += ["--oci-worker-net=host", "--containerd-worker=false"]
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            probe = [self.buildctl, "--addr", self.addr, "debug", "workers"]
-            if subprocess.run(probe, capture_output=True, check=False).returncode == 0:
-                return
-            time.sleep(0.2)
-        raise SystemExit(f"buildkitd did not start: see {self.home / 'buildkitd.log'}")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-            self.process = None
-
-    def wipe(self) -> None:
-        """An empty daemon: nothing pulled, built or compressed before."""
-        self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
-        self.start()
 
 
 def pull(daemon_builder: str, uri: str, folder: Path) -> float:
