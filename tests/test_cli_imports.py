@@ -1,5 +1,6 @@
 """What a command loads: a registry command httpx, but not httpx's own command line (click, rich,
-pygments); an append build of an edited folder not the layer reader, and no command pydantic."""
+pygments); an append build of an edited folder not the layer reader, and no command pydantic.
+And what the program leaves to its exit."""
 
 from __future__ import annotations
 
@@ -80,3 +81,24 @@ def test_an_append_edit_loop_loads_neither_the_layer_reader_nor_pydantic(tmp_pat
     assert first["status"] == second["status"] == {"app": "built"}
     assert first["image_lookup"] != second["image_lookup"]
     assert not {"tarfile", "flyte_images._append.layerscan", "pydantic"} & loaded
+
+
+def test_the_program_leaves_its_objects_to_the_exit_and_a_library_call_does_not(tmp_path: Path) -> None:
+    """Run as the program (no argv), a command freezes the objects it made, so the collections
+    at interpreter exit do not walk every object of its modules; called with argv (by a library
+    or a test, whose process goes on) it freezes nothing."""
+    images = tmp_path / "images.py"
+    images.write_text("from flyte_images import Image\napp = Image.from_base('busybox:1.36')\n")
+    script = (
+        "import gc, sys\n"
+        "from flyte_images._cli import main\n"
+        "main(['id', sys.argv[1]])\n"
+        "called = gc.get_freeze_count()\n"
+        "sys.argv[1:] = ['id', sys.argv[1]]\n"
+        "main()\n"
+        "print(called, gc.get_freeze_count() > 0)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(images)], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip().splitlines()[-1] == "0 True", done.stdout + done.stderr
