@@ -15,7 +15,7 @@ import pytest
 from conftest import write_tree
 
 import flyte_images
-from flyte_images import Image, SourceNotFoundError
+from flyte_images import Image, InvalidLayerArgument, SourceNotFoundError
 from flyte_images._build import engine_route as route_module
 from flyte_images._files import staging as stage_module
 from flyte_images._image import identity as identity_module
@@ -275,3 +275,13 @@ def test_dockerfile_and_id_print_from_the_same_plan(tmp_path: Path) -> None:
     assert made.uri == image.uri and made.labels == {IDENTITY_LABEL: made.identifier}
     assert [s.dest for s in made.manifest] == ["_fi/0/src/a.py"]
     assert made.manifest[0].entry.size == 1 and made.manifest[0].entry.mode == 0o644
+
+
+def test_a_platform_uv_has_no_build_for_stops_a_dry_run_and_a_build_before_anything_is_built() -> None:
+    image = Image.from_debian_base(name="armv6", platform=("linux/arm/v6",)).with_pip_packages("requests")
+    assert len(image.identifier) == 32  # the identifier needs no uv binary
+    fake = FakeBuilder()
+    for dry_run in (True, False):
+        with pytest.raises(InvalidLayerArgument, match=r"uv has no build for linux/arm/v6"):
+            flyte_images.build(image, builder=fake, dry_run=dry_run, push=False, quiet=True)
+    assert fake.requests == []

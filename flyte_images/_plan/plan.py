@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from .._files.entries import FILE, Entry
 from .._files.sources import Sources, Staged
 from .._files.statcache import StatCache, shared_stat_cache
+from .._files.uvbin import target_arch, uv_binary
 from .._formats.dockerfile import Instructions, RenderOptions
 from .._image.identity import TAG_HEX_DIGITS, Identified, Identity, digest_of
 from .._image.image import Image
@@ -57,7 +58,7 @@ class BuildPlan:
     secrets: tuple[Secret, ...]
     platforms: tuple[str, ...]
     inputs: tuple[Inputs, ...]  # what each layer read (a Dockerfile image: its context)
-    extra: tuple[Staged, ...] = ()  # staged besides the layers' files (uv)
+    has_uv: bool = False  # the build context holds uv for every platform (`_fi/uv/<arch>/uv`)
     base_part: Part | None = None  # a Dockerfile image's base part, with its files
     instructions: tuple[str, ...] = ()  # what was rendered, one item per Dockerfile instruction
     url_secrets: tuple[tuple[str, str], ...] = ()  # (build secret id, index URL with credentials)
@@ -84,7 +85,13 @@ class BuildPlan:
     def manifest(self) -> tuple[Staged, ...]:
         """Every staged path with its size, mode and digest (made when first asked for: a plan
         for `id` or a skipped build never needs it)."""
-        return tuple(s for inputs in self.inputs for s in inputs.manifest()) + self.extra
+        return tuple(s for inputs in self.inputs for s in inputs.manifest()) + self.uv_binaries()
+
+    def uv_binaries(self) -> tuple[Staged, ...]:
+        """uv for every target platform, where the context holds it (its version is in the
+        identifier, not its bytes)."""
+        entry = Entry("uv", FILE, 0o755)
+        return tuple(Staged(f"_fi/uv/{target_arch(p)}/uv", entry) for p in self.platforms) if self.has_uv else ()
 
     @cached_property
     def parts(self) -> tuple[Part, ...]:
@@ -110,12 +117,13 @@ def plan(
     """The plan of `image` from one hashing read of its files (nothing is staged); `uri`
     replaces repository:identifier as the uri it is tagged as. `check_locks` runs the checks a
     build runs first (a uv.lock that no longer matches its pyproject.toml, secrets a build cannot
-    mount), for a dry run."""
+    mount, a platform uv has no build for), for a dry run."""
     if check_locks:
         preflight(image)
     made = _make(image, options or RenderOptions(), shared_stat_cache(use_stat_cache), None)
     if check_locks:
         unusable_secrets(made.secrets)
+        made.uv_binaries()  # uv exists for every platform (else the build would stop when staging)
     return replace(made, tag_uri=uri) if uri else made
 
 
@@ -129,6 +137,9 @@ def staged_plan(image: Image, options: RenderOptions | None = None, *, uri: str 
     preflight(image)
     with snapshot(description_key(image)) as snap:
         made = _make(image, options or RenderOptions(), shared_stat_cache(), snap)
+        if made.has_uv:  # fetched once per machine, hard-linked into each staging folder
+            for staged, platform in zip(made.uv_binaries(), made.platforms, strict=True):
+                snap.share_file(uv_binary(platform), staged.dest)
         dockerfile = made.dockerfile_path or snap.dockerfile
         if made.dockerfile_path is None:
             snap.write_dockerfile(made.dockerfile)
@@ -148,36 +159,24 @@ def preflight(image: Image) -> None:
 
 
 def _make(image: Image, options: RenderOptions, cache: StatCache | None, snap: Snapshot | None) -> BuildPlan:
-    sources = Sources(cache=cache, snap=snap)
-    made = image._identified(sources)
+    made = image._identified(Sources(cache=cache, snap=snap))
     repository = image._repository()
     if made.dockerfile is not None:
         return _from_dockerfile(image, repository, made, made.dockerfile)
-    out = _render(image, made.inputs, options)
-    extra = tuple(_uv_binaries(image.platform, sources)) if out.has_uv else ()
-    return _assembled(image, made.identity, repository, made.inputs, out, extra, options)
+    return _assembled(image, made.identity, repository, made.inputs, options)
 
 
-def _render(image: Image, inputs: tuple[Inputs, ...], options: RenderOptions) -> Instructions:
-    """The Dockerfile of `image` from what its layers read: a pure function of both."""
+def _assembled(
+    image: Image, identity: Identity, repository: str, inputs: tuple[Inputs, ...], options: RenderOptions
+) -> BuildPlan:
+    """The plan of a layered image from what its layers read; its Dockerfile is a pure function
+    of both."""
     out = Instructions(image.python_version, image.resolved_base_image() or "", options)
     layers = image._layers
     if not (layers and layers[0].KIND == "debian_base"):
         out.from_base()
     for index, layer in enumerate(layers):
         layer.render(out, inputs[index], index)
-    return out
-
-
-def _assembled(
-    image: Image,
-    identity: Identity,
-    repository: str,
-    inputs: tuple[Inputs, ...],
-    out: Instructions,
-    extra: tuple[Staged, ...],
-    options: RenderOptions,
-) -> BuildPlan:
     return BuildPlan(
         image=image,
         identity=identity,
@@ -189,7 +188,7 @@ def _assembled(
         url_secrets=tuple(out.url_secrets),
         platforms=image.platform,
         inputs=inputs,
-        extra=extra,
+        has_uv=out.has_uv,
         options=options,
     )
 
@@ -204,16 +203,7 @@ def subplan(planned: BuildPlan, kept: tuple[int, ...]) -> BuildPlan:
     `kept` may drop layers at the end, and layers that render nothing anywhere (ignore rules)."""
     image = planned.image._replace(_layers=tuple(planned.image._layers[i] for i in kept))
     inputs = tuple(planned.inputs[i] for i in kept)
-    out = _render(image, inputs, planned.options)
-    made = _assembled(
-        image,
-        planned.identity.with_layers(kept),
-        planned.repository,
-        inputs,
-        out,
-        planned.extra if out.has_uv else (),
-        planned.options,
-    )
+    made = _assembled(image, planned.identity.with_layers(kept), planned.repository, inputs, planned.options)
     if planned.context is None:
         return made
     path = planned.context.parent / f"{made.identifier}.Dockerfile"
@@ -221,20 +211,6 @@ def subplan(planned: BuildPlan, kept: tuple[int, ...]) -> BuildPlan:
     tmp.write_text(made.dockerfile, encoding="utf-8")
     tmp.replace(path)
     return replace(made, context=planned.context, dockerfile_path=path)
-
-
-def _uv_binaries(platforms: tuple[str, ...], sources: Sources) -> list[Staged]:
-    """uv for every target platform (its version is in the identifier, not its bytes); fetched
-    and staged only when building (a hard link to the cached binary: staging folders share it)."""
-    from .._files.uvbin import target_arch, uv_binary
-
-    staged = []
-    for platform in platforms:
-        dest = f"_fi/uv/{target_arch(platform)}/uv"
-        if sources.snap is not None:
-            sources.snap.share_file(uv_binary(platform), dest)
-        staged.append(Staged(dest, Entry("uv", FILE, 0o755)))
-    return staged
 
 
 def _from_dockerfile(
