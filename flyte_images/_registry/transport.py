@@ -88,7 +88,8 @@ def parse_url(text: str) -> httpx.URL:
         raise InvalidURL(f"{text[:80]!r} is not an http(s) URL")
     if any(c in text for c in "\r\n\t "):
         raise InvalidURL(f"{text[:80]!r} holds whitespace")
-    return url.copy_with(username=None, password=None)
+    # Parsed again only when there are credentials to drop (each parse costs every request).
+    return url.copy_with(username=None, password=None) if url.userinfo else url
 
 
 def join(url: httpx.URL, location: str) -> httpx.URL:
