@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Protocol
 
 from .. import _config, _interrupt
 from .._errors import FlyteImagesError
-from .._image.environment import Environment, environment_closure, image_of
 from .._image.image import Image
 from .._imagecache import ImageCache, ImagesFailedError
 from .._plan.plan import BuildPlan, plan
@@ -36,6 +35,8 @@ from .route import build_planned, route_of, tag_as
 
 if TYPE_CHECKING:
     from flyte_images.builders.base import Progress, ProgressEvent
+
+    from .._image.environment import Environment
 
 
 @dataclass
@@ -98,6 +99,10 @@ def build_images(
         tags=tags,
         compression=compression,
     )
+    # Here: a build of Images alone (the CLI's, `build()`) never loads the environment model
+    # (policies, resources: about 10 ms of every command).
+    from .._image.environment import environment_closure, image_of
+
     named: list[tuple[str, Environment | Image]] = []
     for env in environment_closure(envs):
         image = image_of(env)
@@ -123,7 +128,7 @@ def build_named(
             _record_seed(cache, name, seed_cache)
             continue
         try:
-            image = image_of(target) if isinstance(target, Environment) else target
+            image = target if isinstance(target, Image) else _image_of(target)
             if isinstance(image, str) or image.is_reference:
                 uri = image if isinstance(image, str) else image.uri
                 cache.image_lookup[name], cache.identifiers[name] = uri, None
@@ -163,6 +168,12 @@ def build_named(
     if "failed" in cache.status.values():
         raise ImagesFailedError(cache, uris)
     return cache
+
+
+def _image_of(env: Environment) -> Image | str:
+    from .._image.environment import image_of  # here: see build_images
+
+    return image_of(env)
 
 
 def _with_code(image: Image, copy_style: str) -> Image:
