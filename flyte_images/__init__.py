@@ -53,12 +53,12 @@ if TYPE_CHECKING:
         StepFailedError,
     )
     from ._flyte import from_flyte
+    from ._formats.validation import Architecture
     from ._image.environment import Environment, TaskEnvironment
     from ._image.image import Image
     from ._image.policies import Cache, Cron, FixedRate, PodTemplate, RetryStrategy, ReusePolicy, Timeout, Trigger
     from ._image.resources import AMD_GPU, GPU, HABANA_GAUDI, TPU, Device, Neuron, Resources
     from ._image.secret import Secret, SecretRequest
-    from ._image.validation import Architecture
     from ._imagecache import ImageCache, ImagesFailedError
     from ._init import init, init_from_config
 
@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 # program that only builds never loads the environment model, and the other way round.
 _LAZY = {
     "AMD_GPU": "._image.resources",
-    "Architecture": "._image.validation",
+    "Architecture": "._formats.validation",
     "BaseImageNotFoundError": "._errors",
     "BuildError": "._errors",
     "PlatformNotSupportedError": "._errors",

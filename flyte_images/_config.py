@@ -18,8 +18,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ._errors import ConfigError
+from ._errors import ConfigError, InvalidLayerArgument
 from ._formats import shapes as _shapes
+from ._formats.validation import registry as check_registry
 
 REGISTRY_ENV = "FLYTE_IMAGES_REGISTRY"
 FLYTE_REGISTRY_ENV = "FLYTE_IMAGE_REGISTRY"  # the Flyte SDK's name, read after ours
@@ -203,9 +204,6 @@ def _pick(name: str, *envs: str) -> str | None:
 
 def configured_registry() -> str | None:
     """The registry from init(...), FLYTE_IMAGES_REGISTRY or the config file, checked like an argument."""
-    from ._errors import InvalidLayerArgument
-    from ._image.validation import registry as check_registry
-
     value = _pick("registry", REGISTRY_ENV, FLYTE_REGISTRY_ENV)
     if value is None:
         return None

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .. import _config
 from .._errors import ConfigError, InvalidLayerArgument
-from .._image.validation import platforms as check_platforms
+from .._formats.validation import platforms as check_platforms
 
 if TYPE_CHECKING:
     from flyte_images.builders.base import Builder

@@ -237,7 +237,7 @@ def _failures(exc: Any) -> None:
 def _check_arguments(args: argparse.Namespace) -> None:
     """Refuse what cannot work before anything is loaded or built (usage errors, exit 2)."""
     from .._errors import InvalidImageError
-    from .._image.validation import platforms
+    from .._formats.validation import platforms
 
     if args.output is not None and "\0" in str(args.output):
         raise LoadError(f"--output {str(args.output)!r} holds a NUL character, which no file name can")

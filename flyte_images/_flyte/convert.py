@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InvalidImageError, SourceError
+from .._formats import validation as check
+from .._formats.validation import Architecture
 from .._image import args
-from .._image import validation as check
 from .._image.image import Image
 from .._image.layers import CodeBundle, DebianBase, PythonWheels
 from .._image.secret import Secret
-from .._image.validation import Architecture
 from ._compat import FlyteConversionError, UntranslatableLayerError, require_supported_flyte
 
 if TYPE_CHECKING:

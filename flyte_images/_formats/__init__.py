@@ -1,2 +1,3 @@
 """Formats: pure functions from values to bytes and text (identifier encoding, quoting, the
-Dockerfile), and the one strict reader of what comes from outside (JSON, TOML)."""
+Dockerfile), what an argument may look like (validation), and the one strict reader of what
+comes from outside (JSON, TOML)."""

@@ -18,11 +18,15 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from functools import cache
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from .._errors import InvalidLayerArgument
-from .._image.secret import Secret
 from . import quote as q
+from .validation import image_reference
+
+if TYPE_CHECKING:
+    from .._image.secret import Secret
 
 CA_SECRET_ID = "flyte-images-ca"
 UV_STAGE = "flyte-images-uv"
@@ -134,9 +138,7 @@ def line_safe(parameter: str, value: str) -> str:
 
 
 def base_reference(parameter: str, value: str | None) -> str:
-    """A base image reference fit for `FROM` (see `_validation.image_reference`)."""
-    from .._image.validation import image_reference
-
+    """A base image reference fit for `FROM` (see `validation.image_reference`)."""
     return line_safe(parameter, image_reference(parameter, value))
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _config
 from .._errors import InvalidLayerArgument
-from . import validation as check
+from .._formats import validation as check
 from .layers.code import COPY_STYLES, CopyStyle
 from .secret import Secret, SecretRequest, normalize_secrets
 

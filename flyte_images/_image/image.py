@@ -19,8 +19,9 @@ from .. import _config
 from .._errors import InvalidLayerArgument, LayerNotAllowedError, SourceNotFoundError
 from .._files.sources import Sources
 from .._files.statcache import shared_stat_cache
+from .._formats import validation as check
+from .._formats.validation import Architecture
 from . import args
-from . import validation as check
 from .args import DEFAULT_FLYTE_VERSION, DEFAULT_IMAGE_NAME, DEFAULT_PLATFORMS, default_base_image, optional_registry
 from .identity import Identified, identify, identify_dockerfile, repository_of
 from .layers.base import Layer
@@ -29,7 +30,6 @@ from .layers.files import DockerIgnore, SourceFile, SourceFolder
 from .layers.system import AptPackages, Commands, DebianBase, Env, WorkDir
 from .packages import PackageMethods
 from .secret import Secret, SecretRequest, normalize_secrets
-from .validation import Architecture
 
 __all__ = ["Image", "resolve_code_bundle_layer"]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from .._errors import InvalidLayerArgument
-from . import validation as check
+from .._formats import validation as check
 from .args import install_mode, install_options, optional_text, pip_packages
 from .secret import SecretRequest, normalize_secrets
 

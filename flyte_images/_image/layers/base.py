@@ -17,8 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 from ..._files.entries import DIR, Tree
 from ..._files.sources import Sources, Staged
 from ..._formats.encoding import Encodable
+from ..._formats.validation import masked_url
 from ..secret import Secret
-from ..validation import masked_url
 
 if TYPE_CHECKING:
     from ..._formats.dockerfile import Instructions

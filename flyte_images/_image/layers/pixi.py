@@ -25,9 +25,9 @@ from ..._files.entries import FILE, Entry, Tree
 from ..._files.sources import Sources, Staged
 from ..._formats import quote as q
 from ..._formats.encoding import Encodable
+from ..._formats.validation import nonempty
 from ..secret import Secret
 from ..uvscript import block_toml
-from ..validation import nonempty
 from .base import Inputs, Layer, secrets_identity, staged_file
 from .python import ProjectInstallMode, default_lock
 
