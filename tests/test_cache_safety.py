@@ -434,9 +434,10 @@ def test_build_records_are_read_bounded_and_never_written_through_a_symlink(tmp_
 
     records = cache_dir() / "records"
     records.mkdir(parents=True)
-    os.mkfifo(records / "k1.json")  # a FIFO would block a plain read forever
+    os.mkfifo(records / "k1.jsonl")  # a FIFO would block a plain read forever
     assert history("k1") == []
-    (records / "k2.json").write_bytes(b"[" + b" " * (5 << 20) + b"]")  # over the bound: not read
+    with (records / "k2.jsonl").open("wb") as big:  # over the bound: not read
+        big.truncate(65 << 20)
     assert history("k2") == []
 
     image = Image.from_debian_base(python_version=(3, 12), install_flyte=False, name="rec").with_env_vars({"A": "1"})

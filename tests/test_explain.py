@@ -89,3 +89,27 @@ def test_explain_cli_reports_the_build_and_what_led_to_it(
     assert report["built"] is True and report["previous_uri"] != report["uri"]
     changed = [row for row in report["parts"] if row["status"] == "changed"]
     assert [row["part"] for row in changed] == ["1 source_folder"]
+
+
+def test_a_build_appends_its_record_and_the_history_keeps_the_last_ten(tmp_path: Path) -> None:
+    """A build adds one line to its image's history (what earlier builds wrote stays as it was,
+    so a build costs the same however long the history); explain reads the last ten builds, the
+    same identifier twice in a row counting once."""
+    from flyte_images._plan.explain import HISTORY, _history_path, save_record
+
+    src = tmp_path / "a.txt"
+    key = None
+    for n in range(HISTORY + 3):
+        src.write_text(f"version {n}\n")
+        image = Image.from_debian_base(install_flyte=False, name="hist").with_source_file(src)
+        key = description_key(image)
+        record = breakdown(plan(image))
+        save_record(key, record)
+        if n == 0:
+            first = _history_path(key).read_bytes()
+        save_record(key, record)  # found again, unchanged: one build
+    assert key is not None
+    assert _history_path(key).read_bytes().startswith(first)
+    builds = history(key)
+    assert len(builds) == HISTORY and len({b.identifier for b in builds}) == HISTORY
+    assert builds[-1].identifier == record.identifier

@@ -57,8 +57,8 @@ KINDS = (
     Kind("staging", "staging folders", "staging", _STAGING_KEY, folders=True),
     Kind("stat-cache", "stat cache", None, r"stat-cache-v2\.bin"),
     Kind("tree-memos", "tree memos", "tree-memo-v1", r"[0-9a-f]{32}\.bin"),
-    # records/<description key>.json (`_plan.explain`)
-    Kind("records", "build records (explain)", "records", r"[0-9a-f]{16,64}\.json"),
+    # records/<description key>.jsonl (`_plan.explain`; .json: an earlier format, still pruned)
+    Kind("records", "build records (explain)", "records", r"[0-9a-f]{16,64}\.jsonl?"),
     Kind("pushes", "push records", None, r"pushed\.json|manifest-platforms\.json"),
     Kind("documents", "registry documents", "documents", r"sha256-[0-9a-f]{64}|sha512-[0-9a-f]{128}"),
     Kind("basefs", "base image file answers", "basefs", r"[0-9a-f]{64}\.json"),

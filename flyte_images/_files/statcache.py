@@ -371,3 +371,44 @@ def _key(st: os.stat_result) -> StatKey:
 
 def _racy(key: StatKey, now_ns: int) -> bool:
     return now_ns - key[3] < _RACY_NS or now_ns - key[4] < _RACY_NS
+
+
+def cache_lines(path: Path, head: bytes, limit: int) -> bytes:
+    """The entry lines of a file from the newline that ends its format line on (so that every
+    line starts after a newline); just that newline when the file is missing, too large or of
+    another format."""
+    raw = read_cache_file(path, limit, head)
+    return b"\n" if raw is None else raw[len(head) - 1 :]
+
+
+def append_cache_lines(
+    path: Path, head: bytes, lines: bytes, compact: int, limit: int, *, follow: bool = False
+) -> None:
+    """Append `lines` to the file `path`: one that is missing or of another format is started
+    anew, and one past `compact` bytes written again with its newer half. OSError when it
+    cannot be written, or when its folder is a symlink (unless `follow`: for a file directly in
+    the cache folder, which itself may be a link)."""
+    dfd = open_cache_folder(path.parent, follow=follow)
+    try:
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(path.name, flags, 0o600, dir_fd=dfd)
+        try:
+            size = os.fstat(fd).st_size
+            if size < len(head) or os.pread(fd, len(head), 0) != head:
+                write_atomically(dfd, path.name, head + lines)
+            elif size + len(lines) > compact:
+                raw = read_cache_file(path.name, limit, head, dir_fd=dfd) or head
+                body = raw[len(head) :]
+                kept = body[-(compact // 2) :]
+                if len(kept) < len(body):  # cut inside a line: from the next whole one
+                    kept = kept[kept.find(b"\n") + 1 :] if b"\n" in kept else b""
+                write_atomically(dfd, path.name, head + kept + lines)
+            else:
+                # A line cut short (by a process killed while appending) is ended first, so it
+                # spoils no other line.
+                cut = os.pread(fd, 1, size - 1) != b"\n"
+                os.write(fd, (b"\n" if cut else b"") + lines)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dfd)

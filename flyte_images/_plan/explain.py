@@ -15,13 +15,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._files.statcache import cache_dir, open_cache_folder, read_cache_file, write_atomically
+from .._files.statcache import append_cache_lines, cache_dir, cache_lines
 from .plan import BuildPlan
 
 Files = dict[str, tuple[int, str]]
@@ -69,50 +68,42 @@ def breakdown(plan: BuildPlan) -> Breakdown:
 
 
 HISTORY = 10  # builds remembered per image
-
-
-# A record file holds at most HISTORY builds of one image: far below this, whatever the image.
-_RECORD_LIMIT = 4 << 20
+# One JSON line per build appended (a build never rewrites the history); written again with its
+# newer half past _COMPACT, so an image of tens of thousands of files still keeps its last builds.
+_HEAD = b'["flyte-images builds",1]\n'
+_COMPACT = 16 << 20
+_LIMIT = 64 << 20
 
 
 def _history_path(key: str) -> Path:
-    return cache_dir() / "records" / f"{key}.json"
+    return cache_dir() / "records" / f"{key}.jsonl"
 
 
 def history(key: str) -> list[Breakdown]:
-    """The recorded builds of the image described by `key` (`_plan.description_key`), oldest
-    first; an unreadable record file is no history."""
-    raw = read_cache_file(_history_path(key), _RECORD_LIMIT, b"[")
-    if raw is None:
-        return []
-    try:
-        data = json.loads(raw)
-        return [Breakdown.from_dict(item) for item in data]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return []
+    """The last HISTORY builds of the image described by `key` (`_plan.description_key`),
+    oldest first: the same identifier again only moves its time (and keeps how it was built when
+    the later record is of an image found rather than built). A damaged line is no build."""
+    builds: list[Breakdown] = []
+    for line in cache_lines(_history_path(key), _HEAD, _LIMIT).split(b"\n"):
+        try:
+            build = Breakdown.from_dict(json.loads(line)) if line else None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            build = None
+        if build is None:
+            continue
+        if builds and builds[-1].identifier == build.identifier:
+            builds[-1] = build if build.how else dataclasses.replace(build, how=builds[-1].how)
+        else:
+            builds.append(build)
+    return builds[-HISTORY:]
 
 
 def save_record(key: str, record: Breakdown) -> None:
-    """Add a build to the image's history; the same identifier again only moves its time (and
-    keeps how it was built when this record is of an image found rather than built)."""
-    builds = history(key)
-    if builds and builds[-1].identifier == record.identifier:
-        if not record.how:
-            record = dataclasses.replace(record, how=builds[-1].how)
-        builds[-1] = record
-    else:
-        builds.append(record)
-    path = _history_path(key)
-    # One line, no sorting: the file is read back by `history`, not by people.
-    text = json.dumps([b.to_dict() for b in builds[-HISTORY:]], separators=(",", ":")).encode()
-    if len(text) > _RECORD_LIMIT:
-        return
-    with contextlib.suppress(OSError):  # a record only explains later builds: a build goes on
-        folder = open_cache_folder(path.parent)
-        try:
-            write_atomically(folder, path.name, text)
-        finally:
-            os.close(folder)
+    """Add a build to the image's history: one line appended (best effort: a record only
+    explains later builds, so a build goes on without it)."""
+    line = json.dumps(record.to_dict(), separators=(",", ":")).encode() + b"\n"
+    with contextlib.suppress(OSError):
+        append_cache_lines(_history_path(key), _HEAD, line, _COMPACT, _LIMIT)
 
 
 def previous_build(key: str, current: Breakdown) -> tuple[Breakdown | None, Breakdown | None]:

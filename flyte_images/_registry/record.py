@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .._files.statcache import cache_dir, open_cache_folder, read_cache_file, write_atomically
+from .._files.statcache import append_cache_lines, cache_dir, cache_lines
 
 RECENT = 300.0
 # The largest files read (far above what compaction leaves), and the sizes past which they are
@@ -41,13 +40,13 @@ def _path() -> Path:
 def remember_push(reference: str, digest: str | None, platforms: Sequence[str]) -> None:
     line = _line([reference, digest, sorted(platforms), time.time()])
     with contextlib.suppress(OSError):
-        _append(_path(), _PUSHED_HEAD, line, _PUSHED_COMPACT, _MAX_RECORD_BYTES)
+        append_cache_lines(_path(), _PUSHED_HEAD, line, _PUSHED_COMPACT, _MAX_RECORD_BYTES, follow=True)
 
 
 def recent_push(reference: str, platforms: Sequence[str]) -> dict[str, object] | None:
     """The record of a push of `reference` with these platforms in the last RECENT seconds:
     its digest, platforms and time."""
-    found = _last(_lines(_path(), _PUSHED_HEAD, _MAX_RECORD_BYTES), reference)
+    found = _last(cache_lines(_path(), _PUSHED_HEAD, _MAX_RECORD_BYTES), reference)
     if found is None or len(found) != 4:
         return None
     _reference, digest, recorded, when = found
@@ -75,7 +74,9 @@ class PlatformCache:
         if digest in self._new:
             return tuple(self._new[digest])
         if self._lines is None:
-            self._lines = b"\n" if self._path is None else _lines(self._path, _PLATFORMS_HEAD, _MAX_PLATFORMS_BYTES)
+            self._lines = (
+                b"\n" if self._path is None else cache_lines(self._path, _PLATFORMS_HEAD, _MAX_PLATFORMS_BYTES)
+            )
         found = _last(self._lines, digest)
         if found is None or len(found) != 2 or not isinstance(found[1], list):
             return None
@@ -92,20 +93,13 @@ class PlatformCache:
             return
         lines = b"".join(_line([digest, platforms]) for digest, platforms in self._new.items())
         with contextlib.suppress(OSError):
-            _append(self._path, _PLATFORMS_HEAD, lines, _PLATFORMS_COMPACT, _MAX_PLATFORMS_BYTES)
+            path, bound = self._path, _MAX_PLATFORMS_BYTES
+            append_cache_lines(path, _PLATFORMS_HEAD, lines, _PLATFORMS_COMPACT, bound, follow=True)
             self._lines, self._new = None, {}
 
 
 def _line(entry: list[object]) -> bytes:
     return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
-
-
-def _lines(path: Path, head: bytes, limit: int) -> bytes:
-    """The entry lines of a file from the newline that ends its format line on (so that every
-    line starts after a newline); just that newline when the file is missing, too large or of
-    another format."""
-    raw = read_cache_file(path, limit, head)
-    return b"\n" if raw is None else raw[len(head) - 1 :]
 
 
 def _last(lines: bytes, key: str) -> list[object] | None:
@@ -120,33 +114,3 @@ def _last(lines: bytes, key: str) -> list[object] | None:
     except ValueError:
         return None
     return found if isinstance(found, list) and found and found[0] == key else None
-
-
-def _append(path: Path, head: bytes, lines: bytes, compact: int, limit: int) -> None:
-    """Append `lines` to the file `path`: one that is missing or of another format is started
-    anew, and one past `compact` bytes written again with its newer half. OSError when it
-    cannot be written."""
-    dfd = open_cache_folder(path.parent, follow=True)  # the cache folder itself may be a link
-    try:
-        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(path.name, flags, 0o600, dir_fd=dfd)
-        try:
-            size = os.fstat(fd).st_size
-            if size < len(head) or os.pread(fd, len(head), 0) != head:
-                write_atomically(dfd, path.name, head + lines)
-            elif size + len(lines) > compact:
-                raw = read_cache_file(path.name, limit, head, dir_fd=dfd) or head
-                body = raw[len(head) :]
-                kept = body[-(compact // 2) :]
-                if len(kept) < len(body):  # cut inside a line: from the next whole one
-                    kept = kept[kept.find(b"\n") + 1 :] if b"\n" in kept else b""
-                write_atomically(dfd, path.name, head + kept + lines)
-            else:
-                # A line cut short (by a process killed while appending) is ended first, so it
-                # spoils no other line.
-                cut = os.pread(fd, 1, size - 1) != b"\n"
-                os.write(fd, (b"\n" if cut else b"") + lines)
-        finally:
-            os.close(fd)
-    finally:
-        os.close(dfd)
