@@ -177,6 +177,20 @@ def test_dry_run_json_keeps_progress_and_summary_on_stderr(tmp_path: Path) -> No
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
 
 
+def test_a_dry_run_names_a_misconfigured_builder_for_the_image_it_would_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "images.py").write_text(
+        "from flyte_images import Image\n"
+        f"app = Image.from_base({BUSYBOX!r}).clone(name='app', registry='127.0.0.1:1').with_commands(['true'])\n"
+    )
+    monkeypatch.setenv("FLYTE_IMAGES_BUILDER", "no-such-builder")
+    done = _cli("build", str(tmp_path / "images.py"), "--dry-run", "--json", "--no-require-check")
+    assert done.returncode == 1, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["status"] == {"app": "failed"} and "no image builder named 'no-such-builder'" in doc["reasons"]["app"]
+
+
 def test_id_and_exists_json_shapes(tmp_path: Path) -> None:
     (tmp_path / "images.py").write_text(
         f"from flyte_images import Image\napp = Image.from_base({BUSYBOX!r}).clone(name='app')\n"

@@ -221,7 +221,11 @@ def _decide_all(jobs: list[_Job], options: BuildOptions) -> None:
         elif not found.build:
             job.status, job.reason, job.digest = "exists", found.reason, found.digest
         elif options.dry_run:
-            where = route.routing(job.planned[1]) if job.planned else ""
+            try:  # the backend a build would use is looked up: a misconfigured one fails here
+                where = route.routing(job.planned[1]) if job.planned else ""
+            except FlyteImagesError as exc:
+                job.status, job.reason = "failed", str(exc)
+                continue
             job.reason = f"would build {job.uri} ({found.reason}{'; ' + where if where else ''})"
         elif found.warning and not options.quiet:
             print(found.warning, file=sys.stderr)
