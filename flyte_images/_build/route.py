@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 from .. import _config
 from .._errors import ConfigError
 from .._formats.dockerfile import RenderOptions
-from .._image.image import Image
 from .._formats.validation import image_reference
+from .._image.image import Image
 from .._interrupt import run_coroutine
 from .._plan.plan import BuildPlan, plan
 from .._syncaio import syncaio
