@@ -135,3 +135,20 @@ def test_the_core_never_imports_a_backend_module() -> None:
 def test_few_private_modules_at_the_top_of_the_package() -> None:
     top = sorted(p.name for p in PACKAGE.glob("_*.py"))
     assert len(top) <= 12, top
+
+
+def test_the_linter_reads_every_module_of_the_package() -> None:
+    """`just lint` runs `ruff check .`: a folder its default excludes name (such as `_build`)
+    would be skipped without a word."""
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    assert ruff is not None, "ruff is a dev dependency: install the project with [dev]"
+    shown = subprocess.run(
+        [ruff, "check", "--show-files", "."], cwd=PACKAGE.parent, capture_output=True, text=True, check=True
+    )
+    read = {Path(line.strip()).resolve() for line in shown.stdout.splitlines() if line.strip().endswith(".py")}
+    modules = {p.resolve() for p in [*PACKAGE.rglob("*.py"), *BACKENDS.rglob("*.py")] if "__pycache__" not in p.parts}
+    assert modules - read == set()
