@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from flyte_images import Image
-from flyte_images._append import append_async, engine_part, file_part_start, layer_tar, merge_env, new_config
+from flyte_images._append import append_async, copy_layer, engine_part, file_part_start, merge_env, new_config
 from flyte_images._append.image import OCI_LAYER, OCI_MANIFEST
 from flyte_images._append.part import has_file_part
 from flyte_images._append.tarball import Folder
@@ -44,23 +44,23 @@ def members(data: bytes) -> list[tuple[str, str, int, int, int, str]]:
         return [(m.name, m.type.decode(), m.mode, m.uid, m.gid, m.linkname) for m in tar.getmembers()]
 
 
-def test_layer_tar_is_deterministic(tmp_path: Path) -> None:
+def test_copy_layer_is_deterministic(tmp_path: Path) -> None:
     folder = make_folder(tmp_path)
-    first, again = layer_tar(folder, "/opt/app"), layer_tar(folder, "/opt/app/")
+    first, again = copy_layer(folder, "/opt/app")[0], copy_layer(folder, "/opt/app/")[0]
     assert (first.digest, first.diff_id, first.data) == (again.digest, again.diff_id, again.data)
     (folder / "pkg" / "a.py").chmod(0o600)
-    changed = layer_tar(folder, "/opt/app")
+    changed = copy_layer(folder, "/opt/app")[0]
     assert changed.digest != first.digest and changed.diff_id != first.diff_id
 
 
-def test_layer_tar_reads_back_as_tarfile_writes_it(tmp_path: Path) -> None:
+def test_copy_layer_reads_back_as_tarfile_writes_it(tmp_path: Path) -> None:
     """Long and non-ASCII names and link targets (pax headers), ids and sizes: every member reads
     back with what a tar that `tarfile` writes of the same entries holds."""
     folder = make_folder(tmp_path)
     (folder / "pkg" / ("n" * 120 + ".py")).write_bytes(b"x" * 700)
     (folder / "pkg" / "ünïcode.txt").write_text("u\n")
     os.symlink("t" * 150, folder / "pkg" / "far")
-    blob = layer_tar(folder, "/home/flyte/" + "d" * 90, owner=(1000, 1001))
+    blob = copy_layer(folder, "/home/flyte/" + "d" * 90, owner=(1000, 1001))[0]
     ours = tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob.data)))  # noqa: SIM115 - in memory
     reference = io.BytesIO()
     with tarfile.open(fileobj=reference, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -84,8 +84,8 @@ def test_layer_tar_reads_back_as_tarfile_writes_it(tmp_path: Path) -> None:
     assert len(gzip.decompress(blob.data)) % 10240 == 0
 
 
-def test_layer_tar_lays_out_the_copy(tmp_path: Path) -> None:
-    blob = layer_tar(make_folder(tmp_path), "/opt/app")
+def test_copy_layer_lays_out_the_copy(tmp_path: Path) -> None:
+    blob = copy_layer(make_folder(tmp_path), "/opt/app")[0]
     listing = {name: rest for name, *rest in members(blob.data)}
     names = list(listing)
     assert names == sorted(names, key=lambda n: n.split("/"))  # parents before children, sorted
@@ -99,27 +99,27 @@ def test_layer_tar_lays_out_the_copy(tmp_path: Path) -> None:
     assert all(uid == 0 and gid == 0 for _t, _m, uid, gid, _l in listing.values())
 
 
-def test_layer_tar_keeps_the_folders_the_image_has(tmp_path: Path) -> None:
+def test_copy_layer_keeps_the_folders_the_image_has(tmp_path: Path) -> None:
     home = Folder(0o700, 1000, 1000)
-    blob = layer_tar(make_folder(tmp_path), "/home/flyte/app", owner=(1000, 1001), folders={"home/flyte": home})
+    blob = copy_layer(make_folder(tmp_path), "/home/flyte/app", owner=(1000, 1001), folders={"home/flyte": home})[0]
     listing = {name: rest for name, *rest in members(blob.data)}
     assert listing["home/flyte"][:4] == [tarfile.DIRTYPE.decode(), 0o700, 1000, 1000]  # as the image has it
     assert listing["home"][:4] == [tarfile.DIRTYPE.decode(), 0o755, 1000, 1001]  # made by the copy
     assert listing["home/flyte/app/pkg/a.py"][2:4] == [1000, 1001]
     with pytest.raises(BuildError, match="not '/opt/app/x' or one of its parents"):
-        layer_tar(make_folder(tmp_path / "b"), "/opt/app/x", folders={"srv": home})
+        copy_layer(make_folder(tmp_path / "b"), "/opt/app/x", folders={"srv": home})[0]
 
 
-def test_layer_tar_refuses_relative_and_missing(tmp_path: Path) -> None:
+def test_copy_layer_refuses_relative_and_missing(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="relative"):
-        layer_tar(make_folder(tmp_path), "app")
+        copy_layer(make_folder(tmp_path), "app")[0]
     with pytest.raises(BuildError, match="not a staged folder"):
-        layer_tar(tmp_path / "nope", "/app")
+        copy_layer(tmp_path / "nope", "/app")[0]
 
 
 def test_config_changes_follow_the_dockerfile(tmp_path: Path) -> None:
     assert merge_env(["PATH=/bin", "A=1"], [("A", "2"), ("B", "x=y")]) == ["PATH=/bin", "A=2", "B=x=y"]
-    blob = layer_tar(make_folder(tmp_path), "/app", created_by="COPY")
+    blob = copy_layer(make_folder(tmp_path), "/app", created_by="COPY")[0]
     base: dict[str, Any] = {
         "created": "t",
         "rootfs": {"type": "layers", "diff_ids": ["sha256:0"]},
@@ -228,7 +228,7 @@ def fake_base(reg: FakeRegistry, *, attested: bool) -> None:
 def test_append_uploads_missing_blobs_once_and_writes_the_manifest(tmp_path: Path, attested: bool) -> None:
     reg = FakeRegistry()
     fake_base(reg, attested=attested)
-    blob = layer_tar(make_folder(tmp_path), "/app")
+    blob = copy_layer(make_folder(tmp_path), "/app")[0]
     transport = reg
 
     def run(tag: str) -> str:
@@ -287,7 +287,7 @@ def test_append_to_a_multi_platform_index_writes_one_manifest_per_platform(tmp_p
     unknown = {"os": "unknown", "architecture": "unknown"}
     entries.append({"mediaType": OCI_MANIFEST, "digest": "sha256:" + "0" * 64, "size": 1, "platform": unknown})
     reg.put_manifest("base", {"schemaVersion": 2, "mediaType": INDEX_TYPES[0], "manifests": entries}, INDEX_TYPES[0])
-    blob = layer_tar(make_folder(tmp_path), "/app")
+    blob = copy_layer(make_folder(tmp_path), "/app")[0]
     work = append_async(
         "localhost:5000/app:base",
         [blob],

@@ -26,7 +26,7 @@ from engine_support import BUSYBOX, remove_image
 
 import flyte_images
 from flyte_images import Image
-from flyte_images._append import engine_part, layer_tar
+from flyte_images._append import copy_layer, engine_part
 from flyte_images._append import tarball as tarball_module
 from flyte_images._append.tarball import Folder
 from flyte_images._plan.plan import plan
@@ -94,10 +94,9 @@ def layer_folder(root: Path) -> Path:
 
 def both_layers(folder: Path) -> dict[str, tarball_module.LayerBlob]:
     home = {"home/flyte": Folder(0o700, 1000, 1000)}
-    return {
-        "plain": layer_tar(folder, "/opt/app"),
-        "owned": layer_tar(folder, "/home/flyte/" + "d" * 90, owner=(1000, 1001), folders=home, created_by="COPY x"),
-    }
+    plain, _ = copy_layer(folder, "/opt/app")
+    owned, _ = copy_layer(folder, "/home/flyte/" + "d" * 90, owner=(1000, 1001), folders=home, created_by="COPY x")
+    return {"plain": plain, "owned": owned}
 
 
 def test_layers_are_streamed_and_spooled_with_the_bytes_they_always_had(

@@ -12,19 +12,19 @@ if TYPE_CHECKING:
     from .image import append_async, merge_env, new_config
     from .part import engine_part, file_part_start
     from .split import file_part
-    from .tarball import layer_tar
+    from .tarball import copy_layer
 
 _LAZY = {
     "append_async": ".image",
+    "copy_layer": ".tarball",
     "engine_part": ".part",
     "file_part": ".split",
     "file_part_start": ".part",
-    "layer_tar": ".tarball",
     "merge_env": ".image",
     "new_config": ".image",
 }
 
-__all__ = ["append_async", "engine_part", "file_part", "file_part_start", "layer_tar", "merge_env", "new_config"]
+__all__ = ["append_async", "copy_layer", "engine_part", "file_part", "file_part_start", "merge_env", "new_config"]
 
 
 def __getattr__(name: str) -> object:

@@ -100,25 +100,6 @@ class Folder:
     mtime: int = FIXED_MTIME
 
 
-def layer_tar(
-    folder: Path,
-    dst: str,
-    *,
-    owner: tuple[int, int] = (0, 0),
-    folders: Mapping[str, Folder] | None = None,
-    created_by: str = "",
-    level: int = GZIP_LEVEL,
-    compression: str = "gzip",
-) -> LayerBlob:
-    """The layer `COPY <folder>/ <dst>/` adds, as a deterministic compressed tar (`compression`
-    gzip at `level`, or zstd). `owner`: the uid/gid of every copied entry (`--chown`, as
-    numbers); `folders`: `dst` and its parents as the image has them after the copy (one not
-    given is made 0755, `owner`)."""
-    return copy_layer(
-        folder, dst, owner=owner, folders=folders, created_by=created_by, level=level, compression=compression
-    )[0]
-
-
 def copy_layer(
     folder: Path,
     dst: str,
@@ -129,8 +110,11 @@ def copy_layer(
     level: int = GZIP_LEVEL,
     compression: str = "gzip",
 ) -> tuple[LayerBlob, dict[str, Folder]]:
-    """`layer_tar`, and the folders the copy makes below `dst` as tar paths with what the layer
-    gives them (for later copies into them), from the one walk of `folder` the layer takes."""
+    """The layer `COPY <folder>/ <dst>/` adds, as a deterministic compressed tar (`compression`
+    gzip at `level`, or zstd), and the folders the copy makes below `dst` as tar paths with what
+    the layer gives them (for later copies into them), from one walk of `folder`. `owner`: the
+    uid/gid of every copied entry (`--chown`, as numbers); `folders`: `dst` and its parents as the
+    image has them after the copy (one not given is made 0755, `owner`)."""
     if not folder.is_dir() or folder.is_symlink():
         raise BuildError(f"{folder} is not a staged folder; stage the image (staged_plan) before making its layers")
     root = normalize_dst(dst)
