@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from .. import _config
 from .._append.part import engine_layers, file_part_start, has_file_part
-from .._errors import ConfigError, RegistryError
+from .._errors import ConfigError
 from .._image.image import Image
 from .._interrupt import run_coroutine
 from .._plan.plan import BuildPlan, staged_plan, subplan
@@ -136,14 +136,10 @@ class AppendRoute(Route):
     async def _decided_in(self, registry: Registry, job: Job, planned: BuildPlan) -> tuple[Decision, Decision]:
         """The skip rule for the image and its engine part, asked at once over `registry`."""
         asked = self.questions(planned)
-        missing = [q for q in asked if q.uri not in job.known]
+        missing = job.unknown(asked)
         answers = await ask_registry(registry, missing)
         fresh = said(decide_from(missing, answers, None, strict=job.options.strict), job.options.quiet)
-        found = dict(job.known) | {q.uri: d for q, d in zip(missing, fresh, strict=True)}
-        full, part = (found[q.uri] for q in asked)
-        for decision in (full, part):
-            if decision.failure:
-                raise RegistryError(decision.failure)
+        full, part = job.settled(asked, missing, fresh)
         return full, part
 
 

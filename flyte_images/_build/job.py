@@ -25,7 +25,7 @@ from .backends import get_builder
 from .decide import Decision, Question, decide_all
 from .options import BuildOptions
 from .records import record
-from .result import ImageBuild
+from .result import ImageBuild, placement
 
 if TYPE_CHECKING:
     from flyte_images.builders.base import Builder, Progress
@@ -51,6 +51,20 @@ class Job:
         return ImageBuild(
             planned.uri, built=False, reason=decision.reason, digest=decision.digest, dockerfile=planned.dockerfile
         )
+
+    def unknown(self, asked: tuple[Question, ...]) -> list[Question]:
+        """The questions whose answer is not known yet."""
+        return [q for q in asked if q.uri not in self.known]
+
+    def settled(self, asked: tuple[Question, ...], missing: list[Question], fresh: list[Decision]) -> list[Decision]:
+        """The answer to each of `asked`: `fresh` for `missing` (asked just now), the known one
+        for the others. A failure (the registry cannot be asked, strict) raises."""
+        answers = {q.uri: d for q, d in zip(missing, fresh, strict=True)}
+        found = [answers[q.uri] if q.uri in answers else self.known[q.uri] for q in asked]
+        for decision in found:
+            if decision.failure:
+                raise RegistryError(decision.failure)
+        return found
 
     @contextlib.contextmanager
     def sink(self, title: str) -> Iterator[Progress]:
@@ -105,18 +119,11 @@ class Route:
     def routing(self, planned: BuildPlan) -> str:
         """Where the backend would build each platform of `planned`, for a dry run (`linux/amd64
         on tcp://bk-1:1234`); empty when the backend does not choose a daemon."""
-        where = routing_of(self.backend.get(), planned.uri, planned.platforms, self.pushing)
-        return ", ".join(f"{platform} on {node}" for platform, node in sorted(where.items()))
+        return placement(routing_of(self.backend.get(), planned.uri, planned.platforms, self.pushing))
 
     def decided(self, job: Job, asked: tuple[Question, ...]) -> list[Decision]:
         """The skip rule's answer to each question, from `job.known` where it has one, the others
         asked at once; a failure (the registry cannot be asked, strict) raises."""
-        missing = [q for q in asked if q.uri not in job.known]
+        missing = job.unknown(asked)
         backend = self.backend.get() if any(not q.pushing for q in missing) else None
-        fresh = decide_all(missing, backend, job.options.strict, job.options.quiet)
-        answers = {q.uri: d for q, d in zip(missing, fresh, strict=True)}
-        found = [job.known.get(q.uri) or answers[q.uri] for q in asked]
-        for decision in found:
-            if decision.failure:
-                raise RegistryError(decision.failure)
-        return found
+        return job.settled(asked, missing, decide_all(missing, backend, job.options.strict, job.options.quiet))

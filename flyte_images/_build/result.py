@@ -65,9 +65,15 @@ class ImageBuild(str):
         return (self.uri, self.remote_run, self.build_run)
 
     def where(self) -> str:
-        """Where each platform was built, for people: `linux/amd64 on tcp://bk-1:1234 (waited
-        0.4 s)`, one per platform; empty when no daemon was chosen."""
-        return ", ".join(
-            f"{platform} on {node}" + (f" (waited {self.waited[platform]:.1f} s)" if self.waited.get(platform) else "")
-            for platform, node in sorted(self.nodes.items())
-        )
+        """Where each platform was built, for people (`placement`)."""
+        return placement(self.nodes, self.waited)
+
+
+def placement(nodes: Mapping[str, str], waited: Mapping[str, float] | None = None) -> str:
+    """`linux/amd64 on tcp://bk-1:1234 (waited 0.4 s), ...`: where each platform is (or would be)
+    built, for people; empty when no daemon was chosen."""
+    waited = waited or {}
+    return ", ".join(
+        f"{platform} on {node}" + (f" (waited {waited[platform]:.1f} s)" if waited.get(platform) else "")
+        for platform, node in sorted(nodes.items())
+    )
